@@ -1,0 +1,45 @@
+import { type IpcMainInvokeEvent, type WebContents, ipcMain } from 'electron';
+import { methodNames } from '../../shared';
+import { ipcCallChannel, ipcEventChannel } from '../../shared/channels';
+import type { StudioHost } from '../api';
+import { dispatch } from '../dispatch';
+import { appOrigin } from './protocol';
+
+/**
+ * Binds every contract method with ipcMain.handle. A call is answered only when it comes from
+ * the main frame of one of our windows showing our own origin; anything else gets `forbidden`
+ * before its payload is even looked at (checklist #17). Payloads are validated by `dispatch`.
+ */
+export function bindIpc(host: StudioHost, isOurWindow: (contents: WebContents) => boolean): () => void {
+  const trusted = (event: IpcMainInvokeEvent): boolean => {
+    const frame = event.senderFrame;
+    if (!frame || frame !== event.sender.mainFrame) return false;
+    if (!isOurWindow(event.sender)) return false;
+    try {
+      return new URL(frame.url).origin === appOrigin;
+    } catch {
+      return false;
+    }
+  };
+
+  for (const method of methodNames) {
+    ipcMain.handle(ipcCallChannel(method), (event, input: unknown) => {
+      if (!trusted(event)) {
+        return { ok: false, error: { code: 'forbidden', message: 'This caller may not use the studio API.' } };
+      }
+      return dispatch(host.service, method, input, {
+        onUnexpectedError: (name, err) => console.error(`error in ${name}:`, err),
+      });
+    });
+  }
+  return () => {
+    for (const method of methodNames) ipcMain.removeHandler(ipcCallChannel(method));
+  };
+}
+
+/** Forwards host events to a window's renderer. */
+export function forwardEvents(host: StudioHost, contents: WebContents): () => void {
+  return host.events.subscribe((event, payload) => {
+    if (!contents.isDestroyed()) contents.send(ipcEventChannel, event, payload);
+  });
+}

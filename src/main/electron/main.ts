@@ -1,0 +1,109 @@
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BrowserWindow, app, session, shell } from 'electron';
+import { StudioHost } from '../api';
+import { appVersion } from '../version';
+import { bindIpc, forwardEvents } from './ipc';
+import { appOrigin, handleAppProtocol, registerAppScheme } from './protocol';
+import { loadWindowState, trackWindowState } from './window-state';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const rendererDir = path.join(here, '..', 'renderer');
+const preloadPath = path.join(here, '..', 'preload', 'index.cjs');
+
+// Tests and portable setups may point the data folder elsewhere.
+if (process.env.LATENT_STUDIO_DATA_DIR) app.setPath('userData', path.resolve(process.env.LATENT_STUDIO_DATA_DIR));
+
+registerAppScheme();
+app.enableSandbox();
+
+if (!app.requestSingleInstanceLock()) {
+  app.quit();
+} else {
+  const windows = new Set<BrowserWindow>();
+  let host: StudioHost | null = null;
+
+  const createWindow = () => {
+    const dataDir = app.getPath('userData');
+    const state = loadWindowState(dataDir);
+    const window = new BrowserWindow({
+      ...state,
+      minWidth: 960,
+      minHeight: 600,
+      show: false,
+      title: 'Latent Studio',
+      backgroundColor: '#17181c',
+      webPreferences: {
+        preload: preloadPath,
+        contextIsolation: true,
+        sandbox: true,
+        nodeIntegration: false,
+        nodeIntegrationInWorker: false,
+        webSecurity: true,
+        allowRunningInsecureContent: false,
+        webviewTag: false,
+        spellcheck: false,
+      },
+    });
+    windows.add(window);
+    if (state.maximized) window.maximize();
+    trackWindowState(window, dataDir);
+    const stopEvents = forwardEvents(host!, window.webContents);
+    window.on('closed', () => {
+      stopEvents();
+      windows.delete(window);
+    });
+    window.once('ready-to-show', () => window.show());
+    void window.loadURL(`${appOrigin}/index.html`);
+  };
+
+  app.on('second-instance', () => {
+    const [first] = windows;
+    if (!first) return;
+    if (first.isMinimized()) first.restore();
+    first.focus();
+  });
+
+  app.on('web-contents-created', (_event, contents) => {
+    // Nothing navigates away from the studio or opens windows; https links go to the browser.
+    contents.on('will-navigate', (event, url) => {
+      if (!url.startsWith(`${appOrigin}/`)) event.preventDefault();
+    });
+    contents.on('will-attach-webview', (event) => event.preventDefault());
+    contents.setWindowOpenHandler(({ url }) => {
+      if (url.startsWith('https://')) void shell.openExternal(url);
+      return { action: 'deny' };
+    });
+  });
+
+  app.whenReady().then(() => {
+    // Deny every permission (camera, notifications, geolocation…) by default (checklist #5).
+    session.defaultSession.setPermissionRequestHandler((_contents, _permission, callback) => callback(false));
+    session.defaultSession.setPermissionCheckHandler(() => false);
+
+    host = new StudioHost({
+      shell: 'desktop',
+      dataDir: app.getPath('userData'),
+      version: appVersion,
+      versions: {
+        electron: process.versions.electron ?? '',
+        chrome: process.versions.chrome ?? '',
+      },
+    });
+    handleAppProtocol(rendererDir);
+    bindIpc(host, (contents) => [...windows].some((w) => w.webContents === contents));
+    createWindow();
+
+    app.on('activate', () => {
+      if (windows.size === 0) createWindow();
+    });
+  });
+
+  app.on('window-all-closed', () => {
+    if (process.platform !== 'darwin') app.quit();
+  });
+
+  app.on('will-quit', () => {
+    void host?.close();
+  });
+}

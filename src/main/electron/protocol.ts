@@ -1,0 +1,27 @@
+import { protocol } from 'electron';
+import { securityHeaders } from '../security';
+import { readStaticFile } from '../static-files';
+
+/** App content is served from studio://app/, never file:// (Electron security checklist #18). */
+export const appScheme = 'studio';
+export const appOrigin = `${appScheme}://app`;
+
+/** Must run before `app.whenReady()`. */
+export function registerAppScheme(): void {
+  protocol.registerSchemesAsPrivileged([
+    { scheme: appScheme, privileges: { standard: true, secure: true, supportFetchAPI: true } },
+  ]);
+}
+
+export function handleAppProtocol(rendererDir: string): void {
+  protocol.handle(appScheme, async (request) => {
+    const url = new URL(request.url);
+    if (url.host !== 'app' || request.method !== 'GET') return new Response('Not found', { status: 404 });
+    const file = await readStaticFile(rendererDir, url.pathname);
+    if (!file) return new Response('Not found', { status: 404, headers: securityHeaders });
+    return new Response(new Uint8Array(file.body), {
+      status: 200,
+      headers: { ...securityHeaders, 'Content-Type': file.contentType },
+    });
+  });
+}

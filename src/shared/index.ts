@@ -1,0 +1,5 @@
+export * from './contract';
+export * from './errors';
+export * from './settings';
+export * from './status';
+export * from './wire';

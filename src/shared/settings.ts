@@ -1,0 +1,33 @@
+import { z } from 'zod';
+
+export const executionProviders = ['auto', 'cpu', 'cuda', 'dml', 'coreml', 'webgpu'] as const;
+export const ExecutionProviderPreference = z.enum(executionProviders);
+export type ExecutionProviderPreference = z.infer<typeof ExecutionProviderPreference>;
+
+/** User settings, persisted by the host. Every field has a default so old files keep loading. */
+export const Settings = z.object({
+  theme: z.enum(['system', 'light', 'dark']).default('system'),
+  executionProvider: ExecutionProviderPreference.default('auto'),
+  /** Intra-op threads for ONNX Runtime; 0 lets the engine pick (physical cores). */
+  threads: z.number().int().min(0).max(256).default(0),
+  /** Where images are written; null keeps them in the app's data folder. */
+  outputDir: z.string().min(1).max(4096).nullable().default(null),
+  /** Write generation parameters into PNGs (A1111 `parameters` text plus our JSON). */
+  embedMetadata: z.boolean().default(true),
+});
+export type Settings = z.infer<typeof Settings>;
+
+/** A partial update; unknown keys are refused rather than silently dropped. */
+export const SettingsPatch = z
+  .object({
+    theme: Settings.shape.theme.unwrap(),
+    executionProvider: ExecutionProviderPreference,
+    threads: Settings.shape.threads.unwrap(),
+    outputDir: Settings.shape.outputDir.unwrap(),
+    embedMetadata: Settings.shape.embedMetadata.unwrap(),
+  })
+  .partial()
+  .strict();
+export type SettingsPatch = z.infer<typeof SettingsPatch>;
+
+export const defaultSettings: Settings = Settings.parse({});
