@@ -25,28 +25,35 @@ const nodeAndNative = [
   'stream',
   'zlib',
 ];
-const restrict = (message, patterns, paths = []) => [
-  'error',
-  {
-    paths: paths.map((name) => ({ name, message })),
-    patterns: [
-      { group: ['node:*'], message },
-      ...patterns.map((group) => ({ group: [group], message })),
-    ],
-  },
-];
-const layer = (files, message, { paths = [], patterns = [], allowNode = false } = {}) => ({
+/** A relative import that reaches into one of our other top-level folders. */
+const intoFolders = (...folders) => `^(\\.{1,2}/)+(src/)?(${folders.join('|')})(/|$)`;
+const layer = (files, message, { paths = [], folders = [], allowNode = false } = {}) => ({
   files,
   rules: {
-    'no-restricted-imports': allowNode
-      ? ['error', { paths: paths.map((name) => ({ name, message })), patterns: patterns.map((g) => ({ group: [g], message })) }]
-      : restrict(message, patterns, paths),
+    'no-restricted-imports': [
+      'error',
+      {
+        paths: paths.map((name) => ({ name, message })),
+        patterns: [
+          ...(allowNode ? [] : [{ group: ['node:*'], message }]),
+          ...(folders.length ? [{ regex: intoFolders(...folders), message }] : []),
+        ],
+      },
+    ],
   },
 });
 
 export default ts.config(
   {
-    ignores: ['node_modules/', 'out/', 'release/', 'test-results/', 'playwright-report/', 'tests/fixtures/.models/', 'resources/'],
+    ignores: [
+      'node_modules/',
+      'out/',
+      'release/',
+      'test-results/',
+      'playwright-report/',
+      'tests/fixtures/.models/',
+      'resources/',
+    ],
   },
   js.configs.recommended,
   ...ts.configs.recommended,
@@ -54,7 +61,10 @@ export default ts.config(
   {
     languageOptions: { globals: { ...globals.node } },
     rules: {
-      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      '@typescript-eslint/no-unused-vars': [
+        'error',
+        { argsIgnorePattern: '^_', varsIgnorePattern: '^_' },
+      ],
       '@typescript-eslint/consistent-type-imports': ['error', { fixStyle: 'inline-type-imports' }],
     },
   },
@@ -72,35 +82,49 @@ export default ts.config(
   layer(
     ['src/shared/**'],
     'src/shared is the pure contract: it imports nothing of ours outside it, and no Node, Electron or native module.',
-    { paths: nodeAndNative, patterns: ['../engine/*', '../main/*', '../preload/*', '../renderer/*', '**/engine', '**/main', '**/renderer', '**/preload'] },
+    { paths: nodeAndNative, folders: ['engine', 'main', 'preload', 'renderer'] },
   ),
   layer(
     ['src/renderer/**'],
     'The renderer talks to the host only through StudioApi (src/shared): no Node, Electron or native modules, no engine or main code.',
-    { paths: nodeAndNative, patterns: ['**/engine/*', '**/main/*', '**/preload/*', '**/engine', '**/main', '**/preload'] },
+    { paths: nodeAndNative, folders: ['engine', 'main', 'preload'] },
   ),
   layer(
     ['src/engine/**'],
     'The engine imports only src/shared (plus Node and onnxruntime-node): never Electron, SQLite or the app host.',
-    { paths: ['electron', 'better-sqlite3'], patterns: ['**/main/*', '**/renderer/*', '**/preload/*', '**/main', '**/renderer', '**/preload'], allowNode: true },
+    {
+      paths: ['electron', 'better-sqlite3'],
+      folders: ['main', 'renderer', 'preload'],
+      allowNode: true,
+    },
   ),
   layer(
     ['src/main/**'],
     'Only src/main/electron may import electron; main never imports the renderer or preload.',
-    { paths: ['electron'], patterns: ['**/renderer/*', '**/preload/*'], allowNode: true },
+    { paths: ['electron'], folders: ['renderer', 'preload'], allowNode: true },
   ),
   {
     files: ['src/main/electron/**'],
     rules: {
       'no-restricted-imports': [
         'error',
-        { patterns: [{ group: ['**/renderer/*', '**/preload/*'], message: 'main never imports the renderer or preload.' }] },
+        {
+          patterns: [
+            {
+              regex: intoFolders('renderer', 'preload'),
+              message: 'main never imports the renderer or preload.',
+            },
+          ],
+        },
       ],
     },
   },
   layer(
     ['src/preload/**'],
     'The preload imports only electron (contextBridge, ipcRenderer) and src/shared.',
-    { paths: nodeAndNative.filter((n) => n !== 'electron'), patterns: ['**/engine/*', '**/main/*', '**/renderer/*'] },
+    {
+      paths: nodeAndNative.filter((n) => n !== 'electron'),
+      folders: ['engine', 'main', 'renderer'],
+    },
   ),
 );

@@ -22,7 +22,8 @@ const optionalEntries = {
   'engine-worker': 'src/engine/worker.ts',
 };
 const { existsSync } = await import('node:fs');
-for (const [name, file] of Object.entries(optionalEntries)) if (existsSync(file)) nodeEntries[name] = file;
+for (const [name, file] of Object.entries(optionalEntries))
+  if (existsSync(file)) nodeEntries[name] = file;
 
 await esbuild({
   entryPoints: nodeEntries,
@@ -37,7 +38,9 @@ await esbuild({
   define,
   logLevel: 'warning',
   // Bundled CommonJS helpers may call require(); give ESM output one.
-  banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },
+  banner: {
+    js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);",
+  },
 });
 
 // Sandboxed preloads must be a single CommonJS file that requires only 'electron'.
@@ -55,4 +58,6 @@ await esbuild({
 });
 
 if (!nodeOnly) await viteBuild({ configFile: 'vite.config.ts', logLevel: 'warn' });
-console.log(`built out/ (${Object.keys(nodeEntries).join(', ')}, preload${nodeOnly ? '' : ', renderer'})`);
+console.log(
+  `built out/ (${Object.keys(nodeEntries).join(', ')}, preload${nodeOnly ? '' : ', renderer'})`,
+);

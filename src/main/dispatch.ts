@@ -47,12 +47,18 @@ export async function dispatch(
   if (!isMethodName(method)) {
     return {
       ok: false,
-      error: { code: 'unknown-method', message: `Unknown method "${String(method).slice(0, 100)}".` },
+      error: {
+        code: 'unknown-method',
+        message: `Unknown method "${String(method).slice(0, 100)}".`,
+      },
     };
   }
   const parsed = studioMethods[method].input.safeParse(rawInput);
   if (!parsed.success) {
-    return { ok: false, error: { code: 'invalid-argument', message: describeIssues(parsed.error) } };
+    return {
+      ok: false,
+      error: { code: 'invalid-argument', message: describeIssues(parsed.error) },
+    };
   }
   try {
     const impl = service[method] as (input: unknown) => unknown;

@@ -10,7 +10,10 @@ import { ipcCallChannel, ipcEventChannel } from '../shared/channels';
 contextBridge.exposeInMainWorld('studio', {
   call(method: string, input: unknown): Promise<unknown> {
     if (typeof method !== 'string' || !/^[A-Za-z]{1,64}$/.test(method)) {
-      return Promise.resolve({ ok: false, error: { code: 'unknown-method', message: 'Unknown method.' } });
+      return Promise.resolve({
+        ok: false,
+        error: { code: 'unknown-method', message: 'Unknown method.' },
+      });
     }
     return ipcRenderer.invoke(ipcCallChannel(method), input).catch(() => ({
       ok: false,

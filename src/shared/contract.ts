@@ -30,7 +30,8 @@ export type MethodInput<M extends MethodName> = z.input<StudioMethods[M]['input'
 export type MethodOutput<M extends MethodName> = z.output<StudioMethods[M]['output']>;
 export type EventPayload<E extends EventName> = z.output<(typeof studioEvents)[E]>;
 
-type CallArgs<M extends MethodName> = undefined extends MethodInput<M> ? [] : [input: MethodInput<M>];
+type CallArgs<M extends MethodName> =
+  undefined extends MethodInput<M> ? [] : [input: MethodInput<M>];
 
 /** What the renderer sees: promise-returning methods plus a typed event subscription. */
 export type StudioApi = {
@@ -78,7 +79,8 @@ export function createStudioClient(transport: Transport): StudioApi {
     };
   }
   client.on = (event: EventName, listener: (payload: never) => void) => {
-    if (!isEventName(event)) throw new StudioError('invalid-argument', `Unknown event "${String(event)}".`);
+    if (!isEventName(event))
+      throw new StudioError('invalid-argument', `Unknown event "${String(event)}".`);
     let set = listeners.get(event);
     if (!set) listeners.set(event, (set = new Set()));
     set.add(listener);

@@ -3,3 +3,4 @@ export * from './errors';
 export * from './settings';
 export * from './status';
 export * from './wire';
+export * from './generation';

@@ -10,7 +10,10 @@ import { appOrigin } from './protocol';
  * the main frame of one of our windows showing our own origin; anything else gets `forbidden`
  * before its payload is even looked at (checklist #17). Payloads are validated by `dispatch`.
  */
-export function bindIpc(host: StudioHost, isOurWindow: (contents: WebContents) => boolean): () => void {
+export function bindIpc(
+  host: StudioHost,
+  isOurWindow: (contents: WebContents) => boolean,
+): () => void {
   const trusted = (event: IpcMainInvokeEvent): boolean => {
     const frame = event.senderFrame;
     if (!frame || frame !== event.sender.mainFrame) return false;
@@ -25,7 +28,10 @@ export function bindIpc(host: StudioHost, isOurWindow: (contents: WebContents) =
   for (const method of methodNames) {
     ipcMain.handle(ipcCallChannel(method), (event, input: unknown) => {
       if (!trusted(event)) {
-        return { ok: false, error: { code: 'forbidden', message: 'This caller may not use the studio API.' } };
+        return {
+          ok: false,
+          error: { code: 'forbidden', message: 'This caller may not use the studio API.' },
+        };
       }
       return dispatch(host.service, method, input, {
         onUnexpectedError: (name, err) => console.error(`error in ${name}:`, err),

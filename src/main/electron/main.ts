@@ -12,7 +12,8 @@ const rendererDir = path.join(here, '..', 'renderer');
 const preloadPath = path.join(here, '..', 'preload', 'index.cjs');
 
 // Tests and portable setups may point the data folder elsewhere.
-if (process.env.LATENT_STUDIO_DATA_DIR) app.setPath('userData', path.resolve(process.env.LATENT_STUDIO_DATA_DIR));
+if (process.env.LATENT_STUDIO_DATA_DIR)
+  app.setPath('userData', path.resolve(process.env.LATENT_STUDIO_DATA_DIR));
 
 registerAppScheme();
 app.enableSandbox();
@@ -78,7 +79,9 @@ if (!app.requestSingleInstanceLock()) {
 
   app.whenReady().then(() => {
     // Deny every permission (camera, notifications, geolocation…) by default (checklist #5).
-    session.defaultSession.setPermissionRequestHandler((_contents, _permission, callback) => callback(false));
+    session.defaultSession.setPermissionRequestHandler((_contents, _permission, callback) =>
+      callback(false),
+    );
     session.defaultSession.setPermissionCheckHandler(() => false);
 
     host = new StudioHost({

@@ -16,7 +16,8 @@ export function registerAppScheme(): void {
 export function handleAppProtocol(rendererDir: string): void {
   protocol.handle(appScheme, async (request) => {
     const url = new URL(request.url);
-    if (url.host !== 'app' || request.method !== 'GET') return new Response('Not found', { status: 404 });
+    if (url.host !== 'app' || request.method !== 'GET')
+      return new Response('Not found', { status: 404 });
     const file = await readStaticFile(rendererDir, url.pathname);
     if (!file) return new Response('Not found', { status: 404, headers: securityHeaders });
     return new Response(new Uint8Array(file.body), {

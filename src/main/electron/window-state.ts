@@ -18,9 +18,13 @@ const fallback: WindowState = { width: 1440, height: 900, maximized: false };
 /** Remembers the window's bounds between launches, ignoring positions on displays now gone. */
 export function loadWindowState(dataDir: string): WindowState {
   try {
-    const state = WindowState.parse(JSON.parse(fs.readFileSync(path.join(dataDir, 'window-state.json'), 'utf8')));
+    const state = WindowState.parse(
+      JSON.parse(fs.readFileSync(path.join(dataDir, 'window-state.json'), 'utf8')),
+    );
     if (state.x !== undefined && state.y !== undefined) {
-      const visible = screen.getAllDisplays().some((d) => intersects(d.workArea, state as Rectangle));
+      const visible = screen
+        .getAllDisplays()
+        .some((d) => intersects(d.workArea, state as Rectangle));
       if (!visible) return { ...state, x: undefined, y: undefined };
     }
     return state;

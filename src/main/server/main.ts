@@ -27,14 +27,17 @@ async function main(): Promise<void> {
     return;
   }
   const port = Number(values.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port must be 0-65535, not "${values.port}".`);
+  if (!Number.isInteger(port) || port < 0 || port > 65535)
+    throw new Error(`--port must be 0-65535, not "${values.port}".`);
   const hostname = values.host!;
   if (!isLoopbackHost(hostname)) {
     console.warn(
       `Warning: serving on ${hostname}, which is not a loopback address. Anyone who can reach this machine and has the token can use the studio and its files.`,
     );
   }
-  const dataDir = path.resolve(values['data-dir'] ?? process.env.LATENT_STUDIO_DATA_DIR ?? defaultDataDir());
+  const dataDir = path.resolve(
+    values['data-dir'] ?? process.env.LATENT_STUDIO_DATA_DIR ?? defaultDataDir(),
+  );
   const host = new StudioHost({ shell: 'headless', dataDir, version: appVersion });
   const rendererDir = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'renderer');
   const server = await startServer({
@@ -62,7 +65,8 @@ async function main(): Promise<void> {
 main().catch((err: unknown) => {
   const message = err instanceof Error ? err.message : String(err);
   const code = (err as { code?: string })?.code;
-  if (code === 'EADDRINUSE') console.error('Latent Studio: that port is already in use; pick another with --port.');
+  if (code === 'EADDRINUSE')
+    console.error('Latent Studio: that port is already in use; pick another with --port.');
   else console.error(`Latent Studio: ${message}`);
   process.exit(1);
 });

@@ -92,7 +92,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   };
 
   const sendJson = (res: http.ServerResponse, status: number, body: unknown) => {
-    res.writeHead(status, { ...securityHeaders, 'Content-Type': 'application/json; charset=utf-8', 'Cache-Control': 'no-store' });
+    res.writeHead(status, {
+      ...securityHeaders,
+      'Content-Type': 'application/json; charset=utf-8',
+      'Cache-Control': 'no-store',
+    });
     res.end(JSON.stringify(body));
   };
   const refuse = (res: http.ServerResponse, status: number, code: string, message: string) =>
@@ -107,7 +111,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     const url = new URL(req.url ?? '/', 'http://localhost');
 
     if (url.pathname.startsWith(httpCallPrefix)) {
-      if (req.method !== 'POST') return refuse(res, 405, 'invalid-argument', 'Use POST for API calls.');
+      if (req.method !== 'POST')
+        return refuse(res, 405, 'invalid-argument', 'Use POST for API calls.');
       if (!hasToken(req)) return refuse(res, 401, 'unauthorized', 'A valid token is required.');
       let body: unknown;
       try {
@@ -115,15 +120,27 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       } catch (err) {
         return refuse(res, 400, 'invalid-argument', (err as Error).message);
       }
-      const input = body && typeof body === 'object' && 'input' in body ? (body as { input: unknown }).input : undefined;
+      const input =
+        body && typeof body === 'object' && 'input' in body
+          ? (body as { input: unknown }).input
+          : undefined;
       const method = url.pathname.slice(httpCallPrefix.length);
       const envelope = await dispatch(host.service, method, input, { onUnexpectedError });
-      const status = envelope.ok ? 200 : envelope.error.code === 'unknown-method' ? 404 : envelope.error.code === 'invalid-argument' ? 400 : 500;
+      const status = envelope.ok
+        ? 200
+        : envelope.error.code === 'unknown-method'
+          ? 404
+          : envelope.error.code === 'invalid-argument'
+            ? 400
+            : 500;
       return sendJson(res, envelope.ok || status !== 500 ? status : 200, envelope);
     }
 
-    if (req.method !== 'GET' && req.method !== 'HEAD') return refuse(res, 405, 'invalid-argument', 'Method not allowed.');
-    const file = options.rendererDir ? await readStaticFile(options.rendererDir, url.pathname) : null;
+    if (req.method !== 'GET' && req.method !== 'HEAD')
+      return refuse(res, 405, 'invalid-argument', 'Method not allowed.');
+    const file = options.rendererDir
+      ? await readStaticFile(options.rendererDir, url.pathname)
+      : null;
     if (!file) {
       res.writeHead(404, { ...securityHeaders, 'Content-Type': 'text/plain; charset=utf-8' });
       return res.end('Not found');
@@ -131,7 +148,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     res.writeHead(200, {
       ...securityHeaders,
       'Content-Type': file.contentType,
-      'Cache-Control': url.pathname.startsWith('/assets/') ? 'public, max-age=31536000, immutable' : 'no-cache',
+      'Cache-Control': url.pathname.startsWith('/assets/')
+        ? 'public, max-age=31536000, immutable'
+        : 'no-cache',
     });
     res.end(req.method === 'HEAD' ? undefined : file.body);
   });
@@ -144,11 +163,14 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
 
   server.on('upgrade', (req, socket, head) => {
     const reject = (status: number, message: string) => {
-      socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\n${message}`);
+      socket.end(
+        `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\n${message}`,
+      );
     };
     const problem = checkRequest(req);
     if (problem) return reject(problem.status, problem.message);
-    if (new URL(req.url ?? '/', 'http://localhost').pathname !== wsPath) return reject(404, 'Not found');
+    if (new URL(req.url ?? '/', 'http://localhost').pathname !== wsPath)
+      return reject(404, 'Not found');
     const offered = (req.headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim());
     const tokenOffer = offered.find((p) => p.startsWith(tokenProtocolPrefix));
     if (!tokenOffer || !safeEqual(tokenOffer.slice(tokenProtocolPrefix.length), token))
@@ -161,7 +183,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     const send = (message: unknown) => {
       if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(message));
     };
-    const unsubscribe = host.events.subscribe((event, payload) => send({ type: 'event', event, payload }));
+    const unsubscribe = host.events.subscribe((event, payload) =>
+      send({ type: 'event', event, payload }),
+    );
     ws.on('close', unsubscribe);
     ws.on('message', async (data, isBinary) => {
       if (isBinary) return ws.close(1003, 'Binary messages are not accepted.');
@@ -175,12 +199,17 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       if (!call.success) {
         const id = (parsed as { id?: unknown })?.id;
         if (typeof id === 'number') {
-          const response: Envelope = { ok: false, error: { code: 'invalid-argument', message: describeIssues(call.error) } };
+          const response: Envelope = {
+            ok: false,
+            error: { code: 'invalid-argument', message: describeIssues(call.error) },
+          };
           return send({ type: 'result', id, response });
         }
         return ws.close(1008, 'Malformed call.');
       }
-      const response = await dispatch(host.service, call.data.method, call.data.input, { onUnexpectedError });
+      const response = await dispatch(host.service, call.data.method, call.data.input, {
+        onUnexpectedError,
+      });
       send({ type: 'result', id: call.data.id, response });
     });
   };
@@ -193,7 +222,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     });
   });
   port = (server.address() as net.AddressInfo).port;
-  const shownHost = net.isIPv6(hostname) ? `[${hostname}]` : hostname === '0.0.0.0' || hostname === '::' ? '127.0.0.1' : hostname;
+  const shownHost = net.isIPv6(hostname)
+    ? `[${hostname}]`
+    : hostname === '0.0.0.0' || hostname === '::'
+      ? '127.0.0.1'
+      : hostname;
   const url = `http://${shownHost}:${port}`;
 
   return {

@@ -83,7 +83,10 @@ export class WebSocketTransport implements Transport {
           if (wasOpen) {
             this.onConnectionChange(false);
             for (const [id, settle] of this.#pending) {
-              settle({ ok: false, error: { code: 'unavailable', message: 'Lost the connection to the studio host.' } });
+              settle({
+                ok: false,
+                error: { code: 'unavailable', message: 'Lost the connection to the studio host.' },
+              });
               this.#pending.delete(id);
             }
             this.#open = null;
@@ -126,8 +129,15 @@ export function connectStudio(onConnectionChange?: (connected: boolean) => void)
 } {
   if (window.studio) return { api: createStudioClient(window.studio), kind: 'desktop' };
   const token = takeToken();
-  if (!token) throw new Error('This page needs the address printed by `npm run serve` (it carries the access token).');
+  if (!token)
+    throw new Error(
+      'This page needs the address printed by `npm run serve` (it carries the access token).',
+    );
   const scheme = window.location.protocol === 'https:' ? 'wss' : 'ws';
-  const transport = new WebSocketTransport(`${scheme}://${window.location.host}${wsPath}`, token, onConnectionChange);
+  const transport = new WebSocketTransport(
+    `${scheme}://${window.location.host}${wsPath}`,
+    token,
+    onConnectionChange,
+  );
   return { api: createStudioClient(transport), kind: 'websocket' };
 }

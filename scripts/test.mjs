@@ -1,0 +1,62 @@
+// `npm test`: the quality gates, then every suite (unit, integration, end-to-end in Chromium,
+// desktop in Electron where its binary exists). All steps run even when one fails, so one CI
+// run reports everything; the exit code is non-zero if any step failed. The last line sums the
+// tests of all suites.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+
+fs.mkdirSync('test-results', { recursive: true });
+for (const f of ['vitest.json', 'e2e.json', 'electron.json'])
+  fs.rmSync(`test-results/${f}`, { force: true });
+
+const bin = (name) => `node_modules/.bin/${name}`;
+const steps = [
+  ['lint', bin('eslint'), ['.', '--max-warnings', '0']],
+  ['format', bin('prettier'), ['--check', '.', '--log-level', 'warn']],
+  ['typecheck', 'npm', ['run', '--silent', 'typecheck']],
+  ['build', process.execPath, ['scripts/build.mjs']],
+  [
+    'unit + integration',
+    bin('vitest'),
+    ['run', '--reporter=default', '--reporter=json', '--outputFile.json=test-results/vitest.json'],
+  ],
+  ['e2e (Chromium)', bin('playwright'), ['test', '--config', 'tests/e2e/playwright.config.ts']],
+  ['desktop (Electron)', process.execPath, ['tests/electron/run.mjs']],
+];
+const only = process.argv.slice(2);
+const failed = [];
+for (const [name, cmd, args] of steps) {
+  if (only.length && !only.some((o) => name.startsWith(o))) continue;
+  if (name !== 'unit + integration' && name.startsWith('e2e') && failed.includes('build')) {
+    failed.push(name);
+    continue;
+  }
+  console.log(`\n▶ ${name}`);
+  const started = Date.now();
+  const r = spawnSync(cmd, args, { stdio: 'inherit', env: process.env });
+  const ok = r.status === 0;
+  console.log(`${ok ? '✔' : '✖'} ${name} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+  if (!ok) failed.push(name);
+}
+
+let passed = 0;
+let failedTests = 0;
+let skipped = 0;
+const readJson = (f) => (fs.existsSync(f) ? JSON.parse(fs.readFileSync(f, 'utf8')) : null);
+const vitest = readJson('test-results/vitest.json');
+if (vitest) {
+  passed += vitest.numPassedTests;
+  failedTests += vitest.numFailedTests;
+  skipped += vitest.numPendingTests + vitest.numTodoTests;
+}
+for (const f of ['test-results/e2e.json', 'test-results/electron.json']) {
+  const pw = readJson(f);
+  if (pw) {
+    passed += pw.stats.expected + pw.stats.flaky;
+    failedTests += pw.stats.unexpected;
+    skipped += pw.stats.skipped;
+  }
+}
+console.log(failed.length ? `\nFailed steps: ${failed.join(', ')}` : '\nAll steps passed.');
+console.log(`Summary: ${passed} passed, ${failedTests} failed, ${skipped} skipped`);
+process.exit(failed.length ? 1 : 0);

@@ -1,0 +1,75 @@
+import { z } from 'zod';
+
+/** Sampler ids, as the CLI and the stored settings spell them. */
+export const samplerNames = [
+  'ddpm',
+  'ddim',
+  'euler',
+  'euler_a',
+  'heun',
+  'dpmpp_2m',
+  'dpmpp_2m_karras',
+  'lcm',
+] as const;
+export const SamplerName = z.enum(samplerNames);
+export type SamplerName = z.infer<typeof SamplerName>;
+
+/** How A1111 (and so most other tools reading our PNGs) names each sampler. */
+export const a1111SamplerNames: Record<SamplerName, string> = {
+  ddpm: 'DDPM',
+  ddim: 'DDIM',
+  euler: 'Euler',
+  euler_a: 'Euler a',
+  heun: 'Heun',
+  dpmpp_2m: 'DPM++ 2M',
+  dpmpp_2m_karras: 'DPM++ 2M Karras',
+  lcm: 'LCM',
+};
+
+export const generationModes = ['txt2img', 'img2img', 'inpaint', 'outpaint', 'upscale'] as const;
+export const GenerationMode = z.enum(generationModes);
+export type GenerationMode = z.infer<typeof GenerationMode>;
+
+/** Longest prompt accepted: far beyond any useful prompt, short of hurting the tokenizer. */
+export const maxPromptChars = 20_000;
+/** Largest side in pixels; larger outputs go through the upscaler with tiling. */
+export const maxSide = 4096;
+
+const Side = z
+  .number()
+  .int()
+  .min(64, 'must be at least 64 pixels')
+  .max(maxSide, `must be at most ${maxSide} pixels`)
+  .refine((v) => v % 8 === 0, 'must be a multiple of 8');
+
+/**
+ * A generation, frozen: every setting the engine took, as one JSON object. It is what the queue
+ * stores, what the history stores and what the PNG carries, so that any image can be made again.
+ * Images (init image, mask) are referenced by content hash or path, never inlined.
+ */
+export const GenerationSettings = z
+  .object({
+    mode: GenerationMode.default('txt2img'),
+    /** Model folder path or library id. */
+    model: z.string().min(1).max(4096),
+    prompt: z.string().max(maxPromptChars, `must be at most ${maxPromptChars} characters`),
+    negativePrompt: z.string().max(maxPromptChars).default(''),
+    /** Any integer 0 .. 2^53-1; torch seeds its generator with the low 32 bits. */
+    seed: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+    /** 'batch': one noise draw for the whole batch (diffusers, ComfyUI); 'per-image': seed+i (A1111). */
+    seedMode: z.enum(['batch', 'per-image']).default('batch'),
+    sampler: SamplerName.default('euler_a'),
+    steps: z.number().int().min(1).max(500).default(25),
+    guidance: z.number().min(0).max(50).default(7),
+    width: Side.default(512),
+    height: Side.default(512),
+    batchSize: z.number().int().min(1).max(16).default(1),
+    batchCount: z.number().int().min(1).max(100).default(1),
+    /** img2img denoising strength, 0 keeps the input, 1 ignores it. */
+    strength: z.number().min(0).max(1).default(0.75),
+    /** Source image for img2img/inpaint/upscale: a path or an image id of the library. */
+    initImage: z.string().min(1).max(4096).nullable().default(null),
+  })
+  .strict();
+export type GenerationSettings = z.infer<typeof GenerationSettings>;
+export type GenerationInput = z.input<typeof GenerationSettings>;
