@@ -1,0 +1,3 @@
+export * from './pixels';
+export * from './resize';
+export * from './preview';

@@ -1,0 +1,29 @@
+export * from './types';
+export { openModelFolder, readJsonFile } from './folder';
+export { detectFamily } from './family';
+export {
+  readOnnxHeader,
+  OnnxFormatError,
+  type OnnxHeader,
+  type ExternalDataRef,
+} from './onnx-file';
+export {
+  signatureFromSession,
+  validateSignature,
+  findInput,
+  findOutput,
+  staticDim,
+} from './signature';
+export {
+  chooseProviders,
+  createSession,
+  physicalCoreCount,
+  resetProviderFailures,
+  sessionOptions,
+  type CreatedSession,
+  type ProviderName,
+  type ProviderPreference,
+  type SessionOptionsInput,
+} from './providers';
+export { SessionCache, sessionCache, type SessionKey } from './session-cache';
+export { loadModel, type ComponentSession, type LoadedModel, type LoadOptions } from './load';

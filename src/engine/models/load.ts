@@ -1,0 +1,185 @@
+/**
+ * Loading a model: inspect the folder, create the UNet and VAE decoder sessions, read their
+ * signatures from the sessions, decide the family. The text encoder(s) and the VAE encoder get
+ * their sessions on first use (a txt2img run after the prompt is cached never needs the text
+ * encoder again; only img2img and inpainting need the VAE encoder).
+ */
+import type * as ort from 'onnxruntime-node';
+import { EngineError, throwIfAborted, wrapRunError } from '../errors';
+import type { IoSpec } from '../tensor';
+import { detectFamily } from './family';
+import { openModelFolder } from './folder';
+import type { ProviderName, ProviderPreference } from './providers';
+import { sessionCache as defaultCache, type SessionCache } from './session-cache';
+import { findInput, findOutput, signatureFromSession, validateSignature } from './signature';
+import type { ComponentName, FamilyInfo, JsonObject, ModelInfo, Signature } from './types';
+
+export interface LoadOptions {
+  /** 'auto' picks per platform (CUDA, DirectML, CoreML, WebGPU), falling back to CPU. */
+  provider?: ProviderPreference;
+  /** Intra-op threads; default: physical cores. */
+  threads?: number;
+  /** Session cache to use; default: the process-wide one. */
+  cache?: SessionCache;
+}
+
+/** A created session of one component, with the signature the session reports. */
+export interface ComponentSession {
+  name: ComponentName;
+  /** Relative to the model folder ("unet/model.onnx"), for messages. */
+  file: string;
+  session: ort.InferenceSession;
+  signature: Signature;
+  provider: ProviderName;
+  fallbackReason: string | null;
+  input(name: string): IoSpec | undefined;
+  output(name: string): IoSpec | undefined;
+  /** session.run with errors wrapped into EngineErrors naming the file; checks `signal` around it. */
+  run(feeds: Record<string, ort.Tensor>, signal?: AbortSignal): Promise<Record<string, ort.Tensor>>;
+}
+
+export interface LoadedModel {
+  dir: string;
+  info: ModelInfo;
+  /** Decided from the sessions' own signatures. */
+  family: FamilyInfo;
+  /** The provider the UNet runs on. */
+  provider: ProviderName;
+  /** Why the requested/preferred provider was not used, or null. */
+  fallbackReason: string | null;
+  /** Signatures of every component: session-read for those with a session, header-read otherwise. */
+  signatures: Partial<Record<ComponentName, Signature>>;
+  /** scheduler/scheduler_config.json, raw; the schedulers module parses it. */
+  schedulerConfig: JsonObject;
+  /** low_res_scheduler/scheduler_config.json (x4), raw. */
+  lowResSchedulerConfig: JsonObject | null;
+  /** Folders for ClipTokenizer.fromFolder. tokenizer_2 only for SDXL. */
+  tokenizerDirs: { tokenizer: string; tokenizer_2: string | null };
+  /** 'vae' for the x4 upscaler, else 'vae_decoder'. */
+  decoderName: 'vae_decoder' | 'vae';
+  has(name: ComponentName): boolean;
+  /** The component's session, created on first use and shared through the session cache. */
+  session(name: ComponentName): Promise<ComponentSession>;
+  /** Release this model's sessions (every session of this folder in the cache). */
+  release(): Promise<void>;
+}
+
+const WHY_NEEDED: Partial<Record<ComponentName, string>> = {
+  vae_encoder: 'image-to-image and inpainting encode their input with it',
+  text_encoder_2: 'SDXL needs its second text encoder',
+};
+
+export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<LoadedModel> {
+  const info = await openModelFolder(dir);
+  const cache = opts.cache ?? defaultCache;
+  const preference = opts.provider ?? 'auto';
+  const options = opts.threads !== undefined ? { threads: opts.threads } : {};
+  const signatures: Partial<Record<ComponentName, Signature>> = {};
+  for (const [name, c] of Object.entries(info.components))
+    signatures[name as ComponentName] = c.signature;
+  const sessions = new Map<ComponentName, Promise<ComponentSession>>();
+
+  const open = (name: ComponentName): Promise<ComponentSession> => {
+    const existing = sessions.get(name);
+    if (existing) return existing;
+    const c = info.components[name];
+    if (!c) {
+      const why = WHY_NEEDED[name];
+      return Promise.reject(
+        new EngineError(
+          'model-missing-file',
+          `${name}/model.onnx is missing from the model folder${why ? ` (${why})` : ''}.`,
+          {
+            file: `${name}/model.onnx`,
+          },
+        ),
+      );
+    }
+    const p = cache
+      .get({ modelPath: c.modelPath, preference, options }, c.file, info.dir)
+      .then((created) => {
+        const signature = signatureFromSession(created.session);
+        validateSignature(name, signature, c.file);
+        signatures[name] = signature;
+        return componentSession(
+          name,
+          c.file,
+          created.session,
+          signature,
+          created.provider,
+          created.fallbackReason,
+        );
+      });
+    sessions.set(name, p);
+    p.catch(() => {
+      if (sessions.get(name) === p) sessions.delete(name);
+    });
+    return p;
+  };
+
+  // Cheap checks first: a folder whose family cannot be told fails before any session exists.
+  detectFamily(info);
+  const decoderName: 'vae_decoder' | 'vae' = info.components.vae_decoder ? 'vae_decoder' : 'vae';
+  let unet: ComponentSession;
+  try {
+    unet = await open('unet');
+    await open(decoderName);
+  } catch (e) {
+    await cache.release(info.dir);
+    throw e;
+  }
+  const family = detectFamily(info, signatures);
+
+  return {
+    dir: info.dir,
+    info,
+    family,
+    provider: unet.provider,
+    fallbackReason: unet.fallbackReason,
+    signatures,
+    schedulerConfig: info.schedulerConfig,
+    lowResSchedulerConfig: info.lowResSchedulerConfig,
+    tokenizerDirs: {
+      tokenizer: info.tokenizers.tokenizer!.dir,
+      tokenizer_2: family.sdxlConditioning ? (info.tokenizers.tokenizer_2?.dir ?? null) : null,
+    },
+    decoderName,
+    has: (name) => info.components[name] !== undefined,
+    session: open,
+    async release() {
+      sessions.clear();
+      await cache.release(info.dir);
+    },
+  };
+}
+
+function componentSession(
+  name: ComponentName,
+  file: string,
+  session: ort.InferenceSession,
+  signature: Signature,
+  provider: ProviderName,
+  fallbackReason: string | null,
+): ComponentSession {
+  return {
+    name,
+    file,
+    session,
+    signature,
+    provider,
+    fallbackReason,
+    input: (n) => findInput(signature, n),
+    output: (n) => findOutput(signature, n),
+    async run(feeds, signal) {
+      throwIfAborted(signal, `Running ${file}`);
+      let out: ort.InferenceSession.ReturnType;
+      try {
+        out = await session.run(feeds);
+      } catch (e) {
+        throw wrapRunError(e, file);
+      }
+      throwIfAborted(signal, `Running ${file}`);
+      return out as Record<string, ort.Tensor>;
+    },
+  };
+}

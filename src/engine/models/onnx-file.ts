@@ -1,0 +1,433 @@
+/**
+ * A minimal reader of the header of an ONNX file (a protobuf `ModelProto`): graph inputs and
+ * outputs, initializer names and where their weights live, opsets, producer.
+ *
+ * It never reads weights. Length-delimited fields it does not need (raw_data, nodes, doc
+ * strings) are skipped by seeking, so a multi-gigabyte model.onnx with inline weights costs a
+ * few thousand small reads. This lets a model folder be inspected (family, external weights,
+ * truncation) without creating an ONNX Runtime session, which for an SD UNet takes seconds and
+ * gigabytes. The session's own metadata stays the authority once a session exists.
+ *
+ * Field numbers are from onnx/onnx.proto (ModelProto, GraphProto, TensorProto, ValueInfoProto,
+ * TypeProto, TensorShapeProto, StringStringEntryProto, OperatorSetIdProto).
+ */
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import type { Dim, IoSpec, TensorType } from '../tensor';
+
+export interface ExternalDataRef {
+  /** Path relative to the folder of the .onnx file, as written in the model. */
+  location: string;
+  /** The smallest size the file must have: max(offset + length) over the tensors using it. */
+  bytesNeeded: number;
+  /** Number of initializers stored there. */
+  tensors: number;
+}
+
+export interface OnnxHeader {
+  irVersion: number;
+  producerName: string;
+  producerVersion: string;
+  /** Opset version per domain ('' is the default ONNX domain). */
+  opsets: Record<string, number>;
+  /** Graph inputs that are real inputs (initializers listed as inputs are left out, as ORT does). */
+  inputs: IoSpec[];
+  outputs: IoSpec[];
+  initializers: number;
+  externalData: ExternalDataRef[];
+  /** ModelProto.metadata_props. */
+  metadata: Record<string, string>;
+  /**
+   * Dims of the UNet's first convolution weight (`conv_in.weight`, [out, in_channels, k, k]) when
+   * an initializer has that name: exporters mark the `sample` channel dim dynamic, so this is
+   * where the file itself says how many channels the UNet takes.
+   */
+  convInWeightDims: number[] | null;
+}
+
+/** Thrown by the reader; `kind` says whether the file ended early or is not protobuf/ONNX. */
+export class OnnxFormatError extends Error {
+  constructor(
+    readonly kind: 'truncated' | 'not-onnx',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** ONNX TensorProto.DataType -> ORT's type names. */
+const ELEM_TYPES: Record<number, TensorType> = {
+  1: 'float32',
+  2: 'uint8',
+  3: 'int8',
+  4: 'uint16',
+  5: 'int16',
+  6: 'int32',
+  7: 'int64',
+  8: 'string',
+  9: 'bool',
+  10: 'float16',
+  11: 'float64',
+  12: 'uint32',
+  13: 'uint64',
+  16: 'bfloat16',
+  21: 'uint4',
+  22: 'int4',
+};
+
+const WIRE_VARINT = 0;
+const WIRE_I64 = 1;
+const WIRE_LEN = 2;
+const WIRE_I32 = 5;
+
+/** Strings longer than this are skipped, not decoded (doc strings can be huge). */
+const MAX_STRING = 1 << 20;
+
+class FileCursor {
+  private readonly buf = Buffer.allocUnsafe(1 << 16);
+  private bufStart = 0;
+  private bufEnd = 0;
+  pos = 0;
+
+  constructor(
+    private readonly fd: number,
+    readonly size: number,
+  ) {}
+
+  private fill(): void {
+    this.bufStart = this.pos;
+    const n = readSync(this.fd, this.buf, 0, this.buf.length, this.pos);
+    this.bufEnd = this.pos + n;
+  }
+
+  byte(limit: number): number {
+    if (this.pos >= limit) {
+      throw limit >= this.size
+        ? new OnnxFormatError('truncated', 'the file ends in the middle of a field')
+        : new OnnxFormatError('not-onnx', 'a field runs past the end of its message');
+    }
+    if (this.pos < this.bufStart || this.pos >= this.bufEnd) this.fill();
+    const b = this.buf[this.pos - this.bufStart];
+    this.pos++;
+    return b;
+  }
+
+  /** A varint as a JS number (exact up to 2^53, plenty for lengths, dims and enums). */
+  varint(limit: number): number {
+    let result = 0;
+    let mul = 1;
+    for (let i = 0; i < 10; i++) {
+      const b = this.byte(limit);
+      result += (b & 0x7f) * mul;
+      if ((b & 0x80) === 0) {
+        // Negative int64 values (e.g. dim -1) arrive as 10-byte two's complement varints.
+        if (i === 9 && result >= 2 ** 63) return result - 2 ** 64;
+        return result;
+      }
+      mul *= 128;
+    }
+    throw new OnnxFormatError('not-onnx', 'a varint is longer than 10 bytes');
+  }
+
+  skip(n: number, limit: number): void {
+    if (this.pos + n > limit) {
+      throw limit >= this.size
+        ? new OnnxFormatError('truncated', `a ${n}-byte field runs past the end of the file`)
+        : new OnnxFormatError('not-onnx', 'a field runs past the end of its message');
+    }
+    this.pos += n;
+  }
+
+  bytes(n: number, limit: number): Buffer {
+    if (this.pos + n > limit) {
+      throw limit >= this.size
+        ? new OnnxFormatError('truncated', 'the file ends in the middle of a field')
+        : new OnnxFormatError('not-onnx', 'a field runs past the end of its message');
+    }
+    const out = Buffer.allocUnsafe(n);
+    let done = 0;
+    while (done < n) {
+      const got = readSync(this.fd, out, done, n - done, this.pos + done);
+      if (got === 0)
+        throw new OnnxFormatError('truncated', 'the file ends in the middle of a field');
+      done += got;
+    }
+    this.pos += n;
+    return out;
+  }
+
+  string(n: number, limit: number): string {
+    if (n > MAX_STRING) {
+      this.skip(n, limit);
+      return '';
+    }
+    return this.bytes(n, limit).toString('utf8');
+  }
+
+  /** Read a field key; returns [field, wireType]. */
+  key(limit: number): [number, number] {
+    const k = this.varint(limit);
+    const field = Math.floor(k / 8);
+    const wire = k % 8;
+    if (field === 0) throw new OnnxFormatError('not-onnx', 'a field has number 0');
+    return [field, wire];
+  }
+
+  /** Skip the value of a field of this wire type. */
+  skipValue(wire: number, limit: number): void {
+    switch (wire) {
+      case WIRE_VARINT:
+        this.varint(limit);
+        return;
+      case WIRE_I64:
+        this.skip(8, limit);
+        return;
+      case WIRE_LEN:
+        this.skip(this.varint(limit), limit);
+        return;
+      case WIRE_I32:
+        this.skip(4, limit);
+        return;
+      default:
+        throw new OnnxFormatError('not-onnx', `wire type ${wire} is not used by ONNX`);
+    }
+  }
+
+  /** For a length-delimited field: its end position, checked against `limit`. */
+  lenEnd(limit: number): number {
+    const n = this.varint(limit);
+    const end = this.pos + n;
+    if (end > limit) {
+      throw limit >= this.size
+        ? new OnnxFormatError('truncated', `a ${n}-byte field runs past the end of the file`)
+        : new OnnxFormatError('not-onnx', 'a field runs past the end of its message');
+    }
+    return end;
+  }
+}
+
+function expectWire(actual: number, expected: number, what: string): void {
+  if (actual !== expected) throw new OnnxFormatError('not-onnx', `${what} has the wrong wire type`);
+}
+
+function readStringEntry(c: FileCursor, end: number): [string, string] {
+  let k = '';
+  let v = '';
+  while (c.pos < end) {
+    const [f, w] = c.key(end);
+    if (f === 1 && w === WIRE_LEN) k = c.string(c.varint(end), end);
+    else if (f === 2 && w === WIRE_LEN) v = c.string(c.varint(end), end);
+    else c.skipValue(w, end);
+  }
+  return [k, v];
+}
+
+function readDimension(c: FileCursor, end: number): Dim {
+  let dim: Dim = '?';
+  while (c.pos < end) {
+    const [f, w] = c.key(end);
+    if (f === 1 && w === WIRE_VARINT) dim = c.varint(end);
+    else if (f === 2 && w === WIRE_LEN) dim = c.string(c.varint(end), end) || '?';
+    else c.skipValue(w, end);
+  }
+  return dim;
+}
+
+function readShape(c: FileCursor, end: number): Dim[] {
+  const dims: Dim[] = [];
+  while (c.pos < end) {
+    const [f, w] = c.key(end);
+    if (f === 1 && w === WIRE_LEN) dims.push(readDimension(c, c.lenEnd(end)));
+    else c.skipValue(w, end);
+  }
+  return dims;
+}
+
+/** TypeProto -> [type, shape]. Only tensor types matter to us. */
+function readType(c: FileCursor, end: number): { type: TensorType; shape: Dim[] } {
+  let type: TensorType = 'non-tensor';
+  let shape: Dim[] = [];
+  while (c.pos < end) {
+    const [f, w] = c.key(end);
+    if (f === 1 && w === WIRE_LEN) {
+      const tEnd = c.lenEnd(end);
+      let elem = 0;
+      while (c.pos < tEnd) {
+        const [tf, tw] = c.key(tEnd);
+        if (tf === 1 && tw === WIRE_VARINT) elem = c.varint(tEnd);
+        else if (tf === 2 && tw === WIRE_LEN) shape = readShape(c, c.lenEnd(tEnd));
+        else c.skipValue(tw, tEnd);
+      }
+      type = ELEM_TYPES[elem] ?? 'non-tensor';
+    } else c.skipValue(w, end);
+  }
+  return { type, shape };
+}
+
+function readValueInfo(c: FileCursor, end: number): IoSpec {
+  let name = '';
+  let t: { type: TensorType; shape: Dim[] } = { type: 'non-tensor', shape: [] };
+  while (c.pos < end) {
+    const [f, w] = c.key(end);
+    if (f === 1 && w === WIRE_LEN) name = c.string(c.varint(end), end);
+    else if (f === 2 && w === WIRE_LEN) t = readType(c, c.lenEnd(end));
+    else c.skipValue(w, end);
+  }
+  return { name, type: t.type, shape: t.shape };
+}
+
+interface InitializerInfo {
+  name: string;
+  dims: number[];
+  external?: { location: string; offset: number; length: number };
+}
+
+function readTensorHeader(c: FileCursor, end: number): InitializerInfo {
+  let name = '';
+  const dims: number[] = [];
+  let location: string | undefined;
+  let offset = 0;
+  let length = 0;
+  let dataLocation = 0;
+  while (c.pos < end) {
+    const [f, w] = c.key(end);
+    if (f === 8 && w === WIRE_LEN) name = c.string(c.varint(end), end);
+    else if (f === 1 && w === WIRE_VARINT) dims.push(c.varint(end));
+    else if (f === 1 && w === WIRE_LEN) {
+      const dEnd = c.lenEnd(end); // packed repeated int64
+      while (c.pos < dEnd) dims.push(c.varint(dEnd));
+    } else if (f === 13 && w === WIRE_LEN) {
+      const [k, v] = readStringEntry(c, c.lenEnd(end));
+      if (k === 'location') location = v;
+      else if (k === 'offset') offset = Number(v) || 0;
+      else if (k === 'length') length = Number(v) || 0;
+    } else if (f === 14 && w === WIRE_VARINT) dataLocation = c.varint(end);
+    else c.skipValue(w, end); // raw_data (9) and typed data fields are skipped here
+  }
+  const info: InitializerInfo = { name, dims };
+  if (dataLocation === 1 && location !== undefined) info.external = { location, offset, length };
+  return info;
+}
+
+function readGraph(c: FileCursor, end: number) {
+  const rawInputs: IoSpec[] = [];
+  const outputs: IoSpec[] = [];
+  const initNames = new Set<string>();
+  const external = new Map<string, ExternalDataRef>();
+  let initializers = 0;
+  let convIn: number[] | null = null;
+  while (c.pos < end) {
+    const [f, w] = c.key(end);
+    if (f === 5 && w === WIRE_LEN) {
+      const t = readTensorHeader(c, c.lenEnd(end));
+      initializers++;
+      initNames.add(t.name);
+      if (convIn === null && t.dims.length === 4 && /(^|[./])conv_in\.weight$/.test(t.name))
+        convIn = t.dims;
+      if (t.external) {
+        const ref = external.get(t.external.location) ?? {
+          location: t.external.location,
+          bytesNeeded: 0,
+          tensors: 0,
+        };
+        ref.tensors++;
+        if (t.external.length > 0)
+          ref.bytesNeeded = Math.max(ref.bytesNeeded, t.external.offset + t.external.length);
+        external.set(t.external.location, ref);
+      }
+    } else if (f === 11 && w === WIRE_LEN) rawInputs.push(readValueInfo(c, c.lenEnd(end)));
+    else if (f === 12 && w === WIRE_LEN) outputs.push(readValueInfo(c, c.lenEnd(end)));
+    else c.skipValue(w, end); // nodes (1), value_info (13), doc strings, sparse initializers...
+  }
+  return {
+    inputs: rawInputs.filter((i) => !initNames.has(i.name)),
+    outputs,
+    initializers,
+    externalData: [...external.values()],
+    convInWeightDims: convIn,
+  };
+}
+
+/**
+ * Read the header of an ONNX model file. Throws OnnxFormatError when the file is truncated or
+ * is not an ONNX ModelProto; fs errors (ENOENT...) pass through.
+ */
+export function readOnnxHeader(path: string): OnnxHeader {
+  const fd = openSync(path, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    if (size === 0) throw new OnnxFormatError('truncated', 'the file is empty');
+    const c = new FileCursor(fd, size);
+    const header: OnnxHeader = {
+      irVersion: 0,
+      producerName: '',
+      producerVersion: '',
+      opsets: {},
+      inputs: [],
+      outputs: [],
+      initializers: 0,
+      externalData: [],
+      metadata: {},
+      convInWeightDims: null,
+    };
+    let sawGraph = false;
+    while (c.pos < size) {
+      const [f, w] = c.key(size);
+      switch (f) {
+        case 1:
+          expectWire(w, WIRE_VARINT, 'ir_version');
+          header.irVersion = c.varint(size);
+          break;
+        case 2:
+          expectWire(w, WIRE_LEN, 'producer_name');
+          header.producerName = c.string(c.varint(size), size);
+          break;
+        case 3:
+          expectWire(w, WIRE_LEN, 'producer_version');
+          header.producerVersion = c.string(c.varint(size), size);
+          break;
+        case 7: {
+          expectWire(w, WIRE_LEN, 'graph');
+          const g = readGraph(c, c.lenEnd(size));
+          header.inputs = g.inputs;
+          header.outputs = g.outputs;
+          header.initializers = g.initializers;
+          header.externalData = g.externalData;
+          header.convInWeightDims = g.convInWeightDims;
+          sawGraph = true;
+          break;
+        }
+        case 8: {
+          expectWire(w, WIRE_LEN, 'opset_import');
+          const end = c.lenEnd(size);
+          let domain = '';
+          let version = 0;
+          while (c.pos < end) {
+            const [of, ow] = c.key(end);
+            if (of === 1 && ow === WIRE_LEN) domain = c.string(c.varint(end), end);
+            else if (of === 2 && ow === WIRE_VARINT) version = c.varint(end);
+            else c.skipValue(ow, end);
+          }
+          header.opsets[domain] = version;
+          break;
+        }
+        case 14: {
+          expectWire(w, WIRE_LEN, 'metadata_props');
+          const [k, v] = readStringEntry(c, c.lenEnd(size));
+          header.metadata[k] = v;
+          break;
+        }
+        default:
+          c.skipValue(w, size);
+      }
+    }
+    if (header.irVersion <= 0 || !sawGraph) {
+      throw new OnnxFormatError(
+        'not-onnx',
+        header.irVersion <= 0 ? 'it has no ir_version' : 'it has no graph',
+      );
+    }
+    return header;
+  } finally {
+    closeSync(fd);
+  }
+}

@@ -1,0 +1,203 @@
+/**
+ * Execution providers and session creation.
+ *
+ * What onnxruntime-node 1.30 ships (its README's platform table, and `listSupportedBackends()`):
+ * CPU everywhere; WebGPU on Windows, macOS and Linux x64 (experimental; not Linux arm64);
+ * DirectML on Windows; CoreML on macOS; CUDA 12 on Linux x64 only, and only after its install
+ * script downloads libonnxruntime_providers_cuda.so (CI skips that with
+ * ONNXRUNTIME_NODE_INSTALL=skip, so `cuda` is listed but does not load).
+ *
+ * A session is created with the preferred provider first (plus CPU, so nodes the provider lacks
+ * still run); if that throws and CPU works, the session runs on CPU and the reason is recorded.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
+import { dirname, join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import type { ExecutionProviderPreference } from '../../shared/settings';
+import { EngineError, shortReason, wrapSessionCreateError } from '../errors';
+
+export type ProviderName = 'cuda' | 'dml' | 'coreml' | 'webgpu' | 'cpu';
+export type ProviderPreference = ExecutionProviderPreference;
+
+/** Bundled providers per platform/arch from onnxruntime-node's README (used for other platforms). */
+const PREBUILT: Record<string, readonly ProviderName[]> = {
+  'win32/x64': ['dml', 'webgpu', 'cpu'],
+  'win32/arm64': ['dml', 'webgpu', 'cpu'],
+  'linux/x64': ['cuda', 'webgpu', 'cpu'],
+  'linux/arm64': ['cpu'],
+  'darwin/x64': ['coreml', 'webgpu', 'cpu'],
+  'darwin/arm64': ['coreml', 'webgpu', 'cpu'],
+};
+
+/** Preference order: vendor GPU APIs first, then WebGPU, CPU last. */
+const ORDER: Record<string, readonly ProviderName[]> = {
+  linux: ['cuda', 'webgpu', 'cpu'],
+  win32: ['cuda', 'dml', 'webgpu', 'cpu'],
+  darwin: ['coreml', 'webgpu', 'cpu'],
+};
+
+function backendNames(available: readonly (string | { name: string })[]): Set<string> {
+  return new Set(available.map((b) => (typeof b === 'string' ? b : b.name)));
+}
+
+/**
+ * The providers to try for 'auto', best first, always ending with 'cpu'.
+ * `available` defaults to what this onnxruntime-node build lists (for the running platform) or
+ * to the prebuilt table (for any other platform).
+ */
+export function chooseProviders(
+  platform: string = process.platform,
+  arch: string = process.arch,
+  available?: readonly (string | { name: string })[],
+): ProviderName[] {
+  let names: Set<string>;
+  if (available) names = backendNames(available);
+  else if (platform === process.platform && arch === process.arch) {
+    names = backendNames(ort.listSupportedBackends?.() ?? [{ name: 'cpu' }]);
+  } else names = new Set(PREBUILT[`${platform}/${arch}`] ?? ['cpu']);
+  const order = ORDER[platform] ?? ['cpu'];
+  const out = order.filter((p) => p !== 'cpu' && names.has(p));
+  out.push('cpu');
+  return out;
+}
+
+/** Physical cores (ORT's own default for intra-op threads), bounded by what this process may use. */
+export function physicalCoreCount(): number {
+  const logical = Math.max(1, availableParallelism());
+  if (process.platform === 'linux') {
+    try {
+      const cores = new Set<string>();
+      let phys = '0';
+      for (const line of readFileSync('/proc/cpuinfo', 'utf8').split('\n')) {
+        const [k, v] = line.split(':').map((s) => s?.trim());
+        if (k === 'physical id') phys = v ?? '0';
+        else if (k === 'core id') cores.add(`${phys}/${v}`);
+      }
+      if (cores.size > 0) return Math.max(1, Math.min(cores.size, logical));
+    } catch {
+      // fall through
+    }
+  }
+  return logical;
+}
+
+export interface SessionOptionsInput {
+  threads?: number;
+}
+
+/** Session options for one provider. */
+export function sessionOptions(
+  provider: ProviderName,
+  opts: SessionOptionsInput = {},
+): ort.InferenceSession.SessionOptions {
+  const threads = opts.threads && opts.threads > 0 ? Math.floor(opts.threads) : physicalCoreCount();
+  return {
+    executionProviders: provider === 'cpu' ? ['cpu'] : [provider, 'cpu'],
+    graphOptimizationLevel: 'all',
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+    // DirectML does not support memory patterns (ORT's DirectML EP docs); everything else does.
+    enableMemPattern: provider !== 'dml',
+    enableCpuMemArena: true,
+  };
+}
+
+/** Providers that failed once in this process, with why: not tried again. */
+const providerFailures = new Map<ProviderName, string>();
+
+/** Forget recorded provider failures (after the user installs drivers, and in tests). */
+export function resetProviderFailures(): void {
+  providerFailures.clear();
+}
+
+/** A readable reason a provider could not be used. */
+function providerReason(provider: ProviderName, e: unknown): string {
+  const reason = shortReason(e);
+  if (provider === 'cuda' && /failed to load shared library/i.test(reason)) {
+    const lib = cudaProviderLibrary();
+    if (lib && !existsSync(lib)) {
+      return 'cuda: libonnxruntime_providers_cuda.so is not installed (onnxruntime-node downloads it at install time unless ONNXRUNTIME_NODE_INSTALL=skip)';
+    }
+    return 'cuda: the CUDA provider library did not load (CUDA 12 and cuDNN 9 runtime libraries are needed)';
+  }
+  if (/no available backend found|backend not found/i.test(reason)) {
+    return `${provider}: this onnxruntime-node build does not include it`;
+  }
+  return `${provider}: ${reason}`;
+}
+
+function cudaProviderLibrary(): string | null {
+  try {
+    const pkg = createRequire(import.meta.url).resolve('onnxruntime-node');
+    return join(
+      dirname(pkg),
+      '..',
+      'bin',
+      'napi-v6',
+      process.platform,
+      process.arch,
+      'libonnxruntime_providers_cuda.so',
+    );
+  } catch {
+    return null;
+  }
+}
+
+export interface CreatedSession {
+  session: ort.InferenceSession;
+  provider: ProviderName;
+  /** Why a preferred provider was not used (null when the first choice worked). */
+  fallbackReason: string | null;
+}
+
+/**
+ * Create a session for `modelPath` (`file` names it in errors, relative to the model folder),
+ * trying providers in order. Model errors (corrupt, truncated, missing weights) are thrown as
+ * EngineErrors naming the file; provider errors fall through to the next provider.
+ */
+export async function createSession(
+  modelPath: string,
+  file: string,
+  preference: ProviderPreference = 'auto',
+  opts: SessionOptionsInput & { baseDir?: string } = {},
+): Promise<CreatedSession> {
+  const order: ProviderName[] =
+    preference === 'auto'
+      ? chooseProviders()
+      : preference === 'cpu'
+        ? ['cpu']
+        : [preference, 'cpu'];
+  const reasons: string[] = [];
+  const failed: [ProviderName, string][] = [];
+  for (const provider of order) {
+    if (provider !== 'cpu') {
+      const known = providerFailures.get(provider);
+      if (known) {
+        reasons.push(known);
+        continue;
+      }
+    }
+    try {
+      const session = await ort.InferenceSession.create(modelPath, sessionOptions(provider, opts));
+      // A later provider loaded the model, so the earlier ones failed for their own reasons.
+      for (const [p, r] of failed) if (!/out of memory/i.test(r)) providerFailures.set(p, r);
+      return { session, provider, fallbackReason: reasons.length > 0 ? reasons.join('; ') : null };
+    } catch (e) {
+      if (provider === 'cpu') {
+        throw wrapSessionCreateError(e, file, {
+          ...(opts.baseDir ? { baseDir: opts.baseDir } : {}),
+          provider: 'cpu',
+        });
+      }
+      // Was it the provider or the model? Only CPU can tell: the next attempt decides.
+      const reason = providerReason(provider, e);
+      reasons.push(reason);
+      failed.push([provider, reason]);
+    }
+  }
+  // Unreachable: the order always ends with cpu.
+  throw new EngineError('provider', `No execution provider could load ${file}.`, { file });
+}
