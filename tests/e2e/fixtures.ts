@@ -66,6 +66,8 @@ export function screenshotPath(name: string): string {
 }
 
 export const test = base.extend<{ studio: StudioServer; consoleErrors: string[] }>({
+  // Playwright requires the fixtures argument to be destructured, even when none is used.
+  // eslint-disable-next-line no-empty-pattern
   studio: async ({}, use) => {
     const server = await startStudioServer();
     await use(server);

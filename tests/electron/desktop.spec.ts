@@ -83,7 +83,6 @@ test('invalid payloads are refused with a clear error; navigation and popups are
 test('a CSP is applied to app content', async () => {
   const blocked = await page.evaluate(() => {
     try {
-      // eslint-disable-next-line no-new-func
       new Function('return 1')();
       return false;
     } catch {

@@ -5,12 +5,13 @@ import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
-let electronPath = null;
-try {
-  electronPath = require('electron');
-} catch {
-  electronPath = null;
-}
+const electronPath = (() => {
+  try {
+    return require('electron');
+  } catch {
+    return null;
+  }
+})();
 if (typeof electronPath !== 'string') {
   console.log(
     'Electron suite skipped: the Electron binary is not installed (npm installed with ELECTRON_SKIP_BINARY_DOWNLOAD=1; run `node node_modules/electron/install.js` with network access to enable it).',

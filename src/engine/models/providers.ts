@@ -18,6 +18,13 @@ import * as ort from 'onnxruntime-node';
 import type { ExecutionProviderPreference } from '../../shared/settings';
 import { EngineError, shortReason, wrapSessionCreateError } from '../errors';
 
+// Provider fallbacks are recorded with their reason and shown to the user; ONNX Runtime's own
+// native error lines for them (a missing CUDA library, no WebGPU adapter) are noise on stderr.
+// LATENT_STUDIO_ORT_LOG=verbose|info|warning|error brings them back for debugging.
+const ortLogLevels = ['verbose', 'info', 'warning', 'error', 'fatal'] as const;
+const wantedLog = process.env.LATENT_STUDIO_ORT_LOG;
+ort.env.logLevel = ortLogLevels.find((l) => l === wantedLog) ?? 'fatal';
+
 export type ProviderName = 'cuda' | 'dml' | 'coreml' | 'webgpu' | 'cpu';
 export type ProviderPreference = ExecutionProviderPreference;
 
@@ -108,6 +115,43 @@ export function sessionOptions(
 /** Providers that failed once in this process, with why: not tried again. */
 const providerFailures = new Map<ProviderName, string>();
 
+let vulkanLoader: boolean | undefined;
+/**
+ * WebGPU on Linux runs on Vulkan; without the loader, Dawn fails after a slow probe and prints
+ * to stderr. Looking for libvulkan.so.1 where the dynamic linker would (ld.so.cache and the
+ * usual folders) tells us first.
+ */
+function hasVulkanLoader(): boolean {
+  if (vulkanLoader !== undefined) return vulkanLoader;
+  const name = 'libvulkan.so.1';
+  const dirs = [
+    ...(process.env.LD_LIBRARY_PATH ?? '').split(':').filter(Boolean),
+    '/usr/lib/x86_64-linux-gnu',
+    '/usr/lib/aarch64-linux-gnu',
+    '/usr/lib64',
+    '/usr/lib',
+    '/lib/x86_64-linux-gnu',
+    '/lib64',
+  ];
+  vulkanLoader = dirs.some((d) => existsSync(join(d, name)));
+  if (!vulkanLoader) {
+    try {
+      vulkanLoader = readFileSync('/etc/ld.so.cache').includes(name);
+    } catch {
+      vulkanLoader = false;
+    }
+  }
+  return vulkanLoader;
+}
+
+/** A reason a provider cannot work here, known without trying it; null when worth a try. */
+function precheckProvider(provider: ProviderName): string | undefined {
+  if (provider === 'webgpu' && process.platform === 'linux' && !hasVulkanLoader()) {
+    return 'webgpu: no Vulkan loader (libvulkan.so.1) is installed';
+  }
+  return undefined;
+}
+
 /** Forget recorded provider failures (after the user installs drivers, and in tests). */
 export function resetProviderFailures(): void {
   providerFailures.clear();
@@ -174,7 +218,7 @@ export async function createSession(
   const failed: [ProviderName, string][] = [];
   for (const provider of order) {
     if (provider !== 'cpu') {
-      const known = providerFailures.get(provider);
+      const known = providerFailures.get(provider) ?? precheckProvider(provider);
       if (known) {
         reasons.push(known);
         continue;

@@ -1,0 +1,125 @@
+import path from 'node:path';
+import { GenerationSettings } from '../shared/generation';
+import { EngineError, throwIfAborted } from './errors';
+import type { PixelImage } from './image';
+import { type LoadedModel, type ProviderPreference, loadModel } from './models';
+import { type GenerateProgress, type GeneratedImage, runDiffusion } from './pipelines/generate';
+import { type StageTimings, emptyTimings } from './pipelines/stats';
+import { TextConditioner } from './pipelines/text';
+import { isAbortError } from './schedulers';
+
+export interface EngineOptions {
+  provider?: ProviderPreference;
+  /** ONNX Runtime intra-op threads; 0 or absent: physical cores. */
+  threads?: number;
+  /** Preview every N steps (default 4, 0 for none). */
+  previewEvery?: number;
+}
+
+export interface GenerateRequest {
+  settings: GenerationSettings;
+  /** Folder of the model named by settings.model, already resolved by the host. */
+  modelDir: string;
+  initImage?: PixelImage | null;
+}
+
+export interface GenerateResult {
+  images: GeneratedImage[];
+  family: string;
+  familyReasons: string[];
+  provider: string;
+  fallbackReason: string | null;
+  timings: StageTimings;
+}
+
+export interface RunOptions {
+  signal?: AbortSignal;
+  onProgress?: (p: GenerateProgress) => void;
+}
+
+/**
+ * The engine: one loaded model at a time (switching models releases the previous one's
+ * sessions), prompt embeddings cached per model. Not thread-safe: the worker runs one request
+ * at a time.
+ */
+export class DiffusionEngine {
+  #loaded: { dir: string; key: string; model: LoadedModel; text: TextConditioner } | null = null;
+
+  constructor(private options: EngineOptions = {}) {}
+
+  /** Changing provider or threads takes effect at the next model load. */
+  configure(options: EngineOptions): void {
+    this.options = { ...this.options, ...options };
+  }
+
+  async generate(request: GenerateRequest, run: RunOptions = {}): Promise<GenerateResult> {
+    const parsed = GenerationSettings.safeParse(request.settings);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw new EngineError(
+        'bad-input',
+        `Invalid setting ${issue.path.join('.') || ''}: ${issue.message}.`,
+      );
+    }
+    const settings = parsed.data;
+    const timings = emptyTimings();
+    const started = performance.now();
+    throwIfAborted(run.signal, 'Generation');
+    const loaded = await this.#model(request.modelDir, timings);
+    let images: GeneratedImage[];
+    try {
+      images = await runDiffusion(
+        {
+          model: loaded.model,
+          text: loaded.text,
+          timings,
+          signal: run.signal,
+          onProgress: run.onProgress,
+          previewEvery: this.options.previewEvery ?? 4,
+        },
+        settings,
+        request.initImage ?? null,
+      );
+    } catch (err) {
+      // The samplers stop with a DOMException AbortError; callers get the engine's own code.
+      if (isAbortError(err))
+        throw new EngineError('cancelled', 'Generation was cancelled.', { cause: err });
+      throw err;
+    }
+    timings.totalMs = performance.now() - started;
+    return {
+      images,
+      family: loaded.model.family.family,
+      familyReasons: loaded.model.family.reasons,
+      provider: loaded.model.provider,
+      fallbackReason: loaded.model.fallbackReason,
+      timings,
+    };
+  }
+
+  /** Loads (or reuses) a model without generating, e.g. to show its family. */
+  async load(modelDir: string): Promise<LoadedModel> {
+    return (await this.#model(modelDir, emptyTimings())).model;
+  }
+
+  async release(): Promise<void> {
+    const current = this.#loaded;
+    this.#loaded = null;
+    await current?.model.release();
+  }
+
+  async #model(dir: string, timings: StageTimings) {
+    const resolved = path.resolve(dir);
+    const key = `${resolved}|${this.options.provider ?? 'auto'}|${this.options.threads ?? 0}`;
+    if (this.#loaded?.key === key) return this.#loaded;
+    await this.release();
+    const started = performance.now();
+    const model = await loadModel(resolved, {
+      provider: this.options.provider ?? 'auto',
+      ...(this.options.threads ? { threads: this.options.threads } : {}),
+    });
+    timings.loadMs += performance.now() - started;
+    this.#loaded = { dir: resolved, key, model, text: new TextConditioner(model) };
+    return this.#loaded;
+  }
+}

@@ -1,0 +1,18 @@
+/**
+ * The engine's public API: what the host (src/main) and the CLI use. Everything else under
+ * src/engine is internal.
+ */
+export { DiffusionEngine } from './engine';
+export type { EngineOptions, GenerateRequest, GenerateResult, RunOptions } from './engine';
+export { EngineClient } from './client';
+export type { GenerateProgress, GeneratedImage } from './pipelines/generate';
+export type { StageTimings } from './pipelines/stats';
+export { EngineError, isEngineError } from './errors';
+export type { EngineErrorCode } from './errors';
+export { describeEngineError } from './describe-error';
+export type { PixelImage } from './image';
+export { openModelFolder, detectFamily, loadModel } from './models';
+export type { ModelInfo, LoadedModel, FamilyInfo, ModelFamily, ProviderPreference } from './models';
+export { getRuntimeInfo } from './runtime';
+export { randn, batchNoise, TorchGenerator } from './rng';
+export { ClipTokenizer } from './tokenizer';

@@ -1,0 +1,69 @@
+// The engine's worker thread: owns the ONNX sessions and runs one request at a time, so the
+// host's event loop (IPC, SQLite, the UI) never waits on inference.
+import { parentPort } from 'node:worker_threads';
+import { DiffusionEngine } from './engine';
+import { describeEngineError } from './describe-error';
+import type { FromWorker, ToWorker } from './protocol';
+
+const port = parentPort;
+if (!port) throw new Error('engine-worker must run as a worker thread');
+
+const engine = new DiffusionEngine();
+const running = new Map<number, AbortController>();
+let queue: Promise<void> = Promise.resolve();
+
+const send = (message: FromWorker, transfer: ArrayBuffer[] = []) =>
+  port.postMessage(message, transfer);
+
+port.on('message', (message: ToWorker) => {
+  switch (message.type) {
+    case 'configure':
+      engine.configure(message.options);
+      break;
+    case 'cancel':
+      running.get(message.id)?.abort();
+      break;
+    case 'shutdown':
+      // Never terminate a thread inside session.run: ONNX Runtime aborts the whole process.
+      for (const controller of running.values()) controller.abort();
+      queue = queue.then(async () => {
+        await engine.release();
+        process.exit(0);
+      });
+      break;
+    case 'release':
+      queue = queue.then(async () => {
+        await engine.release();
+        send({ type: 'released', id: message.id });
+      });
+      break;
+    case 'generate': {
+      const controller = new AbortController();
+      running.set(message.id, controller);
+      queue = queue.then(async () => {
+        try {
+          const result = await engine.generate(message.request, {
+            signal: controller.signal,
+            onProgress: (progress) => {
+              const transfer = progress.preview
+                ? [progress.preview.data.buffer as ArrayBuffer]
+                : [];
+              send({ type: 'progress', id: message.id, progress }, transfer);
+            },
+          });
+          send(
+            { type: 'result', id: message.id, result },
+            result.images.map((i) => i.image.data.buffer as ArrayBuffer),
+          );
+        } catch (err) {
+          send({ type: 'error', id: message.id, error: describeEngineError(err) });
+        } finally {
+          running.delete(message.id);
+        }
+      });
+      break;
+    }
+  }
+});
+
+send({ type: 'ready' });
