@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 
 fs.mkdirSync('test-results', { recursive: true });
-for (const f of ['vitest.json', 'e2e.json', 'electron.json'])
+for (const f of ['vitest-unit.json', 'vitest-integration.json', 'e2e.json', 'electron.json'])
   fs.rmSync(`test-results/${f}`, { force: true });
 
 const bin = (name) => `node_modules/.bin/${name}`;
@@ -27,7 +27,7 @@ const only = process.argv.slice(2);
 const failed = [];
 for (const [name, cmd, args] of steps) {
   if (only.length && !only.some((o) => name.startsWith(o))) continue;
-  if (name !== 'unit + integration' && name.startsWith('e2e') && failed.includes('build')) {
+  if ((name.startsWith('e2e') || name.startsWith('desktop')) && failed.includes('build')) {
     failed.push(name);
     continue;
   }
@@ -43,11 +43,13 @@ let passed = 0;
 let failedTests = 0;
 let skipped = 0;
 const readJson = (f) => (fs.existsSync(f) ? JSON.parse(fs.readFileSync(f, 'utf8')) : null);
-const vitest = readJson('test-results/vitest.json');
-if (vitest) {
-  passed += vitest.numPassedTests;
-  failedTests += vitest.numFailedTests;
-  skipped += vitest.numPendingTests + vitest.numTodoTests;
+for (const f of ['test-results/vitest-unit.json', 'test-results/vitest-integration.json']) {
+  const vitest = readJson(f);
+  if (vitest) {
+    passed += vitest.numPassedTests;
+    failedTests += vitest.numFailedTests;
+    skipped += vitest.numPendingTests + vitest.numTodoTests;
+  }
 }
 for (const f of ['test-results/e2e.json', 'test-results/electron.json']) {
   const pw = readJson(f);

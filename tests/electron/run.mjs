@@ -2,19 +2,19 @@
 // CI installs with ELECTRON_SKIP_BINARY_DOWNLOAD=1, so there it prints one line and exits 0;
 // the rest of `npm test` still runs.
 import { spawnSync } from 'node:child_process';
-import { createRequire } from 'node:module';
+import fs from 'node:fs';
+import path from 'node:path';
 
-const require = createRequire(import.meta.url);
-const electronPath = (() => {
-  try {
-    return require('electron');
-  } catch {
-    return null;
-  }
-})();
-if (typeof electronPath !== 'string') {
+// Look for the binary without require('electron'): since Electron 45 that starts a download
+// when the binary is missing, which an offline CI must not attempt.
+const electronDir = path.join('node_modules', 'electron');
+const pathFile = path.join(electronDir, 'path.txt');
+const binary = fs.existsSync(pathFile)
+  ? path.join(electronDir, 'dist', fs.readFileSync(pathFile, 'utf8').trim())
+  : null;
+if (!binary || !fs.existsSync(binary)) {
   console.log(
-    'Electron suite skipped: the Electron binary is not installed (npm installed with ELECTRON_SKIP_BINARY_DOWNLOAD=1; run `node node_modules/electron/install.js` with network access to enable it).',
+    'Electron suite skipped: the Electron binary is not installed (npm installed with ELECTRON_SKIP_BINARY_DOWNLOAD=1; run `npx install-electron` with network access to enable it).',
   );
   process.exit(0);
 }
