@@ -2,7 +2,7 @@ import path from 'node:path';
 import { GenerationSettings } from '../shared/generation';
 import { EngineError, throwIfAborted } from './errors';
 import type { PixelImage } from './image';
-import { type LoadedModel, type ProviderPreference, loadModel } from './models';
+import { type LoadedModel, type ProviderPreference, SessionCache, loadModel } from './models';
 import { type GenerateProgress, type GeneratedImage, runDiffusion } from './pipelines/generate';
 import { type StageTimings, emptyTimings } from './pipelines/stats';
 import { TextConditioner } from './pipelines/text';
@@ -44,6 +44,11 @@ export interface RunOptions {
  */
 export class DiffusionEngine {
   #loaded: { dir: string; key: string; model: LoadedModel; text: TextConditioner } | null = null;
+  /**
+   * This engine's own sessions. Releasing a model ends its sessions, so they must not be shared
+   * with another engine (or loadModel caller) in the process that still uses them.
+   */
+  readonly #sessions = new SessionCache();
 
   constructor(private options: EngineOptions = {}) {}
 
@@ -116,6 +121,7 @@ export class DiffusionEngine {
     const started = performance.now();
     const model = await loadModel(resolved, {
       provider: this.options.provider ?? 'auto',
+      cache: this.#sessions,
       ...(this.options.threads ? { threads: this.options.threads } : {}),
     });
     timings.loadMs += performance.now() - started;

@@ -83,6 +83,13 @@ export async function runDiffusion(
   const w = width / scale;
   const B = settings.batchSize;
   const latentDims = [B, latentChannels, h, w];
+  // Image i of the request uses seed + i: keep that an exact integer (torch's seed range).
+  const maxSeed = Number.MAX_SAFE_INTEGER - (B * settings.batchCount - 1);
+  if (settings.seed > maxSeed)
+    throw new EngineError(
+      'bad-input',
+      `Seed ${settings.seed} is too large for ${B * settings.batchCount} images; use a seed of at most ${maxSeed}.`,
+    );
 
   const schedulerConfig = parseSchedulerConfig(model.schedulerConfig);
   const plan = planSampling(
@@ -103,11 +110,12 @@ export async function runDiffusion(
     const zeros =
       settings.negativePrompt === '' && model.info.extras.forceZerosForEmptyPrompt === true;
     uncond = await ctx.text.encode(settings.negativePrompt, timings, signal);
-    if (zeros) uncond = TextConditioner.zerosLike(uncond);
     const chunks = Math.max(cond.chunks, uncond.chunks);
     const filler = await ctx.text.encode('', timings, signal);
     cond = padChunks(cond, chunks, filler);
     uncond = padChunks(uncond, chunks, filler);
+    // After padding, so that a long prompt's extra chunks are zeros on the uncond side too.
+    if (zeros) uncond = TextConditioner.zerosLike(uncond);
   }
   timings.textMs += performance.now() - started;
 
@@ -149,10 +157,7 @@ export async function runDiffusion(
       generators.forEach((g, i) => out.set(g.randn([per]), i * per));
       return out;
     };
-    const noise =
-      generators.length === 1
-        ? generators[0].randn(latentDims)
-        : draw(B * perImage);
+    const noise = generators.length === 1 ? generators[0].randn(latentDims) : draw(B * perImage);
     const x = new Float32Array(noise.length);
     if (initLatents) {
       const per = initLatents.length;
