@@ -21,6 +21,8 @@ export interface GenerateRequest {
   /** Folder of the model named by settings.model, already resolved by the host. */
   modelDir: string;
   initImage?: PixelImage | null;
+  /** inpaint: the painted mask (white = repaint), any channel count; resized to the image. */
+  maskImage?: PixelImage | null;
 }
 
 export interface GenerateResult {

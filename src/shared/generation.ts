@@ -42,6 +42,62 @@ const Side = z
   .max(maxSide, `must be at most ${maxSide} pixels`)
   .refine((v) => v % 8 === 0, 'must be a multiple of 8');
 
+/** How a painted mask is applied (white = repaint). */
+export const MaskOptions = z
+  .object({
+    /** The mask image: a path or a library image id. */
+    image: z.string().min(1).max(4096),
+    /** Feather radius in pixels (Gaussian blur of the mask edge). */
+    blur: z.number().int().min(0).max(256).default(4),
+    /** Grow (>0) or shrink (<0) the mask by this many pixels before feathering. */
+    grow: z.number().int().min(-256).max(256).default(0),
+    invert: z.boolean().default(false),
+    /** Crop around the mask (plus padding), generate at the model's size, paste back. */
+    onlyMasked: z.boolean().default(false),
+    padding: z.number().int().min(0).max(1024).default(32),
+    /** What the masked area holds before diffusion. */
+    fill: z.enum(['original', 'noise', 'edge']).default('original'),
+  })
+  .strict();
+export type MaskOptions = z.infer<typeof MaskOptions>;
+
+const Extension = z
+  .number()
+  .int()
+  .min(0)
+  .max(2048)
+  .refine((v) => v % 8 === 0, 'must be a multiple of 8');
+/** Outpainting: pixels added on each side of the source image. */
+export const OutpaintOptions = z
+  .object({
+    left: Extension.default(0),
+    top: Extension.default(0),
+    right: Extension.default(0),
+    bottom: Extension.default(0),
+  })
+  .strict();
+export type OutpaintOptions = z.infer<typeof OutpaintOptions>;
+
+/** Upscaling: two-pass ("hires") img2img at a larger size, or the x4 upscaler model. */
+export const UpscaleOptions = z
+  .object({
+    method: z.enum(['hires', 'x4']).default('hires'),
+    /** hires: target size = base size * factor (rounded to multiples of 8). */
+    factor: z.number().min(1).max(4).default(2),
+    /** hires: how the base result is enlarged before the second pass. */
+    upscaler: z.enum(['latent', 'lanczos']).default('latent'),
+    hiresSteps: z.number().int().min(1).max(500).default(15),
+    hiresStrength: z.number().min(0).max(1).default(0.5),
+    /** x4: noise added to the low-resolution input (0..max_noise_level, 350). */
+    noiseLevel: z.number().int().min(0).max(350).default(20),
+    /** x4: the upscaler model folder or id (the generation's `model` is the base model). */
+    model: z.string().min(1).max(4096).nullable().default(null),
+    /** Tile size in pixels for tiled diffusion / VAE decoding; 0 picks it from memory. */
+    tile: z.number().int().min(0).max(4096).default(0),
+  })
+  .strict();
+export type UpscaleOptions = z.infer<typeof UpscaleOptions>;
+
 /**
  * A generation, frozen: every setting the engine took, as one JSON object. It is what the queue
  * stores, what the history stores and what the PNG carries, so that any image can be made again.
@@ -69,6 +125,11 @@ export const GenerationSettings = z
     strength: z.number().min(0).max(1).default(0.75),
     /** Source image for img2img/inpaint/upscale: a path or an image id of the library. */
     initImage: z.string().min(1).max(4096).nullable().default(null),
+    /** inpaint (and outpaint, which builds its own mask): how the mask is used. */
+    mask: MaskOptions.nullable().default(null),
+    outpaint: OutpaintOptions.nullable().default(null),
+    /** txt2img with upscale: the two-pass hires fix; mode 'upscale': enlarge initImage. */
+    upscale: UpscaleOptions.nullable().default(null),
   })
   .strict();
 export type GenerationSettings = z.infer<typeof GenerationSettings>;
