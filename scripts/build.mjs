@@ -58,6 +58,6 @@ await esbuild({
 });
 
 if (!nodeOnly) await viteBuild({ configFile: 'vite.config.ts', logLevel: 'warn' });
-console.log(
+console.error(
   `built out/ (${Object.keys(nodeEntries).join(', ')}, preload${nodeOnly ? '' : ', renderer'})`,
 );
