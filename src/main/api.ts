@@ -1,6 +1,9 @@
 import type { AppInfo, EngineStatus, StudioService } from '../shared';
 import { getRuntimeInfo } from '../engine/runtime';
 import { EventHub } from './events';
+import { JobService } from './jobs/service';
+import { Library } from './library/service';
+import type { DesktopIntegration, HostContext } from './services';
 import { SettingsStore } from './settings-store';
 
 export interface HostOptions {
@@ -9,15 +12,23 @@ export interface HostOptions {
   version: string;
   /** Extra version strings to report (Electron's, Chromium's). */
   versions?: Record<string, string>;
+  resourcesDir?: string | null;
+  workerPath?: string | null;
+  sqliteNativeBinding?: string | null;
+  desktop?: DesktopIntegration | null;
+  log?: (line: string) => void;
 }
 
 /**
- * The studio's host: the contract implemented once by composing the services. Both shells
- * (Electron and the headless server) create one of these and bind it to their transport.
+ * The studio's host: the contract implemented once by composing the services (settings,
+ * library, jobs). Both shells (Electron and the headless server) create one of these and bind
+ * it to their transport.
  */
 export class StudioHost {
   readonly events = new EventHub();
   readonly settings: SettingsStore;
+  readonly library: Library;
+  readonly jobs: JobService;
   readonly service: StudioService;
   #engineStatus: EngineStatus;
 
@@ -32,6 +43,22 @@ export class StudioHost {
       fallbackReason: null,
       message: null,
     };
+    const context: HostContext = {
+      dataDir: options.dataDir,
+      resourcesDir: options.resourcesDir ?? null,
+      workerPath: options.workerPath ?? null,
+      sqliteNativeBinding: options.sqliteNativeBinding ?? null,
+      desktop: options.desktop ?? null,
+      events: this.events,
+      settings: this.settings,
+      updateEngineStatus: (patch) => {
+        this.#engineStatus = { ...this.#engineStatus, ...patch };
+        this.events.emit('engineStatus', structuredClone(this.#engineStatus));
+      },
+      log: options.log ?? ((line) => console.error(line)),
+    };
+    this.library = new Library(context);
+    this.jobs = new JobService(context, this.library);
 
     this.service = {
       getAppInfo: () => this.appInfo(),
@@ -40,8 +67,11 @@ export class StudioHost {
       updateSettings: (patch) => {
         const next = this.settings.update(patch);
         this.events.emit('settingsChanged', next);
+        this.jobs.settingsChanged(next);
         return next;
       },
+      ...this.library.methods,
+      ...this.jobs.methods,
     };
   }
 
@@ -61,7 +91,9 @@ export class StudioHost {
     };
   }
 
+  /** Stops the queue (letting the step in flight finish), then closes the library. */
   async close(): Promise<void> {
-    // Services with resources (engine worker, database) release them here as they land.
+    await this.jobs.close();
+    this.library.close();
   }
 }

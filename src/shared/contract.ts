@@ -1,6 +1,20 @@
 import { z } from 'zod';
 import type { Envelope } from './errors';
 import { StudioError } from './errors';
+import { GenerationSettings } from './generation';
+import {
+  DeleteResult,
+  GalleryPage,
+  GalleryQuery,
+  GenerationDetail,
+  Id,
+  ImageUpload,
+  JobProgress,
+  LibraryStatus,
+  ModelEntry,
+  QueueState,
+  UploadedImage,
+} from './library';
 import { Settings, SettingsPatch } from './settings';
 import { AppInfo, EngineStatus } from './status';
 
@@ -10,17 +24,83 @@ import { AppInfo, EngineStatus } from './status';
  * (Electron IPC and loopback HTTP/WebSocket) and both ends (main's binding, the renderer's
  * client) are derived from this object; nothing here is declared twice.
  */
+const none = z.undefined();
+const ids = z.array(Id).min(1).max(10_000);
+
 export const studioMethods = {
-  getAppInfo: { input: z.undefined(), output: AppInfo },
-  getEngineStatus: { input: z.undefined(), output: EngineStatus },
-  getSettings: { input: z.undefined(), output: Settings },
+  // App and settings
+  getAppInfo: { input: none, output: AppInfo },
+  getEngineStatus: { input: none, output: EngineStatus },
+  getSettings: { input: none, output: Settings },
   updateSettings: { input: SettingsPatch, output: Settings },
+
+  // Models
+  listModels: { input: none, output: z.array(ModelEntry) },
+  /** Adds a model folder (diffusers ONNX or optimum layout); inspects it first. */
+  addModel: { input: z.object({ path: z.string().min(1).max(4096) }).strict(), output: ModelEntry },
+  removeModel: { input: z.object({ id: Id }).strict(), output: z.null() },
+  /** Tokens per 75-token chunk of a prompt, with the model's own tokenizer. */
+  countTokens: {
+    input: z.object({ modelId: Id, prompt: z.string().max(20_000) }).strict(),
+    output: z.object({ total: z.number().int(), chunks: z.array(z.number().int()) }),
+  },
+
+  // Images given by the studio (init images, painted masks, imported PNGs)
+  uploadImage: { input: ImageUpload, output: UploadedImage },
+
+  // The queue
+  /** Queues a generation; `settings.model` is a model id; image fields are image ids. */
+  enqueue: { input: z.object({ settings: GenerationSettings }).strict(), output: QueueState },
+  getQueue: { input: none, output: QueueState },
+  pauseQueue: { input: none, output: QueueState },
+  resumeQueue: { input: none, output: QueueState },
+  cancelJob: { input: z.object({ id: Id }).strict(), output: QueueState },
+  cancelAll: { input: none, output: QueueState },
+  /** Moves a queued job to `position` among the queued ones (0 = next). */
+  moveJob: {
+    input: z.object({ id: Id, position: z.number().int().min(0) }).strict(),
+    output: QueueState,
+  },
+
+  // The gallery
+  searchGallery: { input: GalleryQuery, output: GalleryPage },
+  getGeneration: { input: z.object({ id: Id }).strict(), output: GenerationDetail },
+  setFavorite: {
+    input: z.object({ imageIds: ids, favorite: z.boolean() }).strict(),
+    output: z.null(),
+  },
+  setRating: {
+    input: z.object({ imageIds: ids, rating: z.number().int().min(0).max(5) }).strict(),
+    output: z.null(),
+  },
+  setTags: {
+    input: z
+      .object({ imageId: Id, tags: z.array(z.string().trim().min(1).max(100)).max(100) })
+      .strict(),
+    output: z.null(),
+  },
+  deleteImages: { input: z.object({ imageIds: ids }).strict(), output: DeleteResult },
+  undoDelete: {
+    input: z.object({ token: z.string().min(1).max(200) }).strict(),
+    output: z.object({ restored: z.number().int() }),
+  },
+  /** Shows the image's file in the OS file manager (desktop only). */
+  revealImage: { input: z.object({ imageId: Id }).strict(), output: z.null() },
+  getLibraryStatus: { input: none, output: LibraryStatus },
+  /** Restores the last automatic backup after a failed integrity check. */
+  restoreBackup: { input: none, output: LibraryStatus },
 } as const satisfies Record<string, { input: z.ZodType; output: z.ZodType }>;
 
 /** Events pushed from the host; names are what `on()` takes. */
 export const studioEvents = {
   engineStatus: EngineStatus,
   settingsChanged: Settings,
+  modelsChanged: z.array(ModelEntry),
+  queueChanged: QueueState,
+  jobProgress: JobProgress,
+  /** Images added, changed (favorite, rating, tags) or removed, by image id. */
+  galleryChanged: z.object({ added: z.array(Id), updated: z.array(Id), removed: z.array(Id) }),
+  libraryStatus: LibraryStatus,
 } as const satisfies Record<string, z.ZodType>;
 
 export type StudioMethods = typeof studioMethods;

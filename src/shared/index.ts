@@ -4,3 +4,4 @@ export * from './settings';
 export * from './status';
 export * from './wire';
 export * from './generation';
+export * from './library';

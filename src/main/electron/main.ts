@@ -88,6 +88,15 @@ if (!app.requestSingleInstanceLock()) {
       shell: 'desktop',
       dataDir: app.getPath('userData'),
       version: appVersion,
+      // Packaged: electron-builder copies resources/models to <resources>/models.
+      resourcesDir: app.isPackaged
+        ? process.resourcesPath
+        : path.join(here, '..', '..', 'resources'),
+      workerPath: path.join(here, 'engine-worker.mjs'),
+      desktop: {
+        trash: (file) => shell.trashItem(file),
+        reveal: (file) => shell.showItemInFolder(file),
+      },
       versions: {
         electron: process.versions.electron ?? '',
         chrome: process.versions.chrome ?? '',

@@ -38,8 +38,15 @@ async function main(): Promise<void> {
   const dataDir = path.resolve(
     values['data-dir'] ?? process.env.LATENT_STUDIO_DATA_DIR ?? defaultDataDir(),
   );
-  const host = new StudioHost({ shell: 'headless', dataDir, version: appVersion });
-  const rendererDir = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'renderer');
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const host = new StudioHost({
+    shell: 'headless',
+    dataDir,
+    version: appVersion,
+    resourcesDir: path.join(here, '..', '..', 'resources'),
+    workerPath: path.join(here, 'engine-worker.mjs'),
+  });
+  const rendererDir = path.join(here, '..', 'renderer');
   const server = await startServer({
     host,
     port,

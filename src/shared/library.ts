@@ -1,0 +1,202 @@
+import { z } from 'zod';
+import { GenerationMode, GenerationSettings, SamplerName } from './generation';
+
+/** Ids are opaque strings made by the host (UUIDs or integers as text). */
+export const Id = z
+  .string()
+  .min(1)
+  .max(64)
+  .regex(/^[A-Za-z0-9_-]+$/, 'must be an id');
+
+// ---------------------------------------------------------------------------------------
+// Models
+
+export const ModelEntry = z.object({
+  id: Id,
+  name: z.string(),
+  path: z.string(),
+  /** Engine family id (sd1, sd2-v, sdxl, inpaint, x4-upscaler, ...), null until inspected. */
+  family: z.string().nullable(),
+  /** Why the engine decided the family (one line each). */
+  familyReasons: z.array(z.string()),
+  nativeWidth: z.number().int().nullable(),
+  nativeHeight: z.number().int().nullable(),
+  bytes: z.number().nonnegative(),
+  /** Shipped with the app (resources/models); cannot be removed. */
+  builtIn: z.boolean(),
+  /** A sentence about the model (the built-in one says how it was made). */
+  description: z.string().nullable(),
+  status: z.enum(['ok', 'missing', 'error']),
+  error: z.string().nullable(),
+  addedAt: z.number(),
+  /** Disk used by this model's generated images, in bytes. */
+  imageBytes: z.number().nonnegative(),
+});
+export type ModelEntry = z.infer<typeof ModelEntry>;
+
+// ---------------------------------------------------------------------------------------
+// Images and uploads
+
+/** An image given by the studio: drag-in, paste, a painted mask. Base64 of PNG/JPEG/WebP. */
+export const ImageUpload = z
+  .object({
+    data: z.string().min(1).max(90_000_000, 'the image is too large (over 64 MB)'),
+    purpose: z.enum(['init', 'mask', 'import']),
+    name: z.string().max(255).optional(),
+  })
+  .strict();
+export type ImageUpload = z.infer<typeof ImageUpload>;
+
+export const UploadedImage = z.object({
+  imageId: Id,
+  width: z.number().int(),
+  height: z.number().int(),
+  /** For 'import': the generation settings read from the PNG (ours, A1111, ComfyUI, InvokeAI). */
+  metadata: z
+    .object({
+      source: z.enum(['latent-studio', 'a1111', 'comfyui', 'invokeai', 'none']),
+      settings: GenerationSettings.partial(),
+    })
+    .nullable(),
+});
+export type UploadedImage = z.infer<typeof UploadedImage>;
+
+// ---------------------------------------------------------------------------------------
+// Jobs (the durable queue)
+
+export const JobState = z.enum(['queued', 'running', 'paused', 'done', 'failed', 'cancelled']);
+export type JobState = z.infer<typeof JobState>;
+
+export const Job = z.object({
+  id: Id,
+  state: JobState,
+  /** Position among queued jobs (0 runs next); null when not queued. */
+  position: z.number().int().nullable(),
+  settings: GenerationSettings,
+  createdAt: z.number(),
+  startedAt: z.number().nullable(),
+  finishedAt: z.number().nullable(),
+  /** Steps done / total of the whole job (all batches), while running. */
+  step: z.number().int(),
+  total: z.number().int(),
+  error: z.object({ code: z.string(), message: z.string() }).nullable(),
+  /** The generation this job produced, once done. */
+  generationId: Id.nullable(),
+});
+export type Job = z.infer<typeof Job>;
+
+export const QueueState = z.object({
+  paused: z.boolean(),
+  jobs: z.array(Job),
+});
+export type QueueState = z.infer<typeof QueueState>;
+
+export const JobProgress = z.object({
+  jobId: Id,
+  stage: z.enum(['loading', 'text', 'encode', 'denoise', 'decode', 'saving']),
+  step: z.number().int(),
+  total: z.number().int(),
+  elapsedMs: z.number(),
+  etaMs: z.number().nullable(),
+  /** A small PNG data URL of the live preview, every few steps. */
+  preview: z.string().nullable(),
+});
+export type JobProgress = z.infer<typeof JobProgress>;
+
+// ---------------------------------------------------------------------------------------
+// Gallery
+
+export const GalleryItem = z.object({
+  imageId: Id,
+  generationId: Id,
+  /** Relative URLs the studio can put in <img src>; the host serves them on both transports. */
+  url: z.string(),
+  thumbUrl: z.string(),
+  width: z.number().int(),
+  height: z.number().int(),
+  prompt: z.string(),
+  negativePrompt: z.string(),
+  seed: z.number(),
+  sampler: SamplerName,
+  steps: z.number().int(),
+  guidance: z.number(),
+  mode: GenerationMode,
+  modelName: z.string(),
+  createdAt: z.number(),
+  favorite: z.boolean(),
+  rating: z.number().int().min(0).max(5),
+  tags: z.array(z.string()),
+  /** The file is gone from disk (found by the reconciler). */
+  missing: z.boolean(),
+});
+export type GalleryItem = z.infer<typeof GalleryItem>;
+
+export const GallerySort = z.enum(['newest', 'oldest', 'rating']);
+
+export const GalleryQuery = z
+  .object({
+    /** Full-text search over prompt and negative prompt (FTS5 syntax is escaped). */
+    text: z.string().max(1000).optional(),
+    modelId: Id.optional(),
+    sampler: SamplerName.optional(),
+    mode: GenerationMode.optional(),
+    from: z.number().optional(),
+    to: z.number().optional(),
+    width: z.number().int().optional(),
+    height: z.number().int().optional(),
+    favorite: z.boolean().optional(),
+    minRating: z.number().int().min(0).max(5).optional(),
+    tag: z.string().max(100).optional(),
+    /** Images made from the same prompt and settings with nearby seeds, grouped. */
+    seedVariantsOf: Id.optional(),
+    sort: GallerySort.default('newest'),
+    cursor: z.string().max(200).nullable().optional(),
+    limit: z.number().int().min(1).max(500).default(100),
+  })
+  .strict();
+export type GalleryQuery = z.infer<typeof GalleryQuery>;
+
+export const GalleryPage = z.object({
+  items: z.array(GalleryItem),
+  nextCursor: z.string().nullable(),
+  /** Total matches, for the scroll bar. */
+  total: z.number().int(),
+});
+export type GalleryPage = z.infer<typeof GalleryPage>;
+
+export const GenerationDetail = z.object({
+  generationId: Id,
+  settings: GenerationSettings,
+  images: z.array(GalleryItem),
+  modelName: z.string(),
+  family: z.string().nullable(),
+  provider: z.string().nullable(),
+  fallbackReason: z.string().nullable(),
+  timings: z.record(z.string(), z.number()),
+  createdAt: z.number(),
+  parentId: Id.nullable(),
+  childIds: z.array(Id),
+  /** The A1111 `parameters` text, for "copy parameters". */
+  parametersText: z.string(),
+});
+export type GenerationDetail = z.infer<typeof GenerationDetail>;
+
+export const DeleteResult = z.object({
+  deleted: z.number().int(),
+  /** Pass to undoDelete within the session to restore them. */
+  undoToken: z.string().nullable(),
+  /** Where they went: the OS trash (desktop) or the app's trash folder (headless). */
+  trashedTo: z.enum(['os-trash', 'app-trash']),
+});
+export type DeleteResult = z.infer<typeof DeleteResult>;
+
+export const LibraryStatus = z.object({
+  /** The database failed its integrity check: the library is read-only until restored. */
+  readOnly: z.boolean(),
+  problem: z.string().nullable(),
+  lastBackupAt: z.number().nullable(),
+  generations: z.number().int(),
+  images: z.number().int(),
+  bytes: z.number(),
+});
+export type LibraryStatus = z.infer<typeof LibraryStatus>;
