@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BrowserWindow, app, session, shell } from 'electron';
@@ -10,6 +11,20 @@ import { loadWindowState, trackWindowState } from './window-state';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const rendererDir = path.join(here, '..', 'renderer');
 const preloadPath = path.join(here, '..', 'preload', 'index.cjs');
+const repoRoot = path.join(here, '..', '..');
+
+/** From a checkout, the Electron-ABI build of better-sqlite3 made by scripts/electron-native.mjs. */
+function devSqliteBinding(): string | null {
+  if (app.isPackaged) return null;
+  const file = path.join(
+    repoRoot,
+    '.cache',
+    'electron-native',
+    `${process.versions.electron}-${process.platform}-${process.arch}`,
+    'better_sqlite3.node',
+  );
+  return fs.existsSync(file) ? file : null;
+}
 
 // Tests and portable setups may point the data folder elsewhere.
 if (process.env.LATENT_STUDIO_DATA_DIR)
@@ -89,9 +104,8 @@ if (!app.requestSingleInstanceLock()) {
       dataDir: app.getPath('userData'),
       version: appVersion,
       // Packaged: electron-builder copies resources/models to <resources>/models.
-      resourcesDir: app.isPackaged
-        ? process.resourcesPath
-        : path.join(here, '..', '..', 'resources'),
+      resourcesDir: app.isPackaged ? process.resourcesPath : path.join(repoRoot, 'resources'),
+      sqliteNativeBinding: devSqliteBinding(),
       workerPath: path.join(here, 'engine-worker.mjs'),
       desktop: {
         trash: (file) => shell.trashItem(file),

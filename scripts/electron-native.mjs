@@ -1,0 +1,60 @@
+// Before `electron .` from a checkout: better-sqlite3 in node_modules is built for Node's ABI
+// (the tests and the headless server run on Node), and Electron cannot load it. Rather than
+// rebuilding it in place (which would break the Node side), keep a second build for this
+// Electron version in .cache/electron-native/, which the Electron main process loads through
+// better-sqlite3's `nativeBinding` option. Packaged apps don't need this: electron-builder
+// rebuilds native modules for Electron.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+
+const electronPkg = JSON.parse(fs.readFileSync('node_modules/electron/package.json', 'utf8'));
+const version = electronPkg.version;
+const arch = process.env.npm_config_arch || process.arch;
+const target = path.join(
+  '.cache',
+  'electron-native',
+  `${version}-${process.platform}-${arch}`,
+  'better_sqlite3.node',
+);
+if (fs.existsSync(target)) process.exit(0);
+
+console.error(`Preparing better-sqlite3 for Electron ${version} (once)...`);
+const work = path.join('.cache', 'electron-native', 'build');
+fs.rmSync(work, { recursive: true, force: true });
+fs.cpSync(path.join('node_modules', 'better-sqlite3'), work, {
+  recursive: true,
+  filter: (src) => !src.includes(`${path.sep}build${path.sep}`),
+});
+fs.rmSync(path.join(work, 'build'), { recursive: true, force: true });
+
+const bin = (name) =>
+  path.resolve('node_modules', '.bin', process.platform === 'win32' ? `${name}.cmd` : name);
+const run = (cmd, args) =>
+  spawnSync(cmd, args, { cwd: work, stdio: 'inherit', shell: process.platform === 'win32' })
+    .status === 0;
+// A prebuilt binary for this Electron ABI when one is published, else a source build against
+// Electron's headers.
+const ok =
+  run(bin('prebuild-install'), ['--runtime', 'electron', '--target', version, '--arch', arch]) ||
+  run(bin('node-gyp'), [
+    'rebuild',
+    '--release',
+    `--target=${version}`,
+    `--arch=${arch}`,
+    '--dist-url=https://electronjs.org/headers',
+  ]);
+const built = path.join(work, 'build', 'Release', 'better_sqlite3.node');
+if (!ok || !fs.existsSync(built)) {
+  console.error(
+    'Could not build better-sqlite3 for Electron; the gallery and history will not open in the desktop app.',
+  );
+  console.error(
+    'Check your network connection and build tools (python3, make, a C++ compiler), then run `npm start` again.',
+  );
+  process.exit(1);
+}
+fs.mkdirSync(path.dirname(target), { recursive: true });
+fs.copyFileSync(built, target);
+fs.rmSync(work, { recursive: true, force: true });
+console.error(`Ready: ${target}`);
