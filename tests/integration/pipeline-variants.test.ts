@@ -17,8 +17,8 @@ import {
   type FixtureSpec,
   fixtureModel,
   fixtureModelInfo,
-  resizeLatentNearest,
 } from '../fixtures/models';
+import { diff, expectKnown, expectedImage } from './known-answer';
 
 function settings(over: Partial<GenerationInput> = {}): GenerationSettings {
   return GenerationSettings.parse({
@@ -32,48 +32,6 @@ function settings(over: Partial<GenerationInput> = {}): GenerationSettings {
     height: 64,
     ...over,
   });
-}
-
-/** The image the fixture VAE decodes x_k to at a size (x_k nearest-resized as the UNet does). */
-function expectedImage(info: FixtureInfo, k: number, width: number, height: number): Uint8Array {
-  const s = info.latentSize;
-  const h = height / 8;
-  const w = width / 8;
-  const z =
-    h === s && w === s
-      ? info.knownLatents![k]
-      : resizeLatentNearest(info.knownLatents![k], s, s, h, w);
-  const out = new Uint8Array(width * height * 3);
-  for (let y = 0; y < height; y++)
-    for (let x = 0; x < width; x++)
-      for (let c = 0; c < 3; c++) {
-        const v = z[c * h * w + Math.floor(y / 8) * w + Math.floor(x / 8)] / (info.vaeScale * 8);
-        out[(y * width + x) * 3 + c] = Math.round(Math.min(1, Math.max(0, v / 2 + 0.5)) * 255);
-      }
-  return out;
-}
-
-function diff(a: ArrayLike<number>, b: ArrayLike<number>): { mean: number; max: number } {
-  expect(a.length).toBe(b.length);
-  let sum = 0;
-  let max = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i] - b[i]);
-    sum += d;
-    max = Math.max(max, d);
-  }
-  return { mean: sum / a.length, max };
-}
-
-/** Asserts the image is one of the x_k up to `tol` levels per pixel; returns k. */
-function expectKnown(info: FixtureInfo, img: PixelImage, tol = 6, what = ''): number {
-  let best = { k: -1, mean: Infinity, max: Infinity };
-  info.knownLatents!.forEach((_, k) => {
-    const d = diff(img.data, expectedImage(info, k, img.width, img.height));
-    if (d.mean < best.mean) best = { k, ...d };
-  });
-  expect(best.max, `${what}: ${JSON.stringify(best)}`).toBeLessThanOrEqual(tol);
-  return best.k;
 }
 
 interface Feeds {

@@ -31,18 +31,10 @@ import {
   trainingSigmas,
 } from './schedule';
 import type { Sampler } from './types';
+import { type SamplerName, samplerNames } from '../../shared/generation';
 
-export const samplerNames = [
-  'ddpm',
-  'ddim',
-  'euler',
-  'euler_a',
-  'heun',
-  'dpmpp_2m',
-  'dpmpp_2m_karras',
-  'lcm',
-] as const;
-export type SamplerName = (typeof samplerNames)[number];
+// The sampler ids are part of the frozen settings, so the contract declares them.
+export { samplerNames, type SamplerName };
 
 export function isSamplerName(v: unknown): v is SamplerName {
   return typeof v === 'string' && (samplerNames as readonly string[]).includes(v);
