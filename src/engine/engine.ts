@@ -4,8 +4,12 @@ import { EngineError, throwIfAborted } from './errors';
 import type { PixelImage } from './image';
 import { type LoadedModel, type ProviderPreference, SessionCache, loadModel } from './models';
 import { type GenerateProgress, type GeneratedImage, runDiffusion } from './pipelines/generate';
+import { runInpaint } from './pipelines/inpaint';
+import { runOutpaint } from './pipelines/outpaint';
+import { memoryBudgetBytes } from './pipelines/memory';
 import { type StageTimings, emptyTimings } from './pipelines/stats';
 import { TextConditioner } from './pipelines/text';
+import { runUpscale } from './pipelines/upscale';
 import { isAbortError } from './schedulers';
 
 export interface EngineOptions {
@@ -14,6 +18,11 @@ export interface EngineOptions {
   threads?: number;
   /** Preview every N steps (default 4, 0 for none). */
   previewEvery?: number;
+  /**
+   * Activation memory (MB) the upscale pipelines plan tiling against; default 60% of free RAM.
+   * Set it to the GPU's memory on a GPU provider (the engine cannot query it).
+   */
+  memoryBudgetMb?: number;
 }
 
 export interface GenerateRequest {
@@ -21,6 +30,8 @@ export interface GenerateRequest {
   /** Folder of the model named by settings.model, already resolved by the host. */
   modelDir: string;
   initImage?: PixelImage | null;
+  /** Mode 'upscale', method 'x4': the x4 model folder, resolved by the host from upscale.model. */
+  upscaleModelDir?: string | null;
   /** inpaint: the painted mask (white = repaint), any channel count; resized to the image. */
   maskImage?: PixelImage | null;
 }
@@ -72,21 +83,35 @@ export class DiffusionEngine {
     const timings = emptyTimings();
     const started = performance.now();
     throwIfAborted(run.signal, 'Generation');
-    const loaded = await this.#model(request.modelDir, timings);
+    // Upscaling: txt2img with the hires fix, or mode 'upscale' (x4 runs on the x4 model itself).
+    const upscaling =
+      settings.mode === 'upscale' || (settings.mode === 'txt2img' && settings.upscale !== null);
+    const x4 = settings.mode === 'upscale' && settings.upscale?.method === 'x4';
+    const modelDir = x4
+      ? (request.upscaleModelDir ?? settings.upscale?.model ?? request.modelDir)
+      : request.modelDir;
+    const loaded = await this.#model(modelDir, timings);
     let images: GeneratedImage[];
     try {
-      images = await runDiffusion(
-        {
-          model: loaded.model,
-          text: loaded.text,
-          timings,
-          signal: run.signal,
-          onProgress: run.onProgress,
-          previewEvery: this.options.previewEvery ?? 4,
-        },
-        settings,
-        request.initImage ?? null,
-      );
+      const ctx = {
+        model: loaded.model,
+        text: loaded.text,
+        timings,
+        signal: run.signal,
+        onProgress: run.onProgress,
+        previewEvery: this.options.previewEvery ?? 4,
+      };
+      const init = request.initImage ?? null;
+      if (settings.mode === 'inpaint')
+        images = await runInpaint(ctx, settings, init, request.maskImage ?? null);
+      else if (settings.mode === 'outpaint') images = await runOutpaint(ctx, settings, init);
+      else if (upscaling)
+        images = await runUpscale(
+          { ...ctx, memoryBudgetBytes: memoryBudgetBytes(this.options.memoryBudgetMb) },
+          settings,
+          init,
+        );
+      else images = await runDiffusion(ctx, settings, init);
     } catch (err) {
       // The samplers stop with a DOMException AbortError; callers get the engine's own code.
       if (isAbortError(err))

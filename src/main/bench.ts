@@ -374,6 +374,7 @@ async function main(): Promise<void> {
     };
   }
   await engine.release();
+  const upscale = await benchUpscale(info.dir, size, steps, provider, threads);
 
   const cpus = os.cpus();
   const runtime = getRuntimeInfo();
@@ -423,6 +424,7 @@ async function main(): Promise<void> {
       samplers: summary,
     },
     samplers: results,
+    upscale,
   };
   const json = JSON.stringify(doc, null, 2);
   await writeFile(out, json + '\n');
@@ -443,3 +445,114 @@ main().then(
     process.exit(1);
   },
 );
+
+// ---------------------------------------------------------------------------------------------
+// Upscaling cases (issue #4): the two-pass hires fix whole and tiled, with peak memory.
+
+interface UpscaleCase {
+  name: string;
+  /** Base size; the hires pass runs at 2x. */
+  base: number;
+  /** settings.upscale.tile (px; 0: the memory plan decides). */
+  tile: number;
+  /** EngineOptions.memoryBudgetMb (undefined: 60% of free RAM). */
+  budgetMb?: number;
+}
+
+/**
+ * Runs each case in a fresh engine (sessions released between cases) and samples the process's
+ * resident set every 10 ms while it runs: `peakRssMiB` is the highest sample, `rssGrowthMiB` that
+ * less the RSS at the start of the case. Cases go from the smallest memory need to the largest,
+ * since freed memory is not always handed back to the OS (ONNX Runtime's arena, malloc), which
+ * would hide a smaller case's peak behind a larger one run before it.
+ */
+async function benchUpscale(
+  dir: string,
+  size: number,
+  steps: number,
+  provider: ExecutionProviderPreference,
+  threads: number,
+): Promise<Record<string, unknown>> {
+  const cases: UpscaleCase[] = [
+    {
+      name: `hires ${size / 2}->${size} tiled (${size / 2} px tiles)`,
+      base: size / 2,
+      tile: size / 2,
+    },
+    { name: `hires ${size / 2}->${size} whole`, base: size / 2, tile: 0, budgetMb: 1 << 20 },
+    {
+      name: `hires ${size}->${size * 2} tiled (plan, 256 MB budget)`,
+      base: size,
+      tile: 0,
+      budgetMb: 256,
+    },
+    { name: `hires ${size}->${size * 2} whole`, base: size, tile: 0, budgetMb: 1 << 20 },
+  ];
+  const out: Record<string, unknown>[] = [];
+  for (const c of cases) {
+    const engine = new DiffusionEngine({
+      provider,
+      previewEvery: 0,
+      ...(threads ? { threads } : {}),
+      ...(c.budgetMb ? { memoryBudgetMb: c.budgetMb } : {}),
+    });
+    try {
+      const settings = GenerationSettings.parse({
+        model: dir,
+        prompt: 'a photograph of an astronaut riding a horse',
+        seed: 42,
+        sampler: 'euler',
+        steps,
+        guidance: 7,
+        width: c.base,
+        height: c.base,
+        upscale: {
+          method: 'hires',
+          factor: 2,
+          hiresSteps: steps,
+          hiresStrength: 0.5,
+          tile: c.tile,
+        },
+      });
+      const unet = await (await engine.load(dir)).session('unet');
+      const shapes = new Map<string, number>();
+      const innerRun = unet.run.bind(unet);
+      unet.run = (feeds: Record<string, ort.Tensor>, signal?: AbortSignal) => {
+        const s = (feeds.sample?.dims ?? []).join('x');
+        shapes.set(s, (shapes.get(s) ?? 0) + 1);
+        return innerRun(feeds, signal);
+      };
+      const startRss = process.memoryUsage().rss;
+      let peak = startRss;
+      const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 10);
+      const started = performance.now();
+      let result;
+      try {
+        result = await engine.generate({ modelDir: dir, settings });
+      } finally {
+        clearInterval(timer);
+      }
+      peak = Math.max(peak, process.memoryUsage().rss);
+      const wallMs = performance.now() - started;
+      const t = result.timings;
+      const rec = {
+        case: c.name,
+        output: [result.images[0].image.width, result.images[0].image.height],
+        wallMs: round(wallMs, 1),
+        denoiseMs: round(t.denoiseMs, 1),
+        decodeMs: round(t.decodeMs, 1),
+        encodeMs: round(t.encodeMs, 1),
+        unetCalls: Object.fromEntries(shapes),
+        peakRssMiB: round(peak / 2 ** 20, 1),
+        rssGrowthMiB: round((peak - startRss) / 2 ** 20, 1),
+      };
+      log(
+        `${c.name}: ${(wallMs / 1000).toFixed(1)} s, peak RSS ${rec.peakRssMiB} MiB (+${rec.rssGrowthMiB}), UNet calls ${JSON.stringify(rec.unetCalls)}`,
+      );
+      out.push(rec);
+    } finally {
+      await engine.release();
+    }
+  }
+  return { cases: out, maxRssMiB: round(process.resourceUsage().maxRSS / 1024, 1) };
+}

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import { DiffusionEngine, type PixelImage, describeEngineError } from '../engine';
-import { GenerationSettings, samplerNames } from '../shared/generation';
+import { GenerationSettings, maxSide, samplerNames } from '../shared/generation';
 import { encodePngWithMetadata } from './library/png-metadata';
 import { appVersion } from './version';
 
@@ -24,6 +24,27 @@ const usage = `Usage: npm run generate -- --model DIR --prompt TEXT [options] --
   --seed-mode MODE     batch (one draw, like diffusers/ComfyUI) or per-image (seed+i, like A1111)
   --init PNG           image-to-image from this picture
   --strength X         how much to change the init image, 0..1 (default 0.75)
+  --mask PNG           inpaint the white part of this mask (needs --init; resized to it if needed)
+  --mask-blur N        feather radius of the mask edge in pixels (default 4)
+  --mask-grow N        grow (N > 0) or shrink (N < 0) the mask by N pixels (default 0);
+                       write a negative value as --mask-grow=-4
+  --invert-mask        repaint the black part instead
+  --only-masked        generate only a crop around the mask (at --width x --height, default the
+                       model's native size) and paste it back
+  --mask-padding N     pixels around the mask in that crop (default 32)
+  --mask-fill MODE     what the masked area starts from: original, noise or edge (default original)
+  --outpaint L,T,R,B   extend the init image by these pixels (multiples of 8; one value: all sides)
+  --upscale F          two-pass hires fix: generate, enlarge by F (1..4), img2img at the larger
+                       size; with --init: enlarge that picture (Lanczos, then img2img)
+  --hires-steps N      steps of the hires pass (default 15)
+  --hires-strength X   denoising strength of the hires pass, 0..1 (default 0.5)
+  --hires-upscaler M   latent (bilinear in latent space, default) or lanczos (in pixels)
+  --upscaler x4        enlarge --init 4x with the x4 upscaler model given by --upscaler-model
+  --upscaler-model DIR the x4 upscaler's folder (--model defaults to it)
+  --noise-level N      x4: noise added to the low-resolution input, 0..350 (default 20)
+  --tile N             tile size in pixels for tiled diffusion and VAE decoding (default: chosen
+                       from the memory budget)
+  --memory-budget MB   memory the upscaler may use for activations (default 60% of free RAM)
   --provider NAME      auto, cpu, cuda, dml, coreml, webgpu (default auto)
   --threads N          CPU threads (default: physical cores)
   --no-metadata        do not write the parameters into the PNG
@@ -41,25 +62,150 @@ function numberArg(values: Record<string, unknown>, name: string): number | unde
   return n;
 }
 
-async function readImage(file: string): Promise<PixelImage> {
+async function readImage(file: string, flag = 'init'): Promise<PixelImage> {
   const stat = await fs.stat(file).catch(() => null);
-  if (!stat?.isFile()) throw new UsageError(`--init: ${file} does not exist.`);
+  if (!stat?.isFile()) throw new UsageError(`--${flag}: ${file} does not exist.`);
   try {
-    const { data, info } = await sharp(file)
-      .removeAlpha()
-      .raw()
-      .toBuffer({ resolveWithObject: true });
+    // A mask keeps its alpha (transparent = keep); the engine reads luminance times alpha.
+    const img = flag === 'mask' ? sharp(file).ensureAlpha() : sharp(file).removeAlpha();
+    const { data, info } = await img.raw().toBuffer({ resolveWithObject: true });
     return {
       width: info.width,
       height: info.height,
-      channels: 3,
+      channels: info.channels === 4 ? 4 : 3,
       data: new Uint8Array(data.buffer, data.byteOffset, data.length),
     };
   } catch (err) {
     throw new UsageError(
-      `--init: ${file} is not an image that can be read (${(err as Error).message.split('\n')[0]}).`,
+      `--${flag}: ${file} is not an image that can be read (${(err as Error).message.split('\n')[0]}).`,
     );
   }
+}
+
+/** --mask and --outpaint with their options -> mode, settings.mask and settings.outpaint. */
+function maskingArgs(values: Record<string, unknown>): {
+  mode: 'inpaint' | 'outpaint' | null;
+  mask: Record<string, unknown> | null;
+  outpaint: Record<string, number> | null;
+} {
+  const maskFlags = [
+    'mask-blur',
+    'mask-grow',
+    'invert-mask',
+    'only-masked',
+    'mask-padding',
+    'mask-fill',
+  ];
+  const given = maskFlags.filter((f) => values[f] !== undefined && values[f] !== false);
+  if (values.mask !== undefined && values.outpaint !== undefined)
+    throw new UsageError('--mask and --outpaint cannot be used together.');
+  if (values.mask === undefined && values.outpaint === undefined) {
+    if (given.length > 0) throw new UsageError(`--${given[0]} needs --mask or --outpaint.`);
+    return { mode: null, mask: null, outpaint: null };
+  }
+  const mode = values.mask !== undefined ? 'inpaint' : 'outpaint';
+  if (values.init === undefined)
+    throw new UsageError(
+      mode === 'inpaint'
+        ? '--mask needs --init (the picture to repaint).'
+        : '--outpaint needs --init (the picture to extend).',
+    );
+  if (mode === 'outpaint') {
+    for (const f of ['mask-grow', 'invert-mask'])
+      if (given.includes(f)) throw new UsageError(`--${f} does not apply to --outpaint.`);
+  }
+  let outpaint: Record<string, number> | null = null;
+  if (mode === 'outpaint') {
+    const raw = String(values.outpaint);
+    const parts = raw.split(',').map((p) => p.trim());
+    const nums = parts.map(Number);
+    if (
+      (parts.length !== 1 && parts.length !== 4) ||
+      nums.some((n, i) => parts[i] === '' || !Number.isInteger(n))
+    )
+      throw new UsageError(
+        `--outpaint must be L,T,R,B (four whole numbers of pixels) or one number for all sides, not "${raw}".`,
+      );
+    const [left, top, right, bottom] =
+      nums.length === 1 ? [nums[0], nums[0], nums[0], nums[0]] : nums;
+    outpaint = { left, top, right, bottom };
+  }
+  let mask: Record<string, unknown> | null = null;
+  if (mode === 'inpaint' || given.length > 0) {
+    mask = {
+      // Outpainting builds its own mask; the name records where it came from.
+      image: mode === 'inpaint' ? path.resolve(String(values.mask)) : 'outpaint',
+      blur: numberArg(values, 'mask-blur'),
+      grow: numberArg(values, 'mask-grow'),
+      invert: values['invert-mask'] === true,
+      onlyMasked: values['only-masked'] === true,
+      padding: numberArg(values, 'mask-padding'),
+      fill: values['mask-fill'] ?? (mode === 'outpaint' ? 'edge' : 'original'),
+    };
+  }
+  return { mode, mask, outpaint };
+}
+
+/** settings.upscale field -> its CLI flag, for error messages. */
+const upscaleFlags: Record<string, string> = {
+  method: 'upscaler',
+  factor: 'upscale',
+  upscaler: 'hires-upscaler',
+  hiresSteps: 'hires-steps',
+  hiresStrength: 'hires-strength',
+  noiseLevel: 'noise-level',
+  model: 'upscaler-model',
+  tile: 'tile',
+};
+
+/** --upscale / --upscaler and their options -> mode 'upscale' (with --init) and settings.upscale. */
+function upscaleArgs(values: Record<string, unknown>): {
+  mode: 'upscale' | null;
+  upscale: Record<string, unknown> | null;
+} {
+  const flags = [
+    'hires-steps',
+    'hires-strength',
+    'hires-upscaler',
+    'upscaler-model',
+    'noise-level',
+    'tile',
+  ];
+  const given = flags.filter((f) => values[f] !== undefined);
+  if (values.upscale === undefined && values.upscaler === undefined) {
+    if (given.length > 0) throw new UsageError(`--${given[0]} needs --upscale or --upscaler.`);
+    return { mode: null, upscale: null };
+  }
+  if (values.upscaler !== undefined && values.upscaler !== 'x4' && values.upscaler !== 'hires')
+    throw new UsageError(`--upscaler must be x4 or hires, not "${String(values.upscaler)}".`);
+  const x4 = values.upscaler === 'x4';
+  if (values.mask !== undefined || values.outpaint !== undefined)
+    throw new UsageError('--upscale and --upscaler cannot be combined with --mask or --outpaint.');
+  if (x4) {
+    if (values.init === undefined)
+      throw new UsageError('--upscaler x4 needs --init (the picture).');
+    if (values['upscaler-model'] === undefined)
+      throw new UsageError('--upscaler x4 needs --upscaler-model (the x4 upscaler folder).');
+    for (const f of ['hires-steps', 'hires-strength', 'hires-upscaler'])
+      if (given.includes(f)) throw new UsageError(`--${f} does not apply to --upscaler x4.`);
+  } else if (values['noise-level'] !== undefined || values['upscaler-model'] !== undefined) {
+    throw new UsageError(
+      `--${values['noise-level'] !== undefined ? 'noise-level' : 'upscaler-model'} applies to --upscaler x4 only.`,
+    );
+  }
+  return {
+    mode: values.init !== undefined ? 'upscale' : null,
+    upscale: {
+      method: x4 ? 'x4' : 'hires',
+      factor: x4 ? undefined : (numberArg(values, 'upscale') ?? 2),
+      upscaler: values['hires-upscaler'],
+      hiresSteps: numberArg(values, 'hires-steps'),
+      hiresStrength: numberArg(values, 'hires-strength'),
+      noiseLevel: numberArg(values, 'noise-level'),
+      model: x4 ? path.resolve(String(values['upscaler-model'])) : null,
+      tile: numberArg(values, 'tile'),
+    },
+  };
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -80,6 +226,23 @@ async function main(argv: string[]): Promise<number> {
       'seed-mode': { type: 'string' },
       init: { type: 'string' },
       strength: { type: 'string' },
+      mask: { type: 'string' },
+      'mask-blur': { type: 'string' },
+      'mask-grow': { type: 'string' },
+      'invert-mask': { type: 'boolean', default: false },
+      'only-masked': { type: 'boolean', default: false },
+      'mask-padding': { type: 'string' },
+      'mask-fill': { type: 'string' },
+      outpaint: { type: 'string' },
+      upscale: { type: 'string' },
+      'hires-steps': { type: 'string' },
+      'hires-strength': { type: 'string' },
+      'hires-upscaler': { type: 'string' },
+      upscaler: { type: 'string' },
+      'upscaler-model': { type: 'string' },
+      'noise-level': { type: 'string' },
+      tile: { type: 'string' },
+      'memory-budget': { type: 'string' },
       provider: { type: 'string' },
       threads: { type: 'string' },
       'no-metadata': { type: 'boolean', default: false },
@@ -93,6 +256,8 @@ async function main(argv: string[]): Promise<number> {
     console.log(usage);
     return 0;
   }
+  if (!values.model && values.upscaler === 'x4' && values['upscaler-model'])
+    values.model = values['upscaler-model'];
   if (!values.model) throw new UsageError('--model is required.');
   if (values.prompt === undefined) throw new UsageError('--prompt is required.');
   if (!values.out) throw new UsageError('--out is required.');
@@ -107,13 +272,28 @@ async function main(argv: string[]): Promise<number> {
     provider: provider as 'auto',
     threads: numberArg(values, 'threads') ?? 0,
     previewEvery: 0,
+    memoryBudgetMb: numberArg(values, 'memory-budget'),
   });
+  const upscaling = upscaleArgs(values);
   const model = await engine.load(values.model);
   const native = model.family.nativeSize;
 
   const seed = numberArg(values, 'seed') ?? Math.floor(Math.random() * 2 ** 32);
+  const masking = maskingArgs(values);
+  const initImage = values.init ? await readImage(values.init) : null;
+  const maskImage = values.mask ? await readImage(values.mask, 'mask') : null;
+  // Inpainting the whole image and outpainting work at the image's own size: say so in Size.
+  let size = native;
+  if (initImage && masking.mode === 'outpaint' && masking.outpaint)
+    size = {
+      width: initImage.width + masking.outpaint.left + masking.outpaint.right,
+      height: initImage.height + masking.outpaint.top + masking.outpaint.bottom,
+    };
+  else if (initImage && masking.mode === 'inpaint' && !values['only-masked'])
+    size = { width: initImage.width, height: initImage.height };
+  const side = (v: number) => Math.min(maxSide, Math.max(64, Math.round(v / 8) * 8));
   const parsed = GenerationSettings.safeParse({
-    mode: values.init ? 'img2img' : 'txt2img',
+    mode: upscaling.mode ?? masking.mode ?? (values.init ? 'img2img' : 'txt2img'),
     model: path.resolve(values.model),
     prompt: values.prompt,
     negativePrompt: values.negative,
@@ -122,31 +302,41 @@ async function main(argv: string[]): Promise<number> {
     sampler: values.sampler,
     steps: numberArg(values, 'steps'),
     guidance: numberArg(values, 'cfg'),
-    width: numberArg(values, 'width') ?? native.width,
-    height: numberArg(values, 'height') ?? native.height,
+    width: numberArg(values, 'width') ?? side(size.width),
+    height: numberArg(values, 'height') ?? side(size.height),
     batchSize: numberArg(values, 'batch-size'),
     batchCount: numberArg(values, 'batch-count'),
     strength: numberArg(values, 'strength'),
     initImage: values.init ? path.resolve(values.init) : null,
+    mask: masking.mask,
+    outpaint: masking.outpaint,
+    upscale: upscaling.upscale,
   });
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
+    const maskFlag =
+      issue.path[0] === 'mask' && issue.path[1] !== undefined
+        ? `mask-${String(issue.path[1])}`
+        : issue.path[0] === 'upscale' && issue.path[1] !== undefined
+          ? upscaleFlags[String(issue.path[1])]
+          : undefined;
     const flag =
+      maskFlag ??
       {
         guidance: 'cfg',
         negativePrompt: 'negative',
         batchSize: 'batch-size',
         batchCount: 'batch-count',
         seedMode: 'seed-mode',
-      }[String(issue.path[0])] ?? String(issue.path[0]);
+      }[String(issue.path[0])] ??
+      String(issue.path[0]);
     throw new UsageError(`--${flag}: ${issue.message}.`);
   }
   const settings = parsed.data;
-  const initImage = values.init ? await readImage(values.init) : null;
 
   const started = Date.now();
   const result = await engine.generate(
-    { settings, modelDir: values.model, initImage },
+    { settings, modelDir: values.model, initImage, maskImage },
     {
       onProgress: (p) => {
         if (values.quiet || p.stage !== 'denoise') return;

@@ -1,3 +1,4 @@
 export * from './pixels';
 export * from './resize';
 export * from './preview';
+export * from './mask';

@@ -12,7 +12,7 @@ import {
 } from '../image';
 import type { ComponentSession, LoadedModel } from '../models';
 import { TorchGenerator } from '../rng';
-import { makeDenoiser, parseSchedulerConfig, planSampling } from '../schedulers';
+import { type ModelPredict, makeDenoiser, parseSchedulerConfig, planSampling } from '../schedulers';
 import { floatsToOrt, ortToFloat32, timestepToOrt } from '../tensor';
 import { type StageTimings, timedRun } from './stats';
 import { type PromptEmbedding, TextConditioner, padChunks } from './text';
@@ -50,6 +50,33 @@ export interface RunContext {
   previewEvery: number;
 }
 
+/**
+ * Optional overrides of runDiffusion's stages, used by the upscale pipelines (upscale.ts):
+ * img2img from given latents, the UNet call wrapped (tiled diffusion), the decoder replaced
+ * (tiled VAE decode), and the final latents handed out (the hires fix enlarges them).
+ */
+export interface DiffusionHooks {
+  /** img2img from these scaled latents ([B,4,h,w] or one [4,h,w]) for batch n; no encode. */
+  initLatents?: (batch: number) => Float32Array;
+  /** Wraps the full-size UNet call; `at(h, w)` makes the same call for a latent tile size. */
+  wrapPredict?: (full: ModelPredict, at: (h: number, w: number) => ModelPredict) => ModelPredict;
+  /** Decodes image `index` of `latents` ([B,4,h,w], scaled) instead of one decoder call. */
+  decode?: (latents: Float32Array, index: number, h: number, w: number) => Promise<PixelImage>;
+  /** Receives each batch's final (scaled) latents. */
+  onLatents?: (batch: number, latents: Float32Array) => void;
+  /**
+   * UNet input channels after the 4 latent ones, the same for every image and both guidance
+   * halves ([channels, h, w]): a 9-channel inpainting UNet's mask and masked-image latents
+   * (inpaint.ts).
+   */
+  extraChannels?: { channels: number; data: Float32Array };
+  /**
+   * After every step, with batch n's sample x (at `sigmaNext`, changed in place) and the batch's
+   * starting noise: inpainting with a 4-channel UNet blends the known latents back here.
+   */
+  afterStep?: (x: Float32Array, sigmaNext: number, noise: Float32Array, batch: number) => void;
+}
+
 const latentChannels = 4;
 
 /**
@@ -62,17 +89,18 @@ export async function runDiffusion(
   ctx: RunContext,
   settings: GenerationSettings,
   initImage: PixelImage | null,
+  hooks: DiffusionHooks = {},
 ): Promise<GeneratedImage[]> {
   const { model, timings, signal } = ctx;
   const family = model.family;
-  if (family.unetInChannels !== latentChannels) {
+  if (family.unetInChannels !== latentChannels + (hooks.extraChannels?.channels ?? 0)) {
     const what = family.classLabels ? 'an x4 upscaler' : 'an inpainting model';
     throw new EngineError(
       'model-unsupported',
       `${model.info.name} is ${what}; use it from the ${family.classLabels ? 'upscale' : 'inpaint'} mode.`,
     );
   }
-  if (settings.mode === 'img2img' && !initImage)
+  if (settings.mode === 'img2img' && !initImage && !hooks.initLatents)
     throw new EngineError('bad-input', 'Image-to-image needs an input image.');
   const img2img = settings.mode === 'img2img';
   const { width, height } = settings;
@@ -121,8 +149,9 @@ export async function runDiffusion(
 
   const unet = await model.session('unet');
   const decoder = await model.session(model.decoderName);
-  const initLatents = img2img ? await encodeImage(ctx, initImage!, width, height) : null;
-  const predictFor = makeUnetPredict(unet, {
+  const initLatents =
+    img2img && !hooks.initLatents ? await encodeImage(ctx, initImage!, width, height) : null;
+  const predictOptions: PredictOptions = {
     cond,
     uncond,
     guidance: settings.guidance,
@@ -134,7 +163,14 @@ export async function runDiffusion(
     lcm: isLcm,
     timings,
     signal,
-  });
+    extra: hooks.extraChannels,
+  };
+  const unetPredict = makeUnetPredict(unet, predictOptions);
+  const predictFor = hooks.wrapPredict
+    ? hooks.wrapPredict(unetPredict, (th, tw) =>
+        makeUnetPredict(unet, { ...predictOptions, h: th, w: tw }),
+      )
+    : unetPredict;
 
   const results: GeneratedImage[] = [];
   const totalSteps = plan.timesteps.length * settings.batchCount;
@@ -159,9 +195,10 @@ export async function runDiffusion(
     };
     const noise = generators.length === 1 ? generators[0].randn(latentDims) : draw(B * perImage);
     const x = new Float32Array(noise.length);
-    if (initLatents) {
-      const per = initLatents.length;
-      for (let i = 0; i < x.length; i++) x[i] = initLatents[i % per] + noise[i] * plan.sigmas[0];
+    const init = hooks.initLatents ? hooks.initLatents(n) : initLatents;
+    if (init) {
+      const per = init.length;
+      for (let i = 0; i < x.length; i++) x[i] = init[i % per] + noise[i] * plan.sigmas[0];
     } else {
       for (let i = 0; i < x.length; i++) x[i] = noise[i] * plan.initNoiseSigma;
     }
@@ -174,6 +211,7 @@ export async function runDiffusion(
       signal,
       timestepOf: plan.timestepOf,
       onStep: (e) => {
+        hooks.afterStep?.(e.x, plan.sigmas[e.step + 1], noise, n);
         const done = n * plan.timesteps.length + e.step + 1;
         const elapsed = performance.now() - runStarted;
         const wantPreview =
@@ -194,11 +232,14 @@ export async function runDiffusion(
       },
     });
     timings.denoiseMs += performance.now() - started;
+    hooks.onLatents?.(n, latents);
 
     report(ctx, n, settings, 'decode', plan.timesteps.length, plan.timesteps.length, null);
     started = performance.now();
     for (let i = 0; i < B; i++) {
-      const image = await decodeLatent(ctx, decoder, latents, i, h, w);
+      const image = hooks.decode
+        ? await hooks.decode(latents, i, h, w)
+        : await decodeLatent(ctx, decoder, latents, i, h, w);
       results.push({
         image,
         seed: settings.seedMode === 'per-image' ? batchSeed + i : batchSeed,
@@ -231,7 +272,7 @@ function report(
   });
 }
 
-interface PredictOptions {
+export interface PredictOptions {
   cond: PromptEmbedding;
   uncond: PromptEmbedding | null;
   guidance: number;
@@ -243,13 +284,15 @@ interface PredictOptions {
   lcm: boolean;
   timings: StageTimings;
   signal?: AbortSignal;
+  /** Channels appended to every row's sample (DiffusionHooks.extraChannels). */
+  extra?: { channels: number; data: Float32Array };
 }
 
 /**
  * The UNet call with guidance. Constant inputs (text states, SDXL's text_embeds/time_ids, LCM's
  * guidance embedding) are built once; per step only `sample` and `timestep` change.
  */
-function makeUnetPredict(unet: ComponentSession, o: PredictOptions) {
+export function makeUnetPredict(unet: ComponentSession, o: PredictOptions) {
   const copies = o.uncond ? 2 : 1;
   const rows = o.batch * copies;
   const per = 77 * o.cond.chunks * o.cond.width;
@@ -311,17 +354,34 @@ function makeUnetPredict(unet: ComponentSession, o: PredictOptions) {
     });
   const outName = unet.output('out_sample') ? 'out_sample' : unet.signature.outputs[0].name;
   const n = o.batch * latentChannels * o.h * o.w;
+  const plane = o.h * o.w;
+  const extraC = o.extra?.channels ?? 0;
+  const sampleChannels = latentChannels + extraC;
+  if (o.extra && o.extra.data.length !== extraC * plane)
+    throw new EngineError(
+      'internal',
+      `Extra UNet channels hold ${o.extra.data.length} values, not ${extraC}x${o.h}x${o.w}.`,
+    );
 
   return async (scaledX: Float32Array, timestep: number): Promise<Float32Array> => {
     let sample = scaledX;
-    if (copies === 2) {
+    if (extraC > 0) {
+      sample = new Float32Array(rows * (latentChannels + extraC) * plane);
+      const per = n / o.batch;
+      for (let r = 0; r < rows; r++) {
+        const at = r * (latentChannels + extraC) * plane;
+        const img = r % o.batch;
+        sample.set(scaledX.subarray(img * per, (img + 1) * per), at);
+        sample.set(o.extra!.data, at + per);
+      }
+    } else if (copies === 2) {
       sample = new Float32Array(2 * n);
       sample.set(scaledX, 0);
       sample.set(scaledX, n);
     }
     const feeds: Record<string, ort.Tensor> = {
       ...constant,
-      [sampleSpec.name]: floatsToOrt(sample, [rows, latentChannels, o.h, o.w], sampleSpec, {
+      [sampleSpec.name]: floatsToOrt(sample, [rows, sampleChannels, o.h, o.w], sampleSpec, {
         model: unet.file,
       }),
       [timestepSpec.name]: timestepToOrt(timestep, rows, timestepSpec, unet.file),
@@ -357,11 +417,22 @@ export function guidanceEmbedding(w: number, dim: number): Float32Array {
 }
 
 /** Init image -> scaled latents [1,4,h,w], resized (Lanczos) to the requested size first. */
-async function encodeImage(
+export async function encodeImage(
   ctx: RunContext,
   image: PixelImage,
   width: number,
   height: number,
+): Promise<Float32Array> {
+  let rgb = toRgb(image);
+  if (rgb.width !== width || rgb.height !== height)
+    rgb = resizeImage(rgb, width, height, 'lanczos3');
+  return encodeTensor(ctx, imageToTensor(rgb));
+}
+
+/** A [1,3,H,W] tensor in [-1, 1] -> scaled latents [1,4,H/8,W/8] (inpainting's masked image). */
+export async function encodeTensor(
+  ctx: RunContext,
+  input: { data: Float32Array; dims: number[] },
 ): Promise<Float32Array> {
   const { model, timings, signal } = ctx;
   if (!model.has('vae_encoder'))
@@ -370,11 +441,7 @@ async function encodeImage(
       `${model.info.name} has no vae_encoder, which image-to-image needs.`,
     );
   const started = performance.now();
-  let rgb = toRgb(image);
-  if (rgb.width !== width || rgb.height !== height)
-    rgb = resizeImage(rgb, width, height, 'lanczos3');
   const encoder = await model.session('vae_encoder');
-  const input = imageToTensor(rgb);
   const spec = encoder.input('sample') ?? encoder.signature.inputs[0];
   const out = await timedRun(
     timings,
@@ -404,7 +471,7 @@ async function encodeImage(
   return latents;
 }
 
-async function decodeLatent(
+export async function decodeLatent(
   ctx: RunContext,
   decoder: ComponentSession,
   latents: Float32Array,

@@ -1,0 +1,213 @@
+/**
+ * The memory plan for large outputs: estimate the activation memory of one UNet call and one
+ * VAE decoder call at a latent size, compare it with the memory we may use, and pick tiling
+ * (tiling.ts) when a whole call would not fit. Refuse only when even the smallest tile, or the
+ * full-size buffers that tiling cannot avoid, would not fit.
+ *
+ * The estimates are deliberately rough (ONNX Runtime's arena and the provider's kernels decide
+ * the real numbers), from what a model folder tells us: the weight bytes and the dtype.
+ *
+ *   UNet, per call (rows = batch x 2 with classifier-free guidance):
+ *     bytes = rows * e * (A * c0 * h * w + 2 * heads * T^2)
+ *       c0    = 320 * sqrt(params / 860e6), at least 32   (SD 1.5: 860 M parameters, c0 = 320)
+ *       A     = 16  (feature maps alive at full latent resolution: the skip connections kept for
+ *                    the up path plus the block being computed, each c0..2*c0 wide)
+ *       heads = 8, T = h * w tokens at the highest-resolution self-attention (h*w/4 for SDXL
+ *               and the x4 upscaler, whose first block has no attention): the attention
+ *               scores and their softmax are both materialized on CPU (hence 2x), and they
+ *               dominate at large sizes.
+ *     Checked against `npm run bench` (mid UNet, CPU): 512x512 whole, estimate 2.2 GB, measured
+ *     RSS growth 2.4 GB.
+ *       e     = 4 bytes (fp32) or 2 (fp16 I/O)
+ *   VAE decoder, per call (one image, output f*h x f*w pixels, P = f^2 * h * w):
+ *     bytes = e * (3 * cV * P + s * (h * w)^2)
+ *       cV = 256 * sqrt(params / 49.5e6), at least 3  (SD's decoder: 49.5 M parameters, its
+ *            full-resolution up blocks are 128-256 channels wide; 3 such maps alive)
+ *       s  = min(1, params / 49.5e6): the mid-block self-attention over h*w tokens, for decoders
+ *            of real size.
+ *   Fixed (tiling cannot shrink it): the full latents (about 8 copies in the sampler) and the
+ *   pixel accumulators of the decode (3 floats + 3 bytes per pixel, twice).
+ *
+ * The budget is EngineOptions.memoryBudgetMb when set, else 60% of os.freemem() (free RAM; on a
+ * GPU provider set the budget to the device's memory, which the engine cannot query).
+ */
+import os from 'node:os';
+import { EngineError } from '../errors';
+import type { LoadedModel } from '../models';
+import { floatTypeOf } from '../tensor';
+import { type TileGrid, planTiles } from './tiling';
+
+const MB = 1024 * 1024;
+
+export function memoryBudgetBytes(budgetMb?: number | null): number {
+  if (budgetMb !== undefined && budgetMb !== null && budgetMb > 0) return budgetMb * MB;
+  return Math.floor(os.freemem() * 0.6);
+}
+
+interface ModelSizes {
+  unetParams: number;
+  vaeParams: number;
+  elem: number;
+  attentionQuarter: boolean;
+}
+
+function sizes(model: LoadedModel): ModelSizes {
+  const unet = model.info.components.unet;
+  const vae = model.info.components[model.decoderName];
+  const sample = model.signatures.unet?.inputs.find((i) => i.name === 'sample');
+  const elem = floatTypeOf(sample) === 'float16' ? 2 : 4;
+  const fam = model.family.family;
+  return {
+    unetParams: (unet?.bytes ?? 0) / elem,
+    vaeParams: (vae?.bytes ?? 0) / elem,
+    elem,
+    attentionQuarter: fam === 'sdxl' || fam === 'sdxl-turbo' || fam === 'x4-upscaler',
+  };
+}
+
+/** Estimated activation bytes of one UNet call over `rows` latents of h x w. */
+export function unetCallBytes(model: LoadedModel, rows: number, h: number, w: number): number {
+  const s = sizes(model);
+  const c0 = Math.max(32, 320 * Math.sqrt(s.unetParams / 860e6));
+  const tokens = s.attentionQuarter ? (h * w) / 4 : h * w;
+  return rows * s.elem * (16 * c0 * h * w + 2 * 8 * tokens * tokens);
+}
+
+/** Estimated activation bytes of one VAE decoder call on an h x w latent. */
+export function vaeCallBytes(model: LoadedModel, h: number, w: number): number {
+  const s = sizes(model);
+  const f = model.family.latentScale;
+  const cV = Math.max(3, 256 * Math.sqrt(s.vaeParams / 49.5e6));
+  const attn = Math.min(1, s.vaeParams / 49.5e6);
+  return s.elem * (3 * cV * f * f * h * w + attn * (h * w) ** 2);
+}
+
+export interface MemoryPlan {
+  budgetBytes: number;
+  /** Estimates for the untiled calls and the fixed buffers. */
+  unetBytes: number;
+  vaeBytes: number;
+  fixedBytes: number;
+  /** null: one call over the whole latent. */
+  unetGrid: TileGrid | null;
+  vaeGrid: TileGrid | null;
+  /** Estimates of one tiled call (equal to the untiled ones without tiling). */
+  unetTileBytes: number;
+  vaeTileBytes: number;
+  /** Why tiling was or was not chosen, for logs and the UI. */
+  reason: string;
+}
+
+export interface MemoryPlanInput {
+  /** UNet batch rows per call (batch x 2 with guidance). */
+  rows: number;
+  /** Images decoded (one at a time) = batch size. */
+  batch: number;
+  /** Full latent size. */
+  h: number;
+  w: number;
+  /** settings.upscale.tile: tile size in output pixels; 0 picks from memory. */
+  tilePx: number;
+  budgetBytes: number;
+}
+
+/** Latent tile sides tried from large to small (multiples of 8, the UNet's downsampling). */
+const minTile = 16;
+
+function align8(v: number): number {
+  return Math.max(8, Math.floor(v / 8) * 8);
+}
+
+function overlapFor(tile: number): number {
+  return Math.max(2, Math.floor(tile / 4));
+}
+
+function fmt(bytes: number): string {
+  return bytes >= 1024 * MB
+    ? `${(bytes / 1024 / MB).toFixed(1)} GB`
+    : `${Math.ceil(bytes / MB)} MB`;
+}
+
+/**
+ * Decides whether (and how) to tile. With `tilePx` > 0 the caller's tile is used for both the
+ * UNet and the VAE when the output is larger than it. Otherwise the largest tile whose estimate
+ * fits the budget, or no tiling when the whole call fits. Throws EngineError 'out-of-memory'
+ * when not even tiling can fit.
+ */
+export function planMemory(model: LoadedModel, o: MemoryPlanInput): MemoryPlan {
+  const f = model.family.latentScale;
+  const { h, w, rows, budgetBytes } = o;
+  const unetBytes = unetCallBytes(model, rows, h, w);
+  const vaeBytes = vaeCallBytes(model, h, w);
+  const latentFloats = o.batch * 4 * h * w;
+  const pixels = f * f * h * w;
+  const fixedBytes = 8 * 4 * latentFloats + 2 * 7 * pixels;
+  const size = `${w * f}x${h * f}`;
+  if (fixedBytes > budgetBytes)
+    throw new EngineError(
+      'out-of-memory',
+      `A ${size} image needs about ${fmt(fixedBytes)} for its latents and pixels alone, more than the ${fmt(budgetBytes)} available; choose a smaller size or raise the memory budget.`,
+    );
+  const room = budgetBytes - fixedBytes;
+
+  if (o.tilePx > 0) {
+    const t = align8(o.tilePx / f);
+    const grid = t < Math.max(h, w) ? planTiles(h, w, t, overlapFor(t)) : null;
+    const th = Math.min(t, h);
+    const tw = Math.min(t, w);
+    return {
+      budgetBytes,
+      unetBytes,
+      vaeBytes,
+      fixedBytes,
+      unetGrid: grid,
+      vaeGrid: grid,
+      unetTileBytes: unetCallBytes(model, rows, th, tw),
+      vaeTileBytes: vaeCallBytes(model, th, tw),
+      reason: grid
+        ? `tiles of ${t * f} px as requested (${grid.tiles.length} tiles)`
+        : `the requested ${t * f} px tile covers the whole ${size} image`,
+    };
+  }
+
+  const pick = (
+    whole: number,
+    estimate: (th: number, tw: number) => number,
+    what: string,
+  ): { grid: TileGrid | null; bytes: number } => {
+    if (whole <= room) return { grid: null, bytes: whole };
+    for (let t = align8(Math.max(h, w) - 1); t >= minTile; t -= 8) {
+      const bytes = estimate(Math.min(t, h), Math.min(t, w));
+      if (bytes <= room) return { grid: planTiles(h, w, t, overlapFor(t)), bytes };
+    }
+    const smallest = estimate(Math.min(minTile, h), Math.min(minTile, w));
+    throw new EngineError(
+      'out-of-memory',
+      `The ${what} at ${size} needs about ${fmt(smallest)} even in tiles of ${minTile * f} px, more than the ${fmt(room)} available; choose a smaller size or raise the memory budget.`,
+    );
+  };
+  const unet = pick(unetBytes, (th, tw) => unetCallBytes(model, rows, th, tw), 'UNet');
+  const vae = pick(vaeBytes, (th, tw) => vaeCallBytes(model, th, tw), 'VAE decoder');
+  const parts: string[] = [];
+  parts.push(
+    unet.grid
+      ? `UNet in ${unet.grid.tiles.length} tiles of ${unet.grid.tiles[0].w * f}x${unet.grid.tiles[0].h * f} px (whole: ${fmt(unetBytes)})`
+      : `UNet whole (${fmt(unetBytes)})`,
+  );
+  parts.push(
+    vae.grid
+      ? `VAE in ${vae.grid.tiles.length} tiles (whole: ${fmt(vaeBytes)})`
+      : `VAE whole (${fmt(vaeBytes)})`,
+  );
+  return {
+    budgetBytes,
+    unetBytes,
+    vaeBytes,
+    fixedBytes,
+    unetGrid: unet.grid,
+    vaeGrid: vae.grid,
+    unetTileBytes: unet.bytes,
+    vaeTileBytes: vae.bytes,
+    reason: `${parts.join('; ')}; budget ${fmt(budgetBytes)}`,
+  };
+}
