@@ -116,7 +116,7 @@ if (!app.requestSingleInstanceLock()) {
         chrome: process.versions.chrome ?? '',
       },
     });
-    handleAppProtocol(rendererDir);
+    handleAppProtocol(rendererDir, (urlPath) => host?.library.readMedia(urlPath) ?? null);
     bindIpc(host, (contents) => [...windows].some((w) => w.webContents === contents));
     createWindow();
 

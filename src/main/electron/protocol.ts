@@ -1,3 +1,4 @@
+import fs from 'node:fs/promises';
 import { protocol } from 'electron';
 import { securityHeaders } from '../security';
 import { readStaticFile } from '../static-files';
@@ -13,11 +14,28 @@ export function registerAppScheme(): void {
   ]);
 }
 
-export function handleAppProtocol(rendererDir: string): void {
+/** The file behind a /media/... path (the library's images, thumbnails and uploads). */
+export type MediaReader = (urlPath: string) => { file: string; contentType: string } | null;
+
+export function handleAppProtocol(rendererDir: string, readMedia?: MediaReader): void {
   protocol.handle(appScheme, async (request) => {
     const url = new URL(request.url);
     if (url.host !== 'app' || request.method !== 'GET')
       return new Response('Not found', { status: 404 });
+    if (url.pathname.startsWith('/media/')) {
+      const media = readMedia?.(url.pathname) ?? null;
+      const body = media ? await fs.readFile(media.file).catch(() => null) : null;
+      if (!media || !body)
+        return new Response('Not found', { status: 404, headers: securityHeaders });
+      return new Response(new Uint8Array(body), {
+        status: 200,
+        headers: {
+          ...securityHeaders,
+          'Content-Type': media.contentType,
+          'Cache-Control': 'private, max-age=86400',
+        },
+      });
+    }
     const file = await readStaticFile(rendererDir, url.pathname);
     if (!file) return new Response('Not found', { status: 404, headers: securityHeaders });
     return new Response(new Uint8Array(file.body), {

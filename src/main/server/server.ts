@@ -1,4 +1,5 @@
 import crypto from 'node:crypto';
+import fs from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -13,6 +14,9 @@ export const maxMessageBytes = 64 * 1024 * 1024;
 /** The WebSocket subprotocol; the token travels as a second one, `token.<value>`. */
 export const wsProtocol = 'studio.v1';
 const tokenProtocolPrefix = 'token.';
+/** POST here with the token to get the cookie that lets <img> load /media/... */
+export const sessionPath = '/api/session';
+export const mediaCookieName = 'studio_media';
 
 export interface ServerOptions {
   host: StudioHost;
@@ -91,6 +95,21 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     return auth.startsWith('Bearer ') && safeEqual(auth.slice(7), token);
   };
 
+  /**
+   * <img src="/media/..."> cannot send the token, so POST /api/session (with the token) sets an
+   * HttpOnly, SameSite=Strict cookie for /media holding a separate per-launch secret.
+   */
+  const mediaSecret = crypto.randomBytes(32).toString('base64url');
+  const hasMediaCookie = (req: http.IncomingMessage): boolean =>
+    (req.headers.cookie ?? '')
+      .split(';')
+      .map((c) => c.trim())
+      .some(
+        (c) =>
+          c.startsWith(`${mediaCookieName}=`) &&
+          safeEqual(c.slice(mediaCookieName.length + 1), mediaSecret),
+      );
+
   const sendJson = (res: http.ServerResponse, status: number, body: unknown) => {
     res.writeHead(status, {
       ...securityHeaders,
@@ -109,6 +128,38 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     const problem = checkRequest(req);
     if (problem) return refuse(res, problem.status, 'forbidden', problem.message);
     const url = new URL(req.url ?? '/', 'http://localhost');
+
+    if (url.pathname === sessionPath) {
+      if (req.method !== 'POST')
+        return refuse(res, 405, 'invalid-argument', 'Use POST to start a session.');
+      if (!hasToken(req)) return refuse(res, 401, 'unauthorized', 'A valid token is required.');
+      res.writeHead(204, {
+        ...securityHeaders,
+        'Cache-Control': 'no-store',
+        'Set-Cookie': `${mediaCookieName}=${mediaSecret}; Path=/media; HttpOnly; SameSite=Strict`,
+      });
+      return res.end();
+    }
+
+    if (url.pathname.startsWith('/media/')) {
+      if (req.method !== 'GET' && req.method !== 'HEAD')
+        return refuse(res, 405, 'invalid-argument', 'Method not allowed.');
+      if (!hasToken(req) && !hasMediaCookie(req))
+        return refuse(res, 401, 'unauthorized', 'Open a session (POST /api/session) first.');
+      const media = host.library.readMedia(url.pathname);
+      const body = media ? await fs.readFile(media.file).catch(() => null) : null;
+      if (!media || !body) {
+        res.writeHead(404, { ...securityHeaders, 'Content-Type': 'text/plain; charset=utf-8' });
+        return res.end('Not found');
+      }
+      res.writeHead(200, {
+        ...securityHeaders,
+        'Content-Type': media.contentType,
+        'Content-Length': body.length,
+        'Cache-Control': 'private, max-age=86400',
+      });
+      return res.end(req.method === 'HEAD' ? undefined : body);
+    }
 
     if (url.pathname.startsWith(httpCallPrefix)) {
       if (req.method !== 'POST')

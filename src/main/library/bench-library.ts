@@ -1,0 +1,361 @@
+/**
+ * Gallery search benchmark: a library of 100,000 generations (one image each), then timed
+ * search pages for a mix of queries (text, filters, sorts, cursor pages). The target is a
+ * page (with its total count) under 30 ms at p95.
+ *
+ *   node scripts/run-tool.mjs src/main/library/bench-library.ts [generations] [--keep]
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { GalleryQuery, GenerationSettings } from '../../shared';
+import { EventHub } from '../events';
+import type { HostContext } from '../services';
+import { SettingsStore } from '../settings-store';
+import { immediate } from './db';
+import { searchGallery } from './gallery';
+import { newId } from './ids';
+import { Library, variantKeyOf } from './service';
+
+const args = process.argv.slice(2);
+const total = Number(args.find((a) => /^\d+$/.test(a)) ?? 100_000);
+const keep = args.includes('--keep');
+/** `--reuse=<dir>`: query a library kept by an earlier `--keep` run instead of filling one. */
+const reuse = args.find((a) => a.startsWith('--reuse='))?.slice('--reuse='.length) ?? null;
+const targetMs = 30;
+
+/** Deterministic pseudo-random numbers (xorshift32). */
+let state = 0x9e3779b9;
+function rand(): number {
+  state ^= state << 13;
+  state ^= state >>> 17;
+  state ^= state << 5;
+  return (state >>> 0) / 2 ** 32;
+}
+const pick = <T>(list: readonly T[]): T => list[Math.floor(rand() * list.length)];
+
+const subjects = [
+  'cat',
+  'dog',
+  'fox',
+  'castle',
+  'forest',
+  'city',
+  'robot',
+  'portrait',
+  'dragon',
+  'ship',
+  'mountain',
+  'lighthouse',
+  'garden',
+  'astronaut',
+  'owl',
+  'river',
+  'temple',
+  'market',
+  'knight',
+  'whale',
+];
+const styles = [
+  'oil painting',
+  'watercolor',
+  'photograph',
+  'digital art',
+  'pencil sketch',
+  'anime',
+  'studio lighting',
+  'cinematic',
+  'isometric',
+  'pixel art',
+  'baroque',
+  'art nouveau',
+  'ukiyo-e',
+  'low poly',
+];
+const extras = [
+  'highly detailed',
+  'golden hour',
+  'at night',
+  'in the rain',
+  'misty',
+  'vibrant colors',
+  'soft light',
+  '8k',
+  'bokeh',
+  'wide angle',
+  'trending',
+  'masterpiece',
+  'snow',
+  'sunset',
+  'underwater',
+];
+const negatives = [
+  '',
+  'blurry',
+  'lowres, bad anatomy',
+  'watermark, text',
+  'blurry, jpeg artifacts, deformed',
+];
+const samplers = [
+  'euler_a',
+  'euler',
+  'ddim',
+  'dpmpp_2m',
+  'dpmpp_2m_karras',
+  'heun',
+  'lcm',
+] as const;
+const modes = ['txt2img', 'txt2img', 'txt2img', 'img2img', 'inpaint', 'upscale'] as const;
+const sizes = [
+  [512, 512],
+  [512, 768],
+  [768, 512],
+  [1024, 1024],
+] as const;
+
+function promptText(): string {
+  const parts = [`a ${pick(subjects)}`, pick(styles)];
+  const n = 1 + Math.floor(rand() * 4);
+  for (let i = 0; i < n; i++) parts.push(pick(extras));
+  // A rare word in about 1 prompt in 2000.
+  if (rand() < 0.0005) parts.push('zanzibar');
+  return parts.join(', ');
+}
+
+function context(dataDir: string): HostContext {
+  return {
+    dataDir,
+    resourcesDir: null,
+    workerPath: null,
+    sqliteNativeBinding: null,
+    desktop: null,
+    events: new EventHub(),
+    settings: new SettingsStore(dataDir),
+    updateEngineStatus: () => {},
+    log: () => {},
+  };
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
+}
+
+/** Models and time base of a kept library. */
+function existing(library: Library): { models: string[]; start: number } {
+  const db = library.db;
+  const models = (
+    db.prepare('SELECT id FROM models ORDER BY id').all() as Array<{ id: string }>
+  ).map((r) => r.id);
+  const start = (db.prepare('SELECT min(created_at) AS t FROM images').get() as { t: number }).t;
+  return { models, start };
+}
+
+/** Fills the library: models, prompts (about 40% reused), generations, images, marks, tags. */
+function fill(library: Library): { models: string[]; start: number } {
+  const db = library.db;
+  const t0 = performance.now();
+  const models: string[] = [];
+  immediate(db, () => {
+    for (let m = 0; m < 6; m++) {
+      const id = newId();
+      models.push(id);
+      db.prepare(
+        `INSERT INTO models (id, path, name, family, added_at) VALUES (?, ?, ?, 'sd1', ?)`,
+      ).run(id, `/models/model-${m}`, `model-${m}`, Date.now());
+    }
+  });
+  const insertPrompt = db.prepare(
+    'INSERT INTO prompts (text, negative) VALUES (?, ?) ON CONFLICT (text, negative) DO NOTHING',
+  );
+  const promptId = db.prepare('SELECT id FROM prompts WHERE text = ? AND negative = ?');
+  const insertGeneration = db.prepare(
+    `INSERT INTO generations (id, settings, prompt_id, model_id, model_name, seed, sampler, mode,
+       steps, guidance, width, height, parent_id, variant_key, timings, provider, family, created_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', 'cpu', 'sd1', ?)`,
+  );
+  const insertImage = db.prepare(
+    `INSERT INTO images (id, generation_id, file, thumb, sha256, width, height, bytes, seed,
+       batch_index, prompt_id, model_id, sampler, mode, variant_key, favorite, rating, created_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)`,
+  );
+  const tagNames = ['keep', 'wallpaper', 'reference', 'print', 'client'];
+  const tagIds = tagNames.map(
+    (name) =>
+      (
+        db.prepare('INSERT INTO tags (name) VALUES (?) RETURNING id').get(name) as {
+          id: number;
+        }
+      ).id,
+  );
+  const linkTag = db.prepare('INSERT OR IGNORE INTO image_tags (image_id, tag_id) VALUES (?, ?)');
+  const start = Date.now() - total * 60_000; // one a minute
+  const recent: Array<{ text: string; negative: string }> = [];
+  const batch = 5000;
+  for (let done = 0; done < total; done += batch) {
+    immediate(db, () => {
+      for (let i = done; i < Math.min(total, done + batch); i++) {
+        const reuse = recent.length > 0 && rand() < 0.4;
+        const p = reuse ? pick(recent) : { text: promptText(), negative: pick(negatives) };
+        if (!reuse) {
+          recent.push(p);
+          if (recent.length > 500) recent.shift();
+        }
+        insertPrompt.run(p.text, p.negative);
+        const pid = (promptId.get(p.text, p.negative) as { id: number }).id;
+        const [w, h] = pick(sizes);
+        const modelIndex = Math.floor(rand() ** 2 * models.length);
+        const settings = GenerationSettings.parse({
+          model: models[modelIndex],
+          prompt: p.text,
+          negativePrompt: p.negative,
+          seed: Math.floor(rand() * 2 ** 32),
+          sampler: pick(samplers),
+          mode: pick(modes),
+          steps: 20 + Math.floor(rand() * 3) * 5,
+          width: w,
+          height: h,
+        });
+        const created = start + i * 60_000 + Math.floor(rand() * 1000);
+        const gid = newId(created);
+        const iid = newId(created);
+        const key = variantKeyOf(settings);
+        insertGeneration.run(
+          gid,
+          JSON.stringify(settings),
+          pid,
+          settings.model,
+          `model-${modelIndex}`,
+          settings.seed,
+          settings.sampler,
+          settings.mode,
+          settings.steps,
+          settings.guidance,
+          w,
+          h,
+          null,
+          key,
+          created,
+        );
+        const r = rand();
+        insertImage.run(
+          iid,
+          gid,
+          `images/x/${iid}.png`,
+          `thumbs/x/${iid}.webp`,
+          '0'.repeat(64),
+          w,
+          h,
+          400_000 + Math.floor(rand() * 400_000),
+          settings.seed,
+          pid,
+          settings.model,
+          settings.sampler,
+          settings.mode,
+          key,
+          r < 0.1 ? 1 : 0,
+          r < 0.5 ? 0 : Math.ceil(rand() * 5),
+          created,
+        );
+        if (rand() < 0.05) linkTag.run(iid, pick(tagIds));
+      }
+    });
+  }
+  db.pragma('optimize');
+  const fillMs = performance.now() - t0;
+  const fileMb = fs.statSync(library.dbFile).size / 1e6;
+  console.log(
+    `library bench: ${total.toLocaleString('en')} generations (${(
+      db.prepare('SELECT count(*) AS n FROM prompts').get() as { n: number }
+    ).n.toLocaleString(
+      'en',
+    )} distinct prompts) filled in ${(fillMs / 1000).toFixed(1)} s, database ${fileMb.toFixed(0)} MB`,
+  );
+
+  return { models, start };
+}
+
+async function main(): Promise<void> {
+  const dataDir = reuse ?? fs.mkdtempSync(path.join(os.tmpdir(), 'ls-bench-library-'));
+  const library = new Library(context(dataDir), { backupIntervalMs: 0, backupMaxAgeMs: Infinity });
+  await library.ready;
+  const db = library.db;
+
+  const { models, start } = reuse ? existing(library) : fill(library);
+  // --- Queries: each timed cold (its total counted again) and as a cursor page.
+  const anyImage = (db.prepare('SELECT id FROM images LIMIT 1 OFFSET 777').get() as { id: string })
+    .id;
+  const mid = start + Math.floor(total / 2) * 60_000;
+  const queries: Array<[string, Record<string, unknown>]> = [
+    ['newest', {}],
+    ['oldest', { sort: 'oldest' }],
+    ['rating sort', { sort: 'rating' }],
+    ['text: common word', { text: 'cat' }],
+    ['text: two words', { text: 'dragon watercolor' }],
+    ['text: prefix', { text: 'light' }],
+    ['text: rare word', { text: 'zanzibar' }],
+    ['text: no match', { text: 'nonexistentword' }],
+    ['text: negative prompt', { text: 'watermark' }],
+    ['model', { modelId: models[3] }],
+    ['sampler + mode', { sampler: 'ddim', mode: 'img2img' }],
+    ['size', { width: 1024, height: 1024 }],
+    ['favorites', { favorite: true }],
+    ['min rating 4', { minRating: 4 }],
+    ['tag', { tag: 'wallpaper' }],
+    ['date range', { from: mid, to: mid + 7 * 24 * 3600_000 }],
+    ['text + model + rating sort', { text: 'castle', modelId: models[1], sort: 'rating' }],
+    ['seed variants', { seedVariantsOf: anyImage }],
+    [
+      'everything',
+      { text: 'fox', sampler: 'euler_a', favorite: false, minRating: 1, sort: 'oldest' },
+    ],
+  ];
+  const rounds = 25;
+  const allTimes: number[] = [];
+  const rows: string[] = [];
+  for (const [name, raw] of queries) {
+    const times: number[] = [];
+    const pageTimes: number[] = [];
+    let totalFound = 0;
+    for (let r = 0; r < rounds; r++) {
+      const query = GalleryQuery.parse({ ...raw, limit: 100 });
+      let t = performance.now();
+      const first = searchGallery(db, query, new Map());
+      times.push(performance.now() - t);
+      totalFound = first.total;
+      if (first.nextCursor) {
+        // Page 2 as the studio asks for it: the same filters, so the total is cached.
+        const cache = new Map<string, number>();
+        searchGallery(db, query, cache);
+        t = performance.now();
+        searchGallery(db, { ...query, cursor: first.nextCursor }, cache);
+        pageTimes.push(performance.now() - t);
+      }
+    }
+    const all = [...times, ...pageTimes].sort((a, b) => a - b);
+    allTimes.push(...all);
+    times.sort((a, b) => a - b);
+    rows.push(
+      `  ${name.padEnd(28)} ${String(totalFound).padStart(7)} matches   first page p50 ${percentile(times, 50).toFixed(1).padStart(5)} ms  p95 ${percentile(times, 95).toFixed(1).padStart(5)} ms` +
+        (pageTimes.length
+          ? `   next page p95 ${percentile(
+              pageTimes.sort((a, b) => a - b),
+              95,
+            )
+              .toFixed(1)
+              .padStart(5)} ms`
+          : ''),
+    );
+  }
+  console.log(rows.join('\n'));
+  allTimes.sort((a, b) => a - b);
+  const p95 = percentile(allTimes, 95);
+  console.log(
+    `library bench: search page p95 ${p95.toFixed(1)} ms, p50 ${percentile(allTimes, 50).toFixed(1)} ms, max ${allTimes[allTimes.length - 1].toFixed(1)} ms over ${allTimes.length} pages of 100 (target < ${targetMs} ms): ${p95 < targetMs ? 'PASS' : 'FAIL'}`,
+  );
+  library.close();
+  if (keep || reuse) console.log(`kept ${dataDir}`);
+  else fs.rmSync(dataDir, { recursive: true, force: true });
+  process.exitCode = p95 < targetMs ? 0 : 1;
+}
+
+await main();

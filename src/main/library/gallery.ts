@@ -1,0 +1,284 @@
+/**
+ * Gallery queries: filters, full-text search over prompts (FTS5), keyset paging with an opaque
+ * cursor, and the rows -> GalleryItem mapping.
+ */
+import {
+  type GalleryItem,
+  type GalleryPage,
+  type GalleryQuery,
+  type GenerationMode,
+  type SamplerName,
+  StudioError,
+} from '../../shared';
+import type { Db } from './db';
+
+/** Most terms of a search used (the rest are ignored). */
+const maxTerms = 16;
+
+/**
+ * A user's search text as a safe FTS5 query: each whitespace-separated term becomes a quoted
+ * string with a prefix `*` (so "cat" finds "cats"), all terms must match. FTS5 operators
+ * (AND, OR, NOT, NEAR, column filters, `*`, `^`, parentheses) are never interpreted. Null when
+ * no term holds a letter or digit.
+ */
+export function ftsQuery(text: string): string | null {
+  const terms = text
+    .normalize('NFKC')
+    .split(/\s+/u)
+    .map((t) => t.replace(/[^\p{L}\p{N}\p{M}_'-]+/gu, ' ').trim())
+    .flatMap((t) => t.split(' '))
+    .filter((t) => /[\p{L}\p{N}]/u.test(t))
+    .slice(0, maxTerms);
+  if (terms.length === 0) return null;
+  return terms.map((t) => `"${t.replaceAll('"', '""')}"*`).join(' ');
+}
+
+type SortKey = GalleryQuery['sort'];
+
+interface Cursor {
+  s: SortKey;
+  k: Array<number | string>;
+}
+
+export function encodeCursor(c: Cursor): string {
+  return Buffer.from(JSON.stringify(c)).toString('base64url');
+}
+
+export function decodeCursor(text: string, sort: SortKey): Cursor {
+  const bad = () =>
+    new StudioError(
+      'invalid-argument',
+      'The gallery cursor is not valid for this query; start again from the first page.',
+    );
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(Buffer.from(text, 'base64url').toString('utf8'));
+  } catch {
+    throw bad();
+  }
+  const c = parsed as Partial<Cursor>;
+  const want = sort === 'rating' ? ['number', 'number', 'string'] : ['number', 'string'];
+  if (
+    !c ||
+    c.s !== sort ||
+    !Array.isArray(c.k) ||
+    c.k.length !== want.length ||
+    c.k.some((v, i) => typeof v !== want[i])
+  )
+    throw bad();
+  return c as Cursor;
+}
+
+const order: Record<SortKey, { by: string; cmp: string; cols: string[] }> = {
+  newest: { by: 'i.created_at DESC, i.id DESC', cmp: '<', cols: ['created_at', 'id'] },
+  oldest: { by: 'i.created_at ASC, i.id ASC', cmp: '>', cols: ['created_at', 'id'] },
+  rating: {
+    by: 'i.rating DESC, i.created_at DESC, i.id DESC',
+    cmp: '<',
+    cols: ['rating', 'created_at', 'id'],
+  },
+};
+
+const ftsFilter = 'i.prompt_id IN (SELECT rowid FROM prompts_fts WHERE prompts_fts MATCH ?)';
+
+export const itemSelect = `
+  SELECT i.id, i.generation_id, i.width, i.height, i.seed, i.sampler, i.mode, i.created_at,
+         i.favorite, i.rating, i.missing, p.text AS prompt, p.negative AS negative,
+         g.steps, g.guidance, g.model_name
+  FROM images i
+  JOIN generations g ON g.id = i.generation_id
+  JOIN prompts p ON p.id = i.prompt_id`;
+
+export interface ItemRow {
+  id: string;
+  generation_id: string;
+  width: number;
+  height: number;
+  seed: number;
+  sampler: string;
+  mode: string;
+  created_at: number;
+  favorite: number;
+  rating: number;
+  missing: number;
+  prompt: string;
+  negative: string;
+  steps: number;
+  guidance: number;
+  model_name: string;
+}
+
+export function toItems(db: Db, rows: ItemRow[]): GalleryItem[] {
+  const tags = tagsOf(
+    db,
+    rows.map((r) => r.id),
+  );
+  return rows.map((r) => ({
+    imageId: r.id,
+    generationId: r.generation_id,
+    url: `/media/images/${r.id}`,
+    thumbUrl: `/media/thumbs/${r.id}`,
+    width: r.width,
+    height: r.height,
+    prompt: r.prompt,
+    negativePrompt: r.negative,
+    seed: r.seed,
+    sampler: r.sampler as SamplerName,
+    steps: r.steps,
+    guidance: r.guidance,
+    mode: r.mode as GenerationMode,
+    modelName: r.model_name,
+    createdAt: r.created_at,
+    favorite: r.favorite === 1,
+    rating: r.rating,
+    tags: tags.get(r.id) ?? [],
+    missing: r.missing === 1,
+  }));
+}
+
+function tagsOf(db: Db, ids: string[]): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  if (ids.length === 0) return out;
+  const rows = db
+    .prepare(
+      `SELECT it.image_id AS id, t.name FROM image_tags it JOIN tags t ON t.id = it.tag_id
+       WHERE it.image_id IN (SELECT value FROM json_each(?)) ORDER BY t.name`,
+    )
+    .all(JSON.stringify(ids)) as Array<{ id: string; name: string }>;
+  for (const r of rows) {
+    let list = out.get(r.id);
+    if (!list) out.set(r.id, (list = []));
+    list.push(r.name);
+  }
+  return out;
+}
+
+/**
+ * One page of the gallery. `countCache` keeps totals per filter set until the library changes
+ * (the caller clears it on every write), so paging on does not count again.
+ */
+export function searchGallery(
+  db: Db,
+  query: GalleryQuery,
+  countCache: Map<string, number>,
+): GalleryPage {
+  const where: string[] = ['i.deleted_at IS NULL'];
+  const params: Array<string | number> = [];
+  const add = (sql: string, ...values: Array<string | number>) => {
+    where.push(sql);
+    params.push(...values);
+  };
+  if (query.modelId !== undefined) add('i.model_id = ?', query.modelId);
+  if (query.sampler !== undefined) add('i.sampler = ?', query.sampler);
+  if (query.mode !== undefined) add('i.mode = ?', query.mode);
+  if (query.from !== undefined) add('i.created_at >= ?', query.from);
+  if (query.to !== undefined) add('i.created_at <= ?', query.to);
+  if (query.width !== undefined) add('i.width = ?', query.width);
+  if (query.height !== undefined) add('i.height = ?', query.height);
+  if (query.favorite !== undefined) add('i.favorite = ?', query.favorite ? 1 : 0);
+  if (query.minRating !== undefined && query.minRating > 0) add('i.rating >= ?', query.minRating);
+  if (query.tag !== undefined)
+    add(
+      `i.id IN (SELECT it.image_id FROM image_tags it JOIN tags t ON t.id = it.tag_id
+                WHERE t.name = ? COLLATE NOCASE)`,
+      query.tag.trim(),
+    );
+  if (query.seedVariantsOf !== undefined) {
+    const key = db
+      .prepare(
+        `SELECT variant_key AS k FROM images WHERE id = ?
+         UNION ALL SELECT variant_key FROM generations WHERE id = ? LIMIT 1`,
+      )
+      .get(query.seedVariantsOf, query.seedVariantsOf) as { k: string } | undefined;
+    if (!key)
+      throw new StudioError('not-found', 'That image is not in the library (it may be deleted).');
+    add('i.variant_key = ?', key.k);
+  }
+  const match = query.text === undefined ? null : ftsQuery(query.text);
+  const usesText = match !== null;
+  if (match !== null) add(ftsFilter, match);
+
+  const filterSql = where.join(' AND ');
+  const countKey = JSON.stringify([filterSql, params]);
+  let total = countCache.get(countKey);
+  if (total === undefined) {
+    // The planner picks the whole table for counts; the narrow indexes are several times faster.
+    const columnsOnly =
+      !usesText &&
+      query.tag === undefined &&
+      query.seedVariantsOf === undefined &&
+      query.modelId === undefined &&
+      query.from === undefined &&
+      query.to === undefined;
+    const hint =
+      where.length === 1
+        ? 'INDEXED BY images_newest'
+        : columnsOnly &&
+            (query.sampler !== undefined ||
+              query.mode !== undefined ||
+              query.width !== undefined ||
+              query.height !== undefined)
+          ? 'INDEXED BY images_cover'
+          : '';
+    total = (
+      db
+        .prepare(`SELECT count(*) AS n FROM images i ${hint} WHERE ${filterSql}`)
+        .get(...params) as {
+        n: number;
+      }
+    ).n;
+    if (countCache.size > 200) countCache.clear();
+    countCache.set(countKey, total);
+  }
+
+  const sort = order[query.sort];
+  // Many matches (any filter): walk the sort order's index and test each row, which stops after
+  // one page; few: let the planner fetch them through a filter's index and sort those. A model
+  // filter has its own index in date order.
+  const walkSortIndex = total >= 1500 && query.modelId === undefined;
+  const pageHint = walkSortIndex
+    ? `INDEXED BY ${query.sort === 'rating' ? 'images_rating' : 'images_newest'}`
+    : '';
+  const pageWhere = [...where];
+  const pageParams = [...params];
+  if (query.cursor) {
+    const cursor = decodeCursor(query.cursor, query.sort);
+    pageWhere.push(
+      `(${sort.cols.map((c) => `i.${c}`).join(', ')}) ${sort.cmp} (${sort.cols.map(() => '?').join(', ')})`,
+    );
+    pageParams.push(...cursor.k);
+  }
+  // Two steps: the page's keys from the images table alone, then the joined rows of those.
+  const keys = db
+    .prepare(
+      `SELECT i.id, i.rating, i.created_at FROM images i ${pageHint} WHERE ${pageWhere.join(' AND ')}
+       ORDER BY ${sort.by} LIMIT ?`,
+    )
+    .all(...pageParams, query.limit + 1) as Array<{
+    id: string;
+    rating: number;
+    created_at: number;
+  }>;
+  const more = keys.length > query.limit;
+  if (more) keys.length = query.limit;
+  const byId = new Map(
+    (
+      db
+        .prepare(`${itemSelect} WHERE i.id IN (SELECT value FROM json_each(?))`)
+        .all(JSON.stringify(keys.map((k) => k.id))) as ItemRow[]
+    ).map((r) => [r.id, r]),
+  );
+  const rows = keys.map((k) => byId.get(k.id)).filter((r): r is ItemRow => r !== undefined);
+  const last = keys[keys.length - 1];
+  const nextCursor =
+    more && last
+      ? encodeCursor({
+          s: query.sort,
+          k:
+            query.sort === 'rating'
+              ? [last.rating, last.created_at, last.id]
+              : [last.created_at, last.id],
+        })
+      : null;
+  return { items: toItems(db, rows), nextCursor, total };
+}

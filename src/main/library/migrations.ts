@@ -1,0 +1,200 @@
+/**
+ * The library schema, as migrations keyed on `PRAGMA user_version`. Each step runs with its
+ * version bump in one immediate transaction, so a crash (or a failing step) leaves the database
+ * at the previous version with none of the step's changes.
+ */
+import type { Db } from './db';
+
+export interface Migration {
+  /** The user_version this step brings the database to (1, 2, ...). */
+  version: number;
+  description: string;
+  up(db: Db): void;
+}
+
+const v1 = `
+CREATE TABLE models (
+  id TEXT PRIMARY KEY,
+  path TEXT NOT NULL UNIQUE,
+  name TEXT NOT NULL,
+  family TEXT,
+  family_reasons TEXT NOT NULL DEFAULT '[]',
+  native_width INTEGER,
+  native_height INTEGER,
+  bytes INTEGER NOT NULL DEFAULT 0,
+  file_hashes TEXT NOT NULL DEFAULT '{}',
+  built_in INTEGER NOT NULL DEFAULT 0,
+  description TEXT,
+  status TEXT NOT NULL DEFAULT 'ok' CHECK (status IN ('ok', 'missing', 'error')),
+  error TEXT,
+  added_at INTEGER NOT NULL
+);
+
+CREATE TABLE prompts (
+  id INTEGER PRIMARY KEY,
+  text TEXT NOT NULL,
+  negative TEXT NOT NULL DEFAULT '',
+  UNIQUE (text, negative)
+);
+
+CREATE VIRTUAL TABLE prompts_fts USING fts5(
+  text, negative, content='prompts', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER prompts_ai AFTER INSERT ON prompts BEGIN
+  INSERT INTO prompts_fts(rowid, text, negative) VALUES (new.id, new.text, new.negative);
+END;
+CREATE TRIGGER prompts_ad AFTER DELETE ON prompts BEGIN
+  INSERT INTO prompts_fts(prompts_fts, rowid, text, negative)
+    VALUES ('delete', old.id, old.text, old.negative);
+END;
+CREATE TRIGGER prompts_au AFTER UPDATE ON prompts BEGIN
+  INSERT INTO prompts_fts(prompts_fts, rowid, text, negative)
+    VALUES ('delete', old.id, old.text, old.negative);
+  INSERT INTO prompts_fts(rowid, text, negative) VALUES (new.id, new.text, new.negative);
+END;
+
+CREATE TABLE generations (
+  id TEXT PRIMARY KEY,
+  settings TEXT NOT NULL,
+  prompt_id INTEGER NOT NULL REFERENCES prompts(id),
+  model_id TEXT REFERENCES models(id) ON DELETE SET NULL,
+  model_name TEXT NOT NULL,
+  seed INTEGER NOT NULL,
+  sampler TEXT NOT NULL,
+  mode TEXT NOT NULL,
+  steps INTEGER NOT NULL,
+  guidance REAL NOT NULL,
+  width INTEGER NOT NULL,
+  height INTEGER NOT NULL,
+  parent_id TEXT REFERENCES generations(id) ON DELETE SET NULL,
+  variant_key TEXT NOT NULL,
+  timings TEXT NOT NULL DEFAULT '{}',
+  provider TEXT,
+  fallback_reason TEXT,
+  family TEXT,
+  status TEXT NOT NULL DEFAULT 'done',
+  job_id TEXT,
+  created_at INTEGER NOT NULL
+);
+CREATE INDEX generations_parent ON generations(parent_id) WHERE parent_id IS NOT NULL;
+CREATE INDEX generations_prompt ON generations(prompt_id);
+
+-- Images carry copies of their generation's immutable fields (model, sampler, mode, prompt,
+-- variant key) so that gallery filters, sorts and counts read one table through its indexes.
+CREATE TABLE images (
+  id TEXT PRIMARY KEY,
+  generation_id TEXT NOT NULL REFERENCES generations(id) ON DELETE CASCADE,
+  file TEXT NOT NULL UNIQUE,
+  thumb TEXT,
+  sha256 TEXT NOT NULL,
+  width INTEGER NOT NULL,
+  height INTEGER NOT NULL,
+  bytes INTEGER NOT NULL,
+  seed INTEGER NOT NULL,
+  batch_index INTEGER NOT NULL DEFAULT 0,
+  prompt_id INTEGER NOT NULL,
+  model_id TEXT,
+  sampler TEXT NOT NULL,
+  mode TEXT NOT NULL,
+  variant_key TEXT NOT NULL,
+  favorite INTEGER NOT NULL DEFAULT 0,
+  rating INTEGER NOT NULL DEFAULT 0 CHECK (rating BETWEEN 0 AND 5),
+  missing INTEGER NOT NULL DEFAULT 0,
+  created_at INTEGER NOT NULL,
+  deleted_at INTEGER,
+  delete_token TEXT
+);
+CREATE INDEX images_generation ON images(generation_id);
+CREATE INDEX images_newest ON images(created_at, id) WHERE deleted_at IS NULL;
+CREATE INDEX images_rating ON images(rating, created_at, id) WHERE deleted_at IS NULL;
+CREATE INDEX images_model ON images(model_id, created_at, id) WHERE deleted_at IS NULL;
+-- Text search: matched prompts -> their images, covering the other filters and the sort keys.
+CREATE INDEX images_prompt
+  ON images(prompt_id, created_at, rating, model_id, sampler, mode, favorite, width, height, id)
+  WHERE deleted_at IS NULL;
+CREATE INDEX images_variant ON images(variant_key, created_at) WHERE deleted_at IS NULL;
+CREATE INDEX images_favorite ON images(created_at, id) WHERE deleted_at IS NULL AND favorite = 1;
+CREATE INDEX images_deleted ON images(delete_token) WHERE deleted_at IS NOT NULL;
+-- Narrow and covering: counting matches of the column filters scans this, not the table.
+CREATE INDEX images_cover ON images(sampler, mode, width, height, favorite, rating, model_id, created_at)
+  WHERE deleted_at IS NULL;
+
+CREATE TABLE tags (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE COLLATE NOCASE
+);
+CREATE TABLE image_tags (
+  image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+  tag_id INTEGER NOT NULL REFERENCES tags(id) ON DELETE CASCADE,
+  PRIMARY KEY (image_id, tag_id)
+) WITHOUT ROWID;
+CREATE INDEX image_tags_tag ON image_tags(tag_id, image_id);
+
+-- Images given by the studio: init images, painted masks, imported PNGs.
+CREATE TABLE uploads (
+  id TEXT PRIMARY KEY,
+  file TEXT NOT NULL,
+  sha256 TEXT NOT NULL,
+  purpose TEXT NOT NULL,
+  name TEXT,
+  width INTEGER NOT NULL,
+  height INTEGER NOT NULL,
+  bytes INTEGER NOT NULL,
+  created_at INTEGER NOT NULL
+);
+CREATE INDEX uploads_sha ON uploads(sha256, purpose);
+
+-- The durable job queue (src/main/jobs owns its rows).
+CREATE TABLE jobs (
+  id TEXT PRIMARY KEY,
+  state TEXT NOT NULL CHECK (state IN ('queued','running','paused','done','failed','cancelled')),
+  position REAL,
+  settings TEXT NOT NULL,
+  created_at INTEGER NOT NULL, started_at INTEGER, finished_at INTEGER,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  error_code TEXT, error_message TEXT,
+  generation_id TEXT REFERENCES generations(id) ON DELETE SET NULL
+);
+CREATE INDEX jobs_state_position ON jobs(state, position);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+`;
+
+export const migrations: readonly Migration[] = [
+  {
+    version: 1,
+    description: 'models, prompts (+FTS5), generations, images, tags, uploads, jobs, meta',
+    up: (db) => db.exec(v1),
+  },
+];
+
+export const schemaVersion = migrations[migrations.length - 1].version;
+
+export function userVersion(db: Db): number {
+  return db.pragma('user_version', { simple: true }) as number;
+}
+
+/**
+ * Brings the database up to the last migration. Returns the versions applied. A database newer
+ * than this build knows is refused (an older app must not write into a newer schema).
+ */
+export function migrate(db: Db, steps: readonly Migration[] = migrations): number[] {
+  const applied: number[] = [];
+  const latest = steps.length ? steps[steps.length - 1].version : 0;
+  const current = userVersion(db);
+  if (current > latest) {
+    throw new Error(
+      `The library was written by a newer Latent Studio (schema ${current}; this one knows ${latest}).`,
+    );
+  }
+  for (const step of steps) {
+    if (step.version <= userVersion(db)) continue;
+    db.transaction(() => {
+      // Re-read inside the lock: another process may have migrated meanwhile.
+      if (userVersion(db) >= step.version) return;
+      step.up(db);
+      db.pragma(`user_version = ${Math.trunc(step.version)}`);
+      applied.push(step.version);
+    }).immediate();
+  }
+  return applied;
+}

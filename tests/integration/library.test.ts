@@ -1,0 +1,672 @@
+// The library with real SQLite and real files in temp folders: schema and migrations, saving,
+// gallery queries (FTS, filters, paging), lineage, seed variants, uploads, delete/undo,
+// the reconciler and the models registry.
+import fs from 'node:fs';
+import path from 'node:path';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type GalleryQuery,
+  GalleryQuery as GalleryQuerySchema,
+  StudioError,
+} from '../../src/shared';
+import { openDatabase } from '../../src/main/library/db';
+import { ftsQuery } from '../../src/main/library/gallery';
+import {
+  type Migration,
+  migrate,
+  migrations,
+  userVersion,
+} from '../../src/main/library/migrations';
+import { addPngTextChunks, readGenerationMetadata } from '../../src/main/library/png-metadata';
+import type { Library } from '../../src/main/library/service';
+import { fixtureModel } from '../fixtures/models';
+import { openLibrary, pngOf, saveOne, settingsOf, tempDir } from './library-helpers';
+
+const dirs: string[] = [];
+function dir(): string {
+  const d = tempDir();
+  dirs.push(d);
+  return d;
+}
+afterAll(() => {
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+});
+
+const q = (query: Partial<GalleryQuery> = {}) => GalleryQuerySchema.parse(query);
+
+async function rejectsWith(p: unknown, code: string, message?: RegExp) {
+  const err = await Promise.resolve(p).then(
+    () => null,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(StudioError);
+  expect((err as StudioError).code).toBe(code);
+  if (message) expect((err as StudioError).message).toMatch(message);
+}
+
+function throwsWith(fn: () => unknown, code: string) {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(StudioError);
+    expect((e as StudioError).code).toBe(code);
+    return;
+  }
+  throw new Error('expected a throw');
+}
+
+describe('migrations', () => {
+  it('creates the schema on a fresh file, and re-opening applies nothing', () => {
+    const file = path.join(dir(), 'm.sqlite');
+    const db = openDatabase(file);
+    expect(migrate(db)).toEqual([1]);
+    expect(userVersion(db)).toBe(1);
+    const tables = (
+      db.prepare("SELECT name FROM sqlite_master WHERE type IN ('table')").all() as Array<{
+        name: string;
+      }>
+    ).map((r) => r.name);
+    for (const t of [
+      'models',
+      'prompts',
+      'generations',
+      'images',
+      'tags',
+      'image_tags',
+      'jobs',
+      'meta',
+      'uploads',
+      'prompts_fts',
+    ])
+      expect(tables).toContain(t);
+    expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
+    expect(db.pragma('foreign_keys', { simple: true })).toBe(1);
+    expect(db.pragma('busy_timeout', { simple: true })).toBe(5000);
+    db.close();
+    const again = openDatabase(file);
+    expect(migrate(again)).toEqual([]);
+    expect(userVersion(again)).toBe(1);
+    again.close();
+  });
+
+  it('rolls a failing step back with its version bump', () => {
+    const file = path.join(dir(), 'm.sqlite');
+    const db = openDatabase(file);
+    migrate(db);
+    const failing: Migration[] = [
+      ...migrations,
+      {
+        version: 2,
+        description: 'fails halfway',
+        up: (d) => {
+          d.exec('CREATE TABLE half (x); INSERT INTO half VALUES (1);');
+          throw new Error('boom');
+        },
+      },
+    ];
+    expect(() => migrate(db, failing)).toThrow('boom');
+    expect(userVersion(db)).toBe(1);
+    expect(db.prepare("SELECT name FROM sqlite_master WHERE name = 'half'").get()).toBeUndefined();
+    // A good step 2 then applies.
+    const good: Migration[] = [
+      ...migrations,
+      { version: 2, description: 'ok', up: (d) => d.exec('CREATE TABLE half (x)') },
+    ];
+    expect(migrate(db, good)).toEqual([2]);
+    expect(userVersion(db)).toBe(2);
+    // An app that only knows version 1 refuses the newer schema.
+    expect(() => migrate(db)).toThrow(/newer Latent Studio/);
+    db.close();
+  });
+});
+
+describe('saving and the gallery', () => {
+  let library: Library;
+  let emitted: Array<{ event: string; payload: unknown }>;
+  let dataDir: string;
+
+  beforeAll(async () => {
+    dataDir = dir();
+    const opened = await openLibrary(dataDir);
+    library = opened.library;
+    emitted = opened.context.emitted;
+  });
+  afterAll(() => library.close());
+
+  it('saves a generation durably and reads it back', async () => {
+    const saved = await saveOne(
+      library,
+      { prompt: 'a red fox in the snow', seed: 42 },
+      { images: 2 },
+    );
+    expect(saved.imageIds).toHaveLength(2);
+    expect(emitted.at(-1)).toEqual({
+      event: 'galleryChanged',
+      payload: { added: saved.imageIds, updated: [], removed: [] },
+    });
+    const row = library.db
+      .prepare('SELECT file, thumb, sha256, bytes FROM images WHERE id = ?')
+      .get(saved.imageIds[0]) as { file: string; thumb: string; sha256: string; bytes: number };
+    expect(row.file).toMatch(/^images\/\d{4}\/\d{2}\/[0-9a-z]+\.png$/);
+    const png = fs.readFileSync(path.join(dataDir, row.file));
+    expect(png.length).toBe(row.bytes);
+    expect(readGenerationMetadata(png)).toMatchObject({
+      source: 'latent-studio',
+      settings: { prompt: 'a red fox in the snow' },
+    });
+    const thumb = await sharp(path.join(dataDir, row.thumb)).metadata();
+    expect(thumb.format).toBe('webp');
+    // No temp files left behind.
+    const all = fs.readdirSync(path.join(dataDir, path.dirname(row.file)));
+    expect(all.filter((f) => f.startsWith('.'))).toEqual([]);
+
+    const detail = library.getGeneration(saved.generationId);
+    expect(detail).toMatchObject({
+      generationId: saved.generationId,
+      settings: { prompt: 'a red fox in the snow', seed: 42 },
+      modelName: 'model-x',
+      family: 'sd1',
+      provider: 'cpu',
+      timings: { total: 12.5 },
+      parentId: null,
+      childIds: [],
+    });
+    expect(detail.images.map((i) => i.seed)).toEqual([42, 43]);
+    expect(detail.parametersText).toMatch(
+      /^a red fox in the snow\nSteps: 25, Sampler: Euler a, CFG scale: 7, Seed: 42, Size: 512x512/,
+    );
+    const page = library.searchGallery(q());
+    expect(page.items[0]).toMatchObject({
+      url: `/media/images/${page.items[0].imageId}`,
+      thumbUrl: `/media/thumbs/${page.items[0].imageId}`,
+      prompt: 'a red fox in the snow',
+      width: 64,
+      missing: false,
+      favorite: false,
+      rating: 0,
+      tags: [],
+    });
+    expect(library.readMedia(page.items[0].url)).toMatchObject({ contentType: 'image/png' });
+    expect(library.readMedia(page.items[0].thumbUrl)).toMatchObject({ contentType: 'image/webp' });
+    expect(library.readMedia('/media/images/../../library.sqlite')).toBeNull();
+    expect(library.resolveImage(saved.imageIds[0]).file).toBe(path.join(dataDir, row.file));
+    expect(library.getLibraryStatus()).toMatchObject({
+      readOnly: false,
+      images: 2,
+      generations: 1,
+    });
+  });
+
+  it('searches prompts with FTS5, escaping hostile input', async () => {
+    await saveOne(library, {
+      prompt: 'blue whale under the sea',
+      negativePrompt: 'blurry, lowres',
+      seed: 5,
+    });
+    await saveOne(library, { prompt: 'NEAR the "castle" (at night) *stars*', seed: 6 });
+    const texts = (text: string) => library.searchGallery(q({ text })).items.map((i) => i.prompt);
+    expect(texts('fox')).toEqual(['a red fox in the snow', 'a red fox in the snow']);
+    expect(texts('whal')).toEqual(['blue whale under the sea']); // prefix
+    expect(texts('blurry')).toEqual(['blue whale under the sea']); // negative prompt
+    expect(texts('FOX snow')).toHaveLength(2);
+    expect(texts('fox whale')).toEqual([]); // all terms must match
+    expect(texts('castle')).toEqual(['NEAR the "castle" (at night) *stars*']);
+    for (const hostile of [
+      '"',
+      '""',
+      '*',
+      'fox*',
+      '"fox',
+      'NEAR(fox snow)',
+      'fox OR whale',
+      'fox AND',
+      'NOT fox',
+      'text:fox',
+      '{text negative}: fox',
+      '^fox',
+      '(',
+      ')',
+      '-fox',
+      '+',
+      "'; DROP TABLE images; --",
+      'x'.repeat(1000),
+      'a '.repeat(500),
+      '🦊 ☃ fox',
+      '\u0000fox',
+    ]) {
+      expect(() => library.searchGallery(q({ text: hostile }))).not.toThrow();
+    }
+    expect(texts('"fox')).toHaveLength(2);
+    expect(texts('NEAR(fox snow)')).toHaveLength(0); // "near" is a term here, and no prompt has it with fox
+    expect(texts('*stars*')).toHaveLength(1);
+    expect(texts('***')).toHaveLength(4); // nothing searchable: no text filter
+    expect(ftsQuery('a "b" c*')).toBe('"a"* "b"* "c"*');
+    expect(ftsQuery('*** ()')).toBeNull();
+  });
+
+  it('filters, sorts, tags, favorites and ratings', async () => {
+    const l = library;
+    const a = await saveOne(
+      l,
+      { prompt: 'filter a', sampler: 'ddim', width: 768, height: 512, seed: 1 },
+      { size: 96 },
+    );
+    const b = await saveOne(l, {
+      prompt: 'filter b',
+      mode: 'img2img',
+      initImage: a.imageIds[0],
+      seed: 2,
+    });
+    const c = await saveOne(l, { prompt: 'filter c', model: 'other-model', seed: 3 });
+    l.setFavorite([a.imageIds[0], c.imageIds[0]], true);
+    l.setRating([b.imageIds[0]], 5);
+    l.setRating([c.imageIds[0]], 3);
+    l.setTags(a.imageIds[0], ['Portrait', 'keep', 'portrait ']);
+    l.setTags(c.imageIds[0], ['keep']);
+    expect(emitted.at(-1)).toMatchObject({
+      event: 'galleryChanged',
+      payload: { updated: [c.imageIds[0]] },
+    });
+    const ids = (query: Partial<GalleryQuery>) =>
+      l.searchGallery(q({ text: 'filter', ...query })).items.map((i) => i.prompt);
+    expect(ids({})).toEqual(['filter c', 'filter b', 'filter a']);
+    expect(ids({ sort: 'oldest' })).toEqual(['filter a', 'filter b', 'filter c']);
+    expect(ids({ sort: 'rating' })).toEqual(['filter b', 'filter c', 'filter a']);
+    expect(ids({ sampler: 'ddim' })).toEqual(['filter a']);
+    expect(ids({ mode: 'img2img' })).toEqual(['filter b']);
+    expect(ids({ width: 96, height: 96 })).toEqual(['filter a']);
+    expect(ids({ width: 64 })).toEqual(['filter c', 'filter b']);
+    expect(ids({ favorite: true })).toEqual(['filter c', 'filter a']);
+    expect(ids({ favorite: false })).toEqual(['filter b']);
+    expect(ids({ minRating: 3 })).toEqual(['filter c', 'filter b']);
+    expect(ids({ tag: 'keep' })).toEqual(['filter c', 'filter a']);
+    expect(ids({ tag: 'PORTRAIT' })).toEqual(['filter a']);
+    const created = l.getGeneration(b.generationId).createdAt;
+    expect(ids({ from: created, to: created })).toContain('filter b');
+    expect(ids({ to: 0 })).toEqual([]);
+    const item = l.searchGallery(q({ text: 'filter a' })).items[0];
+    expect(item.tags).toEqual(['keep', 'Portrait']);
+    expect(item.favorite).toBe(true);
+    // Rating sort pages through ties with the cursor too.
+    const p1 = l.searchGallery(q({ text: 'filter', sort: 'rating', limit: 2 }));
+    const p2 = l.searchGallery(
+      q({ text: 'filter', sort: 'rating', limit: 2, cursor: p1.nextCursor }),
+    );
+    expect([...p1.items, ...p2.items].map((i) => i.prompt)).toEqual([
+      'filter b',
+      'filter c',
+      'filter a',
+    ]);
+    expect(p2.nextCursor).toBeNull();
+    expect(p1.total).toBe(3);
+    throwsWith(() => l.searchGallery(q({ cursor: p1.nextCursor })), 'invalid-argument'); // other sort
+    throwsWith(() => l.searchGallery(q({ cursor: 'garbage' })), 'invalid-argument');
+    throwsWith(() => l.setTags('nope', ['x']), 'not-found');
+  });
+
+  it('records lineage: an img2img from a library image is its child', async () => {
+    const parent = await saveOne(library, { prompt: 'lineage parent', seed: 10 });
+    const child = await saveOne(library, {
+      prompt: 'lineage child',
+      mode: 'img2img',
+      initImage: parent.imageIds[0],
+      seed: 11,
+    });
+    const explicit = await saveOne(
+      library,
+      { prompt: 'lineage explicit', seed: 12 },
+      { parentId: parent.generationId },
+    );
+    expect(library.getGeneration(child.generationId).parentId).toBe(parent.generationId);
+    expect(library.getGeneration(parent.generationId).childIds).toEqual([
+      child.generationId,
+      explicit.generationId,
+    ]);
+    // An image id also finds its generation.
+    expect(library.getGeneration(child.imageIds[0]).generationId).toBe(child.generationId);
+    throwsWith(() => library.getGeneration('missing'), 'not-found');
+  });
+
+  it('groups seed variants: same prompt and settings, any seed', async () => {
+    const base = { prompt: 'variant test', steps: 20 };
+    const v1 = await saveOne(library, { ...base, seed: 100 }, { images: 2 });
+    await saveOne(library, { ...base, seed: 200 });
+    await saveOne(library, { ...base, seed: 300, batchCount: 4 });
+    await saveOne(library, { ...base, seed: 400, steps: 21 });
+    await saveOne(library, { prompt: 'variant test!', seed: 500, steps: 20 });
+    const page = library.searchGallery(q({ seedVariantsOf: v1.imageIds[0], sort: 'oldest' }));
+    expect(page.items.map((i) => i.seed)).toEqual([100, 101, 200, 300]);
+    expect(library.searchGallery(q({ seedVariantsOf: v1.generationId })).total).toBe(4);
+    throwsWith(() => library.searchGallery(q({ seedVariantsOf: 'nope' })), 'not-found');
+  });
+
+  it('pages with a stable cursor while new images arrive', async () => {
+    const d = dir();
+    const { library: l } = await openLibrary(d);
+    const original: string[] = [];
+    for (let i = 0; i < 25; i++)
+      original.push(...(await saveOne(l, { seed: i, prompt: `page ${i}` })).imageIds);
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    let pages = 0;
+    let lastKey = Infinity;
+    do {
+      const page = l.searchGallery(q({ limit: 4, cursor }));
+      for (const item of page.items) {
+        expect(item.createdAt).toBeLessThanOrEqual(lastKey);
+        lastKey = item.createdAt;
+        seen.push(item.imageId);
+      }
+      cursor = page.nextCursor;
+      // New images arrive between pages: they sort before the cursor and never shift it.
+      await saveOne(l, { seed: 1000 + pages, prompt: 'arrived later' });
+      pages++;
+    } while (cursor);
+    expect(new Set(seen).size).toBe(seen.length); // no duplicates
+    expect(seen).toEqual([...original].reverse()); // nothing skipped, newest first
+    expect(pages).toBe(7);
+    l.close();
+  });
+});
+
+describe('uploads', () => {
+  let library: Library;
+  beforeAll(async () => {
+    library = (await openLibrary(dir())).library;
+  });
+  afterAll(() => library.close());
+
+  it('stores init images and masks, and reads import metadata from an A1111 PNG', async () => {
+    const plain = await pngOf(null, 3, 96);
+    const init = await library.uploadImage({
+      data: Buffer.from(plain).toString('base64'),
+      purpose: 'init',
+    });
+    expect(init).toMatchObject({ width: 96, height: 96, metadata: null });
+    expect(library.resolveImage(init.imageId)).toMatchObject({ width: 96, height: 96 });
+    expect(fs.readFileSync(library.resolveImage(init.imageId).file)).toEqual(Buffer.from(plain));
+    expect(library.readMedia(`/media/uploads/${init.imageId}`)?.contentType).toBe('image/png');
+    // Same bytes again: the same upload.
+    const again = await library.uploadImage({
+      data: Buffer.from(plain).toString('base64'),
+      purpose: 'init',
+    });
+    expect(again.imageId).toBe(init.imageId);
+
+    const jpeg = await sharp(Buffer.from(plain)).jpeg().toBuffer();
+    const mask = await library.uploadImage({ data: jpeg.toString('base64'), purpose: 'mask' });
+    expect(mask).toMatchObject({ width: 96, height: 96, metadata: null });
+    expect(library.resolveImage(mask.imageId).file).toMatch(/\.jpg$/);
+
+    const a1111 = addPngTextChunks(plain, [
+      {
+        keyword: 'parameters',
+        text: 'masterpiece, a lighthouse\nNegative prompt: fog\nSteps: 30, Sampler: DPM++ 2M Karras, CFG scale: 6.5, Seed: 1234, Size: 96x96, Model: v1-5',
+      },
+    ]);
+    const imported = await library.uploadImage({
+      data: `data:image/png;base64,${Buffer.from(a1111).toString('base64')}`,
+      purpose: 'import',
+      name: 'lighthouse.png',
+    });
+    expect(imported.metadata).toMatchObject({
+      source: 'a1111',
+      settings: {
+        prompt: 'masterpiece, a lighthouse',
+        negativePrompt: 'fog',
+        steps: 30,
+        sampler: 'dpmpp_2m_karras',
+        guidance: 6.5,
+        seed: 1234,
+      },
+    });
+    const ours = await library.uploadImage({
+      data: Buffer.from(await pngOf(settingsOf({ prompt: 'ours', seed: 9 }), 9)).toString('base64'),
+      purpose: 'import',
+    });
+    expect(ours.metadata).toMatchObject({
+      source: 'latent-studio',
+      settings: { prompt: 'ours', seed: 9 },
+    });
+    const none = await library.uploadImage({ data: jpeg.toString('base64'), purpose: 'import' });
+    expect(none.metadata).toEqual({ source: 'none', settings: {} });
+  });
+
+  it('refuses broken and unsupported images with a clear sentence', async () => {
+    const png = Buffer.from(await pngOf(null, 4, 64, true));
+    const truncated = png.subarray(0, Math.floor(png.length / 2));
+    await rejectsWith(
+      library.uploadImage({
+        data: truncated.toString('base64'),
+        purpose: 'init',
+        name: 'half.png',
+      }),
+      'invalid-argument',
+      /"half.png" could not be read: it is damaged or not a PNG, JPEG or WebP image/,
+    );
+    await rejectsWith(
+      library.uploadImage({
+        data: Buffer.from('hello, not an image').toString('base64'),
+        purpose: 'init',
+      }),
+      'invalid-argument',
+      /could not be read/,
+    );
+    const gif = await sharp(png).gif().toBuffer();
+    await rejectsWith(
+      library.uploadImage({ data: gif.toString('base64'), purpose: 'init' }),
+      'invalid-argument',
+      /Only PNG, JPEG and WebP images can be used \(this one is GIF\)/,
+    );
+    throwsWith(() => library.resolveImage('nothing-here'), 'not-found');
+  });
+});
+
+describe('delete and undo', () => {
+  it('headless: moves files to the app trash and back; rows hidden then restored', async () => {
+    const d = dir();
+    const { library, context } = await openLibrary(d);
+    const a = await saveOne(library, { prompt: 'delete me', seed: 1 }, { images: 3 });
+    const file = (id: string) =>
+      path.join(
+        d,
+        (library.db.prepare('SELECT file FROM images WHERE id = ?').get(id) as { file: string })
+          .file,
+      );
+    const files = a.imageIds.map(file);
+    const result = await library.deleteImages(a.imageIds.slice(0, 2));
+    expect(result).toMatchObject({ deleted: 2, trashedTo: 'app-trash' });
+    expect(context.emitted.at(-1)).toMatchObject({ payload: { removed: a.imageIds.slice(0, 2) } });
+    expect(files.map((f) => fs.existsSync(f))).toEqual([false, false, true]);
+    expect(fs.readdirSync(path.join(d, 'trash', result.undoToken!))).toHaveLength(4); // 2 images + 2 thumbs
+    expect(library.searchGallery(q()).items.map((i) => i.imageId)).toEqual([a.imageIds[2]]);
+    expect(library.readMedia(`/media/images/${a.imageIds[0]}`)).toBeNull();
+    throwsWith(() => library.resolveImage(a.imageIds[0]), 'not-found');
+    expect(await library.deleteImages(a.imageIds.slice(0, 2))).toMatchObject({
+      deleted: 0,
+      undoToken: null,
+    });
+
+    expect(await library.undoDelete(result.undoToken!)).toEqual({ restored: 2 });
+    expect(files.map((f) => fs.existsSync(f))).toEqual([true, true, true]);
+    expect(library.searchGallery(q()).total).toBe(3);
+    expect(library.readMedia(`/media/thumbs/${a.imageIds[0]}`)?.contentType).toBe('image/webp');
+    await rejectsWith(library.undoDelete(result.undoToken!), 'not-found');
+
+    // A delete not undone: at the next start the rows go, the files stay in the trash and are
+    // not re-imported.
+    const again = await library.deleteImages([a.imageIds[0]]);
+    library.close();
+    const reopened = await openLibrary(d);
+    expect(reopened.library.searchGallery(q()).total).toBe(2);
+    expect(reopened.library.db.prepare('SELECT count(*) AS n FROM images').get()).toEqual({ n: 2 });
+    expect(fs.existsSync(path.join(d, 'trash', again.undoToken!, path.basename(files[0])))).toBe(
+      true,
+    );
+    await rejectsWith(reopened.library.undoDelete(again.undoToken!), 'not-found');
+    reopened.library.close();
+  });
+
+  it('desktop: the OS trash gets the file, a link in the app trash makes undo work', async () => {
+    const d = dir();
+    const osTrash = path.join(d, 'os-trash');
+    fs.mkdirSync(osTrash);
+    const revealed: string[] = [];
+    const desktop = {
+      trash: async (f: string) => fs.renameSync(f, path.join(osTrash, path.basename(f))),
+      reveal: (f: string) => void revealed.push(f),
+    };
+    const { library } = await openLibrary(d, { desktop });
+    const a = await saveOne(library, { prompt: 'desktop delete', seed: 1 });
+    const file = library.resolveImage(a.imageIds[0]).file;
+    library.revealImage(a.imageIds[0]);
+    expect(revealed).toEqual([file]);
+    const result = await library.deleteImages(a.imageIds);
+    expect(result.trashedTo).toBe('os-trash');
+    expect(fs.existsSync(file)).toBe(false);
+    expect(fs.readdirSync(osTrash)).toEqual([path.basename(file)]);
+    expect(await library.undoDelete(result.undoToken!)).toEqual({ restored: 1 });
+    expect(fs.existsSync(file)).toBe(true);
+    expect(library.searchGallery(q()).total).toBe(1);
+    library.close();
+
+    // Headless has no file manager.
+    const headless = await openLibrary(dir());
+    const b = await saveOne(headless.library, {});
+    throwsWith(() => headless.library.revealImage(b.imageIds[0]), 'unavailable');
+    headless.library.close();
+  });
+});
+
+describe('the reconciler', () => {
+  it('re-imports orphans, quarantines strangers, marks missing files, removes temp files', async () => {
+    const d = dir();
+    const { library } = await openLibrary(d);
+    const kept = await saveOne(library, { prompt: 'kept', seed: 1 });
+    const lost = await saveOne(library, { prompt: 'lost', seed: 2 });
+    const orphan = await saveOne(library, { prompt: 'orphan', seed: 3 });
+    const rel = (id: string) =>
+      library.db.prepare('SELECT file, thumb FROM images WHERE id = ?').get(id) as {
+        file: string;
+        thumb: string;
+      };
+    const lostFile = path.join(d, rel(lost.imageIds[0]).file);
+    const orphanRel = rel(orphan.imageIds[0]);
+    const keptThumb = path.join(d, rel(kept.imageIds[0]).thumb);
+    // A crash after the rename and before the row: simulate by dropping the orphan's rows.
+    library.db.prepare('DELETE FROM generations WHERE id = ?').run(orphan.generationId);
+    library.close();
+    fs.rmSync(lostFile);
+    fs.rmSync(keptThumb);
+    const monthDir = path.dirname(lostFile);
+    fs.writeFileSync(path.join(monthDir, `.xyz.png.tmp-999-abcd`), 'half');
+    fs.writeFileSync(path.join(monthDir, 'stranger.png'), await pngOf(null, 7));
+    fs.writeFileSync(path.join(monthDir, 'notes.txt'), 'hello');
+
+    const { library: l, context } = await openLibrary(d);
+    expect(fs.existsSync(path.join(monthDir, '.xyz.png.tmp-999-abcd'))).toBe(false);
+    expect(
+      fs.existsSync(path.join(d, 'quarantine', path.relative(d, monthDir), 'stranger.png')),
+    ).toBe(true);
+    expect(fs.existsSync(path.join(d, 'quarantine', path.relative(d, monthDir), 'notes.txt'))).toBe(
+      true,
+    );
+    expect(fs.existsSync(keptThumb)).toBe(true); // thumbnail rebuilt
+    const items = l.searchGallery(q({ sort: 'oldest' })).items;
+    expect(items.map((i) => [i.prompt, i.missing])).toEqual([
+      ['kept', false],
+      ['lost', true],
+      ['orphan', false],
+    ]);
+    // The re-imported image keeps its id, file, settings and creation time.
+    const re = items[2];
+    expect(re.imageId).toBe(orphan.imageIds[0]);
+    expect(l.resolveImage(re.imageId).file).toBe(path.join(d, orphanRel.file));
+    expect(l.getGeneration(re.generationId).settings).toMatchObject({ prompt: 'orphan', seed: 3 });
+    expect(Math.abs(re.createdAt - items[1].createdAt)).toBeLessThan(60_000);
+    expect(l.readMedia(`/media/images/${lost.imageIds[0]}`)).toBeNull();
+    expect(context.logs.join('\n')).toMatch(/reconciled/);
+    // The file coming back clears the mark on the next start.
+    l.close();
+    fs.writeFileSync(lostFile, await pngOf(settingsOf({ prompt: 'lost', seed: 2 }), 2));
+    const { library: l2 } = await openLibrary(d);
+    expect(l2.searchGallery(q()).items.every((i) => !i.missing)).toBe(true);
+    l2.close();
+  });
+});
+
+describe('models', () => {
+  it('registers built-in models, adds, removes and counts tokens', async () => {
+    const fixture = await fixtureModel('sd15', {});
+    const d = dir();
+    const resourcesDir = path.join(d, 'resources');
+    const builtInDir = path.join(resourcesDir, 'models', 'tiny-sd');
+    fs.cpSync(fixture, builtInDir, { recursive: true });
+    fs.writeFileSync(
+      path.join(builtInDir, 'README.md'),
+      '---\nlicense: mit\n---\n# Tiny SD\n\nA tiny model made for the tests,\nfrom random weights.\n\nMore text.\n',
+    );
+    const dataDir = path.join(d, 'data');
+    const { library, context } = await openLibrary(dataDir, { resourcesDir });
+    const models = library.listModels();
+    expect(models).toHaveLength(1);
+    expect(models[0]).toMatchObject({
+      name: 'tiny-sd',
+      path: builtInDir,
+      family: 'sd1',
+      builtIn: true,
+      status: 'ok',
+      description: 'A tiny model made for the tests, from random weights.',
+      imageBytes: 0,
+    });
+    expect(models[0].familyReasons.length).toBeGreaterThan(0);
+    expect(models[0].bytes).toBeGreaterThan(0);
+    expect(context.emitted.some((e) => e.event === 'modelsChanged')).toBe(true);
+    const hashes = JSON.parse(
+      (library.db.prepare('SELECT file_hashes FROM models').get() as { file_hashes: string })
+        .file_hashes,
+    ) as Record<string, string>;
+    expect(hashes['unet/model.onnx']).toMatch(/^sha256:[0-9a-f]{64}$/);
+
+    throwsWith(() => library.removeModel(models[0].id), 'forbidden');
+    const added = await library.addModel(fixture);
+    expect(added).toMatchObject({ path: fixture, builtIn: false, family: 'sd1' });
+    expect(library.resolveModel(added.id).path).toBe(fixture);
+    expect(library.resolveModel(fixture).id).toBe(added.id);
+    throwsWith(() => library.resolveModel('nope'), 'not-found');
+    await rejectsWith(library.addModel(path.join(d, 'no-such-folder')), 'model', /does not exist/);
+    const broken = path.join(d, 'broken');
+    fs.mkdirSync(broken);
+    fs.writeFileSync(path.join(broken, 'model_index.json'), '{not json');
+    await rejectsWith(library.addModel(broken), 'model');
+
+    // Disk use per model.
+    const saved = await saveOne(
+      library,
+      { model: added.id, prompt: 'uses the model' },
+      { images: 2 },
+    );
+    const bytes = (library.db.prepare('SELECT sum(bytes) AS n FROM images').get() as { n: number })
+      .n;
+    expect(library.listModels().find((m) => m.id === added.id)?.imageBytes).toBe(bytes);
+    expect(library.searchGallery(q({ modelId: added.id })).items.map((i) => i.modelName)).toEqual([
+      added.name,
+      added.name,
+    ]);
+
+    const tokens = await library.countTokens(added.id, 'a cat');
+    expect(tokens.chunks).toHaveLength(1);
+    expect(tokens.total).toBe(tokens.chunks[0]);
+    expect(tokens.total).toBeGreaterThan(0);
+    const long = await library.countTokens(added.id, 'cat, '.repeat(60));
+    expect(long.chunks.length).toBeGreaterThan(1);
+
+    expect(await library.removeModel(added.id)).toBeNull();
+    expect(library.listModels()).toHaveLength(1);
+    // Its images stay, with the model's name.
+    expect(library.getGeneration(saved.generationId).modelName).toBe(added.name);
+    throwsWith(() => library.removeModel(added.id), 'not-found');
+    library.close();
+  });
+});
