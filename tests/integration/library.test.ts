@@ -18,7 +18,11 @@ import {
   migrations,
   userVersion,
 } from '../../src/main/library/migrations';
-import { addPngTextChunks, readGenerationMetadata } from '../../src/main/library/png-metadata';
+import {
+  addPngTextChunks,
+  readGenerationMetadata,
+  readPngTextChunks,
+} from '../../src/main/library/png-metadata';
 import type { Library } from '../../src/main/library/service';
 import { fixtureModel } from '../fixtures/models';
 import { openLibrary, pngOf, saveOne, settingsOf, tempDir } from './library-helpers';
@@ -196,6 +200,33 @@ describe('saving and the gallery', () => {
       images: 2,
       generations: 1,
     });
+  });
+
+  it('leaves PNGs without metadata when the user turned it off', async () => {
+    const own = await openLibrary(dir());
+    try {
+      own.context.settings.update({ embedMetadata: false });
+      const settings = settingsOf({ prompt: 'no metadata please' });
+      const saved = await own.library.saveGeneration({
+        settings,
+        images: [{ png: await pngOf(null, 3), width: 64, height: 64, seed: 3, batchIndex: 0 }],
+        family: null,
+        provider: null,
+        fallbackReason: null,
+        timings: {},
+      });
+      const row = own.library.db
+        .prepare('SELECT file FROM images WHERE id = ?')
+        .get(saved.imageIds[0]) as { file: string };
+      const png = fs.readFileSync(path.join(own.context.dataDir, row.file));
+      expect(readPngTextChunks(png)).toEqual([]);
+      // The history still has every setting.
+      expect(own.library.getGeneration(saved.generationId).settings.prompt).toBe(
+        'no metadata please',
+      );
+    } finally {
+      own.library.close();
+    }
   });
 
   it('searches prompts with FTS5, escaping hostile input', async () => {

@@ -1,27 +1,675 @@
-import { type Settings, StudioError } from '../../shared';
-import type { Library } from '../library/service';
-import { type HostContext, type JobMethods, jobMethodNames } from '../services';
+import {
+  EngineClient,
+  type GenerateProgress,
+  type GenerateResult,
+  type GeneratedImage,
+  type PixelImage,
+  isEngineError,
+} from '../../engine';
+import {
+  GenerationSettings,
+  type Job,
+  type JobProgress,
+  type ModelEntry,
+  type QueueState,
+  type Settings,
+  StudioError,
+} from '../../shared';
+import { describeIssues } from '../dispatch';
+import { encodePngWithMetadata, type PngGenerationMetadata } from '../library/png-metadata';
+import type { HostContext, JobMethods } from '../services';
+import { appVersion } from '../version';
+import { describeJobFailure, storageError } from './errors';
+import { previewDataUrl, readPixels } from './images';
+import { type JobRow, JobStore, parseSettings } from './store';
+import type { JobLibrary, SaveImageInput } from './types';
+
+export interface JobServiceOptions {
+  /** Least time between two jobProgress events of a job, in ms (default 100: at most 10/s). */
+  progressIntervalMs?: number;
+  /** Least time between two queueChanged events carrying step updates, in ms (default 1000). */
+  queueIntervalMs?: number;
+  /** The engine's preview cadence, in steps (default 4; 0 for none). */
+  previewEvery?: number;
+  /** How long close() lets the engine finish its step in flight before terminating it. */
+  closeGraceMs?: number;
+}
+
+/** The job that is running now: what only lives in memory (no DB write per step). */
+interface Current {
+  id: string;
+  controller: AbortController;
+  startedAt: number;
+  stage: JobProgress['stage'];
+  step: number;
+  total: number;
+  etaMs: number | null;
+  /** cancelJob/cancelAll asked for it: the job ends 'cancelled'. */
+  cancelRequested: boolean;
+  /** The app is closing: the job goes back to the front of the queue. */
+  shutdown: boolean;
+  /** Past generate(): the images are being saved; a cancel no longer stops it. */
+  saving: boolean;
+  lastEmit: number;
+  lastQueueEmit: number;
+  pendingPreview: string | null;
+  encodingPreview: boolean;
+  /** Sends the latest state when progress was held back by the throttle. */
+  trailing: NodeJS.Timeout | null;
+  /** The first denoise step is always sent (the job is generating, not loading). */
+  denoiseSeen: boolean;
+}
+
+const modeNames: Record<GenerationSettings['mode'], string> = {
+  txt2img: 'Text-to-image',
+  img2img: 'Image-to-image',
+  inpaint: 'Inpainting',
+  outpaint: 'Outpainting',
+  upscale: 'Upscaling',
+};
 
 /**
- * The durable job queue driving the engine worker.
- * SCAFFOLD: being implemented (issue #5); every method answers 'unavailable' until then.
+ * The durable job queue driving the engine worker (issue #5, item 6).
+ *
+ * - Jobs live in the library's `jobs` table: a queued job survives restarts in its order; a job
+ *   a crash left running goes back to the front at the next start (failed, with a sentence,
+ *   after three starts), so no job is ever lost silently.
+ * - One job runs at a time through one EngineClient (a worker thread, created on first use).
+ * - Pause stops new jobs from starting; the running job finishes (the engine cannot suspend a
+ *   run, and stopping it would throw its work away). The flag persists in `meta`.
+ * - Cancel: a queued job is cancelled at once; a running one through its AbortSignal, and it
+ *   turns 'cancelled' when the worker confirms (within a step). Once its images are being
+ *   saved, a cancel no longer stops it.
+ * - close(): no new job starts; the running job is stopped at its step in flight and put back
+ *   at the front of the queue (its attempt not counted); queued jobs stay queued.
+ * - The queue state lists the running job, the queued ones in order (position 0 runs next),
+ *   then the 50 most recently finished, newest first. The job state 'paused' is not used:
+ *   pausing is a flag of the whole queue.
+ * - Progress: jobProgress at most every 100 ms (the first denoise step and 'saving' at once, a
+ *   held-back update by a trailing timer); `preview` is a PNG data URL when a new preview is
+ *   ready, else null. Job.step/total live in memory; queueChanged carries them at most every
+ *   second while a job runs. No database write per step.
  */
 export class JobService {
   readonly methods: JobMethods;
+  readonly #options: Required<JobServiceOptions>;
+  #client: EngineClient | null = null;
+  #current: Current | null = null;
+  #active: Promise<void> | null = null;
+  #closing = false;
+  #engineState: 'idle' | 'loading' | 'generating' = 'idle';
 
   constructor(
     readonly context: HostContext,
-    readonly library: Library,
+    readonly library: JobLibrary,
+    options: JobServiceOptions = {},
   ) {
-    const notYet = (name: string) => () => {
-      throw new StudioError('unavailable', `${name} is not available yet.`);
+    this.#options = {
+      progressIntervalMs: options.progressIntervalMs ?? 100,
+      queueIntervalMs: options.queueIntervalMs ?? 1000,
+      previewEvery: options.previewEvery ?? 4,
+      closeGraceMs: options.closeGraceMs ?? 60_000,
     };
-    this.methods = Object.fromEntries(
-      jobMethodNames.map((n) => [n, notYet(n)]),
-    ) as unknown as JobMethods;
+    this.methods = {
+      enqueue: (input) => this.enqueue(input.settings),
+      getQueue: () => this.state(),
+      pauseQueue: () => this.setPaused(true),
+      resumeQueue: () => this.setPaused(false),
+      cancelJob: (input) => this.cancel(input.id),
+      cancelAll: () => this.cancelAll(),
+      moveJob: (input) => this.move(input.id, input.position),
+    };
+    this.reload();
   }
 
-  settingsChanged(_settings: Settings): void {}
+  /**
+   * Recovers the queue from the database (jobs a crash left running) and starts the runner on
+   * the next turn of the event loop. Called at construction; call it again after the library
+   * reopened its database (restoreBackup).
+   */
+  reload(): void {
+    try {
+      const recovered = this.#store.recover();
+      for (const id of recovered.requeued)
+        this.context.log(`Job ${id} was running when the app stopped; it is queued again.`);
+      for (const id of recovered.failed)
+        this.context.log(`Job ${id} could not be resumed and was marked failed.`);
+    } catch (err) {
+      // A read-only or unreadable library: the queue shows what it can and runs nothing.
+      this.context.log(`The job queue could not be recovered: ${(err as Error).message}`);
+      return;
+    }
+    setImmediate(() => {
+      if (this.#closing) return;
+      this.#emitQueue();
+      this.#kick();
+    });
+  }
 
-  async close(): Promise<void> {}
+  /** The library's database may be reopened (restore), so the store is made per use. */
+  get #store(): JobStore {
+    return new JobStore(this.library.db, (fn) => this.library.transaction(fn));
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // The contract's methods
+
+  async enqueue(input: unknown): Promise<QueueState> {
+    if (this.#closing)
+      throw new StudioError('unavailable', 'The app is closing; nothing can be queued.');
+    const parsed = GenerationSettings.safeParse(input);
+    if (!parsed.success) throw new StudioError('invalid-argument', describeIssues(parsed.error));
+    const frozen = await this.#validate(parsed.data);
+    try {
+      this.#store.insert(frozen);
+    } catch (err) {
+      storageError(err);
+    }
+    this.#emitQueue();
+    this.#kick();
+    return this.state();
+  }
+
+  state(): QueueState {
+    const store = this.#store;
+    const jobs: Job[] = [
+      ...store.running().map((r) => this.#toJob(r, null)),
+      ...store.queued().map((r, i) => this.#toJob(r, i)),
+      ...store.recentFinished().map((r) => this.#toJob(r, null)),
+    ];
+    return { paused: store.isPaused(), jobs };
+  }
+
+  setPaused(paused: boolean): QueueState {
+    try {
+      this.#store.setPaused(paused);
+    } catch (err) {
+      storageError(err);
+    }
+    this.#emitQueue();
+    if (!paused) this.#kick();
+    return this.state();
+  }
+
+  cancel(id: string): QueueState {
+    const row = this.#store.get(id);
+    if (!row) throw new StudioError('not-found', 'That job is not in the queue any more.');
+    if (row.state === 'queued') {
+      try {
+        this.#store.markCancelled([id], ['queued']);
+      } catch (err) {
+        storageError(err);
+      }
+      this.#emitQueue();
+    } else if (this.#current?.id === id) this.#cancelCurrent();
+    return this.state();
+  }
+
+  cancelAll(): QueueState {
+    const queued = this.#store.queued().map((r) => r.id);
+    try {
+      this.#store.markCancelled(queued, ['queued']);
+    } catch (err) {
+      storageError(err);
+    }
+    if (this.#current) this.#cancelCurrent();
+    this.#emitQueue();
+    return this.state();
+  }
+
+  move(id: string, position: number): QueueState {
+    const row = this.#store.get(id);
+    if (!row) throw new StudioError('not-found', 'That job is not in the queue any more.');
+    if (row.state !== 'queued')
+      throw new StudioError(
+        'invalid-argument',
+        `Only a queued job can be moved; this one is ${row.state === 'done' ? 'done' : row.state}.`,
+      );
+    try {
+      this.#store.move(id, position);
+    } catch (err) {
+      storageError(err);
+    }
+    this.#emitQueue();
+    return this.state();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Host hooks
+
+  /** Provider and thread changes take effect at the next model load. */
+  settingsChanged(settings: Settings): void {
+    this.#client?.configure({ provider: settings.executionProvider, threads: settings.threads });
+  }
+
+  /** Whether a job is running now (for tests and the shell's quit prompt). */
+  get busy(): boolean {
+    return this.#current !== null;
+  }
+
+  /**
+   * Stops taking jobs; the running job is stopped at the end of its step in flight and put back
+   * at the front of the queue (unless its images are already being saved: then it finishes);
+   * queued jobs stay queued. The engine worker ends gracefully.
+   */
+  async close(): Promise<void> {
+    this.#closing = true;
+    const current = this.#current;
+    if (current && !current.saving) {
+      current.shutdown = true;
+      current.controller.abort();
+    }
+    const client = this.#client;
+    this.#client = null;
+    await client?.close(this.#options.closeGraceMs);
+    await this.#active;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Validation at enqueue
+
+  async #validate(settings: GenerationSettings): Promise<GenerationSettings> {
+    const model = await this.#model(settings.model, 'model');
+    const frozen: GenerationSettings = { ...settings, model: model.id };
+    const needsImage = settings.mode !== 'txt2img';
+    if (needsImage && !settings.initImage)
+      throw new StudioError(
+        'invalid-argument',
+        `${modeNames[settings.mode]} needs a source image: add one first.`,
+      );
+    if (settings.mode === 'inpaint' && !settings.mask)
+      throw new StudioError('invalid-argument', 'Inpainting needs a mask: paint one first.');
+    if (settings.initImage) await this.#image(settings.initImage, 'source image');
+    // Outpainting builds its own mask from the new area; only inpainting reads the painted one.
+    if (settings.mask && settings.mode === 'inpaint')
+      await this.#image(settings.mask.image, 'mask');
+    if (settings.upscale?.model) {
+      const upscaler = await this.#model(settings.upscale.model, 'upscaler model');
+      frozen.upscale = { ...settings.upscale, model: upscaler.id };
+    }
+    return frozen;
+  }
+
+  async #model(idOrPath: string, what: string): Promise<ModelEntry & { path: string }> {
+    let entry: ModelEntry & { path: string };
+    try {
+      entry = await this.library.resolveModel(idOrPath);
+    } catch (err) {
+      // Unknown id: say which; a known model whose folder is gone keeps the library's sentence.
+      if (
+        err instanceof StudioError &&
+        err.code === 'not-found' &&
+        /not in the library/.test(err.message)
+      )
+        throw new StudioError(
+          'not-found',
+          `The ${what} "${idOrPath}" is not in the library: pick one from the model list, or add its folder first.`,
+        );
+      throw err;
+    }
+    if (entry.status === 'missing')
+      throw new StudioError(
+        'not-found',
+        `The ${what} "${entry.name}" is missing: its folder ${entry.path} is gone.`,
+      );
+    if (entry.status === 'error')
+      throw new StudioError(
+        'model',
+        `The ${what} "${entry.name}" cannot be used: ${entry.error ?? 'it failed its check'}`.replace(
+          /([^.])$/,
+          '$1.',
+        ),
+      );
+    return entry;
+  }
+
+  async #image(imageId: string, what: string): Promise<{ file: string }> {
+    try {
+      return await this.library.resolveImage(imageId);
+    } catch (err) {
+      if (err instanceof StudioError && err.code === 'not-found')
+        throw new StudioError(
+          'not-found',
+          `The ${what} "${imageId}" is not in the library (deleted, or never uploaded): add it again.`,
+        );
+      throw err;
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // The runner
+
+  #paused(): boolean {
+    try {
+      return this.#store.isPaused();
+    } catch {
+      return true;
+    }
+  }
+
+  #kick(): void {
+    if (this.#active || this.#closing || !this.context.workerPath || this.#paused()) return;
+    this.#active = this.#drain().then(
+      () => {
+        this.#active = null;
+        // Something was queued while the loop was finishing: go again.
+        if (!this.#closing && this.#hasNext()) this.#kick();
+      },
+      (err: unknown) => {
+        // A write failed (the library turned read-only, or closed): stop until the next kick.
+        this.#active = null;
+        this.context.log(`The job runner stopped: ${(err as Error)?.message ?? String(err)}`);
+      },
+    );
+  }
+
+  #hasNext(): boolean {
+    try {
+      return this.#store.next() !== undefined;
+    } catch {
+      return false;
+    }
+  }
+
+  async #drain(): Promise<void> {
+    while (!this.#closing && !this.#paused()) {
+      const row = this.#store.next();
+      if (!row) break;
+      await this.#run(row);
+    }
+    if (!this.#closing) this.#setEngineState('idle');
+  }
+
+  #engine(): EngineClient {
+    if (!this.#client) {
+      const settings = this.context.settings.get();
+      this.#client = new EngineClient(this.context.workerPath!, {
+        provider: settings.executionProvider,
+        threads: settings.threads,
+        previewEvery: this.#options.previewEvery,
+      });
+    }
+    return this.#client;
+  }
+
+  async #run(row: JobRow): Promise<void> {
+    if (!this.#store.markRunning(row.id)) return;
+    const settings = parseSettings(row.settings);
+    const cur: Current = {
+      id: row.id,
+      controller: new AbortController(),
+      startedAt: performance.now(),
+      stage: 'loading',
+      step: 0,
+      total: settings ? estimateTotal(settings) : 0,
+      etaMs: null,
+      cancelRequested: false,
+      shutdown: false,
+      saving: false,
+      lastEmit: 0,
+      lastQueueEmit: performance.now(),
+      pendingPreview: null,
+      encodingPreview: false,
+      trailing: null,
+      denoiseSeen: false,
+    };
+    this.#current = cur;
+    this.#emitQueue();
+    this.#emitProgress(cur, true);
+    this.#setEngineState('loading');
+    let modelName: string | null = null;
+    try {
+      if (!settings)
+        throw new StudioError(
+          'invalid-argument',
+          'The settings stored with this job are not valid for this version of the app.',
+        );
+      const model = await this.#model(settings.model, 'model');
+      modelName = model.name;
+      const engineSettings: GenerationSettings = { ...settings };
+      if (settings.upscale?.model) {
+        const upscaler = await this.#model(settings.upscale.model, 'upscaler model');
+        engineSettings.upscale = { ...settings.upscale, model: upscaler.path };
+      }
+      const initImage = settings.initImage
+        ? await readPixels((await this.#image(settings.initImage, 'source image')).file, 'init')
+        : null;
+      const maskImage =
+        settings.mask && settings.mode === 'inpaint'
+          ? await readPixels((await this.#image(settings.mask.image, 'mask')).file, 'mask')
+          : null;
+      if (cur.controller.signal.aborted)
+        throw new StudioError('cancelled', 'The job was cancelled.');
+      const result = await this.#engine().generate(
+        { settings: engineSettings, modelDir: model.path, initImage, maskImage },
+        { signal: cur.controller.signal, onProgress: (p) => this.#onProgress(cur, p) },
+      );
+      if (cur.cancelRequested) throw new StudioError('cancelled', 'The job was cancelled.');
+      cur.saving = true;
+      this.context.updateEngineStatus({
+        activeProvider: result.provider,
+        fallbackReason: result.fallbackReason,
+      });
+      cur.stage = 'saving';
+      cur.step = cur.total;
+      this.#emitProgress(cur, true);
+      const saved = await this.library.saveGeneration({
+        settings,
+        images: await this.#encode(settings, result, model),
+        family: result.family,
+        provider: result.provider,
+        fallbackReason: result.fallbackReason,
+        timings: { ...result.timings },
+        jobId: row.id,
+      });
+      this.#store.markDone(row.id, saved.generationId);
+    } catch (err) {
+      this.#finishWithError(cur, err, modelName);
+    } finally {
+      if (cur.trailing) clearTimeout(cur.trailing);
+      this.#current = null;
+      this.#emitQueue();
+    }
+  }
+
+  #finishWithError(cur: Current, err: unknown, modelName: string | null): void {
+    const cancelled =
+      (err instanceof StudioError && err.code === 'cancelled') || isEngineError(err, 'cancelled');
+    try {
+      if (cancelled && cur.shutdown && !cur.cancelRequested) {
+        this.#store.requeueFront(cur.id, { countAttempt: false });
+      } else if (cancelled && (cur.cancelRequested || cur.shutdown)) {
+        this.#store.markCancelled([cur.id], ['running']);
+      } else {
+        const failure = describeJobFailure(err, modelName);
+        if (failure.code === 'internal') this.context.log(`Job ${cur.id} failed: ${String(err)}`);
+        this.#store.markFailed(cur.id, failure.code, failure.message);
+      }
+    } catch (writeErr) {
+      // The library is gone (closing) or read-only: the job stays 'running' in the database and
+      // is recovered at the next start.
+      this.context.log(`Job ${cur.id} could not be updated: ${String(writeErr)}`);
+    }
+  }
+
+  async #encode(
+    settings: GenerationSettings,
+    result: GenerateResult,
+    model: ModelEntry,
+  ): Promise<SaveImageInput[]> {
+    const embed = this.context.settings.get().embedMetadata;
+    const out: SaveImageInput[] = [];
+    for (const generated of result.images) {
+      const { image } = generated;
+      const png = await encodePngWithMetadata(
+        toBytes(image),
+        image.width,
+        image.height,
+        image.channels === 4 ? 4 : 3,
+        embed ? imageMetadata(settings, generated, model.name) : null,
+      );
+      out.push({
+        png,
+        width: image.width,
+        height: image.height,
+        seed: generated.seed,
+        batchIndex: generated.batchIndex,
+      });
+    }
+    return out;
+  }
+
+  #cancelCurrent(): void {
+    const cur = this.#current;
+    if (!cur || cur.saving) return;
+    cur.cancelRequested = true;
+    cur.controller.abort();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Progress and events
+
+  #onProgress(cur: Current, p: GenerateProgress): void {
+    if (this.#current !== cur || cur.saving) return;
+    cur.step = p.batch * p.total + p.step;
+    cur.total = Math.max(1, p.batchCount * p.total);
+    cur.etaMs = p.etaMs;
+    cur.stage = p.stage;
+    const firstDenoise = p.stage === 'denoise' && !cur.denoiseSeen;
+    if (firstDenoise) {
+      cur.denoiseSeen = true;
+      this.#setEngineState('generating');
+    }
+    if (p.preview && !cur.encodingPreview) {
+      cur.encodingPreview = true;
+      previewDataUrl(p.preview)
+        .then(
+          (url) => {
+            cur.pendingPreview = url;
+          },
+          () => {},
+        )
+        .finally(() => {
+          cur.encodingPreview = false;
+          if (this.#current === cur && !cur.saving) this.#emitProgress(cur, false);
+        });
+    }
+    this.#emitProgress(cur, firstDenoise);
+  }
+
+  /**
+   * Sends jobProgress at most every progressIntervalMs (forced: at once); a held-back update is
+   * sent by a trailing timer, so the last state always arrives.
+   */
+  #emitProgress(cur: Current, force: boolean): void {
+    const now = performance.now();
+    const wait = this.#options.progressIntervalMs - (now - cur.lastEmit);
+    if (!force && wait > 0) {
+      cur.trailing ??= setTimeout(() => {
+        cur.trailing = null;
+        if (this.#current === cur && !cur.saving) this.#emitProgress(cur, true);
+      }, wait);
+      return;
+    }
+    if (cur.trailing) {
+      clearTimeout(cur.trailing);
+      cur.trailing = null;
+    }
+    cur.lastEmit = now;
+    const preview = cur.pendingPreview;
+    cur.pendingPreview = null;
+    this.context.events.emit('jobProgress', {
+      jobId: cur.id,
+      stage: cur.stage,
+      step: cur.step,
+      total: cur.total,
+      elapsedMs: Math.round(now - cur.startedAt),
+      etaMs: cur.etaMs === null ? null : Math.round(cur.etaMs),
+      preview,
+    });
+    if (now - cur.lastQueueEmit >= this.#options.queueIntervalMs) {
+      cur.lastQueueEmit = now;
+      this.#emitQueue();
+    }
+  }
+
+  #emitQueue(): void {
+    try {
+      this.context.events.emit('queueChanged', this.state());
+    } catch (err) {
+      this.context.log(`The queue state could not be read: ${(err as Error).message}`);
+    }
+  }
+
+  #setEngineState(state: 'idle' | 'loading' | 'generating'): void {
+    if (this.#engineState === state) return;
+    this.#engineState = state;
+    this.context.updateEngineStatus({ state, message: null });
+  }
+
+  #toJob(row: JobRow, position: number | null): Job {
+    const settings = parseSettings(row.settings);
+    const estimate = settings ? estimateTotal(settings) : 0;
+    const cur = this.#current?.id === row.id ? this.#current : null;
+    const step = cur ? cur.step : row.state === 'done' ? estimate : 0;
+    const total = cur ? cur.total : estimate;
+    return {
+      id: row.id,
+      state: row.state,
+      position,
+      settings: settings ?? (JSON.parse(row.settings) as GenerationSettings),
+      createdAt: row.created_at,
+      startedAt: row.started_at,
+      finishedAt: row.finished_at,
+      step,
+      total,
+      error:
+        row.error_code !== null
+          ? { code: row.error_code, message: row.error_message ?? 'The job failed.' }
+          : null,
+      generationId: row.generation_id,
+    };
+  }
+}
+
+/** Denoising steps of a whole job, before the engine reports its own count. */
+export function estimateTotal(settings: GenerationSettings): number {
+  const partial = settings.mode === 'img2img' || settings.mode === 'inpaint';
+  const steps = partial
+    ? Math.max(1, Math.min(settings.steps, Math.floor(settings.steps * settings.strength)))
+    : settings.steps;
+  return steps * settings.batchCount;
+}
+
+/**
+ * The PNG metadata of one image: the job's settings narrowed to make exactly this image again
+ * (its own seed, one batch; under per-image seeds a batch of one).
+ */
+export function imageMetadata(
+  settings: GenerationSettings,
+  generated: GeneratedImage,
+  modelName: string,
+): PngGenerationMetadata {
+  const perImage = settings.seedMode === 'per-image';
+  return {
+    settings: {
+      ...settings,
+      seed: generated.seed,
+      batchCount: 1,
+      ...(perImage ? { batchSize: 1 } : {}),
+    },
+    extra: {
+      modelName,
+      ...(!perImage && settings.batchSize > 1
+        ? { 'Batch size': settings.batchSize, 'Batch pos': generated.batchIndex }
+        : {}),
+      version: `Latent Studio ${appVersion}`,
+    },
+  };
+}
+
+function toBytes(image: PixelImage): Uint8Array {
+  return image.data instanceof Uint8Array
+    ? image.data
+    : new Uint8Array(image.data.buffer, image.data.byteOffset, image.data.byteLength);
 }

@@ -659,9 +659,14 @@ export class Library {
     return { generationId, imageIds };
   }
 
-  /** Adds our text chunks to a PNG that does not carry them yet. */
+  /**
+   * Adds our text chunks to a PNG that does not carry them yet, unless the user turned PNG
+   * metadata off (then the file stays as given; the database still holds every setting, but a
+   * crash between file and row leaves an orphan that can only be quarantined, not re-imported).
+   */
   #withMetadata(png: Uint8Array, settings: GenerationSettings): Uint8Array {
     try {
+      if (!this.context.settings.get().embedMetadata) return png;
       if (readPngTextChunks(png).some((c) => c.keyword === LATENT_STUDIO_KEYWORD)) return png;
       return addPngTextChunks(png, generationTextEntries({ settings }));
     } catch {
