@@ -2,7 +2,8 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { test as base, expect } from '@playwright/test';
+import { type Page, test as base, expect } from '@playwright/test';
+import { fixtureModel } from '../fixtures/models';
 
 export interface StudioServer {
   /** Origin of the server, e.g. http://127.0.0.1:40123 */
@@ -63,6 +64,63 @@ export async function startStudioServer(
 /** Screenshots for reviewers land in test-results/, one per journey. */
 export function screenshotPath(name: string): string {
   return path.join(repoRoot, 'test-results', 'screenshots', `${name}.png`);
+}
+
+/** Calls a StudioApi method over HTTP with the token, as a script would; throws on errors. */
+export async function callApi<T = unknown>(
+  studio: StudioServer,
+  method: string,
+  input?: unknown,
+): Promise<T> {
+  const res = await fetch(`${studio.url}/api/call/${method}`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${studio.token}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify(input === undefined ? {} : { input }),
+  });
+  const envelope = (await res.json()) as
+    { ok: true; value: T } | { ok: false; error: { code: string; message: string } };
+  if (!envelope.ok) throw new Error(`${method}: ${envelope.error.code}: ${envelope.error.message}`);
+  return envelope.value;
+}
+
+export interface FixtureModelEntry {
+  id: string;
+  name: string;
+  family: string | null;
+}
+
+/**
+ * The e2e model: the known-answer fixture (64x64 native, each image four flat colour quadrants
+ * picked by the seed), so generations take well under a second and pixels can be compared.
+ */
+export async function addFixtureModel(studio: StudioServer): Promise<FixtureModelEntry> {
+  const dir = await fixtureModel('e2e-known-answer', { unet: 'known-answer', knownLatents: 8 });
+  return callApi<FixtureModelEntry>(studio, 'addModel', { path: dir });
+}
+
+/** A slower model (a real, random-weight UNet) for the journeys that need time to act. */
+export async function addSlowModel(studio: StudioServer): Promise<FixtureModelEntry> {
+  const dir = await fixtureModel('e2e-slow', { unet: 'tiny' });
+  return callApi<FixtureModelEntry>(studio, 'addModel', { path: dir });
+}
+
+/** RGBA pixels of an image the page can load (media URLs carry the session cookie). */
+export async function imagePixels(
+  page: Page,
+  url: string,
+): Promise<{ width: number; height: number; data: number[] }> {
+  return page.evaluate(async (src) => {
+    const img = new Image();
+    img.src = src;
+    await img.decode();
+    const canvas = document.createElement('canvas');
+    canvas.width = img.naturalWidth;
+    canvas.height = img.naturalHeight;
+    const ctx = canvas.getContext('2d')!;
+    ctx.drawImage(img, 0, 0);
+    const data = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+    return { width: canvas.width, height: canvas.height, data: Array.from(data) };
+  }, url);
 }
 
 export const test = base.extend<{ studio: StudioServer; consoleErrors: string[] }>({

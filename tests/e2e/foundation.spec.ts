@@ -13,11 +13,20 @@ test('the served studio talks to main: live version and engine status', async ({
   await page.goto(studio.studioUrl);
   await expect(page.getByTestId('connection')).toHaveText('Connected');
   await expect(page.getByTestId('app-version')).toHaveText(`v${pkg.version}`);
+  // The engine card lives in the Models view.
+  await page
+    .getByRole('navigation', { name: 'Views' })
+    .getByRole('button', { name: 'Models' })
+    .click();
   await expect(page.getByTestId('engine-state')).toHaveText('idle');
   await expect(page.getByTestId('engine-ort')).toHaveText(/^\d+\.\d+\.\d+$/);
   await expect(page.getByTestId('engine-providers')).toContainText('cpu');
   // The token leaves the address bar once read.
   expect(new URL(page.url()).hash).toBe('');
+  await page
+    .getByRole('navigation', { name: 'Views' })
+    .getByRole('button', { name: 'Generate' })
+    .click();
   await page.screenshot({ path: screenshotPath('foundation-generate-light') });
   expect(consoleErrors).toEqual([]);
 });

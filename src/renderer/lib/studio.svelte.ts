@@ -1,17 +1,32 @@
-import type { AppInfo, EngineStatus, Settings, SettingsPatch, StudioApi } from '../../shared';
-import { StudioError } from '../../shared';
+import type {
+  AppInfo,
+  EngineStatus,
+  GalleryItem,
+  GenerationDetail,
+  GenerationMode,
+  Job,
+  LibraryStatus,
+  Settings,
+  SettingsPatch,
+  StudioApi,
+} from '../../shared';
+import { Canvas, imageFromItem } from './canvas.svelte';
+import { describeError } from './errors';
+import { Gallery } from './gallery.svelte';
+import { GenerateForm } from './generate.svelte';
+import { Models } from './models.svelte';
+import { Notices } from './notices.svelte';
+import { Queue } from './queue.svelte';
 import { type TransportKind, connectStudio } from './transport';
+
+export { describeError } from './errors';
 
 export type View = 'generate' | 'gallery' | 'models' | 'settings';
 
-/** Turns any failure into words for a person; codes stay available for tests and logs. */
-export function describeError(err: unknown): string {
-  if (err instanceof StudioError) return err.message;
-  if (err instanceof Error) return err.message;
-  return String(err);
-}
-
-/** The studio's top-level state. Components read it and call its methods; they hold none. */
+/**
+ * The studio's top-level state. It owns the connection and one state object per area;
+ * components read them and call their methods, holding no state of their own beyond the UI's.
+ */
 export class Studio {
   api: StudioApi | null = null;
   transport = $state<TransportKind | null>(null);
@@ -20,13 +35,23 @@ export class Studio {
   appInfo = $state.raw<AppInfo | null>(null);
   engine = $state.raw<EngineStatus | null>(null);
   settings = $state.raw<Settings | null>(null);
+  library = $state.raw<LibraryStatus | null>(null);
+  /** A problem that stops the whole studio (no token, no host). */
   error = $state<string | null>(null);
   systemDark = $state(false);
+
+  readonly notices = new Notices();
+  readonly models = new Models(this);
+  readonly form = new GenerateForm(this);
+  readonly queue = new Queue(this);
+  readonly canvas = new Canvas(this);
+  readonly gallery = new Gallery(this);
 
   theme = $derived.by(() => {
     const chosen = this.settings?.theme ?? 'system';
     return chosen === 'system' ? (this.systemDark ? 'dark' : 'light') : chosen;
   });
+  desktop = $derived(this.appInfo?.shell === 'desktop');
 
   async start(): Promise<void> {
     const media = window.matchMedia('(prefers-color-scheme: dark)');
@@ -38,6 +63,14 @@ export class Studio {
       this.transport = kind;
       api.on('engineStatus', (status) => (this.engine = status));
       api.on('settingsChanged', (settings) => (this.settings = settings));
+      api.on('modelsChanged', (models) => this.models.set(models));
+      api.on('queueChanged', (queue) => this.queue.set(queue));
+      api.on('jobProgress', (progress) => (this.queue.progress = progress));
+      api.on('galleryChanged', () => {
+        this.gallery.changed();
+        this.#refreshLibraryStatus();
+      });
+      api.on('libraryStatus', (status) => (this.library = status));
       const [appInfo, engine, settings] = await Promise.all([
         api.getAppInfo(),
         api.getEngineStatus(),
@@ -49,16 +82,129 @@ export class Studio {
       this.connected = true;
     } catch (err) {
       this.error = describeError(err);
+      return;
     }
+    // The library and the queue may not be there (yet); each area shows its own problem.
+    await Promise.all([this.models.load(), this.queue.load(), this.gallery.reload()]);
+    this.#refreshLibraryStatus();
+    if (!this.form.modelId && this.models.generators.length)
+      this.form.chooseModel(this.models.generators[0].id);
+  }
+
+  #refreshLibraryStatus(): void {
+    this.api
+      ?.getLibraryStatus()
+      .then((status) => (this.library = status))
+      .catch(() => {});
   }
 
   async updateSettings(patch: SettingsPatch): Promise<void> {
     if (!this.api) return;
     try {
       this.settings = await this.api.updateSettings(patch);
-      this.error = null;
     } catch (err) {
-      this.error = describeError(err);
+      this.notices.error(err, 'Could not save the setting');
     }
+  }
+
+  // ---- generating ---------------------------------------------------------------------------
+
+  /** Queues the form's generation (Ctrl/Cmd+Enter). */
+  async generate(): Promise<void> {
+    const blocker = this.form.blocker;
+    if (blocker) {
+      this.notices.push('error', blocker, undefined, 5000);
+      return;
+    }
+    const api = this.api;
+    if (!api) return;
+    let maskImage: string | null = null;
+    if (this.form.mode === 'inpaint') {
+      if (!this.canvas.hasMask) {
+        this.notices.push(
+          'error',
+          'Paint the area to repaint on the canvas first.',
+          undefined,
+          5000,
+        );
+        return;
+      }
+      try {
+        const data = await this.canvas.exportMask();
+        maskImage = (await api.uploadImage({ data, purpose: 'mask', name: 'mask.png' })).imageId;
+      } catch (err) {
+        this.notices.error(err, 'Could not send the mask');
+        return;
+      }
+    }
+    const settings = this.form.settings({
+      initImage: this.canvas.image?.imageId ?? null,
+      maskImage,
+    });
+    if (await this.queue.enqueue(settings)) this.form.lastSeed = settings.seed;
+  }
+
+  /** A job finished: its first image becomes the canvas's current image. */
+  async jobDone(job: Job): Promise<void> {
+    if (!job.generationId || !this.api) return;
+    try {
+      const detail = await this.api.getGeneration({ id: job.generationId });
+      this.canvas.results = detail.images;
+      if (detail.images[0]) this.canvas.setImage(imageFromItem(detail.images[0]));
+    } catch (err) {
+      this.notices.error(err, 'The image was made but could not be shown');
+    }
+  }
+
+  jobFailed(job: Job): void {
+    if (job.error?.code === 'cancelled') return;
+    this.notices.push(
+      'error',
+      `The generation failed: ${job.error?.message ?? 'no reason given.'}`,
+      undefined,
+      15_000,
+    );
+  }
+
+  // ---- from the gallery ---------------------------------------------------------------------
+
+  /** Puts a gallery image on the canvas in the given mode. */
+  sendTo(item: GalleryItem, mode: GenerationMode, detail?: GenerationDetail | null): void {
+    this.canvas.setImage(imageFromItem(item));
+    this.form.mode = mode;
+    if (detail) {
+      if (!this.form.prompt) this.form.prompt = detail.settings.prompt;
+      if (this.models.byId(detail.settings.model) && mode !== 'upscale')
+        this.form.modelId = detail.settings.model;
+    }
+    this.form.setSize(item.width, item.height);
+    this.view = 'generate';
+  }
+
+  reuse(detail: GenerationDetail, item: GalleryItem, what: 'all' | 'seed'): void {
+    if (what === 'seed') this.form.useSeed(item.seed);
+    else {
+      this.form.apply(detail.settings);
+      this.form.useSeed(item.seed);
+      if (detail.settings.mode === 'txt2img') this.form.mode = 'txt2img';
+      const source = detail.settings.initImage;
+      if (source && detail.settings.mode !== 'txt2img' && /^[A-Za-z0-9_-]+$/.test(source)) {
+        // The source is a library image; its size is the generation's (img2img keeps it).
+        this.canvas.setImage({
+          imageId: source,
+          url: `/media/images/${source}`,
+          width: detail.settings.width,
+          height: detail.settings.height,
+          generationId: detail.parentId,
+        });
+      }
+    }
+    this.view = 'generate';
+    this.notices.push(
+      'info',
+      what === 'seed' ? `Seed ${item.seed} will be used.` : 'Settings loaded into Generate.',
+      undefined,
+      3000,
+    );
   }
 }

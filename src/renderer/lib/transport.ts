@@ -73,8 +73,12 @@ export class WebSocketTransport implements Transport {
         socket.onopen = () => {
           this.#socket = socket;
           this.#retryDelay = 250;
-          this.onConnectionChange(true);
-          resolve(socket);
+          // <img> requests for /media cannot carry the token: trade it for a session cookie
+          // first, so that every gallery URL handed out afterwards loads.
+          void this.#openSession().finally(() => {
+            this.onConnectionChange(true);
+            resolve(socket);
+          });
         };
         socket.onmessage = (message) => this.#receive(message.data);
         socket.onclose = () => {
@@ -100,6 +104,19 @@ export class WebSocketTransport implements Transport {
       attempt();
     });
     return this.#open;
+  }
+
+  /** Asks the host for the media cookie; hosts without the endpoint (404) are tolerated. */
+  async #openSession(): Promise<void> {
+    try {
+      await fetch('/api/session', {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${this.token}` },
+        credentials: 'same-origin',
+      });
+    } catch {
+      // The images will fail to load and say so; the API itself still works.
+    }
   }
 
   #receive(data: unknown): void {

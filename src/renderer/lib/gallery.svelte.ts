@@ -1,0 +1,302 @@
+import type {
+  GalleryItem,
+  GalleryQuery,
+  GenerationDetail,
+  GenerationMode,
+  GenerationSettings,
+  SamplerName,
+} from '../../shared';
+import { describeError } from './errors';
+import type { Studio } from './studio.svelte';
+
+export interface GalleryFilters {
+  text: string;
+  favorite: boolean;
+  minRating: number;
+  modelId: string;
+  sampler: SamplerName | '';
+  mode: GenerationMode | '';
+  tag: string;
+  sort: 'newest' | 'oldest' | 'rating';
+}
+
+const pageSize = 200;
+
+export interface Opened {
+  item: GalleryItem;
+  detail: GenerationDetail | null;
+}
+
+/** One row of the compare view's settings diff. */
+export interface SettingDiff {
+  key: string;
+  a: string;
+  b: string;
+  same: boolean;
+}
+
+const show = (v: unknown): string =>
+  v === null || v === undefined ? '—' : typeof v === 'object' ? JSON.stringify(v) : String(v);
+
+const unique = <T>(values: T[]): T[] => values.filter((v, i) => values.indexOf(v) === i);
+
+export function diffSettings(a: GenerationSettings, b: GenerationSettings): SettingDiff[] {
+  const keys = unique([...Object.keys(a), ...Object.keys(b)]) as (keyof GenerationSettings)[];
+  return keys.map((key) => {
+    const left = show(a[key]);
+    const right = show(b[key]);
+    return { key, a: left, b: right, same: left === right };
+  });
+}
+
+/**
+ * The gallery: a query, the items loaded so far (pages follow the host's cursor, loaded as the
+ * grid scrolls), the selection, the opened image and the compared pair.
+ */
+export class Gallery {
+  filters = $state<GalleryFilters>({
+    text: '',
+    favorite: false,
+    minRating: 0,
+    modelId: '',
+    sampler: '',
+    mode: '',
+    tag: '',
+    sort: 'newest',
+  });
+  items = $state.raw<GalleryItem[]>([]);
+  total = $state(0);
+  loading = $state(false);
+  problem = $state<string | null>(null);
+  /** Selected image ids (Ctrl/Cmd-click adds). */
+  selected = $state.raw<string[]>([]);
+  opened = $state.raw<Opened | null>(null);
+  compared = $state.raw<[Opened, Opened] | null>(null);
+
+  activeFilters = $derived(
+    (this.filters.favorite ? 1 : 0) +
+      (this.filters.minRating > 0 ? 1 : 0) +
+      (this.filters.modelId ? 1 : 0) +
+      (this.filters.sampler ? 1 : 0) +
+      (this.filters.mode ? 1 : 0) +
+      (this.filters.tag ? 1 : 0),
+  );
+  selectedItems = $derived(this.items.filter((i) => this.selected.includes(i.imageId)));
+
+  #cursor: string | null = null;
+  #done = false;
+  #want = 0;
+  #queryId = 0;
+  #reloadTimer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(private readonly studio: Studio) {}
+
+  query(): GalleryQuery {
+    const f = this.filters;
+    const q: GalleryQuery = { sort: f.sort, limit: pageSize };
+    if (f.text.trim()) q.text = f.text.trim();
+    if (f.favorite) q.favorite = true;
+    if (f.minRating > 0) q.minRating = f.minRating;
+    if (f.modelId) q.modelId = f.modelId;
+    if (f.sampler) q.sampler = f.sampler;
+    if (f.mode) q.mode = f.mode;
+    if (f.tag.trim()) q.tag = f.tag.trim();
+    return q;
+  }
+
+  /** Starts the query over (new filters, or the library changed). */
+  async reload(): Promise<void> {
+    clearTimeout(this.#reloadTimer);
+    this.#queryId++;
+    this.#cursor = null;
+    this.#done = false;
+    this.#want = Math.max(this.#want, pageSize - 1);
+    await this.#fill(this.#queryId, true);
+  }
+
+  /** Reloads a moment later; typing in the search box calls this on every key. */
+  reloadSoon(delayMs = 200): void {
+    clearTimeout(this.#reloadTimer);
+    this.#reloadTimer = setTimeout(() => void this.reload(), delayMs);
+  }
+
+  /** Makes sure items up to `index` are loaded (the grid asks as it scrolls). */
+  ensure(index: number): void {
+    if (index < this.items.length || this.#done) return;
+    this.#want = Math.max(this.#want, index);
+    if (!this.loading) void this.#fill(this.#queryId, false);
+  }
+
+  async #fill(queryId: number, fresh: boolean): Promise<void> {
+    const api = this.studio.api;
+    if (!api) return;
+    this.loading = true;
+    let items = fresh ? [] : this.items;
+    try {
+      do {
+        const page = await api.searchGallery({ ...this.query(), cursor: this.#cursor });
+        if (queryId !== this.#queryId) return;
+        items = items.concat(page.items);
+        this.items = items;
+        this.total = page.total;
+        this.#cursor = page.nextCursor;
+        this.#done = page.nextCursor === null;
+        this.problem = null;
+      } while (!this.#done && items.length <= this.#want);
+      this.selected = this.selected.filter((id) => items.some((i) => i.imageId === id));
+    } catch (err) {
+      if (queryId === this.#queryId) this.problem = describeError(err);
+    } finally {
+      if (queryId === this.#queryId) this.loading = false;
+    }
+  }
+
+  /** The host says images were added, changed or removed. */
+  changed(): void {
+    this.reloadSoon(150);
+  }
+
+  // ---- selection and detail -----------------------------------------------------------------
+
+  select(item: GalleryItem, additive: boolean): void {
+    if (additive) {
+      this.selected = this.selected.includes(item.imageId)
+        ? this.selected.filter((id) => id !== item.imageId)
+        : [...this.selected, item.imageId];
+    } else {
+      this.selected = [item.imageId];
+      void this.open(item);
+    }
+  }
+
+  async #detail(item: GalleryItem): Promise<GenerationDetail | null> {
+    try {
+      return await this.studio.api!.getGeneration({ id: item.generationId });
+    } catch (err) {
+      this.studio.notices.error(err, 'Could not read the image’s settings');
+      return null;
+    }
+  }
+
+  async open(item: GalleryItem): Promise<void> {
+    this.opened = { item, detail: null };
+    const detail = await this.#detail(item);
+    if (this.opened?.item.imageId === item.imageId) this.opened = { item, detail };
+  }
+
+  /** Opens a generation of the lineage (parent or child) by its id. */
+  async openGeneration(generationId: string): Promise<void> {
+    try {
+      const detail = await this.studio.api!.getGeneration({ id: generationId });
+      const item = detail.images[0];
+      if (item) this.opened = { item, detail };
+    } catch (err) {
+      this.studio.notices.error(err, 'Could not open that generation');
+    }
+  }
+
+  close(): void {
+    this.opened = null;
+  }
+
+  async compare(a: GalleryItem, b: GalleryItem): Promise<void> {
+    const [da, db] = await Promise.all([this.#detail(a), this.#detail(b)]);
+    this.compared = [
+      { item: a, detail: da },
+      { item: b, detail: db },
+    ];
+  }
+
+  /** Replaces an item everywhere it is shown after a change. */
+  #patch(imageIds: string[], change: Partial<GalleryItem>): void {
+    const hit = (i: GalleryItem) => imageIds.includes(i.imageId);
+    this.items = this.items.map((i) => (hit(i) ? { ...i, ...change } : i));
+    if (this.opened && hit(this.opened.item))
+      this.opened = { ...this.opened, item: { ...this.opened.item, ...change } };
+  }
+
+  async setFavorite(items: GalleryItem[], favorite: boolean): Promise<void> {
+    const imageIds = items.map((i) => i.imageId);
+    try {
+      await this.studio.api!.setFavorite({ imageIds, favorite });
+      this.#patch(imageIds, { favorite });
+    } catch (err) {
+      this.studio.notices.error(err, 'Could not change the favourite');
+    }
+  }
+
+  async setRating(items: GalleryItem[], rating: number): Promise<void> {
+    const imageIds = items.map((i) => i.imageId);
+    try {
+      await this.studio.api!.setRating({ imageIds, rating });
+      this.#patch(imageIds, { rating });
+    } catch (err) {
+      this.studio.notices.error(err, 'Could not change the rating');
+    }
+  }
+
+  async setTags(item: GalleryItem, tags: string[]): Promise<void> {
+    const clean = unique(tags.map((t) => t.trim()).filter(Boolean));
+    try {
+      await this.studio.api!.setTags({ imageId: item.imageId, tags: clean });
+      this.#patch([item.imageId], { tags: clean });
+    } catch (err) {
+      this.studio.notices.error(err, 'Could not save the tags');
+    }
+  }
+
+  async remove(items: GalleryItem[]): Promise<void> {
+    if (!items.length) return;
+    const imageIds = items.map((i) => i.imageId);
+    try {
+      const result = await this.studio.api!.deleteImages({ imageIds });
+      const gone = { has: (id: string) => imageIds.includes(id) };
+      this.items = this.items.filter((i) => !gone.has(i.imageId));
+      this.total = Math.max(0, this.total - result.deleted);
+      this.selected = [];
+      if (this.opened && gone.has(this.opened.item.imageId)) this.opened = null;
+      if (this.compared?.some((o) => gone.has(o.item.imageId))) this.compared = null;
+      const what = result.deleted === 1 ? 'Deleted 1 image' : `Deleted ${result.deleted} images`;
+      const where = result.trashedTo === 'os-trash' ? ' (moved to the trash)' : '';
+      const token = result.undoToken;
+      this.studio.notices.push(
+        'info',
+        `${what}${where}.`,
+        token ? { label: 'Undo', run: () => this.undoDelete(token) } : undefined,
+        15_000,
+      );
+    } catch (err) {
+      this.studio.notices.error(err, 'Could not delete');
+    }
+  }
+
+  async undoDelete(token: string): Promise<void> {
+    try {
+      const { restored } = await this.studio.api!.undoDelete({ token });
+      this.studio.notices.push(
+        'info',
+        `Restored ${restored === 1 ? '1 image' : `${restored} images`}.`,
+      );
+      await this.reload();
+    } catch (err) {
+      this.studio.notices.error(err, 'Could not undo the delete');
+    }
+  }
+
+  async reveal(item: GalleryItem): Promise<void> {
+    try {
+      await this.studio.api!.revealImage({ imageId: item.imageId });
+    } catch (err) {
+      this.studio.notices.error(err, 'Could not open the folder');
+    }
+  }
+
+  async copyParameters(detail: GenerationDetail): Promise<void> {
+    try {
+      await navigator.clipboard.writeText(detail.parametersText);
+      this.studio.notices.push('info', 'Parameters copied.', undefined, 3000);
+    } catch {
+      this.studio.notices.push('error', 'The clipboard is not available here.');
+    }
+  }
+}

@@ -1,0 +1,236 @@
+import {
+  type GenerationInput,
+  type GenerationMode,
+  type GenerationSettings,
+  type MaskOptions,
+  type SamplerName,
+  type UpscaleOptions,
+  maxSide,
+} from '../../shared';
+import { clamp } from './format';
+import type { Studio } from './studio.svelte';
+
+export type SeedMode = 'random' | 'fixed';
+export interface TokenCount {
+  total: number;
+  chunks: number[];
+}
+
+export const modeLabels: Record<GenerationMode, string> = {
+  txt2img: 'Text',
+  img2img: 'Image',
+  inpaint: 'Inpaint',
+  outpaint: 'Outpaint',
+  upscale: 'Upscale',
+};
+
+export const sizePresets: { label: string; width: number; height: number }[] = [
+  { label: '512 × 512 (1:1)', width: 512, height: 512 },
+  { label: '512 × 768 (2:3)', width: 512, height: 768 },
+  { label: '768 × 512 (3:2)', width: 768, height: 512 },
+  { label: '768 × 768 (1:1)', width: 768, height: 768 },
+  { label: '1024 × 1024 (1:1)', width: 1024, height: 1024 },
+  { label: '896 × 1152 (7:9)', width: 896, height: 1152 },
+  { label: '1152 × 896 (9:7)', width: 1152, height: 896 },
+  { label: '832 × 1216 (2:3)', width: 832, height: 1216 },
+  { label: '1216 × 832 (3:2)', width: 1216, height: 832 },
+  { label: '768 × 1344 (9:16)', width: 768, height: 1344 },
+  { label: '1344 × 768 (16:9)', width: 1344, height: 768 },
+];
+
+/** A random seed in the range torch accepts (32 bits keeps it readable). */
+export const randomSeed = () => Math.floor(Math.random() * 2 ** 32);
+
+const sideProblem = (v: number): string | null => {
+  if (!Number.isInteger(v)) return 'must be a whole number';
+  if (v < 64) return 'must be at least 64';
+  if (v > maxSide) return `must be at most ${maxSide}`;
+  if (v % 8 !== 0) return 'must be a multiple of 8';
+  return null;
+};
+
+/**
+ * The Generate form: every setting of the next generation. Image inputs (the source image, the
+ * painted mask) live on the canvas; `settings()` joins both into what the queue takes.
+ */
+export class GenerateForm {
+  mode = $state<GenerationMode>('txt2img');
+  modelId = $state('');
+  prompt = $state('');
+  negativePrompt = $state('');
+  sampler = $state<SamplerName>('euler_a');
+  steps = $state(25);
+  guidance = $state(7);
+  seedMode = $state<SeedMode>('random');
+  seed = $state(randomSeed());
+  /** The seed the last generation used (what "reuse last" picks). */
+  lastSeed = $state<number | null>(null);
+  width = $state(512);
+  height = $state(512);
+  batchSize = $state(1);
+  batchCount = $state(1);
+  strength = $state(0.75);
+
+  mask = $state<Omit<MaskOptions, 'image'>>({
+    blur: 4,
+    grow: 0,
+    invert: false,
+    onlyMasked: false,
+    padding: 32,
+    fill: 'original',
+  });
+  outpaint = $state({ left: 0, top: 0, right: 0, bottom: 0 });
+  upscale = $state<UpscaleOptions>({
+    method: 'hires',
+    factor: 2,
+    upscaler: 'latent',
+    hiresSteps: 15,
+    hiresStrength: 0.5,
+    noiseLevel: 20,
+    model: null,
+    tile: 0,
+  });
+  /** txt2img only: the two-pass hires fix with the upscale options. */
+  hiresFix = $state(false);
+
+  promptTokens = $state.raw<TokenCount | null>(null);
+  negativeTokens = $state.raw<TokenCount | null>(null);
+
+  widthProblem = $derived(sideProblem(this.width));
+  heightProblem = $derived(sideProblem(this.height));
+  model = $derived.by(() => this.studio.models.byId(this.modelId) ?? null);
+  needsImage = $derived(this.mode !== 'txt2img');
+  /** Why Generate cannot run now, in words; null when it can. */
+  blocker = $derived.by(() => {
+    if (!this.model) return 'Choose a model first.';
+    if (this.widthProblem) return `Width ${this.widthProblem}.`;
+    if (this.heightProblem) return `Height ${this.heightProblem}.`;
+    if (this.needsImage && !this.studio.canvas.image)
+      return 'Drop, paste or send an image to the canvas first.';
+    if (this.mode === 'upscale' && this.upscale.method === 'x4' && !this.upscale.model)
+      return 'Choose an x4 upscaler model.';
+    return null;
+  });
+
+  #tokenTimers: Record<'prompt' | 'negative', ReturnType<typeof setTimeout> | undefined> = {
+    prompt: undefined,
+    negative: undefined,
+  };
+
+  constructor(private readonly studio: Studio) {}
+
+  /** Picks a model and follows its native size. */
+  chooseModel(id: string): void {
+    this.modelId = id;
+    const model = this.studio.models.byId(id);
+    if (model?.nativeWidth && model.nativeHeight) {
+      this.width = model.nativeWidth;
+      this.height = model.nativeHeight;
+    }
+  }
+
+  setSize(width: number, height: number): void {
+    this.width = width;
+    this.height = height;
+  }
+
+  swapSize(): void {
+    [this.width, this.height] = [this.height, this.width];
+  }
+
+  dice(): void {
+    this.seed = randomSeed();
+    this.seedMode = 'fixed';
+  }
+
+  reuseLastSeed(): void {
+    if (this.lastSeed === null) return;
+    this.seed = this.lastSeed;
+    this.seedMode = 'fixed';
+  }
+
+  useSeed(seed: number): void {
+    this.seed = seed;
+    this.seedMode = 'fixed';
+  }
+
+  /** Counts tokens a moment after typing stops (the host tokenizes with the model's own). */
+  refreshTokens(which: 'prompt' | 'negative'): void {
+    clearTimeout(this.#tokenTimers[which]);
+    const text = which === 'prompt' ? this.prompt : this.negativePrompt;
+    const modelId = this.modelId;
+    const api = this.studio.api;
+    if (!api || !modelId) return;
+    this.#tokenTimers[which] = setTimeout(async () => {
+      try {
+        const count = await api.countTokens({ modelId, prompt: text });
+        if (which === 'prompt') this.promptTokens = count;
+        else this.negativeTokens = count;
+      } catch {
+        if (which === 'prompt') this.promptTokens = null;
+        else this.negativeTokens = null;
+      }
+    }, 250);
+  }
+
+  /** The settings of the next job; image ids come from the canvas. */
+  settings(images: { initImage: string | null; maskImage: string | null }): GenerationInput {
+    const seed = this.seedMode === 'random' ? randomSeed() : this.seed;
+    const withImage = this.mode !== 'txt2img';
+    const settings: GenerationInput = {
+      mode: this.mode,
+      model: this.modelId,
+      prompt: this.prompt,
+      negativePrompt: this.negativePrompt,
+      seed,
+      sampler: this.sampler,
+      steps: this.steps,
+      guidance: this.guidance,
+      width: this.width,
+      height: this.height,
+      batchSize: this.batchSize,
+      batchCount: this.batchCount,
+      strength: this.strength,
+      initImage: withImage ? images.initImage : null,
+      mask:
+        this.mode === 'inpaint' && images.maskImage
+          ? { ...this.mask, image: images.maskImage }
+          : null,
+      outpaint: this.mode === 'outpaint' ? { ...this.outpaint } : null,
+      upscale:
+        this.mode === 'upscale' || (this.mode === 'txt2img' && this.hiresFix)
+          ? { ...this.upscale }
+          : null,
+    };
+    return settings;
+  }
+
+  /** Fills the form from a stored generation ("reuse all settings"). */
+  apply(s: Partial<GenerationSettings>): void {
+    if (s.mode) this.mode = s.mode;
+    if (s.model && this.studio.models.byId(s.model)) this.modelId = s.model;
+    if (s.prompt !== undefined) this.prompt = s.prompt;
+    if (s.negativePrompt !== undefined) this.negativePrompt = s.negativePrompt;
+    if (s.sampler) this.sampler = s.sampler;
+    if (s.steps) this.steps = s.steps;
+    if (s.guidance !== undefined) this.guidance = s.guidance;
+    if (s.seed !== undefined) this.useSeed(s.seed);
+    if (s.width) this.width = s.width;
+    if (s.height) this.height = s.height;
+    if (s.batchSize) this.batchSize = s.batchSize;
+    if (s.batchCount) this.batchCount = s.batchCount;
+    if (s.strength !== undefined) this.strength = s.strength;
+    if (s.mask) {
+      const { image: _image, ...options } = s.mask;
+      this.mask = options;
+    }
+    if (s.outpaint) this.outpaint = { ...s.outpaint };
+    if (s.upscale) this.upscale = { ...s.upscale };
+    this.hiresFix = s.mode === 'txt2img' && !!s.upscale;
+  }
+
+  /** Outpaint extensions, snapped to multiples of 8 the engine accepts. */
+  setOutpaint(side: 'left' | 'top' | 'right' | 'bottom', pixels: number): void {
+    this.outpaint[side] = clamp(Math.round(pixels / 8) * 8, 0, 2048);
+  }
+}

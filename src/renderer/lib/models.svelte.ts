@@ -1,0 +1,66 @@
+import type { ModelEntry } from '../../shared';
+import { describeError } from './errors';
+import type { Studio } from './studio.svelte';
+
+/** The models registry as the studio sees it. */
+export class Models {
+  list = $state.raw<ModelEntry[]>([]);
+  /** Why the list could not be read (the library is not available, say). */
+  problem = $state<string | null>(null);
+  loaded = $state(false);
+  adding = $state(false);
+
+  /** Models that make images from a prompt (not the x4 upscaler, not broken). */
+  generators = $derived(this.list.filter((m) => m.status === 'ok' && m.family !== 'x4-upscaler'));
+  upscalers = $derived(this.list.filter((m) => m.status === 'ok' && m.family === 'x4-upscaler'));
+
+  constructor(private readonly studio: Studio) {}
+
+  byId(id: string): ModelEntry | undefined {
+    return this.list.find((m) => m.id === id);
+  }
+
+  set(list: ModelEntry[]): void {
+    this.list = list;
+    this.loaded = true;
+    this.problem = null;
+  }
+
+  async load(): Promise<void> {
+    const api = this.studio.api;
+    if (!api) return;
+    try {
+      this.set(await api.listModels());
+    } catch (err) {
+      this.problem = describeError(err);
+    }
+  }
+
+  async add(path: string): Promise<ModelEntry | null> {
+    const api = this.studio.api;
+    if (!api || !path.trim()) return null;
+    this.adding = true;
+    try {
+      const entry = await api.addModel({ path: path.trim() });
+      if (!this.list.some((m) => m.id === entry.id)) this.list = [...this.list, entry];
+      this.studio.notices.push('info', `Added ${entry.name}.`);
+      return entry;
+    } catch (err) {
+      this.studio.notices.error(err, 'Could not add the model');
+      return null;
+    } finally {
+      this.adding = false;
+    }
+  }
+
+  async remove(id: string): Promise<void> {
+    const api = this.studio.api;
+    if (!api) return;
+    try {
+      await api.removeModel({ id });
+      this.list = this.list.filter((m) => m.id !== id);
+    } catch (err) {
+      this.studio.notices.error(err, 'Could not remove the model');
+    }
+  }
+}
