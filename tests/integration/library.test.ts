@@ -149,6 +149,12 @@ describe('saving and the gallery', () => {
       event: 'galleryChanged',
       payload: { added: saved.imageIds, updated: [], removed: [] },
     });
+    // The models view hears about the disk use that changed with it.
+    const models = emitted.at(-2) as {
+      event: string;
+      payload: Array<{ name: string; imageBytes: number }>;
+    };
+    expect(models.event).toBe('modelsChanged');
     const row = library.db
       .prepare('SELECT file, thumb, sha256, bytes FROM images WHERE id = ?')
       .get(saved.imageIds[0]) as { file: string; thumb: string; sha256: string; bytes: number };

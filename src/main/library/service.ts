@@ -322,6 +322,9 @@ export class Library {
 
   #changed(added: string[], updated: string[], removed: string[]): void {
     this.#countCache.clear();
+    // Disk use per model follows the images; the models view shows it.
+    if (added.length || removed.length)
+      this.context.events.emit('modelsChanged', this.listModels());
     this.context.events.emit('galleryChanged', { added, updated, removed });
   }
 
