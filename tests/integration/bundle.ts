@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { build } from 'esbuild';
+import { type BuildOptions, build } from 'esbuild';
 
 const repoRoot = path.resolve(import.meta.dirname, '..', '..');
 
@@ -9,9 +9,24 @@ const repoRoot = path.resolve(import.meta.dirname, '..', '..');
  * integration suite run on its own, without `npm run build` first.
  */
 export async function bundleEntry(entry: string, name: string): Promise<string> {
+  return bundle({ entryPoints: [path.join(repoRoot, entry)] }, name);
+}
+
+/** The same for TypeScript source given as text (a test's child-process entry). */
+export async function bundleSource(source: string, name: string): Promise<string> {
+  return bundle(
+    { stdin: { contents: source, resolveDir: repoRoot, sourcefile: `${name}.ts`, loader: 'ts' } },
+    name,
+  );
+}
+
+async function bundle(
+  input: Pick<BuildOptions, 'entryPoints' | 'stdin'>,
+  name: string,
+): Promise<string> {
   const outfile = path.join(repoRoot, 'out', 'test-bundles', `${name}.mjs`);
   await build({
-    entryPoints: [path.join(repoRoot, entry)],
+    ...input,
     outfile,
     bundle: true,
     platform: 'node',

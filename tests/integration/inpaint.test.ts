@@ -19,12 +19,8 @@ import {
 } from '../../src/engine/image';
 import { outpaintBand } from '../../src/engine/pipelines/outpaint';
 import { GenerationSettings, type GenerationInput } from '../../src/shared/generation';
-import {
-  type FixtureInfo,
-  SCHEDULER_CONFIGS,
-  fixtureModelInfo,
-  resizeLatentNearest,
-} from '../fixtures/models';
+import { type FixtureInfo, SCHEDULER_CONFIGS, fixtureModelInfo } from '../fixtures/models';
+import { knownImage } from './known-answer';
 
 let ka: FixtureInfo;
 let ka9: FixtureInfo;
@@ -63,25 +59,6 @@ async function gen(
   maskImage: PixelImage | null = null,
 ): Promise<GenerateResult> {
   return engine.generate({ modelDir: info.dir, settings: settings(over), initImage, maskImage });
-}
-
-/** x_k decoded at width x height (x_k nearest-resized to the latent size, as the UNet does). */
-function knownImage(info: FixtureInfo, k: number, width: number, height: number): PixelImage {
-  const s = info.latentSize;
-  const h = height / 8;
-  const w = width / 8;
-  const z =
-    h === s && w === s
-      ? info.knownLatents![k]
-      : resizeLatentNearest(info.knownLatents![k], s, s, h, w);
-  const out = new Uint8Array(width * height * 3);
-  for (let y = 0; y < height; y++)
-    for (let x = 0; x < width; x++)
-      for (let c = 0; c < 3; c++) {
-        const v = z[c * h * w + Math.floor(y / 8) * w + Math.floor(x / 8)] / (info.vaeScale * 8);
-        out[(y * width + x) * 3 + c] = Math.round(Math.min(1, Math.max(0, v / 2 + 0.5)) * 255);
-      }
-  return { width, height, channels: 3, data: out };
 }
 
 type Rect = { x0: number; y0: number; x1: number; y1: number };

@@ -4,7 +4,6 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { build } from 'esbuild';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
@@ -19,9 +18,8 @@ import {
   type QueueState,
 } from '../../src/shared';
 import { type FixtureInfo, fixtureModel, fixtureModelInfo } from '../fixtures/models';
-import { bundleEntry } from './bundle';
+import { bundleEntry, bundleSource } from './bundle';
 
-const repoRoot = path.resolve(import.meta.dirname, '..', '..');
 let workerPath: string;
 let ka: FixtureInfo;
 let slowDir: string;
@@ -625,26 +623,7 @@ setInterval(() => {}, 1000);
 `;
 
 async function spawnHost(dataDir: string) {
-  const outfile = path.join(repoRoot, 'out', 'test-bundles', 'jobs-child.mjs');
-  await build({
-    stdin: {
-      contents: childSource,
-      resolveDir: repoRoot,
-      sourcefile: 'jobs-child.ts',
-      loader: 'ts',
-    },
-    outfile,
-    bundle: true,
-    platform: 'node',
-    target: 'node20',
-    format: 'esm',
-    packages: 'external',
-    logLevel: 'warning',
-    define: { __APP_VERSION__: JSON.stringify('0.0.0-test') },
-    banner: {
-      js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);",
-    },
-  });
+  const outfile = await bundleSource(childSource, 'jobs-child');
   const proc: ChildProcess = spawn(process.execPath, [outfile, dataDir, workerPath], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });

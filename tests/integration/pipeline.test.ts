@@ -6,8 +6,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type * as ort from 'onnxruntime-node';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClipTokenizer, DiffusionEngine, EngineError, TorchGenerator } from '../../src/engine';
 import type { GenerateProgress, GenerateResult, PixelImage } from '../../src/engine';
 import { guidanceEmbedding } from '../../src/engine/pipelines/generate';
@@ -17,7 +16,7 @@ import {
   samplerNames,
 } from '../../src/shared/generation';
 import { type FixtureInfo, fixtureModelInfo } from '../fixtures/models';
-import { classify, diff, expectKnown, expectedImage, same } from './known-answer';
+import { classify, diff, expectKnown, expectedImage, same, spyOnSession } from './known-answer';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -36,36 +35,6 @@ function settings(over: Partial<GenerationInput> = {}): GenerationSettings {
     height: 64,
     ...over,
   });
-}
-
-interface Call {
-  feeds: Record<string, { dims: number[]; data: Float32Array | number[] }>;
-}
-
-/** Records every run of a component's ORT session (calling through). */
-async function spyOn(engine: DiffusionEngine, dir: string, component: 'unet' | 'text_encoder') {
-  const model = await engine.load(dir);
-  const session = (await model.session(component)).session;
-  const calls: Call[] = [];
-  const original = session.run.bind(session) as (...args: unknown[]) => Promise<unknown>;
-  const spy = vi.spyOn(session, 'run').mockImplementation((async (...args: unknown[]) => {
-    const feeds = args[0] as Record<string, ort.Tensor>;
-    const rec: Call['feeds'] = {};
-    for (const [name, t] of Object.entries(feeds)) {
-      const data =
-        t.type === 'float32'
-          ? Float32Array.from(t.data as Float32Array)
-          : Array.from(t.data as ArrayLike<number | bigint>, Number);
-      rec[name] = { dims: [...t.dims], data };
-    }
-    calls.push({ feeds: rec });
-    return original(...args);
-  }) as never);
-  return {
-    calls,
-    reset: () => (calls.length = 0),
-    restore: () => spy.mockRestore(),
-  };
 }
 
 function pixelAt(img: PixelImage, x: number, y: number): number[] {
@@ -111,7 +80,7 @@ describe('txt2img on the known-answer model lands on a stored latent', () => {
     async (sampler) => {
       const info = sampler === 'lcm' ? lcm : ka;
       const steps = sampler === 'lcm' ? 4 : 20;
-      const unet = await spyOn(engine, info.dir, 'unet');
+      const unet = await spyOnSession(engine, info.dir, 'unet');
       try {
         const r = await gen(info, {
           sampler,
@@ -152,7 +121,7 @@ describe('txt2img on the known-answer model lands on a stored latent', () => {
     const want = ref.cases.find((c) => c.seed === 1234 && c.shape.join() === '1,4,8,8')!.values;
     expect(want).toHaveLength(256);
     for (const sampler of ['euler', 'ddim', 'dpmpp_2m_karras'] as const) {
-      const unet = await spyOn(engine, ka.dir, 'unet');
+      const unet = await spyOnSession(engine, ka.dir, 'unet');
       try {
         await gen(ka, { sampler, seed: 1234, steps: 3, guidance: 1 });
         const got = unet.calls[0].feeds.sample;
@@ -184,7 +153,7 @@ describe('txt2img on the known-answer model lands on a stored latent', () => {
 
 describe('batches and seeds', () => {
   it("'batch' mode: one noise draw for the whole batch; image 0 is the single-image run", async () => {
-    const unet = await spyOn(engine, ka.dir, 'unet');
+    const unet = await spyOnSession(engine, ka.dir, 'unet');
     let r: GenerateResult;
     try {
       r = await gen(ka, { seed: 77, batchSize: 3, seedMode: 'batch', guidance: 1 });
@@ -270,7 +239,7 @@ describe('batches and seeds', () => {
 
 describe('classifier-free guidance and text conditioning', () => {
   it('guidance <= 1: one UNet call of B rows per step; guidance > 1: one call of 2B rows per step', async () => {
-    const unet = await spyOn(engine, ka.dir, 'unet');
+    const unet = await spyOnSession(engine, ka.dir, 'unet');
     try {
       for (const [guidance, rows] of [
         [1, 2],
@@ -315,7 +284,7 @@ describe('classifier-free guidance and text conditioning', () => {
   });
 
   it('LCM: guidance is embedded (timestep_cond), never a second UNet batch', async () => {
-    const unet = await spyOn(engine, lcm.dir, 'unet');
+    const unet = await spyOnSession(engine, lcm.dir, 'unet');
     try {
       const r = await gen(lcm, { sampler: 'lcm', guidance: 8, steps: 4 });
       expect(unet.calls).toHaveLength(4);
@@ -330,7 +299,7 @@ describe('classifier-free guidance and text conditioning', () => {
   });
 
   it('prompt embeddings are cached: the second run with the same prompts runs no text encoder', async () => {
-    const text = await spyOn(engine, ka.dir, 'text_encoder');
+    const text = await spyOnSession(engine, ka.dir, 'text_encoder');
     try {
       const s = { prompt: 'a lighthouse at dusk, cache test', negativePrompt: 'fog', steps: 5 };
       const first = await gen(ka, s);
@@ -351,8 +320,8 @@ describe('classifier-free guidance and text conditioning', () => {
   });
 
   it('long prompts: > 75 tokens and BREAK give 2 chunks (seq 154), the negative prompt is padded with the empty prompt', async () => {
-    const unet = await spyOn(engine, ka.dir, 'unet');
-    const text = await spyOn(engine, ka.dir, 'text_encoder');
+    const unet = await spyOnSession(engine, ka.dir, 'unet');
+    const text = await spyOnSession(engine, ka.dir, 'text_encoder');
     try {
       // Just over 75 tokens, as the model's own tokenizer counts them.
       const tokenizer = await ClipTokenizer.fromFolder(path.join(ka.dir, 'tokenizer'));
@@ -397,7 +366,7 @@ describe('img2img', () => {
   });
 
   it('low strength keeps the input (its own x_k for every seed); strength 1 is a full generation', async () => {
-    const unet = await spyOn(engine, ka.dir, 'unet');
+    const unet = await spyOnSession(engine, ka.dir, 'unet');
     try {
       for (const strength of [0.2, 0.3]) {
         unet.reset();
@@ -528,7 +497,7 @@ describe('progress and cancellation', () => {
   });
 
   it("aborting mid-run rejects with EngineError 'cancelled' and no UNet call follows", async () => {
-    const unet = await spyOn(engine, ka.dir, 'unet');
+    const unet = await spyOnSession(engine, ka.dir, 'unet');
     try {
       for (const sampler of ['euler', 'heun', 'ddim'] as const) {
         unet.reset();

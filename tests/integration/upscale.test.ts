@@ -13,9 +13,8 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DiffusionEngine, EngineError, TorchGenerator } from '../../src/engine';
 import type { GenerateProgress, GenerateResult, PixelImage } from '../../src/engine';
 import { imageToTensor } from '../../src/engine/image';
@@ -32,10 +31,10 @@ import {
 } from '../../src/engine/pipelines/tiling';
 import { alphasCumprod, parseSchedulerConfig } from '../../src/engine/schedulers';
 import { GenerationSettings, type GenerationInput } from '../../src/shared/generation';
-import { type FixtureInfo, fixtureModelInfo, resizeLatentNearest } from '../fixtures/models';
+import { type FixtureInfo, fixtureModelInfo } from '../fixtures/models';
 import { GraphBuilder } from '../fixtures/onnx-builder';
 import { bundleEntry } from './bundle';
-import { diff, same } from './known-answer';
+import { classify, diff, expectedImage, knownImage, same, spyOnSession } from './known-answer';
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -70,64 +69,6 @@ function settings(over: Partial<GenerationInput> = {}): GenerationSettings {
   });
 }
 
-/**
- * The image the fixture VAE decodes x_k to at a size (x_k nearest-resized as the UNet does);
- * known-answer.ts's version for any VAE factor (the x4 decoder's is 4).
- */
-function expectedImage(info: FixtureInfo, k: number, width: number, height: number): Uint8Array {
-  const s = info.latentSize;
-  const f = info.vaeFactor;
-  const h = height / f;
-  const w = width / f;
-  const z =
-    h === s && w === s
-      ? info.knownLatents![k]
-      : resizeLatentNearest(info.knownLatents![k], s, s, h, w);
-  const out = new Uint8Array(width * height * 3);
-  for (let y = 0; y < height; y++)
-    for (let x = 0; x < width; x++)
-      for (let c = 0; c < 3; c++) {
-        const v = z[c * h * w + Math.floor(y / f) * w + Math.floor(x / f)] / (info.vaeScale * f);
-        out[(y * width + x) * 3 + c] = Math.round(Math.min(1, Math.max(0, v / 2 + 0.5)) * 255);
-      }
-  return out;
-}
-
-function classify(info: FixtureInfo, img: PixelImage) {
-  let best = { k: -1, mean: Infinity, max: Infinity };
-  info.knownLatents!.forEach((_, k) => {
-    const d = diff(img.data, expectedImage(info, k, img.width, img.height));
-    if (d.mean < best.mean) best = { k, ...d };
-  });
-  return best;
-}
-
-interface Call {
-  feeds: Record<string, { dims: number[]; data: Float32Array | number[] }>;
-}
-
-/** Records every run of the UNet's ORT session (calling through). */
-async function spyUnet(e: DiffusionEngine, dir: string) {
-  const model = await e.load(dir);
-  const session = (await model.session('unet')).session;
-  const calls: Call[] = [];
-  const original = session.run.bind(session) as (...args: unknown[]) => Promise<unknown>;
-  const spy = vi.spyOn(session, 'run').mockImplementation((async (...args: unknown[]) => {
-    const feeds = args[0] as Record<string, ort.Tensor>;
-    const rec: Call['feeds'] = {};
-    for (const [name, t] of Object.entries(feeds)) {
-      const data =
-        t.type === 'float32'
-          ? Float32Array.from(t.data as Float32Array)
-          : Array.from(t.data as ArrayLike<number | bigint>, Number);
-      rec[name] = { dims: [...t.dims], data };
-    }
-    calls.push({ feeds: rec });
-    return original(...args);
-  }) as typeof session.run);
-  return { calls, restore: () => spy.mockRestore() };
-}
-
 function gen(
   dir: string,
   over: Partial<GenerationInput>,
@@ -143,10 +84,6 @@ function gen(
   );
 }
 
-function image(info: FixtureInfo, k: number, w: number, h: number): PixelImage {
-  return { width: w, height: h, channels: 3, data: expectedImage(info, k, w, h) };
-}
-
 // ---------------------------------------------------------------------------------------------
 // Two-pass hires
 
@@ -155,7 +92,7 @@ describe('hires fix (two passes)', () => {
     '%s: base 64x64 -> 128x128 lands on the x_k the base pass found; low-res preview first; same seed, same pixels',
     async (upscaler) => {
       const events: GenerateProgress[] = [];
-      const unet = await spyUnet(engine, ka.dir);
+      const unet = await spyOnSession(engine, ka.dir, 'unet');
       let r: GenerateResult;
       try {
         r = await gen(
@@ -223,7 +160,7 @@ describe('hires fix (two passes)', () => {
   });
 
   it("mode 'upscale' with hires enlarges the input image and keeps what it shows", async () => {
-    const init = image(ka, 2, 64, 64);
+    const init = knownImage(ka, 2, 64, 64);
     const r = await gen(
       ka.dir,
       {
@@ -246,8 +183,8 @@ describe('hires fix (two passes)', () => {
 
 describe('x4 upscaler', () => {
   it('4x output, 7-channel UNet input with the noised low-res image, class_labels = noise level', async () => {
-    const low = image(x4, 1, 16, 16);
-    const unet = await spyUnet(engine, x4.dir);
+    const low = knownImage(x4, 1, 16, 16);
+    const unet = await spyOnSession(engine, x4.dir, 'unet');
     let r: GenerateResult;
     try {
       r = await engine.generate(
@@ -619,7 +556,7 @@ describe('memory plan', () => {
       });
       expect(plan.unetGrid).not.toBeNull();
       expect(plan.unetTileBytes).toBeLessThanOrEqual(48 * 1024 * 1024);
-      const unet = await spyUnet(small, ka.dir);
+      const unet = await spyOnSession(small, ka.dir, 'unet');
       let r: GenerateResult;
       try {
         r = await small.generate({
@@ -645,7 +582,7 @@ describe('memory plan', () => {
   });
 
   it('an explicit tile size is used; a size that cannot fit even in tiles is refused before any work', async () => {
-    const unet = await spyUnet(engine, ka.dir);
+    const unet = await spyOnSession(engine, ka.dir, 'unet');
     try {
       await gen(ka.dir, {
         steps: 3,
@@ -661,7 +598,7 @@ describe('memory plan', () => {
       unet.calls.length = 0;
 
       const tiny = new DiffusionEngine({ previewEvery: 0, memoryBudgetMb: 1 });
-      const tinyUnet = await spyUnet(tiny, ka.dir);
+      const tinyUnet = await spyOnSession(tiny, ka.dir, 'unet');
       try {
         const err = await tiny
           .generate({
