@@ -43,12 +43,15 @@ interface Opened {
   models: Record<string, string>;
 }
 
-async function openHost(dataDir: string, opts: { engine?: boolean } = {}): Promise<Opened> {
+async function openHost(
+  dataDir: string,
+  opts: { engine?: boolean; workerPath?: string } = {},
+): Promise<Opened> {
   const host = new StudioHost({
     shell: 'headless',
     dataDir,
     version: '0.0.0-test',
-    workerPath: opts.engine === false ? null : workerPath,
+    workerPath: opts.engine === false ? null : (opts.workerPath ?? workerPath),
     log: (line) => (process.env.JOBS_TEST_LOG ? console.error(line) : undefined),
   });
   const events: Opened['events'] = [];
@@ -287,6 +290,39 @@ describe('job queue through the host', () => {
         message: expect.stringMatching(/^The model ".+" is damaged: unet\/model\.onnx .*\.$/),
       });
       expect((await settled(o, good)).state).toBe('done');
+    } finally {
+      await o.host.close();
+    }
+  });
+
+  it('pauses the queue after 3 engine failures in a row instead of failing every job', async () => {
+    // An engine whose worker cannot start: every job would fail the same way.
+    const o = await openHost(path.join(tmp, 'broken-engine'), {
+      workerPath: path.join(tmp, 'missing-worker.mjs'),
+    });
+    try {
+      await addModels(o, { ka: ka.dir });
+      const ids = [];
+      for (let i = 0; i < 5; i++) ids.push(await enq(o, { model: o.models.ka, seed: i }));
+      const state = await until('the queue to pause', () => {
+        const q = o.host.jobs.state();
+        return q.paused && !q.jobs.some((j) => j.state === 'running') ? q : undefined;
+      });
+      const byId = new Map(state.jobs.map((j) => [j.id, j]));
+      expect(ids.map((id) => byId.get(id)!.state)).toEqual([
+        'failed',
+        'failed',
+        'failed',
+        'queued',
+        'queued',
+      ]);
+      expect(byId.get(ids[0])!.error?.message).toMatch(/engine/i);
+      const status = await o.host.service.getEngineStatus(undefined);
+      expect(status.state).toBe('error');
+      expect(status.message).toMatch(/paused after 3 jobs in a row failed/);
+      // Resuming clears the message and tries again.
+      o.host.service.resumeQueue(undefined);
+      expect((await o.host.service.getEngineStatus(undefined)).message).toBeNull();
     } finally {
       await o.host.close();
     }

@@ -68,6 +68,10 @@ const modeNames: Record<GenerationSettings['mode'], string> = {
   upscale: 'Upscaling',
 };
 
+/** Failure codes that say the engine or the machine is broken, not one job's model or settings. */
+const systemicFailures = new Set(['internal', 'inference', 'provider', 'disk-full']);
+const engineFailureLimit = 3;
+
 /**
  * The durable job queue driving the engine worker (issue #5, item 6).
  *
@@ -94,6 +98,8 @@ export class JobService {
   readonly methods: JobMethods;
   readonly #options: Required<JobServiceOptions>;
   #client: EngineClient | null = null;
+  /** Failures in a row of the engine itself (not of one job's model or settings). */
+  #engineFailures = 0;
   #current: Current | null = null;
   #active: Promise<void> | null = null;
   #closing = false;
@@ -185,6 +191,10 @@ export class JobService {
       this.#store.setPaused(paused);
     } catch (err) {
       storageError(err);
+    }
+    if (!paused && this.#engineFailures >= engineFailureLimit) {
+      this.#engineFailures = 0;
+      this.context.updateEngineStatus({ state: 'idle', message: null });
     }
     this.#emitQueue();
     if (!paused) this.#kick();
@@ -377,7 +387,8 @@ export class JobService {
       if (!row) break;
       await this.#run(row);
     }
-    if (!this.#closing) this.#setEngineState('idle');
+    // After an automatic pause the engine status keeps saying why.
+    if (!this.#closing && this.#engineFailures < engineFailureLimit) this.#setEngineState('idle');
   }
 
   #engine(): EngineClient {
@@ -463,6 +474,7 @@ export class JobService {
         jobId: row.id,
       });
       this.#store.markDone(row.id, saved.generationId);
+      this.#engineFailures = 0;
     } catch (err) {
       this.#finishWithError(cur, err, modelName);
     } finally {
@@ -484,12 +496,28 @@ export class JobService {
         const failure = describeJobFailure(err, modelName);
         if (failure.code === 'internal') this.context.log(`Job ${cur.id} failed: ${String(err)}`);
         this.#store.markFailed(cur.id, failure.code, failure.message);
+        if (systemicFailures.has(failure.code)) this.#countEngineFailure(failure.message);
       }
     } catch (writeErr) {
       // The library is gone (closing) or read-only: the job stays 'running' in the database and
       // is recovered at the next start.
       this.context.log(`Job ${cur.id} could not be updated: ${String(writeErr)}`);
     }
+  }
+
+  /**
+   * When the engine itself keeps failing (its worker cannot start, the provider breaks, the disk
+   * is full), every queued job would fail in turn; after a few in a row the queue pauses and
+   * says why, so the rest wait for the problem to be fixed instead.
+   */
+  #countEngineFailure(message: string): void {
+    this.#engineFailures += 1;
+    if (this.#engineFailures < engineFailureLimit) return;
+    this.#store.setPaused(true);
+    this.context.updateEngineStatus({
+      state: 'error',
+      message: `The queue was paused after ${this.#engineFailures} jobs in a row failed: ${message} Resume it once the problem is fixed.`,
+    });
   }
 
   async #encode(
