@@ -151,6 +151,11 @@ export const GalleryQuery = z
     seedVariantsOf: Id.optional(),
     sort: GallerySort.default('newest'),
     cursor: z.string().max(200).nullable().optional(),
+    /**
+     * Skip this many matches instead of following a cursor: for jumping to any place of a large
+     * gallery (the scroll bar). Cursors stay stable while images arrive; offsets do not.
+     */
+    offset: z.number().int().min(0).max(100_000_000).optional(),
     limit: z.number().int().min(1).max(500).default(100),
   })
   .strict();

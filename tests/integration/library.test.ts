@@ -405,6 +405,31 @@ describe('saving and the gallery', () => {
     expect(pages).toBe(7);
     l.close();
   });
+
+  it('jumps to any page by offset, matching what the cursor walk gives', async () => {
+    const { library: l } = await openLibrary(dir());
+    for (let i = 0; i < 30; i++) await saveOne(l, { seed: i, prompt: `offset ${i % 3}` });
+    for (const sort of ['newest', 'oldest', 'rating'] as const) {
+      const walked: string[] = [];
+      let cursor: string | null = null;
+      do {
+        const page = l.searchGallery(q({ sort, limit: 7, cursor }));
+        walked.push(...page.items.map((i) => i.imageId));
+        cursor = page.nextCursor;
+      } while (cursor);
+      for (const offset of [0, 7, 13, 28, 30, 45]) {
+        const page = l.searchGallery(q({ sort, limit: 7, offset }));
+        expect(
+          page.items.map((i) => i.imageId),
+          `${sort} @${offset}`,
+        ).toEqual(walked.slice(offset, offset + 7));
+        expect(page.total).toBe(30);
+      }
+    }
+    const filtered = l.searchGallery(q({ text: 'offset', limit: 5, offset: 25 }));
+    expect(filtered.items).toHaveLength(5);
+    l.close();
+  });
 });
 
 describe('uploads', () => {

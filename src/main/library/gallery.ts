@@ -252,9 +252,9 @@ export function searchGallery(
   const keys = db
     .prepare(
       `SELECT i.id, i.rating, i.created_at FROM images i ${pageHint} WHERE ${pageWhere.join(' AND ')}
-       ORDER BY ${sort.by} LIMIT ?`,
+       ORDER BY ${sort.by} LIMIT ? OFFSET ?`,
     )
-    .all(...pageParams, query.limit + 1) as Array<{
+    .all(...pageParams, query.limit + 1, query.cursor ? 0 : (query.offset ?? 0)) as Array<{
     id: string;
     rating: number;
     created_at: number;

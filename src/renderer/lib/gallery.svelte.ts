@@ -83,9 +83,14 @@ export class Gallery {
   );
   selectedItems = $derived(this.items.filter((i) => this.selected.includes(i.imageId)));
 
-  #cursor: string | null = null;
-  #done = false;
-  #want = 0;
+  /**
+   * Pages (of `pageSize` items, by offset) loaded or on their way, for the current query.
+   * Bookkeeping only, never rendered, so plain Sets rather than reactive ones.
+   */
+  // eslint-disable-next-line svelte/prefer-svelte-reactivity
+  #pages = new Set<number>();
+  // eslint-disable-next-line svelte/prefer-svelte-reactivity
+  #inflight = new Set<number>();
   #queryId = 0;
   #reloadTimer: ReturnType<typeof setTimeout> | undefined;
 
@@ -108,10 +113,14 @@ export class Gallery {
   async reload(): Promise<void> {
     clearTimeout(this.#reloadTimer);
     this.#queryId++;
-    this.#cursor = null;
-    this.#done = false;
-    this.#want = Math.max(this.#want, pageSize - 1);
-    await this.#fill(this.#queryId, true);
+    // Fetch the pages the grid shows now (the first page before it has asked for any).
+    const [first, last] = this.#inView;
+    const pages: number[] = [];
+    for (let p = Math.floor(first / pageSize); p <= Math.floor(last / pageSize); p++) pages.push(p);
+    this.#pages.clear();
+    this.#inflight.clear();
+    this.#fresh = true;
+    await Promise.all(pages.map((p) => this.#loadPage(p, this.#queryId)));
   }
 
   /** Reloads a moment later; typing in the search box calls this on every key. */
@@ -120,34 +129,48 @@ export class Gallery {
     this.#reloadTimer = setTimeout(() => void this.reload(), delayMs);
   }
 
-  /** Makes sure items up to `index` are loaded (the grid asks as it scrolls). */
-  ensure(index: number): void {
-    if (index < this.items.length || this.#done) return;
-    this.#want = Math.max(this.#want, index);
-    if (!this.loading) void this.#fill(this.#queryId, false);
+  /**
+   * Makes sure the items from `first` to `last` are loaded (the grid asks for what it shows).
+   * Pages load by offset, so jumping to item 90,000 fetches that page alone.
+   */
+  ensure(first: number, last = first): void {
+    this.#inView = [first, last];
+    const end = this.total ? Math.min(last, this.total - 1) : last;
+    for (let p = Math.floor(first / pageSize); p <= Math.floor(end / pageSize); p++) {
+      if (!this.#pages.has(p) && !this.#inflight.has(p)) void this.#loadPage(p, this.#queryId);
+    }
   }
 
-  async #fill(queryId: number, fresh: boolean): Promise<void> {
+  /** True when this query's first load replaces what was shown before. */
+  #fresh = false;
+  /** The index range the grid last asked for. */
+  #inView: [number, number] = [0, 0];
+
+  async #loadPage(p: number, queryId: number): Promise<void> {
     const api = this.studio.api;
     if (!api) return;
+    this.#inflight.add(p);
     this.loading = true;
-    let items = fresh ? [] : this.items;
     try {
-      do {
-        const page = await api.searchGallery({ ...this.query(), cursor: this.#cursor });
-        if (queryId !== this.#queryId) return;
-        items = items.concat(page.items);
-        this.items = items;
-        this.total = page.total;
-        this.#cursor = page.nextCursor;
-        this.#done = page.nextCursor === null;
-        this.problem = null;
-      } while (!this.#done && items.length <= this.#want);
-      this.selected = this.selected.filter((id) => items.some((i) => i.imageId === id));
+      const page = await api.searchGallery({ ...this.query(), offset: p * pageSize });
+      if (queryId !== this.#queryId) return;
+      const items = this.#fresh ? [] : this.items.slice();
+      this.#fresh = false;
+      page.items.forEach((item, i) => (items[p * pageSize + i] = item));
+      // A shorter result than before (images removed): drop what is past the end.
+      if (items.length > page.total) items.length = page.total;
+      this.items = items;
+      this.total = page.total;
+      this.#pages.add(p);
+      this.problem = null;
+      this.selected = this.selected.filter((id) => items.some((i) => i?.imageId === id));
     } catch (err) {
       if (queryId === this.#queryId) this.problem = describeError(err);
     } finally {
-      if (queryId === this.#queryId) this.loading = false;
+      if (queryId === this.#queryId) {
+        this.#inflight.delete(p);
+        this.loading = this.#inflight.size > 0;
+      }
     }
   }
 
@@ -251,7 +274,8 @@ export class Gallery {
     try {
       const result = await this.studio.api!.deleteImages({ imageIds });
       const gone = { has: (id: string) => imageIds.includes(id) };
-      this.items = this.items.filter((i) => !gone.has(i.imageId));
+      // Pages are placed by offset: fetch them again rather than shifting items locally.
+      void this.reload();
       this.total = Math.max(0, this.total - result.deleted);
       this.selected = [];
       if (this.opened && gone.has(this.opened.item.imageId)) this.opened = null;
