@@ -19,14 +19,20 @@ const repoRoot = path.resolve(import.meta.dirname, '..', '..');
 /** Starts the real headless server (the built out/main/server.mjs) on a free loopback port. */
 export async function startStudioServer(
   dataDir?: string,
+  opts: { builtInModels?: boolean } = {},
 ): Promise<StudioServer & { stop(): Promise<void> }> {
   const dir = dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'ls-e2e-'));
+  // Journeys run on fixture models with known answers; the shipped model only where asked.
+  const resources = opts.builtInModels
+    ? path.join(repoRoot, 'resources')
+    : path.join(dir, 'no-resources');
   const child: ChildProcess = spawn(
     process.execPath,
     [path.join(repoRoot, 'out/main/server.mjs'), '--port', '0', '--data-dir', dir],
     {
       cwd: repoRoot,
       stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, LATENT_STUDIO_RESOURCES_DIR: resources },
     },
   );
   let output = '';

@@ -43,7 +43,10 @@ async function main(): Promise<void> {
     shell: 'headless',
     dataDir,
     version: appVersion,
-    resourcesDir: path.join(here, '..', '..', 'resources'),
+    // The built-in models live in resources/models; tests may point elsewhere.
+    resourcesDir: path.resolve(
+      process.env.LATENT_STUDIO_RESOURCES_DIR ?? path.join(here, '..', '..', 'resources'),
+    ),
     workerPath: path.join(here, 'engine-worker.mjs'),
   });
   const rendererDir = path.join(here, '..', 'renderer');
