@@ -208,7 +208,7 @@ describe('generating with the built-in model', () => {
   });
 
   it('keeps the picture in image-to-image at low strength (the VAE encoder round trip)', async () => {
-    const init = drawShape('square', 'purple', 'yellow', 30);
+    const init = drawShape('square', 'purple', 'yellow', 36); // a 'large' square, centred
     const result = await engine.generate({
       settings: settings({
         mode: 'img2img',
@@ -225,11 +225,12 @@ describe('generating with the built-in model', () => {
       shape: 'square',
       background: 'yellow',
     });
-    // Roughly where it was: the box of a 30 px square centred in 64 px.
+    // Where it was and about as big: the box of a 36 px square centred in 64 px.
     const [x, y, w, h] = m.bbox!;
     expect(Math.abs(x + w / 2 - 32)).toBeLessThan(4);
     expect(Math.abs(y + h / 2 - 32)).toBeLessThan(4);
-    expect(Math.abs(w - 30)).toBeLessThan(6);
+    expect(Math.abs(w - 36)).toBeLessThan(6);
+    expect(Math.abs(h - 36)).toBeLessThan(6);
   });
 });
 
