@@ -225,12 +225,13 @@ describe('generating with the built-in model', () => {
       shape: 'square',
       background: 'yellow',
     });
-    // Where it was and about as big: the box of a 36 px square centred in 64 px.
+    // Where it was and about as big: the box of a 36 px square centred in 64 px. Its sides may
+    // move by up to one latent cell (8 px: the model's latents are 8x8 for 64x64 pixels).
     const [x, y, w, h] = m.bbox!;
     expect(Math.abs(x + w / 2 - 32)).toBeLessThan(4);
     expect(Math.abs(y + h / 2 - 32)).toBeLessThan(4);
-    expect(Math.abs(w - 36)).toBeLessThan(6);
-    expect(Math.abs(h - 36)).toBeLessThan(6);
+    expect(Math.abs(w - 36)).toBeLessThanOrEqual(8);
+    expect(Math.abs(h - 36)).toBeLessThanOrEqual(8);
   });
 });
 
