@@ -217,7 +217,20 @@ def stage_unet(work: str) -> None:
     rng = np.random.RandomState(CONFIG["seed"] + 4)
     t0 = time.time()
     running = 0.0
-    for step in range(cfg["steps"]):
+    first = 0
+    resume = os.path.join(work, "unet-resume.pt")
+    if os.path.exists(resume):
+        # An interrupted run of the same config continues where its last snapshot left off,
+        # with the same random streams, so it ends with the same weights.
+        r = torch.load(resume)
+        if r["config"] == CONFIG:
+            for m, k in ((te, "te"), (unet, "unet"), (ema_te, "ema_te"), (ema_unet, "ema_unet"), (opt, "opt")):
+                m.load_state_dict(r[k])
+            rng.set_state(r["np_rng"])
+            torch.set_rng_state(r["torch_rng"])
+            first, running = r["step"], r["running"]
+            log(f"resuming at step {first}")
+    for step in range(first, cfg["steps"]):
         idx = rng.randint(0, len(lat), cfg["batch"])
         x0 = lat[idx]
         ids = captions_batch(attrs, idx, rng, tok)
@@ -243,10 +256,16 @@ def stage_unet(work: str) -> None:
         if step % 50 == 0 or step == cfg["steps"] - 1:
             el = time.time() - t0
             log(f"unet step {step} loss {running:.4f} lr {opt.param_groups[0]['lr']:.2e} {el:.0f}s "
-                f"(eta {el / (step + 1) * (cfg['steps'] - step - 1) / 60:.1f} min)")
-        if (step + 1) % 1000 == 0 and step + 1 < cfg["steps"]:
-            save_unet(work, ema_te, ema_unet, te, unet, data, step + 1)
+                f"(eta {el / (step - first + 1) * (cfg['steps'] - step - 1) / 60:.1f} min)")
+        if (step + 1) % 250 == 0 and step + 1 < cfg["steps"]:
+            torch.save({"step": step + 1, "running": running, "config": CONFIG, "te": te.state_dict(),
+                        "unet": unet.state_dict(), "ema_te": ema_te.state_dict(),
+                        "ema_unet": ema_unet.state_dict(), "opt": opt.state_dict(),
+                        "np_rng": rng.get_state(), "torch_rng": torch.get_rng_state()}, resume + ".tmp")
+            os.replace(resume + ".tmp", resume)
     save_unet(work, ema_te, ema_unet, te, unet, data, cfg["steps"])
+    if os.path.exists(resume):
+        os.remove(resume)
 
 
 def save_unet(work: str, te, unet, raw_te, raw_unet, data, steps: int) -> None:
