@@ -8,6 +8,7 @@ export const libraryMethodNames = [
   'removeModel',
   'countTokens',
   'uploadImage',
+  'getImage',
   'searchGallery',
   'getGeneration',
   'setFavorite',

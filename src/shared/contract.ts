@@ -8,6 +8,7 @@ import {
   GalleryQuery,
   GenerationDetail,
   Id,
+  ImageRef,
   ImageUpload,
   JobProgress,
   LibraryStatus,
@@ -47,6 +48,8 @@ export const studioMethods = {
 
   // Images given by the studio (init images, painted masks, imported PNGs)
   uploadImage: { input: ImageUpload, output: UploadedImage },
+  /** A library image or an upload by id, with its URL and size (to show it again). */
+  getImage: { input: z.object({ id: Id }).strict(), output: ImageRef },
 
   // The queue
   /** Queues a generation; `settings.model` is a model id; image fields are image ids. */

@@ -49,6 +49,8 @@ export type ImageUpload = z.infer<typeof ImageUpload>;
 
 export const UploadedImage = z.object({
   imageId: Id,
+  /** Relative URL the studio can put in <img src> (/media/uploads/<id>), on both transports. */
+  url: z.string(),
   width: z.number().int(),
   height: z.number().int(),
   /** For 'import': the generation settings read from the PNG (ours, A1111, ComfyUI, InvokeAI). */
@@ -60,6 +62,21 @@ export const UploadedImage = z.object({
     .nullable(),
 });
 export type UploadedImage = z.infer<typeof UploadedImage>;
+
+/**
+ * Any image a generation can name by id (`initImage`, `mask.image`): a library image or an
+ * upload. What the studio needs to show it again (reusing a generation, after a reload).
+ */
+export const ImageRef = z.object({
+  imageId: Id,
+  kind: z.enum(['image', 'upload']),
+  url: z.string(),
+  width: z.number().int(),
+  height: z.number().int(),
+  /** The generation a library image belongs to; null for uploads. */
+  generationId: Id.nullable(),
+});
+export type ImageRef = z.infer<typeof ImageRef>;
 
 // ---------------------------------------------------------------------------------------
 // Jobs (the durable queue)

@@ -16,6 +16,7 @@ import {
   type GalleryPage,
   type GenerationDetail,
   GenerationSettings,
+  type ImageRef,
   type LibraryStatus,
   type ModelEntry,
   StudioError,
@@ -181,6 +182,7 @@ export class Library {
       uploadImage: m((input: Parameters<LibraryMethods['uploadImage']>[0]) =>
         this.uploadImage(input),
       ),
+      getImage: m((input: { id: string }) => this.getImage(input.id)),
       searchGallery: m((input: Parameters<LibraryMethods['searchGallery']>[0]) =>
         this.searchGallery(input),
       ),
@@ -976,7 +978,44 @@ export class Library {
         ? { source: read.source, settings: read.settings }
         : { source: 'none', settings: {} };
     }
-    return { imageId, width, height, metadata };
+    return { imageId, url: `/media/uploads/${imageId}`, width, height, metadata };
+  }
+
+  /** A library image or an upload by id (ids only: the contract refuses anything else). */
+  getImage(id: string): ImageRef {
+    const image = this.#db
+      .prepare(
+        'SELECT file, width, height, generation_id FROM images WHERE id = ? AND deleted_at IS NULL',
+      )
+      .get(id) as
+      { file: string; width: number; height: number; generation_id: string } | undefined;
+    const upload = image
+      ? undefined
+      : (this.#db.prepare('SELECT file, width, height FROM uploads WHERE id = ?').get(id) as
+          { file: string; width: number; height: number } | undefined);
+    const row = image ?? upload;
+    if (!row || !existsFile(this.store.abs(row.file)))
+      throw new StudioError(
+        'not-found',
+        'That image is not in the library any more (deleted or missing).',
+      );
+    return image
+      ? {
+          imageId: id,
+          kind: 'image',
+          url: `/media/images/${id}`,
+          width: image.width,
+          height: image.height,
+          generationId: image.generation_id,
+        }
+      : {
+          imageId: id,
+          kind: 'upload',
+          url: `/media/uploads/${id}`,
+          width: row.width,
+          height: row.height,
+          generationId: null,
+        };
   }
 
   // -------------------------------------------------------------------------------------
