@@ -1,4 +1,4 @@
-import type { GalleryItem } from '../../shared';
+import type { GalleryItem, GenerationSettings, ImageRef, UploadedImage } from '../../shared';
 import { blobToBase64, clamp } from './format';
 import type { Studio } from './studio.svelte';
 
@@ -13,9 +13,34 @@ export interface CanvasImage {
 
 export type Tool = 'brush' | 'eraser';
 
+/** Settings read from an imported PNG's metadata (ours, A1111, ComfyUI, InvokeAI). */
+export interface ImportedSettings {
+  imageId: string;
+  name: string | null;
+  source: Exclude<NonNullable<UploadedImage['metadata']>['source'], 'none'>;
+  settings: Partial<GenerationSettings>;
+}
+
+export const metadataSourceLabels: Record<ImportedSettings['source'], string> = {
+  'latent-studio': 'Latent Studio',
+  a1111: 'AUTOMATIC1111',
+  comfyui: 'ComfyUI',
+  invokeai: 'InvokeAI',
+};
+
 /** Mask pixels are this colour on screen; only their alpha is the mask. */
 const maskColour = [255, 56, 96] as const;
 const historyLimit = 40;
+
+export function imageFromRef(ref: ImageRef): CanvasImage {
+  return {
+    imageId: ref.imageId,
+    url: ref.url,
+    width: ref.width,
+    height: ref.height,
+    generationId: ref.generationId,
+  };
+}
 
 export function imageFromItem(item: GalleryItem): CanvasImage {
   return {
@@ -54,13 +79,24 @@ export class Canvas {
   canUndo = $state(false);
   canRedo = $state(false);
   hasMask = $state(false);
+  /** Share of the image the mask covers, 0..1 (mean opacity: a soft edge counts in part). */
+  maskCoverage = $state(0);
   loading = $state(false);
+
+  /**
+   * The keyboard brush: where it is (image pixels; null until the keyboard moves it) and whether
+   * it paints while it moves ("pen down", toggled with P).
+   */
+  cursor = $state<{ x: number; y: number } | null>(null);
+  penDown = $state(false);
+
+  /** Settings found in the PNG last dropped, pasted or opened; null when none or dismissed. */
+  imported = $state.raw<ImportedSettings | null>(null);
 
   #mask: HTMLCanvasElement | null = null;
   #undo: ImageData[] = [];
   #redo: ImageData[] = [];
   #last: { x: number; y: number } | null = null;
-  #uploadedUrls: string[] = [];
 
   constructor(private readonly studio: Studio) {}
 
@@ -92,9 +128,16 @@ export class Canvas {
       this.#redo = [];
       this.#syncHistory();
       this.hasMask = false;
+      this.maskCoverage = 0;
       this.brushSize = clamp(Math.round(Math.min(image.width, image.height) / 8), 4, 256);
       this.fit();
     }
+    this.endKeyboardStroke();
+    if (this.cursor)
+      this.cursor = {
+        x: clamp(this.cursor.x, 0, image.width - 1),
+        y: clamp(this.cursor.y, 0, image.height - 1),
+      };
   }
 
   // ---- view ---------------------------------------------------------------------------------
@@ -191,7 +234,96 @@ export class Canvas {
     if (!this.#last) return;
     this.#last = null;
     this.#context().globalCompositeOperation = 'source-over';
-    this.hasMask = this.#maskHasPixels();
+    this.#measureMask();
+  }
+
+  // ---- painting from the keyboard -----------------------------------------------------------
+
+  /** How far an arrow key moves the brush, in image pixels (Shift: `big`). */
+  keyboardStep(big: boolean): number {
+    const side = this.image ? Math.min(this.image.width, this.image.height) : 64;
+    const small = Math.max(1, Math.round(side / 64));
+    return big ? small * 8 : small;
+  }
+
+  /** Shows the keyboard brush (at the image's centre the first time). */
+  showCursor(): void {
+    const img = this.image;
+    if (!img || this.cursor) return;
+    this.cursor = { x: Math.floor(img.width / 2), y: Math.floor(img.height / 2) };
+  }
+
+  /** Moves the keyboard brush by (dx, dy) image pixels, painting on the way when the pen is down. */
+  moveCursor(dx: number, dy: number): void {
+    const img = this.image;
+    if (!img) return;
+    this.showCursor();
+    const from = this.cursor!;
+    const to = {
+      x: clamp(from.x + dx, 0, img.width - 1),
+      y: clamp(from.y + dy, 0, img.height - 1),
+    };
+    this.cursor = to;
+    if (this.penDown) {
+      if (!this.stroking) this.strokeStart(from.x + 0.5, from.y + 0.5);
+      this.strokeTo(to.x + 0.5, to.y + 0.5);
+      // The end point itself, so a stroke reaches where the brush stopped.
+      this.#dabAtLast(to.x + 0.5, to.y + 0.5);
+      this.#measureMask();
+    }
+  }
+
+  #dabAtLast(x: number, y: number): void {
+    const ctx = this.#context();
+    this.#dab(ctx, x, y);
+    this.#last = { x, y };
+  }
+
+  /** One dab of the current tool at the keyboard brush (Enter or Space). */
+  stamp(): void {
+    if (!this.image) return;
+    this.showCursor();
+    const { x, y } = this.cursor!;
+    const wasDown = this.stroking;
+    if (wasDown) this.strokeEnd();
+    this.strokeStart(x + 0.5, y + 0.5);
+    this.strokeEnd();
+  }
+
+  /** P: paint while the brush moves (one undo step per pen-down), or lift the pen. */
+  togglePen(): void {
+    if (!this.image) return;
+    if (this.penDown) {
+      this.endKeyboardStroke();
+      return;
+    }
+    this.showCursor();
+    this.penDown = true;
+    const { x, y } = this.cursor!;
+    this.strokeStart(x + 0.5, y + 0.5);
+    this.#measureMask();
+  }
+
+  /** Lifts the keyboard pen (Escape, switching images or modes). */
+  endKeyboardStroke(): void {
+    if (!this.penDown) return;
+    this.penDown = false;
+    this.strokeEnd();
+  }
+
+  toggleTool(): void {
+    const stroking = this.penDown;
+    if (stroking) this.endKeyboardStroke();
+    this.tool = this.tool === 'brush' ? 'eraser' : 'brush';
+    if (stroking) this.togglePen();
+  }
+
+  /** What the keyboard brush is doing, in words (for the live region and the caption). */
+  describeBrush(): string {
+    const tool = this.tool === 'eraser' ? 'Eraser' : 'Brush';
+    const where = this.cursor ? ` at ${this.cursor.x}, ${this.cursor.y}` : '';
+    const pen = this.penDown ? (this.tool === 'eraser' ? ', erasing' : ', painting') : '';
+    return `${tool}${where}, ${this.brushSize} px${pen}. Mask covers ${formatCoverage(this.maskCoverage)} of the image.`;
   }
 
   get stroking(): boolean {
@@ -219,7 +351,7 @@ export class Canvas {
     to.push(ctx.getImageData(0, 0, width, height));
     ctx.putImageData(snapshot, 0, 0);
     this.#syncHistory();
-    this.hasMask = this.#maskHasPixels();
+    this.#measureMask();
   }
 
   undo(): void {
@@ -236,6 +368,7 @@ export class Canvas {
     this.#pushHistory(ctx);
     ctx.clearRect(0, 0, this.maskElement.width, this.maskElement.height);
     this.hasMask = false;
+    this.maskCoverage = 0;
   }
 
   invert(): void {
@@ -252,14 +385,48 @@ export class Canvas {
       px[i + 3] = 255 - px[i + 3];
     }
     ctx.putImageData(data, 0, 0);
-    this.hasMask = this.#maskHasPixels();
+    this.#measureMask();
   }
 
-  #maskHasPixels(): boolean {
+  #measureMask(): void {
     const { width, height } = this.maskElement;
     const px = this.#context().getImageData(0, 0, width, height).data;
-    for (let i = 3; i < px.length; i += 4) if (px[i] > 0) return true;
-    return false;
+    let sum = 0;
+    for (let i = 3; i < px.length; i += 4) sum += px[i];
+    this.hasMask = sum > 0;
+    this.maskCoverage = sum / (255 * width * height);
+  }
+
+  /**
+   * Puts a stored mask (greyscale, white = repaint, as exportMask writes it) on the mask layer,
+   * as one undoable step. The mask must have the image's size.
+   */
+  async loadMask(url: string): Promise<void> {
+    const img = new Image();
+    img.src = url;
+    await img.decode();
+    const { width, height } = this.maskElement;
+    if (img.naturalWidth !== width || img.naturalHeight !== height)
+      throw new Error(
+        `the mask is ${img.naturalWidth} × ${img.naturalHeight}, the image ${width} × ${height}`,
+      );
+    const scratch = document.createElement('canvas');
+    scratch.width = width;
+    scratch.height = height;
+    const sctx = scratch.getContext('2d', { willReadFrequently: true })!;
+    sctx.drawImage(img, 0, 0);
+    const grey = sctx.getImageData(0, 0, width, height);
+    const px = grey.data;
+    for (let i = 0; i < px.length; i += 4) {
+      px[i + 3] = px[i];
+      px[i] = maskColour[0];
+      px[i + 1] = maskColour[1];
+      px[i + 2] = maskColour[2];
+    }
+    const ctx = this.#context();
+    this.#pushHistory(ctx);
+    ctx.putImageData(grey, 0, 0);
+    this.#measureMask();
   }
 
   /** The mask as the engine reads it: a greyscale PNG, white = repaint. Base64, no prefix. */
@@ -286,7 +453,10 @@ export class Canvas {
 
   // ---- images in ----------------------------------------------------------------------------
 
-  /** Puts a dropped or pasted image file on the canvas (uploads it to the host first). */
+  /**
+   * Puts a dropped, pasted or opened image file on the canvas (uploads it to the host first).
+   * Settings found in its metadata are offered in Generate (`imported`).
+   */
   async importFile(file: Blob, name?: string): Promise<void> {
     const api = this.studio.api;
     if (!api) return;
@@ -297,13 +467,20 @@ export class Canvas {
     this.loading = true;
     try {
       const data = await blobToBase64(file);
-      const uploaded = await api.uploadImage({ data, purpose: 'init', name });
-      // Uploads are not gallery items and carry no URL: show the local copy.
-      const url = URL.createObjectURL(file);
-      this.#uploadedUrls.push(url);
+      const uploaded = await api.uploadImage({ data, purpose: 'import', name });
+      const found = uploaded.metadata;
+      this.imported =
+        found && found.source !== 'none' && Object.keys(found.settings).length
+          ? {
+              imageId: uploaded.imageId,
+              name: name ?? null,
+              source: found.source,
+              settings: found.settings,
+            }
+          : null;
       this.setImage({
         imageId: uploaded.imageId,
-        url,
+        url: uploaded.url,
         width: uploaded.width,
         height: uploaded.height,
         generationId: null,
@@ -319,4 +496,11 @@ export class Canvas {
       this.loading = false;
     }
   }
+}
+
+export function formatCoverage(share: number): string {
+  if (share <= 0) return '0%';
+  if (share < 0.001) return 'under 0.1%';
+  const pct = share * 100;
+  return `${pct < 10 ? pct.toFixed(1) : Math.round(pct)}%`;
 }

@@ -10,7 +10,7 @@ import type {
   SettingsPatch,
   StudioApi,
 } from '../../shared';
-import { Canvas, imageFromItem } from './canvas.svelte';
+import { Canvas, imageFromItem, imageFromRef, metadataSourceLabels } from './canvas.svelte';
 import { describeError } from './errors';
 import { Gallery } from './gallery.svelte';
 import { GenerateForm } from './generate.svelte';
@@ -181,28 +181,61 @@ export class Studio {
     this.view = 'generate';
   }
 
-  reuse(detail: GenerationDetail, item: GalleryItem, what: 'all' | 'seed'): void {
+  async reuse(detail: GenerationDetail, item: GalleryItem, what: 'all' | 'seed'): Promise<void> {
     if (what === 'seed') this.form.useSeed(item.seed);
     else {
       this.form.apply(detail.settings);
       this.form.useSeed(item.seed);
       if (detail.settings.mode === 'txt2img') this.form.mode = 'txt2img';
-      const source = detail.settings.initImage;
-      if (source && detail.settings.mode !== 'txt2img' && /^[A-Za-z0-9_-]+$/.test(source)) {
-        // The source is a library image; its size is the generation's (img2img keeps it).
-        this.canvas.setImage({
-          imageId: source,
-          url: `/media/images/${source}`,
-          width: detail.settings.width,
-          height: detail.settings.height,
-          generationId: detail.parentId,
-        });
-      }
     }
     this.view = 'generate';
     this.notices.push(
       'info',
       what === 'seed' ? `Seed ${item.seed} will be used.` : 'Settings loaded into Generate.',
+      undefined,
+      3000,
+    );
+    if (what === 'all' && detail.settings.mode !== 'txt2img')
+      await this.#restoreImages(detail.settings.initImage, detail.settings.mask?.image ?? null);
+  }
+
+  /**
+   * Puts a generation's source image (a library image or an upload) back on the canvas, and its
+   * painted mask on the mask layer. Ids only: paths (CLI generations) are not shown.
+   */
+  async #restoreImages(initImage: string | null, maskImage: string | null): Promise<void> {
+    const api = this.api;
+    const isId = (v: string | null): v is string => !!v && /^[A-Za-z0-9_-]{1,64}$/.test(v);
+    if (!api || !isId(initImage)) return;
+    try {
+      this.canvas.setImage(imageFromRef(await api.getImage({ id: initImage })));
+    } catch (err) {
+      this.notices.error(err, 'The source image could not be shown');
+      return;
+    }
+    if (!isId(maskImage)) return;
+    try {
+      const mask = await api.getImage({ id: maskImage });
+      await this.canvas.loadMask(mask.url);
+    } catch (err) {
+      this.notices.error(err, 'The painted mask could not be shown');
+    }
+  }
+
+  /** "Use these settings" for an imported PNG's metadata: fills Generate from it. */
+  useImportedSettings(): void {
+    const found = this.canvas.imported;
+    if (!found) return;
+    const { initImage: _init, mask: _mask, mode, ...settings } = found.settings;
+    this.form.apply(settings);
+    // The image was the result: make it again from the prompt unless it was made from an image.
+    this.form.mode = !mode || mode === 'txt2img' ? 'txt2img' : this.form.mode;
+    if (mode === 'txt2img' || !mode) this.form.hiresFix = !!settings.upscale;
+    this.canvas.imported = null;
+    this.view = 'generate';
+    this.notices.push(
+      'info',
+      `Settings from ${metadataSourceLabels[found.source]} loaded into Generate.`,
       undefined,
       3000,
     );
