@@ -129,6 +129,14 @@ export class GenerateForm {
     }
   }
 
+  /** Picks the first model that makes images when none (or one no longer listed) is chosen. */
+  ensureModel(): void {
+    if (this.model) return;
+    const first = this.studio.models.generators[0];
+    if (first) this.chooseModel(first.id);
+    else this.modelId = '';
+  }
+
   setSize(width: number, height: number): void {
     this.width = width;
     this.height = height;

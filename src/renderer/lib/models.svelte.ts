@@ -21,9 +21,15 @@ export class Models {
   }
 
   set(list: ModelEntry[]): void {
-    this.list = list;
+    this.#replace(list);
     this.loaded = true;
     this.problem = null;
+  }
+
+  /** A new list; Generate follows when its model went away or it had none (the first added). */
+  #replace(list: ModelEntry[]): void {
+    this.list = list;
+    this.studio.form.ensureModel();
   }
 
   async load(): Promise<void> {
@@ -42,7 +48,7 @@ export class Models {
     this.adding = true;
     try {
       const entry = await api.addModel({ path: path.trim() });
-      if (!this.list.some((m) => m.id === entry.id)) this.list = [...this.list, entry];
+      if (!this.list.some((m) => m.id === entry.id)) this.#replace([...this.list, entry]);
       this.studio.notices.push('info', `Added ${entry.name}.`);
       return entry;
     } catch (err) {
@@ -58,7 +64,7 @@ export class Models {
     if (!api) return;
     try {
       await api.removeModel({ id });
-      this.list = this.list.filter((m) => m.id !== id);
+      this.#replace(this.list.filter((m) => m.id !== id));
     } catch (err) {
       this.studio.notices.error(err, 'Could not remove the model');
     }

@@ -87,8 +87,7 @@ export class Studio {
     // The library and the queue may not be there (yet); each area shows its own problem.
     await Promise.all([this.models.load(), this.queue.load(), this.gallery.reload()]);
     this.#refreshLibraryStatus();
-    if (!this.form.modelId && this.models.generators.length)
-      this.form.chooseModel(this.models.generators[0].id);
+    this.form.ensureModel();
   }
 
   #refreshLibraryStatus(): void {
