@@ -181,8 +181,15 @@ export type GalleryQuery = z.infer<typeof GalleryQuery>;
 export const GalleryPage = z.object({
   items: z.array(GalleryItem),
   nextCursor: z.string().nullable(),
-  /** Total matches, for the scroll bar. */
+  /**
+   * Matches, for the scroll bar and the count shown. Exact when `totalExact`; otherwise a lower
+   * bound: searches by text or tag stop counting a few thousand matches past the page asked for
+   * (each match costs a lookup), so the first page of a huge search stays fast. Asking for a
+   * later page counts further. Filters on an image's own columns are always counted exactly.
+   */
   total: z.number().int(),
+  /** False when there are more matches than `total` (show it as "5,100+"). */
+  totalExact: z.boolean(),
 });
 export type GalleryPage = z.infer<typeof GalleryPage>;
 

@@ -432,6 +432,79 @@ describe('saving and the gallery', () => {
   });
 });
 
+describe('gallery totals', () => {
+  /** `n` more image rows like `imageId`'s (rows only: the gallery reads rows, not files). */
+  function cloneRows(l: Library, imageId: string, n: number) {
+    l.db
+      .prepare(
+        `WITH RECURSIVE k(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM k WHERE n < ?)
+         INSERT INTO images (id, generation_id, file, thumb, sha256, width, height, bytes, seed,
+           batch_index, prompt_id, model_id, sampler, mode, variant_key, created_at)
+         SELECT 'clone' || k.n, generation_id, 'images/clone/' || k.n || '.png', NULL, sha256,
+           width, height, bytes, seed + k.n, 0, prompt_id, model_id, sampler, mode, variant_key,
+           created_at - k.n
+         FROM images, k WHERE images.id = ?`,
+      )
+      .run(n, imageId);
+  }
+
+  it('huge text searches count a lower bound past the page; column filters count exactly', async () => {
+    const { library: l } = await openLibrary(dir());
+    const big = await saveOne(l, { prompt: 'a harbour at dawn', sampler: 'ddim' });
+    await saveOne(l, { prompt: 'a quiet meadow', sampler: 'euler' });
+    cloneRows(l, big.imageIds[0], 7999); // 8,000 harbours, 1 meadow
+
+    const first = l.searchGallery(q({ text: 'harbour', limit: 100 }));
+    expect(first).toMatchObject({ total: 5100, totalExact: false });
+    expect(first.items).toHaveLength(100);
+    // Later pages by offset count further; past the last match the count is exact.
+    expect(l.searchGallery(q({ text: 'harbour', limit: 100, offset: 5050 }))).toMatchObject({
+      total: 8000,
+      totalExact: true,
+    });
+    const deep = l.searchGallery(q({ text: 'harbour', limit: 100, offset: 2000 }));
+    expect(deep.total).toBeGreaterThanOrEqual(2000 + 100 + 100);
+    // Tag searches are bounded the same way; few matches are exact.
+    l.setTags(big.imageIds[0], ['boats']);
+    expect(l.searchGallery(q({ tag: 'boats' }))).toMatchObject({ total: 1, totalExact: true });
+    expect(l.searchGallery(q({ text: 'meadow' }))).toMatchObject({ total: 1, totalExact: true });
+    // No filter, or the image's own columns: exact however many.
+    expect(l.searchGallery(q({ limit: 10 }))).toMatchObject({ total: 8001, totalExact: true });
+    expect(l.searchGallery(q({ sampler: 'ddim', limit: 10 }))).toMatchObject({
+      total: 8000,
+      totalExact: true,
+    });
+    l.close();
+  });
+
+  it('cached totals follow saves, edits and deletes exactly', async () => {
+    const { library: l } = await openLibrary(dir());
+    for (let i = 0; i < 3; i++) await saveOne(l, { prompt: `lantern ${i}`, seed: i });
+    await saveOne(l, { prompt: 'a kite', seed: 9 });
+    const lanterns = () => l.searchGallery(q({ text: 'lantern', limit: 2 }));
+    const favorites = () => l.searchGallery(q({ favorite: true, limit: 2 }));
+    const everything = () => l.searchGallery(q({ limit: 2 }));
+    expect(lanterns().total).toBe(3);
+    expect(favorites().total).toBe(0);
+    expect(everything().total).toBe(4);
+    // Saves add to the totals they match, and only to those.
+    await saveOne(l, { prompt: 'lantern 4', seed: 4 }, { images: 2 });
+    await saveOne(l, { prompt: 'another kite', seed: 10 });
+    expect(lanterns().total).toBe(5);
+    expect(favorites().total).toBe(0);
+    expect(everything().total).toBe(7);
+    // An edit or a delete counts again.
+    const ids = lanterns().items.map((i) => i.imageId);
+    l.setFavorite(ids, true);
+    expect(favorites().total).toBe(2);
+    await l.deleteImages([ids[0]]);
+    expect(lanterns().total).toBe(4);
+    expect(favorites().total).toBe(1);
+    expect(everything().total).toBe(6);
+    l.close();
+  });
+});
+
 describe('uploads', () => {
   let library: Library;
   beforeAll(async () => {

@@ -1,7 +1,8 @@
 /**
  * Gallery search benchmark: a library of 100,000 generations (one image each), then timed
  * search pages for a mix of queries (text, filters, sorts, cursor pages). The target is a
- * page (with its total count) under 30 ms at p95.
+ * page (with its total count; a lower bound "N+" for huge text and tag searches) under 30 ms at
+ * p95.
  *
  *   node scripts/run-tool.mjs src/main/library/bench-library.ts [generations] [--keep]
  */
@@ -13,7 +14,7 @@ import { EventHub } from '../events';
 import type { HostContext } from '../services';
 import { SettingsStore } from '../settings-store';
 import { immediate } from './db';
-import { searchGallery } from './gallery';
+import { type CountCache, searchGallery } from './gallery';
 import { newId } from './ids';
 import { Library, variantKeyOf } from './service';
 
@@ -311,20 +312,21 @@ async function main(): Promise<void> {
   ];
   const rounds = 25;
   const allTimes: number[] = [];
+  const firstTimes: number[] = [];
   const rows: string[] = [];
   for (const [name, raw] of queries) {
     const times: number[] = [];
     const pageTimes: number[] = [];
-    let totalFound = 0;
+    let totalFound = '';
     for (let r = 0; r < rounds; r++) {
       const query = GalleryQuery.parse({ ...raw, limit: 100 });
       let t = performance.now();
       const first = searchGallery(db, query, new Map());
       times.push(performance.now() - t);
-      totalFound = first.total;
+      totalFound = `${first.total}${first.totalExact ? '' : '+'}`;
       if (first.nextCursor) {
         // Page 2 as the studio asks for it: the same filters, so the total is cached.
-        const cache = new Map<string, number>();
+        const cache: CountCache = new Map();
         searchGallery(db, query, cache);
         t = performance.now();
         searchGallery(db, { ...query, cursor: first.nextCursor }, cache);
@@ -333,9 +335,10 @@ async function main(): Promise<void> {
     }
     const all = [...times, ...pageTimes].sort((a, b) => a - b);
     allTimes.push(...all);
+    firstTimes.push(...times);
     times.sort((a, b) => a - b);
     rows.push(
-      `  ${name.padEnd(28)} ${String(totalFound).padStart(7)} matches   first page p50 ${percentile(times, 50).toFixed(1).padStart(5)} ms  p95 ${percentile(times, 95).toFixed(1).padStart(5)} ms` +
+      `  ${name.padEnd(28)} ${totalFound.padStart(7)} matches   first page p50 ${percentile(times, 50).toFixed(1).padStart(5)} ms  p95 ${percentile(times, 95).toFixed(1).padStart(5)} ms` +
         (pageTimes.length
           ? `   next page p95 ${percentile(
               pageTimes.sort((a, b) => a - b),
@@ -348,7 +351,11 @@ async function main(): Promise<void> {
   }
   console.log(rows.join('\n'));
   allTimes.sort((a, b) => a - b);
+  firstTimes.sort((a, b) => a - b);
   const p95 = percentile(allTimes, 95);
+  console.log(
+    `library bench: first pages (a new search, counted) p95 ${percentile(firstTimes, 95).toFixed(1)} ms, p50 ${percentile(firstTimes, 50).toFixed(1)} ms, max ${firstTimes[firstTimes.length - 1].toFixed(1)} ms over ${firstTimes.length}`,
+  );
   console.log(
     `library bench: search page p95 ${p95.toFixed(1)} ms, p50 ${percentile(allTimes, 50).toFixed(1)} ms, max ${allTimes[allTimes.length - 1].toFixed(1)} ms over ${allTimes.length} pages of 100 (target < ${targetMs} ms): ${p95 < targetMs ? 'PASS' : 'FAIL'}`,
   );

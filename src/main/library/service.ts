@@ -34,7 +34,14 @@ import {
   quickCheck,
 } from './db';
 import { FileStore, existsFile, isTempName } from './file-store';
-import { type ItemRow, itemSelect, searchGallery, toItems } from './gallery';
+import {
+  type CountCache,
+  type ItemRow,
+  countAdded,
+  itemSelect,
+  searchGallery,
+  toItems,
+} from './gallery';
 import { newId, newToken, sha256 } from './ids';
 import { type Migration, migrate, migrations as defaultMigrations } from './migrations';
 import { type ModelRow, TokenizerCache, inspectModel, toModelEntry, upsertModel } from './models';
@@ -146,7 +153,7 @@ export class Library {
   #db!: Db;
   #readOnly = false;
   #problem: string | null = null;
-  #countCache = new Map<string, number>();
+  #countCache: CountCache = new Map();
   #undo = new Map<string, UndoEntry[]>();
   #tokenizers = new TokenizerCache();
   #backupTimer: NodeJS.Timeout | null = null;
@@ -322,8 +329,24 @@ export class Library {
     this.context.events.emit('libraryStatus', this.getLibraryStatus());
   }
 
-  #changed(added: string[], updated: string[], removed: string[]): void {
-    this.#countCache.clear();
+  /**
+   * `countNew`: the added rows were committed in the same turn of the event loop (no search can
+   * have counted them yet), so they join the cached totals they match instead of every search
+   * being counted again: a gallery search stays cheap while the queue keeps saving.
+   */
+  #changed(
+    added: string[],
+    updated: string[],
+    removed: string[],
+    { countNew = false }: { countNew?: boolean } = {},
+  ): void {
+    if (countNew && updated.length === 0 && removed.length === 0)
+      try {
+        countAdded(this.#db, this.#countCache, added);
+      } catch {
+        this.#countCache.clear();
+      }
+    else this.#countCache.clear();
     // Disk use per model follows the images; the models view shows it.
     if (added.length || removed.length)
       this.context.events.emit('modelsChanged', this.listModels());
@@ -660,7 +683,7 @@ export class Library {
       throw this.#mapError(err, 'the image was not saved');
     }
     const imageIds = images.map((i) => i.id);
-    this.#changed(imageIds, [], []);
+    this.#changed(imageIds, [], [], { countNew: true });
     return { generationId, imageIds };
   }
 

@@ -65,7 +65,11 @@ export class Gallery {
     sort: 'newest',
   });
   items = $state.raw<GalleryItem[]>([]);
+  /** Matches; a lower bound while `totalExact` is false (huge text and tag searches). */
   total = $state(0);
+  totalExact = $state(true);
+  /** The count as the studio shows it: "1,234" or "5,200+". */
+  totalLabel = $derived(`${this.total.toLocaleString()}${this.totalExact ? '' : '+'}`);
   loading = $state(false);
   problem = $state<string | null>(null);
   /** Selected image ids (Ctrl/Cmd-click adds). */
@@ -154,13 +158,20 @@ export class Gallery {
     try {
       const page = await api.searchGallery({ ...this.query(), offset: p * pageSize });
       if (queryId !== this.#queryId) return;
-      const items = this.#fresh ? [] : this.items.slice();
+      const fresh = this.#fresh;
+      const items = fresh ? [] : this.items.slice();
       this.#fresh = false;
       page.items.forEach((item, i) => (items[p * pageSize + i] = item));
-      // A shorter result than before (images removed): drop what is past the end.
-      if (items.length > page.total) items.length = page.total;
+      if (page.totalExact) {
+        // A shorter result than before (images removed): drop what is past the end.
+        if (items.length > page.total) items.length = page.total;
+        this.total = page.total;
+      } else {
+        // A lower bound that grows as later pages are asked for (the grid grows with it).
+        this.total = fresh || this.totalExact ? page.total : Math.max(this.total, page.total);
+      }
+      this.totalExact = page.totalExact;
       this.items = items;
-      this.total = page.total;
       this.#pages.add(p);
       this.problem = null;
       this.selected = this.selected.filter((id) => items.some((i) => i?.imageId === id));
