@@ -213,7 +213,9 @@ def export(work: str, out: str, evaluation: dict | None = None) -> None:
 
 def write_card(out: str, about: dict) -> None:
     ev = about.get("evaluation")
-    figure = (f"{ev['both_percent']:.1f}% of {ev['images']} images from held-out prompts show the asked colour "
+    seeds = ev.get("seeds_per_prompt", 1) if ev else 1
+    prompts = f" ({ev['images'] // seeds} prompts, {seeds} seeds each)" if ev and seeds > 1 else ""
+    figure = (f"{ev['both_percent']:.1f}% of {ev['images']} images from held-out prompts{prompts} show the asked colour "
               f"and shape (colour {ev['color_percent']:.1f}%, shape {ev['shape_percent']:.1f}%; "
               f"{ev['sampler']}, {ev['steps']} steps, guidance {ev['guidance']}), measured from pixels "
               f"by tools/model/eval.ts through the studio's engine." if ev else
