@@ -174,8 +174,8 @@ export type CountCache = Map<string, CountEntry>;
 
 const maxCachedCounts = 50;
 /**
- * At most this many matches: fetched through a filter's index and sorted; more: the sort
- * order's index is walked, testing each row, which stops after one page.
+ * Pages of searches with more matches than this walk the sort order's index, testing each row,
+ * which stops after one page; fewer are fetched through a filter's index and sorted.
  */
 const smallSet = 1500;
 
@@ -253,22 +253,24 @@ export function searchGallery(db: Db, query: GalleryQuery, countCache: CountCach
   // A lower bound that does not reach a page past this one is counted further.
   if (counted && !counted.exact && counted.total < pageEnd + query.limit) counted = undefined;
   if (counted === undefined && bounded && !query.cursor) {
-    // A search with few matches in one pass: all of them (up to smallSet), their count, and this
-    // page of them sorted; counting first and then fetching would look every match up twice.
+    // One pass: the matches up to the cap, their count, and this page of them sorted. When there
+    // are more than the cap, the count is a lower bound and the page is walked for below.
+    const cap = pageEnd + countAhead;
     const found = db
       .prepare(
         `SELECT id, rating, created_at, count(*) OVER () AS n
          FROM (SELECT i.id, i.rating, i.created_at FROM images i WHERE ${filterSql} LIMIT ?) AS i
          ORDER BY ${sort.by} LIMIT ? OFFSET ?`,
       )
-      .all(...params, smallSet + 1, query.limit + 1, query.offset ?? 0) as Array<
+      .all(...params, cap + 1, query.limit + 1, query.offset ?? 0) as Array<
       PageKey & { n: number }
     >;
+    // Nothing at this offset: the matches end before it (or there are none).
     const n = found.length ? found[0].n : query.offset ? null : 0;
-    if (n !== null && n <= smallSet) {
+    if (n !== null && n <= cap) {
       counted = { filterSql, params, total: n, exact: true };
       keys = found.map(({ id, rating, created_at }) => ({ id, rating, created_at }));
-    }
+    } else if (n !== null) counted = { filterSql, params, total: cap, exact: false };
   }
   if (counted === undefined) {
     // The planner picks the whole table for counts; the narrow indexes are several times faster.
