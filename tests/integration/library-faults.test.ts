@@ -9,7 +9,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GalleryQuery, StudioError } from '../../src/shared';
 import { openDatabase, quickCheck } from '../../src/main/library/db';
-import { userVersion } from '../../src/main/library/migrations';
+import { schemaVersion, userVersion } from '../../src/main/library/migrations';
 import type { Library } from '../../src/main/library/service';
 import { openLibrary, saveOne, settingsOf, pngOf, tempDir } from './library-helpers';
 
@@ -295,7 +295,7 @@ describe('kill -9 of a child process', () => {
             }
           } else if (mode === 'migrate') {
             const db = openDatabase(dataDir + '/library.sqlite');
-            migrate(db, [...migrations, { version: 2, description: 'slow', up: (d) => {
+            migrate(db, [...migrations, { version: migrations[migrations.length - 1].version + 1, description: 'slow', up: (d) => {
               d.exec('ALTER TABLE images ADD COLUMN extra TEXT; CREATE TABLE big (x TEXT);');
               const ins = d.prepare('INSERT INTO big VALUES (?)');
               for (let i = 0; i < 200000; i++) ins.run('row ' + i + ' '.repeat(50));
@@ -388,7 +388,7 @@ describe('kill -9 of a child process', () => {
 
     const db = openDatabase(path.join(d, 'library.sqlite'));
     expect(quickCheck(db)).toBeNull();
-    expect(userVersion(db)).toBe(1);
+    expect(userVersion(db)).toBe(schemaVersion);
     expect(db.prepare("SELECT name FROM sqlite_master WHERE name = 'big'").get()).toBeUndefined();
     const cols = (db.prepare('PRAGMA table_info(images)').all() as Array<{ name: string }>).map(
       (c) => c.name,

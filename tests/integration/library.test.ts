@@ -16,6 +16,7 @@ import {
   type Migration,
   migrate,
   migrations,
+  schemaVersion,
   userVersion,
 } from '../../src/main/library/migrations';
 import {
@@ -64,8 +65,8 @@ describe('migrations', () => {
   it('creates the schema on a fresh file, and re-opening applies nothing', () => {
     const file = path.join(dir(), 'm.sqlite');
     const db = openDatabase(file);
-    expect(migrate(db)).toEqual([1]);
-    expect(userVersion(db)).toBe(1);
+    expect(migrate(db)).toEqual(migrations.map((m) => m.version));
+    expect(userVersion(db)).toBe(schemaVersion);
     const tables = (
       db.prepare("SELECT name FROM sqlite_master WHERE type IN ('table')").all() as Array<{
         name: string;
@@ -90,18 +91,39 @@ describe('migrations', () => {
     db.close();
     const again = openDatabase(file);
     expect(migrate(again)).toEqual([]);
-    expect(userVersion(again)).toBe(1);
+    expect(userVersion(again)).toBe(schemaVersion);
     again.close();
+  });
+
+  it('upgrades a version 1 library in place, keeping its rows', () => {
+    const file = path.join(dir(), 'm.sqlite');
+    const db = openDatabase(file);
+    expect(migrate(db, migrations.slice(0, 1))).toEqual([1]);
+    db.prepare(
+      `INSERT INTO jobs (id, state, settings, created_at, finished_at) VALUES ('j1', 'done', '{}', 1, 2)`,
+    ).run();
+    expect(migrate(db)).toEqual([2]);
+    expect(db.prepare('SELECT id FROM jobs').pluck().all()).toEqual(['j1']);
+    const plan = db
+      .prepare(
+        `EXPLAIN QUERY PLAN SELECT id FROM jobs INDEXED BY jobs_finished
+         WHERE state IN ('done', 'failed', 'cancelled') ORDER BY finished_at DESC LIMIT 5`,
+      )
+      .all() as Array<{ detail: string }>;
+    expect(plan.map((p) => p.detail).join(' ')).toMatch(/jobs_finished/);
+    expect(plan.map((p) => p.detail).join(' ')).not.toMatch(/TEMP B-TREE/);
+    db.close();
   });
 
   it('rolls a failing step back with its version bump', () => {
     const file = path.join(dir(), 'm.sqlite');
     const db = openDatabase(file);
     migrate(db);
+    const next = schemaVersion + 1;
     const failing: Migration[] = [
       ...migrations,
       {
-        version: 2,
+        version: next,
         description: 'fails halfway',
         up: (d) => {
           d.exec('CREATE TABLE half (x); INSERT INTO half VALUES (1);');
@@ -110,16 +132,16 @@ describe('migrations', () => {
       },
     ];
     expect(() => migrate(db, failing)).toThrow('boom');
-    expect(userVersion(db)).toBe(1);
+    expect(userVersion(db)).toBe(schemaVersion);
     expect(db.prepare("SELECT name FROM sqlite_master WHERE name = 'half'").get()).toBeUndefined();
-    // A good step 2 then applies.
+    // A good next step then applies.
     const good: Migration[] = [
       ...migrations,
-      { version: 2, description: 'ok', up: (d) => d.exec('CREATE TABLE half (x)') },
+      { version: next, description: 'ok', up: (d) => d.exec('CREATE TABLE half (x)') },
     ];
-    expect(migrate(db, good)).toEqual([2]);
-    expect(userVersion(db)).toBe(2);
-    // An app that only knows version 1 refuses the newer schema.
+    expect(migrate(db, good)).toEqual([next]);
+    expect(userVersion(db)).toBe(next);
+    // An app that does not know that step refuses the newer schema.
     expect(() => migrate(db)).toThrow(/newer Latent Studio/);
     db.close();
   });

@@ -21,7 +21,13 @@ import type { HostContext, JobMethods } from '../services';
 import { appVersion } from '../version';
 import { describeJobFailure, storageError } from './errors';
 import { previewDataUrl, readPixels } from './images';
-import { type JobRow, JobStore, parseSettings } from './store';
+import {
+  DEFAULT_RETENTION,
+  type JobRetention,
+  type JobRow,
+  JobStore,
+  parseSettings,
+} from './store';
 import type { JobLibrary, SaveImageInput } from './types';
 
 export interface JobServiceOptions {
@@ -33,6 +39,12 @@ export interface JobServiceOptions {
   previewEvery?: number;
   /** How long close() lets the engine finish its step in flight before terminating it. */
   closeGraceMs?: number;
+  /** Which finished jobs stay in the table (default DEFAULT_RETENTION: 500, 30 days). */
+  retention?: Partial<JobRetention>;
+  /** Retention runs at start, after jobs finish, and this often (ms; default 1 h; 0: not timed). */
+  pruneIntervalMs?: number;
+  /** Finished jobs deleted per transaction (default 200). */
+  pruneBatch?: number;
 }
 
 /** The job that is running now: what only lives in memory (no DB write per step). */
@@ -89,6 +101,8 @@ const engineFailureLimit = 3;
  * - The queue state lists the running job, the queued ones in order (position 0 runs next),
  *   then the 50 most recently finished, newest first. The job state 'paused' is not used:
  *   pausing is a flag of the whole queue.
+ * - Retention: finished jobs beyond the newest 500, or finished over 30 days ago, are deleted
+ *   (at start, after each finished job, hourly; in small transactions). Their images stay.
  * - Progress: jobProgress at most every 100 ms (the first denoise step and 'saving' at once, a
  *   held-back update by a trailing timer); `preview` is a PNG data URL when a new preview is
  *   ready, else null. Job.step/total live in memory; queueChanged carries them at most every
@@ -96,7 +110,7 @@ const engineFailureLimit = 3;
  */
 export class JobService {
   readonly methods: JobMethods;
-  readonly #options: Required<JobServiceOptions>;
+  readonly #options: Required<Omit<JobServiceOptions, 'retention'>> & { retention: JobRetention };
   #client: EngineClient | null = null;
   /** Failures in a row of the engine itself (not of one job's model or settings). */
   #engineFailures = 0;
@@ -104,6 +118,9 @@ export class JobService {
   #active: Promise<void> | null = null;
   #closing = false;
   #engineState: 'idle' | 'loading' | 'generating' = 'idle';
+  #pruning: Promise<number> | null = null;
+  #pruneAgain = false;
+  #pruneTimer: NodeJS.Timeout | null = null;
 
   constructor(
     readonly context: HostContext,
@@ -115,6 +132,9 @@ export class JobService {
       queueIntervalMs: options.queueIntervalMs ?? 1000,
       previewEvery: options.previewEvery ?? 4,
       closeGraceMs: options.closeGraceMs ?? 60_000,
+      retention: { ...DEFAULT_RETENTION, ...options.retention },
+      pruneIntervalMs: options.pruneIntervalMs ?? 3600_000,
+      pruneBatch: Math.max(1, options.pruneBatch ?? 200),
     };
     this.methods = {
       enqueue: (input) => this.enqueue(input.settings),
@@ -126,6 +146,10 @@ export class JobService {
       moveJob: (input) => this.move(input.id, input.position),
     };
     this.reload();
+    if (this.#options.pruneIntervalMs > 0) {
+      this.#pruneTimer = setInterval(() => void this.prune(), this.#options.pruneIntervalMs);
+      this.#pruneTimer.unref();
+    }
   }
 
   /**
@@ -149,7 +173,45 @@ export class JobService {
       if (this.#closing) return;
       this.#emitQueue();
       this.#kick();
+      void this.prune();
     });
+  }
+
+  /**
+   * Deletes the finished jobs past the retention: in transactions of pruneBatch rows with a turn
+   * of the event loop between them, so a large backlog never holds the database or the UI for
+   * long. Resolves with how many went (never rejects: a read-only library keeps its rows). Runs
+   * at start, after jobs finish and every pruneIntervalMs; a call while it runs asks the running
+   * one for another pass.
+   */
+  prune(): Promise<number> {
+    if (this.#pruning) {
+      this.#pruneAgain = true;
+      return this.#pruning;
+    }
+    const run = (async () => {
+      let deleted = 0;
+      do {
+        this.#pruneAgain = false;
+        for (;;) {
+          if (this.#closing) return deleted;
+          const r = this.#store.pruneFinished(this.#options.retention, this.#options.pruneBatch);
+          deleted += r.deleted;
+          if (!r.more) break;
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+      } while (this.#pruneAgain);
+      return deleted;
+    })()
+      .catch((err: unknown) => {
+        this.context.log(`Finished jobs could not be pruned: ${(err as Error).message}`);
+        return 0;
+      })
+      .finally(() => {
+        this.#pruning = null;
+      });
+    this.#pruning = run;
+    return run;
   }
 
   /** The library's database may be reopened (restore), so the store is made per use. */
@@ -211,6 +273,7 @@ export class JobService {
         storageError(err);
       }
       this.#emitQueue();
+      void this.prune();
     } else if (this.#current?.id === id) this.#cancelCurrent();
     return this.state();
   }
@@ -224,6 +287,7 @@ export class JobService {
     }
     if (this.#current) this.#cancelCurrent();
     this.#emitQueue();
+    void this.prune();
     return this.state();
   }
 
@@ -264,6 +328,7 @@ export class JobService {
    */
   async close(): Promise<void> {
     this.#closing = true;
+    if (this.#pruneTimer) clearInterval(this.#pruneTimer);
     const current = this.#current;
     if (current && !current.saving) {
       current.shutdown = true;
@@ -273,6 +338,7 @@ export class JobService {
     this.#client = null;
     await client?.close(this.#options.closeGraceMs);
     await this.#active;
+    await this.#pruning;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -481,6 +547,7 @@ export class JobService {
       if (cur.trailing) clearTimeout(cur.trailing);
       this.#current = null;
       this.#emitQueue();
+      void this.prune();
     }
   }
 

@@ -24,6 +24,25 @@ export const RECENT_FINISHED = 50;
 /** A job found running at start this many times is failed instead of retried. */
 export const MAX_ATTEMPTS = 3;
 
+/**
+ * How long finished jobs (done, failed, cancelled) stay in the `jobs` table. Queued and running
+ * jobs are always kept; what a finished job made stays in the library (its generation).
+ */
+export interface JobRetention {
+  /** The newest this many finished jobs are kept (at least RECENT_FINISHED). */
+  keepFinished: number;
+  /** Finished jobs older than this (ms since they finished) go. */
+  maxAgeMs: number;
+}
+
+export const DEFAULT_RETENTION: JobRetention = {
+  keepFinished: 500,
+  maxAgeMs: 30 * 24 * 3600_000,
+};
+
+/** The condition of the partial index jobs_finished (migration 2), which these queries use. */
+const finishedStates = "state IN ('done', 'failed', 'cancelled')";
+
 export interface RecoveredJobs {
   requeued: string[];
   /** Saved before the crash, not yet marked done. */
@@ -72,12 +91,57 @@ export class JobStore {
   }
 
   recentFinished(limit = RECENT_FINISHED): JobRow[] {
+    // A damaged library opened read-only may predate the index (migrations do not run on it).
+    const hasIndex = this.#db
+      .prepare("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'jobs_finished'")
+      .get();
     return this.#db
       .prepare(
-        `SELECT * FROM jobs WHERE state IN ('done', 'failed', 'cancelled')
+        `SELECT * FROM jobs ${hasIndex ? 'INDEXED BY jobs_finished' : ''} WHERE ${finishedStates}
          ORDER BY finished_at DESC, created_at DESC LIMIT ?`,
       )
       .all(limit) as JobRow[];
+  }
+
+  /**
+   * One small transaction of retention: deletes at most `batch` finished jobs that are past
+   * `retention` (beyond the newest keepFinished, or finished before maxAgeMs ago; a finished job
+   * without a finish time counts as old). Returns how many went, and whether more may be left.
+   */
+  pruneFinished(
+    retention: JobRetention,
+    batch: number,
+    now = Date.now(),
+  ): { deleted: number; more: boolean } {
+    const keep = Math.max(RECENT_FINISHED, Math.floor(retention.keepFinished));
+    return this.#transaction(() => {
+      const excess = this.#db
+        .prepare(
+          `SELECT id FROM jobs INDEXED BY jobs_finished WHERE ${finishedStates}
+           ORDER BY finished_at DESC, created_at DESC LIMIT ? OFFSET ?`,
+        )
+        .pluck()
+        .all(batch, keep) as string[];
+      const old =
+        excess.length < batch
+          ? (this.#db
+              .prepare(
+                `SELECT id FROM jobs INDEXED BY jobs_finished WHERE ${finishedStates}
+                 AND (finished_at IS NULL OR finished_at < ?) LIMIT ?`,
+              )
+              .pluck()
+              .all(now - retention.maxAgeMs, batch - excess.length) as string[])
+          : [];
+      const more = excess.length + old.length >= batch;
+      const ids = [...new Set([...excess, ...old])];
+      if (ids.length === 0) return { deleted: 0, more: false };
+      const deleted = this.#db
+        .prepare(
+          `DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?)) AND ${finishedStates}`,
+        )
+        .run(JSON.stringify(ids)).changes;
+      return { deleted, more };
+    });
   }
 
   /** Adds a queued job after every other one; returns its id. */

@@ -159,12 +159,19 @@ CREATE INDEX jobs_state_position ON jobs(state, position);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 `;
 
+// Finished jobs newest first (the queue's recent list) and oldest first (retention pruning).
+const v2 = `
+CREATE INDEX jobs_finished ON jobs(finished_at, created_at)
+  WHERE state IN ('done', 'failed', 'cancelled');
+`;
+
 export const migrations: readonly Migration[] = [
   {
     version: 1,
     description: 'models, prompts (+FTS5), generations, images, tags, uploads, jobs, meta',
     up: (db) => db.exec(v1),
   },
+  { version: 2, description: 'index of finished jobs', up: (db) => db.exec(v2) },
 ];
 
 export const schemaVersion = migrations[migrations.length - 1].version;
