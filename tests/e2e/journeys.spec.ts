@@ -1,4 +1,3 @@
-import type { Locator, Page } from '@playwright/test';
 import {
   type StudioServer,
   addFixtureModel,
@@ -9,60 +8,13 @@ import {
   screenshotPath,
   test,
 } from './fixtures';
+import { fillForm, generate, openStudio, setNumber, setSeed, view } from './helpers';
 
 // A person's journeys through the studio, against the real headless server and engine with
 // fixture models. The known-answer model makes 128x128 images of flat colour quadrants in about
 // a second; each journey leaves a screenshot under test-results/screenshots/.
 
 const size = 128;
-
-async function openStudio(page: Page, studio: StudioServer): Promise<void> {
-  await page.goto(studio.studioUrl);
-  await expect(page.getByTestId('connection')).toHaveText('Connected');
-}
-
-function view(page: Page, name: 'Generate' | 'Gallery' | 'Models' | 'Settings'): Promise<void> {
-  return page
-    .getByRole('navigation', { name: 'Views' })
-    .getByRole('button', { name, exact: true })
-    .click();
-}
-
-/** Number inputs commit on change (blur), as a person tabbing through the form does. */
-async function setNumber(field: Locator, value: number): Promise<void> {
-  await field.fill(String(value));
-  await field.press('Tab');
-}
-
-async function fillForm(
-  page: Page,
-  options: { prompt: string; seed?: number; steps?: number; width?: number; height?: number },
-): Promise<void> {
-  await page.getByLabel('Prompt', { exact: true }).fill(options.prompt);
-  await setNumber(page.getByLabel('Width', { exact: true }), options.width ?? size);
-  await setNumber(page.getByLabel('Height', { exact: true }), options.height ?? size);
-  await setNumber(page.getByLabel('Steps', { exact: true }), options.steps ?? 6);
-  if (options.seed !== undefined) await setSeed(page, options.seed);
-}
-
-async function setSeed(page: Page, seed: number): Promise<void> {
-  await page.getByLabel('Random seed').uncheck();
-  await setNumber(page.getByLabel('Seed', { exact: true }), seed);
-}
-
-const doneJobs = (page: Page) => page.locator('[data-testid="job"][data-state="done"]');
-
-/** Generates with Ctrl+Enter and waits until `done` jobs have finished in all. */
-async function generate(page: Page, done: number): Promise<string> {
-  await page.getByLabel('Prompt', { exact: true }).press('Control+Enter');
-  await expect(doneJobs(page)).toHaveCount(done, { timeout: 60_000 });
-  const image = page.getByTestId('canvas-image');
-  await expect(image).toBeVisible();
-  await expect
-    .poll(() => image.evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth))
-    .toBeGreaterThan(0);
-  return (await image.getAttribute('data-image-id'))!;
-}
 
 async function gallery(studio: StudioServer, text?: string) {
   return callApi<{
