@@ -196,3 +196,54 @@ test('paste a JPEG, run img2img from it, and reuse it after a reload', async ({
   await page.screenshot({ path: screenshotPath('import-paste-reused') });
   expect(consoleErrors).toEqual([]);
 });
+
+test('open a ComfyUI PNG with the file picker and use its settings', async ({ page, studio }) => {
+  await addFixtureModel(studio);
+  await openStudio(page, studio);
+  // The API-format graph ComfyUI's SaveImage writes in the `prompt` text chunk.
+  const graph = {
+    '3': {
+      class_type: 'KSampler',
+      inputs: {
+        cfg: 8,
+        denoise: 1,
+        latent_image: ['5', 0],
+        model: ['4', 0],
+        negative: ['7', 0],
+        positive: ['6', 0],
+        sampler_name: 'dpmpp_2m',
+        scheduler: 'karras',
+        seed: 8566257,
+        steps: 20,
+      },
+    },
+    '4': { class_type: 'CheckpointLoaderSimple', inputs: { ckpt_name: 'v1-5.safetensors' } },
+    '5': { class_type: 'EmptyLatentImage', inputs: { batch_size: 1, height: 512, width: 768 } },
+    '6': { class_type: 'CLIPTextEncode', inputs: { clip: ['4', 1], text: 'a tidal pool' } },
+    '7': { class_type: 'CLIPTextEncode', inputs: { clip: ['4', 1], text: 'bad hands' } },
+    '8': { class_type: 'VAEDecode', inputs: { samples: ['3', 0], vae: ['4', 2] } },
+    '9': { class_type: 'SaveImage', inputs: { filename_prefix: 'ComfyUI', images: ['8', 0] } },
+  };
+  const png = addPngTextChunks(await solidImage(48, 32, 'png', [10, 120, 60]), [
+    { keyword: 'prompt', text: JSON.stringify(graph) },
+  ]);
+  await page.getByLabel('Open an image file').setInputFiles({
+    name: 'ComfyUI_00001_.png',
+    mimeType: 'image/png',
+    buffer: Buffer.from(png),
+  });
+  const found = page.getByTestId('imported-settings');
+  await expect(found).toHaveAttribute('data-source', 'comfyui');
+  await expect(found).toContainText('ComfyUI_00001_.png');
+  await expect(found.getByTestId('imported-prompt')).toHaveText('a tidal pool');
+  expect(await canvasImageId(page)).toMatch(/^[A-Za-z0-9_-]+$/);
+  await found.getByRole('button', { name: 'Use these settings' }).click();
+  await expect(page.getByLabel('Prompt', { exact: true })).toHaveValue('a tidal pool');
+  await expect(page.getByLabel('Negative prompt', { exact: true })).toHaveValue('bad hands');
+  await expect(page.getByLabel('Seed', { exact: true })).toHaveValue('8566257');
+  await expect(page.getByLabel('Steps', { exact: true })).toHaveValue('20');
+  await expect(page.getByLabel('Guidance', { exact: true })).toHaveValue('8');
+  await expect(page.getByRole('combobox', { name: /^Sampler/ })).toHaveValue('dpmpp_2m_karras');
+  await expect(page.getByLabel('Width', { exact: true })).toHaveValue('768');
+  await expect(page.getByLabel('Height', { exact: true })).toHaveValue('512');
+});
