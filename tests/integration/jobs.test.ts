@@ -4,6 +4,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
@@ -558,6 +559,94 @@ describe('job queue through the host', () => {
     }
   });
 
+  /** The library's rows and files of `dir` as a killed host left them (read before a restart). */
+  function leftBehind(dir: string) {
+    const db = new Database(path.join(dir, 'library.sqlite'), { readonly: true });
+    try {
+      const one = (sql: string) => db.prepare(sql).pluck().get();
+      return {
+        images: one('SELECT count(*) FROM images'),
+        pending: one('SELECT count(*) FROM pending_saves'),
+        jobState: one('SELECT state FROM jobs'),
+        pngs: listFiles(path.join(dir, 'images')).filter((f) => f.endsWith('.png')).length,
+      };
+    } finally {
+      db.close();
+    }
+  }
+
+  /** One generation of the job's images, each a whole file of a row; nothing quarantined. */
+  async function expectOneGeneration(o: Opened, dir: string, job: string, images: number) {
+    const db = o.host.library.db;
+    const q = o.host.jobs.state();
+    expect(jobOf(q, job)).toMatchObject({ state: 'done', error: null });
+    expect(db.prepare('SELECT count(*) FROM generations').pluck().get()).toBe(1);
+    expect(db.prepare('SELECT id FROM generations').pluck().get()).toBe(jobOf(q, job).generationId);
+    expect(db.prepare('SELECT job_id FROM generations').pluck().get()).toBe(job);
+    const rows = db.prepare('SELECT file FROM images').pluck().all() as string[];
+    expect(rows).toHaveLength(images);
+    const files = listFiles(path.join(dir, 'images'));
+    expect(files.map((f) => path.relative(dir, f).split(path.sep).join('/')).sort()).toEqual(
+      [...rows].sort(),
+    );
+    for (const f of files) expect((await sharp(f).metadata()).format).toBe('png');
+    expect(fs.existsSync(path.join(dir, 'quarantine'))).toBe(false);
+    expect(db.prepare('SELECT count(*) FROM pending_saves').pluck().get()).toBe(0);
+  }
+
+  it('a SIGKILL after the images are written, before their rows: the next start finishes the save; the job is done, not run again', async () => {
+    const dir = path.join(tmp, 'crash-before-commit');
+    let o = await openHost(dir, { engine: false });
+    await addModels(o, { ka: ka.dir });
+    const job = await enq(o, { model: o.models.ka, batchSize: 2, prompt: 'kept once' });
+    await o.host.close();
+
+    // The child kills itself (SIGKILL) at the crash point: files written, rows not committed.
+    const child = await spawnHost(dir, 'before-commit');
+    await until('the child to be killed', () => child.process.signalCode !== null, 120_000);
+    expect(child.process.signalCode).toBe('SIGKILL');
+    expect(leftBehind(dir)).toEqual({ images: 0, pending: 1, jobState: 'running', pngs: 2 });
+
+    o = await openHost(dir);
+    try {
+      await expectOneGeneration(o, dir, job, 2);
+      expect(o.host.library.db.prepare('SELECT attempts FROM jobs').pluck().get()).toBe(1);
+      // Given time to start, the queue runs nothing: the job is not run a second time.
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(o.events.some((e) => e.name === 'jobProgress')).toBe(false);
+      const page = await o.host.service.searchGallery({
+        text: 'kept once',
+        sort: 'newest',
+        limit: 10,
+      });
+      expect(page).toMatchObject({ total: 2, totalExact: true });
+    } finally {
+      await o.host.close();
+    }
+  });
+
+  it('a SIGKILL between the image files of a save: the next start removes the part written and runs the job again, once', async () => {
+    const dir = path.join(tmp, 'crash-mid-save');
+    let o = await openHost(dir, { engine: false });
+    await addModels(o, { ka: ka.dir });
+    const job = await enq(o, { model: o.models.ka, batchSize: 2 });
+    await o.host.close();
+
+    const child = await spawnHost(dir, 'second-image');
+    await until('the child to be killed', () => child.process.signalCode !== null, 120_000);
+    expect(child.process.signalCode).toBe('SIGKILL');
+    expect(leftBehind(dir)).toEqual({ images: 0, pending: 1, jobState: 'running', pngs: 1 });
+
+    o = await openHost(dir);
+    try {
+      await settled(o, job);
+      await expectOneGeneration(o, dir, job, 2);
+      expect(o.host.library.db.prepare('SELECT attempts FROM jobs').pluck().get()).toBe(2);
+    } finally {
+      await o.host.close();
+    }
+  });
+
   it('enqueue over the headless transport: queueChanged and jobProgress arrive on the WebSocket', async () => {
     const dir = path.join(tmp, 'server');
     const o = await openHost(dir);
@@ -650,17 +739,24 @@ describe('job queue through the host', () => {
 
 const childSource = `
 import { StudioHost } from './src/main/api';
-const [dataDir, workerPath] = process.argv.slice(2);
+const [dataDir, workerPath, crash] = process.argv.slice(2);
 const host = new StudioHost({ shell: 'headless', dataDir, version: 'test', workerPath, log: () => {} });
+// Crash points: kill -9 of this process at an exact place of a save.
+if (crash === 'before-commit') host.library.beforeCommit = () => process.kill(process.pid, 'SIGKILL');
+let pngWrites = 0;
+if (crash === 'second-image')
+  host.library.store.beforeWrite = (target) => {
+    if (target.endsWith('.png') && ++pngWrites === 2) process.kill(process.pid, 'SIGKILL');
+  };
 host.events.subscribe((name, payload) => {
   if (name === 'jobProgress') process.stdout.write(JSON.stringify(payload) + '\\n');
 });
 setInterval(() => {}, 1000);
 `;
 
-async function spawnHost(dataDir: string) {
+async function spawnHost(dataDir: string, crash = '') {
   const outfile = await bundleSource(childSource, 'jobs-child');
-  const proc: ChildProcess = spawn(process.execPath, [outfile, dataDir, workerPath], {
+  const proc: ChildProcess = spawn(process.execPath, [outfile, dataDir, workerPath, crash], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const seen: JobProgress[] = [];

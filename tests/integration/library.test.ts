@@ -83,6 +83,7 @@ describe('migrations', () => {
       'meta',
       'uploads',
       'prompts_fts',
+      'pending_saves',
     ])
       expect(tables).toContain(t);
     expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
@@ -102,7 +103,7 @@ describe('migrations', () => {
     db.prepare(
       `INSERT INTO jobs (id, state, settings, created_at, finished_at) VALUES ('j1', 'done', '{}', 1, 2)`,
     ).run();
-    expect(migrate(db)).toEqual([2]);
+    expect(migrate(db)).toEqual([2, 3]);
     expect(db.prepare('SELECT id FROM jobs').pluck().all()).toEqual(['j1']);
     const plan = db
       .prepare(

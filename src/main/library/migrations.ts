@@ -165,6 +165,19 @@ CREATE INDEX jobs_finished ON jobs(finished_at, created_at)
   WHERE state IN ('done', 'failed', 'cancelled');
 `;
 
+// A save in flight: recorded (with the files it is about to write and their hashes) before the
+// first file is written, removed in the transaction that adds the generation's rows. At start,
+// a save a crash cut short is finished from it when all its files are whole, else its files are
+// removed; either way its files are never re-imported as a second generation.
+const v3 = `
+CREATE TABLE pending_saves (
+  generation_id TEXT PRIMARY KEY,
+  job_id TEXT,
+  record TEXT NOT NULL,
+  created_at INTEGER NOT NULL
+);
+`;
+
 export const migrations: readonly Migration[] = [
   {
     version: 1,
@@ -172,6 +185,7 @@ export const migrations: readonly Migration[] = [
     up: (db) => db.exec(v1),
   },
   { version: 2, description: 'index of finished jobs', up: (db) => db.exec(v2) },
+  { version: 3, description: 'saves in flight (pending_saves)', up: (db) => db.exec(v3) },
 ];
 
 export const schemaVersion = migrations[migrations.length - 1].version;

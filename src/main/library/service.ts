@@ -159,6 +159,11 @@ export class Library {
   #backupTimer: NodeJS.Timeout | null = null;
   #backupRunning: Promise<unknown> | null = null;
   #closed = false;
+  /**
+   * Test hook: called when a save's files are all written, before its rows are committed (a
+   * kill -9 test stops the process here).
+   */
+  beforeCommit: ((generationId: string) => void) | null = null;
   readonly #options: Required<Omit<LibraryOptions, 'migrations'>> & {
     migrations: readonly Migration[];
   };
@@ -251,6 +256,12 @@ export class Library {
       // Keeps the planner's statistics fresh (cheap: it analyzes only what needs it).
       db.pragma('optimize=0x10002');
       this.#db = db;
+      try {
+        this.#finishPendingSaves();
+      } catch (err) {
+        // Left recorded for the next start; the reconciler leaves those files alone meanwhile.
+        this.context.log(`library: a save cut short could not be finished: ${String(err)}`);
+      }
     } catch (err) {
       try {
         db?.close();
@@ -382,6 +393,65 @@ export class Library {
     }
   }
 
+  /**
+   * Saves a crash cut short (pending_saves, migration 3). When every image file is there, whole
+   * (its recorded hash), the save is finished with the ids it was given, so the job that made it
+   * is marked done at its recovery and never runs again; otherwise the files it wrote are removed
+   * and its job runs again. Synchronous, at open: before the job queue recovers its jobs and
+   * before the reconciler looks for files without rows.
+   */
+  #finishPendingSaves(): void {
+    const db = this.#db;
+    const rows = db.prepare('SELECT generation_id, record FROM pending_saves').all() as Array<{
+      generation_id: string;
+      record: string;
+    }>;
+    for (const row of rows) {
+      let pending: PendingSave | null = null;
+      try {
+        const parsed = JSON.parse(row.record) as PendingSave;
+        pending = { ...parsed, settings: GenerationSettings.parse(parsed.settings) };
+      } catch {
+        pending = null;
+      }
+      const whole =
+        pending !== null &&
+        pending.images.length > 0 &&
+        pending.images.every((i) => this.#hashOf(i.file) === i.sha256);
+      const done = db.prepare('SELECT 1 FROM generations WHERE id = ?').get(row.generation_id);
+      immediate(db, () => {
+        if (whole && !done) this.#insertGeneration(pending!);
+        db.prepare('DELETE FROM pending_saves WHERE generation_id = ?').run(row.generation_id);
+      });
+      if (whole) {
+        this.context.log(
+          `library: finished the save of generation ${row.generation_id} that the app was stopped in${pending!.jobId ? ` (job ${pending!.jobId})` : ''}`,
+        );
+        continue;
+      }
+      for (const i of pending?.images ?? [])
+        for (const f of [i.file, i.thumb])
+          if (f)
+            try {
+              fs.rmSync(this.store.abs(f), { force: true });
+            } catch {
+              // a path outside the library, or not removable: the reconciler deals with it
+            }
+      this.context.log(
+        `library: removed the incomplete save of generation ${row.generation_id}${pending?.jobId ? `; job ${pending.jobId} runs again` : ''}`,
+      );
+    }
+  }
+
+  /** SHA-256 of a library file (relative path), or null when it cannot be read. */
+  #hashOf(rel: string): string | null {
+    try {
+      return sha256(fs.readFileSync(this.store.abs(rel)));
+    } catch {
+      return null;
+    }
+  }
+
   /** Deletes of an earlier session: finish moving their files to the trash, drop the rows. */
   async #purgeDeleted(): Promise<void> {
     const rows = this.#db
@@ -444,6 +514,16 @@ export class Library {
       deleted_at: number | null;
     }>;
     const rowFiles = new Set<string>();
+    // Files of a save in flight (its rows are about to be committed) are not orphans.
+    for (const p of this.#db.prepare('SELECT record FROM pending_saves').pluck().all() as string[])
+      try {
+        for (const i of (JSON.parse(p) as PendingSave).images) {
+          rowFiles.add(i.file);
+          if (i.thumb) rowFiles.add(i.thumb);
+        }
+      } catch {
+        // a damaged record: its files are dealt with at the next start
+      }
     const missingNow: string[] = [];
     const foundAgain: string[] = [];
     const needThumbs: Array<{ id: string; file: string; thumb: string }> = [];
@@ -633,55 +713,88 @@ export class Library {
     const created = Date.now();
     const generationId = newId(created);
     const written: string[] = [];
-    const images: ImageRecord[] = [];
+    let recorded = false;
+    const db = this.#db;
+    let pending: PendingSave;
     try {
+      // Everything to write, in memory first: each PNG with our metadata and its thumbnail.
+      const prepared: Array<{ record: ImageRecord; png: Uint8Array; thumb: Uint8Array | null }> =
+        [];
       for (const image of input.images) {
         if (!isPng(image.png))
           throw new StudioError('invalid-argument', 'An image to save must be a PNG.');
         const id = newId(created);
         const { file, thumb } = this.store.imagePaths(id, created);
         const png = this.#withMetadata(image.png, settings);
-        await this.store.writeAtomic(this.store.abs(file), png);
-        written.push(this.store.abs(file));
-        let thumbRel: string | null = thumb;
-        try {
-          const t = await this.store.makeThumb(png);
-          await this.store.writeAtomic(this.store.abs(thumb), t);
-          written.push(this.store.abs(thumb));
-        } catch (err) {
-          if (isDiskFull(err)) throw err;
-          thumbRel = null;
-        }
-        images.push({
-          id,
-          file,
-          thumb: thumbRel,
-          sha256: sha256(png),
-          width: image.width,
-          height: image.height,
-          bytes: png.length,
-          seed: image.seed,
-          batchIndex: image.batchIndex,
+        const thumbData = await this.store.makeThumb(png).catch(() => null);
+        prepared.push({
+          png,
+          thumb: thumbData,
+          record: {
+            id,
+            file,
+            thumb: thumbData ? thumb : null,
+            sha256: sha256(png),
+            width: image.width,
+            height: image.height,
+            bytes: png.length,
+            seed: image.seed,
+            batchIndex: image.batchIndex,
+          },
         });
       }
-      immediate(this.#db, () =>
-        this.#insertGeneration({
-          generationId,
-          settings,
-          family: input.family,
-          provider: input.provider,
-          fallbackReason: input.fallbackReason,
-          timings: input.timings,
-          parentId: input.parentId ?? null,
-          jobId: input.jobId ?? null,
-          created,
-          images,
-        }),
+      pending = {
+        generationId,
+        settings,
+        family: input.family,
+        provider: input.provider,
+        fallbackReason: input.fallbackReason,
+        timings: input.timings,
+        parentId: input.parentId ?? null,
+        jobId: input.jobId ?? null,
+        created,
+        images: prepared.map((p) => p.record),
+      };
+      // The save is on record before its first file exists: a crash from here on is finished or
+      // undone at the next start (#finishPendingSaves), never re-imported as a second generation.
+      immediate(db, () =>
+        db
+          .prepare(
+            'INSERT INTO pending_saves (generation_id, job_id, record, created_at) VALUES (?, ?, ?, ?)',
+          )
+          .run(generationId, pending.jobId, JSON.stringify(pending), created),
       );
+      recorded = true;
+      for (const { record, png, thumb } of prepared) {
+        await this.store.writeAtomic(this.store.abs(record.file), png);
+        written.push(this.store.abs(record.file));
+        if (!thumb || !record.thumb) continue;
+        try {
+          await this.store.writeAtomic(this.store.abs(record.thumb), thumb);
+          written.push(this.store.abs(record.thumb));
+        } catch (err) {
+          if (isDiskFull(err)) throw err;
+          record.thumb = null;
+        }
+      }
+      this.beforeCommit?.(generationId);
+      immediate(db, () => {
+        this.#insertGeneration(pending);
+        db.prepare('DELETE FROM pending_saves WHERE generation_id = ?').run(generationId);
+      });
     } catch (err) {
       for (const f of written.reverse()) await fsp.rm(f, { force: true }).catch(() => {});
+      if (recorded)
+        try {
+          immediate(db, () =>
+            db.prepare('DELETE FROM pending_saves WHERE generation_id = ?').run(generationId),
+          );
+        } catch {
+          // left for the next start, which finds its files gone and drops it
+        }
       throw this.#mapError(err, 'the image was not saved');
     }
+    const images = pending.images;
     const imageIds = images.map((i) => i.id);
     this.#changed(imageIds, [], [], { countNew: true });
     return { generationId, imageIds };
@@ -689,8 +802,9 @@ export class Library {
 
   /**
    * Adds our text chunks to a PNG that does not carry them yet, unless the user turned PNG
-   * metadata off (then the file stays as given; the database still holds every setting, but a
-   * crash between file and row leaves an orphan that can only be quarantined, not re-imported).
+   * metadata off (then the file stays as given; the database still holds every setting, and a
+   * crash between file and row is finished from pending_saves; only a restored backup that
+   * predates the image leaves a file that can be quarantined, not re-imported).
    */
   #withMetadata(png: Uint8Array, settings: GenerationSettings): Uint8Array {
     try {
@@ -1399,6 +1513,20 @@ export class Library {
       // closing twice or after a failure
     }
   }
+}
+
+/** A save in flight, as pending_saves records it: what #insertGeneration needs. */
+interface PendingSave {
+  generationId: string;
+  settings: GenerationSettings;
+  family: string | null;
+  provider: string | null;
+  fallbackReason: string | null;
+  timings: Record<string, number>;
+  parentId: string | null;
+  jobId: string | null;
+  created: number;
+  images: ImageRecord[];
 }
 
 interface ImageRecord {
