@@ -183,12 +183,12 @@ export const GalleryPage = z.object({
   nextCursor: z.string().nullable(),
   /**
    * Matches, for the scroll bar and the count shown. Exact when `totalExact`; otherwise a lower
-   * bound: searches by text or tag stop counting a few thousand matches past the page asked for
+   * bound: searches by text or tag stop counting 2,000 matches past the page asked for
    * (each match costs a lookup), so the first page of a huge search stays fast. Asking for a
    * later page counts further. Filters on an image's own columns are always counted exactly.
    */
   total: z.number().int(),
-  /** False when there are more matches than `total` (show it as "5,100+"). */
+  /** False when there are more matches than `total` (show it as "2,200+"). */
   totalExact: z.boolean(),
 });
 export type GalleryPage = z.infer<typeof GalleryPage>;

@@ -11,7 +11,7 @@ import {
   StudioError,
 } from '../../src/shared';
 import { openDatabase } from '../../src/main/library/db';
-import { ftsQuery } from '../../src/main/library/gallery';
+import { countAhead, ftsQuery } from '../../src/main/library/gallery';
 import {
   type Migration,
   migrate,
@@ -478,10 +478,11 @@ describe('gallery totals', () => {
     cloneRows(l, big.imageIds[0], 7999); // 8,000 harbours, 1 meadow
 
     const first = l.searchGallery(q({ text: 'harbour', limit: 100 }));
-    expect(first).toMatchObject({ total: 5100, totalExact: false });
+    expect(countAhead).toBeLessThan(7000);
+    expect(first).toMatchObject({ total: 100 + countAhead, totalExact: false });
     expect(first.items).toHaveLength(100);
     // Later pages by offset count further; past the last match the count is exact.
-    expect(l.searchGallery(q({ text: 'harbour', limit: 100, offset: 5050 }))).toMatchObject({
+    expect(l.searchGallery(q({ text: 'harbour', limit: 100, offset: 7000 }))).toMatchObject({
       total: 8000,
       totalExact: true,
     });

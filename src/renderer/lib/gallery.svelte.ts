@@ -68,7 +68,7 @@ export class Gallery {
   /** Matches; a lower bound while `totalExact` is false (huge text and tag searches). */
   total = $state(0);
   totalExact = $state(true);
-  /** The count as the studio shows it: "1,234" or "5,200+". */
+  /** The count as the studio shows it: "1,234" or "2,200+". */
   totalLabel = $derived(`${this.total.toLocaleString()}${this.totalExact ? '' : '+'}`);
   loading = $state(false);
   problem = $state<string | null>(null);
