@@ -271,6 +271,66 @@ describe('a full disk during a save', () => {
   });
 });
 
+describe('a save cut short between its files and its rows', () => {
+  /**
+   * The data folder exactly as a crash at the commit point leaves it: copied (database, WAL and
+   * files) from inside the test hook, where no transaction is open and every file is written.
+   */
+  async function crashedCopy(images: number): Promise<{ d: string; generationId: string }> {
+    const live = dir();
+    const { library } = await openLibrary(live);
+    const d = dir();
+    let generationId = '';
+    library.beforeCommit = (id) => {
+      generationId = id;
+      fs.cpSync(live, d, { recursive: true });
+    };
+    await saveOne(library, { prompt: 'cut short' }, { images });
+    library.close();
+    fs.rmSync(path.join(d, 'backups'), { recursive: true, force: true });
+    return { d, generationId };
+  }
+
+  it('whole files: the next start finishes it under its own id, once', async () => {
+    const { d, generationId } = await crashedCopy(2);
+    const before = openDatabase(path.join(d, 'library.sqlite'));
+    expect(before.prepare('SELECT count(*) FROM images').pluck().get()).toBe(0);
+    expect(before.prepare('SELECT generation_id FROM pending_saves').pluck().all()).toEqual([
+      generationId,
+    ]);
+    before.close();
+    const { library } = await openLibrary(d);
+    const page = all(library);
+    expect(page.items.map((i) => [i.generationId, i.prompt])).toEqual([
+      [generationId, 'cut short'],
+      [generationId, 'cut short'],
+    ]);
+    expect(library.db.prepare('SELECT count(*) FROM pending_saves').pluck().get()).toBe(0);
+    expect(await expectConsistent(d, library)).toBe(2);
+    library.close();
+    // And once only: a second start changes nothing.
+    const again = await openLibrary(d);
+    expect(all(again.library).total).toBe(2);
+    again.library.close();
+  });
+
+  it('a torn file: the next start removes the save, and nothing is re-imported', async () => {
+    const { d } = await crashedCopy(2);
+    const pngs = (fs.readdirSync(path.join(d, 'images'), { recursive: true }) as string[])
+      .filter((f) => f.endsWith('.png'))
+      .map((f) => path.join(d, 'images', f));
+    expect(pngs).toHaveLength(2);
+    const data = fs.readFileSync(pngs[1]);
+    fs.writeFileSync(pngs[1], data.subarray(0, data.length >> 1));
+    const { library } = await openLibrary(d);
+    expect(all(library).total).toBe(0);
+    expect(library.db.prepare('SELECT count(*) FROM generations').pluck().get()).toBe(0);
+    expect(library.db.prepare('SELECT count(*) FROM pending_saves').pluck().get()).toBe(0);
+    expect(await expectConsistent(d, library)).toBe(0);
+    library.close();
+  });
+});
+
 describe('kill -9 of a child process', () => {
   let childScript: string;
 

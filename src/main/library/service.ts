@@ -259,8 +259,7 @@ export class Library {
       try {
         this.#finishPendingSaves();
       } catch (err) {
-        // Left recorded for the next start; the reconciler leaves those files alone meanwhile.
-        this.context.log(`library: a save cut short could not be finished: ${String(err)}`);
+        this.context.log(`library: saves cut short could not be read: ${String(err)}`);
       }
     } catch (err) {
       try {
@@ -406,41 +405,57 @@ export class Library {
       generation_id: string;
       record: string;
     }>;
-    for (const row of rows) {
-      let pending: PendingSave | null = null;
+    for (const row of rows)
       try {
-        const parsed = JSON.parse(row.record) as PendingSave;
-        pending = { ...parsed, settings: GenerationSettings.parse(parsed.settings) };
-      } catch {
-        pending = null;
-      }
-      const whole =
-        pending !== null &&
-        pending.images.length > 0 &&
-        pending.images.every((i) => this.#hashOf(i.file) === i.sha256);
-      const done = db.prepare('SELECT 1 FROM generations WHERE id = ?').get(row.generation_id);
-      immediate(db, () => {
-        if (whole && !done) this.#insertGeneration(pending!);
-        db.prepare('DELETE FROM pending_saves WHERE generation_id = ?').run(row.generation_id);
-      });
-      if (whole) {
+        this.#finishPendingSave(row.generation_id, row.record);
+      } catch (err) {
+        // Left recorded for the next start; the reconciler leaves its files alone meanwhile.
         this.context.log(
-          `library: finished the save of generation ${row.generation_id} that the app was stopped in${pending!.jobId ? ` (job ${pending!.jobId})` : ''}`,
+          `library: the save of generation ${row.generation_id} cut short could not be finished: ${String(err)}`,
         );
-        continue;
       }
-      for (const i of pending?.images ?? [])
-        for (const f of [i.file, i.thumb])
-          if (f)
-            try {
-              fs.rmSync(this.store.abs(f), { force: true });
-            } catch {
-              // a path outside the library, or not removable: the reconciler deals with it
-            }
-      this.context.log(
-        `library: removed the incomplete save of generation ${row.generation_id}${pending?.jobId ? `; job ${pending.jobId} runs again` : ''}`,
-      );
+  }
+
+  #finishPendingSave(generationId: string, record: string): void {
+    const db = this.#db;
+    let pending: PendingSave | null;
+    try {
+      const parsed = JSON.parse(record) as PendingSave;
+      pending = { ...parsed, settings: GenerationSettings.parse(parsed.settings) };
+    } catch {
+      pending = null;
     }
+    const whole =
+      pending !== null &&
+      pending.images.length > 0 &&
+      pending.images.every((i) => this.#hashOf(i.file) === i.sha256);
+    if (pending && whole) {
+      const saved = pending;
+      immediate(db, () => {
+        if (!db.prepare('SELECT 1 FROM generations WHERE id = ?').get(generationId))
+          this.#insertGeneration(saved);
+        db.prepare('DELETE FROM pending_saves WHERE generation_id = ?').run(generationId);
+      });
+      this.context.log(
+        `library: finished the save of generation ${generationId} that the app was stopped in${saved.jobId ? ` (job ${saved.jobId})` : ''}`,
+      );
+      return;
+    }
+    // Files first, then the record: a crash in between leaves the record to finish this.
+    for (const i of pending?.images ?? [])
+      for (const f of [i.file, i.thumb])
+        if (f)
+          try {
+            fs.rmSync(this.store.abs(f), { force: true });
+          } catch {
+            // a path outside the library: never ours to remove
+          }
+    immediate(db, () =>
+      db.prepare('DELETE FROM pending_saves WHERE generation_id = ?').run(generationId),
+    );
+    this.context.log(
+      `library: removed the incomplete save of generation ${generationId}${pending?.jobId ? `; job ${pending.jobId} runs again` : ''}`,
+    );
   }
 
   /** SHA-256 of a library file (relative path), or null when it cannot be read. */
