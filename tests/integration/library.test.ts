@@ -827,5 +827,29 @@ describe('models', () => {
     expect(library.getGeneration(saved.generationId).modelName).toBe(added.name);
     throwsWith(() => library.removeModel(added.id), 'not-found');
     library.close();
+
+    // An update of the app ships new weights and a new model card for the same folder: the next
+    // start sees both (same row, same id); a start with nothing new writes nothing.
+    const other = await fixtureModel('sd15', { unet: 'known-answer' });
+    fs.copyFileSync(
+      path.join(other, 'unet', 'model.onnx'),
+      path.join(builtInDir, 'unet', 'model.onnx'),
+    );
+    fs.writeFileSync(path.join(builtInDir, 'README.md'), '# Tiny SD\n\nVersion two of it.\n');
+    const again = await openLibrary(dataDir, { resourcesDir });
+    const [updated] = again.library.listModels();
+    expect(updated).toMatchObject({ id: models[0].id, description: 'Version two of it.' });
+    expect(updated.bytes).not.toBe(models[0].bytes);
+    const rehashed = JSON.parse(
+      (again.library.db.prepare('SELECT file_hashes FROM models').get() as { file_hashes: string })
+        .file_hashes,
+    ) as Record<string, string>;
+    expect(rehashed['unet/model.onnx']).not.toBe(hashes['unet/model.onnx']);
+    expect(again.context.emitted.some((e) => e.event === 'modelsChanged')).toBe(true);
+    again.library.close();
+    const third = await openLibrary(dataDir, { resourcesDir });
+    expect(third.library.listModels()[0]).toMatchObject({ description: 'Version two of it.' });
+    expect(third.context.emitted.some((e) => e.event === 'modelsChanged')).toBe(false);
+    third.library.close();
   });
 });

@@ -679,13 +679,22 @@ export class Library {
       for (const e of await fsp.readdir(root, { withFileTypes: true }).catch(() => []))
         if (e.isDirectory() && !e.name.startsWith('.')) dirs.push(path.join(root, e.name));
     }
-    const known = this.#db.prepare('SELECT id, path, status, built_in FROM models').all() as Array<
-      Pick<ModelRow, 'id' | 'path' | 'status' | 'built_in'>
+    const known = this.#db
+      .prepare(
+        'SELECT id, path, status, built_in, family, bytes, file_hashes, description FROM models',
+      )
+      .all() as Array<
+      Pick<
+        ModelRow,
+        'id' | 'path' | 'status' | 'built_in' | 'family' | 'bytes' | 'file_hashes' | 'description'
+      >
     >;
     let changed = false;
     for (const dir of dirs) {
       const row = known.find((k) => k.path === dir);
-      if (row && row.built_in === 1 && row.status === 'ok') continue;
+      // Built-in models are inspected at every start (they are small: headers and fingerprints
+      // of about 25 MB), so that an update of the app that ships new weights or a new model
+      // card is seen; the row is only written when something differs.
       let inspected = null;
       let error: string | null = null;
       try {
@@ -693,6 +702,17 @@ export class Library {
       } catch (err) {
         error = (err as Error).message;
       }
+      if (
+        row &&
+        inspected &&
+        row.built_in === 1 &&
+        row.status === 'ok' &&
+        row.family === inspected.family &&
+        row.bytes === inspected.bytes &&
+        row.file_hashes === JSON.stringify(inspected.fileHashes) &&
+        row.description === inspected.description
+      )
+        continue;
       immediate(this.#db, () =>
         upsertModel(this.#db, dir, inspected, { builtIn: true, error, now: Date.now() }),
       );
