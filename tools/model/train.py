@@ -12,9 +12,12 @@ resources/models/latent-shapes/. Stages (each reads the previous one's files fro
           min-SNR-5 loss weights, 10% empty captions for classifier-free guidance, EMA)
   check   sample held-out prompts in PyTorch and measure colour and shape (a quick figure;
           the real one comes from the studio's engine: npm run eval-model)
-  export  write the ONNX model folder (export.py)
+  inpaint fine-tune the 9-channel inpainting variant from the UNet (latents + mask + masked
+          image latents, diffusers' layout), text encoder frozen
+  export  write both ONNX model folders (export.py): latent-shapes, latent-shapes-inpainting
   eval    prompt adherence through the studio's engine (tools/model/eval.ts, needs node and
-          the npm packages); the figure goes into the model card
+          the npm packages): text-to-image, and replacing an object by inpainting; the figures
+          go into the model cards
 
 `--stages vae,latents` runs some of them. Seeded: the same command gives the same model on the
 same machine (PyTorch CPU kernels are deterministic with one thread).
@@ -39,7 +42,7 @@ sys.path.insert(0, HERE)
 import dataset  # noqa: E402
 from models import VAE, TextEncoder, UNet, count  # noqa: E402
 
-STAGES = ["data", "vae", "latents", "unet", "check", "export", "eval"]
+STAGES = ["data", "vae", "latents", "unet", "check", "inpaint", "export", "eval"]
 
 CONFIG = {
     "seed": 0,
@@ -53,6 +56,13 @@ CONFIG = {
              "warmup": 100, "weight_decay": 0.01, "ema": 0.995, "min_snr": 5.0, "uncond": 0.1,
              "junk_word": 0.05},
     "schedule": {"beta_start": 0.00085, "beta_end": 0.012, "steps": 1000},
+    # The 9-channel inpainting variant: the text-to-image UNet (EMA) with 5 zero-initialised input
+    # channels (mask, masked-image latents), fine-tuned on the UNet's set with painted-like masks;
+    # the text encoder stays frozen. Mask kinds: the object's box or an ellipse around it (what
+    # a person paints to replace it), random rectangles, or everything (then it draws from text).
+    "inpaint": {"steps": 800, "batch": 48, "lr": 3e-4, "warmup": 50, "weight_decay": 0.01,
+                "ema": 0.995, "min_snr": 5.0, "uncond": 0.1,
+                "masks": {"object": 0.5, "rect": 0.35, "full": 0.15}},
 }
 
 
@@ -172,11 +182,12 @@ def junk_word(rng: np.random.RandomState) -> str:
     return "".join(chr(97 + rng.randint(26)) for _ in range(rng.randint(3, 7)))
 
 
-def captions_batch(attrs: list, idx: np.ndarray, rng: np.random.RandomState, tok: dataset.Tokenizer) -> torch.Tensor:
+def captions_batch(attrs: list, idx: np.ndarray, rng: np.random.RandomState, tok: dataset.Tokenizer,
+                   uncond: float | None = None) -> torch.Tensor:
     cfg = CONFIG["unet"]
     rows = []
     for i in idx:
-        if rng.uniform() < cfg["uncond"]:
+        if rng.uniform() < (cfg["uncond"] if uncond is None else uncond):
             text = ""
         else:
             text = dataset.caption(attrs[i], rng)
@@ -330,10 +341,121 @@ def stage_check(work: str) -> None:
         dataset.write_png(os.path.join(work, f"check-{label.lower()}.png"), dataset.grid(imgs[:64]))
 
 
+def object_or_random_mask(a: dict, rng: np.random.RandomState, kinds: dict) -> np.ndarray:
+    """A binary 64x64 mask (1 = repaint) of the kind a person paints, for one training image."""
+    size = dataset.SIZE
+    m = np.zeros((size, size), np.float32)
+    r = rng.uniform()
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    if r < kinds["object"]:
+        # The object's box grown by a few pixels on each side, or an ellipse through that box.
+        half = a["extent"] / 2
+        x0, x1 = a["cx"] - half - rng.uniform(1, 10), a["cx"] + half + rng.uniform(1, 10)
+        y0, y1 = a["cy"] - half - rng.uniform(1, 10), a["cy"] + half + rng.uniform(1, 10)
+        if rng.uniform() < 0.3:
+            cx, cy, rx, ry = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2 * 1.2, (y1 - y0) / 2 * 1.2
+            m[((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1] = 1
+        else:
+            m[(xx >= x0) & (xx < x1) & (yy >= y0) & (yy < y1)] = 1
+    elif r < kinds["object"] + kinds["rect"]:
+        for _ in range(rng.randint(1, 3)):
+            w, h = rng.uniform(12, 48, 2)
+            x0, y0 = rng.uniform(-w / 2, size - w / 2), rng.uniform(-h / 2, size - h / 2)
+            m[(xx >= x0) & (xx < x0 + w) & (yy >= y0) & (yy < y0 + h)] = 1
+    else:
+        m[:] = 1
+    return m
+
+
+def make_inpaint_unet(base_unet_state: dict) -> UNet:
+    """The text-to-image UNet with 9 input channels; the 5 new ones start at zero."""
+    t = CONFIG["text"]
+    u = CONFIG["unet"]
+    unet = UNet(tuple(u["channels"]), ctx_dim=t["width"], heads=u["heads"], in_ch=9)
+    state = dict(base_unet_state)
+    w = state["conv_in.weight"]
+    grown = torch.zeros(w.shape[0], 9, *w.shape[2:])
+    grown[:, :4] = w
+    state["conv_in.weight"] = grown
+    unet.load_state_dict(state)
+    return unet
+
+
+def stage_inpaint(work: str) -> None:
+    cfg = CONFIG["inpaint"]
+    torch.manual_seed(CONFIG["seed"] + 5)
+    tok = dataset.Tokenizer()
+    base = torch.load(os.path.join(work, "unet.pt"))
+    data = torch.load(os.path.join(work, "latents.pt"))
+    lat, mu, sd = data["latents"], data["mean"], data["std"]
+    attrs = json.load(open(os.path.join(work, "unet_attrs.json")))
+    te, _ = make_models(tok)
+    te.load_state_dict(base["text_encoder"])
+    te.eval()
+    vae = VAE()
+    vae.load_state_dict(torch.load(os.path.join(work, "vae.pt")))
+    vae.eval()
+    for p in list(te.parameters()) + list(vae.parameters()):
+        p.requires_grad_(False)
+    unet = make_inpaint_unet(base["unet"])
+    ema = make_inpaint_unet(base["unet"])
+    ema.load_state_dict(unet.state_dict())
+    params = list(unet.parameters())
+    ema_params = list(ema.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"], betas=(0.9, 0.99))
+    ac = alphas_cumprod()
+    snr = ac / (1 - ac)
+    weight = torch.clamp(snr, max=cfg["min_snr"]) / snr
+    rng = np.random.RandomState(CONFIG["seed"] + 6)
+    log(f"inpainting UNet {count(unet)} parameters, from the text-to-image UNet after {base['steps']} steps")
+    t0 = time.time()
+    running = 0.0
+    for step in range(cfg["steps"]):
+        idx = rng.randint(0, len(lat), cfg["batch"])
+        x0 = lat[idx]
+        images = to_float(np.stack([dataset.render(attrs[i]) for i in idx]))
+        masks = torch.from_numpy(np.stack([object_or_random_mask(attrs[i], rng, cfg["masks"]) for i in idx]))[:, None]
+        ids = captions_batch(attrs, idx, rng, tok, uncond=cfg["uncond"])
+        L = int(te.valid_mask(ids).sum(-1).max())
+        with torch.no_grad():
+            # As the engine (and diffusers) build them: masked pixels set to 0, the encoder's
+            # normalised latents, the mask sampled at each latent cell's centre.
+            masked = (vae.encode(images * (masks < 0.5))[0] - mu[None, :, None, None]) / sd[None, :, None, None]
+            cell = dataset.SIZE // lat.shape[-1]
+            latent_mask = masks[:, :, cell // 2 :: cell, cell // 2 :: cell]
+            ctx, _ = te(ids[:, :L])
+        t = torch.from_numpy(rng.randint(0, 1000, cfg["batch"]))
+        noise = torch.randn_like(x0)
+        a = ac[t][:, None, None, None]
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(step, cfg["steps"], cfg["lr"], cfg["warmup"])
+        pred = unet(torch.cat([xt, latent_mask, masked], 1), t.float(), ctx, null_keys=77 - L)
+        loss = (((pred - noise) ** 2).mean((1, 2, 3)) * weight[t]).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(cfg["ema"], (1 + step) / (10 + step))
+        with torch.no_grad():
+            for e, p in zip(ema_params, params):
+                e.mul_(decay).add_(p.detach(), alpha=1 - decay)
+        running = loss.item() if step == 0 else 0.98 * running + 0.02 * loss.item()
+        if step % 50 == 0 or step == cfg["steps"] - 1:
+            el = time.time() - t0
+            log(f"inpaint step {step} loss {running:.4f} lr {opt.param_groups[0]['lr']:.2e} {el:.0f}s "
+                f"(eta {el / (step + 1) * (cfg['steps'] - step - 1) / 60:.1f} min)")
+    torch.save({"text_encoder": base["text_encoder"], "unet": ema.state_dict(), "steps": cfg["steps"],
+                "base_steps": base["steps"], "latent_mean": mu, "latent_std": sd, "config": CONFIG},
+               os.path.join(work, "inpaint.pt"))
+    log(f"saved the inpainting UNet (EMA) after {cfg['steps']} steps")
+
+
 def stage_export(work: str) -> None:
     import export
 
     export.export(work, os.path.join(ROOT, "resources", "models", "latent-shapes"))
+    export.export(work, os.path.join(ROOT, "resources", "models", "latent-shapes-inpainting"), inpaint=True)
 
 
 def stage_eval(work: str) -> None:
@@ -341,20 +463,24 @@ def stage_eval(work: str) -> None:
 
     import export
 
-    out = os.path.join(ROOT, "resources", "models", "latent-shapes")
-    result = os.path.join(work, "eval.json")
-    cmd = ["node", "scripts/run-tool.mjs", "tools/model/eval.ts", "--model", out, "--out", result,
-           "--sheet", os.path.join(work, "eval-sheet.png")]
-    try:
-        code = subprocess.run(cmd, cwd=ROOT).returncode
-    except FileNotFoundError:
-        log("node is not installed: skipping the evaluation (run npm run eval-model later)")
-        return
-    summary = os.path.join(work, "eval.summary.json")
-    if code not in (0, 1) or not os.path.exists(summary):
-        sys.exit(f"evaluation failed (exit {code})")
-    export.update_evaluation(out, json.load(open(summary)))
-    log(f"evaluation recorded in {out}/about.json and README.md" + ("" if code == 0 else " (below the 90% target)"))
+    models = os.path.join(ROOT, "resources", "models")
+    for name, task in (("latent-shapes", "txt2img"), ("latent-shapes-inpainting", "inpaint")):
+        out = os.path.join(models, name)
+        result = os.path.join(work, f"eval-{task}.json")
+        cmd = ["node", "scripts/run-tool.mjs", "tools/model/eval.ts", "--task", task, "--model", out,
+               "--out", result, "--sheet", os.path.join(work, f"eval-{task}.png")]
+        if task == "inpaint":
+            cmd += ["--source-model", os.path.join(models, "latent-shapes")]
+        try:
+            code = subprocess.run(cmd, cwd=ROOT).returncode
+        except FileNotFoundError:
+            log("node is not installed: skipping the evaluation (run npm run eval-model later)")
+            return
+        summary = os.path.join(work, f"eval-{task}.summary.json")
+        if code not in (0, 1) or not os.path.exists(summary):
+            sys.exit(f"evaluation failed (exit {code})")
+        export.update_evaluation(out, json.load(open(summary)))
+        log(f"evaluation recorded in {out}/about.json and README.md" + ("" if code == 0 else " (below the 90% target)"))
 
 
 def main() -> None:
