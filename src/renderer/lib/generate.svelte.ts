@@ -100,9 +100,18 @@ export class GenerateForm {
   heightProblem = $derived(sideProblem(this.height));
   model = $derived.by(() => this.studio.models.byId(this.modelId) ?? null);
   needsImage = $derived(this.mode !== 'txt2img');
+  /** Modes that repaint part of an image, where an inpainting (9-channel) model works. */
+  paintsInside = $derived(this.mode === 'inpaint' || this.mode === 'outpaint');
+  /** In Inpaint/Outpaint with a text-to-image model: an inpainting model to suggest, if any. */
+  inpaintingSuggestion = $derived.by(() => {
+    if (!this.paintsInside || !this.model || this.model.family === 'inpaint') return null;
+    return this.studio.models.generators.find((m) => m.family === 'inpaint') ?? null;
+  });
   /** Why Generate cannot run now, in words; null when it can. */
   blocker = $derived.by(() => {
     if (!this.model) return 'Choose a model first.';
+    if (this.model.family === 'inpaint' && !this.paintsInside)
+      return `${this.model.name} is an inpainting model: use it in the Inpaint or Outpaint mode, or choose a text-to-image model.`;
     if (this.widthProblem) return `Width ${this.widthProblem}.`;
     if (this.heightProblem) return `Height ${this.heightProblem}.`;
     if (this.needsImage && !this.studio.canvas.image)
@@ -129,10 +138,14 @@ export class GenerateForm {
     }
   }
 
-  /** Picks the first model that makes images when none (or one no longer listed) is chosen. */
+  /**
+   * Picks the first model that makes images from text (else the first at all) when none, or one
+   * no longer listed, is chosen.
+   */
   ensureModel(): void {
     if (this.model) return;
-    const first = this.studio.models.generators[0];
+    const generators = this.studio.models.generators;
+    const first = generators.find((m) => m.family !== 'inpaint') ?? generators[0];
     if (first) this.chooseModel(first.id);
     else this.modelId = '';
   }
