@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { measure } from '../../tools/model/measure';
 import { expect, imagePixels, screenshotPath, startStudioServer, test } from './fixtures';
+import { generate, setNumber } from './helpers';
 
 // The first start: nothing added by hand. The studio must offer the model that ships in
 // resources/models and make what the prompt asks for (colour and shape, measured from pixels).
@@ -36,17 +37,13 @@ test('on first start the built-in model is chosen and draws what the prompt asks
     await expect(page.getByTestId('connection')).toHaveText('Connected');
     const picker = page.getByLabel('Model', { exact: true });
     await expect(picker.locator('option:checked')).toContainText(/latent.shapes/i);
-    const setNumber = async (label: string, value: number) => {
-      const field = page.getByLabel(label, { exact: true });
-      await field.fill(String(value));
-      await field.press('Tab');
-    };
-    await setNumber('Steps', 20);
-    await setNumber('Guidance', 5);
+    const number = (label: string) => page.getByLabel(label, { exact: true });
+    await setNumber(number('Steps'), 20);
+    await setNumber(number('Guidance'), 5);
     await page.getByLabel('Random seed').uncheck();
     for (const [i, p] of prompts.entries()) {
       await page.getByLabel('Prompt', { exact: true }).fill(p.prompt);
-      await setNumber('Seed', p.seed);
+      await setNumber(number('Seed'), p.seed);
       await page.getByLabel('Prompt', { exact: true }).press('Control+Enter');
       await expect(page.locator('[data-testid="job"][data-state="done"]')).toHaveCount(i + 1, {
         timeout: 60_000,
@@ -69,13 +66,70 @@ test('on first start the built-in model is chosen and draws what the prompt asks
   }
 });
 
+test('paint over the object and the built-in inpainting model repaints it as asked', async ({
+  page,
+}) => {
+  const server = await startStudioServer(undefined, { builtInModels: true });
+  try {
+    await page.goto(server.studioUrl);
+    await expect(page.getByTestId('connection')).toHaveText('Connected');
+    // Text-to-image is the default; the inpainting model is listed beside it.
+    const picker = page.getByLabel('Model', { exact: true });
+    await expect(picker.locator('option:checked')).not.toContainText(/inpainting/i);
+    await expect(picker.locator('option', { hasText: /inpainting/i })).toHaveCount(1);
+    await setNumber(page.getByLabel('Steps', { exact: true }), 20);
+    await setNumber(page.getByLabel('Guidance', { exact: true }), 5);
+    await page.getByLabel('Random seed').uncheck();
+    await setNumber(page.getByLabel('Seed', { exact: true }), 11);
+    const prompt = page.getByLabel('Prompt', { exact: true });
+    await prompt.fill('a large red circle in the center on a blue background');
+    const source = await generate(page, 1);
+    const before = await imagePixels(page, `/media/images/${source}`);
+    expect(measure({ ...before, channels: 4 })).toMatchObject({ color: 'red', shape: 'circle' });
+
+    // Inpaint mode suggests the inpainting model; take it.
+    await page.getByRole('radio', { name: 'Inpaint' }).click();
+    await page.getByRole('button', { name: 'Use it' }).click();
+    await expect(picker.locator('option:checked')).toContainText(/inpainting/i);
+    await expect(page.getByRole('button', { name: 'Use it' })).toHaveCount(0);
+
+    // Paint over the middle of the picture (the circle is about 36 of 64 px wide).
+    await setNumber(page.getByLabel('Brush size'), 16);
+    const box = (await page.getByTestId('canvas-image').boundingBox())!;
+    const at = (fx: number, fy: number) =>
+      [box.x + box.width * fx, box.y + box.height * fy] as const;
+    for (const fy of [0.22, 0.36, 0.5, 0.64, 0.78]) {
+      await page.mouse.move(...at(0.2, fy));
+      await page.mouse.down();
+      await page.mouse.move(...at(0.8, fy), { steps: 10 });
+      await page.mouse.up();
+    }
+    await setNumber(page.getByLabel('Strength', { exact: true }), 1);
+    await prompt.fill('a large yellow star in the center on a blue background');
+    const repainted = await generate(page, 2);
+    const after = await imagePixels(page, `/media/images/${repainted}`);
+    expect([after.width, after.height]).toEqual([64, 64]);
+    const m = measure({ ...after, channels: 4 });
+    expect({ color: m.color, shape: m.shape, background: m.background }).toEqual({
+      color: 'yellow',
+      shape: 'star',
+      background: 'blue',
+    });
+    await page.screenshot({ path: screenshotPath('builtin-model-inpaint') });
+  } finally {
+    await server.stop();
+  }
+});
+
 test.beforeAll(() => {
-  const card = path.resolve(
-    import.meta.dirname,
-    '../../resources/models/latent-shapes/model_index.json',
-  );
-  if (!fs.existsSync(card))
-    throw new Error(
-      'resources/models/latent-shapes is missing: the built-in model must ship with the app.',
+  for (const name of ['latent-shapes', 'latent-shapes-inpainting']) {
+    const card = path.resolve(
+      import.meta.dirname,
+      `../../resources/models/${name}/model_index.json`,
     );
+    if (!fs.existsSync(card))
+      throw new Error(
+        `resources/models/${name} is missing: the built-in models must ship with the app.`,
+      );
+  }
 });

@@ -17,13 +17,16 @@ import {
   openModelFolder,
   type PixelImage,
 } from '../../src/engine';
+import { featherReach } from '../../src/engine/image';
 import { GenerationSettings, type GenerationInput } from '../../src/shared/generation';
 import { colorNames, insideShape, measure, shapeNames } from '../../tools/model/measure';
 import spec from '../../tools/model/spec.json';
 import { bundleEntry } from './bundle';
 
 const repoRoot = path.resolve(import.meta.dirname, '..', '..');
-const modelDir = path.join(repoRoot, 'resources', 'models', 'latent-shapes');
+const modelsDir = path.join(repoRoot, 'resources', 'models');
+const modelDir = path.join(modelsDir, 'latent-shapes');
+const inpaintDir = path.join(modelsDir, 'latent-shapes-inpainting');
 
 /** Held-out (colour, shape, background) triples, one per shape; seeds fixed before training. */
 const adherencePrompts = [
@@ -100,8 +103,8 @@ afterAll(async () => {
 });
 
 describe('the built-in model on disk', () => {
-  it('is a diffusers ONNX folder under 25 MB with a model card', async () => {
-    expect(folderBytes(modelDir)).toBeLessThan(25 * 1024 * 1024);
+  it('is a diffusers ONNX folder with a model card; all built-in models fit in 25 MB', async () => {
+    expect(folderBytes(modelsDir)).toBeLessThan(25 * 1024 * 1024);
     const info = await openModelFolder(modelDir);
     expect(info.pipelineClass).toBe('OnnxStableDiffusionPipeline');
     expect(Object.keys(info.components).sort()).toEqual([
@@ -277,5 +280,106 @@ describe('npm run generate with the built-in model', () => {
     expect([info.width, info.height]).toEqual([64, 64]);
     const m = measure({ width: info.width, height: info.height, channels: 3, data });
     expect({ color: m.color, shape: m.shape }).toEqual({ color: 'yellow', shape: 'star' });
+  });
+});
+
+/** A white box on black (white = repaint) around `m`'s object, grown by `grow` pixels. */
+function boxMask(m: { bbox: [number, number, number, number] | null }, grow: number): PixelImage {
+  const size = 64;
+  const data = new Uint8Array(size * size * 3);
+  const [bx, by, bw, bh] = m.bbox!;
+  for (let y = Math.max(0, by - grow); y < Math.min(size, by + bh + grow); y++)
+    for (let x = Math.max(0, bx - grow); x < Math.min(size, bx + bw + grow); x++)
+      data.fill(255, (y * size + x) * 3, (y * size + x) * 3 + 3);
+  return { width: size, height: size, channels: 3, data };
+}
+
+describe('the built-in inpainting model (latent-shapes-inpainting)', () => {
+  it('is a 9-channel inpainting folder that loads as an inpainting model', async () => {
+    const info = await openModelFolder(inpaintDir);
+    expect(info.pipelineClass).toBe('OnnxStableDiffusionInpaintPipeline');
+    const about = JSON.parse(readFileSync(path.join(inpaintDir, 'about.json'), 'utf8'));
+    expect(about.kind).toBe('inpainting');
+    const model = await loadModel(inpaintDir, { provider: 'cpu' });
+    try {
+      expect(model.family.family).toBe('inpaint');
+      expect(model.family.unetInChannels).toBe(9);
+      expect(model.family.nativeSize).toEqual({ width: 64, height: 64 });
+    } finally {
+      await model.release();
+    }
+  });
+
+  it('refuses text-to-image with a message that says where it works', async () => {
+    await expect(
+      engine.generate({
+        settings: settings({ model: inpaintDir, prompt: 'a red circle' }),
+        modelDir: inpaintDir,
+      }),
+    ).rejects.toThrow(/inpaint/i);
+  });
+
+  // Replace the object of a flat picture: its box is masked and the prompt asks for another
+  // colour and shape there. Outside the feathered mask every pixel stays the input's.
+  it.each([
+    {
+      from: ['circle', 'red'],
+      prompt: 'a large yellow star in the center on a blue background',
+      want: ['yellow', 'star'],
+      seed: 21,
+    },
+    {
+      from: ['square', 'white'],
+      prompt: 'a large green triangle in the center on a purple background',
+      want: ['green', 'triangle'],
+      seed: 22,
+    },
+    {
+      from: ['star', 'black'],
+      prompt: 'a large orange circle in the center on a white background',
+      want: ['orange', 'circle'],
+      seed: 23,
+    },
+  ])('repaints the masked object as "$prompt"', async ({ from, prompt, want, seed }) => {
+    const background = prompt.split(' on a ')[1].split(' ')[0];
+    const source = drawShape(from[0], from[1], background, 36);
+    const mask = boxMask(measure(source), 4);
+    const blur = 2;
+    const result = await engine.generate({
+      settings: settings({
+        model: inpaintDir,
+        mode: 'inpaint',
+        prompt,
+        seed,
+        strength: 1,
+        initImage: 'source.png',
+        mask: { image: 'mask.png', blur },
+      }),
+      modelDir: inpaintDir,
+      initImage: source,
+      maskImage: mask,
+    });
+    expect(result.family).toBe('inpaint');
+    const image = result.images[0].image;
+    const m = measure(image);
+    expect({ color: m.color, shape: m.shape, background: m.background }).toEqual({
+      color: want[0],
+      shape: want[1],
+      background,
+    });
+    // Pixels further than the feather's reach from the mask are the source's, bit for bit.
+    const [bx, by, bw, bh] = measure(source).bbox!;
+    const reach = 4 + featherReach(blur);
+    let changed = 0;
+    for (let y = 0; y < 64; y++)
+      for (let x = 0; x < 64; x++) {
+        const inside =
+          x >= bx - reach && x < bx + bw + reach && y >= by - reach && y < by + bh + reach;
+        if (inside) continue;
+        for (let c = 0; c < 3; c++)
+          if (image.data[(y * 64 + x) * image.channels + c] !== source.data[(y * 64 + x) * 3 + c])
+            changed++;
+      }
+    expect(changed).toBe(0);
   });
 });
