@@ -199,6 +199,26 @@ def captions_batch(attrs: list, idx: np.ndarray, rng: np.random.RandomState, tok
     return torch.tensor(rows, dtype=torch.int64)
 
 
+def optimize(opt, params: list, ema_params: list, loss: torch.Tensor, step: int, ema: float) -> None:
+    """One optimiser step (gradients clipped to norm 1), then the EMA weights follow."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    decay = min(ema, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for e, p in zip(ema_params, params):
+            e.mul_(decay).add_(p.detach(), alpha=1 - decay)
+
+
+def report(label: str, step: int, first: int, steps: int, running: float, opt, t0: float) -> None:
+    """Every 50 steps and at the last: the smoothed loss, the learning rate, time and ETA."""
+    if step % 50 == 0 or step == steps - 1:
+        el = time.time() - t0
+        log(f"{label} step {step} loss {running:.4f} lr {opt.param_groups[0]['lr']:.2e} {el:.0f}s "
+            f"(eta {el / (step - first + 1) * (steps - step - 1) / 60:.1f} min)")
+
+
 def make_models(tok: dataset.Tokenizer):
     t = CONFIG["text"]
     u = CONFIG["unet"]
@@ -255,19 +275,9 @@ def stage_unet(work: str) -> None:
         ctx, _ = te(ids[:, :L])
         pred = unet(xt, t.float(), ctx, null_keys=77 - L)
         loss = (((pred - noise) ** 2).mean((1, 2, 3)) * weight[t]).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        decay = min(cfg["ema"], (1 + step) / (10 + step))
-        with torch.no_grad():
-            for e, p in zip(ema_params, params):
-                e.mul_(decay).add_(p.detach(), alpha=1 - decay)
+        optimize(opt, params, ema_params, loss, step, cfg["ema"])
         running = loss.item() if step == 0 else 0.98 * running + 0.02 * loss.item()
-        if step % 50 == 0 or step == cfg["steps"] - 1:
-            el = time.time() - t0
-            log(f"unet step {step} loss {running:.4f} lr {opt.param_groups[0]['lr']:.2e} {el:.0f}s "
-                f"(eta {el / (step - first + 1) * (cfg['steps'] - step - 1) / 60:.1f} min)")
+        report("unet", step, first, cfg["steps"], running, opt, t0)
         if (step + 1) % 250 == 0 and step + 1 < cfg["steps"]:
             torch.save({"step": step + 1, "running": running, "config": CONFIG, "te": te.state_dict(),
                         "unet": unet.state_dict(), "ema_te": ema_te.state_dict(),
@@ -432,19 +442,9 @@ def stage_inpaint(work: str) -> None:
             g["lr"] = cosine_lr(step, cfg["steps"], cfg["lr"], cfg["warmup"])
         pred = unet(torch.cat([xt, latent_mask, masked], 1), t.float(), ctx, null_keys=77 - L)
         loss = (((pred - noise) ** 2).mean((1, 2, 3)) * weight[t]).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        decay = min(cfg["ema"], (1 + step) / (10 + step))
-        with torch.no_grad():
-            for e, p in zip(ema_params, params):
-                e.mul_(decay).add_(p.detach(), alpha=1 - decay)
+        optimize(opt, params, ema_params, loss, step, cfg["ema"])
         running = loss.item() if step == 0 else 0.98 * running + 0.02 * loss.item()
-        if step % 50 == 0 or step == cfg["steps"] - 1:
-            el = time.time() - t0
-            log(f"inpaint step {step} loss {running:.4f} lr {opt.param_groups[0]['lr']:.2e} {el:.0f}s "
-                f"(eta {el / (step + 1) * (cfg['steps'] - step - 1) / 60:.1f} min)")
+        report("inpaint", step, 0, cfg["steps"], running, opt, t0)
     torch.save({"text_encoder": base["text_encoder"], "unet": ema.state_dict(), "steps": cfg["steps"],
                 "base_steps": base["steps"], "latent_mean": mu, "latent_std": sd, "config": CONFIG},
                os.path.join(work, "inpaint.pt"))

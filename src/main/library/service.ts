@@ -861,18 +861,7 @@ export class Library {
   }
 
   /** Rows of one generation; call inside a transaction. */
-  #insertGeneration(g: {
-    generationId: string;
-    settings: GenerationSettings;
-    family: string | null;
-    provider: string | null;
-    fallbackReason: string | null;
-    timings: Record<string, number>;
-    parentId: string | null;
-    jobId: string | null;
-    created: number;
-    images: ImageRecord[];
-  }): void {
+  #insertGeneration(g: PendingSave): void {
     const db = this.#db;
     const s = g.settings;
     db.prepare(
@@ -1550,7 +1539,7 @@ export class Library {
   }
 }
 
-/** A save in flight, as pending_saves records it: what #insertGeneration needs. */
+/** A generation's rows to insert; a save in flight, as pending_saves records it. */
 interface PendingSave {
   generationId: string;
   settings: GenerationSettings;
