@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { measure } from '../../tools/model/measure';
+import type { Page } from '@playwright/test';
 import { expect, imagePixels, screenshotPath, startStudioServer, test } from './fixtures';
 import { generate, setNumber } from './helpers';
 
@@ -28,13 +29,22 @@ const prompts = [
   },
 ];
 
-test('on first start the built-in model is chosen and draws what the prompt asks', async ({
-  page,
-}) => {
+/** The studio as a new install opens it: an empty data folder, the real resources. */
+async function firstStart(page: Page, run: () => Promise<void>): Promise<void> {
   const server = await startStudioServer(undefined, { builtInModels: true });
   try {
     await page.goto(server.studioUrl);
     await expect(page.getByTestId('connection')).toHaveText('Connected');
+    await run();
+  } finally {
+    await server.stop();
+  }
+}
+
+test('on first start the built-in model is chosen and draws what the prompt asks', async ({
+  page,
+}) => {
+  await firstStart(page, async () => {
     const picker = page.getByLabel('Model', { exact: true });
     await expect(picker.locator('option:checked')).toContainText(/latent.shapes/i);
     const number = (label: string) => page.getByLabel(label, { exact: true });
@@ -61,18 +71,13 @@ test('on first start the built-in model is chosen and draws what the prompt asks
       });
     }
     await page.screenshot({ path: screenshotPath('builtin-model-first-start') });
-  } finally {
-    await server.stop();
-  }
+  });
 });
 
 test('paint over the object and the built-in inpainting model repaints it as asked', async ({
   page,
 }) => {
-  const server = await startStudioServer(undefined, { builtInModels: true });
-  try {
-    await page.goto(server.studioUrl);
-    await expect(page.getByTestId('connection')).toHaveText('Connected');
+  await firstStart(page, async () => {
     // Text-to-image is the default; the inpainting model is listed beside it.
     const picker = page.getByLabel('Model', { exact: true });
     await expect(picker.locator('option:checked')).not.toContainText(/inpainting/i);
@@ -116,9 +121,7 @@ test('paint over the object and the built-in inpainting model repaints it as ask
       background: 'blue',
     });
     await page.screenshot({ path: screenshotPath('builtin-model-inpaint') });
-  } finally {
-    await server.stop();
-  }
+  });
 });
 
 test.beforeAll(() => {

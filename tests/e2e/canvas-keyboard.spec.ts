@@ -1,13 +1,12 @@
-import { addFixtureModel, expect, imagePixels, screenshotPath, test } from './fixtures';
+import { expect, imagePixels, screenshotPath, test } from './fixtures';
 import {
   canvasImageId,
   changeAroundMask,
-  fillForm,
   generate,
   maskAlpha,
-  openStudio,
   setNumber,
   setSeed,
+  startWithImage,
   view,
 } from './helpers';
 
@@ -24,10 +23,7 @@ test('paint a mask with the keyboard only and inpaint it; reuse restores image a
   studio,
   consoleErrors,
 }) => {
-  await addFixtureModel(studio);
-  await openStudio(page, studio);
-  await fillForm(page, { prompt: 'a quiet harbour', seed: 3 });
-  const beforeId = await generate(page, 1);
+  const beforeId = await startWithImage(page, studio, { prompt: 'a quiet harbour', seed: 3 });
 
   await page.getByRole('radio', { name: 'Inpaint' }).click();
   await page.getByLabel('Only the masked area, at full resolution').check();

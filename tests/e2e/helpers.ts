@@ -1,5 +1,5 @@
 import type { Locator, Page } from '@playwright/test';
-import { type StudioServer, callApi, expect } from './fixtures';
+import { type StudioServer, addFixtureModel, callApi, expect } from './fixtures';
 
 // What a person does in the studio, shared by the journey specs.
 
@@ -62,6 +62,21 @@ export async function generate(page: Page, done: number): Promise<string> {
   // The canvas switches to the new image once the job's generation has been read back.
   await expect.poll(() => image.getAttribute('data-image-id')).not.toBe(before);
   return canvasImageId(page);
+}
+
+/**
+ * Where many journeys begin: the fixture model added, the studio open, one image generated
+ * from `options` (see fillForm); returns its image id.
+ */
+export async function startWithImage(
+  page: Page,
+  studio: StudioServer,
+  options: Parameters<typeof fillForm>[1],
+): Promise<string> {
+  await addFixtureModel(studio);
+  await openStudio(page, studio);
+  await fillForm(page, options);
+  return generate(page, 1);
 }
 
 export interface GalleryRow {

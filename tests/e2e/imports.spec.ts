@@ -11,6 +11,7 @@ import {
   setNumber,
   view,
 } from './helpers';
+import { comfyApiGraph } from '../fixtures/comfyui';
 
 // Images brought in by dropping or pasting: they are uploaded to the real server and shown from
 // its /media URL (so they can be shown again after a reload), and settings found in a PNG's
@@ -201,29 +202,7 @@ test('open a ComfyUI PNG with the file picker and use its settings', async ({ pa
   await addFixtureModel(studio);
   await openStudio(page, studio);
   // The API-format graph ComfyUI's SaveImage writes in the `prompt` text chunk.
-  const graph = {
-    '3': {
-      class_type: 'KSampler',
-      inputs: {
-        cfg: 8,
-        denoise: 1,
-        latent_image: ['5', 0],
-        model: ['4', 0],
-        negative: ['7', 0],
-        positive: ['6', 0],
-        sampler_name: 'dpmpp_2m',
-        scheduler: 'karras',
-        seed: 8566257,
-        steps: 20,
-      },
-    },
-    '4': { class_type: 'CheckpointLoaderSimple', inputs: { ckpt_name: 'v1-5.safetensors' } },
-    '5': { class_type: 'EmptyLatentImage', inputs: { batch_size: 1, height: 512, width: 768 } },
-    '6': { class_type: 'CLIPTextEncode', inputs: { clip: ['4', 1], text: 'a tidal pool' } },
-    '7': { class_type: 'CLIPTextEncode', inputs: { clip: ['4', 1], text: 'bad hands' } },
-    '8': { class_type: 'VAEDecode', inputs: { samples: ['3', 0], vae: ['4', 2] } },
-    '9': { class_type: 'SaveImage', inputs: { filename_prefix: 'ComfyUI', images: ['8', 0] } },
-  };
+  const graph = comfyApiGraph({ positive: 'a tidal pool', checkpoint: 'v1-5.safetensors' });
   const png = addPngTextChunks(await solidImage(48, 32, 'png', [10, 120, 60]), [
     { keyword: 'prompt', text: JSON.stringify(graph) },
   ]);

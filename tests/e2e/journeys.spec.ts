@@ -16,6 +16,7 @@ import {
   setNumber,
   setSeed,
   view,
+  startWithImage,
 } from './helpers';
 
 // A person's journeys through the studio, against the real headless server and engine with
@@ -73,10 +74,7 @@ test.describe('journeys', () => {
     page,
     studio,
   }) => {
-    await addFixtureModel(studio);
-    await openStudio(page, studio);
-    await fillForm(page, { prompt: 'a quiet harbour', seed: 3 });
-    const beforeId = await generate(page, 1);
+    const beforeId = await startWithImage(page, studio, { prompt: 'a quiet harbour', seed: 3 });
 
     await page.getByRole('radio', { name: 'Inpaint' }).click();
     // Inpaint just the painted area at the model's size (the known-answer model would otherwise
@@ -127,10 +125,7 @@ test.describe('journeys', () => {
   });
 
   test('upscale an image with the two-pass upscaler', async ({ page, studio }) => {
-    await addFixtureModel(studio);
-    await openStudio(page, studio);
-    await fillForm(page, { prompt: 'a mountain village', seed: 5 });
-    const sourceId = await generate(page, 1);
+    const sourceId = await startWithImage(page, studio, { prompt: 'a mountain village', seed: 5 });
 
     await page.getByRole('radio', { name: 'Upscale' }).click();
     await expect(page.getByRole('radio', { name: 'Two-pass' })).toHaveAttribute(
@@ -260,10 +255,7 @@ test.describe('journeys', () => {
     page,
     studio,
   }) => {
-    await addFixtureModel(studio);
-    await openStudio(page, studio);
-    await fillForm(page, { prompt: 'a cabin in the woods', seed: 1 });
-    const a = await generate(page, 1);
+    const a = await startWithImage(page, studio, { prompt: 'a cabin in the woods', seed: 1 });
     await setNumber(page.getByLabel('Guidance', { exact: true }), 9);
     await setSeed(page, 2);
     const b = await generate(page, 2);

@@ -8,7 +8,15 @@ import {
   screenshotPath,
   test,
 } from './fixtures';
-import { fillForm, galleryRows, generate, openStudio, setNumber, view } from './helpers';
+import {
+  fillForm,
+  galleryRows,
+  generate,
+  openStudio,
+  setNumber,
+  view,
+  startWithImage,
+} from './helpers';
 
 // The Models form (add a folder, see it inspected, refuse a bad one, remove it) and the two
 // modes no other journey runs to the end from the UI: outpainting and the x4 upscaler. Each
@@ -81,10 +89,7 @@ test('add a model folder in Models, generate with it, and remove it', async ({
 });
 
 test('outpaint from the UI: the canvas grows and the original stays', async ({ page, studio }) => {
-  await addFixtureModel(studio);
-  await openStudio(page, studio);
-  await fillForm(page, { prompt: 'a wide beach', seed: 5 });
-  const sourceId = await generate(page, 1);
+  const sourceId = await startWithImage(page, studio, { prompt: 'a wide beach', seed: 5 });
 
   await page.getByRole('radio', { name: 'Outpaint' }).click();
   await setNumber(page.getByLabel('Right', { exact: true }), 64);

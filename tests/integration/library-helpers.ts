@@ -107,3 +107,27 @@ export async function saveOne(
     parentId: opts.parentId ?? null,
   });
 }
+
+/**
+ * One contract call over the headless server's HTTP transport, as the studio makes it: the
+ * value, or an Error carrying the StudioError code.
+ */
+export async function callServer<T = unknown>(
+  server: { url: string; token: string },
+  method: string,
+  input?: unknown,
+): Promise<T> {
+  const res = await fetch(`${server.url}/api/call/${method}`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${server.token}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ input }),
+  });
+  const envelope = (await res.json()) as {
+    ok: boolean;
+    value?: T;
+    error?: { code: string; message: string };
+  };
+  if (!envelope.ok)
+    throw Object.assign(new Error(envelope.error!.message), { code: envelope.error!.code });
+  return envelope.value as T;
+}

@@ -7,7 +7,7 @@ import { StudioHost } from '../../src/main/api';
 import { type RunningServer, startServer } from '../../src/main/server/server';
 import type { GalleryPage } from '../../src/shared';
 import { fixtureModel } from '../fixtures/models';
-import { pngOf, saveOne, tempDir } from './library-helpers';
+import { callServer, pngOf, saveOne, tempDir } from './library-helpers';
 
 let dataDir: string;
 let host: StudioHost;
@@ -35,21 +35,7 @@ afterAll(async () => {
   fs.rmSync(dataDir, { recursive: true, force: true });
 });
 
-async function call<T = unknown>(method: string, input?: unknown): Promise<T> {
-  const res = await fetch(`${server.url}/api/call/${method}`, {
-    method: 'POST',
-    headers: { Authorization: `Bearer ${server.token}`, 'Content-Type': 'application/json' },
-    body: JSON.stringify({ input }),
-  });
-  const envelope = (await res.json()) as {
-    ok: boolean;
-    value?: T;
-    error?: { code: string; message: string };
-  };
-  if (!envelope.ok)
-    throw Object.assign(new Error(envelope.error!.message), { code: envelope.error!.code });
-  return envelope.value as T;
-}
+const call = <T = unknown>(method: string, input?: unknown) => callServer<T>(server, method, input);
 
 describe('the library over the headless server', () => {
   it('lists the built-in model', async () => {

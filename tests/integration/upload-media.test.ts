@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { StudioHost } from '../../src/main/api';
 import { type RunningServer, startServer } from '../../src/main/server/server';
 import type { ImageRef, UploadedImage } from '../../src/shared';
-import { pngOf, saveOne, tempDir } from './library-helpers';
+import { callServer, pngOf, saveOne, tempDir } from './library-helpers';
 
 let root: string;
 let host: StudioHost;
@@ -46,21 +46,7 @@ afterAll(async () => {
   fs.rmSync(root, { recursive: true, force: true });
 });
 
-async function call<T = unknown>(method: string, input?: unknown): Promise<T> {
-  const res = await fetch(`${server.url}/api/call/${method}`, {
-    method: 'POST',
-    headers: { Authorization: `Bearer ${server.token}`, 'Content-Type': 'application/json' },
-    body: JSON.stringify({ input }),
-  });
-  const envelope = (await res.json()) as {
-    ok: boolean;
-    value?: T;
-    error?: { code: string; message: string };
-  };
-  if (!envelope.ok)
-    throw Object.assign(new Error(envelope.error!.message), { code: envelope.error!.code });
-  return envelope.value as T;
-}
+const call = <T = unknown>(method: string, input?: unknown) => callServer<T>(server, method, input);
 
 const media = (url: string, headers: Record<string, string> = { Cookie: cookie }) =>
   fetch(`${server.url}${url}`, { headers });

@@ -11,6 +11,7 @@ import {
   readGenerationMetadata,
   readPngTextChunks,
 } from '../../src/main/library/png-metadata';
+import { comfyApiGraph } from '../fixtures/comfyui';
 
 // ---------------------------------------------------------------------------------------------
 // helpers: build PNGs by hand (PNG spec: length u32 BE | type | data | CRC-32 of type+data)
@@ -507,38 +508,10 @@ describe('our own chunk', () => {
 });
 
 describe('ComfyUI', () => {
-  // API-format graph as ComfyUI saves it in the `prompt` tEXt chunk (SaveImage in nodes.py writes
-  // json.dumps(prompt)): node id -> { class_type, inputs }, links as [node id, output index].
-  // This is the default text-to-image graph of ComfyUI's script_examples/basic_api_example.py.
-  const prompt = {
-    '3': {
-      class_type: 'KSampler',
-      inputs: {
-        cfg: 8,
-        denoise: 1,
-        latent_image: ['5', 0],
-        model: ['4', 0],
-        negative: ['7', 0],
-        positive: ['6', 0],
-        sampler_name: 'dpmpp_2m',
-        scheduler: 'karras',
-        seed: 8566257,
-        steps: 20,
-      },
-    },
-    '4': {
-      class_type: 'CheckpointLoaderSimple',
-      inputs: { ckpt_name: 'v1-5-pruned-emaonly.safetensors' },
-    },
-    '5': { class_type: 'EmptyLatentImage', inputs: { batch_size: 1, height: 512, width: 768 } },
-    '6': {
-      class_type: 'CLIPTextEncode',
-      inputs: { clip: ['4', 1], text: 'masterpiece best quality girl' },
-    },
-    '7': { class_type: 'CLIPTextEncode', inputs: { clip: ['4', 1], text: 'bad hands' } },
-    '8': { class_type: 'VAEDecode', inputs: { samples: ['3', 0], vae: ['4', 2] } },
-    '9': { class_type: 'SaveImage', inputs: { filename_prefix: 'ComfyUI', images: ['8', 0] } },
-  };
+  const prompt = comfyApiGraph({
+    positive: 'masterpiece best quality girl',
+    checkpoint: 'v1-5-pruned-emaonly.safetensors',
+  });
   // The UI `workflow` chunk (LiteGraph serialisation), abbreviated.
   const workflow = {
     last_node_id: 9,
