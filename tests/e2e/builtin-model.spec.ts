@@ -3,7 +3,7 @@ import path from 'node:path';
 import { measure } from '../../tools/model/measure';
 import type { Page } from '@playwright/test';
 import { expect, imagePixels, screenshotPath, startStudioServer, test } from './fixtures';
-import { generate, setNumber } from './helpers';
+import { generate, setNumber, view } from './helpers';
 
 // The first start: nothing added by hand. The studio must offer the model that ships in
 // resources/models and make what the prompt asks for (colour and shape, measured from pixels).
@@ -71,6 +71,12 @@ test('on first start the built-in model is chosen and draws what the prompt asks
       });
     }
     await page.screenshot({ path: screenshotPath('builtin-model-first-start') });
+    // The Models view says what the built-in models are and how they were made.
+    await view(page, 'Models');
+    await expect(page.getByText(/trained from scratch by the Latent Studio project/)).toBeVisible();
+    await expect(page.getByText(/inpainting variant of Latent Shapes/)).toBeVisible();
+    await expect(page.getByText('Built in', { exact: true })).toHaveCount(2);
+    await page.screenshot({ path: screenshotPath('builtin-model-models-view') });
   });
 });
 

@@ -223,8 +223,6 @@ def export(work: str, out: str, evaluation: dict | None = None, inpaint: bool = 
 
     params = {"text_encoder": count(te), "unet": count(unet), "vae_encoder": count(vae.encoder),
               "vae_decoder": count(vae.decoder)}
-    world = ("procedurally drawn shapes: one circle, square, triangle or star, in one of 8 colours, small or "
-             "large, at one of 9 positions, on a plain background of another colour. 64x64 pixels.")
     made = ("Trained from scratch on one CPU thread with tools/model/train.py (PyTorch), then exported to ONNX "
             "with tools/model/export.py (weights stored as float16, computed in float32). A VAE (8x "
             "downsampling, 4 latent channels), a 2-layer CLIP-style text encoder with its own 600-token BPE "
@@ -233,8 +231,7 @@ def export(work: str, out: str, evaluation: dict | None = None, inpaint: bool = 
     about = {
         "name": os.path.basename(out),
         "title": "Latent Shapes Inpainting (built-in)" if inpaint else "Latent Shapes (built-in)",
-        "description": (f"The inpainting variant of Latent Shapes: it repaints the painted part of a picture of {world}"
-                        if inpaint else f"A small latent diffusion model trained by the Latent Studio project on {world}"),
+        "description": describe(inpaint),
         "how_made": made + (f" The inpainting UNet is the text-to-image one with 5 more input channels (the mask "
                             f"and the masked image's latents, diffusers' 9-channel layout), fine-tuned for "
                             f"{ck['steps']} steps on object, rectangle and full masks with the text encoder "
@@ -258,6 +255,21 @@ def export(work: str, out: str, evaluation: dict | None = None, inpaint: bool = 
     write_card(out, about)
     total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs)
     print(f"exported to {out}: {total / 1e6:.1f} MB, parameters {params}")
+
+
+WORLD = ("procedurally drawn shapes: one circle, square, triangle or star, in one of 8 colours, small or large, "
+         "at one of 9 positions, on a plain background of another colour. 64x64 pixels.")
+
+
+def describe(inpaint: bool) -> str:
+    """The model card's first paragraph, which the studio's Models view shows: what it is and how it
+    was made."""
+    if inpaint:
+        return ("The inpainting variant of Latent Shapes (9 input channels: latents, mask, masked image), "
+                "fine-tuned from it by the Latent Studio project with tools/model/train.py; it repaints the "
+                f"painted part of a picture of {WORLD}")
+    return ("A small latent diffusion model trained from scratch by the Latent Studio project, on one CPU "
+            "thread with no outside data or weights (tools/model/train.py), on " + WORLD)
 
 
 def write_card(out: str, about: dict) -> None:
@@ -330,6 +342,7 @@ def update_evaluation(out: str, evaluation: dict) -> None:
     about_path = os.path.join(out, "about.json")
     about = json.load(open(about_path))
     about["evaluation"] = evaluation
+    about["description"] = describe(about.get("kind") == "inpainting")
     write_json(about_path, about)
     write_card(out, about)
 
