@@ -4,9 +4,30 @@
 // Electron version in .cache/electron-native/, which the Electron main process loads through
 // better-sqlite3's `nativeBinding` option. Packaged apps don't need this: electron-builder
 // rebuilds native modules for Electron.
+//
+// It needs the network once (a prebuilt binary from better-sqlite3's releases, or Electron's
+// headers for a source build), so `npm install` runs it (`--postinstall`), when the network is
+// there anyway: the later `npm start` then works offline. In that mode it never fails the
+// install: without Electron's binary (ELECTRON_SKIP_BINARY_DOWNLOAD=1, as in CI) it skips, and
+// when the build fails it says so and `npm start` tries again.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+
+const postinstall = process.argv.includes('--postinstall');
+if (postinstall) {
+  // Not require('electron'): since Electron 45 that starts a download when the binary is missing.
+  const pathFile = path.join('node_modules', 'electron', 'path.txt');
+  const binary = fs.existsSync(pathFile)
+    ? path.join('node_modules', 'electron', 'dist', fs.readFileSync(pathFile, 'utf8').trim())
+    : null;
+  if (!binary || !fs.existsSync(binary)) {
+    console.error(
+      "Electron's binary is not installed: skipping better-sqlite3 for Electron (`npm start` prepares it when Electron is there).",
+    );
+    process.exit(0);
+  }
+}
 
 const electronPkg = JSON.parse(fs.readFileSync('node_modules/electron/package.json', 'utf8'));
 const version = electronPkg.version;
@@ -52,7 +73,7 @@ if (!ok || !fs.existsSync(built)) {
   console.error(
     'Check your network connection and build tools (python3, make, a C++ compiler), then run `npm start` again.',
   );
-  process.exit(1);
+  process.exit(postinstall ? 0 : 1);
 }
 fs.mkdirSync(path.dirname(target), { recursive: true });
 fs.copyFileSync(built, target);

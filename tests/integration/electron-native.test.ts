@@ -1,0 +1,60 @@
+// scripts/electron-native.mjs keeps an Electron-ABI build of better-sqlite3 beside the Node one.
+// `npm install` runs it with --postinstall (the network is there then), `npm start` without. The
+// build itself needs Electron's binary and the network, neither of which CI has; what is checked
+// here is what decides whether it runs: no Electron binary -> the install goes on; a build for
+// this Electron version already made -> nothing to do, in either mode.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const script = path.resolve(import.meta.dirname, '../../scripts/electron-native.mjs');
+const dirs: string[] = [];
+afterAll(() => dirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+
+function project(withElectron: boolean): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ls-native-'));
+  dirs.push(dir);
+  const electron = path.join(dir, 'node_modules', 'electron');
+  fs.mkdirSync(electron, { recursive: true });
+  fs.writeFileSync(path.join(electron, 'package.json'), JSON.stringify({ version: '45.1.0' }));
+  if (withElectron) {
+    fs.writeFileSync(path.join(electron, 'path.txt'), 'electron');
+    fs.mkdirSync(path.join(electron, 'dist'));
+    fs.writeFileSync(path.join(electron, 'dist', 'electron'), '');
+  }
+  return dir;
+}
+
+const run = (cwd: string, ...args: string[]) =>
+  spawnSync(process.execPath, [script, ...args], { cwd, encoding: 'utf8', timeout: 30_000 });
+
+describe('scripts/electron-native.mjs', () => {
+  it('lets npm install go on when Electron has no binary (ELECTRON_SKIP_BINARY_DOWNLOAD)', () => {
+    const dir = project(false);
+    const r = run(dir, '--postinstall');
+    expect(r.status).toBe(0);
+    expect(r.stderr).toMatch(/binary is not installed: skipping better-sqlite3 for Electron/);
+    expect(fs.existsSync(path.join(dir, '.cache'))).toBe(false);
+  });
+
+  it('does nothing when the build for this Electron version is there, in both modes', () => {
+    const dir = project(true);
+    const built = path.join(
+      dir,
+      '.cache',
+      'electron-native',
+      `45.1.0-${process.platform}-${process.arch}`,
+      'better_sqlite3.node',
+    );
+    fs.mkdirSync(path.dirname(built), { recursive: true });
+    fs.writeFileSync(built, 'built before');
+    for (const args of [['--postinstall'], []]) {
+      const r = run(dir, ...args);
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stderr).toBe('');
+      expect(fs.readFileSync(built, 'utf8')).toBe('built before');
+    }
+  });
+});
