@@ -11,6 +11,19 @@ export const Id = z
 // ---------------------------------------------------------------------------------------
 // Models
 
+/**
+ * Settings a model's card recommends (our built-in models' about.json: `recommended`,
+ * `example_prompts`); the studio adopts them when the model is chosen.
+ */
+export const ModelDefaults = z.object({
+  sampler: SamplerName.nullable(),
+  steps: z.number().int().min(1).max(500).nullable(),
+  guidance: z.number().min(0).max(50).nullable(),
+  /** A prompt that shows what the model knows; the prompt field's placeholder. */
+  examplePrompt: z.string().max(1000).nullable(),
+});
+export type ModelDefaults = z.infer<typeof ModelDefaults>;
+
 export const ModelEntry = z.object({
   id: Id,
   name: z.string(),
@@ -26,6 +39,8 @@ export const ModelEntry = z.object({
   builtIn: z.boolean(),
   /** A sentence about the model (the built-in one says how it was made). */
   description: z.string().nullable(),
+  /** What the model's card recommends, if it says. */
+  defaults: ModelDefaults.nullable(),
   status: z.enum(['ok', 'missing', 'error']),
   error: z.string().nullable(),
   addedAt: z.number(),

@@ -48,8 +48,14 @@ test('on first start the built-in model is chosen and draws what the prompt asks
     const picker = page.getByLabel('Model', { exact: true });
     await expect(picker.locator('option:checked')).toContainText(/latent.shapes/i);
     const number = (label: string) => page.getByLabel(label, { exact: true });
-    await setNumber(number('Steps'), 20);
-    await setNumber(number('Guidance'), 5);
+    // The settings its card recommends come with it, and an example prompt shows what it knows.
+    await expect(number('Steps')).toHaveValue('20');
+    await expect(number('Guidance')).toHaveValue('5');
+    await expect(page.getByRole('combobox', { name: /^Sampler/ })).toHaveValue('euler_a');
+    await expect(number('Prompt')).toHaveAttribute(
+      'placeholder',
+      'What to make, for example: a small red circle in the top left on a blue background',
+    );
     await page.getByLabel('Random seed').uncheck();
     for (const [i, p] of prompts.entries()) {
       await page.getByLabel('Prompt', { exact: true }).fill(p.prompt);
@@ -88,8 +94,6 @@ test('paint over the object and the built-in inpainting model repaints it as ask
     const picker = page.getByLabel('Model', { exact: true });
     await expect(picker.locator('option:checked')).not.toContainText(/inpainting/i);
     await expect(picker.locator('option', { hasText: /inpainting/i })).toHaveCount(1);
-    await setNumber(page.getByLabel('Steps', { exact: true }), 20);
-    await setNumber(page.getByLabel('Guidance', { exact: true }), 5);
     await page.getByLabel('Random seed').uncheck();
     await setNumber(page.getByLabel('Seed', { exact: true }), 11);
     const prompt = page.getByLabel('Prompt', { exact: true });

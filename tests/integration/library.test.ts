@@ -103,8 +103,16 @@ describe('migrations', () => {
     db.prepare(
       `INSERT INTO jobs (id, state, settings, created_at, finished_at) VALUES ('j1', 'done', '{}', 1, 2)`,
     ).run();
-    expect(migrate(db)).toEqual([2, 3]);
+    db.prepare(
+      `INSERT INTO models (id, path, name, family_reasons, bytes, file_hashes, built_in, status, added_at)
+       VALUES ('m1', '/models/m1', 'm1', '[]', 1, '{}', 0, 'ok', 1)`,
+    ).run();
+    expect(migrate(db)).toEqual([2, 3, 4]);
     expect(db.prepare('SELECT id FROM jobs').pluck().all()).toEqual(['j1']);
+    // Models from before version 4 have no recommended settings.
+    expect(db.prepare('SELECT id, defaults FROM models').all()).toEqual([
+      { id: 'm1', defaults: null },
+    ]);
     const plan = db
       .prepare(
         `EXPLAIN QUERY PLAN SELECT id FROM jobs INDEXED BY jobs_finished
@@ -766,6 +774,15 @@ describe('models', () => {
       path.join(builtInDir, 'README.md'),
       '---\nlicense: mit\n---\n# Tiny SD\n\nA tiny model made for the tests,\nfrom random weights.\n\nMore text.\n',
     );
+    // What its card recommends (as the built-in models' about.json says it); a value out of
+    // range is left out rather than refusing the model.
+    fs.writeFileSync(
+      path.join(builtInDir, 'about.json'),
+      JSON.stringify({
+        recommended: { sampler: 'dpmpp_2m', steps: 12, guidance: 900 },
+        example_prompts: ['a tiny test picture', 'another'],
+      }),
+    );
     const dataDir = path.join(d, 'data');
     const { library, context } = await openLibrary(dataDir, { resourcesDir });
     const models = library.listModels();
@@ -777,6 +794,12 @@ describe('models', () => {
       builtIn: true,
       status: 'ok',
       description: 'A tiny model made for the tests, from random weights.',
+      defaults: {
+        sampler: 'dpmpp_2m',
+        steps: 12,
+        guidance: null,
+        examplePrompt: 'a tiny test picture',
+      },
       imageBytes: 0,
     });
     expect(models[0].familyReasons.length).toBeGreaterThan(0);
@@ -790,7 +813,7 @@ describe('models', () => {
 
     throwsWith(() => library.removeModel(models[0].id), 'forbidden');
     const added = await library.addModel(fixture);
-    expect(added).toMatchObject({ path: fixture, builtIn: false, family: 'sd1' });
+    expect(added).toMatchObject({ path: fixture, builtIn: false, family: 'sd1', defaults: null });
     expect(library.resolveModel(added.id).path).toBe(fixture);
     expect(library.resolveModel(fixture).id).toBe(added.id);
     throwsWith(() => library.resolveModel('nope'), 'not-found');

@@ -178,6 +178,9 @@ CREATE TABLE pending_saves (
 );
 `;
 
+// What a model's card recommends (ModelDefaults as JSON), read when the model is inspected.
+const v4 = `ALTER TABLE models ADD COLUMN defaults TEXT;`;
+
 export const migrations: readonly Migration[] = [
   {
     version: 1,
@@ -186,6 +189,11 @@ export const migrations: readonly Migration[] = [
   },
   { version: 2, description: 'index of finished jobs', up: (db) => db.exec(v2) },
   { version: 3, description: 'saves in flight (pending_saves)', up: (db) => db.exec(v3) },
+  {
+    version: 4,
+    description: "models' recommended settings (models.defaults)",
+    up: (db) => db.exec(v4),
+  },
 ];
 
 export const schemaVersion = migrations[migrations.length - 1].version;

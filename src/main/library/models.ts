@@ -6,7 +6,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { type ModelEntry, StudioError } from '../../shared';
+import { ModelDefaults, type ModelEntry, SamplerName, StudioError } from '../../shared';
 import { ClipTokenizer, detectFamily, isEngineError, openModelFolder } from '../../engine';
 import type { Db } from './db';
 import { newId } from './ids';
@@ -23,6 +23,8 @@ export interface ModelRow {
   file_hashes: string;
   built_in: number;
   description: string | null;
+  /** ModelDefaults as JSON, or null. */
+  defaults: string | null;
   status: 'ok' | 'missing' | 'error';
   error: string | null;
   added_at: number;
@@ -37,6 +39,7 @@ export interface Inspected {
   bytes: number;
   fileHashes: Record<string, string>;
   description: string | null;
+  defaults: ModelDefaults | null;
 }
 
 /** Files up to this size are hashed whole; larger ones by their size and first and last MiB. */
@@ -93,6 +96,39 @@ export function readModelCard(dir: string): string | null {
   return null;
 }
 
+/**
+ * The settings a model folder recommends, from an `about.json` beside model_index.json (the
+ * built-in models carry one: `recommended` {sampler, steps, guidance} and `example_prompts`).
+ * Anything missing, unreadable or out of range is left out; null when nothing is left.
+ */
+export function readModelDefaults(dir: string): ModelDefaults | null {
+  let about: unknown;
+  try {
+    about = JSON.parse(fs.readFileSync(path.join(dir, 'about.json'), 'utf8'));
+  } catch {
+    return null;
+  }
+  if (!about || typeof about !== 'object') return null;
+  const a = about as { recommended?: Record<string, unknown>; example_prompts?: unknown };
+  const r = a.recommended && typeof a.recommended === 'object' ? a.recommended : {};
+  const pick = <T>(
+    schema: { safeParse(v: unknown): { success: boolean; data?: T } },
+    v: unknown,
+  ) => {
+    const parsed = schema.safeParse(v);
+    return parsed.success ? (parsed.data as T) : null;
+  };
+  const defaults = ModelDefaults.parse({
+    sampler: pick(SamplerName, r.sampler),
+    steps: pick(ModelDefaults.shape.steps, r.steps),
+    guidance: pick(ModelDefaults.shape.guidance, r.guidance),
+    examplePrompt: Array.isArray(a.example_prompts)
+      ? pick(ModelDefaults.shape.examplePrompt, a.example_prompts[0])
+      : null,
+  });
+  return Object.values(defaults).some((v) => v !== null) ? defaults : null;
+}
+
 /** Sentence for a model folder that cannot be used. */
 function describeModelError(dir: string, err: unknown): string {
   if (isEngineError(err)) return err.message;
@@ -127,6 +163,7 @@ export async function inspectModel(dir: string): Promise<Inspected> {
     bytes,
     fileHashes,
     description: readModelCard(info.dir),
+    defaults: readModelDefaults(info.dir),
   };
 }
 
@@ -143,6 +180,7 @@ export function toModelEntry(row: ModelRow, imageBytes: number): ModelEntry {
     bytes: row.bytes,
     builtIn: row.built_in === 1,
     description: row.description,
+    defaults: row.defaults ? (JSON.parse(row.defaults) as ModelDefaults) : null,
     status: present ? row.status : 'missing',
     error: present ? row.error : `The model folder ${row.path} is not there any more.`,
     addedAt: row.added_at,
@@ -163,14 +201,15 @@ export function upsertModel(
   const i = inspected;
   db.prepare(
     `INSERT INTO models (id, path, name, family, family_reasons, native_width, native_height, bytes,
-       file_hashes, built_in, description, status, error, added_at)
+       file_hashes, built_in, description, defaults, status, error, added_at)
      VALUES (@id, @path, @name, @family, @reasons, @w, @h, @bytes, @hashes, @builtIn, @description,
-       @status, @error, @now)
+       @defaults, @status, @error, @now)
      ON CONFLICT(path) DO UPDATE SET name = excluded.name, family = excluded.family,
        family_reasons = excluded.family_reasons, native_width = excluded.native_width,
        native_height = excluded.native_height, bytes = excluded.bytes,
        file_hashes = excluded.file_hashes, built_in = excluded.built_in,
-       description = excluded.description, status = excluded.status, error = excluded.error`,
+       description = excluded.description, defaults = excluded.defaults, status = excluded.status,
+       error = excluded.error`,
   ).run({
     id,
     path: dir,
@@ -183,6 +222,7 @@ export function upsertModel(
     hashes: JSON.stringify(i?.fileHashes ?? {}),
     builtIn: opts.builtIn ? 1 : 0,
     description: i?.description ?? (inspected ? null : readModelCard(dir)),
+    defaults: i?.defaults ? JSON.stringify(i.defaults) : null,
     status: inspected ? 'ok' : 'error',
     error: inspected ? null : (opts.error ?? 'The model folder could not be read.'),
     now: opts.now,

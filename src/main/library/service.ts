@@ -681,12 +681,20 @@ export class Library {
     }
     const known = this.#db
       .prepare(
-        'SELECT id, path, status, built_in, family, bytes, file_hashes, description FROM models',
+        'SELECT id, path, status, built_in, family, bytes, file_hashes, description, defaults FROM models',
       )
       .all() as Array<
       Pick<
         ModelRow,
-        'id' | 'path' | 'status' | 'built_in' | 'family' | 'bytes' | 'file_hashes' | 'description'
+        | 'id'
+        | 'path'
+        | 'status'
+        | 'built_in'
+        | 'family'
+        | 'bytes'
+        | 'file_hashes'
+        | 'description'
+        | 'defaults'
       >
     >;
     let changed = false;
@@ -710,7 +718,8 @@ export class Library {
         row.family === inspected.family &&
         row.bytes === inspected.bytes &&
         row.file_hashes === JSON.stringify(inspected.fileHashes) &&
-        row.description === inspected.description
+        row.description === inspected.description &&
+        row.defaults === (inspected.defaults ? JSON.stringify(inspected.defaults) : null)
       )
         continue;
       immediate(this.#db, () =>

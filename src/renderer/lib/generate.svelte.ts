@@ -128,7 +128,7 @@ export class GenerateForm {
 
   constructor(private readonly studio: Studio) {}
 
-  /** Picks a model and follows its native size. */
+  /** Picks a model and follows its native size and the settings its card recommends. */
   chooseModel(id: string): void {
     this.modelId = id;
     const model = this.studio.models.byId(id);
@@ -136,6 +136,10 @@ export class GenerateForm {
       this.width = model.nativeWidth;
       this.height = model.nativeHeight;
     }
+    const d = model?.defaults;
+    if (d?.sampler) this.sampler = d.sampler;
+    if (d?.steps) this.steps = d.steps;
+    if (d?.guidance !== null && d?.guidance !== undefined) this.guidance = d.guidance;
   }
 
   /**
