@@ -99,6 +99,13 @@ test('outpaint from the UI: the canvas grows and the original stays', async ({ p
   for (let i = 0; i < 4; i++) await bottom.press('ArrowUp');
   await expect(bottom).toHaveAttribute('aria-valuenow', '32');
   await expect(page.getByLabel('Bottom', { exact: true })).toHaveValue('32');
+  // The grown area is refitted into view (no Fit needed).
+  const stageBox = (await page.getByTestId('canvas-stage').boundingBox())!;
+  const areaBox = (await page.getByTestId('outpaint-area').boundingBox())!;
+  expect(areaBox.x).toBeGreaterThanOrEqual(stageBox.x - 1);
+  expect(areaBox.y).toBeGreaterThanOrEqual(stageBox.y - 1);
+  expect(areaBox.x + areaBox.width).toBeLessThanOrEqual(stageBox.x + stageBox.width + 1);
+  expect(areaBox.y + areaBox.height).toBeLessThanOrEqual(stageBox.y + stageBox.height + 1);
   await setNumber(page.getByLabel('Strength', { exact: true }), 1);
   await page.screenshot({ path: screenshotPath('outpaint-setup') });
 

@@ -155,6 +155,17 @@ export class Canvas {
     };
   }
 
+  /** Whether the whole area (image plus outpaint extension) is on the stage as it is shown. */
+  showsAll(): boolean {
+    const b = this.#bounds();
+    if (!b || !this.stageWidth || !this.stageHeight) return true;
+    const x0 = this.panX + b.x * this.zoom;
+    const y0 = this.panY + b.y * this.zoom;
+    const x1 = x0 + b.w * this.zoom;
+    const y1 = y0 + b.h * this.zoom;
+    return x0 >= -0.5 && y0 >= -0.5 && x1 <= this.stageWidth + 0.5 && y1 <= this.stageHeight + 0.5;
+  }
+
   fit(): void {
     const b = this.#bounds();
     if (!b || !this.stageWidth || !this.stageHeight) return;
