@@ -6,24 +6,39 @@
 // rebuilds native modules for Electron.
 //
 // It needs the network once (a prebuilt binary from better-sqlite3's releases, or Electron's
-// headers for a source build), so `npm install` runs it (`--postinstall`), when the network is
-// there anyway: the later `npm start` then works offline. In that mode it never fails the
-// install: without Electron's binary (ELECTRON_SKIP_BINARY_DOWNLOAD=1, as in CI) it skips, and
-// when the build fails it says so and `npm start` tries again.
+// headers for a source build), and so does Electron itself: since Electron 45 its binary is no
+// longer fetched by `npm install` but on first use. So `npm install` runs this script
+// (`--postinstall`), when the network is there anyway: it fetches Electron's binary, then makes
+// the build, and the later `npm start` works offline. In that mode it never fails the install:
+// with ELECTRON_SKIP_BINARY_DOWNLOAD=1 (as in CI) it skips, and when a download or the build
+// fails it says so and `npm start` tries again.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 
 const postinstall = process.argv.includes('--postinstall');
 if (postinstall) {
-  // Not require('electron'): since Electron 45 that starts a download when the binary is missing.
-  const pathFile = path.join('node_modules', 'electron', 'path.txt');
-  const binary = fs.existsSync(pathFile)
-    ? path.join('node_modules', 'electron', 'dist', fs.readFileSync(pathFile, 'utf8').trim())
-    : null;
-  if (!binary || !fs.existsSync(binary)) {
+  const skip = process.env.ELECTRON_SKIP_BINARY_DOWNLOAD;
+  if (skip && skip !== '0' && skip !== 'false') {
     console.error(
-      "Electron's binary is not installed: skipping better-sqlite3 for Electron (`npm start` prepares it when Electron is there).",
+      'ELECTRON_SKIP_BINARY_DOWNLOAD is set: skipping Electron and better-sqlite3 for Electron (`npm start` prepares them).',
+    );
+    process.exit(0);
+  }
+  // Not require('electron'): since Electron 45 that starts a download when the binary is
+  // missing, and throws when it fails; its own install.js reports instead.
+  const electronDir = path.join('node_modules', 'electron');
+  const pathFile = path.join(electronDir, 'path.txt');
+  const installed = () =>
+    fs.existsSync(pathFile) &&
+    fs.existsSync(path.join(electronDir, 'dist', fs.readFileSync(pathFile, 'utf8').trim()));
+  if (!installed()) {
+    console.error("Downloading Electron's binary (once)...");
+    spawnSync(process.execPath, [path.join(electronDir, 'install.js')], { stdio: 'inherit' });
+  }
+  if (!installed()) {
+    console.error(
+      "Electron's binary could not be downloaded now; `npm start` tries again (it needs the network once).",
     );
     process.exit(0);
   }
