@@ -12,6 +12,7 @@ import {
   changeAroundMask,
   fillForm,
   generate,
+  maskAlpha,
   openStudio,
   setNumber,
   setSeed,
@@ -97,15 +98,20 @@ test.describe('journeys', () => {
       await page.mouse.move(...at(fx, fy), { steps: 8 });
     await page.mouse.up();
     // The mask as painted, read back from the mask layer (alpha = repaint).
-    const mask = await page.getByTestId('mask-layer').evaluate((c: HTMLCanvasElement) => {
-      const data = c.getContext('2d')!.getImageData(0, 0, c.width, c.height).data;
-      return {
-        width: c.width,
-        alpha: Array.from({ length: c.width * c.height }, (_, i) => data[i * 4 + 3]),
-      };
-    });
+    const mask = await maskAlpha(page);
     expect(mask.width).toBe(size);
     expect(mask.alpha.filter((a) => a === 255).length).toBeGreaterThan(200);
+    // Shown in another colour (rose is hard to see on red), the mask itself stays as painted.
+    await page.getByLabel('Mask colour').selectOption('green');
+    expect((await maskAlpha(page)).alpha).toEqual(mask.alpha);
+    const shown = await page.getByTestId('mask-layer').evaluate((c: HTMLCanvasElement) => {
+      const data = c.getContext('2d')!.getImageData(0, 0, c.width, c.height).data;
+      const i = Array.from({ length: c.width * c.height }, (_, k) => k).find(
+        (k) => data[k * 4 + 3] === 255,
+      )!;
+      return Array.from(data.slice(i * 4, i * 4 + 3));
+    });
+    expect(shown).toEqual([0, 200, 83]);
     await page.screenshot({ path: screenshotPath('journey-inpaint-mask') });
 
     await setSeed(page, 11);

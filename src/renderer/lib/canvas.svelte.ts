@@ -28,8 +28,19 @@ export const metadataSourceLabels: Record<ImportedSettings['source'], string> = 
   invokeai: 'InvokeAI',
 };
 
-/** Mask pixels are this colour on screen; only their alpha is the mask. */
-const maskColour = [255, 56, 96] as const;
+/**
+ * Colours the mask can be shown in; only a mask pixel's alpha is the mask. Rose by default;
+ * another one where the picture has much of it (a rose mask is hard to see on red).
+ */
+export const maskColours = {
+  rose: [255, 56, 96],
+  green: [0, 200, 83],
+  cyan: [0, 200, 255],
+  yellow: [255, 214, 0],
+  white: [255, 255, 255],
+  black: [0, 0, 0],
+} as const satisfies Record<string, readonly [number, number, number]>;
+export type MaskColourName = keyof typeof maskColours;
 const historyLimit = 40;
 
 export function imageFromRef(ref: ImageRef): CanvasImage {
@@ -67,6 +78,7 @@ export class Canvas {
   /** 1 = hard edge, 0 = soft all the way from the centre. */
   hardness = $state(0.7);
   maskOpacity = $state(0.55);
+  maskColourName = $state<MaskColourName>('rose');
 
   zoom = $state(1);
   panX = $state(0);
@@ -195,13 +207,29 @@ export class Canvas {
 
   // ---- painting -----------------------------------------------------------------------------
 
+  /** Shows the mask in another colour; the mask (its alpha) does not change. */
+  setMaskColour(name: MaskColourName): void {
+    this.maskColourName = name;
+    if (this.#mask) this.#recolour(this.#context());
+  }
+
+  #recolour(ctx: CanvasRenderingContext2D): void {
+    const { width, height } = this.maskElement;
+    const [red, green, blue] = maskColours[this.maskColourName];
+    ctx.save();
+    ctx.globalCompositeOperation = 'source-in';
+    ctx.fillStyle = `rgb(${red},${green},${blue})`;
+    ctx.fillRect(0, 0, width, height);
+    ctx.restore();
+  }
+
   setBrushSize(size: number): void {
     this.brushSize = clamp(Math.round(size), 1, 1024);
   }
 
   #dab(ctx: CanvasRenderingContext2D, x: number, y: number): void {
     const r = Math.max(0.5, this.brushSize / 2);
-    const [red, green, blue] = maskColour;
+    const [red, green, blue] = maskColours[this.maskColourName];
     const gradient = ctx.createRadialGradient(x, y, 0, x, y, r);
     const solid = `rgba(${red},${green},${blue},1)`;
     gradient.addColorStop(0, solid);
@@ -361,6 +389,7 @@ export class Canvas {
     const { width, height } = this.maskElement;
     to.push(ctx.getImageData(0, 0, width, height));
     ctx.putImageData(snapshot, 0, 0);
+    this.#recolour(ctx); // the snapshot may be from before a colour change
     this.#syncHistory();
     this.#measureMask();
   }
@@ -389,10 +418,11 @@ export class Canvas {
     const { width, height } = this.maskElement;
     const data = ctx.getImageData(0, 0, width, height);
     const px = data.data;
+    const colour = maskColours[this.maskColourName];
     for (let i = 0; i < px.length; i += 4) {
-      px[i] = maskColour[0];
-      px[i + 1] = maskColour[1];
-      px[i + 2] = maskColour[2];
+      px[i] = colour[0];
+      px[i + 1] = colour[1];
+      px[i + 2] = colour[2];
       px[i + 3] = 255 - px[i + 3];
     }
     ctx.putImageData(data, 0, 0);
@@ -428,11 +458,12 @@ export class Canvas {
     sctx.drawImage(img, 0, 0);
     const grey = sctx.getImageData(0, 0, width, height);
     const px = grey.data;
+    const colour = maskColours[this.maskColourName];
     for (let i = 0; i < px.length; i += 4) {
       px[i + 3] = px[i];
-      px[i] = maskColour[0];
-      px[i + 1] = maskColour[1];
-      px[i + 2] = maskColour[2];
+      px[i] = colour[0];
+      px[i + 1] = colour[1];
+      px[i + 2] = colour[2];
     }
     const ctx = this.#context();
     this.#pushHistory(ctx);
