@@ -679,30 +679,23 @@ export class Library {
       for (const e of await fsp.readdir(root, { withFileTypes: true }).catch(() => []))
         if (e.isDirectory() && !e.name.startsWith('.')) dirs.push(path.join(root, e.name));
     }
-    const known = this.#db
-      .prepare(
-        'SELECT id, path, status, built_in, family, bytes, file_hashes, description, defaults FROM models',
-      )
-      .all() as Array<
-      Pick<
-        ModelRow,
-        | 'id'
-        | 'path'
-        | 'status'
-        | 'built_in'
-        | 'family'
-        | 'bytes'
-        | 'file_hashes'
-        | 'description'
-        | 'defaults'
-      >
+    const known = this.#db.prepare('SELECT id, path, status, built_in FROM models').all() as Array<
+      Pick<ModelRow, 'id' | 'path' | 'status' | 'built_in'>
     >;
+    const signatureOf = this.#db.prepare('SELECT value FROM meta WHERE key = ?').pluck();
+    const setSignature = this.#db.prepare(
+      'INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value',
+    );
     let changed = false;
     for (const dir of dirs) {
       const row = known.find((k) => k.path === dir);
-      // Built-in models are inspected at every start (they are small: headers and fingerprints
-      // of about 25 MB), so that an update of the app that ships new weights or a new model
-      // card is seen; the row is only written when something differs.
+      // A built-in folder is inspected again when its files changed (an update of the app that
+      // ships new weights or a new model card): their names, sizes and times are its signature,
+      // so an unchanged start costs a few stat calls, not reading the weights.
+      const key = `builtin-model:${dir}`;
+      const signature = await folderSignature(dir);
+      if (row && row.built_in === 1 && row.status === 'ok' && signatureOf.get(key) === signature)
+        continue;
       let inspected = null;
       let error: string | null = null;
       try {
@@ -710,21 +703,10 @@ export class Library {
       } catch (err) {
         error = (err as Error).message;
       }
-      if (
-        row &&
-        inspected &&
-        row.built_in === 1 &&
-        row.status === 'ok' &&
-        row.family === inspected.family &&
-        row.bytes === inspected.bytes &&
-        row.file_hashes === JSON.stringify(inspected.fileHashes) &&
-        row.description === inspected.description &&
-        row.defaults === (inspected.defaults ? JSON.stringify(inspected.defaults) : null)
-      )
-        continue;
-      immediate(this.#db, () =>
-        upsertModel(this.#db, dir, inspected, { builtIn: true, error, now: Date.now() }),
-      );
+      immediate(this.#db, () => {
+        upsertModel(this.#db, dir, inspected, { builtIn: true, error, now: Date.now() });
+        setSignature.run(key, signature);
+      });
       changed = true;
     }
     // Built-in models of an earlier install that are no longer shipped.
@@ -732,7 +714,11 @@ export class Library {
     if (stale.length) {
       immediate(this.#db, () => {
         const del = this.#db.prepare('DELETE FROM models WHERE id = ?');
-        for (const s of stale) del.run(s.id);
+        const forget = this.#db.prepare('DELETE FROM meta WHERE key = ?');
+        for (const s of stale) {
+          del.run(s.id);
+          forget.run(`builtin-model:${s.path}`);
+        }
       });
       changed = true;
     }
@@ -1584,4 +1570,24 @@ interface GenerationRow {
   timings: string;
   created_at: number;
   parent_id: string | null;
+}
+
+/** Names, sizes and modification times of a folder's files (two levels): cheap change detection. */
+async function folderSignature(dir: string): Promise<string> {
+  const parts: string[] = [];
+  const walk = async (d: string, depth: number): Promise<void> => {
+    const entries = await fsp.readdir(d, { withFileTypes: true }).catch(() => []);
+    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const e of entries) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) {
+        if (depth > 0) await walk(p, depth - 1);
+        continue;
+      }
+      const st = await fsp.stat(p).catch(() => null);
+      if (st) parts.push(`${path.relative(dir, p)}:${st.size}:${Math.round(st.mtimeMs)}`);
+    }
+  };
+  await walk(dir, 1);
+  return parts.join('|');
 }
