@@ -296,9 +296,10 @@ def write_card(out: str, about: dict) -> None:
                   f"by tools/model/eval.ts through the studio's engine.")
     p = about["parameters"]
     intro = ("Use it in the Inpaint mode: paint over the part to change (for example the object) and describe "
-             "the whole picture as it should be; strength 1. It cannot generate from text alone (pick Latent "
-             "Shapes for that). It loads through the same code as any downloaded inpainting model "
-             "(diffusers ONNX layout, SD 1.x inpainting pipeline: 9 input channels)."
+             "the whole picture as it should be. In the other modes the engine masks everything (as "
+             "AUTOMATIC1111 does), so it also draws from text alone. It loads through the same code as any "
+             "downloaded inpainting model (diffusers ONNX layout, SD 1.x inpainting pipeline: 9 input "
+             "channels)."
              if inpaint else
              "It is what a fresh install of Latent Studio generates with before any other model is added, and "
              "it loads through the same code as any downloaded model (diffusers ONNX layout, SD 1.x pipeline).")

@@ -93,7 +93,14 @@ export async function runDiffusion(
 ): Promise<GeneratedImage[]> {
   const { model, timings, signal } = ctx;
   const family = model.family;
-  if (family.unetInChannels !== latentChannels + (hooks.extraChannels?.channels ?? 0)) {
+  // A 9-channel inpainting UNet outside the inpaint pipeline (text to image, image to image, a
+  // hires pass) gets what AUTOMATIC1111 gives it: everything masked and an empty masked image.
+  const wholeMask =
+    !hooks.extraChannels && !family.classLabels && family.unetInChannels === latentChannels + 5;
+  if (
+    !wholeMask &&
+    family.unetInChannels !== latentChannels + (hooks.extraChannels?.channels ?? 0)
+  ) {
     const what = family.classLabels ? 'an x4 upscaler' : 'an inpainting model';
     throw new EngineError(
       'model-unsupported',
@@ -149,6 +156,7 @@ export async function runDiffusion(
 
   const unet = await model.session('unet');
   const decoder = await model.session(model.decoderName);
+  const extra = wholeMask ? await wholeMaskChannels(ctx, width, height) : hooks.extraChannels;
   const initLatents =
     img2img && !hooks.initLatents ? await encodeImage(ctx, initImage!, width, height) : null;
   const predictOptions: PredictOptions = {
@@ -163,7 +171,7 @@ export async function runDiffusion(
     lcm: isLcm,
     timings,
     signal,
-    extra: hooks.extraChannels,
+    extra,
   };
   const unetPredict = makeUnetPredict(unet, predictOptions);
   const predictFor = hooks.wrapPredict
@@ -427,6 +435,27 @@ export async function encodeImage(
   if (rgb.width !== width || rgb.height !== height)
     rgb = resizeImage(rgb, width, height, 'lanczos3');
   return encodeTensor(ctx, imageToTensor(rgb));
+}
+
+/**
+ * The extra channels of a 9-channel inpainting UNet with nothing to keep: a mask of ones and the
+ * latents of an all-masked image (zeros in [-1, 1], mid grey), as inpaint.ts would build them
+ * for a mask covering everything.
+ */
+async function wholeMaskChannels(
+  ctx: RunContext,
+  width: number,
+  height: number,
+): Promise<{ channels: number; data: Float32Array }> {
+  const empty = await encodeTensor(ctx, {
+    data: new Float32Array(3 * width * height),
+    dims: [1, 3, height, width],
+  });
+  const plane = empty.length / latentChannels;
+  const data = new Float32Array(5 * plane);
+  data.fill(1, 0, plane);
+  data.set(empty, plane);
+  return { channels: 5, data };
 }
 
 /** A [1,3,H,W] tensor in [-1, 1] -> scaled latents [1,4,H/8,W/8] (inpainting's masked image). */

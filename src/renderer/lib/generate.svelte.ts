@@ -110,8 +110,6 @@ export class GenerateForm {
   /** Why Generate cannot run now, in words; null when it can. */
   blocker = $derived.by(() => {
     if (!this.model) return 'Choose a model first.';
-    if (this.model.family === 'inpaint' && !this.paintsInside)
-      return `${this.model.name} is an inpainting model: use it in the Inpaint or Outpaint mode, or choose a text-to-image model.`;
     if (this.widthProblem) return `Width ${this.widthProblem}.`;
     if (this.heightProblem) return `Height ${this.heightProblem}.`;
     if (this.needsImage && !this.studio.canvas.image)
