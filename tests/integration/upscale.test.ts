@@ -176,6 +176,24 @@ describe('hires fix (two passes)', () => {
     expect(c.k).toBe(2);
     expect(c.max).toBeLessThanOrEqual(8);
   });
+
+  it("mode 'upscale' with hires takes a 9-channel model as it takes a 4-channel one", async () => {
+    // The known-answer UNet reads only the latent channels: the 9-channel model, given
+    // everything masked, must land on the 4-channel model's image exactly.
+    const ka9 = await fixtureModelInfo('ka-inpaint-up', {
+      unet: 'known-answer',
+      family: 'inpaint',
+    });
+    const init = knownImage(ka, 1, 64, 64);
+    const over: Partial<GenerationInput> = {
+      mode: 'upscale',
+      initImage: 'input.png',
+      upscale: { method: 'hires', factor: 2, hiresSteps: 6, hiresStrength: 0.4 },
+    };
+    const nine = await gen(ka9.dir, over, { initImage: init });
+    const four = await gen(ka.dir, over, { initImage: init });
+    expect(same(nine.images[0].image, four.images[0].image)).toBe(true);
+  });
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -272,10 +272,12 @@ async function runHiresImage(
   up: UpscaleOptions,
   initImage: PixelImage,
 ): Promise<GeneratedImage[]> {
-  if (ctx.model.family.unetInChannels !== 4)
+  // Before any work: an x4 upscaler cannot make the img2img pass (runDiffusion would say so only
+  // after the encode). A 9-channel inpainting model can: runDiffusion masks everything for it.
+  if (ctx.model.family.classLabels)
     throw new EngineError(
       'model-unsupported',
-      `${ctx.model.info.name} is not a text-to-image model; the hires upscaler needs one.`,
+      `${ctx.model.info.name} is an x4 upscaler; the hires upscaler needs a text-to-image or inpainting model (or choose the x4 method).`,
     );
   const tw = hiresSide(initImage.width, up.factor);
   const th = hiresSide(initImage.height, up.factor);
