@@ -70,6 +70,24 @@ export function hiresSide(base: number, factor: number): number {
   return Math.max(8, Math.round((base * factor) / 8) * 8);
 }
 
+/** The second pass: img2img at the target size with the hires steps and strength. */
+function hiresPassSettings(
+  settings: GenerationSettings,
+  up: UpscaleOptions,
+  width: number,
+  height: number,
+): GenerationSettings {
+  return {
+    ...settings,
+    mode: 'img2img',
+    width,
+    height,
+    steps: up.hiresSteps,
+    strength: up.hiresStrength,
+    upscale: null,
+  };
+}
+
 /** Entry point for txt2img with settings.upscale and for mode 'upscale'. */
 export async function runUpscale(
   ctx: UpscaleContext,
@@ -212,15 +230,7 @@ async function runHires(
   const tw = hiresSide(width, up.factor);
   const th = hiresSide(height, up.factor);
   const base: GenerationSettings = { ...settings, mode: 'txt2img', upscale: null };
-  const hires: GenerationSettings = {
-    ...settings,
-    mode: 'img2img',
-    width: tw,
-    height: th,
-    steps: up.hiresSteps,
-    strength: up.hiresStrength,
-    upscale: null,
-  };
+  const hires = hiresPassSettings(settings, up, tw, th);
   // Plan first: refuse before any work when even tiling cannot fit.
   const plan = hiresPlan(ctx, settings, up, tw, th);
   const baseSteps = stepsRun(ctx, base, 1);
@@ -281,15 +291,7 @@ async function runHiresImage(
     );
   const tw = hiresSide(initImage.width, up.factor);
   const th = hiresSide(initImage.height, up.factor);
-  const hires: GenerationSettings = {
-    ...settings,
-    mode: 'img2img',
-    width: tw,
-    height: th,
-    steps: up.hiresSteps,
-    strength: up.hiresStrength,
-    upscale: null,
-  };
+  const hires = hiresPassSettings(settings, up, tw, th);
   const plan = hiresPlan(ctx, settings, up, tw, th);
   const latents = await encodeResized(ctx, initImage, tw, th, plan);
   const decoder = await ctx.model.session(ctx.model.decoderName);
