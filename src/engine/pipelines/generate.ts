@@ -2,6 +2,7 @@ import type * as ort from 'onnxruntime-node';
 import type { GenerationSettings } from '../../shared/generation';
 import { EngineError, throwIfAborted } from '../errors';
 import {
+  type LatentRgbFactors,
   type PixelImage,
   imageToTensor,
   latentPreview,
@@ -12,7 +13,13 @@ import {
 } from '../image';
 import type { ComponentSession, LoadedModel } from '../models';
 import { TorchGenerator } from '../rng';
-import { type ModelPredict, makeDenoiser, parseSchedulerConfig, planSampling } from '../schedulers';
+import {
+  type ModelPredict,
+  type StepEvent,
+  makeDenoiser,
+  parseSchedulerConfig,
+  planSampling,
+} from '../schedulers';
 import { floatsToOrt, ortToFloat32, timestepToOrt } from '../tensor';
 import { type StageTimings, timedRun } from './stats';
 import { type PromptEmbedding, TextConditioner, padChunks } from './text';
@@ -220,22 +227,14 @@ export async function runDiffusion(
       timestepOf: plan.timestepOf,
       onStep: (e) => {
         hooks.afterStep?.(e.x, plan.sigmas[e.step + 1], noise, n);
-        const done = n * plan.timesteps.length + e.step + 1;
-        const elapsed = performance.now() - runStarted;
-        const wantPreview =
-          ctx.previewEvery > 0 && ((e.step + 1) % ctx.previewEvery === 0 || e.step + 1 === e.total);
-        const preview = wantPreview
-          ? latentPreview(e.denoised, latentDims, factors, { index: 0 })
-          : null;
-        ctx.onProgress?.({
+        reportDenoiseStep(ctx, e, {
           batch: n,
           batchCount: settings.batchCount,
-          stage: 'denoise',
-          step: e.step + 1,
-          total: e.total,
-          elapsedMs: elapsed,
-          etaMs: (elapsed / done) * (totalSteps - done),
-          preview,
+          stepsPerBatch: plan.timesteps.length,
+          totalSteps,
+          started: runStarted,
+          latentDims,
+          factors,
         });
       },
     });
@@ -435,6 +434,42 @@ export async function encodeImage(
   if (rgb.width !== width || rgb.height !== height)
     rgb = resizeImage(rgb, width, height, 'lanczos3');
   return encodeTensor(ctx, imageToTensor(rgb));
+}
+
+/**
+ * Reports denoising step e.step of batch `at.batch`: progress over all batches with an ETA, and
+ * a latent preview every ctx.previewEvery steps and at the last.
+ */
+export function reportDenoiseStep(
+  ctx: Pick<RunContext, 'onProgress' | 'previewEvery'>,
+  e: Pick<StepEvent, 'step' | 'total' | 'denoised'>,
+  at: {
+    batch: number;
+    batchCount: number;
+    stepsPerBatch: number;
+    totalSteps: number;
+    started: number;
+    latentDims: readonly number[];
+    factors: LatentRgbFactors;
+  },
+): void {
+  if (!ctx.onProgress) return;
+  const done = at.batch * at.stepsPerBatch + e.step + 1;
+  const elapsed = performance.now() - at.started;
+  const wantPreview =
+    ctx.previewEvery > 0 && ((e.step + 1) % ctx.previewEvery === 0 || e.step + 1 === e.total);
+  ctx.onProgress({
+    batch: at.batch,
+    batchCount: at.batchCount,
+    stage: 'denoise',
+    step: e.step + 1,
+    total: e.total,
+    elapsedMs: elapsed,
+    etaMs: (elapsed / done) * (at.totalSteps - done),
+    preview: wantPreview
+      ? latentPreview(e.denoised, at.latentDims, at.factors, { index: 0 })
+      : null,
+  });
 }
 
 /**

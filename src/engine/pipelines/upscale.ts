@@ -21,14 +21,7 @@
 import type * as ort from 'onnxruntime-node';
 import { UpscaleOptions, type GenerationSettings } from '../../shared/generation';
 import { EngineError, throwIfAborted } from '../errors';
-import {
-  type PixelImage,
-  imageToTensor,
-  latentPreview,
-  latentRgbFactorsFor,
-  resizeImage,
-  toRgb,
-} from '../image';
+import { type PixelImage, imageToTensor, latentRgbFactorsFor, resizeImage, toRgb } from '../image';
 import type { ComponentSession } from '../models';
 import { TorchGenerator } from '../rng';
 import {
@@ -41,9 +34,9 @@ import {
 import { floatsToOrt, ortToFloat32, timestepToOrt } from '../tensor';
 import {
   type DiffusionHooks,
-  type GenerateProgress,
   type GeneratedImage,
   type RunContext,
+  reportDenoiseStep,
   runDiffusion,
 } from './generate';
 import { type MemoryPlan, planMemory } from './memory';
@@ -542,25 +535,16 @@ async function runX4(
       rng: { randn: draw },
       signal,
       timestepOf: plan.timestepOf,
-      onStep: (e) => {
-        const done = n * plan.timesteps.length + e.step + 1;
-        const elapsed = performance.now() - runStarted;
-        const wantPreview =
-          ctx.previewEvery > 0 && ((e.step + 1) % ctx.previewEvery === 0 || e.step + 1 === e.total);
-        const progress: GenerateProgress = {
+      onStep: (e) =>
+        reportDenoiseStep(ctx, e, {
           batch: n,
           batchCount: settings.batchCount,
-          stage: 'denoise',
-          step: e.step + 1,
-          total: e.total,
-          elapsedMs: elapsed,
-          etaMs: (elapsed / done) * (totalSteps - done),
-          preview: wantPreview
-            ? latentPreview(e.denoised, latentDims, factors, { index: 0 })
-            : null,
-        };
-        ctx.onProgress?.(progress);
-      },
+          stepsPerBatch: plan.timesteps.length,
+          totalSteps,
+          started: runStarted,
+          latentDims,
+          factors,
+        }),
     });
     timings.denoiseMs += performance.now() - started;
 
