@@ -60,6 +60,10 @@ export const MaskOptions = z
   })
   .strict();
 export type MaskOptions = z.infer<typeof MaskOptions>;
+/** MaskOptions' defaults, without the image reference. */
+export const defaultMaskOptions: Omit<MaskOptions, 'image'> = MaskOptions.omit({
+  image: true,
+}).parse({});
 
 const Extension = z
   .number()

@@ -25,7 +25,11 @@
  * and pasted with the feathered mask as alpha: out = a * generated + (1 - a) * original, so
  * every pixel where a = 0 is the input's, unchanged.
  */
-import type { GenerationSettings, MaskOptions } from '../../shared/generation';
+import {
+  type GenerationSettings,
+  type MaskOptions,
+  defaultMaskOptions,
+} from '../../shared/generation';
 import { EngineError } from '../errors';
 import {
   type Box,
@@ -61,14 +65,7 @@ import {
 export type MaskUse = Pick<MaskOptions, 'blur' | 'fill' | 'onlyMasked' | 'padding'>;
 
 /** MaskOptions' defaults, for a request that sends a mask image but no mask settings. */
-export const defaultMaskUse: MaskUse & Pick<MaskOptions, 'grow' | 'invert'> = {
-  blur: 4,
-  grow: 0,
-  invert: false,
-  onlyMasked: false,
-  padding: 32,
-  fill: 'original',
-};
+export const defaultMaskUse: MaskUse & Pick<MaskOptions, 'grow' | 'invert'> = defaultMaskOptions;
 
 /**
  * The painted mask -> the binary repaint mask at the image's size: nearest-resized if its size

@@ -3,6 +3,7 @@ import {
   type GenerationMode,
   type GenerationSettings,
   type MaskOptions,
+  defaultMaskOptions,
   type SamplerName,
   type UpscaleOptions,
   maxSide,
@@ -71,14 +72,7 @@ export class GenerateForm {
   batchCount = $state(1);
   strength = $state(0.75);
 
-  mask = $state<Omit<MaskOptions, 'image'>>({
-    blur: 4,
-    grow: 0,
-    invert: false,
-    onlyMasked: false,
-    padding: 32,
-    fill: 'original',
-  });
+  mask = $state<Omit<MaskOptions, 'image'>>({ ...defaultMaskOptions });
   outpaint = $state({ left: 0, top: 0, right: 0, bottom: 0 });
   upscale = $state<UpscaleOptions>({
     method: 'hires',
