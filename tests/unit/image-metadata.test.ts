@@ -10,6 +10,8 @@ import {
 } from '../../src/main/library/metadata';
 import { comfyCustomAdvancedGraph, comfyCustomAdvancedWorkflow } from '../fixtures/comfyui';
 import {
+  A1111_EXIF_DIR,
+  A1111_EXIF_SETTINGS,
   insertJpegComment,
   insertJpegExif,
   insertWebpExif,
@@ -20,7 +22,7 @@ import {
 
 // Reference files written the way AUTOMATIC1111 writes them (Pillow, then piexif), by
 // tools/reference/record_a1111_exif.py; a1111.json holds the infotext and the EXIF bytes.
-const refDir = new URL('../fixtures/reference/a1111-exif/', import.meta.url);
+const refDir = A1111_EXIF_DIR;
 const reference = JSON.parse(readFileSync(new URL('a1111.json', refDir), 'utf8')) as {
   infotext: string;
   exif: string;
@@ -28,16 +30,7 @@ const reference = JSON.parse(readFileSync(new URL('a1111.json', refDir), 'utf8')
 const a1111Jpeg = new Uint8Array(readFileSync(new URL('a1111.jpg', refDir)));
 const a1111Webp = new Uint8Array(readFileSync(new URL('a1111.webp', refDir)));
 
-const expectedA1111 = {
-  prompt: 'a cat in a café, 猫, (masterpiece:1.2) 😺',
-  negativePrompt: 'blurry, lowres',
-  steps: 24,
-  sampler: 'euler_a',
-  guidance: 6.5,
-  seed: 1234567,
-  width: 512,
-  height: 768,
-};
+const expectedA1111 = A1111_EXIF_SETTINGS;
 
 let jpeg: Uint8Array; // written by sharp, no metadata
 let webp: Uint8Array;
