@@ -72,7 +72,7 @@ export function numericReference(digits: string, hex: boolean): string {
 
 // Python's `_charref` pattern: decimal or hex numbers of any length, or a name of up to 32
 // characters, each with an optional semicolon.
-const CHARREF = /&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?)/g;
+const CHARREF = /&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?)/gu;
 
 /** Python's `html.unescape`: every named and numeric character reference in `text` resolved. */
 export function unescapeHtml(text: string): string {
