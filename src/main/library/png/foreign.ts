@@ -1,8 +1,8 @@
 /**
- * Settings from other tools' PNG metadata: A1111 `parameters`, ComfyUI `prompt` (API-format graph
- * JSON; read in comfyui.ts) and InvokeAI `invokeai_metadata` (JSON). Everything here takes untrusted input: values of
- * the wrong type are skipped, every field is checked against the GenerationSettings schema, graph
- * walks are bounded, and nothing throws.
+ * Settings from other tools' PNG metadata: A1111 `parameters` and InvokeAI `invokeai_metadata`
+ * (JSON), ComfyUI's sampler names (its graphs are read in comfyui.ts), and the field helpers all
+ * of these readers share. Everything here takes untrusted input: values of the wrong type are
+ * skipped, every field is checked against the GenerationSettings schema, and nothing throws.
  */
 import {
   GenerationSettings,
@@ -43,10 +43,12 @@ function rawValue(v: unknown): string | null {
   return null;
 }
 
+/** An empty raw-field record (see setRaw). */
 export function newRaw(): Record<string, string> {
   return {};
 }
 
+/** raw[key] = v as text (strings capped), as an own property even for keys like `__proto__`. */
 export function setRaw(raw: Record<string, string>, key: string, v: unknown): void {
   const s = rawValue(v);
   if (s !== null)
@@ -58,6 +60,7 @@ export function setRaw(raw: Record<string, string>, key: string, v: unknown): vo
     });
 }
 
+/** A finite number from a number or a short numeric string; undefined otherwise. */
 export function num(v: unknown): number | undefined {
   if (typeof v === 'number') return Number.isFinite(v) ? v : undefined;
   if (typeof v === 'string' && v.trim() !== '' && v.length < 40) {
@@ -67,10 +70,12 @@ export function num(v: unknown): number | undefined {
   return undefined;
 }
 
+/** A plain object (not null, not an array). */
 export function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/** o[key] only when it is o's own property (never the prototype's). */
 export function own(o: Record<string, unknown>, key: string): unknown {
   return Object.prototype.hasOwnProperty.call(o, key) ? o[key] : undefined;
 }
