@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import type { Page } from '@playwright/test';
 import sharp from 'sharp';
 import { addPngTextChunks } from '../../src/main/library/png/chunks';
@@ -12,6 +13,7 @@ import {
   view,
 } from './helpers';
 import { comfyApiGraph } from '../fixtures/comfyui';
+import { A1111_EXIF_DIR, A1111_EXIF_SETTINGS } from '../fixtures/exif';
 
 // Images brought in by dropping or pasting: they are uploaded to the real server and shown from
 // its /media URL (so they can be shown again after a reload), and settings found in a PNG's
@@ -225,4 +227,37 @@ test('open a ComfyUI PNG with the file picker and use its settings', async ({ pa
   await expect(page.getByRole('combobox', { name: /^Sampler/ })).toHaveValue('dpmpp_2m_karras');
   await expect(page.getByLabel('Width', { exact: true })).toHaveValue('768');
   await expect(page.getByLabel('Height', { exact: true })).toHaveValue('512');
+});
+
+test('drop a WebP and a JPEG that AUTOMATIC1111 wrote, and use their settings', async ({
+  page,
+  studio,
+}) => {
+  await addFixtureModel(studio);
+  await openStudio(page, studio);
+  // Written as A1111 writes them: the infotext in EXIF UserComment, UTF-16 (piexif).
+  for (const [file, type] of [
+    ['a1111.webp', 'image/webp'],
+    ['a1111.jpg', 'image/jpeg'],
+  ] as const) {
+    await giveFile(page, 'drop', readFileSync(new URL(file, A1111_EXIF_DIR)), file, type);
+    const found = page.getByTestId('imported-settings');
+    await expect(found).toHaveAttribute('data-source', 'a1111');
+    await expect(found).toContainText(file);
+    await expect(found.getByTestId('imported-prompt')).toHaveText(A1111_EXIF_SETTINGS.prompt);
+    await found.getByRole('button', { name: 'Use these settings' }).click();
+    await expect(page.getByLabel('Prompt', { exact: true })).toHaveValue(
+      A1111_EXIF_SETTINGS.prompt,
+    );
+    await expect(page.getByLabel('Negative prompt', { exact: true })).toHaveValue('blurry, lowres');
+    await expect(page.getByLabel('Seed', { exact: true })).toHaveValue('1234567');
+    await expect(page.getByLabel('Steps', { exact: true })).toHaveValue('24');
+    await expect(page.getByLabel('Guidance', { exact: true })).toHaveValue('6.5');
+    await expect(page.getByRole('combobox', { name: /^Sampler/ })).toHaveValue('euler_a');
+    await expect(page.getByLabel('Width', { exact: true })).toHaveValue('512');
+    await expect(page.getByLabel('Height', { exact: true })).toHaveValue('768');
+    // Reset the form so that the second file has to fill it again.
+    await page.getByLabel('Prompt', { exact: true }).fill('');
+    await setNumber(page.getByLabel('Steps', { exact: true }), 5);
+  }
 });

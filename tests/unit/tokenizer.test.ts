@@ -12,9 +12,9 @@ import {
 } from '../../src/engine/tokenizer';
 import { buildClipTokenizerData, writeClipTokenizerFiles } from '../fixtures/clip-tokenizer';
 
-// No real CLIP vocabulary is available offline, so these tests use the fixture tokenizer
-// (tests/fixtures/clip-tokenizer.ts): CLIP's layout with a few hundred merges learned from a
-// small corpus. Its byte-level ids (0-511) are laid out exactly as CLIP's: "!" is 0, "a</w>" is
+// These tests use the fixture tokenizer (tests/fixtures/clip-tokenizer.ts): CLIP's layout with
+// a few hundred merges learned from a small corpus, small enough to reason about by hand. The
+// ids of CLIP's own vocabulary are checked against CLIP's own tokenizer in clip-text.test.ts. Its byte-level ids (0-511) are laid out exactly as CLIP's: "!" is 0, "a</w>" is
 // 320 and ",</w>" is 267 in both.
 
 const data = buildClipTokenizerData();

@@ -7,18 +7,16 @@
  *  - `latent-studio`: our own JSON `{ "version": 1, "settings": GenerationSettings, "extra": {...} }`,
  *    the exact settings, so that any image can be made again.
  *
- * We read ours first, then A1111 `parameters`, ComfyUI `prompt` and InvokeAI `invokeai_metadata`.
+ * We read ours first, then A1111 `parameters`, ComfyUI `prompt`, InvokeAI `invokeai_metadata`
+ * and ComfyUI `workflow`. JPEG and WebP files carry the same texts elsewhere (metadata/).
  */
 import sharp from 'sharp';
 import { GenerationSettings } from '../../shared/generation';
 import { formatA1111Parameters, parseA1111Parameters, type A1111Extra } from './png/a1111';
-import { addPngTextChunks, readPngTextChunks, type PngTextChunk } from './png/chunks';
-import {
-  settingsFromA1111,
-  settingsFromComfy,
-  settingsFromInvoke,
-  type PartialSettings,
-} from './png/foreign';
+import { addPngTextChunks, readPngTextChunks } from './png/chunks';
+import { settingsFromComfy } from './png/comfyui';
+import { apiGraphFromWorkflow } from './png/comfyui-workflow';
+import { settingsFromA1111, settingsFromInvoke, type PartialSettings } from './png/foreign';
 
 export {
   PngFormatError,
@@ -122,8 +120,13 @@ function fromOurs(text: string | undefined): ReadGenerationMetadata | null {
   return { source: 'latent-studio', settings: parsed.data, raw };
 }
 
-function fromChunks(chunks: PngTextChunk[]): ReadGenerationMetadata {
-  // The first chunk of each keyword wins (we write ours right after IHDR).
+/**
+ * Settings from (keyword, text) pairs named as PNG text chunks name them, whatever file they
+ * came from. The first text of each keyword wins (we write ours right after IHDR).
+ */
+export function metadataFromText(
+  chunks: ReadonlyArray<{ keyword: string; text: string }>,
+): ReadGenerationMetadata {
   const byKeyword = new Map<string, string>();
   for (const c of chunks) if (!byKeyword.has(c.keyword)) byKeyword.set(c.keyword, c.text);
 
@@ -146,9 +149,15 @@ function fromChunks(chunks: PngTextChunk[]): ReadGenerationMetadata {
   const invoke = settingsFromInvoke(parseJson(byKeyword.get('invokeai_metadata')));
   if (invoke) return { source: 'invokeai', ...invoke };
 
-  // A ComfyUI image with only the UI `workflow`, or an A1111 text with a prompt and no parameters.
-  if (byKeyword.has('workflow') && parseJson(byKeyword.get('workflow')) !== undefined)
-    return { source: 'comfyui', settings: {}, raw: {} };
+  // A ComfyUI image with only the editor's `workflow`, or an A1111 text with a prompt and no
+  // parameters.
+  const workflow = parseJson(byKeyword.get('workflow'));
+  if (workflow !== undefined) {
+    const fromWorkflow = settingsFromComfy(apiGraphFromWorkflow(workflow));
+    return fromWorkflow
+      ? { source: 'comfyui', ...fromWorkflow }
+      : { source: 'comfyui', settings: {}, raw: {} };
+  }
   if (
     parameters !== undefined &&
     parameters.length <= MAX_PARAMETERS_CHARS &&
@@ -171,7 +180,7 @@ function none(): ReadGenerationMetadata {
  */
 export function readGenerationMetadata(png: Uint8Array): ReadGenerationMetadata {
   try {
-    return fromChunks(readPngTextChunks(png, { onBadText: 'skip' }));
+    return metadataFromText(readPngTextChunks(png, { onBadText: 'skip' }));
   } catch {
     return none();
   }

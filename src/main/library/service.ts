@@ -43,6 +43,7 @@ import {
   toItems,
 } from './gallery';
 import { newId, newToken, sha256 } from './ids';
+import { readImageMetadata } from './metadata';
 import { type Migration, migrate, migrations as defaultMigrations } from './migrations';
 import { type ModelRow, TokenizerCache, inspectModel, toModelEntry, upsertModel } from './models';
 import {
@@ -1129,10 +1130,8 @@ export class Library {
     }
     let metadata: UploadedImage['metadata'] = null;
     if (input.purpose === 'import') {
-      const read = ext === 'png' ? readGenerationMetadata(data) : null;
-      metadata = read
-        ? { source: read.source, settings: read.settings }
-        : { source: 'none', settings: {} };
+      const read = readImageMetadata(data);
+      metadata = { source: read.source, settings: read.settings };
     }
     return { imageId, url: `/media/uploads/${imageId}`, width, height, metadata };
   }

@@ -1,8 +1,8 @@
 /**
- * Settings from other tools' PNG metadata: A1111 `parameters`, ComfyUI `prompt` (API-format graph
- * JSON) and InvokeAI `invokeai_metadata` (JSON). Everything here takes untrusted input: values of
- * the wrong type are skipped, every field is checked against the GenerationSettings schema, graph
- * walks are bounded, and nothing throws.
+ * Settings from other tools' PNG metadata: A1111 `parameters` and InvokeAI `invokeai_metadata`
+ * (JSON), ComfyUI's sampler names (its graphs are read in comfyui.ts), and the field helpers all
+ * of these readers share. Everything here takes untrusted input: values of the wrong type are
+ * skipped, every field is checked against the GenerationSettings schema, and nothing throws.
  */
 import {
   GenerationSettings,
@@ -24,7 +24,7 @@ const MAX_RAW_VALUE = 64 * 1024;
 const shape = GenerationSettings.shape;
 
 /** Set settings[key] = value only when the schema accepts it. */
-function put<K extends keyof GenerationSettings>(
+export function put<K extends keyof GenerationSettings>(
   settings: PartialSettings,
   key: K,
   value: unknown,
@@ -43,11 +43,13 @@ function rawValue(v: unknown): string | null {
   return null;
 }
 
-function newRaw(): Record<string, string> {
+/** An empty raw-field record (see setRaw). */
+export function newRaw(): Record<string, string> {
   return {};
 }
 
-function setRaw(raw: Record<string, string>, key: string, v: unknown): void {
+/** raw[key] = v as text (strings capped), as an own property even for keys like `__proto__`. */
+export function setRaw(raw: Record<string, string>, key: string, v: unknown): void {
   const s = rawValue(v);
   if (s !== null)
     Object.defineProperty(raw, key, {
@@ -58,7 +60,8 @@ function setRaw(raw: Record<string, string>, key: string, v: unknown): void {
     });
 }
 
-function num(v: unknown): number | undefined {
+/** A finite number from a number or a short numeric string; undefined otherwise. */
+export function num(v: unknown): number | undefined {
   if (typeof v === 'number') return Number.isFinite(v) ? v : undefined;
   if (typeof v === 'string' && v.trim() !== '' && v.length < 40) {
     const n = Number(v.trim());
@@ -67,11 +70,13 @@ function num(v: unknown): number | undefined {
   return undefined;
 }
 
-function isRecord(v: unknown): v is Record<string, unknown> {
+/** A plain object (not null, not an array). */
+export function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-function own(o: Record<string, unknown>, key: string): unknown {
+/** o[key] only when it is o's own property (never the prototype's). */
+export function own(o: Record<string, unknown>, key: string): unknown {
   return Object.prototype.hasOwnProperty.call(o, key) ? o[key] : undefined;
 }
 
@@ -123,7 +128,7 @@ export function settingsFromA1111(parsed: A1111Parameters): ForeignResult {
 }
 
 // ---------------------------------------------------------------------------------------------
-// ComfyUI (API-format graph: { "<id>": { "class_type": "...", "inputs": { name: literal | [id, out] } } })
+// ComfyUI sampler names (the graphs themselves are read in comfyui.ts)
 
 const COMFY_SAMPLERS: Record<string, SamplerName> = {
   euler: 'euler',
@@ -149,136 +154,6 @@ export function samplerFromComfy(
   const schedule = typeof scheduler === 'string' ? scheduler : 'normal';
   if (schedule === 'karras') return id === 'dpmpp_2m' ? 'dpmpp_2m_karras' : undefined;
   return COMFY_PLAIN_SCHEDULES.has(schedule) ? id : undefined;
-}
-
-const KSAMPLERS = new Set(['KSampler', 'KSamplerAdvanced']);
-const EMPTY_LATENTS = new Set(['EmptyLatentImage', 'EmptySD3LatentImage']);
-const MAX_NODES = 10_000;
-const MAX_HOPS = 32;
-
-type ComfyNode = { class_type: string; inputs: Record<string, unknown> };
-
-function comfyNodes(graph: unknown): Map<string, ComfyNode> {
-  const nodes = new Map<string, ComfyNode>();
-  if (!isRecord(graph)) return nodes;
-  for (const [id, node] of Object.entries(graph)) {
-    if (nodes.size >= MAX_NODES) break;
-    if (!isRecord(node)) continue;
-    const cls = own(node, 'class_type');
-    const inputs = own(node, 'inputs');
-    if (typeof cls === 'string' && isRecord(inputs)) nodes.set(id, { class_type: cls, inputs });
-  }
-  return nodes;
-}
-
-/** The node a link input ([id, outputIndex]) points at. */
-function linked(nodes: Map<string, ComfyNode>, v: unknown): ComfyNode | undefined {
-  if (!Array.isArray(v) || v.length !== 2) return undefined;
-  const id = v[0];
-  if (typeof id !== 'string' && typeof id !== 'number') return undefined;
-  return nodes.get(String(id));
-}
-
-/** A string input, following links through primitive/string nodes. */
-function stringInput(
-  nodes: Map<string, ComfyNode>,
-  node: ComfyNode,
-  names: string[],
-): string | undefined {
-  let current: ComfyNode | undefined = node;
-  let keys = names;
-  for (let hop = 0; current && hop < MAX_HOPS; hop++) {
-    let next: ComfyNode | undefined;
-    for (const k of keys) {
-      const v = own(current.inputs, k);
-      if (typeof v === 'string') return v;
-      next ??= linked(nodes, v);
-    }
-    current = next;
-    keys = ['text', 'string', 'value', 'text_g', 'prompt'];
-  }
-  return undefined;
-}
-
-/** The prompt text of a conditioning link, following conditioning pass-through nodes. */
-function conditioningText(nodes: Map<string, ComfyNode>, link: unknown): string | undefined {
-  let node = linked(nodes, link);
-  for (let hop = 0; node && hop < MAX_HOPS; hop++) {
-    if (
-      node.class_type.startsWith('CLIPTextEncode') ||
-      typeof own(node.inputs, 'text') === 'string'
-    ) {
-      const text = stringInput(nodes, node, ['text', 'text_g', 'prompt']);
-      if (text !== undefined) return text;
-    }
-    node = linked(nodes, own(node.inputs, 'conditioning') ?? own(node.inputs, 'conditioning_1'));
-  }
-  return undefined;
-}
-
-function latentSize(
-  nodes: Map<string, ComfyNode>,
-  link: unknown,
-): { width?: unknown; height?: unknown } | undefined {
-  let node = linked(nodes, link);
-  for (let hop = 0; node && hop < MAX_HOPS; hop++) {
-    if (EMPTY_LATENTS.has(node.class_type))
-      return { width: own(node.inputs, 'width'), height: own(node.inputs, 'height') };
-    node = linked(nodes, own(node.inputs, 'samples') ?? own(node.inputs, 'latent_image'));
-  }
-  return undefined;
-}
-
-export function settingsFromComfy(promptJson: unknown): ForeignResult | null {
-  const nodes = comfyNodes(promptJson);
-  const samplers = [...nodes.entries()].filter(([, n]) => KSAMPLERS.has(n.class_type));
-  if (samplers.length === 0) return null;
-  // The first pass: the sampler that starts from an empty latent, else the lowest node id.
-  samplers.sort(([a], [b]) => (Number(a) || 0) - (Number(b) || 0) || (a < b ? -1 : a > b ? 1 : 0));
-  const fromEmpty = samplers.find(
-    ([, n]) => latentSize(nodes, own(n.inputs, 'latent_image')) !== undefined,
-  );
-  const [id, ks] = fromEmpty ?? samplers[0];
-  const inp = ks.inputs;
-  const settings: PartialSettings = {};
-  const raw = newRaw();
-  setRaw(raw, 'node', id);
-  setRaw(raw, 'class_type', ks.class_type);
-  setRaw(raw, 'sampler count', samplers.length);
-  const seed =
-    own(inp, ks.class_type === 'KSamplerAdvanced' ? 'noise_seed' : 'seed') ?? own(inp, 'seed');
-  for (const [k, v] of [
-    ['seed', seed],
-    ['steps', own(inp, 'steps')],
-    ['cfg', own(inp, 'cfg')],
-    ['sampler_name', own(inp, 'sampler_name')],
-    ['scheduler', own(inp, 'scheduler')],
-    ['denoise', own(inp, 'denoise')],
-  ] as Array<[string, unknown]>)
-    setRaw(raw, k, v);
-  put(settings, 'seed', num(seed));
-  put(settings, 'steps', num(own(inp, 'steps')));
-  put(settings, 'guidance', num(own(inp, 'cfg')));
-  put(settings, 'sampler', samplerFromComfy(own(inp, 'sampler_name'), own(inp, 'scheduler')));
-  put(settings, 'strength', num(own(inp, 'denoise')));
-  put(settings, 'prompt', conditioningText(nodes, own(inp, 'positive')));
-  put(settings, 'negativePrompt', conditioningText(nodes, own(inp, 'negative')));
-  let size = latentSize(nodes, own(inp, 'latent_image'));
-  if (!size) {
-    const empty = [...nodes.values()].find((n) => EMPTY_LATENTS.has(n.class_type));
-    if (empty) size = { width: own(empty.inputs, 'width'), height: own(empty.inputs, 'height') };
-  }
-  if (size) {
-    put(settings, 'width', num(size.width));
-    put(settings, 'height', num(size.height));
-  }
-  for (const n of nodes.values()) {
-    if (n.class_type === 'CheckpointLoaderSimple' || n.class_type === 'CheckpointLoader') {
-      setRaw(raw, 'ckpt_name', own(n.inputs, 'ckpt_name'));
-      break;
-    }
-  }
-  return { settings, raw };
 }
 
 // ---------------------------------------------------------------------------------------------
