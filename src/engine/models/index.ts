@@ -2,6 +2,13 @@ export * from './types';
 export { openModelFolder, readJsonFile } from './folder';
 export { detectFamily } from './family';
 export {
+  fileLimits,
+  openRegularFile,
+  readRegularFileSync,
+  UnreadableFileError,
+  type FileKind,
+} from './safe-read';
+export {
   readOnnxHeader,
   OnnxFormatError,
   type OnnxHeader,
