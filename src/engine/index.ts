@@ -14,12 +14,22 @@ export type { PixelImage } from './image';
 export {
   openModelFolder,
   detectFamily,
+  inspectFolder,
+  inspectFolderInWorker,
+  inspectionTimedOut,
   loadModel,
   openRegularFile,
   readRegularFileSync,
   UnreadableFileError,
 } from './models';
-export type { ModelInfo, LoadedModel, FamilyInfo, ModelFamily, ProviderPreference } from './models';
+export type {
+  FolderInspection,
+  ModelInfo,
+  LoadedModel,
+  FamilyInfo,
+  ModelFamily,
+  ProviderPreference,
+} from './models';
 export { getRuntimeInfo } from './runtime';
 export { randn, batchNoise, TorchGenerator } from './rng';
 export { ClipTokenizer } from './tokenizer';

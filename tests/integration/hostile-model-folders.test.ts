@@ -8,18 +8,28 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EngineError } from '../../src/engine/errors';
-import { fileLimits, openModelFolder, type FileKind } from '../../src/engine/models';
+import {
+  fileLimits,
+  inspectFolder,
+  inspectFolderInWorker,
+  openModelFolder,
+  type FileKind,
+} from '../../src/engine/models';
 import { ClipTokenizer } from '../../src/engine/tokenizer';
+import { inspectModel } from '../../src/main/library/models';
 import type { Library } from '../../src/main/library/service';
 import { fixtureModel } from '../fixtures/models';
+import { bundleEntry } from './bundle';
 import { openLibrary, tempDir } from './library-helpers';
 
 const spec = { layout: 'optimum', externalWeights: true } as const;
 let source: string;
 let root: string;
 let library: Library;
+let workerPath: string;
 
 beforeAll(async () => {
+  workerPath = await bundleEntry('src/engine/worker.ts', 'hostile-folders/engine-worker');
   source = await fixtureModel('hostile-sd15-optimum', spec);
   root = tempDir('ls-hostile-');
   ({ library } = await openLibrary(path.join(root, 'data')));
@@ -230,5 +240,55 @@ describe('external weights outside the model folder', () => {
       message: expect.stringMatching(/outside unet\//),
     });
     expect(library.listModels().some((m) => m.path === dir)).toBe(false);
+  });
+});
+
+describe('inspection off the host thread, with a time limit', () => {
+  it('reads a folder in a worker thread exactly as in this one', async () => {
+    const here = await inspectFolder(source);
+    const there = await inspectFolderInWorker(workerPath, source, { timeLimitMs: 30_000 });
+    expect(there).toEqual(here);
+    expect(there.family.family).toBe('sd1');
+  });
+
+  it('names a hostile file from the worker thread too, and the host keeps answering', async () => {
+    const dir = copyModel();
+    plant(dir, 'unet/model.onnx', 'fifo', 'onnx');
+    const inspecting = inspectModel(dir, { workerPath });
+    expect(await worstLagWhile(inspecting)).toBeLessThan(1000);
+    await expect(inspecting).rejects.toMatchObject({
+      code: 'model',
+      message:
+        'unet/model.onnx is a named pipe, not a regular file; a model folder holds regular files only.',
+    });
+  });
+
+  it('gives up after the time limit with a sentence', async () => {
+    await expect(inspectModel(source, { workerPath, timeLimitMs: 1 })).rejects.toMatchObject({
+      code: 'model',
+      message: `${path.basename(source)} took longer than 1 ms to inspect; check that its files are readable and on a local disk.`,
+    });
+    await expect(
+      inspectFolderInWorker(workerPath, source, { timeLimitMs: 1 }),
+    ).rejects.toMatchObject({
+      code: 'model-corrupt',
+      message: expect.stringMatching(/took longer/),
+    });
+  });
+
+  it('stops reading a crafted ONNX header of millions of tiny fields', async () => {
+    const dir = copyModel();
+    // ir_version, then 6 million unknown one-byte varint fields (field 15): 12 MB, no graph.
+    const body = Buffer.alloc(2 + 6_000_000 * 2);
+    body[0] = 0x08;
+    body[1] = 0x07;
+    for (let i = 2; i < body.length; i += 2) body[i] = 0x78;
+    fs.writeFileSync(path.join(dir, 'unet', 'model.onnx'), body);
+    const inspecting = inspectModel(dir, { workerPath });
+    expect(await worstLagWhile(inspecting)).toBeLessThan(1000);
+    await expect(inspecting).rejects.toMatchObject({
+      code: 'model',
+      message: 'unet/model.onnx is not an ONNX model (its header has more than 5,000,000 fields).',
+    });
   });
 });

@@ -28,7 +28,10 @@ beforeAll(async () => {
   mkfifo(path.join(builtIn, 'README.md'));
   fs.cpSync(source, path.join(root, 'resources', 'models', 'fine'), { recursive: true });
 
-  const entry = await bundleEntry('src/main/server/main.ts', 'hostile-server');
+  // As the build lays them out: the server finds engine-worker.mjs beside it, and inspects
+  // model folders in threads of that bundle.
+  const entry = await bundleEntry('src/main/server/main.ts', 'hostile-server/server');
+  await bundleEntry('src/engine/worker.ts', 'hostile-server/engine-worker');
   child = spawn(process.execPath, [entry, '--port', '0', '--data-dir', path.join(root, 'data')], {
     env: { ...process.env, LATENT_STUDIO_RESOURCES_DIR: path.join(root, 'resources') },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -114,15 +114,19 @@ function sdxlFamily(
   return sched.turbo ? 'sdxl-turbo' : 'sdxl';
 }
 
+/** The clues the steps of detectFamily read, for the decision. */
+interface Clues {
+  info: ModelInfo;
+  unet: UNetInputs;
+  channels: number;
+  ctx: number;
+  sched: SchedulerClues;
+  hint: PipelineHint | undefined;
+  reasons: string[];
+}
+
 /** 4 channels: SDXL, LCM, SD 2.x (v), SD-Turbo, SD 2.x or SD 1.x, in that order of evidence. */
-function fourChannelFamily(
-  info: ModelInfo,
-  unet: UNetInputs,
-  ctx: number,
-  sched: SchedulerClues,
-  hint: PipelineHint | undefined,
-  reasons: string[],
-): ModelFamily {
+function fourChannelFamily({ info, unet, ctx, sched, hint, reasons }: Clues): ModelFamily {
   const file = info.components.unet!.file;
   if (unet.classLabels)
     throw unsupported(
@@ -150,19 +154,12 @@ function fourChannelFamily(
 }
 
 /** The family by UNet channels (4 / 9 / 7), then by conditioning and scheduler clues. */
-function decideFamily(
-  info: ModelInfo,
-  unet: UNetInputs,
-  channels: number,
-  ctx: number,
-  sched: SchedulerClues,
-  hint: PipelineHint | undefined,
-  reasons: string[],
-): ModelFamily {
+function decideFamily(clues: Clues): ModelFamily {
+  const { info, unet, channels, reasons } = clues;
   const file = info.components.unet!.file;
   if (channels === 7) return x4Family(unet, file);
   if (channels === 9) return inpaintFamily(unet, file, reasons);
-  if (channels === 4) return fourChannelFamily(info, unet, ctx, sched, hint, reasons);
+  if (channels === 4) return fourChannelFamily(clues);
   throw unsupported(
     `${file} takes ${channels} input channels; the engine runs 4 (text-to-image), 9 (inpainting) and 7 (x4 upscaler).`,
     file,
@@ -302,7 +299,7 @@ export function detectFamily(
   const ctx = contextWidth(info, unet, ucfg, sigOf, reasons);
   const { vae, config: vcfg, latentChannels } = vaeOf(info, sigOf);
   const sched = schedulerClues(info, reasons);
-  const family = decideFamily(info, unet, channels, ctx, sched, hint, reasons);
+  const family = decideFamily({ info, unet, channels, ctx, sched, hint, reasons });
   noteHintDisagreement(info, hint, family, reasons);
   requireFamilyComponents(info, family);
   const nativeSize = nativeSizeOf(unet, ucfg, family, reasons);

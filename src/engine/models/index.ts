@@ -2,6 +2,13 @@ export * from './types';
 export { openModelFolder, readJsonFile } from './folder';
 export { detectFamily } from './family';
 export {
+  answerInspection,
+  inspectFolder,
+  inspectFolderInWorker,
+  inspectionTimedOut,
+  type FolderInspection,
+} from './inspect';
+export {
   fileLimits,
   openRegularFile,
   readRegularFileSync,

@@ -106,18 +106,32 @@ function checkOpened(st: Stats, kind: FileKind, truncate: boolean): void {
     throw new UnreadableFileError('too-large', st.size, kind);
 }
 
+/** A missing file (or a path through a file): the callers' "not there". */
+function isMissing(e: unknown): boolean {
+  const code = (e as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+/** How many bytes of an opened file of `size` are read: at most the cap of its kind. */
+function bytesToRead(size: number, kind: FileKind): number {
+  // A file that grows while it is read stops at the cap, never past it.
+  return Math.min(size, fileLimits[kind].bytes);
+}
+
 /**
- * Opens a regular file for reading without blocking, checked as above. fs errors (ENOENT,
- * EACCES...) pass through; the caller closes the handle.
+ * Opens a regular file for reading without blocking, checked as above (with `truncate`, a file
+ * over the cap is not refused: only the cap is read from it). fs errors (ENOENT, EACCES...)
+ * pass through; the caller closes the handle.
  */
 export async function openRegularFile(
   path: string,
   kind: FileKind,
+  { truncate = false }: { truncate?: boolean } = {},
 ): Promise<{ handle: FileHandle; size: number }> {
   const handle = await open(path, openFlags);
   try {
     const st = await handle.stat();
-    checkOpened(st, kind, false);
+    checkOpened(st, kind, truncate);
     return { handle, size: st.size };
   } catch (e) {
     await handle.close();
@@ -126,11 +140,15 @@ export async function openRegularFile(
 }
 
 /** The synchronous twin of openRegularFile, for readers that work on a descriptor. */
-export function openRegularFileSync(path: string, kind: FileKind): { fd: number; size: number } {
+export function openRegularFileSync(
+  path: string,
+  kind: FileKind,
+  { truncate = false }: { truncate?: boolean } = {},
+): { fd: number; size: number } {
   const fd = openSync(path, openFlags);
   try {
     const st = fstatSync(fd);
-    checkOpened(st, kind, false);
+    checkOpened(st, kind, truncate);
     return { fd, size: st.size };
   } catch (e) {
     closeSync(fd);
@@ -142,27 +160,21 @@ export function openRegularFileSync(path: string, kind: FileKind): { fd: number;
 export function readRegularFileSync(
   path: string,
   kind: FileKind,
-  { truncate = false }: { truncate?: boolean } = {},
+  opts: { truncate?: boolean } = {},
 ): Buffer | null {
-  let fd: number;
+  let opened: { fd: number; size: number };
   try {
-    fd = openSync(path, openFlags);
+    opened = openRegularFileSync(path, kind, opts);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+    if (isMissing(e)) return null;
     throw e;
   }
+  const { fd, size } = opened;
   try {
-    const st = fstatSync(fd);
-    checkOpened(st, kind, truncate);
-    const want = Math.min(st.size, fileLimits[kind].bytes);
-    const buf = Buffer.allocUnsafe(want);
+    const buf = Buffer.allocUnsafe(bytesToRead(size, kind));
     let got = 0;
-    while (got < want) {
-      const n = readSync(fd, buf, got, want - got, got);
-      if (n === 0) break;
-      got += n;
-    }
+    for (let n = -1; got < buf.length && n !== 0; got += n)
+      n = readSync(fd, buf, got, buf.length - got, got);
     return buf.subarray(0, got);
   } finally {
     closeSync(fd);
@@ -177,28 +189,21 @@ export function readRegularFileSync(
 export async function readRegularFile(
   path: string,
   kind: FileKind,
-  { truncate = false }: { truncate?: boolean } = {},
+  opts: { truncate?: boolean } = {},
 ): Promise<Buffer | null> {
-  let handle: FileHandle;
+  let opened: { handle: FileHandle; size: number };
   try {
-    handle = await open(path, openFlags);
+    opened = await openRegularFile(path, kind, opts);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+    if (isMissing(e)) return null;
     throw e;
   }
+  const { handle, size } = opened;
   try {
-    const st = await handle.stat();
-    checkOpened(st, kind, truncate);
-    // A file that grows while it is read stops at the cap, never past it.
-    const want = Math.min(st.size, fileLimits[kind].bytes);
-    const buf = Buffer.allocUnsafe(want);
+    const buf = Buffer.allocUnsafe(bytesToRead(size, kind));
     let got = 0;
-    while (got < want) {
-      const { bytesRead } = await handle.read(buf, got, want - got, got);
-      if (bytesRead === 0) break;
-      got += bytesRead;
-    }
+    for (let n = -1; got < buf.length && n !== 0; got += n)
+      n = (await handle.read(buf, got, buf.length - got, got)).bytesRead;
     return buf.subarray(0, got);
   } finally {
     await handle.close();
@@ -220,14 +225,12 @@ export async function readRegularText(
  * file read later, in another thread, is checked here at inspection). Missing: false.
  */
 export async function isRegularFile(path: string, kind: FileKind): Promise<boolean> {
-  let opened: { handle: FileHandle; size: number };
   try {
-    opened = await openRegularFile(path, kind);
+    const { handle } = await openRegularFile(path, kind);
+    await handle.close();
+    return true;
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') return false;
+    if (isMissing(e)) return false;
     throw e;
   }
-  await opened.handle.close();
-  return true;
 }

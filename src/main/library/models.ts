@@ -9,9 +9,11 @@ import path from 'node:path';
 import { ModelDefaults, type ModelEntry, SamplerName, StudioError } from '../../shared';
 import {
   ClipTokenizer,
-  detectFamily,
+  inspectFolder,
+  inspectFolderInWorker,
+  inspectionTimedOut,
   isEngineError,
-  openModelFolder,
+  type FolderInspection,
   openRegularFile,
   readRegularFileSync,
   UnreadableFileError,
@@ -192,44 +194,46 @@ function describeModelError(dir: string, err: unknown): string {
 }
 
 /**
- * Inspects a model folder: layout, family, native size, sizes and file fingerprints. Every file
- * is read through the engine's safe reads (regular files only, capped per kind), and the whole
- * inspection gives up after `timeLimitMs` with StudioError 'model', so that a hostile or stalled
- * folder (a network mount that stops answering) never holds a caller.
+ * Inspects a model folder: layout, family, native size, sizes and file fingerprints. The folder
+ * is read and classified in a worker thread of `workerPath` (the engine worker bundle) when one
+ * is given, in this thread otherwise (tests of the library alone); every file is read through
+ * the engine's safe reads (regular files only, capped per kind); the whole inspection gives up
+ * after `timeLimitMs` with StudioError 'model'. So a hostile or stalled folder (a FIFO, a
+ * network mount that stops answering) never holds the host.
  */
 export async function inspectModel(
   dir: string,
-  { timeLimitMs = inspectTimeLimitMs }: { timeLimitMs?: number } = {},
+  {
+    timeLimitMs = inspectTimeLimitMs,
+    workerPath = null,
+  }: { timeLimitMs?: number; workerPath?: string | null } = {},
 ): Promise<Inspected> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(
-      () =>
-        reject(
-          new StudioError(
-            'model',
-            `${path.basename(dir)} took longer than ${Math.round(timeLimitMs / 1000)} s to inspect; check that its files are readable and on a local disk.`,
-          ),
-        ),
+      () => reject(new StudioError('model', inspectionTimedOut(dir, timeLimitMs))),
       timeLimitMs,
     );
   });
   try {
-    return await Promise.race([inspectFolder(dir), timeout]);
+    return await Promise.race([inspectAndFingerprint(dir, timeLimitMs, workerPath), timeout]);
   } finally {
     clearTimeout(timer);
   }
 }
 
-async function inspectFolder(dir: string): Promise<Inspected> {
-  let info;
-  let family;
+async function inspectAndFingerprint(
+  dir: string,
+  timeLimitMs: number,
+  workerPath: string | null,
+): Promise<Inspected> {
+  let inspection;
   try {
-    info = await openModelFolder(dir);
-    family = detectFamily(info);
+    inspection = await inspectFolderOffThread(dir, timeLimitMs, workerPath);
   } catch (err) {
     throw new StudioError('model', describeModelError(dir, err));
   }
+  const { info, family } = inspection;
   const fileHashes: Record<string, string> = {};
   let bytes = 0;
   for (const c of Object.values(info.components)) {
@@ -250,6 +254,23 @@ async function inspectFolder(dir: string): Promise<Inspected> {
     description: readModelCard(info.dir),
     defaults: readModelDefaults(info.dir),
   };
+}
+
+/** openModelFolder + detectFamily, in a worker thread where there is a worker bundle. */
+async function inspectFolderOffThread(
+  dir: string,
+  timeLimitMs: number,
+  workerPath: string | null,
+): Promise<FolderInspection> {
+  if (!workerPath) return inspectFolder(dir);
+  try {
+    return await inspectFolderInWorker(workerPath, dir, { timeLimitMs });
+  } catch (err) {
+    // A worker that cannot start (a broken install) must not take the model registry down with
+    // it: the folder is then read here, with the same safe reads, within the same time limit.
+    if (isEngineError(err, 'internal')) return inspectFolder(dir);
+    throw err;
+  }
 }
 
 async function fingerprintOrThrow(dir: string, name: string, file: string): Promise<string> {
