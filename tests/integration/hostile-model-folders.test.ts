@@ -40,10 +40,10 @@ afterAll(() => {
 });
 
 let copies = 0;
-/** A private copy of the fixture model, safe to break. */
-function copyModel(): string {
+/** A private copy of a fixture model (by default the SD 1.5 one), safe to break. */
+function copyModel(from = source): string {
   const dir = path.join(root, `model-${++copies}`);
-  fs.cpSync(source, dir, { recursive: true });
+  fs.cpSync(from, dir, { recursive: true });
   return dir;
 }
 
@@ -135,6 +135,27 @@ describe('a model folder with a hostile file', () => {
       // The cheap calls answered throughout; nothing was added.
       expect(lag).toBeLessThan(1000);
       expect(library.listModels()).toHaveLength(before);
+    },
+    20_000,
+  );
+
+  // Files only some families have: the x4 upscaler's, SDXL's second encoder and tokenizer.
+  const familyFiles: Array<{ family: 'x4' | 'sdxl'; file: string; cap: FileKind }> = [
+    { family: 'x4', file: 'low_res_scheduler/scheduler_config.json', cap: 'json' },
+    { family: 'x4', file: 'vae/model.onnx', cap: 'onnx' },
+    { family: 'sdxl', file: 'text_encoder_2/model.onnx', cap: 'onnx' },
+    { family: 'sdxl', file: 'tokenizer_2/vocab.json', cap: 'tokenizer' },
+  ];
+  it.each(familyFiles.flatMap((f) => hostiles.map((hostile) => ({ ...f, hostile }))))(
+    '$family: $file as $hostile is named',
+    async ({ family, file, cap, hostile }) => {
+      const dir = copyModel(
+        await fixtureModel(`fam-${family}-diffusers`, { family, layout: 'diffusers' }),
+      );
+      const expected = plant(dir, file, hostile, cap);
+      const adding = library.addModel(dir);
+      expect(await worstLagWhile(adding)).toBeLessThan(1000);
+      await expect(adding).rejects.toMatchObject({ code: 'model', message: expected });
     },
     20_000,
   );
