@@ -65,7 +65,9 @@ function plant(dir: string, file: string, hostile: Hostile, cap: FileKind): RegE
       // Sparse: one byte past the cap costs no disk.
       fs.writeFileSync(p, '{');
       fs.truncateSync(p, fileLimits[cap].bytes + 1);
-      return new RegExp(`${name} is [\\d.]+ [KMG]iB, too large for`);
+      return new RegExp(
+        `${name} is [\\d,]+ bytes, too large for .* \\(at most [\\d.]+ [KMG]iB\\); it was not read\\.$`,
+      );
     case 'folder':
       fs.mkdirSync(p);
       return new RegExp(`${name} is a folder, not a file`);
@@ -179,6 +181,17 @@ describe('a model folder with a hostile file', () => {
       await expect(ClipTokenizer.fromFolder(path.join(dir, 'tokenizer'))).rejects.toThrow(expected);
     },
   );
+
+  it('says how large an oversize file is, and never reads it', async () => {
+    const dir = copyModel();
+    const index = path.join(dir, 'model_index.json');
+    fs.truncateSync(index, 5 * 1024 ** 3); // 5 GiB, sparse
+    await expect(library.addModel(dir)).rejects.toMatchObject({
+      code: 'model',
+      message:
+        'model_index.json is 5.0 GiB, too large for a JSON config (at most 4.0 MiB); it was not read.',
+    });
+  });
 
   it('reads only the start of a huge model card, and uses it', async () => {
     const dir = copyModel();

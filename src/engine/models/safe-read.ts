@@ -55,8 +55,15 @@ export class UnreadableFileError extends Error {
     switch (this.reason) {
       case 'folder':
         return `${name} is a folder, not a file.`;
-      case 'too-large':
-        return `${name} is ${formatBytes(this.size)}, too large for ${fileLimits[this.kind].what} (at most ${formatBytes(fileLimits[this.kind].bytes)}); it was not read.`;
+      case 'too-large': {
+        const cap = formatBytes(fileLimits[this.kind].bytes);
+        // Just over the cap rounds to the cap itself: then the exact size says why.
+        const size =
+          formatBytes(this.size) === cap
+            ? `${this.size.toLocaleString('en-US')} bytes`
+            : formatBytes(this.size);
+        return `${name} is ${size}, too large for ${fileLimits[this.kind].what} (at most ${cap}); it was not read.`;
+      }
       default:
         return `${name} is ${article[this.reason]}, not a regular file; a model folder holds regular files only.`;
     }
