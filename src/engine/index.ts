@@ -11,8 +11,25 @@ export { EngineError, isEngineError } from './errors';
 export type { EngineErrorCode } from './errors';
 export { describeEngineError } from './describe-error';
 export type { PixelImage } from './image';
-export { openModelFolder, detectFamily, loadModel } from './models';
-export type { ModelInfo, LoadedModel, FamilyInfo, ModelFamily, ProviderPreference } from './models';
+export {
+  openModelFolder,
+  detectFamily,
+  inspectFolder,
+  inspectFolderInWorker,
+  inspectionTimedOut,
+  loadModel,
+  openRegularFile,
+  readRegularFileSync,
+  UnreadableFileError,
+} from './models';
+export type {
+  FolderInspection,
+  ModelInfo,
+  LoadedModel,
+  FamilyInfo,
+  ModelFamily,
+  ProviderPreference,
+} from './models';
 export { getRuntimeInfo } from './runtime';
 export { randn, batchNoise, TorchGenerator } from './rng';
 export { ClipTokenizer } from './tokenizer';

@@ -1,12 +1,16 @@
 // The engine's worker thread: owns the ONNX sessions and runs one request at a time, so the
 // host's event loop (IPC, SQLite, the UI) never waits on inference.
-import { parentPort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 import { DiffusionEngine } from './engine';
 import { describeEngineError } from './describe-error';
+import { answerInspection } from './models/inspect';
 import type { FromWorker, ToWorker } from './protocol';
 
 const port = parentPort;
 if (!port) throw new Error('engine-worker must run as a worker thread');
+// A thread started to inspect a model folder (models/inspect.ts) answers that and is ended by
+// its parent; it never gets an engine request.
+answerInspection(port, workerData);
 
 const engine = new DiffusionEngine();
 const running = new Map<number, AbortController>();

@@ -23,6 +23,7 @@ import {
   validateSignature,
   type ModelFamily,
 } from '../../src/engine/models';
+import { familyCapabilities } from '../../src/shared';
 import {
   fixtureModel,
   loadFixtureInfo,
@@ -92,6 +93,12 @@ describe('family detection', () => {
     expect(f.classLabels).toBe(family === 'x4');
     expect(f.timestepCondDim).toBe(family === 'lcm' ? 256 : null);
     expect(f.latentScale).toBe(family === 'x4' ? 4 : 8);
+    // What the studio may use it for follows from the UNet the engine found (src/shared).
+    expect(familyCapabilities(f.family)).toEqual({
+      generate: fx.unetChannels !== 7,
+      inpaint: fx.unetChannels === 9,
+      upscale: fx.unetChannels === 7,
+    });
     if (layout === 'optimum') {
       // optimum writes unet/config.json: sample_size in latents (x4: latents = low-res pixels).
       const px = family === 'x4' ? fx.latentSize : fx.latentSize * 8;

@@ -6,10 +6,17 @@
  * reported by name before any expensive load, and so that the family can be told from the
  * declared signatures.
  */
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { basename, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { EngineError } from '../errors';
 import { OnnxFormatError, readOnnxHeader, type OnnxHeader } from './onnx-file';
+import {
+  isRegularFile,
+  notRegularFile,
+  readRegularText,
+  UnreadableFileError,
+  type FileKind,
+} from './safe-read';
 import {
   onnxComponentNames,
   tokenizerNames,
@@ -41,9 +48,33 @@ async function statOrNull(p: string) {
   }
 }
 
+/** An EngineError naming the file for a read that failed (not a regular file, too large, EACCES). */
+function unreadable(name: string, e: unknown): EngineError {
+  if (e instanceof UnreadableFileError)
+    return new EngineError('model-corrupt', e.sentence(name), { file: name, cause: e });
+  const code = (e as NodeJS.ErrnoException).code;
+  return new EngineError('model-corrupt', `${name} could not be read (${code ?? 'error'}).`, {
+    file: name,
+    cause: e,
+  });
+}
+
 /**
- * Read a JSON object file. Missing: null (or EngineError when `required`). Bad JSON or a
- * non-object: EngineError 'model-corrupt' naming the file.
+ * Whether a file the folder may hold is there, checked as it will be read later (a regular file
+ * within its kind's cap, see safe-read.ts) without reading it. Missing: false; present but not
+ * readable so: EngineError 'model-corrupt' naming it.
+ */
+async function checkFile(root: string, path: string, kind: FileKind): Promise<boolean> {
+  try {
+    return await isRegularFile(path, kind);
+  } catch (e) {
+    throw unreadable(rel(root, path), e);
+  }
+}
+
+/**
+ * Read a JSON object file. Missing: null (or EngineError when `required`). Bad JSON, a
+ * non-object, not a regular file or over the JSON cap: EngineError 'model-corrupt' naming it.
  */
 export async function readJsonFile(
   root: string,
@@ -51,20 +82,16 @@ export async function readJsonFile(
   required: boolean,
 ): Promise<JsonObject | null> {
   const name = rel(root, path);
-  let text: string;
+  let text: string | null;
   try {
-    text = await readFile(path, 'utf8');
+    text = await readRegularText(path, 'json');
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') {
-      if (!required) return null;
-      throw new EngineError('model-missing-file', `${name} is missing from the model folder.`, {
-        file: name,
-      });
-    }
-    throw new EngineError('model-corrupt', `${name} could not be read (${code ?? 'error'}).`, {
+    throw unreadable(name, e);
+  }
+  if (text === null) {
+    if (!required) return null;
+    throw new EngineError('model-missing-file', `${name} is missing from the model folder.`, {
       file: name,
-      cause: e,
     });
   }
   let value: unknown;
@@ -95,6 +122,7 @@ export function readHeaderOrThrow(root: string, path: string): OnnxHeader {
   try {
     return readOnnxHeader(path);
   } catch (e) {
+    if (e instanceof UnreadableFileError) throw unreadable(name, e);
     if (e instanceof OnnxFormatError) {
       throw new EngineError(
         'model-corrupt',
@@ -124,6 +152,35 @@ export function readHeaderOrThrow(root: string, path: string): OnnxHeader {
       },
     );
   }
+}
+
+/**
+ * Where an external weights file named in `file` lives. ONNX Runtime reads external data only
+ * from the model file's own folder and below, and refuses absolute or escaping locations when a
+ * session is created; they are refused here too, before anything is looked up there, so that a
+ * model folder cannot have the inspector stat (and report the size of) any file on the machine.
+ * The check is on the path as written, as ONNX Runtime's is: symlinked files inside the folder
+ * (Hugging Face snapshots point into ../../blobs) stay fine.
+ */
+function externalDataPath(root: string, dir: string, file: string, location: string): string {
+  const path = resolve(dir, location);
+  const within = relative(dir, path);
+  if (
+    isAbsolute(location) ||
+    /^[a-zA-Z]:|^[\\/]/.test(location) ||
+    within === '' ||
+    within === '..' ||
+    within.startsWith(`..${sep}`) ||
+    isAbsolute(within) ||
+    location.includes('\0')
+  ) {
+    throw new EngineError(
+      'model-corrupt',
+      `${file} keeps weights at "${location.slice(0, 200)}", outside ${rel(root, dir)}/; external weights must sit in the model file's own folder.`,
+      { file },
+    );
+  }
+  return path;
 }
 
 /** The model file in a component folder: model.onnx, else the only *.onnx there. */
@@ -156,10 +213,11 @@ async function readComponent(
 
   const externalData: WeightsFile[] = [];
   for (const ref of header.externalData) {
-    const path = isAbsolute(ref.location) ? ref.location : resolve(dir, ref.location);
+    const path = externalDataPath(root, dir, file, ref.location);
     const wfile = rel(root, path);
     const st = await statOrNull(path);
-    if (!st || !st.isFile()) {
+    if (st && !st.isFile()) throw unreadable(wfile, notRegularFile(st, 'onnx'));
+    if (!st) {
       throw new EngineError(
         'model-missing-file',
         `${wfile} is missing: ${file} keeps ${ref.tensors} weight tensor${ref.tensors === 1 ? '' : 's'} in it.`,
@@ -199,9 +257,11 @@ async function readComponent(
 
 async function readTokenizer(root: string, name: TokenizerName): Promise<TokenizerFolder> {
   const dir = join(root, name);
+  // Each file the tokenizer reads later (ClipTokenizer.fromFolder, in the worker and for token
+  // counts) is checked here, at inspection, so a hostile one fails the model up front.
   const need = async (f: string) => {
     const p = join(dir, f);
-    if (!(await statOrNull(p))) {
+    if (!(await checkFile(root, p, 'tokenizer'))) {
       throw new EngineError(
         'model-missing-file',
         `${name}/${f} is missing from the model folder; the CLIP tokenizer needs vocab.json and merges.txt.`,
@@ -210,14 +270,18 @@ async function readTokenizer(root: string, name: TokenizerName): Promise<Tokeniz
     }
     return p;
   };
-  const optional = async (f: string) => ((await statOrNull(join(dir, f))) ? join(dir, f) : null);
+  const optional = async (f: string, kind: FileKind) =>
+    (await checkFile(root, join(dir, f), kind)) ? join(dir, f) : null;
+  const vocabPath = await need('vocab.json');
+  const mergesPath = await need('merges.txt');
+  await optional('tokenizer.json', 'tokenizer');
   return {
     name,
     dir,
-    vocabPath: await need('vocab.json'),
-    mergesPath: await need('merges.txt'),
-    specialTokensMapPath: await optional('special_tokens_map.json'),
-    tokenizerConfigPath: await optional('tokenizer_config.json'),
+    vocabPath,
+    mergesPath,
+    specialTokensMapPath: await optional('special_tokens_map.json', 'json'),
+    tokenizerConfigPath: await optional('tokenizer_config.json', 'json'),
   };
 }
 

@@ -2,6 +2,20 @@ export * from './types';
 export { openModelFolder, readJsonFile } from './folder';
 export { detectFamily } from './family';
 export {
+  answerInspection,
+  inspectFolder,
+  inspectFolderInWorker,
+  inspectionTimedOut,
+  type FolderInspection,
+} from './inspect';
+export {
+  fileLimits,
+  openRegularFile,
+  readRegularFileSync,
+  UnreadableFileError,
+  type FileKind,
+} from './safe-read';
+export {
   readOnnxHeader,
   OnnxFormatError,
   type OnnxHeader,

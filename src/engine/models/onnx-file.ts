@@ -11,8 +11,9 @@
  * Field numbers are from onnx/onnx.proto (ModelProto, GraphProto, TensorProto, ValueInfoProto,
  * TypeProto, TensorShapeProto, StringStringEntryProto, OperatorSetIdProto).
  */
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, readSync } from 'node:fs';
 import type { Dim, IoSpec, TensorType } from '../tensor';
+import { openRegularFileSync } from './safe-read';
 
 export interface ExternalDataRef {
   /** Path relative to the folder of the .onnx file, as written in the model. */
@@ -82,10 +83,18 @@ const WIRE_I32 = 5;
 /** Strings longer than this are skipped, not decoded (doc strings can be huge). */
 const MAX_STRING = 1 << 20;
 
+/**
+ * Fields the reader decodes before it gives up. Nodes and weights are skipped whole, so a real
+ * header decodes a few per initializer and input: an SD UNet about 20,000. The cap bounds the
+ * time a crafted file (a gigabyte of one-byte fields) can keep this synchronous reader busy.
+ */
+const MAX_FIELDS = 5_000_000;
+
 class FileCursor {
   private readonly buf = Buffer.allocUnsafe(1 << 16);
   private bufStart = 0;
   private bufEnd = 0;
+  private fields = 0;
   pos = 0;
 
   constructor(
@@ -165,6 +174,11 @@ class FileCursor {
 
   /** Read a field key; returns [field, wireType]. */
   key(limit: number): [number, number] {
+    if (++this.fields > MAX_FIELDS)
+      throw new OnnxFormatError(
+        'not-onnx',
+        `its header has more than ${MAX_FIELDS.toLocaleString('en-US')} fields`,
+      );
     const k = this.varint(limit);
     const field = Math.floor(k / 8);
     const wire = k % 8;
@@ -349,12 +363,12 @@ function readGraph(c: FileCursor, end: number) {
 
 /**
  * Read the header of an ONNX model file. Throws OnnxFormatError when the file is truncated or
- * is not an ONNX ModelProto; fs errors (ENOENT...) pass through.
+ * is not an ONNX ModelProto, UnreadableFileError (safe-read.ts) when it is not a regular file or
+ * is over protobuf's 2 GiB; fs errors (ENOENT...) pass through.
  */
 export function readOnnxHeader(path: string): OnnxHeader {
-  const fd = openSync(path, 'r');
+  const { fd, size } = openRegularFileSync(path, 'onnx');
   try {
-    const size = fstatSync(fd).size;
     if (size === 0) throw new OnnxFormatError('truncated', 'the file is empty');
     const c = new FileCursor(fd, size);
     const header: OnnxHeader = {

@@ -1,4 +1,5 @@
 import type { IoSpec } from '../tensor';
+import type { ModelFamily } from '../../shared';
 import type { OnnxHeader } from './onnx-file';
 
 /** ONNX components a model folder can hold. `vae` is the x4 upscaler's decoder. */
@@ -99,18 +100,8 @@ export interface ModelInfo {
   notes: string[];
 }
 
-export const modelFamilies = [
-  'sd1',
-  'sd2',
-  'sd2-v',
-  'sd-turbo',
-  'lcm',
-  'sdxl',
-  'sdxl-turbo',
-  'inpaint',
-  'x4-upscaler',
-] as const;
-export type ModelFamily = (typeof modelFamilies)[number];
+// The families (and what each can do) are declared once, in src/shared/families.ts.
+export { modelFamilies, type ModelFamily } from '../../shared';
 
 export interface FamilyInfo {
   family: ModelFamily;

@@ -5,8 +5,8 @@
 // chunking follows AUTOMATIC1111 stable-diffusion-webui modules/sd_hijack_clip.py
 // (`tokenize_line`). Facts summarised in reference/ENGINE-NOTES.md section 5.
 
-import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { readRegularText, UnreadableFileError, type FileKind } from '../models/safe-read';
 import { END_OF_WORD, byteEncode } from './byte-encoder';
 import { parsePromptAttention } from './prompt-attention';
 import { cleanText, splitWords } from './text';
@@ -72,11 +72,18 @@ function specialTokenContent(value: unknown): string | undefined {
   return undefined;
 }
 
-async function readOptionalText(file: string): Promise<string | undefined> {
+/**
+ * A tokenizer file as text, read as model folders are (safe-read.ts: regular files only, at most
+ * the cap of its kind, a FIFO never blocks); missing: undefined.
+ */
+async function readOptionalText(file: string, kind: FileKind): Promise<string | undefined> {
   try {
-    return await readFile(file, 'utf8');
+    return (await readRegularText(file, kind)) ?? undefined;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    if (err instanceof UnreadableFileError)
+      throw new Error(err.sentence(`${path.basename(path.dirname(file))}/${path.basename(file)}`), {
+        cause: err,
+      });
     throw err;
   }
 }
@@ -243,13 +250,13 @@ export class ClipTokenizer {
 
   /** Reads a `tokenizer/` folder: vocab.json + merges.txt or tokenizer.json, plus the JSON side files. */
   static async fromFolder(dir: string): Promise<ClipTokenizer> {
-    const read = (name: string) => readOptionalText(path.join(dir, name));
+    const read = (name: string, kind: FileKind) => readOptionalText(path.join(dir, name), kind);
     const [vocabText, mergesText, tokenizerJsonText, mapText, configText] = await Promise.all([
-      read('vocab.json'),
-      read('merges.txt'),
-      read('tokenizer.json'),
-      read('special_tokens_map.json'),
-      read('tokenizer_config.json'),
+      read('vocab.json', 'tokenizer'),
+      read('merges.txt', 'tokenizer'),
+      read('tokenizer.json', 'tokenizer'),
+      read('special_tokens_map.json', 'json'),
+      read('tokenizer_config.json', 'json'),
     ]);
     const useVocabMerges = vocabText !== undefined && mergesText !== undefined;
     if (!useVocabMerges && tokenizerJsonText === undefined) {

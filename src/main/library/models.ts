@@ -4,10 +4,20 @@
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { ModelDefaults, type ModelEntry, SamplerName, StudioError } from '../../shared';
-import { ClipTokenizer, detectFamily, isEngineError, openModelFolder } from '../../engine';
+import {
+  ClipTokenizer,
+  inspectFolder,
+  inspectFolderInWorker,
+  inspectionTimedOut,
+  isEngineError,
+  type FolderInspection,
+  openRegularFile,
+  readRegularFileSync,
+  UnreadableFileError,
+} from '../../engine';
 import type { Db } from './db';
 import { newId } from './ids';
 
@@ -46,37 +56,67 @@ export interface Inspected {
 const fullHashLimit = 16 * 1024 * 1024;
 const sampleBytes = 1024 * 1024;
 
+/** How long an inspection may take before the folder is reported as unreadable. */
+export const inspectTimeLimitMs = 30_000;
+
 async function fingerprint(file: string): Promise<string> {
-  const st = await fsp.stat(file);
-  const hash = crypto.createHash('sha256');
-  if (st.size <= fullHashLimit) {
-    hash.update(await fsp.readFile(file));
-    return `sha256:${hash.digest('hex')}`;
-  }
-  const handle = await fsp.open(file, 'r');
+  // Opened as the inspector opens everything (regular files only, never blocking on a FIFO).
+  const { handle, size } = await openRegularFile(file, 'weights');
   try {
+    const hash = crypto.createHash('sha256');
+    if (size <= fullHashLimit) {
+      const whole = Buffer.alloc(size);
+      await readFully(handle, whole, 0);
+      hash.update(whole);
+      return `sha256:${hash.digest('hex')}`;
+    }
     const head = Buffer.alloc(sampleBytes);
     const tail = Buffer.alloc(sampleBytes);
-    await handle.read(head, 0, sampleBytes, 0);
-    await handle.read(tail, 0, sampleBytes, st.size - sampleBytes);
-    hash.update(`${st.size}:`).update(head).update(tail);
+    await readFully(handle, head, 0);
+    await readFully(handle, tail, size - sampleBytes);
+    hash.update(`${size}:`).update(head).update(tail);
     return `sha256-sampled:${hash.digest('hex')}`;
   } finally {
     await handle.close();
   }
 }
 
-/** The first paragraph of the folder's model card (README.md / MODEL_CARD.md / model-card.md). */
+/** Fills `buf` from `position` (a file that shrank leaves the rest zero). */
+async function readFully(handle: FileHandle, buf: Buffer, position: number): Promise<void> {
+  let got = 0;
+  while (got < buf.length) {
+    const { bytesRead } = await handle.read(buf, got, buf.length - got, position + got);
+    if (bytesRead === 0) return;
+    got += bytesRead;
+  }
+}
+
+/** StudioError 'model' for a model-folder file that is not a regular file or is too large. */
+function unreadableFile(dir: string, name: string, err: unknown): StudioError {
+  if (err instanceof UnreadableFileError) return new StudioError('model', err.sentence(name));
+  const code = (err as NodeJS.ErrnoException).code;
+  return new StudioError(
+    'model',
+    `${name} in ${path.basename(dir)} could not be read (${code ?? 'error'}).`,
+  );
+}
+
+/**
+ * The first paragraph of the folder's model card (README.md / MODEL_CARD.md / model-card.md),
+ * from at most its first 256 KiB. A card that is not a regular file (a FIFO, a device, a
+ * folder) throws StudioError 'model' naming it; a missing one is skipped.
+ */
 export function readModelCard(dir: string): string | null {
   for (const name of ['MODEL_CARD.md', 'model-card.md', 'README.md', 'readme.md']) {
-    let text: string;
+    let buf: Buffer | null;
     try {
-      text = fs.readFileSync(path.join(dir, name), 'utf8');
-    } catch {
-      continue;
+      buf = readRegularFileSync(path.join(dir, name), 'card', { truncate: true });
+    } catch (err) {
+      throw unreadableFile(dir, name, err);
     }
+    if (buf === null) continue;
     // Skip YAML front matter and headings; keep the first paragraph of prose.
-    text = text.replace(/^---\n[\s\S]*?\n---\n/, '');
+    const text = buf.toString('utf8').replace(/^---\n[\s\S]*?\n---\n/, '');
     const paragraph: string[] = [];
     for (const line of text.split(/\r?\n/)) {
       const t = line.trim();
@@ -96,15 +136,32 @@ export function readModelCard(dir: string): string | null {
   return null;
 }
 
+/** readModelCard for a folder that failed inspection: whatever card can be read, or null. */
+function cardOrNull(dir: string): string | null {
+  try {
+    return readModelCard(dir);
+  } catch {
+    return null;
+  }
+}
+
 /**
  * The settings a model folder recommends, from an `about.json` beside model_index.json (the
  * built-in models carry one: `recommended` {sampler, steps, guidance} and `example_prompts`).
- * Anything missing, unreadable or out of range is left out; null when nothing is left.
+ * Anything missing, malformed or out of range is left out; null when nothing is left. An
+ * about.json that is not a regular file or is over 1 MiB throws StudioError 'model' naming it.
  */
 export function readModelDefaults(dir: string): ModelDefaults | null {
+  let buf: Buffer | null;
+  try {
+    buf = readRegularFileSync(path.join(dir, 'about.json'), 'about');
+  } catch (err) {
+    throw unreadableFile(dir, 'about.json', err);
+  }
+  if (buf === null) return null;
   let about: unknown;
   try {
-    about = JSON.parse(fs.readFileSync(path.join(dir, 'about.json'), 'utf8'));
+    about = JSON.parse(buf.toString('utf8'));
   } catch {
     return null;
   }
@@ -136,23 +193,55 @@ function describeModelError(dir: string, err: unknown): string {
   return `${path.basename(dir)} could not be read as a model folder.`;
 }
 
-/** Inspects a model folder: layout, family, native size, sizes and file fingerprints. */
-export async function inspectModel(dir: string): Promise<Inspected> {
-  let info;
-  let family;
+/**
+ * Inspects a model folder: layout, family, native size, sizes and file fingerprints. The folder
+ * is read and classified in a worker thread of `workerPath` (the engine worker bundle) when one
+ * is given, in this thread otherwise (tests of the library alone); every file is read through
+ * the engine's safe reads (regular files only, capped per kind); the whole inspection gives up
+ * after `timeLimitMs` with StudioError 'model'. So a hostile or stalled folder (a FIFO, a
+ * network mount that stops answering) never holds the host.
+ */
+export async function inspectModel(
+  dir: string,
+  {
+    timeLimitMs = inspectTimeLimitMs,
+    workerPath = null,
+  }: { timeLimitMs?: number; workerPath?: string | null } = {},
+): Promise<Inspected> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new StudioError('model', inspectionTimedOut(dir, timeLimitMs))),
+      timeLimitMs,
+    );
+  });
   try {
-    info = await openModelFolder(dir);
-    family = detectFamily(info);
+    return await Promise.race([inspectAndFingerprint(dir, timeLimitMs, workerPath), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function inspectAndFingerprint(
+  dir: string,
+  timeLimitMs: number,
+  workerPath: string | null,
+): Promise<Inspected> {
+  let inspection;
+  try {
+    inspection = await inspectFolderOffThread(dir, timeLimitMs, workerPath);
   } catch (err) {
     throw new StudioError('model', describeModelError(dir, err));
   }
+  const { info, family } = inspection;
   const fileHashes: Record<string, string> = {};
   let bytes = 0;
   for (const c of Object.values(info.components)) {
     if (!c) continue;
     bytes += c.bytes;
-    fileHashes[c.file] = await fingerprint(c.modelPath);
-    for (const w of c.externalData) fileHashes[w.file] = await fingerprint(w.path);
+    fileHashes[c.file] = await fingerprintOrThrow(info.dir, c.file, c.modelPath);
+    for (const w of c.externalData)
+      fileHashes[w.file] = await fingerprintOrThrow(info.dir, w.file, w.path);
   }
   return {
     name: info.name,
@@ -165,6 +254,31 @@ export async function inspectModel(dir: string): Promise<Inspected> {
     description: readModelCard(info.dir),
     defaults: readModelDefaults(info.dir),
   };
+}
+
+/** openModelFolder + detectFamily, in a worker thread where there is a worker bundle. */
+async function inspectFolderOffThread(
+  dir: string,
+  timeLimitMs: number,
+  workerPath: string | null,
+): Promise<FolderInspection> {
+  if (!workerPath) return inspectFolder(dir);
+  try {
+    return await inspectFolderInWorker(workerPath, dir, { timeLimitMs });
+  } catch (err) {
+    // A worker that cannot start (a broken install) must not take the model registry down with
+    // it: the folder is then read here, with the same safe reads, within the same time limit.
+    if (isEngineError(err, 'internal')) return inspectFolder(dir);
+    throw err;
+  }
+}
+
+async function fingerprintOrThrow(dir: string, name: string, file: string): Promise<string> {
+  try {
+    return await fingerprint(file);
+  } catch (err) {
+    throw unreadableFile(dir, name, err);
+  }
 }
 
 export function toModelEntry(row: ModelRow, imageBytes: number): ModelEntry {
@@ -221,7 +335,7 @@ export function upsertModel(
     bytes: i?.bytes ?? 0,
     hashes: JSON.stringify(i?.fileHashes ?? {}),
     builtIn: opts.builtIn ? 1 : 0,
-    description: i?.description ?? (inspected ? null : readModelCard(dir)),
+    description: i?.description ?? (inspected ? null : cardOrNull(dir)),
     defaults: i?.defaults ? JSON.stringify(i.defaults) : null,
     status: inspected ? 'ok' : 'error',
     error: inspected ? null : (opts.error ?? 'The model folder could not be read.'),

@@ -700,7 +700,7 @@ export class Library {
       let inspected = null;
       let error: string | null = null;
       try {
-        inspected = await inspectModel(dir);
+        inspected = await inspectModel(dir, { workerPath: this.context.workerPath });
       } catch (err) {
         error = (err as Error).message;
       }
@@ -1024,7 +1024,7 @@ export class Library {
   async addModel(folder: string): Promise<ModelEntry> {
     this.assertWritable();
     const dir = path.resolve(folder);
-    const inspected = await inspectModel(dir);
+    const inspected = await inspectModel(dir, { workerPath: this.context.workerPath });
     this.assertWritable();
     const id = immediate(this.#db, () =>
       upsertModel(this.#db, dir, inspected, { builtIn: false, now: Date.now() }),

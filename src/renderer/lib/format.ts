@@ -37,23 +37,8 @@ export function formatDate(ms: number): string {
   });
 }
 
-/** Family ids as people know them. */
-export function familyLabel(family: string | null): string {
-  if (!family) return 'unknown family';
-  const labels: Record<string, string> = {
-    sd1: 'SD 1.x',
-    sd15: 'SD 1.5',
-    sd2: 'SD 2.x',
-    'sd2-v': 'SD 2.x (v)',
-    sdxl: 'SDXL',
-    'sdxl-turbo': 'SDXL Turbo',
-    'sd-turbo': 'SD Turbo',
-    lcm: 'LCM',
-    inpaint: 'Inpainting',
-    'x4-upscaler': 'x4 upscaler',
-  };
-  return labels[family] ?? family;
-}
+/** Family ids as people know them (declared with the families in src/shared). */
+export { familyLabel } from '../../shared';
 
 /** Reads a File or Blob as base64 (without the data: prefix). */
 export function blobToBase64(blob: Blob): Promise<string> {

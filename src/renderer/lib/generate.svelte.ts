@@ -4,6 +4,7 @@ import {
   type GenerationSettings,
   type MaskOptions,
   defaultMaskOptions,
+  familyCapabilities,
   type SamplerName,
   type UpscaleOptions,
   maxSide,
@@ -98,8 +99,9 @@ export class GenerateForm {
   paintsInside = $derived(this.mode === 'inpaint' || this.mode === 'outpaint');
   /** In Inpaint/Outpaint with a text-to-image model: an inpainting model to suggest, if any. */
   inpaintingSuggestion = $derived.by(() => {
-    if (!this.paintsInside || !this.model || this.model.family === 'inpaint') return null;
-    return this.studio.models.generators.find((m) => m.family === 'inpaint') ?? null;
+    if (!this.paintsInside || !this.model || familyCapabilities(this.model.family).inpaint)
+      return null;
+    return this.studio.models.generators.find((m) => familyCapabilities(m.family).inpaint) ?? null;
   });
   /** Why Generate cannot run now, in words; null when it can. */
   blocker = $derived.by(() => {
@@ -141,7 +143,7 @@ export class GenerateForm {
   ensureModel(): void {
     if (this.model) return;
     const generators = this.studio.models.generators;
-    const first = generators.find((m) => m.family !== 'inpaint') ?? generators[0];
+    const first = generators.find((m) => !familyCapabilities(m.family).inpaint) ?? generators[0];
     if (first) this.chooseModel(first.id);
     else this.modelId = '';
   }

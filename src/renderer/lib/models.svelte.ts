@@ -1,4 +1,4 @@
-import type { ModelEntry } from '../../shared';
+import { type ModelEntry, familyCapabilities } from '../../shared';
 import { describeError } from './errors';
 import type { Studio } from './studio.svelte';
 
@@ -11,8 +11,13 @@ export class Models {
   adding = $state(false);
 
   /** Models that make images from a prompt (not the x4 upscaler, not broken). */
-  generators = $derived(this.list.filter((m) => m.status === 'ok' && m.family !== 'x4-upscaler'));
-  upscalers = $derived(this.list.filter((m) => m.status === 'ok' && m.family === 'x4-upscaler'));
+  generators = $derived(
+    this.list.filter((m) => m.status === 'ok' && familyCapabilities(m.family).generate),
+  );
+  /** Models that enlarge a given image (the x4 upscaler). */
+  upscalers = $derived(
+    this.list.filter((m) => m.status === 'ok' && familyCapabilities(m.family).upscale),
+  );
 
   constructor(private readonly studio: Studio) {}
 
