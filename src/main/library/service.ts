@@ -44,7 +44,13 @@ import {
 } from './gallery';
 import { newId, newToken, sha256 } from './ids';
 import { type Migration, migrate, migrations as defaultMigrations } from './migrations';
-import { type ModelRow, TokenizerCache, inspectModel, toModelEntry, upsertModel } from './models';
+import {
+  type ModelRow,
+  TokenizerCache,
+  inspectModel,
+  toModelEntry,
+  upsertModel,
+} from '../models/models';
 import {
   LATENT_STUDIO_KEYWORD,
   addPngTextChunks,

@@ -8,8 +8,8 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { ModelDefaults, type ModelEntry, SamplerName, StudioError } from '../../shared';
 import { ClipTokenizer, detectFamily, isEngineError, openModelFolder } from '../../engine';
-import type { Db } from './db';
-import { newId } from './ids';
+import type { Db } from '../library/db';
+import { newId } from '../library/ids';
 
 export interface ModelRow {
   id: string;
