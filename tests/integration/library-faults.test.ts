@@ -24,7 +24,7 @@ afterAll(() => {
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 });
 
-const all = (library: Library) => library.searchGallery(GalleryQuery.parse({ limit: 500 }));
+const all = (library: Library) => library.gallery.searchGallery(GalleryQuery.parse({ limit: 500 }));
 
 async function expectStudioError(p: unknown, code: string, message?: RegExp) {
   const err = await Promise.resolve()
@@ -98,7 +98,7 @@ describe('a corrupt database file', () => {
     expect(status.problem).toMatch(/read-only until the last backup is restored/);
     expect(status.lastBackupAt).not.toBeNull();
     expect(library.readOnly).toBe(true);
-    await expectStudioError(() => library.setFavorite(['x'], true), 'storage', /read-only/);
+    await expectStudioError(() => library.gallery.setFavorite(['x'], true), 'storage', /read-only/);
     await expectStudioError(
       library.saveGeneration({
         settings: settingsOf(),
@@ -111,7 +111,7 @@ describe('a corrupt database file', () => {
       'storage',
     );
     await expectStudioError(
-      library.uploadImage({
+      library.uploads.uploadImage({
         data: Buffer.from(await pngOf(null)).toString('base64'),
         purpose: 'init',
       }),
@@ -124,7 +124,7 @@ describe('a corrupt database file', () => {
       expect(e).toBeInstanceOf(StudioError);
     }
 
-    const restored = await library.restoreBackup();
+    const restored = await library.integrity.restoreBackup();
     expect(restored).toMatchObject({ readOnly: false, problem: null, images: 5 });
     expect(context.emitted.some((e) => e.event === 'libraryStatus')).toBe(true);
     // The backup held 3; the 2 saved after it came back from their PNG metadata.
@@ -142,7 +142,7 @@ describe('a corrupt database file', () => {
     expect(fs.readdirSync(path.join(d, 'corrupt')).some((f) => f.endsWith('.sqlite'))).toBe(true);
     await expectConsistent(d, library);
     await saveOne(library, { prompt: 'after restore' });
-    await expectStudioError(library.restoreBackup(), 'invalid-argument');
+    await expectStudioError(library.integrity.restoreBackup(), 'invalid-argument');
     library.close();
   });
 
@@ -155,7 +155,7 @@ describe('a corrupt database file', () => {
       images: 0,
     });
     expect(all(library).items).toEqual([]);
-    const restored = await library.restoreBackup();
+    const restored = await library.integrity.restoreBackup();
     expect(restored).toMatchObject({ readOnly: false, images: 5 });
     await expectConsistent(d, library);
     library.close();
