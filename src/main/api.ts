@@ -72,12 +72,6 @@ export class StudioHost {
       },
       ...this.library.methods,
       ...this.jobs.methods,
-      // The restored database has its own jobs: recover them and run the queue again.
-      restoreBackup: async (input) => {
-        const status = await this.library.methods.restoreBackup(input);
-        this.jobs.reload();
-        return status;
-      },
     };
   }
 

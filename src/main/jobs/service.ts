@@ -16,6 +16,7 @@ import {
   StudioError,
 } from '../../shared';
 import { describeIssues } from '../dispatch';
+import { isLibraryError } from '../library/errors';
 import { encodePngWithMetadata, type PngGenerationMetadata } from '../library/png-metadata';
 import type { HostContext, JobMethods } from '../services';
 import { appVersion } from '../version';
@@ -121,6 +122,7 @@ export class JobService {
   #pruning: Promise<number> | null = null;
   #pruneAgain = false;
   #pruneTimer: NodeJS.Timeout | null = null;
+  readonly #store: JobStore;
 
   constructor(
     readonly context: HostContext,
@@ -145,6 +147,9 @@ export class JobService {
       cancelAll: () => this.cancelAll(),
       moveJob: (input) => this.move(input.id, input.position),
     };
+    this.#store = new JobStore(library.database);
+    // The restored database has its own jobs: recover them and run the queue again.
+    library.onReopened(() => this.reload());
     this.reload();
     if (this.#options.pruneIntervalMs > 0) {
       this.#pruneTimer = setInterval(() => void this.prune(), this.#options.pruneIntervalMs);
@@ -154,8 +159,8 @@ export class JobService {
 
   /**
    * Recovers the queue from the database (jobs a crash left running) and starts the runner on
-   * the next turn of the event loop. Called at construction; call it again after the library
-   * reopened its database (restoreBackup).
+   * the next turn of the event loop. Called at construction and when the library reopened its
+   * database (restoreBackup).
    */
   reload(): void {
     try {
@@ -212,11 +217,6 @@ export class JobService {
       });
     this.#pruning = run;
     return run;
-  }
-
-  /** The library's database may be reopened (restore), so the store is made per use. */
-  get #store(): JobStore {
-    return new JobStore(this.library.db, (fn) => this.library.transaction(fn));
   }
 
   // -------------------------------------------------------------------------------------------
@@ -372,11 +372,7 @@ export class JobService {
       entry = await this.library.resolveModel(idOrPath);
     } catch (err) {
       // Unknown id: say which; a known model whose folder is gone keeps the library's sentence.
-      if (
-        err instanceof StudioError &&
-        err.code === 'not-found' &&
-        /not in the library/.test(err.message)
-      )
+      if (isLibraryError(err, 'unknown-model'))
         throw new StudioError(
           'not-found',
           `The ${what} "${idOrPath}" is not in the library: pick one from the model list, or add its folder first.`,
@@ -403,7 +399,7 @@ export class JobService {
     try {
       return await this.library.resolveImage(imageId);
     } catch (err) {
-      if (err instanceof StudioError && err.code === 'not-found')
+      if (isLibraryError(err, 'unknown-image'))
         throw new StudioError(
           'not-found',
           `The ${what} "${imageId}" is not in the library (deleted, or never uploaded): add it again.`,
@@ -592,7 +588,6 @@ export class JobService {
     result: GenerateResult,
     model: ModelEntry,
   ): Promise<SaveImageInput[]> {
-    const embed = this.context.settings.get().embedMetadata;
     const out: SaveImageInput[] = [];
     for (const generated of result.images) {
       const { image } = generated;
@@ -601,10 +596,10 @@ export class JobService {
         image.width,
         image.height,
         image.channels === 4 ? 4 : 3,
-        embed ? imageMetadata(settings, generated, model.name) : null,
       );
       out.push({
         png,
+        metadata: imageMetadata(settings, generated, model.name),
         width: image.width,
         height: image.height,
         seed: generated.seed,

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type Sqlite from 'better-sqlite3';
 import { GenerationSettings, type JobState } from '../../shared';
+import type { JobDatabase } from './types';
 
 /** A row of the `jobs` table (migration 1 of the library), as stored. */
 export interface JobRow {
@@ -56,12 +57,19 @@ export interface RecoveredJobs {
  * immediate write transaction).
  */
 export class JobStore {
-  readonly #db: Sqlite.Database;
-  readonly #transaction: <T>(fn: () => T) => T;
+  readonly #database: JobDatabase;
 
-  constructor(db: Sqlite.Database, transaction: <T>(fn: () => T) => T) {
-    this.#db = db;
-    this.#transaction = transaction;
+  /** Over the library's database; its `db` is read per statement (a restore replaces it). */
+  constructor(database: JobDatabase) {
+    this.#database = database;
+  }
+
+  get #db(): Sqlite.Database {
+    return this.#database.db;
+  }
+
+  #transaction<T>(fn: () => T): T {
+    return this.#database.transaction(fn);
   }
 
   get(id: string): JobRow | undefined {

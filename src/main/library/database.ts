@@ -15,6 +15,7 @@ import {
   openDatabase,
   quickCheck,
 } from './db';
+import { LibraryError } from './errors';
 import { type Migration, migrate } from './migrations';
 
 export const readOnlySentence =
@@ -93,7 +94,7 @@ export class LibraryDatabase {
 
   /** Throws StudioError 'storage' while the library is read-only. */
   assertWritable(): void {
-    if (this.#readOnly) throw new StudioError('storage', readOnlySentence);
+    if (this.#readOnly) throw new LibraryError('read-only', 'storage', readOnlySentence);
   }
 
   open(): void {
@@ -187,7 +188,7 @@ export class LibraryDatabase {
     if (isDiskFull(err)) return diskFullError(what);
     if (isCorruption(err)) {
       this.#becomeReadOnly('The library database turned out to be damaged.');
-      return new StudioError('storage', readOnlySentence);
+      return new LibraryError('read-only', 'storage', readOnlySentence);
     }
     const code = (err as { code?: unknown } | null)?.code;
     if (typeof code === 'string' && code.startsWith('SQLITE_')) {

@@ -3,9 +3,9 @@
  * /media URLs both shells serve.
  */
 import path from 'node:path';
-import { StudioError } from '../../shared';
 import type { LibraryDatabase } from './database';
 import type { Db } from './db';
+import { LibraryError } from './errors';
 import { type FileStore, existsFile } from './file-store';
 
 export interface ResolvedImage {
@@ -46,7 +46,8 @@ export class MediaResolver {
       { file: string; width: number; height: number } | undefined;
     const file = row ? this.store.abs(row.file) : null;
     if (!row || !file || !existsFile(file))
-      throw new StudioError(
+      throw new LibraryError(
+        'unknown-image',
         'not-found',
         'That image is not in the library any more (deleted or missing); choose another.',
       );

@@ -15,6 +15,7 @@ import type { FileStore } from './file-store';
 import { newId, sha256 } from './ids';
 import {
   LATENT_STUDIO_KEYWORD,
+  type PngGenerationMetadata,
   addPngTextChunks,
   generationTextEntries,
   readPngTextChunks,
@@ -22,8 +23,14 @@ import {
 
 /** One image of a finished generation, as the job queue hands it over. */
 export interface SaveImageInput {
-  /** The encoded PNG; our metadata chunks are added when it does not carry them. */
+  /**
+   * The encoded PNG. The library alone decides what it carries: unless the person turned PNG
+   * metadata off, `metadata` (default: the generation's settings) is added as our text chunks
+   * when the PNG does not carry them yet.
+   */
   png: Uint8Array;
+  /** What this image's PNG says made it (its own seed, one batch). */
+  metadata?: PngGenerationMetadata;
   width: number;
   height: number;
   seed: number;
@@ -214,7 +221,7 @@ export class GenerationSaver {
           throw new StudioError('invalid-argument', 'An image to save must be a PNG.');
         const id = newId(created);
         const { file, thumb } = this.store.imagePaths(id, created);
-        const png = this.#withMetadata(image.png, settings);
+        const png = this.#withMetadata(image.png, image.metadata ?? { settings });
         const thumbData = await this.store.makeThumb(png).catch(() => null);
         prepared.push({
           png,
@@ -295,11 +302,11 @@ export class GenerationSaver {
    * crash between file and row is finished from pending_saves; only a restored backup that
    * predates the image leaves a file that can be quarantined, not re-imported).
    */
-  #withMetadata(png: Uint8Array, settings: GenerationSettings): Uint8Array {
+  #withMetadata(png: Uint8Array, metadata: PngGenerationMetadata): Uint8Array {
     try {
       if (!this.context.settings.get().embedMetadata) return png;
       if (readPngTextChunks(png).some((c) => c.keyword === LATENT_STUDIO_KEYWORD)) return png;
-      return addPngTextChunks(png, generationTextEntries({ settings }));
+      return addPngTextChunks(png, generationTextEntries(metadata));
     } catch {
       throw new StudioError('invalid-argument', 'An image to save is not a readable PNG.');
     }

@@ -132,6 +132,11 @@ export class Library {
     this.database.assertWritable();
   }
 
+  /** `listener` runs after a restore reopened the database and its start-up finished. */
+  onReopened(listener: () => void): void {
+    this.database.on('reopened', listener);
+  }
+
   /** Test hook of the saver: runs when a save's files are written, before its rows commit. */
   get beforeCommit(): ((generationId: string) => void) | null {
     return this.saver.beforeCommit;

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { type ModelEntry, type StudioService, StudioError } from '../../shared';
 import type { LibraryDatabase } from '../library/database';
 import { type Db, immediate } from '../library/db';
+import { LibraryError } from '../library/errors';
 import type { HostContext } from '../services';
 import { type ModelRow, TokenizerCache, inspectModel, toModelEntry, upsertModel } from './models';
 
@@ -50,13 +51,18 @@ export class ModelRegistry {
   resolveModel(idOrPath: string): ModelEntry & { path: string } {
     const row = this.modelRowFor(idOrPath);
     if (!row)
-      throw new StudioError(
+      throw new LibraryError(
+        'unknown-model',
         'not-found',
         'That model is not in the library; add its folder under Models first.',
       );
     const entry = toModelEntry(row, 0);
     if (entry.status === 'missing')
-      throw new StudioError('not-found', `The model folder ${row.path} is not there any more.`);
+      throw new LibraryError(
+        'model-folder-gone',
+        'not-found',
+        `The model folder ${row.path} is not there any more.`,
+      );
     return entry;
   }
 
