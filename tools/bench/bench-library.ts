@@ -16,7 +16,8 @@ import { SettingsStore } from '../../src/main/settings-store';
 import { immediate } from '../../src/main/library/db';
 import { type CountCache, searchGallery } from '../../src/main/library/gallery';
 import { newId } from '../../src/main/library/ids';
-import { Library, variantKeyOf } from '../../src/main/library/service';
+import { variantKeyOf } from '../../src/main/library/saving';
+import { Library } from '../../src/main/library/service';
 
 const args = process.argv.slice(2);
 const total = Number(args.find((a) => /^\d+$/.test(a)) ?? 100_000);

@@ -723,7 +723,7 @@ export class JobService {
 }
 
 /** Denoising steps of a whole job, before the engine reports its own count. */
-export function estimateTotal(settings: GenerationSettings): number {
+function estimateTotal(settings: GenerationSettings): number {
   const partial = settings.mode === 'img2img' || settings.mode === 'inpaint';
   const steps = partial
     ? Math.max(1, Math.min(settings.steps, Math.floor(settings.steps * settings.strength)))
@@ -735,7 +735,7 @@ export function estimateTotal(settings: GenerationSettings): number {
  * The PNG metadata of one image: the job's settings narrowed to make exactly this image again
  * (its own seed, one batch; under per-image seeds a batch of one).
  */
-export function imageMetadata(
+function imageMetadata(
   settings: GenerationSettings,
   generated: GeneratedImage,
   modelName: string,

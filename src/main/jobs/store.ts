@@ -19,11 +19,11 @@ export interface JobRow {
 }
 
 /** Key of the queue's paused flag in the `meta` table ('1' or '0'). */
-export const PAUSED_KEY = 'queue.paused';
+const PAUSED_KEY = 'queue.paused';
 /** How many finished jobs (done, failed, cancelled) the queue state lists, newest first. */
 export const RECENT_FINISHED = 50;
 /** A job found running at start this many times is failed instead of retried. */
-export const MAX_ATTEMPTS = 3;
+const MAX_ATTEMPTS = 3;
 
 /**
  * How long finished jobs (done, failed, cancelled) stay in the `jobs` table. Queued and running

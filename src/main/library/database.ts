@@ -18,7 +18,7 @@ import {
 import { LibraryError } from './errors';
 import { type Migration, migrate } from './migrations';
 
-export const readOnlySentence =
+const readOnlySentence =
   'The library database is damaged, so the library is open read-only; restore the last backup to make changes again.';
 
 /** What the library database announces to the services built on it. */

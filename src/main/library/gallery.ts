@@ -40,11 +40,11 @@ interface Cursor {
   k: Array<number | string>;
 }
 
-export function encodeCursor(c: Cursor): string {
+function encodeCursor(c: Cursor): string {
   return Buffer.from(JSON.stringify(c)).toString('base64url');
 }
 
-export function decodeCursor(text: string, sort: SortKey): Cursor {
+function decodeCursor(text: string, sort: SortKey): Cursor {
   const bad = () =>
     new StudioError(
       'invalid-argument',

@@ -21,7 +21,7 @@ export interface MediaFile {
   contentType: string;
 }
 
-export const uploadTypes: Record<string, string> = {
+const uploadTypes: Record<string, string> = {
   png: 'image/png',
   jpg: 'image/jpeg',
   webp: 'image/webp',

@@ -69,7 +69,7 @@ export interface PendingSave {
   images: ImageRecord[];
 }
 
-export interface ImageRecord {
+interface ImageRecord {
   id: string;
   file: string;
   thumb: string | null;
