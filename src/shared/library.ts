@@ -192,6 +192,9 @@ export const GalleryQuery = z
   })
   .strict();
 export type GalleryQuery = z.infer<typeof GalleryQuery>;
+export type GallerySort = z.infer<typeof GallerySort>;
+/** GalleryQuery's defaults (sort order, page size), read from the schema. */
+export const defaultGalleryQuery: GalleryQuery = GalleryQuery.parse({});
 
 export const GalleryPage = z.object({
   items: z.array(GalleryItem),
