@@ -11,6 +11,7 @@ import type { ModelRow } from '../models/models';
 import type { HostContext } from '../services';
 import type { LibraryDatabase } from './database';
 import { type Db, immediate, isDiskFull } from './db';
+import { exportImages } from './export';
 import type { FileStore } from './file-store';
 import { newId, sha256 } from './ids';
 import {
@@ -212,6 +213,7 @@ export class GenerationSaver {
     let recorded = false;
     const db = this.#db;
     let pending: PendingSave;
+    const exported: Array<{ id: string; png: Uint8Array }> = [];
     try {
       // Everything to write, in memory first: each PNG with our metadata and its thumbnail.
       const prepared: Array<{ record: ImageRecord; png: Uint8Array; thumb: Uint8Array | null }> =
@@ -262,6 +264,7 @@ export class GenerationSaver {
       );
       recorded = true;
       for (const { record, png, thumb } of prepared) {
+        exported.push({ id: record.id, png });
         await this.store.writeAtomic(this.store.abs(record.file), png);
         written.push(this.store.abs(record.file));
         if (!thumb || !record.thumb) continue;
@@ -293,7 +296,16 @@ export class GenerationSaver {
     const images = pending.images;
     const imageIds = images.map((i) => i.id);
     this.deps.added(imageIds);
+    await this.#export(exported);
     return { generationId, imageIds };
+  }
+
+  /** Copies of the saved images in the output folder, when one is set (after the commit). */
+  async #export(images: Array<{ id: string; png: Uint8Array }>): Promise<void> {
+    const dir = this.context.settings.get().outputDir;
+    if (!dir) return;
+    for (const problem of await exportImages(this.store, dir, images))
+      this.context.log(`library: ${problem}`);
   }
 
   /**
