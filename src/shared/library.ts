@@ -119,6 +119,8 @@ export type Job = z.infer<typeof Job>;
 
 export const QueueState = z.object({
   paused: z.boolean(),
+  /** Why the queue paused itself (a full disk), for the studio to show; null otherwise. */
+  pausedReason: z.string().nullable().default(null),
   jobs: z.array(Job),
 });
 export type QueueState = z.infer<typeof QueueState>;

@@ -122,6 +122,8 @@ export class JobService {
   #pruning: Promise<number> | null = null;
   #pruneAgain = false;
   #pruneTimer: NodeJS.Timeout | null = null;
+  /** Why the queue paused itself (a full disk); cleared when the person resumes it. */
+  #pauseReason: string | null = null;
   readonly #store: JobStore;
 
   constructor(
@@ -245,15 +247,19 @@ export class JobService {
       ...store.queued().map((r, i) => this.#toJob(r, i)),
       ...store.recentFinished().map((r) => this.#toJob(r, null)),
     ];
-    return { paused: store.isPaused(), jobs };
+    const paused = this.#pauseReason !== null || store.isPaused();
+    return { paused, pausedReason: paused ? this.#pauseReason : null, jobs };
   }
 
   setPaused(paused: boolean): QueueState {
     try {
+      // Jobs a full disk left marked running (nothing runs them) wait at the front again.
+      if (!paused) this.#store.requeueStranded(this.#current?.id ?? null);
       this.#store.setPaused(paused);
     } catch (err) {
       storageError(err);
     }
+    if (!paused) this.#pauseReason = null;
     if (!paused && this.#engineFailures >= engineFailureLimit) {
       this.#engineFailures = 0;
       this.context.updateEngineStatus({ state: 'idle', message: null });
@@ -412,6 +418,7 @@ export class JobService {
   // The runner
 
   #paused(): boolean {
+    if (this.#pauseReason !== null) return true;
     try {
       return this.#store.isPaused();
     } catch {
@@ -428,9 +435,11 @@ export class JobService {
         if (!this.#closing && this.#hasNext()) this.#kick();
       },
       (err: unknown) => {
-        // A write failed (the library turned read-only, or closed): stop until the next kick.
+        // A write failed (the disk is full, the library turned read-only or closed): stop until
+        // the next kick; a full disk pauses the queue and says why.
         this.#active = null;
         this.context.log(`The job runner stopped: ${(err as Error)?.message ?? String(err)}`);
+        if (describeJobFailure(err).code === 'disk-full') this.#pauseForFullDisk();
       },
     );
   }
@@ -555,6 +564,10 @@ export class JobService {
         this.#store.requeueFront(cur.id, { countAttempt: false });
       } else if (cancelled && (cur.cancelRequested || cur.shutdown)) {
         this.#store.markCancelled([cur.id], ['running']);
+      } else if (describeJobFailure(err).code === 'disk-full') {
+        // Not the job's fault: it waits at the front, its attempt given back, until there is room.
+        this.#pauseForFullDisk();
+        this.#store.requeueFront(cur.id, { countAttempt: false });
       } else {
         const failure = describeJobFailure(err, modelName);
         if (failure.code === 'internal') this.context.log(`Job ${cur.id} failed: ${String(err)}`);
@@ -566,6 +579,23 @@ export class JobService {
       // is recovered at the next start.
       this.context.log(`Job ${cur.id} could not be updated: ${String(writeErr)}`);
     }
+  }
+
+  /**
+   * A full disk: every job would fail the same way, so the queue pauses (in memory first: the
+   * flag's own write may fail too) with a reason the studio shows; resuming clears it.
+   */
+  #pauseForFullDisk(): void {
+    if (this.#pauseReason === null)
+      this.context.log('The disk is full: the queue is paused until it is resumed.');
+    this.#pauseReason =
+      'The disk is full, so the queue paused before saving more images. Free some space, then resume it: the waiting jobs are kept.';
+    try {
+      this.#store.setPaused(true);
+    } catch {
+      // the reason in memory holds the queue; the flag is written when there is room
+    }
+    this.#emitQueue();
   }
 
   /**

@@ -236,6 +236,24 @@ export class JobStore {
   }
 
   /**
+   * Jobs left 'running' while none runs (a full disk failed the write that ended them): each goes
+   * back to the front, its attempt given back, or is done when its generation was saved. Returns
+   * the ids that changed.
+   */
+  requeueStranded(runningId: string | null, now = Date.now()): string[] {
+    return this.#transaction(() => {
+      const stranded = this.running().filter((r) => r.id !== runningId);
+      for (const row of [...stranded].reverse())
+        if (row.generation_id !== null)
+          this.#db
+            .prepare("UPDATE jobs SET state = 'done', finished_at = ? WHERE id = ?")
+            .run(now, row.id);
+        else this.#requeueFront(row.id, false);
+      return stranded.map((r) => r.id);
+    });
+  }
+
+  /**
    * Moves queued job `id` to `index` among the queued jobs (0 = next), renumbering the queued
    * positions 0..n-1 in one transaction. Returns false if the job is not queued.
    */
