@@ -140,15 +140,26 @@ export class JobService {
       pruneIntervalMs: options.pruneIntervalMs ?? 3600_000,
       pruneBatch: Math.max(1, options.pruneBatch ?? 200),
     };
-    this.methods = {
-      enqueue: (input) => this.enqueue(input.settings),
-      getQueue: () => this.state(),
-      pauseQueue: () => this.setPaused(true),
-      resumeQueue: () => this.setPaused(false),
-      cancelJob: (input) => this.cancel(input.id),
-      cancelAll: () => this.cancelAll(),
-      moveJob: (input) => this.move(input.id, input.position),
+    // A damaged database answers with the library's read-only sentence, not an internal error.
+    const g = <T>(fn: () => T): T => {
+      try {
+        return fn();
+      } catch (err) {
+        throw this.library.database.mapError(err, 'the queue was not changed');
+      }
     };
+    this.methods = {
+      enqueue: (input) =>
+        this.enqueue(input.settings).catch((err: unknown) => {
+          throw this.library.database.mapError(err, 'the job was not queued');
+        }),
+      getQueue: () => g(() => this.state()),
+      pauseQueue: () => g(() => this.setPaused(true)),
+      resumeQueue: () => g(() => this.setPaused(false)),
+      cancelJob: (input) => g(() => this.cancel(input.id)),
+      cancelAll: () => g(() => this.cancelAll()),
+      moveJob: (input) => g(() => this.move(input.id, input.position)),
+    } satisfies JobMethods;
     this.#store = new JobStore(library.database);
     // The restored database has its own jobs: recover them and run the queue again.
     library.onReopened(() => this.reload());

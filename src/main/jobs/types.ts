@@ -15,6 +15,11 @@ export interface JobDatabase {
   readonly db: Sqlite.Database;
   /** Runs `fn` in one immediate write transaction (refused while the library is read-only). */
   transaction<T>(fn: () => T): T;
+  /**
+   * A storage failure as the library words it: a damaged database turns the library read-only
+   * and gives its StudioError 'storage' (never a generic internal error); a full disk 'disk-full'.
+   */
+  mapError(err: unknown, what: string): unknown;
 }
 
 /**

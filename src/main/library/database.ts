@@ -4,6 +4,7 @@
  * restore. The other library services and the job queue reach the database through this one
  * owner, and hear `reopened` when the file under them changed.
  */
+import fs from 'node:fs';
 import { StudioError } from '../../shared';
 import type { HostContext } from '../services';
 import {
@@ -53,6 +54,8 @@ export class LibraryDatabase {
     readonly context: HostContext,
     readonly file: string,
     readonly migrations: readonly Migration[],
+    /** Whether the data folder held a library before (backups or images): see emptyFileProblem. */
+    readonly hadLibrary: () => boolean = () => false,
   ) {}
 
   /** The better-sqlite3 database; a new object after `reopen`, so never keep it across calls. */
@@ -103,6 +106,8 @@ export class LibraryDatabase {
     const nativeBinding = this.context.sqliteNativeBinding;
     let db: Db | null = null;
     try {
+      const empty = this.#emptyFileProblem();
+      if (empty) return this.#openReadOnly(empty);
       db = openDatabase(this.file, { nativeBinding });
       const problem = quickCheck(db);
       if (problem) {
@@ -144,6 +149,19 @@ export class LibraryDatabase {
     this.open();
     await restart();
     this.#emit('reopened');
+  }
+
+  /**
+   * A library.sqlite of zero bytes in a data folder that held a library (backups, images) lost
+   * its contents (a full disk, a file system crash, a bad copy). SQLite would take it for a new
+   * database: a fresh library would start and the reconciler would re-import every image as a
+   * generation of its own. It takes the recovery path instead (read-only, restore the backup).
+   * A zero-length file anywhere else is a first start cut short, and becomes a new library.
+   */
+  #emptyFileProblem(): string | null {
+    const size = fs.statSync(this.file, { throwIfNoEntry: false })?.size;
+    if (size !== 0 || !this.hadLibrary()) return null;
+    return 'The library database file is empty: its contents were lost.';
   }
 
   /** After a failed check: the file read-only if it still answers, else an empty library. */

@@ -15,6 +15,7 @@ import type { LibraryStatus, ModelEntry } from '../../shared';
 import { ModelRegistry } from '../models/registry';
 import type { HostContext, LibraryMethods } from '../services';
 import { LibraryDatabase } from './database';
+import { listBackups } from './backup';
 import type { Db } from './db';
 import { FileStore } from './file-store';
 import { GalleryService } from './gallery-service';
@@ -73,6 +74,7 @@ export class Library {
       context,
       this.dbFile,
       options.migrations ?? defaultMigrations,
+      () => this.#hadLibrary(),
     );
     this.database = database;
     this.models = new ModelRegistry(context, database);
@@ -147,6 +149,16 @@ export class Library {
 
   // -------------------------------------------------------------------------------------
   // Start-up
+
+  /** Backups or image files in the data folder: a library lived here before. */
+  #hadLibrary(): boolean {
+    if (listBackups(this.store.backupsDir).length > 0) return true;
+    try {
+      return fs.readdirSync(this.store.imagesDir).length > 0;
+    } catch {
+      return false;
+    }
+  }
 
   async #start(): Promise<void> {
     if (this.database.readOnly) return;
