@@ -143,24 +143,21 @@ export class GalleryService {
   }
 
   setFavorite(imageIds: string[], favorite: boolean): null {
-    this.database.assertWritable();
-    const ids = this.#liveIds(imageIds);
-    immediate(this.#db, () =>
-      this.#db
-        .prepare('UPDATE images SET favorite = ? WHERE id IN (SELECT value FROM json_each(?))')
-        .run(favorite ? 1 : 0, JSON.stringify(ids)),
-    );
-    this.changed([], ids, []);
-    return null;
+    return this.#setMark('favorite', imageIds, favorite ? 1 : 0);
   }
 
   setRating(imageIds: string[], rating: number): null {
+    return this.#setMark('rating', imageIds, rating);
+  }
+
+  /** One mark (favorite, rating) of the live images among `imageIds`. */
+  #setMark(column: 'favorite' | 'rating', imageIds: string[], value: number): null {
     this.database.assertWritable();
     const ids = this.#liveIds(imageIds);
     immediate(this.#db, () =>
       this.#db
-        .prepare('UPDATE images SET rating = ? WHERE id IN (SELECT value FROM json_each(?))')
-        .run(rating, JSON.stringify(ids)),
+        .prepare(`UPDATE images SET ${column} = ? WHERE id IN (SELECT value FROM json_each(?))`)
+        .run(value, JSON.stringify(ids)),
     );
     this.changed([], ids, []);
     return null;
