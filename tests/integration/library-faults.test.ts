@@ -126,8 +126,12 @@ describe('a corrupt database file', () => {
       expect(e).toBeInstanceOf(StudioError);
     }
 
+    // The job queue hears the reopened database once its start-up (reconcile) is done.
+    const heard: number[] = [];
+    library.onReopened(() => heard.push(library.getLibraryStatus().images));
     const restored = await library.integrity.restoreBackup();
     expect(restored).toMatchObject({ readOnly: false, problem: null, images: 5 });
+    expect(heard).toEqual([5]);
     expect(context.emitted.some((e) => e.event === 'libraryStatus')).toBe(true);
     // The backup held 3; the 2 saved after it came back from their PNG metadata.
     expect(
