@@ -1,6 +1,6 @@
 // Builds the app into out/: the Svelte renderer with Vite, and the Node-side bundles (Electron
-// main, preload, headless server, CLI, engine worker, benchmark) with esbuild. See README
-// "Development" for why two tools.
+// main, preload, headless server, CLI, engine worker) with esbuild. See README "Development"
+// for why two tools. Benchmarks live in tools/bench/ and scripts/run-tool.mjs bundles them.
 import { build as esbuild } from 'esbuild';
 import { readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
@@ -18,7 +18,6 @@ const nodeEntries = {
 };
 const optionalEntries = {
   cli: 'src/main/cli.ts',
-  bench: 'src/main/bench.ts',
   'engine-worker': 'src/engine/worker.ts',
 };
 const { existsSync } = await import('node:fs');

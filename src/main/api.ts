@@ -1,7 +1,8 @@
-import type { AppInfo, EngineStatus, StudioService } from '../shared';
+import { type AppInfo, type EngineStatus, type StudioService, StudioError } from '../shared';
 import { getRuntimeInfo } from '../engine/runtime';
 import { EventHub } from './events';
 import { JobService } from './jobs/service';
+import { outputDirProblem } from './library/export';
 import { Library } from './library/service';
 import type { DesktopIntegration, HostContext } from './services';
 import { SettingsStore } from './settings-store';
@@ -65,6 +66,9 @@ export class StudioHost {
       getEngineStatus: () => structuredClone(this.#engineStatus),
       getSettings: () => this.settings.get(),
       updateSettings: (patch) => {
+        // Checked when it is set, so a folder that cannot take images is refused at once.
+        const problem = patch.outputDir ? outputDirProblem(patch.outputDir) : null;
+        if (problem) throw new StudioError('invalid-argument', problem);
         const next = this.settings.update(patch);
         this.events.emit('settingsChanged', next);
         this.jobs.settingsChanged(next);
@@ -72,12 +76,6 @@ export class StudioHost {
       },
       ...this.library.methods,
       ...this.jobs.methods,
-      // The restored database has its own jobs: recover them and run the queue again.
-      restoreBackup: async (input) => {
-        const status = await this.library.methods.restoreBackup(input);
-        this.jobs.reload();
-        return status;
-      },
     };
   }
 

@@ -5,7 +5,14 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import { DiffusionEngine, type PixelImage, describeEngineError } from '../engine';
-import { GenerationSettings, maxSide, samplerNames } from '../shared/generation';
+import {
+  GenerationSettings,
+  defaultGenerationSettings as defaults,
+  defaultMaskOptions as maskDefaults,
+  defaultUpscaleOptions as upscaleDefaults,
+  maxSide,
+  samplerNames,
+} from '../shared/generation';
 import { encodePngWithMetadata } from './library/png-metadata';
 import { appVersion } from './version';
 
@@ -15,33 +22,33 @@ const usage = `Usage: npm run generate -- --model DIR --prompt TEXT [options] --
   --prompt TEXT        what to draw; (word:1.2) [word] BREAK are understood
   --negative TEXT      what to avoid
   --seed N             noise seed (default: random, printed)
-  --steps N            sampling steps (default 25)
-  --sampler NAME       ${samplerNames.join(', ')} (default euler_a)
-  --cfg X              guidance scale (default 7; <= 1 disables guidance)
+  --steps N            sampling steps (default ${defaults.steps})
+  --sampler NAME       ${samplerNames.join(', ')} (default ${defaults.sampler})
+  --cfg X              guidance scale (default ${defaults.guidance}; <= 1 disables guidance)
   --width N, --height N  size in pixels, multiples of 8 (default: the model's native size)
-  --batch-size N       images per noise draw (default 1)
-  --batch-count N      number of draws (default 1)
+  --batch-size N       images per noise draw (default ${defaults.batchSize})
+  --batch-count N      number of draws (default ${defaults.batchCount})
   --seed-mode MODE     batch (one draw, like diffusers/ComfyUI) or per-image (seed+i, like A1111)
   --init PNG           image-to-image from this picture
-  --strength X         how much to change the init image, 0..1 (default 0.75)
+  --strength X         how much to change the init image, 0..1 (default ${defaults.strength})
   --mask PNG           inpaint the white part of this mask (needs --init; resized to it if needed)
-  --mask-blur N        feather radius of the mask edge in pixels (default 4)
-  --mask-grow N        grow (N > 0) or shrink (N < 0) the mask by N pixels (default 0);
+  --mask-blur N        feather radius of the mask edge in pixels (default ${maskDefaults.blur})
+  --mask-grow N        grow (N > 0) or shrink (N < 0) the mask by N pixels (default ${maskDefaults.grow});
                        write a negative value as --mask-grow=-4
   --invert-mask        repaint the black part instead
   --only-masked        generate only a crop around the mask (at --width x --height, default the
                        model's native size) and paste it back
-  --mask-padding N     pixels around the mask in that crop (default 32)
-  --mask-fill MODE     what the masked area starts from: original, noise or edge (default original)
+  --mask-padding N     pixels around the mask in that crop (default ${maskDefaults.padding})
+  --mask-fill MODE     what the masked area starts from: original, noise or edge (default ${maskDefaults.fill})
   --outpaint L,T,R,B   extend the init image by these pixels (multiples of 8; one value: all sides)
   --upscale F          two-pass hires fix: generate, enlarge by F (1..4), img2img at the larger
                        size; with --init: enlarge that picture (Lanczos, then img2img)
-  --hires-steps N      steps of the hires pass (default 15)
-  --hires-strength X   denoising strength of the hires pass, 0..1 (default 0.5)
+  --hires-steps N      steps of the hires pass (default ${upscaleDefaults.hiresSteps})
+  --hires-strength X   denoising strength of the hires pass, 0..1 (default ${upscaleDefaults.hiresStrength})
   --hires-upscaler M   latent (bilinear in latent space, default) or lanczos (in pixels)
   --upscaler x4        enlarge --init 4x with the x4 upscaler model given by --upscaler-model
   --upscaler-model DIR the x4 upscaler's folder (--model defaults to it)
-  --noise-level N      x4: noise added to the low-resolution input, 0..350 (default 20)
+  --noise-level N      x4: noise added to the low-resolution input, 0..350 (default ${upscaleDefaults.noiseLevel})
   --tile N             tile size in pixels for tiled diffusion and VAE decoding (default: chosen
                        from the memory budget)
   --memory-budget MB   memory the upscaler may use for activations (default 60% of free RAM)

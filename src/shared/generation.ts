@@ -138,3 +138,12 @@ export const GenerationSettings = z
   .strict();
 export type GenerationSettings = z.infer<typeof GenerationSettings>;
 export type GenerationInput = z.input<typeof GenerationSettings>;
+
+/**
+ * GenerationSettings' defaults (and those of its option objects), for forms and usage texts
+ * that start from them: read from the schema, never restated.
+ */
+export const defaultGenerationSettings: Omit<GenerationSettings, 'model' | 'prompt' | 'seed'> =
+  GenerationSettings.omit({ model: true, prompt: true, seed: true }).parse({});
+export const defaultUpscaleOptions: UpscaleOptions = UpscaleOptions.parse({});
+export const defaultOutpaintOptions: OutpaintOptions = OutpaintOptions.parse({});

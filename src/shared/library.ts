@@ -119,6 +119,8 @@ export type Job = z.infer<typeof Job>;
 
 export const QueueState = z.object({
   paused: z.boolean(),
+  /** Why the queue paused itself (a full disk), for the studio to show; null otherwise. */
+  pausedReason: z.string().nullable().default(null),
   jobs: z.array(Job),
 });
 export type QueueState = z.infer<typeof QueueState>;
@@ -192,6 +194,9 @@ export const GalleryQuery = z
   })
   .strict();
 export type GalleryQuery = z.infer<typeof GalleryQuery>;
+export type GallerySort = z.infer<typeof GallerySort>;
+/** GalleryQuery's defaults (sort order, page size), read from the schema. */
+export const defaultGalleryQuery: GalleryQuery = GalleryQuery.parse({});
 
 export const GalleryPage = z.object({
   items: z.array(GalleryItem),

@@ -10,7 +10,10 @@ export const Settings = z.object({
   executionProvider: ExecutionProviderPreference.default('auto'),
   /** Intra-op threads for ONNX Runtime; 0 lets the engine pick (physical cores). */
   threads: z.number().int().min(0).max(256).default(0),
-  /** Where images are written; null keeps them in the app's data folder. */
+  /**
+   * A folder (absolute path) every saved image is also exported to, as <image id>.png; null:
+   * images stay in the library (the app's data folder) only.
+   */
   outputDir: z.string().min(1).max(4096).nullable().default(null),
   /** Write generation parameters into PNGs (A1111 `parameters` text plus our JSON). */
   embedMetadata: z.boolean().default(true),

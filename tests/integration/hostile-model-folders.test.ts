@@ -16,7 +16,7 @@ import {
   type FileKind,
 } from '../../src/engine/models';
 import { ClipTokenizer } from '../../src/engine/tokenizer';
-import { inspectModel } from '../../src/main/library/models';
+import { inspectModel } from '../../src/main/models/models';
 import type { Library } from '../../src/main/library/service';
 import { fixtureModel } from '../fixtures/models';
 import { bundleEntry } from './bundle';
@@ -200,7 +200,7 @@ describe('a model folder with a hostile file', () => {
     fs.truncateSync(card, 8 * 1024 * 1024 * 1024); // 8 GiB, sparse
     const entry = await library.addModel(dir);
     expect(entry).toMatchObject({ status: 'ok', description: 'A tiny model for the tests.' });
-    library.removeModel(entry.id);
+    library.models.removeModel(entry.id);
   });
 
   it('keeps symlinks to regular files working (a Hugging Face cache snapshot)', async () => {
@@ -230,7 +230,7 @@ describe('a model folder with a hostile file', () => {
     const entry = await library.addModel(snapshot);
     expect(entry).toMatchObject({ status: 'ok', family: 'sd1' });
     await expect(ClipTokenizer.fromFolder(path.join(snapshot, 'tokenizer'))).resolves.toBeTruthy();
-    library.removeModel(entry.id);
+    library.models.removeModel(entry.id);
   });
 });
 

@@ -23,7 +23,7 @@ describe('importing JPEG and WebP files written by AUTOMATIC1111', () => {
   for (const file of ['a1111.jpg', 'a1111.webp']) {
     it(`reads the infotext of ${file}`, async () => {
       const data = fs.readFileSync(new URL(file, refDir));
-      const up = await library.uploadImage({
+      const up = await library.uploads.uploadImage({
         data: data.toString('base64'),
         purpose: 'import',
         name: file,
@@ -40,7 +40,10 @@ describe('importing JPEG and WebP files written by AUTOMATIC1111', () => {
 
   it('an init upload reads no metadata', async () => {
     const data = fs.readFileSync(new URL('a1111.jpg', refDir));
-    const up = await library.uploadImage({ data: data.toString('base64'), purpose: 'init' });
+    const up = await library.uploads.uploadImage({
+      data: data.toString('base64'),
+      purpose: 'init',
+    });
     expect(up.metadata).toBeNull();
   });
 });

@@ -7,7 +7,9 @@ import path from 'node:path';
 import { build } from 'esbuild';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GalleryQuery, StudioError } from '../../src/shared';
+import { StudioHost } from '../../src/main/api';
+import { dispatch } from '../../src/main/dispatch';
+import { GalleryQuery, type QueueState, StudioError } from '../../src/shared';
 import { openDatabase, quickCheck } from '../../src/main/library/db';
 import { schemaVersion, userVersion } from '../../src/main/library/migrations';
 import type { Library } from '../../src/main/library/service';
@@ -24,7 +26,7 @@ afterAll(() => {
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 });
 
-const all = (library: Library) => library.searchGallery(GalleryQuery.parse({ limit: 500 }));
+const all = (library: Library) => library.gallery.searchGallery(GalleryQuery.parse({ limit: 500 }));
 
 async function expectStudioError(p: unknown, code: string, message?: RegExp) {
   const err = await Promise.resolve()
@@ -98,7 +100,7 @@ describe('a corrupt database file', () => {
     expect(status.problem).toMatch(/read-only until the last backup is restored/);
     expect(status.lastBackupAt).not.toBeNull();
     expect(library.readOnly).toBe(true);
-    await expectStudioError(() => library.setFavorite(['x'], true), 'storage', /read-only/);
+    await expectStudioError(() => library.gallery.setFavorite(['x'], true), 'storage', /read-only/);
     await expectStudioError(
       library.saveGeneration({
         settings: settingsOf(),
@@ -111,7 +113,7 @@ describe('a corrupt database file', () => {
       'storage',
     );
     await expectStudioError(
-      library.uploadImage({
+      library.uploads.uploadImage({
         data: Buffer.from(await pngOf(null)).toString('base64'),
         purpose: 'init',
       }),
@@ -124,8 +126,12 @@ describe('a corrupt database file', () => {
       expect(e).toBeInstanceOf(StudioError);
     }
 
-    const restored = await library.restoreBackup();
+    // The job queue hears the reopened database once its start-up (reconcile) is done.
+    const heard: number[] = [];
+    library.onReopened(() => heard.push(library.getLibraryStatus().images));
+    const restored = await library.integrity.restoreBackup();
     expect(restored).toMatchObject({ readOnly: false, problem: null, images: 5 });
+    expect(heard).toEqual([5]);
     expect(context.emitted.some((e) => e.event === 'libraryStatus')).toBe(true);
     // The backup held 3; the 2 saved after it came back from their PNG metadata.
     expect(
@@ -142,7 +148,7 @@ describe('a corrupt database file', () => {
     expect(fs.readdirSync(path.join(d, 'corrupt')).some((f) => f.endsWith('.sqlite'))).toBe(true);
     await expectConsistent(d, library);
     await saveOne(library, { prompt: 'after restore' });
-    await expectStudioError(library.restoreBackup(), 'invalid-argument');
+    await expectStudioError(library.integrity.restoreBackup(), 'invalid-argument');
     library.close();
   });
 
@@ -155,7 +161,7 @@ describe('a corrupt database file', () => {
       images: 0,
     });
     expect(all(library).items).toEqual([]);
-    const restored = await library.restoreBackup();
+    const restored = await library.integrity.restoreBackup();
     expect(restored).toMatchObject({ readOnly: false, images: 5 });
     await expectConsistent(d, library);
     library.close();
@@ -462,5 +468,136 @@ describe('kill -9 of a child process', () => {
     ]);
     await expectConsistent(d, reopened.library);
     reopened.library.close();
+  });
+});
+
+describe('database edge cases (through the host, as both shells call it)', () => {
+  /** A library of 5 images, 3 of them in a backup, closed; then `damage` on its file. */
+  async function libraryThen(damage: (file: string) => void): Promise<string> {
+    const d = dir();
+    const { library } = await openLibrary(d);
+    for (let i = 0; i < 3; i++) await saveOne(library, { prompt: `before backup ${i}`, seed: i });
+    await library.backupNow();
+    for (let i = 0; i < 2; i++)
+      await saveOne(library, { prompt: `after backup ${i}`, seed: 10 + i });
+    library.close();
+    damage(path.join(d, 'library.sqlite'));
+    return d;
+  }
+
+  /** Every cheap call answers, or fails with a sentence: never the generic internal error. */
+  async function expectNoInternalErrors(host: StudioHost) {
+    const calls: Array<[string, unknown]> = [
+      ['getLibraryStatus', undefined],
+      ['listModels', undefined],
+      ['searchGallery', {}],
+      ['getQueue', undefined],
+      ['pauseQueue', undefined],
+      ['resumeQueue', undefined],
+      ['cancelAll', undefined],
+      ['getImage', { id: 'abc' }],
+      ['setFavorite', { imageIds: ['abc'], favorite: true }],
+      ['enqueue', { settings: { model: 'm', prompt: 'p', seed: 1 } }],
+    ];
+    for (const [method, input] of calls) {
+      const t0 = performance.now();
+      const r = await dispatch(host.service, method, input);
+      expect(performance.now() - t0, method).toBeLessThan(2000);
+      if (!r.ok) expect(r.error.code, `${method}: ${r.error.message}`).not.toBe('internal');
+    }
+  }
+
+  const prompts = (host: StudioHost) =>
+    host.library.gallery
+      .searchGallery(GalleryQuery.parse({ limit: 500 }))
+      .items.map((i) => i.prompt)
+      .sort();
+  const everyPrompt = [
+    'after backup 0',
+    'after backup 1',
+    'before backup 0',
+    'before backup 1',
+    'before backup 2',
+  ];
+
+  /** Random bytes over whole pages of the file (page numbers from 1, 4096 bytes each). */
+  const overPages = (pages: (file: string) => number[]) => (file: string) => {
+    const list = pages(file);
+    const fd = fs.openSync(file, 'r+');
+    for (const page of list) fs.writeSync(fd, crypto.randomBytes(4096), 0, 4096, (page - 1) * 4096);
+    fs.closeSync(fd);
+  };
+  const rootPages = (file: string, tables: string[]) => {
+    const db = openDatabase(file, { readonly: true });
+    const pages = db
+      .prepare(`SELECT rootpage FROM sqlite_master WHERE tbl_name IN (${tables.map(() => '?')})`)
+      .pluck()
+      .all(...tables) as number[];
+    db.close();
+    return pages.filter((p) => p > 1);
+  };
+
+  it.each([
+    // The header and schema page stay; the models table and what follows it are noise.
+    ['the first pages', overPages(() => [2, 3, 4, 5])],
+    // The images stay readable (the read-only library shows them); the queue's tables do not.
+    ["the queue's pages", overPages((file) => rootPages(file, ['jobs', 'meta']))],
+  ])('random bytes over %s: read-only with a sentence, then restore', async (_what, damage) => {
+    const d = await libraryThen(damage);
+    const host = new StudioHost({ shell: 'headless', dataDir: d, version: 't', log: () => {} });
+    try {
+      await host.library.ready;
+      const status = await host.service.getLibraryStatus(undefined);
+      expect(status).toMatchObject({ readOnly: true });
+      expect(status.problem).toMatch(/read-only until the last backup is restored/);
+      expect(status.lastBackupAt).not.toBeNull();
+      await expectNoInternalErrors(host);
+      const restored = await host.service.restoreBackup(undefined);
+      expect(restored).toMatchObject({ readOnly: false, problem: null, images: 5 });
+      expect(prompts(host)).toEqual(everyPrompt);
+      // The queue works on the restored database.
+      expect((host.service.getQueue(undefined) as QueueState).jobs).toEqual([]);
+    } finally {
+      await host.close();
+    }
+  });
+
+  it('a zero-length library.sqlite: read-only, nothing re-imported, restore brings it back', async () => {
+    const d = await libraryThen((file) => {
+      fs.truncateSync(file, 0);
+      for (const s of ['-wal', '-shm']) fs.rmSync(file + s, { force: true });
+    });
+    const imagesBefore = fs.readdirSync(path.join(d, 'images'), { recursive: true }).sort();
+    const host = new StudioHost({ shell: 'headless', dataDir: d, version: 't', log: () => {} });
+    try {
+      await host.library.ready;
+      const status = await host.service.getLibraryStatus(undefined);
+      expect(status).toMatchObject({ readOnly: true, generations: 0, images: 0 });
+      expect(status.problem).toMatch(/empty: its contents were lost/);
+      expect(status.lastBackupAt).not.toBeNull();
+      // No new library was started over it: the file is still empty, the images untouched.
+      expect(fs.statSync(path.join(d, 'library.sqlite')).size).toBe(0);
+      expect(fs.readdirSync(path.join(d, 'images'), { recursive: true }).sort()).toEqual(
+        imagesBefore,
+      );
+      expect(fs.existsSync(path.join(d, 'quarantine'))).toBe(false);
+      await expectNoInternalErrors(host);
+      const restored = await host.service.restoreBackup(undefined);
+      expect(restored).toMatchObject({ readOnly: false, problem: null, images: 5 });
+      // The 3 of the backup under their own generations, the 2 after it from their metadata.
+      expect(prompts(host)).toEqual(everyPrompt);
+      await expectConsistent(d, host.library);
+    } finally {
+      await host.close();
+    }
+  });
+
+  it('a zero-length file in a folder that never held a library is a new library', async () => {
+    const d = dir();
+    fs.writeFileSync(path.join(d, 'library.sqlite'), '');
+    const { library } = await openLibrary(d);
+    expect(library.getLibraryStatus()).toMatchObject({ readOnly: false, problem: null });
+    await saveOne(library, { prompt: 'first' });
+    library.close();
   });
 });

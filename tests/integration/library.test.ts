@@ -202,7 +202,7 @@ describe('saving and the gallery', () => {
     const all = fs.readdirSync(path.join(dataDir, path.dirname(row.file)));
     expect(all.filter((f) => f.startsWith('.'))).toEqual([]);
 
-    const detail = library.getGeneration(saved.generationId);
+    const detail = library.gallery.getGeneration(saved.generationId);
     expect(detail).toMatchObject({
       generationId: saved.generationId,
       settings: { prompt: 'a red fox in the snow', seed: 42 },
@@ -217,7 +217,7 @@ describe('saving and the gallery', () => {
     expect(detail.parametersText).toMatch(
       /^a red fox in the snow\nSteps: 25, Sampler: Euler a, CFG scale: 7, Seed: 42, Size: 512x512/,
     );
-    const page = library.searchGallery(q());
+    const page = library.gallery.searchGallery(q());
     expect(page.items[0]).toMatchObject({
       url: `/media/images/${page.items[0].imageId}`,
       thumbUrl: `/media/thumbs/${page.items[0].imageId}`,
@@ -258,7 +258,7 @@ describe('saving and the gallery', () => {
       const png = fs.readFileSync(path.join(own.context.dataDir, row.file));
       expect(readPngTextChunks(png)).toEqual([]);
       // The history still has every setting.
-      expect(own.library.getGeneration(saved.generationId).settings.prompt).toBe(
+      expect(own.library.gallery.getGeneration(saved.generationId).settings.prompt).toBe(
         'no metadata please',
       );
     } finally {
@@ -273,7 +273,8 @@ describe('saving and the gallery', () => {
       seed: 5,
     });
     await saveOne(library, { prompt: 'NEAR the "castle" (at night) *stars*', seed: 6 });
-    const texts = (text: string) => library.searchGallery(q({ text })).items.map((i) => i.prompt);
+    const texts = (text: string) =>
+      library.gallery.searchGallery(q({ text })).items.map((i) => i.prompt);
     expect(texts('fox')).toEqual(['a red fox in the snow', 'a red fox in the snow']);
     expect(texts('whal')).toEqual(['blue whale under the sea']); // prefix
     expect(texts('blurry')).toEqual(['blue whale under the sea']); // negative prompt
@@ -303,7 +304,7 @@ describe('saving and the gallery', () => {
       '🦊 ☃ fox',
       '\u0000fox',
     ]) {
-      expect(() => library.searchGallery(q({ text: hostile }))).not.toThrow();
+      expect(() => library.gallery.searchGallery(q({ text: hostile }))).not.toThrow();
     }
     expect(texts('"fox')).toHaveLength(2);
     expect(texts('NEAR(fox snow)')).toHaveLength(0); // "near" is a term here, and no prompt has it with fox
@@ -327,17 +328,17 @@ describe('saving and the gallery', () => {
       seed: 2,
     });
     const c = await saveOne(l, { prompt: 'filter c', model: 'other-model', seed: 3 });
-    l.setFavorite([a.imageIds[0], c.imageIds[0]], true);
-    l.setRating([b.imageIds[0]], 5);
-    l.setRating([c.imageIds[0]], 3);
-    l.setTags(a.imageIds[0], ['Portrait', 'keep', 'portrait ']);
-    l.setTags(c.imageIds[0], ['keep']);
+    l.gallery.setFavorite([a.imageIds[0], c.imageIds[0]], true);
+    l.gallery.setRating([b.imageIds[0]], 5);
+    l.gallery.setRating([c.imageIds[0]], 3);
+    l.gallery.setTags(a.imageIds[0], ['Portrait', 'keep', 'portrait ']);
+    l.gallery.setTags(c.imageIds[0], ['keep']);
     expect(emitted.at(-1)).toMatchObject({
       event: 'galleryChanged',
       payload: { updated: [c.imageIds[0]] },
     });
     const ids = (query: Partial<GalleryQuery>) =>
-      l.searchGallery(q({ text: 'filter', ...query })).items.map((i) => i.prompt);
+      l.gallery.searchGallery(q({ text: 'filter', ...query })).items.map((i) => i.prompt);
     expect(ids({})).toEqual(['filter c', 'filter b', 'filter a']);
     expect(ids({ sort: 'oldest' })).toEqual(['filter a', 'filter b', 'filter c']);
     expect(ids({ sort: 'rating' })).toEqual(['filter b', 'filter c', 'filter a']);
@@ -350,15 +351,15 @@ describe('saving and the gallery', () => {
     expect(ids({ minRating: 3 })).toEqual(['filter c', 'filter b']);
     expect(ids({ tag: 'keep' })).toEqual(['filter c', 'filter a']);
     expect(ids({ tag: 'PORTRAIT' })).toEqual(['filter a']);
-    const created = l.getGeneration(b.generationId).createdAt;
+    const created = l.gallery.getGeneration(b.generationId).createdAt;
     expect(ids({ from: created, to: created })).toContain('filter b');
     expect(ids({ to: 0 })).toEqual([]);
-    const item = l.searchGallery(q({ text: 'filter a' })).items[0];
+    const item = l.gallery.searchGallery(q({ text: 'filter a' })).items[0];
     expect(item.tags).toEqual(['keep', 'Portrait']);
     expect(item.favorite).toBe(true);
     // Rating sort pages through ties with the cursor too.
-    const p1 = l.searchGallery(q({ text: 'filter', sort: 'rating', limit: 2 }));
-    const p2 = l.searchGallery(
+    const p1 = l.gallery.searchGallery(q({ text: 'filter', sort: 'rating', limit: 2 }));
+    const p2 = l.gallery.searchGallery(
       q({ text: 'filter', sort: 'rating', limit: 2, cursor: p1.nextCursor }),
     );
     expect([...p1.items, ...p2.items].map((i) => i.prompt)).toEqual([
@@ -368,9 +369,9 @@ describe('saving and the gallery', () => {
     ]);
     expect(p2.nextCursor).toBeNull();
     expect(p1.total).toBe(3);
-    throwsWith(() => l.searchGallery(q({ cursor: p1.nextCursor })), 'invalid-argument'); // other sort
-    throwsWith(() => l.searchGallery(q({ cursor: 'garbage' })), 'invalid-argument');
-    throwsWith(() => l.setTags('nope', ['x']), 'not-found');
+    throwsWith(() => l.gallery.searchGallery(q({ cursor: p1.nextCursor })), 'invalid-argument'); // other sort
+    throwsWith(() => l.gallery.searchGallery(q({ cursor: 'garbage' })), 'invalid-argument');
+    throwsWith(() => l.gallery.setTags('nope', ['x']), 'not-found');
   });
 
   it('records lineage: an img2img from a library image is its child', async () => {
@@ -386,14 +387,14 @@ describe('saving and the gallery', () => {
       { prompt: 'lineage explicit', seed: 12 },
       { parentId: parent.generationId },
     );
-    expect(library.getGeneration(child.generationId).parentId).toBe(parent.generationId);
-    expect(library.getGeneration(parent.generationId).childIds).toEqual([
+    expect(library.gallery.getGeneration(child.generationId).parentId).toBe(parent.generationId);
+    expect(library.gallery.getGeneration(parent.generationId).childIds).toEqual([
       child.generationId,
       explicit.generationId,
     ]);
     // An image id also finds its generation.
-    expect(library.getGeneration(child.imageIds[0]).generationId).toBe(child.generationId);
-    throwsWith(() => library.getGeneration('missing'), 'not-found');
+    expect(library.gallery.getGeneration(child.imageIds[0]).generationId).toBe(child.generationId);
+    throwsWith(() => library.gallery.getGeneration('missing'), 'not-found');
   });
 
   it('groups seed variants: same prompt and settings, any seed', async () => {
@@ -403,10 +404,12 @@ describe('saving and the gallery', () => {
     await saveOne(library, { ...base, seed: 300, batchCount: 4 });
     await saveOne(library, { ...base, seed: 400, steps: 21 });
     await saveOne(library, { prompt: 'variant test!', seed: 500, steps: 20 });
-    const page = library.searchGallery(q({ seedVariantsOf: v1.imageIds[0], sort: 'oldest' }));
+    const page = library.gallery.searchGallery(
+      q({ seedVariantsOf: v1.imageIds[0], sort: 'oldest' }),
+    );
     expect(page.items.map((i) => i.seed)).toEqual([100, 101, 200, 300]);
-    expect(library.searchGallery(q({ seedVariantsOf: v1.generationId })).total).toBe(4);
-    throwsWith(() => library.searchGallery(q({ seedVariantsOf: 'nope' })), 'not-found');
+    expect(library.gallery.searchGallery(q({ seedVariantsOf: v1.generationId })).total).toBe(4);
+    throwsWith(() => library.gallery.searchGallery(q({ seedVariantsOf: 'nope' })), 'not-found');
   });
 
   it('pages with a stable cursor while new images arrive', async () => {
@@ -420,7 +423,7 @@ describe('saving and the gallery', () => {
     let pages = 0;
     let lastKey = Infinity;
     do {
-      const page = l.searchGallery(q({ limit: 4, cursor }));
+      const page = l.gallery.searchGallery(q({ limit: 4, cursor }));
       for (const item of page.items) {
         expect(item.createdAt).toBeLessThanOrEqual(lastKey);
         lastKey = item.createdAt;
@@ -444,12 +447,12 @@ describe('saving and the gallery', () => {
       const walked: string[] = [];
       let cursor: string | null = null;
       do {
-        const page = l.searchGallery(q({ sort, limit: 7, cursor }));
+        const page = l.gallery.searchGallery(q({ sort, limit: 7, cursor }));
         walked.push(...page.items.map((i) => i.imageId));
         cursor = page.nextCursor;
       } while (cursor);
       for (const offset of [0, 7, 13, 28, 30, 45]) {
-        const page = l.searchGallery(q({ sort, limit: 7, offset }));
+        const page = l.gallery.searchGallery(q({ sort, limit: 7, offset }));
         expect(
           page.items.map((i) => i.imageId),
           `${sort} @${offset}`,
@@ -457,7 +460,7 @@ describe('saving and the gallery', () => {
         expect(page.total).toBe(30);
       }
     }
-    const filtered = l.searchGallery(q({ text: 'offset', limit: 5, offset: 25 }));
+    const filtered = l.gallery.searchGallery(q({ text: 'offset', limit: 5, offset: 25 }));
     expect(filtered.items).toHaveLength(5);
     l.close();
   });
@@ -485,24 +488,35 @@ describe('gallery totals', () => {
     await saveOne(l, { prompt: 'a quiet meadow', sampler: 'euler' });
     cloneRows(l, big.imageIds[0], 7999); // 8,000 harbours, 1 meadow
 
-    const first = l.searchGallery(q({ text: 'harbour', limit: 100 }));
+    const first = l.gallery.searchGallery(q({ text: 'harbour', limit: 100 }));
     expect(countAhead).toBeLessThan(7000);
     expect(first).toMatchObject({ total: 100 + countAhead, totalExact: false });
     expect(first.items).toHaveLength(100);
     // Later pages by offset count further; past the last match the count is exact.
-    expect(l.searchGallery(q({ text: 'harbour', limit: 100, offset: 7000 }))).toMatchObject({
-      total: 8000,
-      totalExact: true,
-    });
-    const deep = l.searchGallery(q({ text: 'harbour', limit: 100, offset: 2000 }));
+    expect(l.gallery.searchGallery(q({ text: 'harbour', limit: 100, offset: 7000 }))).toMatchObject(
+      {
+        total: 8000,
+        totalExact: true,
+      },
+    );
+    const deep = l.gallery.searchGallery(q({ text: 'harbour', limit: 100, offset: 2000 }));
     expect(deep.total).toBeGreaterThanOrEqual(2000 + 100 + 100);
     // Tag searches are bounded the same way; few matches are exact.
-    l.setTags(big.imageIds[0], ['boats']);
-    expect(l.searchGallery(q({ tag: 'boats' }))).toMatchObject({ total: 1, totalExact: true });
-    expect(l.searchGallery(q({ text: 'meadow' }))).toMatchObject({ total: 1, totalExact: true });
+    l.gallery.setTags(big.imageIds[0], ['boats']);
+    expect(l.gallery.searchGallery(q({ tag: 'boats' }))).toMatchObject({
+      total: 1,
+      totalExact: true,
+    });
+    expect(l.gallery.searchGallery(q({ text: 'meadow' }))).toMatchObject({
+      total: 1,
+      totalExact: true,
+    });
     // No filter, or the image's own columns: exact however many.
-    expect(l.searchGallery(q({ limit: 10 }))).toMatchObject({ total: 8001, totalExact: true });
-    expect(l.searchGallery(q({ sampler: 'ddim', limit: 10 }))).toMatchObject({
+    expect(l.gallery.searchGallery(q({ limit: 10 }))).toMatchObject({
+      total: 8001,
+      totalExact: true,
+    });
+    expect(l.gallery.searchGallery(q({ sampler: 'ddim', limit: 10 }))).toMatchObject({
       total: 8000,
       totalExact: true,
     });
@@ -513,9 +527,9 @@ describe('gallery totals', () => {
     const { library: l } = await openLibrary(dir());
     for (let i = 0; i < 3; i++) await saveOne(l, { prompt: `lantern ${i}`, seed: i });
     await saveOne(l, { prompt: 'a kite', seed: 9 });
-    const lanterns = () => l.searchGallery(q({ text: 'lantern', limit: 2 }));
-    const favorites = () => l.searchGallery(q({ favorite: true, limit: 2 }));
-    const everything = () => l.searchGallery(q({ limit: 2 }));
+    const lanterns = () => l.gallery.searchGallery(q({ text: 'lantern', limit: 2 }));
+    const favorites = () => l.gallery.searchGallery(q({ favorite: true, limit: 2 }));
+    const everything = () => l.gallery.searchGallery(q({ limit: 2 }));
     expect(lanterns().total).toBe(3);
     expect(favorites().total).toBe(0);
     expect(everything().total).toBe(4);
@@ -527,9 +541,9 @@ describe('gallery totals', () => {
     expect(everything().total).toBe(7);
     // An edit or a delete counts again.
     const ids = lanterns().items.map((i) => i.imageId);
-    l.setFavorite(ids, true);
+    l.gallery.setFavorite(ids, true);
     expect(favorites().total).toBe(2);
-    await l.deleteImages([ids[0]]);
+    await l.trash.deleteImages([ids[0]]);
     expect(lanterns().total).toBe(4);
     expect(favorites().total).toBe(1);
     expect(everything().total).toBe(6);
@@ -546,7 +560,7 @@ describe('uploads', () => {
 
   it('stores init images and masks, and reads import metadata from an A1111 PNG', async () => {
     const plain = await pngOf(null, 3, 96);
-    const init = await library.uploadImage({
+    const init = await library.uploads.uploadImage({
       data: Buffer.from(plain).toString('base64'),
       purpose: 'init',
     });
@@ -555,14 +569,17 @@ describe('uploads', () => {
     expect(fs.readFileSync(library.resolveImage(init.imageId).file)).toEqual(Buffer.from(plain));
     expect(library.readMedia(`/media/uploads/${init.imageId}`)?.contentType).toBe('image/png');
     // Same bytes again: the same upload.
-    const again = await library.uploadImage({
+    const again = await library.uploads.uploadImage({
       data: Buffer.from(plain).toString('base64'),
       purpose: 'init',
     });
     expect(again.imageId).toBe(init.imageId);
 
     const jpeg = await sharp(Buffer.from(plain)).jpeg().toBuffer();
-    const mask = await library.uploadImage({ data: jpeg.toString('base64'), purpose: 'mask' });
+    const mask = await library.uploads.uploadImage({
+      data: jpeg.toString('base64'),
+      purpose: 'mask',
+    });
     expect(mask).toMatchObject({ width: 96, height: 96, metadata: null });
     expect(library.resolveImage(mask.imageId).file).toMatch(/\.jpg$/);
 
@@ -572,7 +589,7 @@ describe('uploads', () => {
         text: 'masterpiece, a lighthouse\nNegative prompt: fog\nSteps: 30, Sampler: DPM++ 2M Karras, CFG scale: 6.5, Seed: 1234, Size: 96x96, Model: v1-5',
       },
     ]);
-    const imported = await library.uploadImage({
+    const imported = await library.uploads.uploadImage({
       data: `data:image/png;base64,${Buffer.from(a1111).toString('base64')}`,
       purpose: 'import',
       name: 'lighthouse.png',
@@ -588,7 +605,7 @@ describe('uploads', () => {
         seed: 1234,
       },
     });
-    const ours = await library.uploadImage({
+    const ours = await library.uploads.uploadImage({
       data: Buffer.from(await pngOf(settingsOf({ prompt: 'ours', seed: 9 }), 9)).toString('base64'),
       purpose: 'import',
     });
@@ -596,7 +613,10 @@ describe('uploads', () => {
       source: 'latent-studio',
       settings: { prompt: 'ours', seed: 9 },
     });
-    const none = await library.uploadImage({ data: jpeg.toString('base64'), purpose: 'import' });
+    const none = await library.uploads.uploadImage({
+      data: jpeg.toString('base64'),
+      purpose: 'import',
+    });
     expect(none.metadata).toEqual({ source: 'none', settings: {} });
   });
 
@@ -604,7 +624,7 @@ describe('uploads', () => {
     const png = Buffer.from(await pngOf(null, 4, 64, true));
     const truncated = png.subarray(0, Math.floor(png.length / 2));
     await rejectsWith(
-      library.uploadImage({
+      library.uploads.uploadImage({
         data: truncated.toString('base64'),
         purpose: 'init',
         name: 'half.png',
@@ -613,7 +633,7 @@ describe('uploads', () => {
       /"half.png" could not be read: it is damaged or not a PNG, JPEG or WebP image/,
     );
     await rejectsWith(
-      library.uploadImage({
+      library.uploads.uploadImage({
         data: Buffer.from('hello, not an image').toString('base64'),
         purpose: 'init',
       }),
@@ -622,7 +642,7 @@ describe('uploads', () => {
     );
     const gif = await sharp(png).gif().toBuffer();
     await rejectsWith(
-      library.uploadImage({ data: gif.toString('base64'), purpose: 'init' }),
+      library.uploads.uploadImage({ data: gif.toString('base64'), purpose: 'init' }),
       'invalid-argument',
       /Only PNG, JPEG and WebP images can be used \(this one is GIF\)/,
     );
@@ -642,36 +662,36 @@ describe('delete and undo', () => {
           .file,
       );
     const files = a.imageIds.map(file);
-    const result = await library.deleteImages(a.imageIds.slice(0, 2));
+    const result = await library.trash.deleteImages(a.imageIds.slice(0, 2));
     expect(result).toMatchObject({ deleted: 2, trashedTo: 'app-trash' });
     expect(context.emitted.at(-1)).toMatchObject({ payload: { removed: a.imageIds.slice(0, 2) } });
     expect(files.map((f) => fs.existsSync(f))).toEqual([false, false, true]);
     expect(fs.readdirSync(path.join(d, 'trash', result.undoToken!))).toHaveLength(4); // 2 images + 2 thumbs
-    expect(library.searchGallery(q()).items.map((i) => i.imageId)).toEqual([a.imageIds[2]]);
+    expect(library.gallery.searchGallery(q()).items.map((i) => i.imageId)).toEqual([a.imageIds[2]]);
     expect(library.readMedia(`/media/images/${a.imageIds[0]}`)).toBeNull();
     throwsWith(() => library.resolveImage(a.imageIds[0]), 'not-found');
-    expect(await library.deleteImages(a.imageIds.slice(0, 2))).toMatchObject({
+    expect(await library.trash.deleteImages(a.imageIds.slice(0, 2))).toMatchObject({
       deleted: 0,
       undoToken: null,
     });
 
-    expect(await library.undoDelete(result.undoToken!)).toEqual({ restored: 2 });
+    expect(await library.trash.undoDelete(result.undoToken!)).toEqual({ restored: 2 });
     expect(files.map((f) => fs.existsSync(f))).toEqual([true, true, true]);
-    expect(library.searchGallery(q()).total).toBe(3);
+    expect(library.gallery.searchGallery(q()).total).toBe(3);
     expect(library.readMedia(`/media/thumbs/${a.imageIds[0]}`)?.contentType).toBe('image/webp');
-    await rejectsWith(library.undoDelete(result.undoToken!), 'not-found');
+    await rejectsWith(library.trash.undoDelete(result.undoToken!), 'not-found');
 
     // A delete not undone: at the next start the rows go, the files stay in the trash and are
     // not re-imported.
-    const again = await library.deleteImages([a.imageIds[0]]);
+    const again = await library.trash.deleteImages([a.imageIds[0]]);
     library.close();
     const reopened = await openLibrary(d);
-    expect(reopened.library.searchGallery(q()).total).toBe(2);
+    expect(reopened.library.gallery.searchGallery(q()).total).toBe(2);
     expect(reopened.library.db.prepare('SELECT count(*) AS n FROM images').get()).toEqual({ n: 2 });
     expect(fs.existsSync(path.join(d, 'trash', again.undoToken!, path.basename(files[0])))).toBe(
       true,
     );
-    await rejectsWith(reopened.library.undoDelete(again.undoToken!), 'not-found');
+    await rejectsWith(reopened.library.trash.undoDelete(again.undoToken!), 'not-found');
     reopened.library.close();
   });
 
@@ -687,21 +707,21 @@ describe('delete and undo', () => {
     const { library } = await openLibrary(d, { desktop });
     const a = await saveOne(library, { prompt: 'desktop delete', seed: 1 });
     const file = library.resolveImage(a.imageIds[0]).file;
-    library.revealImage(a.imageIds[0]);
+    library.trash.revealImage(a.imageIds[0]);
     expect(revealed).toEqual([file]);
-    const result = await library.deleteImages(a.imageIds);
+    const result = await library.trash.deleteImages(a.imageIds);
     expect(result.trashedTo).toBe('os-trash');
     expect(fs.existsSync(file)).toBe(false);
     expect(fs.readdirSync(osTrash)).toEqual([path.basename(file)]);
-    expect(await library.undoDelete(result.undoToken!)).toEqual({ restored: 1 });
+    expect(await library.trash.undoDelete(result.undoToken!)).toEqual({ restored: 1 });
     expect(fs.existsSync(file)).toBe(true);
-    expect(library.searchGallery(q()).total).toBe(1);
+    expect(library.gallery.searchGallery(q()).total).toBe(1);
     library.close();
 
     // Headless has no file manager.
     const headless = await openLibrary(dir());
     const b = await saveOne(headless.library, {});
-    throwsWith(() => headless.library.revealImage(b.imageIds[0]), 'unavailable');
+    throwsWith(() => headless.library.trash.revealImage(b.imageIds[0]), 'unavailable');
     headless.library.close();
   });
 });
@@ -740,7 +760,7 @@ describe('the reconciler', () => {
       true,
     );
     expect(fs.existsSync(keptThumb)).toBe(true); // thumbnail rebuilt
-    const items = l.searchGallery(q({ sort: 'oldest' })).items;
+    const items = l.gallery.searchGallery(q({ sort: 'oldest' })).items;
     expect(items.map((i) => [i.prompt, i.missing])).toEqual([
       ['kept', false],
       ['lost', true],
@@ -750,7 +770,10 @@ describe('the reconciler', () => {
     const re = items[2];
     expect(re.imageId).toBe(orphan.imageIds[0]);
     expect(l.resolveImage(re.imageId).file).toBe(path.join(d, orphanRel.file));
-    expect(l.getGeneration(re.generationId).settings).toMatchObject({ prompt: 'orphan', seed: 3 });
+    expect(l.gallery.getGeneration(re.generationId).settings).toMatchObject({
+      prompt: 'orphan',
+      seed: 3,
+    });
     expect(Math.abs(re.createdAt - items[1].createdAt)).toBeLessThan(60_000);
     expect(l.readMedia(`/media/images/${lost.imageIds[0]}`)).toBeNull();
     expect(context.logs.join('\n')).toMatch(/reconciled/);
@@ -758,7 +781,7 @@ describe('the reconciler', () => {
     l.close();
     fs.writeFileSync(lostFile, await pngOf(settingsOf({ prompt: 'lost', seed: 2 }), 2));
     const { library: l2 } = await openLibrary(d);
-    expect(l2.searchGallery(q()).items.every((i) => !i.missing)).toBe(true);
+    expect(l2.gallery.searchGallery(q()).items.every((i) => !i.missing)).toBe(true);
     l2.close();
   });
 });
@@ -811,7 +834,7 @@ describe('models', () => {
     ) as Record<string, string>;
     expect(hashes['unet/model.onnx']).toMatch(/^sha256:[0-9a-f]{64}$/);
 
-    throwsWith(() => library.removeModel(models[0].id), 'forbidden');
+    throwsWith(() => library.models.removeModel(models[0].id), 'forbidden');
     const added = await library.addModel(fixture);
     expect(added).toMatchObject({ path: fixture, builtIn: false, family: 'sd1', defaults: null });
     expect(library.resolveModel(added.id).path).toBe(fixture);
@@ -832,23 +855,22 @@ describe('models', () => {
     const bytes = (library.db.prepare('SELECT sum(bytes) AS n FROM images').get() as { n: number })
       .n;
     expect(library.listModels().find((m) => m.id === added.id)?.imageBytes).toBe(bytes);
-    expect(library.searchGallery(q({ modelId: added.id })).items.map((i) => i.modelName)).toEqual([
-      added.name,
-      added.name,
-    ]);
+    expect(
+      library.gallery.searchGallery(q({ modelId: added.id })).items.map((i) => i.modelName),
+    ).toEqual([added.name, added.name]);
 
-    const tokens = await library.countTokens(added.id, 'a cat');
+    const tokens = await library.models.countTokens(added.id, 'a cat');
     expect(tokens.chunks).toHaveLength(1);
     expect(tokens.total).toBe(tokens.chunks[0]);
     expect(tokens.total).toBeGreaterThan(0);
-    const long = await library.countTokens(added.id, 'cat, '.repeat(60));
+    const long = await library.models.countTokens(added.id, 'cat, '.repeat(60));
     expect(long.chunks.length).toBeGreaterThan(1);
 
-    expect(await library.removeModel(added.id)).toBeNull();
+    expect(await library.models.removeModel(added.id)).toBeNull();
     expect(library.listModels()).toHaveLength(1);
     // Its images stay, with the model's name.
-    expect(library.getGeneration(saved.generationId).modelName).toBe(added.name);
-    throwsWith(() => library.removeModel(added.id), 'not-found');
+    expect(library.gallery.getGeneration(saved.generationId).modelName).toBe(added.name);
+    throwsWith(() => library.models.removeModel(added.id), 'not-found');
     library.close();
 
     // An update of the app ships new weights and a new model card for the same folder: the next

@@ -37,7 +37,7 @@ export function describeJobFailure(err: unknown, modelName?: string | null): Job
     return { code: err.code, message: sentence(describe(err.message, model)) };
   }
   const e = err as { code?: unknown; message?: unknown; name?: unknown } | null;
-  if (e?.code === 'ENOSPC' || e?.code === 'SQLITE_FULL')
+  if (e?.code === 'ENOSPC' || e?.code === 'EDQUOT' || e?.code === 'SQLITE_FULL')
     return {
       code: 'disk-full',
       message: 'The disk is full: the images of this job could not be saved.',

@@ -16,6 +16,7 @@ import {
   StudioError,
 } from '../../shared';
 import { describeIssues } from '../dispatch';
+import { isLibraryError } from '../library/errors';
 import { encodePngWithMetadata, type PngGenerationMetadata } from '../library/png-metadata';
 import type { HostContext, JobMethods } from '../services';
 import { appVersion } from '../version';
@@ -121,6 +122,9 @@ export class JobService {
   #pruning: Promise<number> | null = null;
   #pruneAgain = false;
   #pruneTimer: NodeJS.Timeout | null = null;
+  /** Why the queue paused itself (a full disk); cleared when the person resumes it. */
+  #pauseReason: string | null = null;
+  readonly #store: JobStore;
 
   constructor(
     readonly context: HostContext,
@@ -136,15 +140,29 @@ export class JobService {
       pruneIntervalMs: options.pruneIntervalMs ?? 3600_000,
       pruneBatch: Math.max(1, options.pruneBatch ?? 200),
     };
-    this.methods = {
-      enqueue: (input) => this.enqueue(input.settings),
-      getQueue: () => this.state(),
-      pauseQueue: () => this.setPaused(true),
-      resumeQueue: () => this.setPaused(false),
-      cancelJob: (input) => this.cancel(input.id),
-      cancelAll: () => this.cancelAll(),
-      moveJob: (input) => this.move(input.id, input.position),
+    // A damaged database answers with the library's read-only sentence, not an internal error.
+    const g = <T>(fn: () => T): T => {
+      try {
+        return fn();
+      } catch (err) {
+        throw this.library.database.mapError(err, 'the queue was not changed');
+      }
     };
+    this.methods = {
+      enqueue: (input) =>
+        this.enqueue(input.settings).catch((err: unknown) => {
+          throw this.library.database.mapError(err, 'the job was not queued');
+        }),
+      getQueue: () => g(() => this.state()),
+      pauseQueue: () => g(() => this.setPaused(true)),
+      resumeQueue: () => g(() => this.setPaused(false)),
+      cancelJob: (input) => g(() => this.cancel(input.id)),
+      cancelAll: () => g(() => this.cancelAll()),
+      moveJob: (input) => g(() => this.move(input.id, input.position)),
+    } satisfies JobMethods;
+    this.#store = new JobStore(library.database);
+    // The restored database has its own jobs: recover them and run the queue again.
+    library.onReopened(() => this.reload());
     this.reload();
     if (this.#options.pruneIntervalMs > 0) {
       this.#pruneTimer = setInterval(() => void this.prune(), this.#options.pruneIntervalMs);
@@ -154,8 +172,8 @@ export class JobService {
 
   /**
    * Recovers the queue from the database (jobs a crash left running) and starts the runner on
-   * the next turn of the event loop. Called at construction; call it again after the library
-   * reopened its database (restoreBackup).
+   * the next turn of the event loop. Called at construction and when the library reopened its
+   * database (restoreBackup).
    */
   reload(): void {
     try {
@@ -214,11 +232,6 @@ export class JobService {
     return run;
   }
 
-  /** The library's database may be reopened (restore), so the store is made per use. */
-  get #store(): JobStore {
-    return new JobStore(this.library.db, (fn) => this.library.transaction(fn));
-  }
-
   // -------------------------------------------------------------------------------------------
   // The contract's methods
 
@@ -245,15 +258,19 @@ export class JobService {
       ...store.queued().map((r, i) => this.#toJob(r, i)),
       ...store.recentFinished().map((r) => this.#toJob(r, null)),
     ];
-    return { paused: store.isPaused(), jobs };
+    const paused = this.#pauseReason !== null || store.isPaused();
+    return { paused, pausedReason: paused ? this.#pauseReason : null, jobs };
   }
 
   setPaused(paused: boolean): QueueState {
     try {
+      // Jobs a full disk left marked running (nothing runs them) wait at the front again.
+      if (!paused) this.#store.requeueStranded(this.#current?.id ?? null);
       this.#store.setPaused(paused);
     } catch (err) {
       storageError(err);
     }
+    if (!paused) this.#pauseReason = null;
     if (!paused && this.#engineFailures >= engineFailureLimit) {
       this.#engineFailures = 0;
       this.context.updateEngineStatus({ state: 'idle', message: null });
@@ -372,11 +389,7 @@ export class JobService {
       entry = await this.library.resolveModel(idOrPath);
     } catch (err) {
       // Unknown id: say which; a known model whose folder is gone keeps the library's sentence.
-      if (
-        err instanceof StudioError &&
-        err.code === 'not-found' &&
-        /not in the library/.test(err.message)
-      )
+      if (isLibraryError(err, 'unknown-model'))
         throw new StudioError(
           'not-found',
           `The ${what} "${idOrPath}" is not in the library: pick one from the model list, or add its folder first.`,
@@ -403,7 +416,7 @@ export class JobService {
     try {
       return await this.library.resolveImage(imageId);
     } catch (err) {
-      if (err instanceof StudioError && err.code === 'not-found')
+      if (isLibraryError(err, 'unknown-image'))
         throw new StudioError(
           'not-found',
           `The ${what} "${imageId}" is not in the library (deleted, or never uploaded): add it again.`,
@@ -416,6 +429,7 @@ export class JobService {
   // The runner
 
   #paused(): boolean {
+    if (this.#pauseReason !== null) return true;
     try {
       return this.#store.isPaused();
     } catch {
@@ -432,9 +446,11 @@ export class JobService {
         if (!this.#closing && this.#hasNext()) this.#kick();
       },
       (err: unknown) => {
-        // A write failed (the library turned read-only, or closed): stop until the next kick.
+        // A write failed (the disk is full, the library turned read-only or closed): stop until
+        // the next kick; a full disk pauses the queue and says why.
         this.#active = null;
         this.context.log(`The job runner stopped: ${(err as Error)?.message ?? String(err)}`);
+        if (describeJobFailure(err).code === 'disk-full') this.#pauseForFullDisk();
       },
     );
   }
@@ -559,6 +575,10 @@ export class JobService {
         this.#store.requeueFront(cur.id, { countAttempt: false });
       } else if (cancelled && (cur.cancelRequested || cur.shutdown)) {
         this.#store.markCancelled([cur.id], ['running']);
+      } else if (describeJobFailure(err).code === 'disk-full') {
+        // Not the job's fault: it waits at the front, its attempt given back, until there is room.
+        this.#pauseForFullDisk();
+        this.#store.requeueFront(cur.id, { countAttempt: false });
       } else {
         const failure = describeJobFailure(err, modelName);
         if (failure.code === 'internal') this.context.log(`Job ${cur.id} failed: ${String(err)}`);
@@ -570,6 +590,23 @@ export class JobService {
       // is recovered at the next start.
       this.context.log(`Job ${cur.id} could not be updated: ${String(writeErr)}`);
     }
+  }
+
+  /**
+   * A full disk: every job would fail the same way, so the queue pauses (in memory first: the
+   * flag's own write may fail too) with a reason the studio shows; resuming clears it.
+   */
+  #pauseForFullDisk(): void {
+    if (this.#pauseReason === null)
+      this.context.log('The disk is full: the queue is paused until it is resumed.');
+    this.#pauseReason =
+      'The disk is full, so the queue paused before saving more images. Free some space, then resume it: the waiting jobs are kept.';
+    try {
+      this.#store.setPaused(true);
+    } catch {
+      // the reason in memory holds the queue; the flag is written when there is room
+    }
+    this.#emitQueue();
   }
 
   /**
@@ -592,7 +629,6 @@ export class JobService {
     result: GenerateResult,
     model: ModelEntry,
   ): Promise<SaveImageInput[]> {
-    const embed = this.context.settings.get().embedMetadata;
     const out: SaveImageInput[] = [];
     for (const generated of result.images) {
       const { image } = generated;
@@ -601,10 +637,10 @@ export class JobService {
         image.width,
         image.height,
         image.channels === 4 ? 4 : 3,
-        embed ? imageMetadata(settings, generated, model.name) : null,
       );
       out.push({
         png,
+        metadata: imageMetadata(settings, generated, model.name),
         width: image.width,
         height: image.height,
         seed: generated.seed,
@@ -728,7 +764,7 @@ export class JobService {
 }
 
 /** Denoising steps of a whole job, before the engine reports its own count. */
-export function estimateTotal(settings: GenerationSettings): number {
+function estimateTotal(settings: GenerationSettings): number {
   const partial = settings.mode === 'img2img' || settings.mode === 'inpaint';
   const steps = partial
     ? Math.max(1, Math.min(settings.steps, Math.floor(settings.steps * settings.strength)))
@@ -740,7 +776,7 @@ export function estimateTotal(settings: GenerationSettings): number {
  * The PNG metadata of one image: the job's settings narrowed to make exactly this image again
  * (its own seed, one batch; under per-image seeds a batch of one).
  */
-export function imageMetadata(
+function imageMetadata(
   settings: GenerationSettings,
   generated: GeneratedImage,
   modelName: string,

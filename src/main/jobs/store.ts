@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type Sqlite from 'better-sqlite3';
 import { GenerationSettings, type JobState } from '../../shared';
+import type { JobDatabase } from './types';
 
 /** A row of the `jobs` table (migration 1 of the library), as stored. */
 export interface JobRow {
@@ -18,11 +19,11 @@ export interface JobRow {
 }
 
 /** Key of the queue's paused flag in the `meta` table ('1' or '0'). */
-export const PAUSED_KEY = 'queue.paused';
+const PAUSED_KEY = 'queue.paused';
 /** How many finished jobs (done, failed, cancelled) the queue state lists, newest first. */
 export const RECENT_FINISHED = 50;
 /** A job found running at start this many times is failed instead of retried. */
-export const MAX_ATTEMPTS = 3;
+const MAX_ATTEMPTS = 3;
 
 /**
  * How long finished jobs (done, failed, cancelled) stay in the `jobs` table. Queued and running
@@ -56,12 +57,19 @@ export interface RecoveredJobs {
  * immediate write transaction).
  */
 export class JobStore {
-  readonly #db: Sqlite.Database;
-  readonly #transaction: <T>(fn: () => T) => T;
+  readonly #database: JobDatabase;
 
-  constructor(db: Sqlite.Database, transaction: <T>(fn: () => T) => T) {
-    this.#db = db;
-    this.#transaction = transaction;
+  /** Over the library's database; its `db` is read per statement (a restore replaces it). */
+  constructor(database: JobDatabase) {
+    this.#database = database;
+  }
+
+  get #db(): Sqlite.Database {
+    return this.#database.db;
+  }
+
+  #transaction<T>(fn: () => T): T {
+    return this.#database.transaction(fn);
   }
 
   get(id: string): JobRow | undefined {
@@ -225,6 +233,24 @@ export class JobStore {
          WHERE id = ?`,
       )
       .run(countAttempt ? 1 : 0, id);
+  }
+
+  /**
+   * Jobs left 'running' while none runs (a full disk failed the write that ended them): each goes
+   * back to the front, its attempt given back, or is done when its generation was saved. Returns
+   * the ids that changed.
+   */
+  requeueStranded(runningId: string | null, now = Date.now()): string[] {
+    return this.#transaction(() => {
+      const stranded = this.running().filter((r) => r.id !== runningId);
+      for (const row of [...stranded].reverse())
+        if (row.generation_id !== null)
+          this.#db
+            .prepare("UPDATE jobs SET state = 'done', finished_at = ? WHERE id = ?")
+            .run(now, row.id);
+        else this.#requeueFront(row.id, false);
+      return stranded.map((r) => r.id);
+    });
   }
 
   /**

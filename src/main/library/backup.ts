@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { Db } from './db';
 import { syncDir } from './file-store';
 
-export const keepBackups = 3;
+const keepBackups = 3;
 const pattern = /^library-(\d+)\.sqlite$/;
 
 export interface BackupFile {

@@ -16,7 +16,7 @@ export interface OpenOptions {
   fileMustExist?: boolean;
 }
 
-export const busyTimeoutMs = 5000;
+const busyTimeoutMs = 5000;
 
 export function openDatabase(file: string, options: OpenOptions = {}): Db {
   const db = new Database(file, {

@@ -17,7 +17,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import sharp from 'sharp';
 
-export const thumbSize = 256;
+const thumbSize = 256;
 const tempMarker = '.tmp-';
 
 export function isTempName(name: string): boolean {

@@ -40,11 +40,11 @@ interface Cursor {
   k: Array<number | string>;
 }
 
-export function encodeCursor(c: Cursor): string {
+function encodeCursor(c: Cursor): string {
   return Buffer.from(JSON.stringify(c)).toString('base64url');
 }
 
-export function decodeCursor(text: string, sort: SortKey): Cursor {
+function decodeCursor(text: string, sort: SortKey): Cursor {
   const bad = () =>
     new StudioError(
       'invalid-argument',
@@ -202,12 +202,48 @@ export function countAdded(db: Db, cache: CountCache, imageIds: string[]): void 
   }
 }
 
+/** A search's filters as SQL over `images i`, with what decides how to count and page it. */
+interface Filter {
+  where: string[];
+  params: Array<string | number>;
+  /** The conditions joined; with `params`, the key of the count cache. */
+  sql: string;
+  key: string;
+  usesText: boolean;
+  /** Text and tag searches count a lower bound (counting every match would take too long). */
+  bounded: boolean;
+}
+
 /**
  * One page of the gallery. `countCache` keeps totals per filter set until the library changes
  * (the caller adds new images with countAdded and clears it on other writes), so paging on does
- * not count again.
+ * not count again. Steps: the filter's SQL; its total (cached, counted along with the first
+ * page, or counted alone); the page's keys; their rows; the cursor of the next page.
  */
 export function searchGallery(db: Db, query: GalleryQuery, countCache: CountCache): GalleryPage {
+  const filter = galleryFilter(db, query);
+  // Matches to count at least: past this page (by offset) and then some, for the scroll bar.
+  const pageEnd = (query.cursor ? 0 : (query.offset ?? 0)) + query.limit;
+  let keys: PageKey[] | null = null;
+  let counted = cachedCount(countCache, filter, pageEnd + query.limit);
+  if (counted === undefined && filter.bounded && !query.cursor)
+    ({ counted, keys } = countWithFirstPage(db, query, filter, pageEnd));
+  counted ??= countMatches(db, query, filter, pageEnd);
+  rememberCount(countCache, filter, counted);
+  keys ??= pageKeys(db, query, filter.where, filter.params, counted.total);
+  const more = keys.length > query.limit;
+  if (more) keys.length = query.limit;
+  const last = keys[keys.length - 1];
+  return {
+    items: toItems(db, rowsOf(db, keys)),
+    nextCursor: more && last ? nextCursor(query.sort, last) : null,
+    total: counted.total,
+    totalExact: counted.exact,
+  };
+}
+
+/** The query's filters as SQL conditions (a seed-variant search needs its image's key). */
+function galleryFilter(db: Db, query: GalleryQuery): Filter {
   const where: string[] = ['i.deleted_at IS NULL'];
   const params: Array<string | number> = [];
   const add = (sql: string, ...values: Array<string | number>) => {
@@ -241,85 +277,107 @@ export function searchGallery(db: Db, query: GalleryQuery, countCache: CountCach
     add('i.variant_key = ?', key.k);
   }
   const match = query.text === undefined ? null : ftsQuery(query.text);
-  const usesText = match !== null;
   if (match !== null) add(ftsFilter, match);
+  const sql = where.join(' AND ');
+  return {
+    where,
+    params,
+    sql,
+    key: JSON.stringify([sql, params]),
+    usesText: match !== null,
+    bounded: match !== null || query.tag !== undefined,
+  };
+}
 
-  const filterSql = where.join(' AND ');
-  const countKey = JSON.stringify([filterSql, params]);
-  // Matches to count at least: past this page (by offset) and then some, for the scroll bar.
-  const pageEnd = (query.cursor ? 0 : (query.offset ?? 0)) + query.limit;
-  const bounded = usesText || query.tag !== undefined;
+/** The cached total, unless it is a lower bound short of `needed` (then it is counted further). */
+function cachedCount(cache: CountCache, filter: Filter, needed: number): CountEntry | undefined {
+  const counted = cache.get(filter.key);
+  return counted && !counted.exact && counted.total < needed ? undefined : counted;
+}
+
+function rememberCount(cache: CountCache, filter: Filter, counted: CountEntry): void {
+  if (cache.get(filter.key) === counted) return;
+  if (cache.size >= maxCachedCounts) cache.clear();
+  cache.set(filter.key, counted);
+}
+
+/**
+ * A bounded search's first page: in one pass, the matches up to the cap, their count, and this
+ * page of them sorted. When there are more than the cap, the count is a lower bound and the page
+ * is left to pageKeys; nothing at this offset (the matches end before it) counts nothing here.
+ */
+function countWithFirstPage(
+  db: Db,
+  query: GalleryQuery,
+  filter: Filter,
+  pageEnd: number,
+): { counted: CountEntry | undefined; keys: PageKey[] | null } {
+  const cap = pageEnd + countAhead;
   const sort = order[query.sort];
-  let keys: PageKey[] | null = null;
-  let counted = countCache.get(countKey);
-  // A lower bound that does not reach a page past this one is counted further.
-  if (counted && !counted.exact && counted.total < pageEnd + query.limit) counted = undefined;
-  if (counted === undefined && bounded && !query.cursor) {
-    // One pass: the matches up to the cap, their count, and this page of them sorted. When there
-    // are more than the cap, the count is a lower bound and the page is walked for below.
-    const cap = pageEnd + countAhead;
-    const found = db
-      .prepare(
-        `SELECT id, rating, created_at, count(*) OVER () AS n
-         FROM (SELECT i.id, i.rating, i.created_at FROM images i WHERE ${filterSql} LIMIT ?) AS i
-         ORDER BY ${sort.by} LIMIT ? OFFSET ?`,
-      )
-      .all(...params, cap + 1, query.limit + 1, query.offset ?? 0) as Array<
-      PageKey & { n: number }
-    >;
-    // Nothing at this offset: the matches end before it (or there are none).
-    const n = found.length ? found[0].n : query.offset ? null : 0;
-    if (n !== null && n <= cap) {
-      counted = { filterSql, params, total: n, exact: true };
-      keys = found.map(({ id, rating, created_at }) => ({ id, rating, created_at }));
-    } else if (n !== null) counted = { filterSql, params, total: cap, exact: false };
-  }
-  if (counted === undefined) {
-    // The planner picks the whole table for counts; the narrow indexes are several times faster.
-    const columnsOnly =
-      !usesText &&
-      query.tag === undefined &&
-      query.seedVariantsOf === undefined &&
-      query.modelId === undefined &&
-      query.from === undefined &&
-      query.to === undefined;
-    const hint =
-      where.length === 1
-        ? 'INDEXED BY images_newest'
-        : columnsOnly &&
-            (query.sampler !== undefined ||
-              query.mode !== undefined ||
-              query.width !== undefined ||
-              query.height !== undefined)
-          ? 'INDEXED BY images_cover'
-          : '';
-    const cap = pageEnd + countAhead;
-    const n = bounded
-      ? (
-          db
-            .prepare(
-              `SELECT count(*) AS n FROM (SELECT 1 FROM images i WHERE ${filterSql} LIMIT ?)`,
-            )
-            .get(...params, cap + 1) as { n: number }
-        ).n
-      : (
-          db
-            .prepare(`SELECT count(*) AS n FROM images i ${hint} WHERE ${filterSql}`)
-            .get(...params) as { n: number }
-        ).n;
-    counted =
-      bounded && n > cap
-        ? { filterSql, params, total: cap, exact: false }
-        : { filterSql, params, total: n, exact: true };
-  }
-  if (countCache.get(countKey) !== counted) {
-    if (countCache.size >= maxCachedCounts) countCache.clear();
-    countCache.set(countKey, counted);
-  }
-  const total = counted.total;
-  keys ??= pageKeys(db, query, where, params, total);
-  const more = keys.length > query.limit;
-  if (more) keys.length = query.limit;
+  const found = db
+    .prepare(
+      `SELECT id, rating, created_at, count(*) OVER () AS n
+       FROM (SELECT i.id, i.rating, i.created_at FROM images i WHERE ${filter.sql} LIMIT ?) AS i
+       ORDER BY ${sort.by} LIMIT ? OFFSET ?`,
+    )
+    .all(...filter.params, cap + 1, query.limit + 1, query.offset ?? 0) as Array<
+    PageKey & { n: number }
+  >;
+  const n = found.length ? found[0].n : query.offset ? null : 0;
+  const entry = (total: number, exact: boolean): CountEntry => ({
+    filterSql: filter.sql,
+    params: filter.params,
+    total,
+    exact,
+  });
+  if (n !== null && n <= cap)
+    return {
+      counted: entry(n, true),
+      keys: found.map(({ id, rating, created_at }) => ({ id, rating, created_at })),
+    };
+  return { counted: n !== null ? entry(cap, false) : undefined, keys: null };
+}
+
+/** Counts the matches: all of them, or up to a cap past this page for a bounded search. */
+function countMatches(db: Db, query: GalleryQuery, filter: Filter, pageEnd: number): CountEntry {
+  const { sql, params } = filter;
+  const cap = pageEnd + countAhead;
+  const n = filter.bounded
+    ? (
+        db
+          .prepare(`SELECT count(*) AS n FROM (SELECT 1 FROM images i WHERE ${sql} LIMIT ?)`)
+          .get(...params, cap + 1) as { n: number }
+      ).n
+    : (
+        db
+          .prepare(`SELECT count(*) AS n FROM images i ${countHint(query, filter)} WHERE ${sql}`)
+          .get(...params) as { n: number }
+      ).n;
+  return filter.bounded && n > cap
+    ? { filterSql: sql, params, total: cap, exact: false }
+    : { filterSql: sql, params, total: n, exact: true };
+}
+
+/** The planner picks the whole table for counts; the narrow indexes are several times faster. */
+function countHint(query: GalleryQuery, filter: Filter): string {
+  if (filter.where.length === 1) return 'INDEXED BY images_newest';
+  const columnsOnly =
+    !filter.usesText &&
+    query.tag === undefined &&
+    query.seedVariantsOf === undefined &&
+    query.modelId === undefined &&
+    query.from === undefined &&
+    query.to === undefined;
+  const coveredColumn =
+    query.sampler !== undefined ||
+    query.mode !== undefined ||
+    query.width !== undefined ||
+    query.height !== undefined;
+  return columnsOnly && coveredColumn ? 'INDEXED BY images_cover' : '';
+}
+
+/** The joined rows of a page's keys, in the keys' order. */
+function rowsOf(db: Db, keys: PageKey[]): ItemRow[] {
   const byId = new Map(
     (
       db
@@ -327,19 +385,14 @@ export function searchGallery(db: Db, query: GalleryQuery, countCache: CountCach
         .all(JSON.stringify(keys.map((k) => k.id))) as ItemRow[]
     ).map((r) => [r.id, r]),
   );
-  const rows = keys.map((k) => byId.get(k.id)).filter((r): r is ItemRow => r !== undefined);
-  const last = keys[keys.length - 1];
-  const nextCursor =
-    more && last
-      ? encodeCursor({
-          s: query.sort,
-          k:
-            query.sort === 'rating'
-              ? [last.rating, last.created_at, last.id]
-              : [last.created_at, last.id],
-        })
-      : null;
-  return { items: toItems(db, rows), nextCursor, total, totalExact: counted.exact };
+  return keys.map((k) => byId.get(k.id)).filter((r): r is ItemRow => r !== undefined);
+}
+
+function nextCursor(sort: SortKey, last: PageKey): string {
+  return encodeCursor({
+    s: sort,
+    k: sort === 'rating' ? [last.rating, last.created_at, last.id] : [last.created_at, last.id],
+  });
 }
 
 interface PageKey {

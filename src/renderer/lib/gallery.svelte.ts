@@ -1,11 +1,13 @@
 import type {
   GalleryItem,
   GalleryQuery,
+  GallerySort,
   GenerationDetail,
   GenerationMode,
   GenerationSettings,
   SamplerName,
 } from '../../shared';
+import { defaultGalleryQuery } from '../../shared';
 import { describeError } from './errors';
 import type { Studio } from './studio.svelte';
 
@@ -17,7 +19,7 @@ export interface GalleryFilters {
   sampler: SamplerName | '';
   mode: GenerationMode | '';
   tag: string;
-  sort: 'newest' | 'oldest' | 'rating';
+  sort: GallerySort;
 }
 
 const pageSize = 200;
@@ -62,7 +64,7 @@ export class Gallery {
     sampler: '',
     mode: '',
     tag: '',
-    sort: 'newest',
+    sort: defaultGalleryQuery.sort,
   });
   items = $state.raw<GalleryItem[]>([]);
   /** Matches; a lower bound while `totalExact` is false (huge text and tag searches). */

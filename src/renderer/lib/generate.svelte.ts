@@ -3,7 +3,10 @@ import {
   type GenerationMode,
   type GenerationSettings,
   type MaskOptions,
+  defaultGenerationSettings,
   defaultMaskOptions,
+  defaultOutpaintOptions,
+  defaultUpscaleOptions,
   familyCapabilities,
   type SamplerName,
   type UpscaleOptions,
@@ -60,31 +63,22 @@ export class GenerateForm {
   modelId = $state('');
   prompt = $state('');
   negativePrompt = $state('');
-  sampler = $state<SamplerName>('euler_a');
-  steps = $state(25);
-  guidance = $state(7);
+  sampler = $state<SamplerName>(defaultGenerationSettings.sampler);
+  steps = $state(defaultGenerationSettings.steps);
+  guidance = $state(defaultGenerationSettings.guidance);
   seedMode = $state<SeedMode>('random');
   seed = $state(randomSeed());
   /** The seed the last generation used (what "reuse last" picks). */
   lastSeed = $state<number | null>(null);
-  width = $state(512);
-  height = $state(512);
-  batchSize = $state(1);
-  batchCount = $state(1);
-  strength = $state(0.75);
+  width = $state(defaultGenerationSettings.width);
+  height = $state(defaultGenerationSettings.height);
+  batchSize = $state(defaultGenerationSettings.batchSize);
+  batchCount = $state(defaultGenerationSettings.batchCount);
+  strength = $state(defaultGenerationSettings.strength);
 
   mask = $state<Omit<MaskOptions, 'image'>>({ ...defaultMaskOptions });
-  outpaint = $state({ left: 0, top: 0, right: 0, bottom: 0 });
-  upscale = $state<UpscaleOptions>({
-    method: 'hires',
-    factor: 2,
-    upscaler: 'latent',
-    hiresSteps: 15,
-    hiresStrength: 0.5,
-    noiseLevel: 20,
-    model: null,
-    tile: 0,
-  });
+  outpaint = $state({ ...defaultOutpaintOptions });
+  upscale = $state<UpscaleOptions>({ ...defaultUpscaleOptions });
   /** txt2img only: the two-pass hires fix with the upscale options. */
   hiresFix = $state(false);
 

@@ -13,7 +13,7 @@ export const stageLabels: Record<JobProgress['stage'], string> = {
 
 /** The durable queue: what runs, what waits, what finished; live progress of the running job. */
 export class Queue {
-  state = $state.raw<QueueState>({ paused: false, jobs: [] });
+  state = $state.raw<QueueState>({ paused: false, pausedReason: null, jobs: [] });
   progress = $state.raw<JobProgress | null>(null);
   problem = $state<string | null>(null);
   submitting = $state(false);

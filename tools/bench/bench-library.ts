@@ -4,19 +4,20 @@
  * page (with its total count; a lower bound "N+" for huge text and tag searches) under 30 ms at
  * p95.
  *
- *   node scripts/run-tool.mjs src/main/library/bench-library.ts [generations] [--keep]
+ *   npm run bench:library -- [generations] [--keep]
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { GalleryQuery, GenerationSettings } from '../../shared';
-import { EventHub } from '../events';
-import type { HostContext } from '../services';
-import { SettingsStore } from '../settings-store';
-import { immediate } from './db';
-import { type CountCache, searchGallery } from './gallery';
-import { newId } from './ids';
-import { Library, variantKeyOf } from './service';
+import { GalleryQuery, GenerationSettings } from '../../src/shared';
+import { EventHub } from '../../src/main/events';
+import type { HostContext } from '../../src/main/services';
+import { SettingsStore } from '../../src/main/settings-store';
+import { immediate } from '../../src/main/library/db';
+import { type CountCache, searchGallery } from '../../src/main/library/gallery';
+import { newId } from '../../src/main/library/ids';
+import { variantKeyOf } from '../../src/main/library/saving';
+import { Library } from '../../src/main/library/service';
 
 const args = process.argv.slice(2);
 const total = Number(args.find((a) => /^\d+$/.test(a)) ?? 100_000);

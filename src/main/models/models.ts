@@ -18,8 +18,8 @@ import {
   readRegularFileSync,
   UnreadableFileError,
 } from '../../engine';
-import type { Db } from './db';
-import { newId } from './ids';
+import type { Db } from '../library/db';
+import { newId } from '../library/ids';
 
 export interface ModelRow {
   id: string;

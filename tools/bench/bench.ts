@@ -36,10 +36,10 @@ import {
   describeEngineError,
   getRuntimeInfo,
   isEngineError,
-} from '../engine';
-import { physicalCoreCount } from '../engine/models/providers';
-import { GenerationSettings, type SamplerName, samplerNames } from '../shared/generation';
-import type { ExecutionProviderPreference } from '../shared/settings';
+} from '../../src/engine';
+import { physicalCoreCount } from '../../src/engine/models/providers';
+import { GenerationSettings, type SamplerName, samplerNames } from '../../src/shared/generation';
+import type { ExecutionProviderPreference } from '../../src/shared/settings';
 
 const usage = `Usage: npm run bench -- [options]
 
@@ -73,7 +73,7 @@ function median(xs: number[]): number {
 
 const round = (x: number, digits = 2) => Number(x.toFixed(digits));
 
-/** The checkout's root (out/main/bench.mjs -> ../..), else the working directory. */
+/** The checkout's root (out/tools/bench.mjs -> ../..), else the working directory. */
 function repoRoot(): string {
   const here = fileURLToPath(new URL('../../', import.meta.url));
   return existsSync(path.join(here, 'tests', 'fixtures', 'models.ts')) ? here : process.cwd();
