@@ -9,7 +9,9 @@ async function violations(file: string, code: string): Promise<string[]> {
   return result.messages.filter((m) => m.ruleId === 'no-restricted-imports').map((m) => m.message);
 }
 
-describe('layer rules', () => {
+// ESLint's first lint loads the whole config (typescript-eslint, svelte); on a loaded 2-core
+// machine that alone can pass vitest's default 5 s.
+describe('layer rules', { timeout: 60_000 }, () => {
   it('reject Node, Electron and native modules in the renderer', async () => {
     for (const mod of [
       'fs',
