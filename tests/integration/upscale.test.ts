@@ -455,7 +455,7 @@ async function sampleTiled(dir: string, s: GenerationSettings, grid: TileGrid | 
     ? {
         wrapPredict: (_full, at) =>
           tiledPredict(grid, s.batchSize, 4, (t) => {
-            const p = at(t.h, t.w);
+            const p = at(t);
             return (x, ts, info) => {
               tileCalls++;
               return p(x, ts, info);
