@@ -5,7 +5,14 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import { DiffusionEngine, type PixelImage, describeEngineError } from '../engine';
-import { GenerationSettings, maxSide, samplerNames } from '../shared/generation';
+import {
+  GenerationSettings,
+  maxSide,
+  samplerNames,
+  samplerTakesSchedule,
+  scheduleNames,
+  sigmaSamplerNames,
+} from '../shared/generation';
 import { encodePngWithMetadata } from './library/png-metadata';
 import { appVersion } from './version';
 
@@ -17,6 +24,8 @@ const usage = `Usage: npm run generate -- --model DIR --prompt TEXT [options] --
   --seed N             noise seed (default: random, printed)
   --steps N            sampling steps (default 25)
   --sampler NAME       ${samplerNames.join(', ')} (default euler_a)
+  --schedule NAME      ${scheduleNames.join(', ')} (default: the sampler's own); karras and
+                       exponential apply to ${sigmaSamplerNames.join(', ')}
   --cfg X              guidance scale (default 7; <= 1 disables guidance)
   --width N, --height N  size in pixels, multiples of 8 (default: the model's native size)
   --batch-size N       images per noise draw (default 1)
@@ -218,6 +227,7 @@ async function main(argv: string[]): Promise<number> {
       seed: { type: 'string' },
       steps: { type: 'string' },
       sampler: { type: 'string' },
+      schedule: { type: 'string' },
       cfg: { type: 'string' },
       width: { type: 'string' },
       height: { type: 'string' },
@@ -300,6 +310,7 @@ async function main(argv: string[]): Promise<number> {
     seed,
     seedMode: values['seed-mode'],
     sampler: values.sampler,
+    schedule: values.schedule,
     steps: numberArg(values, 'steps'),
     guidance: numberArg(values, 'cfg'),
     width: numberArg(values, 'width') ?? side(size.width),
@@ -333,6 +344,10 @@ async function main(argv: string[]): Promise<number> {
     throw new UsageError(`--${flag}: ${issue.message}.`);
   }
   const settings = parsed.data;
+  if (!samplerTakesSchedule(settings.sampler, settings.schedule))
+    throw new UsageError(
+      `--schedule: ${settings.schedule} does not apply to ${settings.sampler}, which runs on its own timesteps; use it with ${sigmaSamplerNames.join(', ')}.`,
+    );
 
   const started = Date.now();
   const result = await engine.generate(

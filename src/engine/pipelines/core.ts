@@ -239,6 +239,13 @@ export async function diffuse(ctx: RunContext, job: DiffusionJob): Promise<Gener
           factors,
         }),
     });
+    // A schedule that ends above sigma 0 (DPM++ 2M with final_sigmas_type "sigma_min") leaves a
+    // noisy sample; diffusers decodes its variance-preserving form, x / sqrt(sigma^2 + 1).
+    const last = plan.sigmas[plan.sigmas.length - 1];
+    if (last > 0) {
+      const c = 1 / Math.sqrt(last * last + 1);
+      for (let i = 0; i < latents.length; i++) latents[i] *= c;
+    }
     timings.denoiseMs += performance.now() - started;
     job.onLatents?.(n, latents);
 

@@ -100,7 +100,9 @@ export async function runDiffusion(
     schedulerConfig,
     settings.sampler,
     settings.steps,
-    img2img ? { strength: settings.strength } : {},
+    img2img
+      ? { schedule: settings.schedule, strength: settings.strength }
+      : { schedule: settings.schedule },
   );
   const isLcm = family.family === 'lcm' || family.timestepCondDim !== null;
   const useCfg = settings.guidance > 1 && !isLcm;

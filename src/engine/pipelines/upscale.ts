@@ -99,7 +99,8 @@ export async function runUpscale(
 /** Steps a plan runs (for progress over both passes). */
 function stepsRun(ctx: RunContext, s: GenerationSettings, strength: number): number {
   const cfg = parseSchedulerConfig(ctx.model.schedulerConfig);
-  return planSampling(cfg, s.sampler, s.steps, strength < 1 ? { strength } : {}).timesteps.length;
+  const options = strength < 1 ? { schedule: s.schedule, strength } : { schedule: s.schedule };
+  return planSampling(cfg, s.sampler, s.steps, options).timesteps.length;
 }
 
 /** Wraps onProgress so a pass's steps count within the whole request. */
@@ -349,7 +350,9 @@ async function runX4(
   const mainCfg = parseSchedulerConfig(model.schedulerConfig);
   const lowCfg = parseSchedulerConfig(model.lowResSchedulerConfig);
   const abar = alphasCumprod(lowCfg)[up.noiseLevel];
-  const plan = planSampling(mainCfg, settings.sampler, settings.steps);
+  const plan = planSampling(mainCfg, settings.sampler, settings.steps, {
+    schedule: settings.schedule,
+  });
   const B = settings.batchSize;
   const useCfg = settings.guidance > 1;
   const memory = planMemory(model, {

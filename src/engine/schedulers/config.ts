@@ -44,7 +44,23 @@ export interface SchedulerConfig {
   timestep_scaling: number;
   /** Lin et al. 2023 ("Common Diffusion Noise Schedules and Sample Steps are Flawed"), Alg. 1. */
   rescale_betas_zero_snr: boolean;
+  /**
+   * DPM++ 2M (diffusers' DPMSolverMultistepScheduler options): where the last step lands,
+   * sigma 0 ("zero", the default) or the smallest training sigma ("sigma_min").
+   */
+  final_sigmas_type: FinalSigmasType;
+  /** DPM++ 2M: a first-order last step when the schedule has fewer than 15 steps. */
+  lower_order_final: boolean;
+  /** DPM++ 2M: a first-order (Euler) last step always. */
+  euler_at_final: boolean;
+  /** DPM++ 2M: Karras sigmas under the 'default' schedule. */
+  use_karras_sigmas: boolean;
+  /** DPM++ 2M: exponential sigmas under the 'default' schedule. */
+  use_exponential_sigmas: boolean;
 }
+
+export const finalSigmasTypes = ['zero', 'sigma_min'] as const;
+export type FinalSigmasType = (typeof finalSigmasTypes)[number];
 
 export const CONFIG_FILE = 'scheduler/scheduler_config.json';
 
@@ -177,7 +193,14 @@ export function parseSchedulerConfig(json: unknown): SchedulerConfig {
     }),
     timestep_scaling: num(obj, 'timestep_scaling', 10, { min: 0, exclusiveMin: true }),
     rescale_betas_zero_snr: bool(obj, 'rescale_betas_zero_snr', false),
+    final_sigmas_type: oneOf(obj, 'final_sigmas_type', finalSigmasTypes, 'zero'),
+    lower_order_final: bool(obj, 'lower_order_final', true),
+    euler_at_final: bool(obj, 'euler_at_final', false),
+    use_karras_sigmas: bool(obj, 'use_karras_sigmas', false),
+    use_exponential_sigmas: bool(obj, 'use_exponential_sigmas', false),
   };
+  if (cfg.use_karras_sigmas && cfg.use_exponential_sigmas)
+    bad('Scheduler config: use_karras_sigmas and use_exponential_sigmas cannot both be true.');
   return cfg;
 }
 

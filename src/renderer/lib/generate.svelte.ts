@@ -5,8 +5,10 @@ import {
   type MaskOptions,
   defaultMaskOptions,
   type SamplerName,
+  type ScheduleName,
   type UpscaleOptions,
   maxSide,
+  samplerTakesSchedule,
 } from '../../shared';
 import { clamp } from './format';
 import type { Studio } from './studio.svelte';
@@ -60,6 +62,8 @@ export class GenerateForm {
   prompt = $state('');
   negativePrompt = $state('');
   sampler = $state<SamplerName>('euler_a');
+  /** Kept while a sampler that cannot take it is chosen; sent as 'default' then. */
+  schedule = $state<ScheduleName>('default');
   steps = $state(25);
   guidance = $state(7);
   seedMode = $state<SeedMode>('random');
@@ -201,6 +205,7 @@ export class GenerateForm {
       negativePrompt: this.negativePrompt,
       seed,
       sampler: this.sampler,
+      schedule: samplerTakesSchedule(this.sampler, this.schedule) ? this.schedule : 'default',
       steps: this.steps,
       guidance: this.guidance,
       width: this.width,
@@ -229,6 +234,7 @@ export class GenerateForm {
     if (s.prompt !== undefined) this.prompt = s.prompt;
     if (s.negativePrompt !== undefined) this.negativePrompt = s.negativePrompt;
     if (s.sampler) this.sampler = s.sampler;
+    if (s.schedule) this.schedule = s.schedule;
     if (s.steps) this.steps = s.steps;
     if (s.guidance !== undefined) this.guidance = s.guidance;
     if (s.seed !== undefined) this.useSeed(s.seed);
