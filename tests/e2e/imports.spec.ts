@@ -138,6 +138,17 @@ test('drop a PNG with A1111 settings, use them, and generate with them', async (
   });
   const made = await imagePixels(page, row.url);
   expect([made.width, made.height]).toEqual([128, 96]);
+
+  // DDIM steps on its own timesteps: the schedule shows the default and cannot be changed;
+  // back on DPM++ 2M the chosen schedule is still there.
+  const sampler = page.getByRole('combobox', { name: /^Sampler/ });
+  const schedule = page.getByRole('combobox', { name: /^Schedule/ });
+  await sampler.selectOption('ddim');
+  await expect(schedule).toBeDisabled();
+  await expect(schedule).toHaveValue('default');
+  await sampler.selectOption('dpmpp_2m');
+  await expect(schedule).toBeEnabled();
+  await expect(schedule).toHaveValue('karras');
   expect(consoleErrors).toEqual([]);
 });
 
