@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { parseJsonText } from '../../src/engine/models/json';
 import {
   exponentialSigmas,
   karrasSigmas,
@@ -86,6 +87,46 @@ describe("DPM++ 2M reproduces diffusers' DPMSolverMultistepScheduler full loop",
     const bare = parseSchedulerConfig({ ...karras.config, use_karras_sigmas: false });
     const plan = planSampling(bare, 'dpmpp_2m', karras.steps, { schedule: 'karras' });
     expect(plan.timesteps).toEqual(karras.timesteps);
+  });
+
+  it('reads a scheduler_config.json as diffusers writes it (json.dumps: -Infinity)', () => {
+    // DPMSolverMultistepScheduler.save_config output (Python json.dumps, indent 2, sorted keys).
+    const text = [
+      '{',
+      '  "_class_name": "DPMSolverMultistepScheduler",',
+      '  "algorithm_type": "dpmsolver++",',
+      '  "beta_end": 0.012,',
+      '  "beta_schedule": "scaled_linear",',
+      '  "beta_start": 0.00085,',
+      '  "euler_at_final": false,',
+      '  "final_sigmas_type": "zero",',
+      '  "lambda_min_clipped": -Infinity,',
+      '  "lower_order_final": true,',
+      '  "num_train_timesteps": 1000,',
+      '  "solver_order": 2,',
+      '  "steps_offset": 1,',
+      '  "timestep_spacing": "leading",',
+      '  "use_karras_sigmas": true,',
+      '  "variance_type": null',
+      '}',
+    ].join('\n');
+    expect(() => JSON.parse(text)).toThrow(SyntaxError);
+    const cfg = parseSchedulerConfig(parseJsonText(text));
+    expect(cfg.lambda_min_clipped).toBe(-Infinity);
+    expect(cfg.use_karras_sigmas).toBe(true);
+    const plan = planSampling(cfg, 'dpmpp_2m', 12);
+    const karras = dpm.cases.find((c) => c.config.use_karras_sigmas && c.steps === 12)!;
+    expect(plan.timesteps).toEqual(karras.timesteps);
+
+    // Only bare words in value positions are numbers; strings keep their text.
+    expect(parseJsonText('{"a": [NaN, Infinity, -Infinity], "b": "NaN, -Infinity"}')).toEqual({
+      a: [NaN, Infinity, -Infinity],
+      b: 'NaN, -Infinity',
+    });
+    expect(() => parseJsonText('{"a": -Infinityx}')).toThrow(SyntaxError);
+    expect(() => parseSchedulerConfig({ lambda_min_clipped: Infinity })).toThrow(
+      /lambda_min_clipped must be a number or -Infinity/,
+    );
   });
 
   it('refuses a config that asks for both Karras and exponential sigmas', () => {

@@ -175,6 +175,10 @@ def dpm_cases(Scheduler) -> list:
     cases.append(
         dpm_case(Scheduler, 10, {"timestep_spacing": "leading", "steps_offset": 1, "prediction_type": "v_prediction"})
     )
+    # The cosine schedule with diffusers' recommended lambda_min_clipped, which drops timesteps.
+    for spacing in ("linspace", "leading", "trailing"):
+        options = {"beta_schedule": "squaredcos_cap_v2", "lambda_min_clipped": -5.1, "timestep_spacing": spacing}
+        cases.append(dpm_case(Scheduler, 10, options))
     cases.append(
         dpm_case(
             Scheduler,

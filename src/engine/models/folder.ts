@@ -9,6 +9,7 @@
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { basename, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { EngineError } from '../errors';
+import { parseJsonText } from './json';
 import { OnnxFormatError, readOnnxHeader, type OnnxHeader } from './onnx-file';
 import {
   onnxComponentNames,
@@ -42,8 +43,9 @@ async function statOrNull(p: string) {
 }
 
 /**
- * Read a JSON object file. Missing: null (or EngineError when `required`). Bad JSON or a
- * non-object: EngineError 'model-corrupt' naming the file.
+ * Read a JSON object file (Python's NaN / Infinity included, see json.ts). Missing: null (or
+ * EngineError when `required`). Bad JSON or a non-object: EngineError 'model-corrupt' naming
+ * the file.
  */
 export async function readJsonFile(
   root: string,
@@ -69,7 +71,7 @@ export async function readJsonFile(
   }
   let value: unknown;
   try {
-    value = JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
+    value = parseJsonText(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
   } catch (e) {
     const reason = (e as Error).message.split('\n')[0];
     throw new EngineError('model-corrupt', `${name} is not valid JSON (${reason}).`, {

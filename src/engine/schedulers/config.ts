@@ -57,6 +57,11 @@ export interface SchedulerConfig {
   use_karras_sigmas: boolean;
   /** DPM++ 2M: exponential sigmas under the 'default' schedule. */
   use_exponential_sigmas: boolean;
+  /**
+   * DPM++ 2M: timesteps whose lambda = -log(sigma) is below this are left out of its schedule
+   * (diffusers sets -5.1 for the cosine schedule); -Infinity (the default) keeps them all.
+   */
+  lambda_min_clipped: number;
 }
 
 export const finalSigmasTypes = ['zero', 'sigma_min'] as const;
@@ -112,6 +117,15 @@ function num(
     bad(`Scheduler config: ${key} must be ${kind}${range} (got ${describe(v)}).`);
   }
   return v as number;
+}
+
+/** A number or -Infinity (diffusers writes -inf as -Infinity, json.ts reads it); default -Infinity. */
+function lowerBound(obj: Json, key: string): number {
+  if (!has(obj, key)) return -Infinity;
+  const v = obj[key];
+  if (typeof v !== 'number' || Number.isNaN(v) || v === Infinity)
+    bad(`Scheduler config: ${key} must be a number or -Infinity (got ${describe(v)}).`);
+  return v;
 }
 
 function bool(obj: Json, key: string, fallback: boolean): boolean {
@@ -198,6 +212,7 @@ export function parseSchedulerConfig(json: unknown): SchedulerConfig {
     euler_at_final: bool(obj, 'euler_at_final', false),
     use_karras_sigmas: bool(obj, 'use_karras_sigmas', false),
     use_exponential_sigmas: bool(obj, 'use_exponential_sigmas', false),
+    lambda_min_clipped: lowerBound(obj, 'lambda_min_clipped'),
   };
   if (cfg.use_karras_sigmas && cfg.use_exponential_sigmas)
     bad('Scheduler config: use_karras_sigmas and use_exponential_sigmas cannot both be true.');
