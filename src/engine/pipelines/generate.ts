@@ -15,6 +15,7 @@ import {
   reportStage,
 } from './core';
 import { timedRun } from './stats';
+import type { Tile } from './tiling';
 import { type ExtraChannels, type PredictOptions, makeUnetPredict } from './unet';
 
 export type { GenerateProgress, GeneratedImage, RunContext } from './core';
@@ -32,10 +33,7 @@ export interface DiffusionHooks {
   /** img2img from these scaled latents ([B,4,h,w] or one [4,h,w]) for batch n; no encode. */
   initLatents?: (batch: number) => Float32Array;
   /** Wraps the full-size UNet call; `at(tile)` makes the same call for a region of the latent. */
-  wrapPredict?: (
-    full: ModelPredict,
-    at: (tile: { y: number; x: number; h: number; w: number }) => ModelPredict,
-  ) => ModelPredict;
+  wrapPredict?: (full: ModelPredict, at: (tile: Tile) => ModelPredict) => ModelPredict;
   /** Decodes image `index` of `latents` ([B,4,h,w], scaled) instead of one decoder call. */
   decode?: (latents: Float32Array, index: number, h: number, w: number) => Promise<PixelImage>;
   /** Receives each batch's final (scaled) latents. */
