@@ -47,7 +47,8 @@ export interface SamplerChoice {
   schedule: ScheduleName;
 }
 
-function putSampler(settings: PartialSettings, choice: SamplerChoice | undefined): void {
+/** Sets settings.sampler and settings.schedule from a choice (nothing when undefined). */
+export function putSampler(settings: PartialSettings, choice: SamplerChoice | undefined): void {
   if (!choice) return;
   put(settings, 'sampler', choice.sampler);
   put(settings, 'schedule', choice.schedule);
