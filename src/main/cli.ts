@@ -12,6 +12,9 @@ import {
   defaultUpscaleOptions as upscaleDefaults,
   maxSide,
   samplerNames,
+  samplerTakesSchedule,
+  scheduleNames,
+  sigmaSamplerNames,
 } from '../shared/generation';
 import { encodePngWithMetadata } from './library/png-metadata';
 import { appVersion } from './version';
@@ -24,6 +27,8 @@ const usage = `Usage: npm run generate -- --model DIR --prompt TEXT [options] --
   --seed N             noise seed (default: random, printed)
   --steps N            sampling steps (default ${defaults.steps})
   --sampler NAME       ${samplerNames.join(', ')} (default ${defaults.sampler})
+  --schedule NAME      ${scheduleNames.join(', ')} (default: the sampler's own); karras and
+                       exponential apply to ${sigmaSamplerNames.join(', ')}
   --cfg X              guidance scale (default ${defaults.guidance}; <= 1 disables guidance)
   --width N, --height N  size in pixels, multiples of 8 (default: the model's native size)
   --batch-size N       images per noise draw (default ${defaults.batchSize})
@@ -225,6 +230,7 @@ async function main(argv: string[]): Promise<number> {
       seed: { type: 'string' },
       steps: { type: 'string' },
       sampler: { type: 'string' },
+      schedule: { type: 'string' },
       cfg: { type: 'string' },
       width: { type: 'string' },
       height: { type: 'string' },
@@ -307,6 +313,7 @@ async function main(argv: string[]): Promise<number> {
     seed,
     seedMode: values['seed-mode'],
     sampler: values.sampler,
+    schedule: values.schedule,
     steps: numberArg(values, 'steps'),
     guidance: numberArg(values, 'cfg'),
     width: numberArg(values, 'width') ?? side(size.width),
@@ -340,6 +347,10 @@ async function main(argv: string[]): Promise<number> {
     throw new UsageError(`--${flag}: ${issue.message}.`);
   }
   const settings = parsed.data;
+  if (!samplerTakesSchedule(settings.sampler, settings.schedule))
+    throw new UsageError(
+      `--schedule: ${settings.schedule} does not apply to ${settings.sampler}, which runs on its own timesteps; use it with ${sigmaSamplerNames.join(', ')}.`,
+    );
 
   const started = Date.now();
   const result = await engine.generate(

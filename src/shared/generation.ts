@@ -8,11 +8,31 @@ export const samplerNames = [
   'euler_a',
   'heun',
   'dpmpp_2m',
-  'dpmpp_2m_karras',
   'lcm',
 ] as const;
 export const SamplerName = z.enum(samplerNames);
 export type SamplerName = z.infer<typeof SamplerName>;
+
+/**
+ * Noise schedules, apart from the sampler as in A1111 (`Schedule type`) and ComfyUI
+ * (`scheduler`). 'default': the sampler's own, as the model's scheduler_config.json sets it up
+ * (diffusers' scheduler for that sampler); 'karras': Karras et al. 2022 (rho 7); 'exponential':
+ * evenly spaced in log sigma. Both span the model's training sigmas, as k-diffusion does.
+ */
+export const scheduleNames = ['default', 'karras', 'exponential'] as const;
+export const ScheduleName = z.enum(scheduleNames);
+export type ScheduleName = z.infer<typeof ScheduleName>;
+
+/**
+ * The samplers that step through any list of sigmas, so take every schedule. DDPM, DDIM and
+ * LCM step on their own discrete timesteps and take only 'default'.
+ */
+export const sigmaSamplerNames: readonly SamplerName[] = ['euler', 'euler_a', 'heun', 'dpmpp_2m'];
+
+/** Whether `sampler` can run with `schedule`. */
+export function samplerTakesSchedule(sampler: SamplerName, schedule: ScheduleName): boolean {
+  return schedule === 'default' || sigmaSamplerNames.includes(sampler);
+}
 
 /** How A1111 (and so most other tools reading our PNGs) names each sampler. */
 export const a1111SamplerNames: Record<SamplerName, string> = {
@@ -22,9 +42,38 @@ export const a1111SamplerNames: Record<SamplerName, string> = {
   euler_a: 'Euler a',
   heun: 'Heun',
   dpmpp_2m: 'DPM++ 2M',
-  dpmpp_2m_karras: 'DPM++ 2M Karras',
   lcm: 'LCM',
 };
+
+/** A1111's `Schedule type` labels (webui 1.9+); 'default' is its "Automatic". */
+export const a1111ScheduleNames: Record<ScheduleName, string> = {
+  default: 'Automatic',
+  karras: 'Karras',
+  exponential: 'Exponential',
+};
+
+/**
+ * Sampler ids of older versions, which named the schedule in the sampler: still accepted in
+ * stored settings, queued jobs and PNGs, and read as the sampler and schedule they meant.
+ */
+export const legacySamplerNames: Readonly<
+  Record<string, { sampler: SamplerName; schedule: ScheduleName }>
+> = {
+  dpmpp_2m_karras: { sampler: 'dpmpp_2m', schedule: 'karras' },
+};
+
+/**
+ * Rewrites a legacy sampler id in raw settings (`{ sampler: 'dpmpp_2m_karras' }`) as the
+ * sampler and schedule it meant; anything else is returned as it is.
+ */
+export function upgradeLegacySettings(raw: unknown): unknown {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return raw;
+  const sampler = (raw as { sampler?: unknown }).sampler;
+  if (typeof sampler !== 'string' || !Object.hasOwn(legacySamplerNames, sampler)) return raw;
+  const meant = legacySamplerNames[sampler];
+  const schedule = (raw as { schedule?: unknown }).schedule;
+  return { ...raw, sampler: meant.sampler, schedule: schedule ?? meant.schedule };
+}
 
 export const generationModes = ['txt2img', 'img2img', 'inpaint', 'outpaint', 'upscale'] as const;
 export const GenerationMode = z.enum(generationModes);
@@ -102,12 +151,8 @@ export const UpscaleOptions = z
   .strict();
 export type UpscaleOptions = z.infer<typeof UpscaleOptions>;
 
-/**
- * A generation, frozen: every setting the engine took, as one JSON object. It is what the queue
- * stores, what the history stores and what the PNG carries, so that any image can be made again.
- * Images (init image, mask) are referenced by content hash or path, never inlined.
- */
-export const GenerationSettings = z
+/** The fields of a generation (see GenerationSettings, which parses with them). */
+export const GenerationFields = z
   .object({
     mode: GenerationMode.default('txt2img'),
     /** Model folder path or library id. */
@@ -119,6 +164,8 @@ export const GenerationSettings = z
     /** 'batch': one noise draw for the whole batch (diffusers, ComfyUI); 'per-image': seed+i (A1111). */
     seedMode: z.enum(['batch', 'per-image']).default('batch'),
     sampler: SamplerName.default('euler_a'),
+    /** The sigma schedule the sampler steps through (samplerTakesSchedule says which apply). */
+    schedule: ScheduleName.default('default'),
     steps: z.number().int().min(1).max(500).default(25),
     guidance: z.number().min(0).max(50).default(7),
     width: Side.default(512),
@@ -136,14 +183,23 @@ export const GenerationSettings = z
     upscale: UpscaleOptions.nullable().default(null),
   })
   .strict();
-export type GenerationSettings = z.infer<typeof GenerationSettings>;
-export type GenerationInput = z.input<typeof GenerationSettings>;
+
+/**
+ * A generation, frozen: every setting the engine took, as one JSON object. It is what the queue
+ * stores, what the history stores and what the PNG carries, so that any image can be made again.
+ * Images (init image, mask) are referenced by content hash or path, never inlined. Parsing
+ * upgrades settings stored by older versions (upgradeLegacySettings); GenerationFields is the
+ * object schema itself (its fields, `.partial()`).
+ */
+export const GenerationSettings = z.preprocess(upgradeLegacySettings, GenerationFields);
+export type GenerationSettings = z.infer<typeof GenerationFields>;
+export type GenerationInput = z.input<typeof GenerationFields>;
 
 /**
  * GenerationSettings' defaults (and those of its option objects), for forms and usage texts
  * that start from them: read from the schema, never restated.
  */
 export const defaultGenerationSettings: Omit<GenerationSettings, 'model' | 'prompt' | 'seed'> =
-  GenerationSettings.omit({ model: true, prompt: true, seed: true }).parse({});
+  GenerationFields.omit({ model: true, prompt: true, seed: true }).parse({});
 export const defaultUpscaleOptions: UpscaleOptions = UpscaleOptions.parse({});
 export const defaultOutpaintOptions: OutpaintOptions = OutpaintOptions.parse({});

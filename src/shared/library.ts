@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { GenerationMode, GenerationSettings, SamplerName } from './generation';
+import { GenerationFields, GenerationMode, GenerationSettings, SamplerName } from './generation';
 
 /** Ids are opaque strings made by the host (UUIDs or integers as text). */
 export const Id = z
@@ -72,7 +72,7 @@ export const UploadedImage = z.object({
   metadata: z
     .object({
       source: z.enum(['latent-studio', 'a1111', 'comfyui', 'invokeai', 'none']),
-      settings: GenerationSettings.partial(),
+      settings: GenerationFields.partial(),
     })
     .nullable(),
 });

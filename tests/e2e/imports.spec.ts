@@ -112,7 +112,8 @@ test('drop a PNG with A1111 settings, use them, and generate with them', async (
   await expect(page.getByLabel('Negative prompt', { exact: true })).toHaveValue('blurry, text');
   await expect(page.getByLabel('Steps', { exact: true })).toHaveValue('9');
   await expect(page.getByLabel('Guidance', { exact: true })).toHaveValue('5.5');
-  await expect(page.getByRole('combobox', { name: /^Sampler/ })).toHaveValue('dpmpp_2m_karras');
+  await expect(page.getByRole('combobox', { name: /^Sampler/ })).toHaveValue('dpmpp_2m');
+  await expect(page.getByRole('combobox', { name: /^Schedule/ })).toHaveValue('karras');
   await expect(page.getByLabel('Random seed')).not.toBeChecked();
   await expect(page.getByLabel('Seed', { exact: true })).toHaveValue('4242');
   await expect(page.getByLabel('Width', { exact: true })).toHaveValue('128');
@@ -132,13 +133,24 @@ test('drop a PNG with A1111 settings, use them, and generate with them', async (
     seed: 4242,
     steps: 9,
     guidance: 5.5,
-    sampler: 'dpmpp_2m_karras',
+    sampler: 'dpmpp_2m',
     width: 128,
     height: 96,
     modelName: model.name,
   });
   const made = await imagePixels(page, row.url);
   expect([made.width, made.height]).toEqual([128, 96]);
+
+  // DDIM steps on its own timesteps: the schedule shows the default and cannot be changed;
+  // back on DPM++ 2M the chosen schedule is still there.
+  const sampler = page.getByRole('combobox', { name: /^Sampler/ });
+  const schedule = page.getByRole('combobox', { name: /^Schedule/ });
+  await sampler.selectOption('ddim');
+  await expect(schedule).toBeDisabled();
+  await expect(schedule).toHaveValue('default');
+  await sampler.selectOption('dpmpp_2m');
+  await expect(schedule).toBeEnabled();
+  await expect(schedule).toHaveValue('karras');
   expect(consoleErrors).toEqual([]);
 });
 
@@ -224,7 +236,8 @@ test('open a ComfyUI PNG with the file picker and use its settings', async ({ pa
   await expect(page.getByLabel('Seed', { exact: true })).toHaveValue('8566257');
   await expect(page.getByLabel('Steps', { exact: true })).toHaveValue('20');
   await expect(page.getByLabel('Guidance', { exact: true })).toHaveValue('8');
-  await expect(page.getByRole('combobox', { name: /^Sampler/ })).toHaveValue('dpmpp_2m_karras');
+  await expect(page.getByRole('combobox', { name: /^Sampler/ })).toHaveValue('dpmpp_2m');
+  await expect(page.getByRole('combobox', { name: /^Schedule/ })).toHaveValue('karras');
   await expect(page.getByLabel('Width', { exact: true })).toHaveValue('768');
   await expect(page.getByLabel('Height', { exact: true })).toHaveValue('512');
 });

@@ -44,6 +44,8 @@ describe('npm run generate (the CLI)', () => {
       '12',
       '--sampler',
       'dpmpp_2m',
+      '--schedule',
+      'karras',
       '--cfg',
       '5',
       '--width',
@@ -67,6 +69,7 @@ describe('npm run generate (the CLI)', () => {
     expect(parsed.params).toMatchObject({
       Steps: '12',
       Sampler: 'DPM++ 2M',
+      'Schedule type': 'Karras',
       'CFG scale': '5',
       Seed: '42',
       Size: '64x64',
@@ -77,6 +80,7 @@ describe('npm run generate (the CLI)', () => {
       seed: 42,
       steps: 12,
       sampler: 'dpmpp_2m',
+      schedule: 'karras',
       guidance: 5,
       width: 64,
       height: 64,
@@ -149,6 +153,27 @@ describe('npm run generate (the CLI)', () => {
     const cases: [string[], number, RegExp][] = [
       [['--prompt', 'x', '--out', 'x.png'], 2, /--model is required/],
       [['--model', ka.dir, '--prompt', 'x', '--out', 'x.png', '--sampler', 'warp'], 2, /--sampler/],
+      [
+        ['--model', ka.dir, '--prompt', 'x', '--out', 'x.png', '--schedule', 'uniform'],
+        2,
+        /--schedule/,
+      ],
+      [
+        [
+          '--model',
+          ka.dir,
+          '--prompt',
+          'x',
+          '--out',
+          'x.png',
+          '--sampler',
+          'ddim',
+          '--schedule',
+          'karras',
+        ],
+        2,
+        /--schedule: karras does not apply to ddim/,
+      ],
       [
         ['--model', ka.dir, '--prompt', 'x', '--out', 'x.png', '--width', '100'],
         2,

@@ -396,6 +396,20 @@ describe('broken model folders', () => {
     expect(e.message).toMatch(/^vae_decoder\/config\.json is not valid JSON/);
   });
 
+  test("a scheduler config saved by diffusers (Python's -Infinity) opens", async () => {
+    const dir = await tempCopy('broken-sd15', sd15);
+    const file = path.join(dir, 'scheduler', 'scheduler_config.json');
+    await writeFile(
+      file,
+      '{\n  "_class_name": "DPMSolverMultistepScheduler",\n  "beta_end": 0.012,\n' +
+        '  "beta_schedule": "scaled_linear",\n  "beta_start": 0.00085,\n' +
+        '  "lambda_min_clipped": -Infinity,\n  "num_train_timesteps": 1000\n}\n',
+    );
+    const info = await openModelFolder(dir);
+    expect(info.schedulerConfig.lambda_min_clipped).toBe(-Infinity);
+    expect(info.schedulerConfig._class_name).toBe('DPMSolverMultistepScheduler');
+  });
+
   test('a missing scheduler config and missing tokenizer files are named', async () => {
     const dir = await tempCopy('broken-sd15', sd15);
     await rm(path.join(dir, 'scheduler'), { recursive: true });

@@ -193,6 +193,18 @@ describe('hires fix (two passes)', () => {
     const nine = await gen(ka9.dir, over, { initImage: init });
     const four = await gen(ka.dir, over, { initImage: init });
     expect(same(nine.images[0].image, four.images[0].image)).toBe(true);
+
+    // Tiled too: each tile's UNet call gets its own crop of the mask channels.
+    const tiled = { ...over, upscale: { ...over.upscale!, tile: 64 } };
+    const unet = await spyOnSession(engine, ka9.dir, 'unet');
+    try {
+      const nineTiled = await gen(ka9.dir, tiled, { initImage: init });
+      expect(unet.calls.every((c) => c.feeds.sample.dims.join('x') === '2x9x8x8')).toBe(true);
+      const fourTiled = await gen(ka.dir, tiled, { initImage: init });
+      expect(same(nineTiled.images[0].image, fourTiled.images[0].image)).toBe(true);
+    } finally {
+      unet.restore();
+    }
   });
 });
 
@@ -455,7 +467,7 @@ async function sampleTiled(dir: string, s: GenerationSettings, grid: TileGrid | 
     ? {
         wrapPredict: (_full, at) =>
           tiledPredict(grid, s.batchSize, 4, (t) => {
-            const p = at(t.h, t.w);
+            const p = at(t);
             return (x, ts, info) => {
               tileCalls++;
               return p(x, ts, info);

@@ -10,6 +10,8 @@ import {
   parseA1111Parameters,
   readGenerationMetadata,
   readPngTextChunks,
+  samplerFromA1111,
+  samplerFromComfy,
 } from '../../src/main/library/png-metadata';
 import { comfyApiGraph } from '../fixtures/comfyui';
 
@@ -86,7 +88,8 @@ describe('encode and read back', () => {
     const s = settings({
       prompt: 'a red fox, (autumn:1.2), café',
       negativePrompt: 'blurry',
-      sampler: 'dpmpp_2m_karras',
+      sampler: 'dpmpp_2m',
+      schedule: 'karras',
       steps: 30,
       guidance: 6.5,
       width: 640,
@@ -348,8 +351,14 @@ describe('A1111 parameters', () => {
         'Hires upscaler: "Latent, nearest", Version: latent-studio 0.1.0',
     );
     // txt2img: no denoising strength; no negative line when empty.
-    expect(formatA1111Parameters(settings({ guidance: 7.5, sampler: 'dpmpp_2m_karras' }))).toBe(
-      'a cat\nSteps: 25, Sampler: DPM++ 2M Karras, CFG scale: 7.5, Seed: 123, Size: 512x512',
+    // The schedule as webui 1.9+ writes it, apart from the sampler.
+    expect(
+      formatA1111Parameters(settings({ guidance: 7.5, sampler: 'dpmpp_2m', schedule: 'karras' })),
+    ).toBe(
+      'a cat\nSteps: 25, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7.5, Seed: 123, Size: 512x512',
+    );
+    expect(formatA1111Parameters(settings({ sampler: 'heun', schedule: 'exponential' }))).toContain(
+      'Sampler: Heun, Schedule type: Exponential, CFG scale',
     );
   });
 
@@ -424,7 +433,8 @@ Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 965400086, Size: 512x512, Model
       settings: {
         prompt: p.prompt,
         negativePrompt: '',
-        sampler: 'dpmpp_2m_karras',
+        sampler: 'dpmpp_2m',
+        schedule: 'karras',
         steps: 28,
         guidance: 6.5,
         seed: 3344556677,
@@ -538,7 +548,8 @@ describe('ComfyUI', () => {
       seed: 8566257,
       steps: 20,
       guidance: 8,
-      sampler: 'dpmpp_2m_karras',
+      sampler: 'dpmpp_2m',
+      schedule: 'karras',
       strength: 1,
       prompt: 'masterpiece best quality girl',
       negativePrompt: 'bad hands',
@@ -676,7 +687,8 @@ describe('InvokeAI', () => {
       guidance: 7.5,
       width: 768,
       height: 1024,
-      sampler: 'dpmpp_2m_karras',
+      sampler: 'dpmpp_2m',
+      schedule: 'karras',
     });
     expect(read.raw).toMatchObject({
       scheduler: 'dpmpp_2m_k',
@@ -704,5 +716,68 @@ describe('InvokeAI', () => {
       height: 1024,
     });
     expect(read.raw.scheduler).toBe('dpmpp_2m_sde_k');
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+
+describe('the schedule apart from the sampler', () => {
+  test('A1111: webui 1.9+ names it in Schedule type, older versions in the sampler name', () => {
+    expect(samplerFromA1111('DPM++ 2M', 'Karras')).toEqual({
+      sampler: 'dpmpp_2m',
+      schedule: 'karras',
+    });
+    expect(samplerFromA1111('DPM++ 2M Karras')).toEqual({
+      sampler: 'dpmpp_2m',
+      schedule: 'karras',
+    });
+    expect(samplerFromA1111('Euler', 'Exponential')).toEqual({
+      sampler: 'euler',
+      schedule: 'exponential',
+    });
+    expect(samplerFromA1111('Euler a', 'Automatic')).toEqual({
+      sampler: 'euler_a',
+      schedule: 'default',
+    });
+    expect(samplerFromA1111('Heun')).toEqual({ sampler: 'heun', schedule: 'default' });
+    // DDIM steps on its own timesteps; a schedule we do not have stays in raw.
+    expect(samplerFromA1111('DDIM', 'Karras')).toBeUndefined();
+    expect(samplerFromA1111('DPM++ 2M', 'Polyexponential')).toBeUndefined();
+    expect(samplerFromA1111('DPM++ SDE Karras')).toBeUndefined();
+
+    const old = 'p\nSteps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 5, Size: 512x512';
+    const png = addPngTextChunks(basePng, [{ keyword: 'parameters', text: old }]);
+    expect(readGenerationMetadata(png).settings).toMatchObject({
+      sampler: 'dpmpp_2m',
+      schedule: 'karras',
+    });
+  });
+
+  test('ComfyUI: karras and exponential for every sigma sampler, the plain ones for the rest', () => {
+    expect(samplerFromComfy('euler', 'exponential')).toEqual({
+      sampler: 'euler',
+      schedule: 'exponential',
+    });
+    expect(samplerFromComfy('heun', 'karras')).toEqual({ sampler: 'heun', schedule: 'karras' });
+    expect(samplerFromComfy('ddim', 'normal')).toEqual({ sampler: 'ddim', schedule: 'default' });
+    expect(samplerFromComfy('ddim', 'karras')).toBeUndefined();
+    expect(samplerFromComfy('euler', 'beta')).toBeUndefined();
+  });
+
+  test('our own settings written as dpmpp_2m_karras by older versions read as dpmpp_2m + karras', () => {
+    const stored = { model: 'models/sd15', prompt: 'a cat', seed: 1, sampler: 'dpmpp_2m_karras' };
+    const png = addPngTextChunks(basePng, [
+      { keyword: 'latent-studio', text: JSON.stringify({ version: 1, settings: stored }) },
+    ]);
+    const read = readGenerationMetadata(png);
+    expect(read.source).toBe('latent-studio');
+    expect(read.settings).toMatchObject({ sampler: 'dpmpp_2m', schedule: 'karras' });
+    // An explicit schedule beside a legacy id wins; new settings default to the sampler's own.
+    expect(GenerationSettings.parse({ ...stored, schedule: 'exponential' })).toMatchObject({
+      sampler: 'dpmpp_2m',
+      schedule: 'exponential',
+    });
+    expect(GenerationSettings.parse({ ...stored, sampler: 'euler' }).schedule).toBe('default');
+    expect(GenerationSettings.safeParse({ ...stored, schedule: 'uniform' }).success).toBe(false);
   });
 });

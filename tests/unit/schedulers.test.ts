@@ -168,7 +168,10 @@ describe('recorded diffusers vectors', () => {
       expect(ks.length).toBe(c.sigmas.length);
       ks.forEach((s, i) => expectRel(s, c.sigmas[i], F64_REL, `karras sigma ${i}`));
 
-      const plan = planSampling(cfg, 'euler', c.steps, { karras: true, karrasRange: 'spaced' });
+      const plan = planSampling(cfg, 'euler', c.steps, {
+        schedule: 'karras',
+        karrasRange: 'spaced',
+      });
       plan.sigmas
         .subarray(0, c.steps)
         .forEach((s, i) => expectRel(s, c.sigmas[i], 1e-6, `plan sigma ${i}`));
@@ -375,7 +378,7 @@ describe('planSampling', () => {
 
   it('uses the training range for Karras sigmas by default (k-diffusion, DPMSolverMultistep)', () => {
     const trainSigmas = trainingSigmas(alphasCumprod(cfg));
-    const plan = planSampling(cfg, 'dpmpp_2m_karras', 20);
+    const plan = planSampling(cfg, 'dpmpp_2m', 20, { schedule: 'karras' });
     expect(plan.sigmas[0]).toBeCloseTo(trainSigmas[999], 12);
     expect(plan.sigmas[19]).toBeCloseTo(trainSigmas[0], 12);
     expect(plan.timesteps[0]).toBeCloseTo(999, 9);
@@ -405,8 +408,14 @@ describe('planSampling', () => {
       /leaves no denoising step/,
     );
     expect(() => planSampling(cfg, 'euler', 20, { strength: 1.5 })).toThrow(/between 0 and 1/);
-    expect(() => planSampling(cfg, 'ddim', 20, { karras: true })).toThrow(
-      /Karras sigmas do not apply to ddim/,
+    expect(() => planSampling(cfg, 'ddim', 20, { schedule: 'karras' })).toThrow(
+      /The karras schedule does not apply to ddim/,
+    );
+    expect(() => planSampling(cfg, 'lcm', 4, { schedule: 'exponential' })).toThrow(
+      /The exponential schedule does not apply to lcm/,
+    );
+    expect(() => planSampling(cfg, 'euler', 20, { schedule: 'uniform' as never })).toThrow(
+      /Unknown schedule "uniform"/,
     );
     expect(() => planSampling(cfg, 'plms' as never, 20)).toThrow(/Unknown sampler "plms"/);
     expect(() => planSampling(cfg, 'ddim', 20, { eta: 2 })).toThrow(/eta must be between 0 and 1/);

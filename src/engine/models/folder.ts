@@ -9,6 +9,7 @@
 import { readdir, stat } from 'node:fs/promises';
 import { basename, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { EngineError } from '../errors';
+import { parseJsonText } from './json';
 import { OnnxFormatError, readOnnxHeader, type OnnxHeader } from './onnx-file';
 import {
   isRegularFile,
@@ -73,8 +74,9 @@ async function checkFile(root: string, path: string, kind: FileKind): Promise<bo
 }
 
 /**
- * Read a JSON object file. Missing: null (or EngineError when `required`). Bad JSON, a
- * non-object, not a regular file or over the JSON cap: EngineError 'model-corrupt' naming it.
+ * Read a JSON object file (Python's NaN / Infinity included, see json.ts). Missing: null (or
+ * EngineError when `required`). Bad JSON, a non-object, not a regular file or over the JSON
+ * cap: EngineError 'model-corrupt' naming it.
  */
 export async function readJsonFile(
   root: string,
@@ -96,7 +98,7 @@ export async function readJsonFile(
   }
   let value: unknown;
   try {
-    value = JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
+    value = parseJsonText(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
   } catch (e) {
     const reason = (e as Error).message.split('\n')[0];
     throw new EngineError('model-corrupt', `${name} is not valid JSON (${reason}).`, {

@@ -1,72 +1,39 @@
-import type * as ort from 'onnxruntime-node';
 import type { GenerationSettings } from '../../shared/generation';
-import { EngineError, throwIfAborted } from '../errors';
-import {
-  type LatentRgbFactors,
-  type PixelImage,
-  imageToTensor,
-  latentPreview,
-  latentRgbFactorsFor,
-  resizeImage,
-  tensorToImage,
-  toRgb,
-} from '../image';
-import type { ComponentSession, LoadedModel } from '../models';
+import { EngineError } from '../errors';
+import { type PixelImage, imageToTensor, resizeImage, tensorToImage, toRgb } from '../image';
+import type { ComponentSession } from '../models';
 import { TorchGenerator } from '../rng';
+import { type ModelPredict, parseSchedulerConfig, planSampling } from '../schedulers';
+import { floatsToOrt, ortToFloat32 } from '../tensor';
 import {
-  type ModelPredict,
-  type StepEvent,
-  makeDenoiser,
-  parseSchedulerConfig,
-  planSampling,
-} from '../schedulers';
-import { floatsToOrt, ortToFloat32, timestepToOrt } from '../tensor';
-import { type StageTimings, timedRun } from './stats';
-import { type PromptEmbedding, TextConditioner, padChunks } from './text';
+  type GeneratedImage,
+  type RunContext,
+  type StepBlend,
+  checkSeedRange,
+  diffuse,
+  encodePrompts,
+  reportStage,
+} from './core';
+import { timedRun } from './stats';
+import type { Tile } from './tiling';
+import { type ExtraChannels, type PredictOptions, makeUnetPredict } from './unet';
 
-export interface GenerateProgress {
-  /** Which image batch of `batchCount` is running (0-based). */
-  batch: number;
-  batchCount: number;
-  stage: 'text' | 'encode' | 'denoise' | 'decode';
-  /** Steps done of `total` in the denoise stage. */
-  step: number;
-  total: number;
-  elapsedMs: number;
-  /** Estimated time left for the whole request, or null before the first step. */
-  etaMs: number | null;
-  /** A cheap latent-space RGB preview of the first image, every few steps. */
-  preview: PixelImage | null;
-}
-
-export interface GeneratedImage {
-  image: PixelImage;
-  /** The seed that reproduces this image (with its batch index under seedMode 'batch'). */
-  seed: number;
-  /** Position within its noise draw (0 under 'per-image'). */
-  batchIndex: number;
-}
-
-export interface RunContext {
-  model: LoadedModel;
-  text: TextConditioner;
-  timings: StageTimings;
-  signal?: AbortSignal;
-  onProgress?: (p: GenerateProgress) => void;
-  /** Emit a preview every N steps (0: never). */
-  previewEvery: number;
-}
+export type { GenerateProgress, GeneratedImage, RunContext } from './core';
+export { reportDenoiseStep } from './core';
+export { guidanceEmbedding, makeUnetPredict } from './unet';
+export type { PredictOptions } from './unet';
 
 /**
- * Optional overrides of runDiffusion's stages, used by the upscale pipelines (upscale.ts):
- * img2img from given latents, the UNet call wrapped (tiled diffusion), the decoder replaced
- * (tiled VAE decode), and the final latents handed out (the hires fix enlarges them).
+ * Optional overrides of runDiffusion's stages, used by the upscale pipelines (upscale.ts) and
+ * inpainting (inpaint.ts): img2img from given latents, the UNet call wrapped (tiled diffusion),
+ * the decoder replaced (tiled VAE decode), the final latents handed out (the hires fix enlarges
+ * them), extra UNet channels and a blend after each step.
  */
 export interface DiffusionHooks {
   /** img2img from these scaled latents ([B,4,h,w] or one [4,h,w]) for batch n; no encode. */
   initLatents?: (batch: number) => Float32Array;
-  /** Wraps the full-size UNet call; `at(h, w)` makes the same call for a latent tile size. */
-  wrapPredict?: (full: ModelPredict, at: (h: number, w: number) => ModelPredict) => ModelPredict;
+  /** Wraps the full-size UNet call; `at(tile)` makes the same call for a region of the latent. */
+  wrapPredict?: (full: ModelPredict, at: (tile: Tile) => ModelPredict) => ModelPredict;
   /** Decodes image `index` of `latents` ([B,4,h,w], scaled) instead of one decoder call. */
   decode?: (latents: Float32Array, index: number, h: number, w: number) => Promise<PixelImage>;
   /** Receives each batch's final (scaled) latents. */
@@ -76,12 +43,12 @@ export interface DiffusionHooks {
    * halves ([channels, h, w]): a 9-channel inpainting UNet's mask and masked-image latents
    * (inpaint.ts).
    */
-  extraChannels?: { channels: number; data: Float32Array };
+  extraChannels?: ExtraChannels;
   /**
-   * After every step, with batch n's sample x (at `sigmaNext`, changed in place) and the batch's
-   * starting noise: inpainting with a 4-channel UNet blends the known latents back here.
+   * The core's step after every sampler step (core.ts StepBlend): inpainting with a 4-channel
+   * UNet blends the known latents back here.
    */
-  afterStep?: (x: Float32Array, sigmaNext: number, noise: Float32Array, batch: number) => void;
+  blend?: StepBlend;
 }
 
 const latentChannels = 4;
@@ -123,43 +90,23 @@ export async function runDiffusion(
     throw new EngineError('bad-input', `Width and height must be multiples of ${scale}.`);
   const h = height / scale;
   const w = width / scale;
-  const B = settings.batchSize;
-  const latentDims = [B, latentChannels, h, w];
-  // Image i of the request uses seed + i: keep that an exact integer (torch's seed range).
-  const maxSeed = Number.MAX_SAFE_INTEGER - (B * settings.batchCount - 1);
-  if (settings.seed > maxSeed)
-    throw new EngineError(
-      'bad-input',
-      `Seed ${settings.seed} is too large for ${B * settings.batchCount} images; use a seed of at most ${maxSeed}.`,
-    );
+  // Image i of the request uses seed + i: refuse before any work when that leaves the integers.
+  checkSeedRange(settings);
 
   const schedulerConfig = parseSchedulerConfig(model.schedulerConfig);
   const plan = planSampling(
     schedulerConfig,
     settings.sampler,
     settings.steps,
-    img2img ? { strength: settings.strength } : {},
+    img2img
+      ? { schedule: settings.schedule, strength: settings.strength }
+      : { schedule: settings.schedule },
   );
   const isLcm = family.family === 'lcm' || family.timestepCondDim !== null;
   const useCfg = settings.guidance > 1 && !isLcm;
 
-  // Text conditioning (cached per prompt inside the conditioner).
-  report(ctx, 0, settings, 'text', 0, plan.timesteps.length, null);
-  let started = performance.now();
-  let cond = await ctx.text.encode(settings.prompt, timings, signal);
-  let uncond: PromptEmbedding | null = null;
-  if (useCfg) {
-    const zeros =
-      settings.negativePrompt === '' && model.info.extras.forceZerosForEmptyPrompt === true;
-    uncond = await ctx.text.encode(settings.negativePrompt, timings, signal);
-    const chunks = Math.max(cond.chunks, uncond.chunks);
-    const filler = await ctx.text.encode('', timings, signal);
-    cond = padChunks(cond, chunks, filler);
-    uncond = padChunks(uncond, chunks, filler);
-    // After padding, so that a long prompt's extra chunks are zeros on the uncond side too.
-    if (zeros) uncond = TextConditioner.zerosLike(uncond);
-  }
-  timings.textMs += performance.now() - started;
+  reportStage(ctx, 0, settings.batchCount, 'text', 0, plan.timesteps.length);
+  const { cond, uncond } = await encodePrompts(ctx, settings, useCfg);
 
   const unet = await model.session('unet');
   const decoder = await model.session(model.decoderName);
@@ -170,257 +117,34 @@ export async function runDiffusion(
     cond,
     uncond,
     guidance: settings.guidance,
-    batch: B,
+    batch: settings.batchSize,
     h,
     w,
     height,
     width,
-    lcm: isLcm,
     timings,
     signal,
     extra,
   };
   const unetPredict = makeUnetPredict(unet, predictOptions);
-  const predictFor = hooks.wrapPredict
-    ? hooks.wrapPredict(unetPredict, (th, tw) =>
-        makeUnetPredict(unet, { ...predictOptions, h: th, w: tw }),
-      )
+  const predict = hooks.wrapPredict
+    ? hooks.wrapPredict(unetPredict, (tile) => makeUnetPredict(unet, predictOptions, tile))
     : unetPredict;
 
-  const results: GeneratedImage[] = [];
-  const totalSteps = plan.timesteps.length * settings.batchCount;
-  const runStarted = performance.now();
-  for (let n = 0; n < settings.batchCount; n++) {
-    throwIfAborted(signal, 'Generation');
-    const batchSeed = settings.seed + n * B;
-    const perImage = latentChannels * h * w;
-    // 'batch': one generator for the batch's starting noise and every later (ancestral) draw.
-    // 'per-image': image i owns the generator seeded seed + i for both, as A1111 does, so it is
-    // the image a batch of one with that seed gives.
-    const generators =
-      settings.seedMode === 'per-image'
-        ? Array.from({ length: B }, (_, i) => new TorchGenerator(batchSeed + i))
-        : [new TorchGenerator(batchSeed)];
-    const draw = (count: number): Float32Array => {
-      if (generators.length === 1) return generators[0].randn([count]);
-      const out = new Float32Array(count);
-      const per = count / generators.length;
-      generators.forEach((g, i) => out.set(g.randn([per]), i * per));
-      return out;
-    };
-    const noise = generators.length === 1 ? generators[0].randn(latentDims) : draw(B * perImage);
-    const x = new Float32Array(noise.length);
-    const init = hooks.initLatents ? hooks.initLatents(n) : initLatents;
-    if (init) {
-      const per = init.length;
-      for (let i = 0; i < x.length; i++) x[i] = init[i % per] + noise[i] * plan.sigmas[0];
-    } else {
-      for (let i = 0; i < x.length; i++) x[i] = noise[i] * plan.initNoiseSigma;
-    }
-
-    started = performance.now();
-    const denoise = makeDenoiser(predictFor, schedulerConfig);
-    const factors = latentRgbFactorsFor(family.family);
-    const latents = await plan.sampler(denoise, x, plan.sigmas, {
-      rng: { randn: draw },
-      signal,
-      timestepOf: plan.timestepOf,
-      onStep: (e) => {
-        hooks.afterStep?.(e.x, plan.sigmas[e.step + 1], noise, n);
-        reportDenoiseStep(ctx, e, {
-          batch: n,
-          batchCount: settings.batchCount,
-          stepsPerBatch: plan.timesteps.length,
-          totalSteps,
-          started: runStarted,
-          latentDims,
-          factors,
-        });
-      },
-    });
-    timings.denoiseMs += performance.now() - started;
-    hooks.onLatents?.(n, latents);
-
-    report(ctx, n, settings, 'decode', plan.timesteps.length, plan.timesteps.length, null);
-    started = performance.now();
-    for (let i = 0; i < B; i++) {
-      const image = hooks.decode
-        ? await hooks.decode(latents, i, h, w)
-        : await decodeLatent(ctx, decoder, latents, i, h, w);
-      results.push({
-        image,
-        seed: settings.seedMode === 'per-image' ? batchSeed + i : batchSeed,
-        batchIndex: settings.seedMode === 'per-image' ? 0 : i,
-      });
-    }
-    timings.decodeMs += performance.now() - started;
-  }
-  return results;
-}
-
-function report(
-  ctx: RunContext,
-  batch: number,
-  s: GenerationSettings,
-  stage: GenerateProgress['stage'],
-  step: number,
-  total: number,
-  etaMs: number | null,
-) {
-  ctx.onProgress?.({
-    batch,
-    batchCount: s.batchCount,
-    stage,
-    step,
-    total,
-    elapsedMs: 0,
-    etaMs,
-    preview: null,
+  return diffuse(ctx, {
+    settings,
+    plan,
+    schedulerConfig,
+    h,
+    w,
+    what: 'Generation',
+    predict: () => predict,
+    initLatents: hooks.initLatents ?? (() => initLatents),
+    blend: hooks.blend,
+    decode: (latents, i) =>
+      hooks.decode ? hooks.decode(latents, i, h, w) : decodeLatent(ctx, decoder, latents, i, h, w),
+    onLatents: hooks.onLatents,
   });
-}
-
-export interface PredictOptions {
-  cond: PromptEmbedding;
-  uncond: PromptEmbedding | null;
-  guidance: number;
-  batch: number;
-  h: number;
-  w: number;
-  height: number;
-  width: number;
-  lcm: boolean;
-  timings: StageTimings;
-  signal?: AbortSignal;
-  /** Channels appended to every row's sample (DiffusionHooks.extraChannels). */
-  extra?: { channels: number; data: Float32Array };
-}
-
-/**
- * The UNet call with guidance. Constant inputs (text states, SDXL's text_embeds/time_ids, LCM's
- * guidance embedding) are built once; per step only `sample` and `timestep` change.
- */
-export function makeUnetPredict(unet: ComponentSession, o: PredictOptions) {
-  const copies = o.uncond ? 2 : 1;
-  const rows = o.batch * copies;
-  const per = 77 * o.cond.chunks * o.cond.width;
-  const states = new Float32Array(rows * per);
-  for (let r = 0; r < rows; r++)
-    states.set(o.uncond && r < o.batch ? o.uncond.hidden : o.cond.hidden, r * per);
-  const constant: Record<string, ort.Tensor> = {};
-  const statesSpec = unet.input('encoder_hidden_states');
-  if (!statesSpec)
-    throw new EngineError('model-shape', `${unet.file} has no encoder_hidden_states input.`, {
-      file: unet.file,
-    });
-  constant[statesSpec.name] = floatsToOrt(
-    states,
-    [rows, 77 * o.cond.chunks, o.cond.width],
-    statesSpec,
-    { model: unet.file },
-  );
-
-  const textEmbeds = unet.input('text_embeds');
-  if (textEmbeds) {
-    const pooled = o.cond.pooled;
-    if (!pooled)
-      throw new EngineError(
-        'model-shape',
-        `${unet.file} wants text_embeds but the text encoders gave no pooled output.`,
-      );
-    const all = new Float32Array(rows * pooled.length);
-    for (let r = 0; r < rows; r++)
-      all.set(o.uncond && r < o.batch ? (o.uncond.pooled ?? pooled) : pooled, r * pooled.length);
-    constant[textEmbeds.name] = floatsToOrt(all, [rows, pooled.length], textEmbeds, {
-      model: unet.file,
-    });
-  }
-  const timeIds = unet.input('time_ids');
-  if (timeIds) {
-    // [original h, w, crop top, left, target h, w] (diffusers' _get_add_time_ids).
-    const ids = [o.height, o.width, 0, 0, o.height, o.width];
-    constant[timeIds.name] = floatsToOrt(
-      Array.from({ length: rows }, () => ids).flat(),
-      [rows, 6],
-      timeIds,
-      { model: unet.file },
-    );
-  }
-  const timestepCond = unet.input('timestep_cond');
-  if (timestepCond) {
-    const dim = typeof timestepCond.shape[1] === 'number' ? timestepCond.shape[1] : 256;
-    const embedding = guidanceEmbedding(o.guidance - 1, dim);
-    const all = new Float32Array(rows * dim);
-    for (let r = 0; r < rows; r++) all.set(embedding, r * dim);
-    constant[timestepCond.name] = floatsToOrt(all, [rows, dim], timestepCond, { model: unet.file });
-  }
-  const sampleSpec = unet.input('sample') ?? unet.signature.inputs[0];
-  const timestepSpec = unet.input('timestep');
-  if (!timestepSpec)
-    throw new EngineError('model-shape', `${unet.file} has no timestep input.`, {
-      file: unet.file,
-    });
-  const outName = unet.output('out_sample') ? 'out_sample' : unet.signature.outputs[0].name;
-  const n = o.batch * latentChannels * o.h * o.w;
-  const plane = o.h * o.w;
-  const extraC = o.extra?.channels ?? 0;
-  const sampleChannels = latentChannels + extraC;
-  if (o.extra && o.extra.data.length !== extraC * plane)
-    throw new EngineError(
-      'internal',
-      `Extra UNet channels hold ${o.extra.data.length} values, not ${extraC}x${o.h}x${o.w}.`,
-    );
-
-  return async (scaledX: Float32Array, timestep: number): Promise<Float32Array> => {
-    let sample = scaledX;
-    if (extraC > 0) {
-      sample = new Float32Array(rows * (latentChannels + extraC) * plane);
-      const per = n / o.batch;
-      for (let r = 0; r < rows; r++) {
-        const at = r * (latentChannels + extraC) * plane;
-        const img = r % o.batch;
-        sample.set(scaledX.subarray(img * per, (img + 1) * per), at);
-        sample.set(o.extra!.data, at + per);
-      }
-    } else if (copies === 2) {
-      sample = new Float32Array(2 * n);
-      sample.set(scaledX, 0);
-      sample.set(scaledX, n);
-    }
-    const feeds: Record<string, ort.Tensor> = {
-      ...constant,
-      [sampleSpec.name]: floatsToOrt(sample, [rows, sampleChannels, o.h, o.w], sampleSpec, {
-        model: unet.file,
-      }),
-      [timestepSpec.name]: timestepToOrt(timestep, rows, timestepSpec, unet.file),
-    };
-    const out = await timedRun(o.timings, unet, feeds, o.signal);
-    const pred = ortToFloat32(out[outName], outName);
-    if (copies === 1) return pred.length === n ? pred : pred.subarray(0, n);
-    const guided = new Float32Array(n);
-    const g = o.guidance;
-    for (let i = 0; i < n; i++) {
-      const u = pred[i];
-      guided[i] = u + g * (pred[n + i] - u);
-    }
-    return guided;
-  };
-}
-
-/**
- * LCM's guidance-scale embedding (diffusers LatentConsistencyModelPipeline.
- * get_guidance_scale_embedding, after VDM's timestep embedding): [sin | cos] of
- * (w * 1000) * exp(-ln(10000) * k / (half - 1)), k = 0 .. half-1.
- */
-export function guidanceEmbedding(w: number, dim: number): Float32Array {
-  const half = dim / 2;
-  const out = new Float32Array(dim);
-  const base = Math.log(10000) / (half - 1);
-  for (let k = 0; k < half; k++) {
-    const arg = w * 1000 * Math.exp(-base * k);
-    out[k] = Math.sin(arg);
-    out[half + k] = Math.cos(arg);
-  }
-  return out;
 }
 
 /** Init image -> scaled latents [1,4,h,w], resized (Lanczos) to the requested size first. */
@@ -434,42 +158,6 @@ export async function encodeImage(
   if (rgb.width !== width || rgb.height !== height)
     rgb = resizeImage(rgb, width, height, 'lanczos3');
   return encodeTensor(ctx, imageToTensor(rgb));
-}
-
-/**
- * Reports denoising step e.step of batch `at.batch`: progress over all batches with an ETA, and
- * a latent preview every ctx.previewEvery steps and at the last.
- */
-export function reportDenoiseStep(
-  ctx: Pick<RunContext, 'onProgress' | 'previewEvery'>,
-  e: Pick<StepEvent, 'step' | 'total' | 'denoised'>,
-  at: {
-    batch: number;
-    batchCount: number;
-    stepsPerBatch: number;
-    totalSteps: number;
-    started: number;
-    latentDims: readonly number[];
-    factors: LatentRgbFactors;
-  },
-): void {
-  if (!ctx.onProgress) return;
-  const done = at.batch * at.stepsPerBatch + e.step + 1;
-  const elapsed = performance.now() - at.started;
-  const wantPreview =
-    ctx.previewEvery > 0 && ((e.step + 1) % ctx.previewEvery === 0 || e.step + 1 === e.total);
-  ctx.onProgress({
-    batch: at.batch,
-    batchCount: at.batchCount,
-    stage: 'denoise',
-    step: e.step + 1,
-    total: e.total,
-    elapsedMs: elapsed,
-    etaMs: (elapsed / done) * (at.totalSteps - done),
-    preview: wantPreview
-      ? latentPreview(e.denoised, at.latentDims, at.factors, { index: 0 })
-      : null,
-  });
 }
 
 /**

@@ -9,7 +9,8 @@
  * - 9 input channels (an inpainting model): every UNet call gets
  *   concat(scaled latents, mask at latent size (nearest, binary), scaling * encode(image *
  *   (mask < 0.5))), with guidance batching as in generate.ts; nothing is blended;
- * - 4 input channels (any model): after every step the known latents are put back,
+ * - 4 input channels (any model): after every step (the core's blend step) the known latents
+ *   are put back,
  *   x = (1 - m) * (image_latents + noise * sigma_next) + m * x, with the batch's starting noise
  *   (diffusers' legacy inpaint pipeline and A1111 do the same), m being the mask at latent
  *   size where a cell counts as masked if any of its pixels is.
@@ -178,7 +179,7 @@ export async function inpaintRegion(
     const m = downscaleMask(workMask, w, h, 'max').data;
     const plane = h * w;
     const per = imageLatents.length;
-    hooks.afterStep = (x, sigmaNext, noise) => {
+    hooks.blend = (x, sigmaNext, noise) => {
       for (let i = 0; i < x.length; i++) {
         const keep = 1 - m[i % plane];
         if (keep === 0) continue;

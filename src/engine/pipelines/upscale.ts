@@ -18,38 +18,28 @@
  * - Large outputs run with tiled diffusion and tiled VAE decoding (tiling.ts) as the memory
  *   plan (memory.ts) decides.
  */
-import type * as ort from 'onnxruntime-node';
 import { UpscaleOptions, type GenerationSettings } from '../../shared/generation';
 import { EngineError, throwIfAborted } from '../errors';
-import { type PixelImage, imageToTensor, latentRgbFactorsFor, resizeImage, toRgb } from '../image';
+import { type PixelImage, imageToTensor, resizeImage, toRgb } from '../image';
 import type { ComponentSession } from '../models';
-import { TorchGenerator } from '../rng';
 import {
   type ModelPredict,
   alphasCumprod,
-  makeDenoiser,
   parseSchedulerConfig,
   planSampling,
 } from '../schedulers';
-import { floatsToOrt, ortToFloat32, timestepToOrt } from '../tensor';
 import {
-  type DiffusionHooks,
   type GeneratedImage,
   type RunContext,
-  reportDenoiseStep,
-  runDiffusion,
-} from './generate';
+  checkSeedRange,
+  diffuse,
+  encodePrompts,
+  reportStage,
+} from './core';
+import { type DiffusionHooks, runDiffusion } from './generate';
 import { type MemoryPlan, planMemory } from './memory';
-import { timedRun } from './stats';
-import { type PromptEmbedding, TextConditioner, padChunks } from './text';
-import {
-  type Tile,
-  cropPlanes,
-  decodeLatents,
-  encodeImageTensor,
-  resizeLatentBilinear,
-  tiledPredict,
-} from './tiling';
+import { decodeLatents, encodeImageTensor, resizeLatentBilinear, tiledPredict } from './tiling';
+import { makeUnetPredict } from './unet';
 
 export interface UpscaleContext extends RunContext {
   /** Activation memory the plan may use (memory.ts memoryBudgetBytes). */
@@ -109,7 +99,8 @@ export async function runUpscale(
 /** Steps a plan runs (for progress over both passes). */
 function stepsRun(ctx: RunContext, s: GenerationSettings, strength: number): number {
   const cfg = parseSchedulerConfig(ctx.model.schedulerConfig);
-  return planSampling(cfg, s.sampler, s.steps, strength < 1 ? { strength } : {}).timesteps.length;
+  const options = strength < 1 ? { schedule: s.schedule, strength } : { schedule: s.schedule };
+  return planSampling(cfg, s.sampler, s.steps, options).timesteps.length;
 }
 
 /** Wraps onProgress so a pass's steps count within the whole request. */
@@ -142,7 +133,7 @@ function tilingHooks(
       return tiledPredict(grid, batch, 4, (t) => {
         const key = `${t.h}x${t.w}`;
         let p = bySize.get(key);
-        if (!p) bySize.set(key, (p = t.h === grid.h && t.w === grid.w ? full : at(t.h, t.w)));
+        if (!p) bySize.set(key, (p = t.h === grid.h && t.w === grid.w ? full : at(t)));
         return p;
       });
     };
@@ -297,22 +288,6 @@ async function runHiresImage(
 // ---------------------------------------------------------------------------------------------
 // x4 upscaler
 
-async function promptEmbeddings(ctx: RunContext, s: GenerationSettings, useCfg: boolean) {
-  const { timings, signal } = ctx;
-  let cond = await ctx.text.encode(s.prompt, timings, signal);
-  let uncond: PromptEmbedding | null = null;
-  if (useCfg) {
-    uncond = await ctx.text.encode(s.negativePrompt, timings, signal);
-    const chunks = Math.max(cond.chunks, uncond.chunks);
-    const filler = await ctx.text.encode('', timings, signal);
-    cond = padChunks(cond, chunks, filler);
-    uncond = padChunks(uncond, chunks, filler);
-    if (s.negativePrompt === '' && ctx.model.info.extras.forceZerosForEmptyPrompt === true)
-      uncond = TextConditioner.zerosLike(uncond);
-  }
-  return { cond, uncond };
-}
-
 /** Edge-replicates an RGB image to w x h (w, h >= its size). */
 function padEdge(img: PixelImage, w: number, h: number): PixelImage {
   if (img.width === w && img.height === h) return img;
@@ -335,79 +310,6 @@ function cropImage(img: PixelImage, w: number, h: number): PixelImage {
   for (let y = 0; y < h; y++)
     out.set(img.data.subarray(y * img.width * c, (y * img.width + w) * c), y * w * c);
   return { width: w, height: h, channels: c, data: out };
-}
-
-interface X4PredictOptions {
-  cond: PromptEmbedding;
-  uncond: PromptEmbedding | null;
-  guidance: number;
-  batch: number;
-  /** Noised low-res images [B,3,H,W] in [-1,1]. */
-  image: Float32Array;
-  H: number;
-  W: number;
-  noiseLevel: number;
-  ctx: RunContext;
-}
-
-/** The x4 UNet call over `region` of the latent (the whole latent or one tile). */
-function makeX4Predict(unet: ComponentSession, o: X4PredictOptions, region: Tile): ModelPredict {
-  const copies = o.uncond ? 2 : 1;
-  const B = o.batch;
-  const rows = B * copies;
-  const { h, w } = region;
-  const plane = h * w;
-  const per = 77 * o.cond.chunks * o.cond.width;
-  const states = new Float32Array(rows * per);
-  for (let r = 0; r < rows; r++)
-    states.set(o.uncond && r < B ? o.uncond.hidden : o.cond.hidden, r * per);
-  const spec = (name: string) => {
-    const s = unet.input(name);
-    if (!s)
-      throw new EngineError('model-shape', `${unet.file} has no ${name} input.`, {
-        file: unet.file,
-      });
-    return s;
-  };
-  const statesSpec = spec('encoder_hidden_states');
-  const labelsSpec = spec('class_labels');
-  const timestepSpec = spec('timestep');
-  const sampleSpec = unet.input('sample') ?? unet.signature.inputs[0];
-  const constant: Record<string, ort.Tensor> = {
-    [statesSpec.name]: floatsToOrt(states, [rows, 77 * o.cond.chunks, o.cond.width], statesSpec, {
-      model: unet.file,
-    }),
-    // diffusers: noise_level = torch.cat([noise_level] * image.shape[0]), int64 [rows].
-    [labelsSpec.name]: floatsToOrt(
-      new Array<number>(labelsSpec.shape.length === 0 ? 1 : rows).fill(o.noiseLevel),
-      labelsSpec.shape.length === 0 ? [] : [rows],
-      labelsSpec,
-      { model: unet.file },
-    ),
-  };
-  const image = cropPlanes(o.image, B * 3, o.H, o.W, region);
-  const outName = unet.output('out_sample') ? 'out_sample' : unet.signature.outputs[0].name;
-  const n = B * 4 * plane;
-  return async (scaledX, timestep) => {
-    // [latents (scheduler-scaled) | noised image] per row; rows = [uncond; cond].
-    const sample = new Float32Array(rows * 7 * plane);
-    for (let r = 0; r < rows; r++) {
-      const b = r % B;
-      sample.set(scaledX.subarray(b * 4 * plane, (b + 1) * 4 * plane), r * 7 * plane);
-      sample.set(image.subarray(b * 3 * plane, (b + 1) * 3 * plane), (r * 7 + 4) * plane);
-    }
-    const feeds: Record<string, ort.Tensor> = {
-      ...constant,
-      [sampleSpec.name]: floatsToOrt(sample, [rows, 7, h, w], sampleSpec, { model: unet.file }),
-      [timestepSpec.name]: timestepToOrt(timestep, rows, timestepSpec, unet.file),
-    };
-    const out = await timedRun(o.ctx.timings, unet, feeds, o.ctx.signal);
-    const pred = ortToFloat32(out[outName], outName);
-    if (copies === 1) return pred.length === n ? pred : pred.subarray(0, n);
-    const guided = new Float32Array(n);
-    for (let i = 0; i < n; i++) guided[i] = pred[i] + o.guidance * (pred[n + i] - pred[i]);
-    return guided;
-  };
 }
 
 async function runX4(
@@ -435,13 +337,7 @@ async function runX4(
       'low_res_scheduler/scheduler_config.json is missing from the model folder.',
       { file: 'low_res_scheduler/scheduler_config.json' },
     );
-  const B = settings.batchSize;
-  const maxSeed = Number.MAX_SAFE_INTEGER - (B * settings.batchCount - 1);
-  if (settings.seed > maxSeed)
-    throw new EngineError(
-      'bad-input',
-      `Seed ${settings.seed} is too large; use at most ${maxSeed}.`,
-    );
+  checkSeedRange(settings);
 
   // The latents are the low-res image itself (4x smaller than the output); the UNet downsamples
   // 3 times, so pad to a multiple of 8 by edge replication and crop the output back.
@@ -454,7 +350,10 @@ async function runX4(
   const mainCfg = parseSchedulerConfig(model.schedulerConfig);
   const lowCfg = parseSchedulerConfig(model.lowResSchedulerConfig);
   const abar = alphasCumprod(lowCfg)[up.noiseLevel];
-  const plan = planSampling(mainCfg, settings.sampler, settings.steps);
+  const plan = planSampling(mainCfg, settings.sampler, settings.steps, {
+    schedule: settings.schedule,
+  });
+  const B = settings.batchSize;
   const useCfg = settings.guidance > 1;
   const memory = planMemory(model, {
     rows: B * (useCfg ? 2 : 1),
@@ -466,90 +365,50 @@ async function runX4(
   });
   ctx.onMemoryPlan?.(memory);
 
-  let started = performance.now();
-  ctx.onProgress?.({
-    batch: 0,
-    batchCount: settings.batchCount,
-    stage: 'text',
-    step: 0,
-    total: plan.timesteps.length,
-    elapsedMs: 0,
-    etaMs: null,
-    preview: null,
-  });
-  const { cond, uncond } = await promptEmbeddings(ctx, settings, useCfg);
-  timings.textMs += performance.now() - started;
+  reportStage(ctx, 0, settings.batchCount, 'text', 0, plan.timesteps.length);
+  const { cond, uncond } = await encodePrompts(ctx, settings, useCfg);
   const unet = await model.session('unet');
   const decoder = await model.session(model.decoderName);
 
-  const results: GeneratedImage[] = [];
-  const latentDims = [B, 4, H, W];
-  const totalSteps = plan.timesteps.length * settings.batchCount;
-  const runStarted = performance.now();
-  const factors = latentRgbFactorsFor(family.family);
   const a = Math.sqrt(abar);
   const s1 = Math.sqrt(1 - abar);
-  for (let n = 0; n < settings.batchCount; n++) {
-    throwIfAborted(signal, 'Upscaling');
-    const batchSeed = settings.seed + n * B;
-    const perImage = settings.seedMode === 'per-image';
-    const generators = perImage
-      ? Array.from({ length: B }, (_, i) => new TorchGenerator(batchSeed + i))
-      : [new TorchGenerator(batchSeed)];
-    // diffusers: the image noise is the generator's first draw, the latents its second.
-    const image = new Float32Array(B * 3 * H * W);
-    const imageNoise = generators.map((g) => g.randn([1, 3, H, W]));
-    for (let b = 0; b < B; b++) {
-      const eps = imageNoise[perImage ? b : 0];
-      for (let i = 0; i < 3 * H * W; i++) image[b * 3 * H * W + i] = a * low[i] + s1 * eps[i];
-    }
-    const draw = (count: number): Float32Array => {
-      if (generators.length === 1) return generators[0].randn([count]);
-      const out = new Float32Array(count);
-      const per = count / generators.length;
-      generators.forEach((g, i) => out.set(g.randn([per]), i * per));
-      return out;
-    };
-    const noise = perImage ? draw(B * 4 * H * W) : generators[0].randn(latentDims);
-    const x = new Float32Array(noise.length);
-    for (let i = 0; i < x.length; i++) x[i] = noise[i] * plan.initNoiseSigma;
-
-    const o: X4PredictOptions = {
-      cond,
-      uncond,
-      guidance: settings.guidance,
-      batch: B,
-      image,
-      H,
-      W,
-      noiseLevel: up.noiseLevel,
-      ctx,
-    };
-    const grid = memory.unetGrid;
-    const predict = grid
-      ? tiledPredict(grid, B, 4, (t) => makeX4Predict(unet, o, t))
-      : makeX4Predict(unet, o, { y: 0, x: 0, h: H, w: W });
-
-    started = performance.now();
-    const latents = await plan.sampler(makeDenoiser(predict, mainCfg), x, plan.sigmas, {
-      rng: { randn: draw },
-      signal,
-      timestepOf: plan.timestepOf,
-      onStep: (e) =>
-        reportDenoiseStep(ctx, e, {
-          batch: n,
-          batchCount: settings.batchCount,
-          stepsPerBatch: plan.timesteps.length,
-          totalSteps,
-          started: runStarted,
-          latentDims,
-          factors,
-        }),
-    });
-    timings.denoiseMs += performance.now() - started;
-
-    started = performance.now();
-    for (let i = 0; i < B; i++) {
+  const plane = 3 * H * W;
+  return diffuse(ctx, {
+    settings,
+    plan,
+    schedulerConfig: mainCfg,
+    h: H,
+    w: W,
+    what: 'Upscaling',
+    predict: (_n, rng) => {
+      // diffusers: the image noise is the generator's first draw, the latents its second. The
+      // noised low-res image goes unscaled into the UNet's last 3 channels.
+      const imageNoise = rng.generators.map((g) => g.randn([1, 3, H, W]));
+      const image = new Float32Array(B * plane);
+      for (let b = 0; b < B; b++) {
+        const eps = imageNoise[imageNoise.length === 1 ? 0 : b];
+        for (let i = 0; i < plane; i++) image[b * plane + i] = a * low[i] + s1 * eps[i];
+      }
+      const options = {
+        cond,
+        uncond,
+        guidance: settings.guidance,
+        batch: B,
+        h: H,
+        w: W,
+        height: H * f,
+        width: W * f,
+        timings,
+        signal,
+        extra: { channels: 3, data: image, perImage: true },
+        classLabels: up.noiseLevel,
+      };
+      const grid = memory.unetGrid;
+      return grid
+        ? tiledPredict(grid, B, 4, (t) => makeUnetPredict(unet, options, t))
+        : makeUnetPredict(unet, options);
+    },
+    decode: async (latents, i) => {
       const out = await decodeLatents(
         ctx,
         decoder,
@@ -560,13 +419,7 @@ async function runX4(
         family.vaeScalingFactor,
         memory.vaeGrid,
       );
-      results.push({
-        image: cropImage(out, src.width * f, src.height * f),
-        seed: perImage ? batchSeed + i : batchSeed,
-        batchIndex: perImage ? 0 : i,
-      });
-    }
-    timings.decodeMs += performance.now() - started;
-  }
-  return results;
+      return cropImage(out, src.width * f, src.height * f);
+    },
+  });
 }

@@ -31,7 +31,12 @@ export async function evaluate(
   return out;
 }
 
+/**
+ * Ends step e.step: the caller's afterStep on the new sample (in place), then onStep. Every
+ * sampler calls this once per step with the sample it continues from.
+ */
 export function report(opts: SampleOptions, e: StepEvent): void {
+  opts.afterStep?.(e.x, e.step);
   opts.onStep?.(e);
 }
 

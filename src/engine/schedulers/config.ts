@@ -44,7 +44,28 @@ export interface SchedulerConfig {
   timestep_scaling: number;
   /** Lin et al. 2023 ("Common Diffusion Noise Schedules and Sample Steps are Flawed"), Alg. 1. */
   rescale_betas_zero_snr: boolean;
+  /**
+   * DPM++ 2M (diffusers' DPMSolverMultistepScheduler options): where the last step lands,
+   * sigma 0 ("zero", the default) or the smallest training sigma ("sigma_min").
+   */
+  final_sigmas_type: FinalSigmasType;
+  /** DPM++ 2M: a first-order last step when the schedule has fewer than 15 steps. */
+  lower_order_final: boolean;
+  /** DPM++ 2M: a first-order (Euler) last step always. */
+  euler_at_final: boolean;
+  /** DPM++ 2M: Karras sigmas under the 'default' schedule. */
+  use_karras_sigmas: boolean;
+  /** DPM++ 2M: exponential sigmas under the 'default' schedule. */
+  use_exponential_sigmas: boolean;
+  /**
+   * DPM++ 2M: timesteps whose lambda = -log(sigma) is below this are left out of its schedule
+   * (diffusers sets -5.1 for the cosine schedule); -Infinity (the default) keeps them all.
+   */
+  lambda_min_clipped: number;
 }
+
+export const finalSigmasTypes = ['zero', 'sigma_min'] as const;
+export type FinalSigmasType = (typeof finalSigmasTypes)[number];
 
 export const CONFIG_FILE = 'scheduler/scheduler_config.json';
 
@@ -96,6 +117,15 @@ function num(
     bad(`Scheduler config: ${key} must be ${kind}${range} (got ${describe(v)}).`);
   }
   return v as number;
+}
+
+/** A number or -Infinity (diffusers writes -inf as -Infinity, json.ts reads it); default -Infinity. */
+function lowerBound(obj: Json, key: string): number {
+  if (!has(obj, key)) return -Infinity;
+  const v = obj[key];
+  if (typeof v !== 'number' || Number.isNaN(v) || v === Infinity)
+    bad(`Scheduler config: ${key} must be a number or -Infinity (got ${describe(v)}).`);
+  return v;
 }
 
 function bool(obj: Json, key: string, fallback: boolean): boolean {
@@ -177,7 +207,15 @@ export function parseSchedulerConfig(json: unknown): SchedulerConfig {
     }),
     timestep_scaling: num(obj, 'timestep_scaling', 10, { min: 0, exclusiveMin: true }),
     rescale_betas_zero_snr: bool(obj, 'rescale_betas_zero_snr', false),
+    final_sigmas_type: oneOf(obj, 'final_sigmas_type', finalSigmasTypes, 'zero'),
+    lower_order_final: bool(obj, 'lower_order_final', true),
+    euler_at_final: bool(obj, 'euler_at_final', false),
+    use_karras_sigmas: bool(obj, 'use_karras_sigmas', false),
+    use_exponential_sigmas: bool(obj, 'use_exponential_sigmas', false),
+    lambda_min_clipped: lowerBound(obj, 'lambda_min_clipped'),
   };
+  if (cfg.use_karras_sigmas && cfg.use_exponential_sigmas)
+    bad('Scheduler config: use_karras_sigmas and use_exponential_sigmas cannot both be true.');
   return cfg;
 }
 

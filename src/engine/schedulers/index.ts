@@ -6,21 +6,30 @@
 
 export type { Denoiser, NoiseSource, SampleOptions, Sampler, StepEvent, StepInfo } from './types';
 export {
+  finalSigmasTypes,
   betaSchedules,
   defaultSchedulerConfig,
   parseSchedulerConfig,
   predictionTypes,
   timestepSpacings,
 } from './config';
-export type { BetaSchedule, PredictionType, SchedulerConfig, TimestepSpacing } from './config';
+export type {
+  BetaSchedule,
+  FinalSigmasType,
+  PredictionType,
+  SchedulerConfig,
+  TimestepSpacing,
+} from './config';
 export {
   alphaCumprodFromSigma,
   alphasCumprod,
   betas,
   ddimSchedule,
   discreteTimesteps,
+  dpmSolverTimesteps,
   eulerInitNoiseSigma,
   eulerTimesteps,
+  exponentialSigmas,
   karrasSigmas,
   lcmTimesteps,
   sigmaFromAlphaCumprod,
@@ -33,7 +42,8 @@ export { abortError, isAbortError } from './common';
 export { sampleEuler } from './euler';
 export { makeEulerAncestralSampler, sampleEulerAncestral } from './euler-ancestral';
 export { sampleHeun } from './heun';
-export { sampleDpmpp2m } from './dpmpp-2m';
+export { makeDpmpp2mSampler, sampleDpmpp2m } from './dpmpp-2m';
+export type { Dpmpp2mOptions } from './dpmpp-2m';
 export { makeLcmSampler, sampleLcm } from './lcm';
 export type { LcmOptions } from './lcm';
 export { makeDdimSampler, sampleDdim } from './ddim';
@@ -42,5 +52,5 @@ export { makeDdpmSampler, sampleDdpm } from './ddpm';
 export type { DdpmOptions } from './ddpm';
 export { makeDenoiser } from './denoiser';
 export type { DenoiserOptions, ModelPredict } from './denoiser';
-export { isSamplerName, planSampling, samplerNames } from './plan';
-export type { PlanOptions, SamplerName, SamplingPlan } from './plan';
+export { isSamplerName, planSampling, samplerNames, scheduleNames } from './plan';
+export type { PlanOptions, SamplerName, SamplingPlan, ScheduleName } from './plan';

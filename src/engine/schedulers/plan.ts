@@ -13,38 +13,48 @@ import { EngineError } from '../errors';
 import type { SchedulerConfig } from './config';
 import { makeDdimSampler } from './ddim';
 import { makeDdpmSampler } from './ddpm';
-import { sampleDpmpp2m } from './dpmpp-2m';
+import { makeDpmpp2mSampler } from './dpmpp-2m';
 import { sampleEuler } from './euler';
 import { sampleEulerAncestral } from './euler-ancestral';
 import { sampleHeun } from './heun';
 import { makeLcmSampler } from './lcm';
 import {
   alphasCumprod,
+  checkSteps,
   discreteTimesteps,
+  dpmSolverTimesteps,
   eulerInitNoiseSigma,
+  exponentialSigmas,
   eulerTimesteps,
   karrasSigmas,
   lcmTimesteps,
+  roundHalfEven,
   sigmaFromAlphaCumprod,
   sigmasFromTimesteps,
   sigmaToTimestep,
   trainingSigmas,
 } from './schedule';
 import type { Sampler } from './types';
-import { type SamplerName, samplerNames } from '../../shared/generation';
+import {
+  type SamplerName,
+  type ScheduleName,
+  samplerNames,
+  samplerTakesSchedule,
+  scheduleNames,
+} from '../../shared/generation';
 
-// The sampler ids are part of the frozen settings, so the contract declares them.
-export { samplerNames, type SamplerName };
+// The sampler and schedule ids are part of the frozen settings, so the contract declares them.
+export { samplerNames, scheduleNames, type SamplerName, type ScheduleName };
 
 export function isSamplerName(v: unknown): v is SamplerName {
   return typeof v === 'string' && (samplerNames as readonly string[]).includes(v);
 }
 
 export interface PlanOptions {
-  /** Karras sigmas (rho 7) for the Euler family; implied by dpmpp_2m_karras. */
-  karras?: boolean;
+  /** The sigma schedule (default 'default': the sampler's own). */
+  schedule?: ScheduleName;
   /**
-   * Where Karras sigmas span. "training" (default): sigma at t = 0 to t = T-1, as k-diffusion,
+   * Where Karras sigmas span for the Euler family. "training" (default): sigma at t = 0 to t = T-1, as k-diffusion,
    * A1111, ComfyUI and diffusers' DPMSolverMultistepScheduler do. "spaced": the smallest and
    * largest sigma of the spaced timesteps, as diffusers' EulerDiscreteScheduler does.
    */
@@ -60,7 +70,10 @@ export interface SamplingPlan {
   sampler: Sampler;
   /** The model timestep of each evaluated sigma: timesteps[i] belongs to sigmas[i]. */
   timesteps: number[];
-  /** Noise levels, descending, ending in 0; length = number of steps + 1. */
+  /**
+   * Noise levels, descending; length = number of steps + 1. The last is 0, except for DPM++ 2M
+   * with final_sigmas_type "sigma_min", whose sample ends at the smallest training sigma.
+   */
   sigmas: Float64Array;
   /** txt2img: start from N(0, 1) noise times this (diffusers' init_noise_sigma, in sigma space). */
   initNoiseSigma: number;
@@ -78,6 +91,14 @@ function badInput(message: string): never {
  * Choose timesteps and sigmas for a sampler the way diffusers' corresponding scheduler would:
  * DDIMScheduler for ddim, DDPMScheduler for ddpm, LCMScheduler for lcm, EulerDiscreteScheduler
  * (timesteps, linear sigma interpolation, init_noise_sigma) for the Euler family.
+ *
+ * DPM++ 2M follows DPMSolverMultistepScheduler (dpmsolver++, order 2): its own timesteps, its
+ * use_karras_sigmas / use_exponential_sigmas under the 'default' schedule, final_sigmas_type,
+ * lower_order_final and euler_at_final, and init_noise_sigma 1 in its variance-preserving
+ * space. Karras and exponential sigmas span the training sigmas (k-diffusion, A1111, ComfyUI and
+ * that scheduler agree); their timesteps are the log-sigma inverse, rounded as diffusers rounds
+ * them for DPM++ 2M (Karras: to nearest; exponential: truncated by its int64 cast) and kept
+ * fractional for the Euler family, as k-diffusion does.
  *
  * img2img follows StableDiffusionImg2ImgPipeline.get_timesteps: init_timestep =
  * min(floor(N * strength), N), t_start = max(N - init_timestep, 0), and the schedule is cut
@@ -102,11 +123,15 @@ export function planSampling(
   if (options.eta !== undefined && !(options.eta >= 0 && options.eta <= 1)) {
     badInput(`DDIM eta must be between 0 and 1 (got ${options.eta}).`);
   }
-  const karras = samplerName === 'dpmpp_2m_karras' || options.karras === true;
-  const discrete = samplerName === 'ddim' || samplerName === 'ddpm' || samplerName === 'lcm';
-  if (karras && discrete) {
+  const schedule = options.schedule ?? 'default';
+  if (!(scheduleNames as readonly string[]).includes(schedule)) {
     badInput(
-      `Karras sigmas do not apply to ${samplerName}, which runs on its own discrete timesteps.`,
+      `Unknown schedule ${JSON.stringify(schedule)}; use one of ${scheduleNames.join(', ')}.`,
+    );
+  }
+  if (!samplerTakesSchedule(samplerName, schedule)) {
+    badInput(
+      `The ${schedule} schedule does not apply to ${samplerName}, which runs on its own discrete timesteps; use the default schedule.`,
     );
   }
 
@@ -119,6 +144,8 @@ export function planSampling(
   let initNoiseSigma: number;
   let targets: Float64Array | null = null;
   let tStart = 0;
+  let lastSigma = 0;
+  let lowerOrderFinal = false;
 
   if (samplerName === 'lcm') {
     timesteps = lcmTimesteps(cfg, steps, strength);
@@ -140,14 +167,49 @@ export function planSampling(
     targets = Float64Array.from(timesteps, (t) =>
       t - ratio >= 0 ? trainSigmas[t - ratio] : finalSigma,
     );
+  } else if (samplerName === 'dpmpp_2m') {
+    const sigmaMin = trainSigmas[0];
+    const sigmaMax = trainSigmas[T - 1];
+    const own =
+      schedule === 'default'
+        ? cfg.use_karras_sigmas
+          ? 'karras'
+          : cfg.use_exponential_sigmas
+            ? 'exponential'
+            : 'default'
+        : schedule;
+    if (own === 'default') {
+      timesteps = dpmSolverTimesteps(cfg, steps);
+      evalSigmas = sigmasFromTimesteps(trainSigmas, timesteps);
+    } else {
+      checkSteps(cfg, steps);
+      evalSigmas =
+        own === 'karras'
+          ? karrasSigmas(sigmaMin, sigmaMax, steps)
+          : exponentialSigmas(sigmaMin, sigmaMax, steps);
+      // diffusers rounds Karras timesteps (not for the cosine schedule) and truncates the rest.
+      const toInt =
+        own === 'karras' && cfg.beta_schedule !== 'squaredcos_cap_v2' ? roundHalfEven : Math.trunc;
+      timesteps = Array.from(evalSigmas, (s) => toInt(sigmaToTimestep(s, trainSigmas)));
+    }
+    // DPMSolverMultistepScheduler: init_noise_sigma 1 for variance-preserving latents.
+    initNoiseSigma = Math.sqrt(evalSigmas[0] ** 2 + 1);
+    if (cfg.final_sigmas_type === 'sigma_min') lastSigma = sigmaMin;
+    lowerOrderFinal =
+      cfg.euler_at_final ||
+      (cfg.lower_order_final && timesteps.length < 15) ||
+      cfg.final_sigmas_type === 'zero';
   } else {
     const spaced = eulerTimesteps(cfg, steps);
     const spacedSigmas = sigmasFromTimesteps(trainSigmas, spaced);
-    if (karras) {
+    if (schedule !== 'default') {
       const spacedRange = options.karrasRange === 'spaced';
       const sigmaMin = spacedRange ? spacedSigmas[spacedSigmas.length - 1] : trainSigmas[0];
       const sigmaMax = spacedRange ? spacedSigmas[0] : trainSigmas[T - 1];
-      evalSigmas = karrasSigmas(sigmaMin, sigmaMax, steps);
+      evalSigmas =
+        schedule === 'karras'
+          ? karrasSigmas(sigmaMin, sigmaMax, steps)
+          : exponentialSigmas(sigmaMin, sigmaMax, steps);
       timesteps = Array.from(evalSigmas, (s) => sigmaToTimestep(s, trainSigmas));
     } else {
       evalSigmas = spacedSigmas;
@@ -170,7 +232,7 @@ export function planSampling(
   timesteps = timesteps.slice(tStart);
   const sigmas = new Float64Array(timesteps.length + 1);
   sigmas.set(evalSigmas.subarray(tStart));
-  sigmas[timesteps.length] = 0;
+  sigmas[timesteps.length] = lastSigma;
   if (targets) targets = targets.slice(tStart);
 
   const exact = new Map<number, number>();
@@ -196,8 +258,7 @@ export function planSampling(
       sampler = sampleHeun;
       break;
     case 'dpmpp_2m':
-    case 'dpmpp_2m_karras':
-      sampler = sampleDpmpp2m;
+      sampler = makeDpmpp2mSampler({ lowerOrderFinal });
       break;
     case 'lcm':
       sampler = makeLcmSampler({ timestepScaling: cfg.timestep_scaling, timestepOf });

@@ -117,7 +117,8 @@ export function trainingSigmas(abar: Float64Array): Float64Array {
   return abar.map(sigmaFromAlphaCumprod);
 }
 
-function checkSteps(cfg: SchedulerConfig, steps: number): void {
+/** Refuses a step count the schedule cannot take (1 .. num_train_timesteps, whole). */
+export function checkSteps(cfg: SchedulerConfig, steps: number): void {
   if (!Number.isInteger(steps) || steps < 1 || steps > cfg.num_train_timesteps) {
     throw new EngineError(
       'bad-input',
@@ -231,6 +232,54 @@ export function karrasSigmas(sigmaMin: number, sigmaMax: number, n: number, rho 
   const maxInv = sigmaMax ** (1 / rho);
   const ramp = linspace(0, 1, n);
   return ramp.map((r) => (maxInv + r * (minInv - maxInv)) ** rho);
+}
+
+/**
+ * Sigmas evenly spaced in log sigma from sigmaMax down to sigmaMin, n values, no trailing 0:
+ * k-diffusion's get_sigmas_exponential (diffusers' _convert_to_exponential).
+ */
+export function exponentialSigmas(sigmaMin: number, sigmaMax: number, n: number): Float64Array {
+  return linspace(Math.log(sigmaMax), Math.log(sigmaMin), n).map(Math.exp);
+}
+
+/**
+ * Integer timesteps, descending, as DPMSolverMultistepScheduler.set_timesteps chooses them for
+ * the config's timestep_spacing (its own rules, not Euler's) over the timesteps left after
+ * lambda_min_clipped: "linspace" rounds N+1 points over [0, last-1] and drops the last;
+ * "leading" takes multiples of last // (N+1) plus steps_offset; "trailing" steps down from last
+ * by T/N (fewer than N steps when clipped), minus 1.
+ */
+export function dpmSolverTimesteps(cfg: SchedulerConfig, steps: number): number[] {
+  checkSteps(cfg, steps);
+  const T = cfg.num_train_timesteps;
+  // diffusers: last_timestep = T - searchsorted(flip(lambda_t), lambda_min_clipped), with
+  // lambda_t = log(alpha_t) - log(sigma_t) = -log(sigma), falling with t.
+  let clipped = 0;
+  if (cfg.lambda_min_clipped > -Infinity) {
+    const sigmas = trainingSigmas(alphasCumprod(cfg));
+    for (let t = T - 1; t >= 0 && -Math.log(sigmas[t]) < cfg.lambda_min_clipped; t--) clipped++;
+  }
+  const last = T - clipped;
+  switch (cfg.timestep_spacing) {
+    case 'linspace':
+      return Array.from(linspace(0, last - 1, steps + 1), roundHalfEven)
+        .reverse()
+        .slice(0, steps);
+    case 'leading': {
+      const ratio = Math.floor(last / (steps + 1));
+      const out: number[] = [];
+      for (let i = steps; i >= 1; i--) out.push(i * ratio + cfg.steps_offset);
+      return out;
+    }
+    case 'trailing': {
+      if (last === T) return trailing(T, steps);
+      // numpy.arange(last, 0, -T/N): ceil(last / (T/N)) values.
+      const step = T / steps;
+      const out: number[] = [];
+      for (let i = 0; last - i * step > 0; i++) out.push(roundHalfEven(last - i * step) - 1);
+      return out;
+    }
+  }
 }
 
 /**

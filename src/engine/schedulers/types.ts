@@ -29,7 +29,10 @@ export interface StepEvent {
   /** 0-based index of the step just completed; `step + 1` of `total` are done. */
   step: number;
   total: number;
-  /** The sample after this step (at sigma `sigmas[step + 1]`). A fresh array; keep it if you like. */
+  /**
+   * The sample after this step (at sigma `sigmas[step + 1]`), after `afterStep`. The sampler
+   * continues from this array: read or copy it, never change it.
+   */
   x: Float32Array;
   /** The denoised estimate this step used (a preview). */
   denoised: Float32Array;
@@ -42,6 +45,12 @@ export interface SampleOptions {
   /** Checked before every model call; when fired the sampler throws an AbortError. */
   signal?: AbortSignal;
   onStep?: (e: StepEvent) => void;
+  /**
+   * A step of the caller's own after each sampler step (inpainting's blend): it gets the new
+   * sample and may change it in place; the sampler continues from the changed sample, and
+   * reports it to onStep afterwards.
+   */
+  afterStep?: (x: Float32Array, step: number) => void;
   /** Maps a sigma of the schedule to its model timestep (plan.timestepOf); fills StepInfo. */
   timestepOf?: (sigma: number) => number;
 }

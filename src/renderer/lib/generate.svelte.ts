@@ -9,8 +9,10 @@ import {
   defaultUpscaleOptions,
   familyCapabilities,
   type SamplerName,
+  type ScheduleName,
   type UpscaleOptions,
   maxSide,
+  samplerTakesSchedule,
 } from '../../shared';
 import { clamp } from './format';
 import type { Studio } from './studio.svelte';
@@ -64,6 +66,8 @@ export class GenerateForm {
   prompt = $state('');
   negativePrompt = $state('');
   sampler = $state<SamplerName>(defaultGenerationSettings.sampler);
+  /** Kept while a sampler that cannot take it is chosen; sent as 'default' then. */
+  schedule = $state<ScheduleName>(defaultGenerationSettings.schedule);
   steps = $state(defaultGenerationSettings.steps);
   guidance = $state(defaultGenerationSettings.guidance);
   seedMode = $state<SeedMode>('random');
@@ -197,6 +201,7 @@ export class GenerateForm {
       negativePrompt: this.negativePrompt,
       seed,
       sampler: this.sampler,
+      schedule: samplerTakesSchedule(this.sampler, this.schedule) ? this.schedule : 'default',
       steps: this.steps,
       guidance: this.guidance,
       width: this.width,
@@ -225,6 +230,7 @@ export class GenerateForm {
     if (s.prompt !== undefined) this.prompt = s.prompt;
     if (s.negativePrompt !== undefined) this.negativePrompt = s.negativePrompt;
     if (s.sampler) this.sampler = s.sampler;
+    if (s.schedule) this.schedule = s.schedule;
     if (s.steps) this.steps = s.steps;
     if (s.guidance !== undefined) this.guidance = s.guidance;
     if (s.seed !== undefined) this.useSeed(s.seed);

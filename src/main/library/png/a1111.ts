@@ -10,7 +10,11 @@
  * as the parameters only when it holds at least 3 `key: value` pairs, where a key is a word
  * character followed by word characters, spaces, `-` or `/`.
  */
-import { a1111SamplerNames, type GenerationSettings } from '../../../shared/generation';
+import {
+  type GenerationSettings,
+  a1111SamplerNames,
+  a1111ScheduleNames,
+} from '../../../shared/generation';
 
 /** Extra facts written into the parameters line (and kept in our own JSON chunk). */
 export interface A1111Extra {
@@ -53,6 +57,10 @@ export function formatA1111Parameters(
   const params: Array<[string, string]> = [
     ['Steps', formatNumber(settings.steps)],
     ['Sampler', a1111SamplerNames[settings.sampler] ?? String(settings.sampler)],
+    // webui 1.9+ writes the schedule apart, and nothing for its "Automatic" (our 'default').
+    ...(settings.schedule && settings.schedule !== 'default'
+      ? [['Schedule type', a1111ScheduleNames[settings.schedule]] as [string, string]]
+      : []),
     ['CFG scale', formatNumber(settings.guidance)],
     ['Seed', formatNumber(settings.seed)],
     ['Size', `${settings.width}x${settings.height}`],

@@ -21,6 +21,7 @@ import {
   num,
   own,
   put,
+  putSampler,
   samplerFromComfy,
   setRaw,
 } from './foreign';
@@ -276,7 +277,7 @@ export function settingsFromComfy(promptJson: unknown): ForeignResult | null {
   put(settings, 'seed', num(s.seed));
   put(settings, 'steps', num(s.steps));
   put(settings, 'guidance', num(s.cfg));
-  put(settings, 'sampler', samplerFromComfy(s.samplerName, s.scheduler));
+  putSampler(settings, samplerFromComfy(s.samplerName, s.scheduler));
   put(settings, 'strength', num(s.denoise));
   put(settings, 'prompt', conditioningText(nodes, s.positive));
   put(settings, 'negativePrompt', conditioningText(nodes, s.negative));

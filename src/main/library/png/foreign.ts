@@ -5,9 +5,13 @@
  * skipped, every field is checked against the GenerationSettings schema, and nothing throws.
  */
 import {
-  GenerationSettings,
-  a1111SamplerNames,
+  GenerationFields,
+  type GenerationSettings,
   type SamplerName,
+  type ScheduleName,
+  a1111SamplerNames,
+  a1111ScheduleNames,
+  samplerTakesSchedule,
 } from '../../../shared/generation';
 import { type A1111Parameters } from './a1111';
 
@@ -21,7 +25,7 @@ export interface ForeignResult {
 /** Longest raw value kept, in characters (a hostile file can hold megabytes in one field). */
 const MAX_RAW_VALUE = 64 * 1024;
 
-const shape = GenerationSettings.shape;
+const shape = GenerationFields.shape;
 
 /** Set settings[key] = value only when the schema accepts it. */
 export function put<K extends keyof GenerationSettings>(
@@ -35,6 +39,19 @@ export function put<K extends keyof GenerationSettings>(
   ).safeParse(value);
   if (parsed.success && parsed.data !== undefined)
     settings[key] = parsed.data as GenerationSettings[K];
+}
+
+/** A sampler with the schedule it runs on. */
+export interface SamplerChoice {
+  sampler: SamplerName;
+  schedule: ScheduleName;
+}
+
+/** Sets settings.sampler and settings.schedule from a choice (nothing when undefined). */
+export function putSampler(settings: PartialSettings, choice: SamplerChoice | undefined): void {
+  if (!choice) return;
+  put(settings, 'sampler', choice.sampler);
+  put(settings, 'schedule', choice.schedule);
 }
 
 function rawValue(v: unknown): string | null {
@@ -90,19 +107,32 @@ const byA1111Name = new Map<string, SamplerName>(
   ]),
 );
 
+const byA1111Schedule = new Map<string, ScheduleName>(
+  (Object.entries(a1111ScheduleNames) as Array<[ScheduleName, string]>).map(([id, name]) => [
+    name.toLowerCase(),
+    id,
+  ]),
+);
+
 /**
- * Our sampler for an A1111 `Sampler` (and, since webui 1.9, `Schedule type`). Only exact
+ * Our sampler and schedule for an A1111 `Sampler` and `Schedule type`: webui 1.9+ writes them
+ * apart ("DPM++ 2M", "Karras"), older versions as one name ("DPM++ 2M Karras"). Only exact
  * matches: anything else stays in raw.
  */
-export function samplerFromA1111(name: string, scheduleType?: string): SamplerName | undefined {
-  const base = name.trim().toLowerCase();
-  const schedule = (scheduleType ?? '').trim().toLowerCase();
-  if (schedule === '' || schedule === 'automatic') return byA1111Name.get(base);
-  if (schedule === 'karras') {
-    const id = byA1111Name.get(`${base} karras`);
-    if (id) return id;
+export function samplerFromA1111(name: string, scheduleType?: string): SamplerChoice | undefined {
+  let base = name.trim().toLowerCase();
+  let schedule = byA1111Schedule.get((scheduleType ?? '').trim().toLowerCase() || 'automatic');
+  if (!schedule) return undefined;
+  if (!byA1111Name.has(base) && schedule === 'default') {
+    const suffix = /^(.*) (karras|exponential)$/.exec(base);
+    if (suffix) {
+      base = suffix[1];
+      schedule = byA1111Schedule.get(suffix[2]);
+    }
   }
-  return undefined;
+  const sampler = byA1111Name.get(base);
+  if (!sampler || !schedule || !samplerTakesSchedule(sampler, schedule)) return undefined;
+  return { sampler, schedule };
 }
 
 export function settingsFromA1111(parsed: A1111Parameters): ForeignResult {
@@ -112,9 +142,8 @@ export function settingsFromA1111(parsed: A1111Parameters): ForeignResult {
   put(settings, 'prompt', parsed.prompt);
   put(settings, 'negativePrompt', parsed.negativePrompt);
   const p = parsed.params;
-  const sampler =
-    p.Sampler !== undefined ? samplerFromA1111(p.Sampler, p['Schedule type']) : undefined;
-  put(settings, 'sampler', sampler);
+  if (p.Sampler !== undefined)
+    putSampler(settings, samplerFromA1111(p.Sampler, p['Schedule type']));
   put(settings, 'steps', num(p.Steps));
   put(settings, 'guidance', num(p['CFG scale']));
   put(settings, 'seed', num(p.Seed));
@@ -139,36 +168,46 @@ const COMFY_SAMPLERS: Record<string, SamplerName> = {
   ddpm: 'ddpm',
   lcm: 'lcm',
 };
-/** Sigma schedules that give the plain (non-Karras) form of a sampler. */
-const COMFY_PLAIN_SCHEDULES = new Set(['normal', 'simple', 'sgm_uniform', 'ddim_uniform']);
+/** ComfyUI schedulers: the sampler's own schedule, or one of ours. */
+const COMFY_SCHEDULES: Record<string, ScheduleName> = {
+  normal: 'default',
+  simple: 'default',
+  sgm_uniform: 'default',
+  ddim_uniform: 'default',
+  karras: 'karras',
+  exponential: 'exponential',
+};
 
 export function samplerFromComfy(
   samplerName: unknown,
   scheduler: unknown,
-): SamplerName | undefined {
+): SamplerChoice | undefined {
   if (typeof samplerName !== 'string') return undefined;
   const id = Object.prototype.hasOwnProperty.call(COMFY_SAMPLERS, samplerName)
     ? COMFY_SAMPLERS[samplerName]
     : undefined;
   if (!id) return undefined;
-  const schedule = typeof scheduler === 'string' ? scheduler : 'normal';
-  if (schedule === 'karras') return id === 'dpmpp_2m' ? 'dpmpp_2m_karras' : undefined;
-  return COMFY_PLAIN_SCHEDULES.has(schedule) ? id : undefined;
+  const name = typeof scheduler === 'string' ? scheduler : 'normal';
+  const schedule = Object.hasOwn(COMFY_SCHEDULES, name) ? COMFY_SCHEDULES[name] : undefined;
+  if (!schedule || !samplerTakesSchedule(id, schedule)) return undefined;
+  return { sampler: id, schedule };
 }
 
 // ---------------------------------------------------------------------------------------------
 // InvokeAI (`invokeai_metadata`: the core metadata of the graph that made the image)
 
 /** InvokeAI scheduler names (SCHEDULER_NAME_VALUES) that are one of ours exactly. */
-const INVOKE_SCHEDULERS: Record<string, SamplerName> = {
-  ddim: 'ddim',
-  ddpm: 'ddpm',
-  euler: 'euler',
-  euler_a: 'euler_a',
-  heun: 'heun',
-  dpmpp_2m: 'dpmpp_2m',
-  dpmpp_2m_k: 'dpmpp_2m_karras',
-  lcm: 'lcm',
+const INVOKE_SCHEDULERS: Record<string, SamplerChoice> = {
+  ddim: { sampler: 'ddim', schedule: 'default' },
+  ddpm: { sampler: 'ddpm', schedule: 'default' },
+  euler: { sampler: 'euler', schedule: 'default' },
+  euler_k: { sampler: 'euler', schedule: 'karras' },
+  euler_a: { sampler: 'euler_a', schedule: 'default' },
+  heun: { sampler: 'heun', schedule: 'default' },
+  heun_k: { sampler: 'heun', schedule: 'karras' },
+  dpmpp_2m: { sampler: 'dpmpp_2m', schedule: 'default' },
+  dpmpp_2m_k: { sampler: 'dpmpp_2m', schedule: 'karras' },
+  lcm: { sampler: 'lcm', schedule: 'default' },
 };
 
 export function settingsFromInvoke(meta: unknown): ForeignResult | null {
@@ -191,6 +230,6 @@ export function settingsFromInvoke(meta: unknown): ForeignResult | null {
     typeof scheduler === 'string' &&
     Object.prototype.hasOwnProperty.call(INVOKE_SCHEDULERS, scheduler)
   )
-    put(settings, 'sampler', INVOKE_SCHEDULERS[scheduler]);
+    putSampler(settings, INVOKE_SCHEDULERS[scheduler]);
   return { settings, raw };
 }
