@@ -116,7 +116,11 @@ if (!app.requestSingleInstanceLock()) {
         chrome: process.versions.chrome ?? '',
       },
     });
-    handleAppProtocol(rendererDir, (urlPath) => host?.library.readMedia(urlPath) ?? null);
+    handleAppProtocol(
+      rendererDir,
+      (urlPath) => host?.library.readMedia(urlPath) ?? null,
+      app.getPath('userData'),
+    );
     bindIpc(host, (contents) => [...windows].some((w) => w.webContents === contents));
     createWindow();
 

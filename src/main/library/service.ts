@@ -10,7 +10,6 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import sharp from 'sharp';
 import {
   type DeleteResult,
   type GalleryPage,
@@ -33,6 +32,7 @@ import {
   openDatabase,
   quickCheck,
 } from './db';
+import { checkStudioPng, checkUploadedImage } from '../images/decode';
 import { FileStore, existsFile, isTempName } from './file-store';
 import {
   type CountCache,
@@ -621,12 +621,10 @@ export class Library {
     let height: number;
     try {
       png = await fsp.readFile(abs);
-      const meta = await sharp(png).metadata();
-      if (meta.format !== 'png' || !meta.width || !meta.height) return null;
-      width = meta.width;
-      height = meta.height;
       // A half-written file fails to decode.
-      await sharp(png, { failOn: 'truncated' }).raw().toBuffer();
+      const size = await checkStudioPng(png);
+      if (!size) return null;
+      ({ width, height } = size);
     } catch {
       return null;
     }
@@ -1067,25 +1065,11 @@ export class Library {
   }): Promise<UploadedImage> {
     this.assertWritable();
     const data = Buffer.from(input.data.replace(/^data:[^,]*,/, ''), 'base64');
-    let format: string | undefined;
-    let width = 0;
-    let height = 0;
-    try {
-      const meta = await sharp(data).metadata();
-      format = meta.format;
-      if (format && uploadFormats[format]) {
-        const { info } = await sharp(data, { failOn: 'truncated' })
-          .raw()
-          .toBuffer({ resolveWithObject: true });
-        width = info.width;
-        height = info.height;
-      }
-    } catch {
-      throw new StudioError(
-        'invalid-argument',
-        `${input.name ? `"${input.name.slice(0, 100)}"` : 'The image'} could not be read: it is damaged or not a PNG, JPEG or WebP image.`,
-      );
-    }
+    const {
+      format,
+      width = 0,
+      height = 0,
+    } = await checkUploadedImage(data, input.name, Object.keys(uploadFormats));
     const ext = format ? uploadFormats[format] : undefined;
     if (!ext)
       throw new StudioError(
