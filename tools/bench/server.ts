@@ -17,10 +17,10 @@ import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { build } from 'esbuild';
 import WebSocket from 'ws';
 import { StudioHost } from '../../src/main/api';
 import { startServer, wsProtocol } from '../../src/main/server/server';
+import { bundleEntry } from '../../tests/integration/bundle';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const log = (line: string) => process.stderr.write(`bench:server: ${line}\n`);
@@ -138,24 +138,6 @@ async function phase(name: string, job: ClientJob): Promise<Record<string, numbe
   };
 }
 
-async function bundleEngineWorker(): Promise<string> {
-  const outfile = path.join(repoRoot, 'out', 'tools', 'bench-engine-worker.mjs');
-  await build({
-    entryPoints: [path.join(repoRoot, 'src', 'engine', 'worker.ts')],
-    outfile,
-    bundle: true,
-    platform: 'node',
-    target: 'node20',
-    format: 'esm',
-    packages: 'external',
-    logLevel: 'warning',
-    banner: {
-      js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);",
-    },
-  });
-  return outfile;
-}
-
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -177,7 +159,7 @@ async function main(): Promise<void> {
     dataDir,
     version: 'bench',
     resourcesDir: path.join(repoRoot, 'resources'),
-    workerPath: await bundleEngineWorker(),
+    workerPath: await bundleEntry('src/engine/worker.ts', 'bench-engine-worker'),
     log: () => {},
   });
   const server = await startServer({ host, port: 0 });
