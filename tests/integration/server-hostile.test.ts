@@ -12,6 +12,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import WebSocket from 'ws';
 import { maxMessageBytes, wsProtocol } from '../../src/main/server/server';
+import { ImageUpload } from '../../src/shared';
 import { bundleEntry } from './bundle';
 import { pngBomb } from './hostile-images';
 
@@ -239,6 +240,21 @@ const malformedFrames: [string, Buffer, number][] = [
   ['the reserved close code 1005', frame({ opcode: 8, payload: closePayload(1005) }), 1002],
   ['a one-byte close payload', frame({ opcode: 8, payload: Buffer.from([3]) }), 1002],
 ];
+
+describe('size limits', () => {
+  it("take the contract's largest call, a maximal image upload, and no more than 1 MiB beyond", () => {
+    const dataLimit = ImageUpload.shape.data.maxLength!;
+    const largest = JSON.stringify({
+      type: 'call',
+      id: Number.MAX_SAFE_INTEGER,
+      method: 'uploadImage',
+      // A name of 255 characters that all need escaping, the longest the schema allows.
+      input: { data: 'A'.repeat(dataLimit), purpose: 'import', name: '\u0001'.repeat(255) },
+    });
+    expect(Buffer.byteLength(largest)).toBeLessThanOrEqual(maxMessageBytes);
+    expect(maxMessageBytes - dataLimit).toBeLessThanOrEqual(1024 * 1024);
+  });
+});
 
 describe('malformed WebSocket frames close that socket, not the server', () => {
   it.each(malformedFrames)('%s: closed with %i', async (_name, bytes, expectedCode) => {
