@@ -1,4 +1,4 @@
-// `npm run bench:server [-- --clients N --seconds N --interval MS]`: how the headless server
+// `npm run bench:server [-- --clients N --seconds N --interval MS --threads N]`: how the headless server
 // answers while it works. The real host (SQLite in a temp folder, the engine worker, the
 // built-in model in resources/models/latent-shapes) serves over a real loopback socket; a second
 // thread connects N WebSocket clients (default 200) that all receive every event (progress and
@@ -144,6 +144,7 @@ async function main(): Promise<void> {
       clients: { type: 'string', default: '200' },
       seconds: { type: 'string', default: '20' },
       interval: { type: 'string', default: '20' },
+      threads: { type: 'string' },
     },
     strict: true,
   });
@@ -167,6 +168,8 @@ async function main(): Promise<void> {
     await host.library.ready;
     const model = host.library.listModels().find((m) => m.builtIn && m.status === 'ok');
     if (!model) throw new Error('the built-in model (resources/models/latent-shapes) is missing.');
+    // The engine's intra-op threads: the studio's setting (physical cores) unless given.
+    if (values.threads) host.service.updateSettings({ threads: Number(values.threads) });
     const job = { url: server.url, token: server.token, seconds, intervalMs };
 
     const idle = await phase('idle', { ...job, clients: 1 });
@@ -204,6 +207,7 @@ async function main(): Promise<void> {
         node: process.version,
       },
       intervalMs,
+      engineThreads: host.settings.get().threads,
       generationRanThroughout: stillRunning,
       phases: [idle, loaded],
       serverPeakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024),
