@@ -3,7 +3,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import sharp from 'sharp';
+import { ImageTooLargeError, withImage } from './images/decode';
 import { DiffusionEngine, type PixelImage, describeEngineError } from '../engine';
 import {
   GenerationSettings,
@@ -79,8 +79,11 @@ async function readImage(file: string, flag = 'init'): Promise<PixelImage> {
   if (!stat?.isFile()) throw new UsageError(`--${flag}: ${file} does not exist.`);
   try {
     // A mask keeps its alpha (transparent = keep); the engine reads luminance times alpha.
-    const img = flag === 'mask' ? sharp(file).ensureAlpha() : sharp(file).removeAlpha();
-    const { data, info } = await img.raw().toBuffer({ resolveWithObject: true });
+    const { data, info } = await withImage(file, { what: `--${flag}: ${file}` }, (image) =>
+      (flag === 'mask' ? image.ensureAlpha() : image.removeAlpha())
+        .raw()
+        .toBuffer({ resolveWithObject: true }),
+    );
     return {
       width: info.width,
       height: info.height,
@@ -88,6 +91,7 @@ async function readImage(file: string, flag = 'init'): Promise<PixelImage> {
       data: new Uint8Array(data.buffer, data.byteOffset, data.length),
     };
   } catch (err) {
+    if (err instanceof ImageTooLargeError) throw new UsageError(err.message);
     throw new UsageError(
       `--${flag}: ${file} is not an image that can be read (${(err as Error).message.split('\n')[0]}).`,
     );

@@ -11,6 +11,7 @@ import {
 } from '../../src/main/library/png-metadata';
 import { fixtureModelInfo, type FixtureInfo } from '../fixtures/models';
 import { bundleEntry } from './bundle';
+import { pngBomb } from './hostile-images';
 
 let cli: string;
 let ka: FixtureInfo;
@@ -230,5 +231,25 @@ describe('npm run generate (the CLI)', () => {
     ]);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/broken\.png is not an image that can be read/);
+  });
+
+  it('refuses a decompression bomb from its header, before decoding it', () => {
+    const bomb = path.join(tmp, 'bomb.png');
+    fs.writeFileSync(bomb, pngBomb(16383, 16383));
+    const r = run([
+      '--model',
+      ka.dir,
+      '--prompt',
+      'x',
+      '--init',
+      bomb,
+      '--out',
+      path.join(tmp, 'c.png'),
+    ]);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim()).toMatch(
+      /^latent-studio: --init: .*bomb\.png is 16383x16383 \(268\.4 megapixels\); the studio reads images of at most 16\.8 megapixels/,
+    );
+    expect(fs.existsSync(path.join(tmp, 'c.png'))).toBe(false);
   });
 });

@@ -1,11 +1,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BrowserWindow, app, session, shell } from 'electron';
+import { BrowserWindow, Menu, app, session, shell } from 'electron';
 import { StudioHost } from '../api';
 import { appVersion } from '../version';
 import { bindIpc, forwardEvents } from './ipc';
+import { menuTemplate } from './menu';
 import { appOrigin, handleAppProtocol, registerAppScheme } from './protocol';
+import { gracefulQuit, quitTimeoutMs } from './quit';
 import { loadWindowState, trackWindowState } from './window-state';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -59,6 +61,7 @@ if (!app.requestSingleInstanceLock()) {
         allowRunningInsecureContent: false,
         webviewTag: false,
         spellcheck: false,
+        devTools: !app.isPackaged,
       },
     });
     windows.add(window);
@@ -93,6 +96,11 @@ if (!app.requestSingleInstanceLock()) {
   });
 
   app.whenReady().then(() => {
+    Menu.setApplicationMenu(
+      Menu.buildFromTemplate(
+        menuTemplate({ isPackaged: app.isPackaged, platform: process.platform }),
+      ),
+    );
     // Deny every permission (camera, notifications, geolocation…) by default (checklist #5).
     session.defaultSession.setPermissionRequestHandler((_contents, _permission, callback) =>
       callback(false),
@@ -116,7 +124,11 @@ if (!app.requestSingleInstanceLock()) {
         chrome: process.versions.chrome ?? '',
       },
     });
-    handleAppProtocol(rendererDir, (urlPath) => host?.library.readMedia(urlPath) ?? null);
+    handleAppProtocol(
+      rendererDir,
+      (urlPath) => host?.library.readMedia(urlPath) ?? null,
+      app.getPath('userData'),
+    );
     bindIpc(host, (contents) => [...windows].some((w) => w.webContents === contents));
     createWindow();
 
@@ -129,7 +141,13 @@ if (!app.requestSingleInstanceLock()) {
     if (process.platform !== 'darwin') app.quit();
   });
 
-  app.on('will-quit', () => {
-    void host?.close();
-  });
+  app.on(
+    'before-quit',
+    gracefulQuit({
+      close: async () => host?.close(),
+      quit: () => app.quit(),
+      timeoutMs: quitTimeoutMs,
+      log: (line) => console.error(line),
+    }),
+  );
 }

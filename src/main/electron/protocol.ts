@@ -1,7 +1,6 @@
-import fs from 'node:fs/promises';
 import { protocol } from 'electron';
 import { securityHeaders } from '../security';
-import { readStaticFile } from '../static-files';
+import { readRegularFileInside, readStaticFile } from '../static-files';
 
 /** App content is served from studio://app/, never file:// (Electron security checklist #18). */
 export const appScheme = 'studio';
@@ -17,14 +16,22 @@ export function registerAppScheme(): void {
 /** The file behind a /media/... path (the library's images, thumbnails and uploads). */
 export type MediaReader = (urlPath: string) => { file: string; contentType: string } | null;
 
-export function handleAppProtocol(rendererDir: string, readMedia?: MediaReader): void {
+/**
+ * Serves the renderer and, under /media/, the library's files: only regular files inside the
+ * data folder `mediaRoot`, never through a symbolic link (see readRegularFileInside).
+ */
+export function handleAppProtocol(
+  rendererDir: string,
+  readMedia?: MediaReader,
+  mediaRoot?: string,
+): void {
   protocol.handle(appScheme, async (request) => {
     const url = new URL(request.url);
     if (url.host !== 'app' || request.method !== 'GET')
       return new Response('Not found', { status: 404 });
     if (url.pathname.startsWith('/media/')) {
       const media = readMedia?.(url.pathname) ?? null;
-      const body = media ? await fs.readFile(media.file).catch(() => null) : null;
+      const body = media && mediaRoot ? await readRegularFileInside(mediaRoot, media.file) : null;
       if (!media || !body)
         return new Response('Not found', { status: 404, headers: securityHeaders });
       return new Response(new Uint8Array(body), {

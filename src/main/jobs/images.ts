@@ -1,18 +1,23 @@
 import sharp from 'sharp';
 import type { PixelImage } from '../../engine';
 import { StudioError } from '../../shared';
+import { ImageTooLargeError, withImage } from '../images/decode';
 
 /**
  * An image file as the engine takes it: RGB for a source image (alpha dropped), one grey
  * channel for a mask (transparent areas count as black, i.e. kept).
  */
 export async function readPixels(file: string, kind: 'init' | 'mask'): Promise<PixelImage> {
+  const what = kind === 'mask' ? 'mask image' : 'source image';
   try {
-    const pipeline =
-      kind === 'mask'
-        ? sharp(file).flatten({ background: '#000000' }).toColourspace('b-w')
-        : sharp(file).toColourspace('srgb').removeAlpha();
-    const { data, info } = await pipeline.raw().toBuffer({ resolveWithObject: true });
+    const { data, info } = await withImage(file, { what: `The ${what}` }, (image) =>
+      (kind === 'mask'
+        ? image.flatten({ background: '#000000' }).toColourspace('b-w')
+        : image.toColourspace('srgb').removeAlpha()
+      )
+        .raw()
+        .toBuffer({ resolveWithObject: true }),
+    );
     const channels = kind === 'mask' ? 1 : 3;
     if (info.channels !== channels)
       throw new Error(`decoded to ${info.channels} channels instead of ${channels}`);
@@ -23,7 +28,7 @@ export async function readPixels(file: string, kind: 'init' | 'mask'): Promise<P
       data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
     };
   } catch (err) {
-    const what = kind === 'mask' ? 'mask image' : 'source image';
+    if (err instanceof ImageTooLargeError) throw err;
     const reason = (err as Error).message.split('\n')[0];
     throw new StudioError('storage', `The ${what} could not be read (${reason}).`);
   }

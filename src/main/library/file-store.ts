@@ -15,7 +15,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import sharp from 'sharp';
+import { makeThumbnail } from '../images/decode';
 
 const thumbSize = 256;
 const tempMarker = '.tmp-';
@@ -92,12 +92,8 @@ export class FileStore {
   }
 
   /** A WebP thumbnail, at most thumbSize on its longer side. */
-  async makeThumb(png: Uint8Array): Promise<Uint8Array> {
-    const buf = await sharp(png)
-      .resize(thumbSize, thumbSize, { fit: 'inside', withoutEnlargement: true })
-      .webp({ quality: 80 })
-      .toBuffer();
-    return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  makeThumb(png: Uint8Array): Promise<Uint8Array> {
+    return makeThumbnail(png, thumbSize);
   }
 
   /** Moves a file, across file systems too; creates the target folder. */

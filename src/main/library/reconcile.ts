@@ -4,8 +4,8 @@
  */
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import sharp from 'sharp';
 import { GenerationSettings } from '../../shared';
+import { checkStudioPng } from '../images/decode';
 import type { HostContext } from '../services';
 import type { LibraryDatabase } from './database';
 import { type Db, immediate } from './db';
@@ -164,12 +164,10 @@ export class Reconciler {
     let height: number;
     try {
       png = await fsp.readFile(abs);
-      const meta = await sharp(png).metadata();
-      if (meta.format !== 'png' || !meta.width || !meta.height) return null;
-      width = meta.width;
-      height = meta.height;
       // A half-written file fails to decode.
-      await sharp(png, { failOn: 'truncated' }).raw().toBuffer();
+      const size = await checkStudioPng(png);
+      if (!size) return null;
+      ({ width, height } = size);
     } catch {
       return null;
     }

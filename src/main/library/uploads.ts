@@ -3,8 +3,8 @@
  * and purpose), and looking an image or upload up by id.
  */
 import fsp from 'node:fs/promises';
-import sharp from 'sharp';
 import { type ImageRef, type StudioService, StudioError, type UploadedImage } from '../../shared';
+import { checkUploadedImage } from '../images/decode';
 import type { LibraryDatabase } from './database';
 import { type Db, immediate } from './db';
 import { type FileStore, existsFile } from './file-store';
@@ -39,25 +39,11 @@ export class UploadService {
   }): Promise<UploadedImage> {
     this.database.assertWritable();
     const data = Buffer.from(input.data.replace(/^data:[^,]*,/, ''), 'base64');
-    let format: string | undefined;
-    let width = 0;
-    let height = 0;
-    try {
-      const meta = await sharp(data).metadata();
-      format = meta.format;
-      if (format && uploadFormats[format]) {
-        const { info } = await sharp(data, { failOn: 'truncated' })
-          .raw()
-          .toBuffer({ resolveWithObject: true });
-        width = info.width;
-        height = info.height;
-      }
-    } catch {
-      throw new StudioError(
-        'invalid-argument',
-        `${input.name ? `"${input.name.slice(0, 100)}"` : 'The image'} could not be read: it is damaged or not a PNG, JPEG or WebP image.`,
-      );
-    }
+    const {
+      format,
+      width = 0,
+      height = 0,
+    } = await checkUploadedImage(data, input.name, Object.keys(uploadFormats));
     const ext = format ? uploadFormats[format] : undefined;
     if (!ext)
       throw new StudioError(
