@@ -27,7 +27,7 @@ import type {
 } from '../../src/engine/convert/types';
 import { signatureFromSession, validateSignature } from '../../src/engine/models/signature';
 import type { ComponentName } from '../../src/engine/models/types';
-import { MemorySafetensors } from '../fixtures/safetensors-memory';
+import { FixtureSafetensors } from '../fixtures/safetensors-fixture';
 
 const REF = path.join(__dirname, '../fixtures/reference');
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'convert-emit-'));
@@ -42,12 +42,23 @@ interface FixtureArch {
   textEncoders: TextEncoderArchitecture[];
 }
 
-function fixture(family: CheckpointFamily) {
+const fixtures = new Map<CheckpointFamily, ReturnType<typeof openFixture>>();
+afterAll(async () => {
+  for (const f of fixtures.values()) await Promise.all([f.source.close(), f.expected.close()]);
+});
+
+function fixture(family: CheckpointFamily): ReturnType<typeof openFixture> {
+  let f = fixtures.get(family);
+  if (!f) fixtures.set(family, (f = openFixture(family)));
+  return f;
+}
+
+function openFixture(family: CheckpointFamily) {
   const arch = JSON.parse(
     readFileSync(path.join(REF, `convert-${family}.json`), 'utf8'),
   ) as FixtureArch;
-  const source = new MemorySafetensors(path.join(REF, `convert-${family}.safetensors`));
-  const expected = new MemorySafetensors(path.join(REF, `convert-${family}.expected.safetensors`));
+  const source = new FixtureSafetensors(path.join(REF, `convert-${family}.safetensors`));
+  const expected = new FixtureSafetensors(path.join(REF, `convert-${family}.expected.safetensors`));
   return { arch, source, expected };
 }
 
@@ -56,7 +67,7 @@ function outDir(): string {
   return path.join(tmp, `c${dirCount++}`);
 }
 
-async function f32(src: MemorySafetensors, name: string): Promise<ort.Tensor> {
+async function f32(src: FixtureSafetensors, name: string): Promise<ort.Tensor> {
   const info = src.info(name);
   if (!info) throw new Error(`expected file has no ${name}`);
   return new ort.Tensor('float32', await src.readFloat32(name), [...info.shape]);
@@ -82,7 +93,7 @@ async function run(
 
 async function relErr(
   got: ort.Tensor | undefined,
-  expected: MemorySafetensors,
+  expected: FixtureSafetensors,
   name: string,
 ): Promise<number> {
   if (!got) throw new Error(`no output for ${name}`);

@@ -87,22 +87,21 @@ STORE = {"sd1": torch.float32, "sd2": torch.float16, "sdxl": torch.float16}
 
 
 def write_safetensors(path, tensors, metadata=None):
-    """The safetensors layout: u64 header length, JSON header, then the data, in order."""
+    """The safetensors layout: u64 header length, JSON header, then the data, in order.
+    Streams one tensor at a time (a full-size checkpoint never sits in memory twice)."""
     header = {"__metadata__": metadata} if metadata else {}
-    blobs, offset = [], 0
+    offset = 0
     for name, t in tensors.items():
-        t = t.detach().contiguous()
-        b = t.numpy().tobytes()
-        header[name] = {"dtype": DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(b)]}
-        blobs.append(b)
-        offset += len(b)
+        n = t.numel() * t.element_size()
+        header[name] = {"dtype": DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + n]}
+        offset += n
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(raw)))
         f.write(raw)
-        for b in blobs:
-            f.write(b)
+        for t in tensors.values():
+            f.write(t.detach().contiguous().numpy().tobytes())
 
 
 def randomize_norms_and_biases(model, gen):

@@ -228,8 +228,7 @@ export class Graph {
             d.set(new Uint8Array(values.buffer, values.byteOffset, length));
             return;
           }
-          const half = new Uint16Array(d.buffer, d.byteOffset, count);
-          for (let i = 0; i < count; i++) half[i] = float32ToFloat16Bits(values[i]);
+          toHalfInto(values, new Uint16Array(d.buffer, d.byteOffset, count));
         });
         initializers.push({
           name: w.name,
@@ -270,6 +269,27 @@ export class Graph {
       await mh.close();
     }
     return offset + model.byteLength;
+  }
+}
+
+/**
+ * float32 -> binary16 bits, round to nearest even, as float32ToFloat16Bits, with the common case
+ * (a normal half) inlined over the raw bits: this loop runs once per weight value of the model.
+ */
+export function toHalfInto(src: Float32Array, dst: Uint16Array): void {
+  const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
+  for (let i = 0; i < bits.length; i++) {
+    const x = bits[i];
+    const e = ((x >>> 23) & 0xff) - 112; // rebias 127 -> 15
+    if (e > 0 && e < 31) {
+      const mant = x & 0x7fffff;
+      let h = (e << 10) | (mant >>> 13);
+      const rem = mant & 0x1fff;
+      if (rem > 0x1000 || (rem === 0x1000 && (h & 1) === 1)) h++; // may carry into Inf: right
+      dst[i] = ((x >>> 16) & 0x8000) | h;
+    } else {
+      dst[i] = float32ToFloat16Bits(src[i]); // zero, subnormal, overflow, Inf, NaN
+    }
   }
 }
 

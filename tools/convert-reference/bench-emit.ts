@@ -1,0 +1,162 @@
+// Measures the graph emitters at full size (speed and peak memory; run it alone on the machine):
+//
+//   node scripts/run-tool.mjs tools/convert-reference/bench-emit.ts emit CKPT OUT [fp16|fp32]
+//   node scripts/run-tool.mjs tools/convert-reference/bench-emit.ts attention UNET_DIR [SIZE]
+//
+// `emit` converts an SD 1.5-shaped checkpoint (tools/convert-reference/make_full.py writes one
+// with random weights) into OUT/{unet,text_encoder,vae_encoder,vae_decoder} and prints, as JSON,
+// the seconds and MB/s of each component and the process's peak RSS (VmHWM) against the
+// checkpoint's size. `attention` loads one converted UNet and runs one CFG step (batch 2) at a
+// SIZE x SIZE latent (64: 512x512 pixels), printing load and step seconds and peak RSS; run it
+// once per attention variant (emit writes unet/ fused and unet-matmul/ with MatMul + Softmax).
+
+import { readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import {
+  emitTextEncoder,
+  emitUnet,
+  emitVaeDecoder,
+  emitVaeEncoder,
+  type EmitResult,
+} from '../../src/engine/convert/emit';
+import type {
+  TextEncoderArchitecture,
+  UNetArchitecture,
+  VaeArchitecture,
+} from '../../src/engine/convert/types';
+import { FixtureSafetensors } from '../../tests/fixtures/safetensors-fixture';
+
+const SD15_UNET: UNetArchitecture = {
+  inChannels: 4,
+  outChannels: 4,
+  modelChannels: 320,
+  channelMult: [1, 2, 4, 4],
+  numResBlocks: 2,
+  attentionLevels: [true, true, true, false],
+  transformerDepth: [1, 1, 1, 1],
+  numHeads: 8,
+  headChannels: null,
+  contextDim: 768,
+  linearProjection: false,
+  admInChannels: null,
+};
+const SD15_VAE: VaeArchitecture = {
+  inChannels: 3,
+  outChannels: 3,
+  ch: 128,
+  chMult: [1, 2, 4, 4],
+  numResBlocks: 2,
+  zChannels: 4,
+  embedDim: 4,
+  scalingFactor: 0.18215,
+};
+const SD15_TEXT: TextEncoderArchitecture = {
+  naming: 'hf',
+  prefix: 'cond_stage_model.transformer.',
+  width: 768,
+  layers: 12,
+  heads: 12,
+  vocabSize: 49408,
+  maxPositions: 77,
+  activation: 'quick_gelu',
+  projectionDim: null,
+};
+
+/** Peak resident set of this process so far, in MB (Linux VmHWM). */
+function peakRssMb(): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+async function emit(ckpt: string, out: string, precision: 'fp16' | 'fp32'): Promise<void> {
+  const source = new FixtureSafetensors(ckpt);
+  const report: Record<string, unknown> = { checkpointMb: statSync(ckpt).size / 2 ** 20 };
+  const timed = async (name: string, f: () => Promise<EmitResult>): Promise<void> => {
+    const t0 = performance.now();
+    const c0 = process.cpuUsage();
+    const r = await f();
+    const s = (performance.now() - t0) / 1000;
+    const c = process.cpuUsage(c0);
+    report[name] = {
+      seconds: +s.toFixed(2),
+      // CPU seconds of this process: on a shared machine, wall time also counts others' work.
+      cpuSeconds: +((c.user + c.system) / 1e6).toFixed(2),
+      mb: +(r.bytes / 2 ** 20).toFixed(1),
+      mbPerSecond: +(r.bytes / 2 ** 20 / s).toFixed(1),
+      tensors: r.tensors,
+      peakRssMb: +peakRssMb().toFixed(0),
+    };
+  };
+  const t0 = performance.now();
+  const opts = (dir: string) => ({ dir: path.join(out, dir), precision });
+  await timed('unet', () => emitUnet(source, SD15_UNET, 'model.diffusion_model.', opts('unet')));
+  await timed('text_encoder', () =>
+    emitTextEncoder(source, SD15_TEXT, 'sd1', opts('text_encoder')),
+  );
+  await timed('vae_encoder', () =>
+    emitVaeEncoder(source, SD15_VAE, 'first_stage_model.', opts('vae_encoder')),
+  );
+  await timed('vae_decoder', () =>
+    emitVaeDecoder(source, SD15_VAE, 'first_stage_model.', opts('vae_decoder')),
+  );
+  report.totalSeconds = +((performance.now() - t0) / 1000).toFixed(2);
+  report.loadAverage = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+  report.peakRssMb = +peakRssMb().toFixed(0);
+  report.peakRssOverCheckpoint = +(
+    (report.peakRssMb as number) / (report.checkpointMb as number)
+  ).toFixed(3);
+  if (process.argv.includes('--matmul-unet')) {
+    await timed('unet_matmul', () =>
+      emitUnet(source, SD15_UNET, 'model.diffusion_model.', {
+        ...opts('unet-matmul'),
+        attention: 'matmul',
+      }),
+    );
+  }
+  await source.close();
+  console.log(JSON.stringify(report, null, 2));
+}
+
+async function attention(dir: string, size: number): Promise<void> {
+  const t0 = performance.now();
+  const session = await ort.InferenceSession.create(path.join(dir, 'model.onnx'), {
+    graphOptimizationLevel: 'all',
+    executionProviders: ['cpu'],
+  });
+  const loadSeconds = (performance.now() - t0) / 1000;
+  const rssAfterLoad = peakRssMb();
+  const sample = new ort.Tensor('float32', new Float32Array(2 * 4 * size * size).fill(0.1), [
+    2,
+    4,
+    size,
+    size,
+  ]);
+  const feeds = {
+    sample,
+    timestep: new ort.Tensor('float32', Float32Array.of(500, 500), [2]),
+    encoder_hidden_states: new ort.Tensor(
+      'float32',
+      new Float32Array(2 * 77 * 768).fill(0.01),
+      [2, 77, 768],
+    ),
+  };
+  const t1 = performance.now();
+  await session.run(feeds);
+  const stepSeconds = (performance.now() - t1) / 1000;
+  console.log(
+    JSON.stringify({
+      dir,
+      latent: size,
+      loadSeconds: +loadSeconds.toFixed(1),
+      stepSeconds: +stepSeconds.toFixed(2),
+      peakRssAfterLoadMb: +rssAfterLoad.toFixed(0),
+      peakRssMb: +peakRssMb().toFixed(0),
+    }),
+  );
+}
+
+const [mode, a, b, c] = process.argv.slice(2);
+if (mode === 'emit') await emit(a, b, c === 'fp32' ? 'fp32' : 'fp16');
+else if (mode === 'attention') await attention(a, Number(b ?? 64));
+else throw new Error('usage: bench-emit.ts emit CKPT OUT [fp16|fp32] | attention UNET_DIR [SIZE]');
