@@ -12,6 +12,7 @@
 
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import {
   emitTextEncoder,
@@ -65,7 +66,11 @@ const SD15_TEXT: TextEncoderArchitecture = {
 
 /** Peak resident set of this process so far, in MB (Linux VmHWM). */
 function peakRssMb(): number {
-  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
+  return procStatusMb('VmHWM');
+}
+
+function procStatusMb(field: 'VmHWM' | 'VmRSS'): number {
+  const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync('/proc/self/status', 'utf8'));
   return m ? Number(m[1]) / 1024 : NaN;
 }
 
@@ -141,17 +146,38 @@ async function attention(dir: string, size: number): Promise<void> {
       [2, 77, 768],
     ),
   };
+  // The load's own peak (fp16 weights widened to float32, graph optimisation) hides the step's
+  // in VmHWM, so the step's peak is sampled by a worker thread (session.run holds the main one).
+  const rssBeforeStep = procStatusMb('VmRSS');
+  const peak = new Int32Array(new SharedArrayBuffer(8));
+  const sampler = new Worker(
+    `const { workerData } = require('node:worker_threads');
+     const fs = require('node:fs');
+     const peak = new Int32Array(workerData);
+     setInterval(() => {
+       const kb = Number(/VmRSS:\\s+(\\d+) kB/.exec(fs.readFileSync('/proc/self/status', 'utf8'))[1]);
+       if (kb > peak[0]) peak[0] = kb;
+       peak[1] = 1;
+     }, 10);`,
+    { eval: true, workerData: peak.buffer },
+  );
+  while (Atomics.load(peak, 1) === 0) await new Promise((r) => setTimeout(r, 5));
   const t1 = performance.now();
   await session.run(feeds);
   const stepSeconds = (performance.now() - t1) / 1000;
+  await new Promise((r) => setTimeout(r, 50));
+  const stepPeak = Math.max(rssBeforeStep, Atomics.load(peak, 0) / 1024);
+  await sampler.terminate();
   console.log(
     JSON.stringify({
       dir,
       latent: size,
       loadSeconds: +loadSeconds.toFixed(1),
       stepSeconds: +stepSeconds.toFixed(2),
-      peakRssAfterLoadMb: +rssAfterLoad.toFixed(0),
-      peakRssMb: +peakRssMb().toFixed(0),
+      loadPeakRssMb: +rssAfterLoad.toFixed(0),
+      rssBeforeStepMb: +rssBeforeStep.toFixed(0),
+      stepPeakRssMb: +stepPeak.toFixed(0),
+      stepExtraMb: +(stepPeak - rssBeforeStep).toFixed(0),
     }),
   );
 }

@@ -14,7 +14,7 @@ import type {
 import type { AttentionKind } from './layers';
 import { buildTextEncoder } from './text-encoder';
 import { buildUNet } from './unet';
-import { buildVaeDecoder, buildVaeEncoder } from './vae';
+import { buildVae } from './vae';
 
 export type { AttentionKind } from './layers';
 export type { SaveProgress, WeightPrecision } from '../onnx/graph';
@@ -99,7 +99,7 @@ export function emitVaeEncoder(
   prefix: string,
   opts: EmitOptions,
 ): Promise<EmitResult> {
-  return emit('vae_encoder', opts, (g, a) => buildVaeEncoder(g, source, arch, prefix, a));
+  return emit('vae_encoder', opts, (g, a) => buildVae('encoder', g, source, arch, prefix, a));
 }
 
 /** The VAE decoder (`vae_decoder/`), post_quant_conv included: latent_sample -> sample. */
@@ -109,5 +109,5 @@ export function emitVaeDecoder(
   prefix: string,
   opts: EmitOptions,
 ): Promise<EmitResult> {
-  return emit('vae_decoder', opts, (g, a) => buildVaeDecoder(g, source, arch, prefix, a));
+  return emit('vae_decoder', opts, (g, a) => buildVae('decoder', g, source, arch, prefix, a));
 }

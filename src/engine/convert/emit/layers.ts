@@ -174,23 +174,6 @@ export class Layers {
     );
   }
 
-  silu(x: string): string {
-    return this.g.op('Mul', [x, this.g.op('Sigmoid', [x])], {}, 'silu');
-  }
-
-  /** Exact GELU, 0.5 x (1 + erf(x / sqrt 2)) (opset 17 has no Gelu operator). */
-  gelu(x: string): string {
-    const g = this.g;
-    const e = g.op('Erf', [g.op('Mul', [x, g.f32(Math.SQRT1_2)])]);
-    return g.op('Mul', [g.op('Mul', [x, g.f32(0.5)]), g.op('Add', [e, g.f32(1)])], {}, 'gelu');
-  }
-
-  /** CLIP's quick_gelu, x sigmoid(1.702 x) (openai/CLIP model.py). */
-  quickGelu(x: string): string {
-    const g = this.g;
-    return g.op('Mul', [x, g.op('Sigmoid', [g.op('Mul', [x, g.f32(1.702)])])], {}, 'quick_gelu');
-  }
-
   /**
    * Scaled dot-product attention (Vaswani et al. 2017, eq. 1) over projected q [B, N, inner] and
    * k, v [B, M, inner] with `heads` heads; returns [B, N, inner] before the output projection.

@@ -14,6 +14,7 @@
 
 import type { CheckpointFamily, TextEncoderArchitecture, TensorSource } from '../types';
 import type { Graph } from '../onnx/graph';
+import { gelu, quickGelu } from '../onnx/ops';
 import { type AttentionKind, Layers, Params } from './layers';
 
 /** Key names of one transformer layer, per naming. */
@@ -129,7 +130,7 @@ export function buildTextEncoder(
     x = g.op('Add', [x, nn.linear(attn, keys.outProj, D, D)], {}, `${base}attn_residual`);
     const h2 = nn.layerNorm(x, keys.ln2, D, 1e-5);
     const up = nn.linear(h2, keys.fc1, D, 4 * D);
-    const act = arch.activation === 'quick_gelu' ? nn.quickGelu(up) : nn.gelu(up);
+    const act = arch.activation === 'quick_gelu' ? quickGelu(g, up) : gelu(g, up);
     x = g.op('Add', [x, nn.linear(act, keys.fc2, 4 * D, D)], {}, `${base}mlp_residual`);
     hidden.push(x);
   }

@@ -18,6 +18,7 @@
 // and, for SDXL, text_embeds [batch, 1280] and time_ids [batch, 6]; out_sample.
 
 import type { Graph } from '../onnx/graph';
+import { gelu, silu, upsampleNearestLike } from '../onnx/ops';
 import type { TensorSource, UNetArchitecture } from '../types';
 import { type AttentionKind, Layers, Params } from './layers';
 
@@ -49,11 +50,11 @@ class UNetEmitter {
   resBlock(x: string, emb: string, key: string, inC: number, outC: number): string {
     const { g, nn } = this;
     let h = nn.groupNorm(x, `${key}.in_layers.0`, inC, 1e-5);
-    h = nn.conv(nn.silu(h), `${key}.in_layers.2`, inC, outC, 3);
-    const e = nn.linear(nn.silu(emb), `${key}.emb_layers.1`, this.embDim, outC);
+    h = nn.conv(silu(g, h), `${key}.in_layers.2`, inC, outC, 3);
+    const e = nn.linear(silu(g, emb), `${key}.emb_layers.1`, this.embDim, outC);
     h = g.op('Add', [h, g.op('Unsqueeze', [e, g.i64([2, 3])])], {}, key);
     h = nn.groupNorm(h, `${key}.out_layers.0`, outC, 1e-5);
-    h = nn.conv(nn.silu(h), `${key}.out_layers.3`, outC, outC, 3);
+    h = nn.conv(silu(g, h), `${key}.out_layers.3`, outC, outC, 3);
     const skip = inC === outC ? x : nn.conv(x, `${key}.skip_connection`, inC, outC, 1);
     return g.op('Add', [skip, h], {}, key);
   }
@@ -97,7 +98,7 @@ class UNetEmitter {
       const n3 = nn.layerNorm(h, `${b}.norm3`, c, 1e-5);
       const proj = nn.linear(n3, `${b}.ff.net.0.proj`, c, 8 * c);
       const [value, gate] = this.splitLast(proj, 4 * c);
-      const ff = nn.linear(g.op('Mul', [value, nn.gelu(gate)]), `${b}.ff.net.2`, 4 * c, c);
+      const ff = nn.linear(g.op('Mul', [value, gelu(g, gate)]), `${b}.ff.net.2`, 4 * c, c);
       h = g.op('Add', [h, ff], {}, b);
     }
     let out: string;
@@ -142,7 +143,7 @@ export function buildUNet(
   const t = g.op('Reshape', [tIn, g.i64([-1])], {}, 'timestep_flat');
 
   let emb = nn.linear(
-    nn.silu(nn.linear(timestepEmbedding(g, t, mc, 'time_proj'), k('time_embed.0'), mc, 4 * mc)),
+    silu(g, nn.linear(timestepEmbedding(g, t, mc, 'time_proj'), k('time_embed.0'), mc, 4 * mc)),
     k('time_embed.2'),
     4 * mc,
     4 * mc,
@@ -155,7 +156,7 @@ export function buildUNet(
     const idsFlat = g.op('Reshape', [ids, g.i64([-1, 6 * 256])], {}, 'time_ids');
     const y = g.op('Concat', [textEmbeds, idsFlat], { axis: 1 }, 'label');
     const label = nn.linear(
-      nn.silu(nn.linear(y, k('label_emb.0.0'), arch.admInChannels, 4 * mc)),
+      silu(g, nn.linear(y, k('label_emb.0.0'), arch.admInChannels, 4 * mc)),
       k('label_emb.0.2'),
       4 * mc,
       4 * mc,
@@ -217,33 +218,14 @@ export function buildUNet(
         sub = 2;
       }
       if (level > 0 && r === arch.numResBlocks) {
-        // Nearest x2 to the size of the skip it meets next (diffusers' upsample_size).
-        const target = skips[skips.length - 1].t;
-        const sizes = g.op(
-          'Concat',
-          [
-            g.op('Slice', [g.op('Shape', [h]), g.i64([0]), g.i64([2])]),
-            g.op('Slice', [g.op('Shape', [target]), g.i64([2]), g.i64([4])]),
-          ],
-          { axis: 0 },
-        );
-        h = g.op(
-          'Resize',
-          [h, '', '', sizes],
-          {
-            mode: 'nearest',
-            coordinate_transformation_mode: 'asymmetric',
-            nearest_mode: 'floor',
-          },
-          'upsample',
-        );
+        h = upsampleNearestLike(g, h, skips[skips.length - 1].t);
         h = nn.conv(h, k(`output_blocks.${block}.${sub}.conv`), ch, ch, 3);
       }
       block++;
     }
   }
 
-  h = nn.silu(nn.groupNorm(h, k('out.0'), ch, 1e-5));
+  h = silu(g, nn.groupNorm(h, k('out.0'), ch, 1e-5));
   h = nn.conv(h, k('out.2'), ch, arch.outChannels, 3);
   g.output(h, 'out_sample', 'float32', ['batch', arch.outChannels, 'height', 'width']);
   return p.consumed;
