@@ -3,7 +3,7 @@
 // run in onnxruntime-node, must reproduce the outputs recorded from reference.py for the same
 // inputs. Relative error is max |ours - reference| / max |reference| over each output.
 
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -217,9 +217,21 @@ describe('fp16 weight storage (computed in float32)', () => {
     await checkVae('sd1', opts, FP16_TOLERANCE);
   });
 
-  it('writes half the bytes of fp32 storage', async () => {
+  it('writes half the bytes of fp32 storage, as a dry run predicts, with byte progress', async () => {
     const { arch, source } = fixture('sd1');
-    const a = await emitUnet(source, arch.unet, arch.unetPrefix, { dir: outDir() });
+    const dir = outDir();
+    const plan = await emitUnet(source, arch.unet, arch.unetPrefix, { dir, dryRun: true });
+    expect(existsSync(dir)).toBe(false);
+    let last = { bytesDone: 0, bytesTotal: -1 };
+    const a = await emitUnet(source, arch.unet, arch.unetPrefix, {
+      dir,
+      onTensor: (p) => (last = p),
+    });
+    expect(last.bytesDone).toBe(last.bytesTotal);
+    expect(last.bytesTotal).toBe(plan.bytes);
+    // Written: the weights, alignment padding and the graph itself.
+    expect(statSync(a.data).size).toBeGreaterThanOrEqual(plan.bytes);
+    expect(statSync(a.data).size).toBeLessThan(plan.bytes * 1.1);
     const b = await emitUnet(source, arch.unet, arch.unetPrefix, {
       dir: outDir(),
       precision: 'fp32',

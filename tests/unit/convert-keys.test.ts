@@ -33,14 +33,12 @@ interface KeySet {
 
 /** Shapes only: reading a value is a test failure (building a graph must not read). */
 function shapeSource(file: string, keys: Record<string, number[]>): TensorSource {
-  const infos = Object.entries(keys).map(
-    ([name, shape]): TensorInfo => ({
-      name,
-      dtype: 'F16',
-      shape,
-      byteLength: 2 * shape.reduce((a, b) => a * b, 1),
-    }),
-  );
+  const infos = Object.entries(keys).map(([name, shape]): TensorInfo => ({
+    name,
+    dtype: 'F16',
+    shape,
+    byteLength: 2 * shape.reduce((a, b) => a * b, 1),
+  }));
   const byName = new Map(infos.map((i) => [i.name, i]));
   return {
     path: file,

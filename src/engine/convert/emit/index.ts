@@ -31,12 +31,17 @@ export interface EmitOptions {
   signal?: AbortSignal;
   /** Called after each tensor is written. */
   onTensor?: (p: SaveProgress) => void;
+  /**
+   * Build the graph and check every key, but write nothing: the result's `bytes` is then the
+   * weight bytes the component will take (for a disk-space check before writing).
+   */
+  dryRun?: boolean;
 }
 
 export interface EmitResult {
   /** Every checkpoint key the component used or knowingly ignored (for whole-file coverage). */
   consumed: Set<string>;
-  /** Files written, and their total size in bytes. */
+  /** Files written (to be written, on a dry run), and their total size in bytes. */
   model: string;
   data: string;
   bytes: number;
@@ -52,8 +57,10 @@ async function emit(
 ): Promise<EmitResult> {
   const g = new Graph(name, opts.precision ?? 'fp16');
   const consumed = build(g, opts.attention ?? 'fused');
-  await mkdir(opts.dir, { recursive: true });
   const model = path.join(opts.dir, 'model.onnx');
+  const data = path.join(opts.dir, 'model.onnx_data');
+  if (opts.dryRun) return { consumed, model, data, bytes: g.weightBytes(), tensors: g.weightCount };
+  await mkdir(opts.dir, { recursive: true });
   const bytes = await g.save(model, {
     externalData: 'model.onnx_data',
     signal: opts.signal,
@@ -63,7 +70,7 @@ async function emit(
   return {
     consumed,
     model,
-    data: path.join(opts.dir, 'model.onnx_data'),
+    data,
     bytes,
     tensors: g.weightCount,
   };

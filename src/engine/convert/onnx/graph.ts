@@ -43,6 +43,9 @@ export interface SaveProgress {
   /** Weights written so far, and of how many. */
   done: number;
   total: number;
+  /** Weight bytes written so far, and of how many (for MB/s and an ETA). */
+  bytesDone: number;
+  bytesTotal: number;
 }
 
 export interface SaveOptions {
@@ -209,6 +212,8 @@ export class Graph {
       let written = 0;
       while (written < n) written += (await fh.write(big, written, n - written)).bytesWritten;
     };
+    const bytesTotal = this.weightBytes();
+    let bytesDone = 0;
     try {
       let done = 0;
       for (const w of this.weights) {
@@ -237,7 +242,15 @@ export class Graph {
           external: { location: opts.externalData, offset, length },
         });
         offset += length;
-        opts.onTensor?.({ name: w.name, bytes: length, done: ++done, total: this.weights.length });
+        bytesDone += length;
+        opts.onTensor?.({
+          name: w.name,
+          bytes: length,
+          done: ++done,
+          total: this.weights.length,
+          bytesDone,
+          bytesTotal,
+        });
       }
       await flush();
     } finally {
