@@ -2,6 +2,7 @@
 //
 //   node scripts/run-tool.mjs tools/convert-reference/bench-emit.ts emit CKPT OUT [fp16|fp32]
 //   node scripts/run-tool.mjs tools/convert-reference/bench-emit.ts attention UNET_DIR [SIZE]
+//   node scripts/run-tool.mjs tools/convert-reference/bench-emit.ts emit-keys KEYS.json OUT
 //
 // `emit` converts an SD 1.5-shaped checkpoint (tools/convert-reference/make_full.py writes one
 // with random weights) into OUT/{unet,text_encoder,vae_encoder,vae_decoder} and prints, as JSON,
@@ -9,6 +10,8 @@
 // checkpoint's size. `attention` loads one converted UNet and runs one CFG step (batch 2) at a
 // SIZE x SIZE latent (64: 512x512 pixels), printing load and step seconds and peak RSS; run it
 // once per attention variant (emit writes unet/ fused and unet-matmul/ with MatMul + Softmax).
+// `emit-keys` emits the UNet of a full-size key set (SDXL's: 2.57 G parameters) from values made
+// on demand, for the emitter's own time and peak memory at a size no test file has.
 
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
@@ -22,6 +25,8 @@ import {
   type EmitResult,
 } from '../../src/engine/convert/emit';
 import type {
+  TensorInfo,
+  TensorSource,
   TextEncoderArchitecture,
   UNetArchitecture,
   VaeArchitecture,
@@ -182,7 +187,62 @@ async function attention(dir: string, size: number): Promise<void> {
   );
 }
 
+/**
+ * Values made on demand for every key of a key set (tests/fixtures/reference/keys-*.json), so
+ * the emitters can be measured on SDXL without a 5 GB file: the cost of reading is replaced by
+ * the cost of filling one array.
+ */
+function syntheticSource(file: string): {
+  source: TensorSource;
+  arch: { unet: UNetArchitecture; unetPrefix: string };
+} {
+  const set = JSON.parse(readFileSync(file, 'utf8')) as {
+    arch: { unet: UNetArchitecture; unetPrefix: string };
+    keys: Record<string, number[]>;
+  };
+  const infos = Object.entries(set.keys).map(([name, shape]): TensorInfo => ({
+    name,
+    dtype: 'F16',
+    shape,
+    byteLength: 2 * shape.reduce((x, y) => x * y, 1),
+  }));
+  const byName = new Map(infos.map((i) => [i.name, i]));
+  const source: TensorSource = {
+    path: file,
+    list: () => infos,
+    info: (name) => byName.get(name),
+    readFloat32: async (name) => {
+      const n = byName.get(name)!.byteLength / 2;
+      const a = new Float32Array(n);
+      for (let i = 0; i < n; i++) a[i] = ((i * 2654435761) % 2001) / 1000 - 1;
+      return a;
+    },
+    close: async () => {},
+  };
+  return { source, arch: set.arch };
+}
+
+async function emitKeys(file: string, out: string): Promise<void> {
+  const { source, arch } = syntheticSource(file);
+  const t0 = performance.now();
+  const c0 = process.cpuUsage();
+  const r = await emitUnet(source, arch.unet, arch.unetPrefix, { dir: path.join(out, 'unet') });
+  const c = process.cpuUsage(c0);
+  console.log(
+    JSON.stringify({
+      keys: file,
+      unetMb: +(r.bytes / 2 ** 20).toFixed(1),
+      tensors: r.tensors,
+      seconds: +((performance.now() - t0) / 1000).toFixed(2),
+      cpuSeconds: +((c.user + c.system) / 1e6).toFixed(2),
+      peakRssMb: +peakRssMb().toFixed(0),
+      loadAverage: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' '),
+    }),
+  );
+}
+
 const [mode, a, b, c] = process.argv.slice(2);
 if (mode === 'emit') await emit(a, b, c === 'fp32' ? 'fp32' : 'fp16');
+else if (mode === 'emit-keys') await emitKeys(a, b);
 else if (mode === 'attention') await attention(a, Number(b ?? 64));
 else throw new Error('usage: bench-emit.ts emit CKPT OUT [fp16|fp32] | attention UNET_DIR [SIZE]');

@@ -5,8 +5,8 @@
 // Field numbers are onnx.proto's: ModelProto{ir_version 1, producer_name 2, producer_version 3,
 // doc_string 6, graph 7, opset_import 8}, OperatorSetIdProto{domain 1, version 2},
 // GraphProto{node 1, name 2, initializer 5, input 11, output 12}, NodeProto{input 1, output 2,
-// name 3, op_type 4, attribute 5, domain 7}, AttributeProto{name 1, f 2, i 3, s 4, t 5, floats 7,
-// ints 8, type 20}, TensorProto{dims 1, data_type 2, name 8, raw_data 9, external_data 13,
+// name 3, op_type 4, attribute 5, domain 7}, AttributeProto{name 1, f 2, i 3, s 4, ints 8,
+// type 20}, TensorProto{dims 1, data_type 2, name 8, raw_data 9, external_data 13,
 // data_location 14}, StringStringEntryProto{key 1, value 2}, ValueInfoProto{name 1, type 2},
 // TypeProto{tensor_type 1}, TypeProto.Tensor{elem_type 1, shape 2}, TensorShapeProto{dim 1},
 // Dimension{dim_value 1, dim_param 2}.
@@ -23,7 +23,7 @@ export const DataType = {
 export type ElemType = keyof typeof DataType;
 
 /** AttributeProto.AttributeType codes. */
-const AttrType = { FLOAT: 1, INT: 2, STRING: 3, TENSOR: 4, FLOATS: 6, INTS: 7 } as const;
+const AttrType = { FLOAT: 1, INT: 2, STRING: 3, INTS: 7 } as const;
 
 const utf8 = new TextEncoder();
 
@@ -95,15 +95,8 @@ export class Message {
 
 export type Dim = number | string;
 
-/** An attribute value: integers are INT, `{ f }` FLOAT, arrays of integers INTS, etc. */
-export type AttrValue =
-  number | string | number[] | { f: number } | { floats: number[] } | { tensor: TensorValue };
-
-export interface TensorValue {
-  dtype: ElemType;
-  dims: readonly number[];
-  raw: Uint8Array;
-}
+/** An attribute value: an integer is INT, a string STRING, integers INTS, `{ f }` FLOAT. */
+export type AttrValue = number | string | number[] | { f: number };
 
 export interface NodeSpec {
   opType: string;
@@ -130,7 +123,7 @@ export type InitializerSpec =
       external: { location: string; offset: number; length: number };
     };
 
-export function tensorMessage(name: string, t: InitializerSpec | TensorValue): Message {
+function tensorMessage(name: string, t: InitializerSpec): Message {
   const m = new Message();
   for (const d of t.dims) m.int(1, d);
   m.int(2, DataType[t.dtype]);
@@ -160,12 +153,7 @@ function attributeMessage(name: string, v: AttrValue): Message {
     for (const x of v) m.int(8, x);
     return m.int(20, AttrType.INTS);
   }
-  if ('f' in v) return m.float(2, v.f).int(20, AttrType.FLOAT);
-  if ('floats' in v) {
-    for (const x of v.floats) m.float(7, x);
-    return m.int(20, AttrType.FLOATS);
-  }
-  return m.message(5, tensorMessage('', v.tensor)).int(20, AttrType.TENSOR);
+  return m.float(2, v.f).int(20, AttrType.FLOAT);
 }
 
 function nodeMessage(n: NodeSpec): Message {
