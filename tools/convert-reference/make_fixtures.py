@@ -41,11 +41,12 @@ FAMILIES = {
     "sd1": dict(
         unet=unet_cfg(channelMult=[1, 1, 2], attentionLevels=[True, True, False],
                       transformerDepth=[1, 1, 1], numResBlocks=2, numHeads=2, contextDim=32),
-        vae=dict(inChannels=3, outChannels=3, ch=32, chMult=[1, 2], numResBlocks=1, zChannels=4,
+        # Four levels: the 8x VAE the engine expects, so this fixture also runs end to end.
+        vae=dict(inChannels=3, outChannels=3, ch=32, chMult=[1, 1, 2, 2], numResBlocks=1, zChannels=4,
                  embedDim=4, scalingFactor=0.18215),
         text=[dict(naming="hf", prefix="cond_stage_model.transformer.", width=32, layers=3, heads=2,
                    vocabSize=VOCAB, maxPositions=77, activation="quick_gelu", projectionDim=None)],
-        latent=(2, 8, 8), image=(1, 16, 16), pad=EOS,
+        latent=(2, 8, 8), image=(1, 32, 24), pad=EOS,
     ),
     "sd2": dict(
         unet=unet_cfg(inChannels=9, channelMult=[1, 2, 2], attentionLevels=[True, True, False],
