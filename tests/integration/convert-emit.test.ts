@@ -17,33 +17,17 @@ import {
   emitVaeDecoder,
   emitVaeEncoder,
 } from '../../src/engine/convert/emit';
-import type {
-  CheckpointFamily,
-  TensorInfo,
-  TensorSource,
-  TextEncoderArchitecture,
-  UNetArchitecture,
-  VaeArchitecture,
-} from '../../src/engine/convert/types';
+import type { CheckpointFamily, TensorInfo, TensorSource } from '../../src/engine/convert/types';
 import { signatureFromSession, validateSignature } from '../../src/engine/models/signature';
 import type { ComponentName } from '../../src/engine/models/types';
 import { DiffusionEngine } from '../../src/engine';
 import { GenerationSettings, type GenerationInput } from '../../src/shared/generation';
 import { fixtureModel } from '../fixtures/models';
-import { FixtureSafetensors } from '../fixtures/safetensors-fixture';
+import { FixtureSafetensors, type ReferenceArch } from '../fixtures/safetensors-fixture';
 
 const REF = path.join(__dirname, '../fixtures/reference');
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'convert-emit-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
-
-interface FixtureArch {
-  family: CheckpointFamily;
-  unetPrefix: string;
-  vaePrefix: string;
-  unet: UNetArchitecture;
-  vae: VaeArchitecture;
-  textEncoders: TextEncoderArchitecture[];
-}
 
 const fixtures = new Map<CheckpointFamily, ReturnType<typeof openFixture>>();
 afterAll(async () => {
@@ -59,7 +43,7 @@ function fixture(family: CheckpointFamily): ReturnType<typeof openFixture> {
 function openFixture(family: CheckpointFamily) {
   const arch = JSON.parse(
     readFileSync(path.join(REF, `convert-${family}.json`), 'utf8'),
-  ) as FixtureArch;
+  ) as ReferenceArch;
   const source = new FixtureSafetensors(path.join(REF, `convert-${family}.safetensors`));
   const expected = new FixtureSafetensors(path.join(REF, `convert-${family}.expected.safetensors`));
   return { arch, source, expected };

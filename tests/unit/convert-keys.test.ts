@@ -3,62 +3,21 @@
 // crosscheck loads strictly into the original sources) are every one consumed by the emitters'
 // graphs, with the parameter counts the published models have. Graphs are built, not written.
 
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { buildTextEncoder } from '../../src/engine/convert/emit/text-encoder';
 import { buildUNet } from '../../src/engine/convert/emit/unet';
 import { buildVae } from '../../src/engine/convert/emit/vae';
 import { Graph } from '../../src/engine/convert/onnx/graph';
-import type {
-  CheckpointFamily,
-  TensorInfo,
-  TensorSource,
-  TextEncoderArchitecture,
-  UNetArchitecture,
-  VaeArchitecture,
-} from '../../src/engine/convert/types';
+import { keySetSource } from '../fixtures/safetensors-fixture';
 
-interface KeySet {
-  arch: {
-    family: CheckpointFamily;
-    unetPrefix: string;
-    vaePrefix: string;
-    unet: UNetArchitecture;
-    vae: VaeArchitecture;
-    textEncoders: TextEncoderArchitecture[];
-  };
-  keys: Record<string, number[]>;
-}
-
-/** Shapes only: reading a value is a test failure (building a graph must not read). */
-function shapeSource(file: string, keys: Record<string, number[]>): TensorSource {
-  const infos = Object.entries(keys).map(([name, shape]): TensorInfo => ({
-    name,
-    dtype: 'F16',
-    shape,
-    byteLength: 2 * shape.reduce((a, b) => a * b, 1),
-  }));
-  const byName = new Map(infos.map((i) => [i.name, i]));
-  return {
-    path: file,
-    list: () => infos,
-    info: (name) => byName.get(name),
-    readFloat32: (name) => Promise.reject(new Error(`graph building read ${name}`)),
-    close: async () => {},
-  };
-}
-
-function load(name: string): { set: KeySet; source: TensorSource } {
-  const file = path.join(__dirname, '../fixtures/reference', `keys-${name}.json`);
-  const set = JSON.parse(readFileSync(file, 'utf8')) as KeySet;
-  return { set, source: shapeSource(file, set.keys) };
+function load(name: string) {
+  return keySetSource(path.join(__dirname, '../fixtures/reference', `keys-${name}.json`));
 }
 
 /** Builds every component; returns the consumed keys and the stored parameters per component. */
 function buildAll(name: string) {
-  const { set, source } = load(name);
-  const { arch } = set;
+  const { source, arch, keys } = load(name);
   const consumed = new Set<string>();
   const params: Record<string, number> = {};
   const add = (component: string, build: (g: Graph) => Set<string>): void => {
@@ -74,7 +33,7 @@ function buildAll(name: string) {
       buildTextEncoder(g, source, te, arch.family, 'fused'),
     ),
   );
-  const unused = Object.keys(set.keys).filter((k) => !consumed.has(k));
+  const unused = Object.keys(keys).filter((k) => !consumed.has(k));
   return { params, unused };
 }
 

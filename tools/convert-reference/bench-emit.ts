@@ -15,6 +15,7 @@
 
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import {
@@ -24,50 +25,15 @@ import {
   emitVaeEncoder,
   type EmitResult,
 } from '../../src/engine/convert/emit';
-import type {
-  TensorInfo,
-  TensorSource,
-  TextEncoderArchitecture,
-  UNetArchitecture,
-  VaeArchitecture,
-} from '../../src/engine/convert/types';
-import { FixtureSafetensors } from '../../tests/fixtures/safetensors-fixture';
+import { FixtureSafetensors, keySetSource } from '../../tests/fixtures/safetensors-fixture';
 
-const SD15_UNET: UNetArchitecture = {
-  inChannels: 4,
-  outChannels: 4,
-  modelChannels: 320,
-  channelMult: [1, 2, 4, 4],
-  numResBlocks: 2,
-  attentionLevels: [true, true, true, false],
-  transformerDepth: [1, 1, 1, 1],
-  numHeads: 8,
-  headChannels: null,
-  contextDim: 768,
-  linearProjection: false,
-  admInChannels: null,
-};
-const SD15_VAE: VaeArchitecture = {
-  inChannels: 3,
-  outChannels: 3,
-  ch: 128,
-  chMult: [1, 2, 4, 4],
-  numResBlocks: 2,
-  zChannels: 4,
-  embedDim: 4,
-  scalingFactor: 0.18215,
-};
-const SD15_TEXT: TextEncoderArchitecture = {
-  naming: 'hf',
-  prefix: 'cond_stage_model.transformer.',
-  width: 768,
-  layers: 12,
-  heads: 12,
-  vocabSize: 49408,
-  maxPositions: 77,
-  activation: 'quick_gelu',
-  projectionDim: null,
-};
+/** SD 1.5's architecture, as recorded with its key set by make_full.py. */
+const SD15 = keySetSource(
+  path.join(
+    path.dirname(fileURLToPath(import.meta.url)),
+    '../../tests/fixtures/reference/keys-sd15.json',
+  ),
+).arch;
 
 /** Peak resident set of this process so far, in MB (Linux VmHWM). */
 function peakRssMb(): number {
@@ -100,15 +66,15 @@ async function emit(ckpt: string, out: string, precision: 'fp16' | 'fp32'): Prom
   };
   const t0 = performance.now();
   const opts = (dir: string) => ({ dir: path.join(out, dir), precision });
-  await timed('unet', () => emitUnet(source, SD15_UNET, 'model.diffusion_model.', opts('unet')));
+  await timed('unet', () => emitUnet(source, SD15.unet, SD15.unetPrefix, opts('unet')));
   await timed('text_encoder', () =>
-    emitTextEncoder(source, SD15_TEXT, 'sd1', opts('text_encoder')),
+    emitTextEncoder(source, SD15.textEncoders[0], 'sd1', opts('text_encoder')),
   );
   await timed('vae_encoder', () =>
-    emitVaeEncoder(source, SD15_VAE, 'first_stage_model.', opts('vae_encoder')),
+    emitVaeEncoder(source, SD15.vae, SD15.vaePrefix, opts('vae_encoder')),
   );
   await timed('vae_decoder', () =>
-    emitVaeDecoder(source, SD15_VAE, 'first_stage_model.', opts('vae_decoder')),
+    emitVaeDecoder(source, SD15.vae, SD15.vaePrefix, opts('vae_decoder')),
   );
   report.totalSeconds = +((performance.now() - t0) / 1000).toFixed(2);
   report.loadAverage = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
@@ -118,7 +84,7 @@ async function emit(ckpt: string, out: string, precision: 'fp16' | 'fp32'): Prom
   ).toFixed(3);
   if (process.argv.includes('--matmul-unet')) {
     await timed('unet_matmul', () =>
-      emitUnet(source, SD15_UNET, 'model.diffusion_model.', {
+      emitUnet(source, SD15.unet, SD15.unetPrefix, {
         ...opts('unet-matmul'),
         attention: 'matmul',
       }),
@@ -187,43 +153,11 @@ async function attention(dir: string, size: number): Promise<void> {
   );
 }
 
-/**
- * Values made on demand for every key of a key set (tests/fixtures/reference/keys-*.json), so
- * the emitters can be measured on SDXL without a 5 GB file: the cost of reading is replaced by
- * the cost of filling one array.
- */
-function syntheticSource(file: string): {
-  source: TensorSource;
-  arch: { unet: UNetArchitecture; unetPrefix: string };
-} {
-  const set = JSON.parse(readFileSync(file, 'utf8')) as {
-    arch: { unet: UNetArchitecture; unetPrefix: string };
-    keys: Record<string, number[]>;
-  };
-  const infos = Object.entries(set.keys).map(([name, shape]): TensorInfo => ({
-    name,
-    dtype: 'F16',
-    shape,
-    byteLength: 2 * shape.reduce((x, y) => x * y, 1),
-  }));
-  const byName = new Map(infos.map((i) => [i.name, i]));
-  const source: TensorSource = {
-    path: file,
-    list: () => infos,
-    info: (name) => byName.get(name),
-    readFloat32: async (name) => {
-      const n = byName.get(name)!.byteLength / 2;
-      const a = new Float32Array(n);
-      for (let i = 0; i < n; i++) a[i] = ((i * 2654435761) % 2001) / 1000 - 1;
-      return a;
-    },
-    close: async () => {},
-  };
-  return { source, arch: set.arch };
-}
-
 async function emitKeys(file: string, out: string): Promise<void> {
-  const { source, arch } = syntheticSource(file);
+  // Values made on demand replace the cost of reading with the cost of filling one array.
+  const { source, arch } = keySetSource(file, (a) => {
+    for (let i = 0; i < a.length; i++) a[i] = ((i * 2654435761) % 2001) / 1000 - 1;
+  });
   const t0 = performance.now();
   const c0 = process.cpuUsage();
   const r = await emitUnet(source, arch.unet, arch.unetPrefix, { dir: path.join(out, 'unet') });
