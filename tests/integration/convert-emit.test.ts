@@ -243,6 +243,48 @@ function tampered(source: TensorSource, key: string, shape?: number[]): TensorSo
   };
 }
 
+/** The same tensors under other names: `rename(original) -> new`. */
+function renamed(source: TensorSource, rename: (name: string) => string): TensorSource {
+  const back = new Map(source.list().map((t) => [rename(t.name), t.name]));
+  const list = source.list().map((t) => ({ ...t, name: rename(t.name) }));
+  return {
+    path: source.path,
+    list: () => list,
+    info: (name) => {
+      const orig = back.get(name);
+      const info = orig === undefined ? undefined : source.info(orig);
+      return info && { ...info, name };
+    },
+    readFloat32: (name) => source.readFloat32(back.get(name) ?? name),
+    close: () => source.close(),
+  };
+}
+
+describe('naming variants', () => {
+  it('CLIP keys without `text_model.` (older SD 1.x files) give the same encoder', async () => {
+    const { arch, source, expected } = fixture('sd1');
+    const flat = renamed(source, (n) => n.replace('.transformer.text_model.', '.transformer.'));
+    expect(flat.info('cond_stage_model.transformer.final_layer_norm.weight')).toBeDefined();
+    const result = await emitTextEncoder(flat, arch.textEncoders[0], 'sd1', {
+      dir: outDir(),
+      precision: 'fp32',
+    });
+    const out = await run(result, 'text_encoder', {
+      input_ids: new ort.Tensor(
+        'int32',
+        Int32Array.from(expected.int64('text0.input_ids'), Number),
+        [2, 77],
+      ),
+    });
+    expect(await relErr(out.last_hidden_state, expected, 'text0.last_hidden_state')).toBeLessThan(
+      FP32_TOLERANCE,
+    );
+    expect(result.consumed.size).toBe(
+      flat.list().filter((t) => t.name.startsWith('cond_stage_model.')).length,
+    );
+  });
+});
+
 describe('bad checkpoints', () => {
   it('a missing key is an error naming it and the file', async () => {
     const { arch, source } = fixture('sd2');
