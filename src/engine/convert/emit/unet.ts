@@ -18,18 +18,9 @@
 // and, for SDXL, text_embeds [batch, 1280] and time_ids [batch, 6]; out_sample.
 
 import type { Graph } from '../onnx/graph';
-import { gelu, silu, upsampleNearestLike } from '../onnx/ops';
+import { gelu, silu, timestepEmbedding, upsampleNearestLike } from '../onnx/ops';
 import type { TensorSource, UNetArchitecture } from '../types';
 import { type AttentionKind, Layers, Params } from './layers';
-
-/** The sinusoidal embedding [N] -> [N, dim]: [cos(t f_i) | sin(t f_i)], f_i = 10000^(-i/half). */
-function timestepEmbedding(g: Graph, t: string, dim: number, hint: string): string {
-  const half = dim / 2;
-  const freqs = new Float32Array(half);
-  for (let i = 0; i < half; i++) freqs[i] = Math.exp((-Math.log(10000) * i) / half);
-  const args = g.op('Mul', [g.op('Unsqueeze', [t, g.i64([1])]), g.f32(freqs, [1, half])], {}, hint);
-  return g.op('Concat', [g.op('Cos', [args]), g.op('Sin', [args])], { axis: 1 }, hint);
-}
 
 class UNetEmitter {
   readonly nn: Layers;

@@ -10,8 +10,8 @@ export interface OpSink {
     attrs?: Record<string, string | number | number[]>,
     hint?: string,
   ): string;
-  /** A float32 scalar constant. */
-  f32(value: number): string;
+  /** A float32 constant: a scalar, or `values` shaped `dims`. */
+  f32(values: number | Float32Array, dims?: number[]): string;
   /** A 1-D int64 constant. */
   i64(values: number[]): string;
 }
@@ -51,4 +51,17 @@ export function upsampleNearestLike(g: OpSink, x: string, like: string): string 
     { mode: 'nearest', coordinate_transformation_mode: 'asymmetric', nearest_mode: 'floor' },
     'upsample',
   );
+}
+
+/**
+ * The sinusoidal timestep embedding [N] -> [N, dim]: [cos(t f_i) | sin(t f_i)] with
+ * f_i = 10000^(-i / half) (Vaswani et al. 2017, sec. 3.5; ldm's timestep_embedding, which is
+ * diffusers' flip_sin_to_cos=True, downscale_freq_shift=0).
+ */
+export function timestepEmbedding(g: OpSink, t: string, dim: number, hint = 'time_proj'): string {
+  const half = dim / 2;
+  const freqs = new Float32Array(half);
+  for (let i = 0; i < half; i++) freqs[i] = Math.exp((-Math.log(10000) * i) / half);
+  const args = g.op('Mul', [g.op('Unsqueeze', [t, g.i64([1])]), g.f32(freqs, [1, half])], {}, hint);
+  return g.op('Concat', [g.op('Cos', [args]), g.op('Sin', [args])], { axis: 1 }, hint);
 }
