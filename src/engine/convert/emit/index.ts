@@ -1,0 +1,120 @@
+// The graph emitters' public API: one call per diffusers component, each writing
+// `<dir>/model.onnx` and `<dir>/model.onnx_data` from a checkpoint's ldm-named tensors.
+
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { Graph, type SaveProgress, type WeightPrecision } from '../onnx/graph';
+import type {
+  CheckpointFamily,
+  TensorSource,
+  TextEncoderArchitecture,
+  UNetArchitecture,
+  VaeArchitecture,
+} from '../types';
+import type { AttentionKind } from './layers';
+import { buildTextEncoder } from './text-encoder';
+import { buildUNet } from './unet';
+import { buildVae } from './vae';
+
+export type { AttentionKind } from './layers';
+export type { SaveProgress, WeightPrecision } from '../onnx/graph';
+export { textEncoderPlan } from './text-encoder';
+
+export interface EmitOptions {
+  /** The component folder (created if missing): model.onnx and model.onnx_data go there. */
+  dir: string;
+  /** Stored weight type; computation is float32 either way. Default fp16. */
+  precision?: WeightPrecision;
+  /** Default 'fused' (com.microsoft MultiHeadAttention); 'matmul' writes MatMul + Softmax. */
+  attention?: AttentionKind;
+  /** Checked before each tensor; an abort rejects with EngineError 'cancelled'. */
+  signal?: AbortSignal;
+  /** Called after each tensor is written. */
+  onTensor?: (p: SaveProgress) => void;
+  /**
+   * Build the graph and check every key, but write nothing: the result's `bytes` is then the
+   * weight bytes the component will take (for a disk-space check before writing).
+   */
+  dryRun?: boolean;
+}
+
+export interface EmitResult {
+  /** Every checkpoint key the component used or knowingly ignored (for whole-file coverage). */
+  consumed: Set<string>;
+  /** Files written (to be written, on a dry run), and their total size in bytes. */
+  model: string;
+  data: string;
+  bytes: number;
+  /** Tensors in the external data file (the `total` of onTensor), known before writing. */
+  tensors: number;
+}
+
+/** Builds a graph with `build`, then streams it to `opts.dir`. */
+async function emit(
+  name: string,
+  opts: EmitOptions,
+  build: (g: Graph, attention: AttentionKind) => Set<string>,
+): Promise<EmitResult> {
+  const g = new Graph(name, opts.precision ?? 'fp16');
+  const consumed = build(g, opts.attention ?? 'fused');
+  const model = path.join(opts.dir, 'model.onnx');
+  const data = path.join(opts.dir, 'model.onnx_data');
+  if (opts.dryRun) return { consumed, model, data, bytes: g.weightBytes(), tensors: g.weightCount };
+  await mkdir(opts.dir, { recursive: true });
+  const bytes = await g.save(model, {
+    externalData: 'model.onnx_data',
+    signal: opts.signal,
+    onTensor: opts.onTensor,
+    docString: `${name} converted from a single-file checkpoint by Latent Studio`,
+  });
+  return {
+    consumed,
+    model,
+    data,
+    bytes,
+    tensors: g.weightCount,
+  };
+}
+
+/** The UNet (`unet/`): keys under `prefix` (the architecture's unetPrefix). */
+export function emitUnet(
+  source: TensorSource,
+  arch: UNetArchitecture,
+  prefix: string,
+  opts: EmitOptions,
+): Promise<EmitResult> {
+  return emit('unet', opts, (g, a) => buildUNet(g, source, arch, prefix, a));
+}
+
+/**
+ * A text encoder (`text_encoder/` or `text_encoder_2/`). `family` decides the layers and outputs:
+ * SD 2.x stops one layer early; SDXL adds hidden_states.0..L.
+ */
+export function emitTextEncoder(
+  source: TensorSource,
+  arch: TextEncoderArchitecture,
+  family: CheckpointFamily,
+  opts: EmitOptions,
+): Promise<EmitResult> {
+  return emit('text_encoder', opts, (g, a) => buildTextEncoder(g, source, arch, family, a));
+}
+
+/** The VAE encoder (`vae_encoder/`), quant_conv included: sample -> latent_parameters. */
+export function emitVaeEncoder(
+  source: TensorSource,
+  arch: VaeArchitecture,
+  prefix: string,
+  opts: EmitOptions,
+): Promise<EmitResult> {
+  return emit('vae_encoder', opts, (g, a) => buildVae('encoder', g, source, arch, prefix, a));
+}
+
+/** The VAE decoder (`vae_decoder/`), post_quant_conv included: latent_sample -> sample. */
+export function emitVaeDecoder(
+  source: TensorSource,
+  arch: VaeArchitecture,
+  prefix: string,
+  opts: EmitOptions,
+): Promise<EmitResult> {
+  return emit('vae_decoder', opts, (g, a) => buildVae('decoder', g, source, arch, prefix, a));
+}

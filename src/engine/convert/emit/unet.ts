@@ -1,0 +1,223 @@
+// The ldm UNet (Rombach et al. 2022, "High-Resolution Image Synthesis with Latent Diffusion
+// Models", appendix; the UNetModel of CompVis/stable-diffusion and Stability-AI/generative-models)
+// from its checkpoint keys:
+//  - time embedding: the sinusoidal embedding [cos | sin] of Vaswani et al. 2017 §3.5 with
+//    max period 10000, then Linear, SiLU, Linear (time_embed.0/.2);
+//  - SDXL adds label_emb(y), y = [pooled text_embeds, sinusoidal(time_ids, 256) flattened]
+//    (Podell et al. 2023, "SDXL", §2.2 micro-conditioning);
+//  - ResBlocks (GroupNorm eps 1e-5, SiLU, conv; the time embedding added after the first conv;
+//    a 1x1 skip when the width changes);
+//  - SpatialTransformers (GroupNorm eps 1e-6, proj_in as 1x1 conv or Linear, blocks of
+//    self-attention, cross-attention and a GEGLU feed-forward (Shazeer 2020) with the first
+//    half of the projection as the value and the second half, through exact GELU, as the gate);
+//  - Downsample is a stride-2 3x3 conv; Upsample is nearest x2 (to the skip's size, so odd
+//    latent sizes work as diffusers' upsample_size does) then a 3x3 conv.
+//
+// Inputs and output follow diffusers' ONNX export: sample [batch, channels, height, width],
+// timestep float [batch] (one value broadcasts), encoder_hidden_states [batch, sequence, ctx]
+// and, for SDXL, text_embeds [batch, 1280] and time_ids [batch, 6]; out_sample.
+
+import type { Graph } from '../onnx/graph';
+import { gelu, silu, timestepEmbedding, upsampleNearestLike } from '../onnx/ops';
+import type { TensorSource, UNetArchitecture } from '../types';
+import { type AttentionKind, Layers, Params } from './layers';
+
+class UNetEmitter {
+  readonly nn: Layers;
+  constructor(
+    readonly g: Graph,
+    readonly p: Params,
+    readonly arch: UNetArchitecture,
+    readonly pre: string,
+    readonly attention: AttentionKind,
+  ) {
+    this.nn = new Layers(g, p);
+  }
+
+  get embDim(): number {
+    return 4 * this.arch.modelChannels;
+  }
+
+  resBlock(x: string, emb: string, key: string, inC: number, outC: number): string {
+    const { g, nn } = this;
+    let h = nn.groupNorm(x, `${key}.in_layers.0`, inC, 1e-5);
+    h = nn.conv(silu(g, h), `${key}.in_layers.2`, inC, outC, 3);
+    const e = nn.linear(silu(g, emb), `${key}.emb_layers.1`, this.embDim, outC);
+    h = g.op('Add', [h, g.op('Unsqueeze', [e, g.i64([2, 3])])], {}, key);
+    h = nn.groupNorm(h, `${key}.out_layers.0`, outC, 1e-5);
+    h = nn.conv(silu(g, h), `${key}.out_layers.3`, outC, outC, 3);
+    const skip = inC === outC ? x : nn.conv(x, `${key}.skip_connection`, inC, outC, 1);
+    return g.op('Add', [skip, h], {}, key);
+  }
+
+  /** Heads and head width at a level of `channels` (fixed heads for SD 1, fixed width else). */
+  heads(channels: number): number {
+    const { numHeads, headChannels } = this.arch;
+    if (numHeads !== null) return numHeads;
+    if (headChannels === null) throw new Error('UNetArchitecture needs numHeads or headChannels');
+    return channels / headChannels;
+  }
+
+  spatialTransformer(x: string, ctx: string, key: string, c: number, depth: number): string {
+    const { g, nn, arch } = this;
+    const heads = this.heads(c);
+    let h = nn.groupNorm(x, `${key}.norm`, c, 1e-6);
+    if (arch.linearProjection) h = nn.linear(nn.toTokens(h), `${key}.proj_in`, c, c);
+    else h = nn.toTokens(nn.conv(h, `${key}.proj_in`, c, c, 1));
+    for (let d = 0; d < depth; d++) {
+      const b = `${key}.transformer_blocks.${d}`;
+      const n1 = nn.layerNorm(h, `${b}.norm1`, c, 1e-5);
+      const a1 = nn.attention(
+        nn.linear(n1, `${b}.attn1.to_q`, c, c, false),
+        nn.linear(n1, `${b}.attn1.to_k`, c, c, false),
+        nn.linear(n1, `${b}.attn1.to_v`, c, c, false),
+        heads,
+        c,
+        this.attention,
+      );
+      h = g.op('Add', [h, nn.linear(a1, `${b}.attn1.to_out.0`, c, c)], {}, b);
+      const n2 = nn.layerNorm(h, `${b}.norm2`, c, 1e-5);
+      const a2 = nn.attention(
+        nn.linear(n2, `${b}.attn2.to_q`, c, c, false),
+        nn.linear(ctx, `${b}.attn2.to_k`, arch.contextDim, c, false),
+        nn.linear(ctx, `${b}.attn2.to_v`, arch.contextDim, c, false),
+        heads,
+        c,
+        this.attention,
+      );
+      h = g.op('Add', [h, nn.linear(a2, `${b}.attn2.to_out.0`, c, c)], {}, b);
+      const n3 = nn.layerNorm(h, `${b}.norm3`, c, 1e-5);
+      const proj = nn.linear(n3, `${b}.ff.net.0.proj`, c, 8 * c);
+      const [value, gate] = this.splitLast(proj, 4 * c);
+      const ff = nn.linear(g.op('Mul', [value, gelu(g, gate)]), `${b}.ff.net.2`, 4 * c, c);
+      h = g.op('Add', [h, ff], {}, b);
+    }
+    let out: string;
+    if (arch.linearProjection) out = nn.fromTokens(nn.linear(h, `${key}.proj_out`, c, c), x, c);
+    else out = nn.conv(nn.fromTokens(h, x, c), `${key}.proj_out`, c, c, 1);
+    return g.op('Add', [out, x], {}, key);
+  }
+
+  private splitLast(x: string, half: number): [string, string] {
+    const g = this.g;
+    const a = g.op('Slice', [x, g.i64([0]), g.i64([half]), g.i64([-1])], {}, 'geglu_value');
+    const b = g.op('Slice', [x, g.i64([half]), g.i64([2 * half]), g.i64([-1])], {}, 'geglu_gate');
+    return [a, b];
+  }
+
+  /** Transformer depth of the middle block: counted from the keys (SDXL: 10; else 1). */
+  middleDepth(): number {
+    let d = 0;
+    while (this.p.has(`${this.pre}middle_block.1.transformer_blocks.${d}.norm1.weight`)) d++;
+    return Math.max(d, 1);
+  }
+}
+
+/** Builds the UNet graph into `g`; returns the keys it consumed. */
+export function buildUNet(
+  g: Graph,
+  source: TensorSource,
+  arch: UNetArchitecture,
+  prefix: string,
+  attention: AttentionKind,
+): Set<string> {
+  const p = new Params(source, g, 'the UNet');
+  const e = new UNetEmitter(g, p, arch, prefix, attention);
+  const nn = e.nn;
+  const mc = arch.modelChannels;
+  const levels = arch.channelMult.length;
+  const k = (s: string): string => `${prefix}${s}`;
+
+  const sample = g.input('sample', 'float32', ['batch', 'channels', 'height', 'width']);
+  const tIn = g.input('timestep', 'float32', ['batch']);
+  const ctx = g.input('encoder_hidden_states', 'float32', ['batch', 'sequence', arch.contextDim]);
+  const t = g.op('Reshape', [tIn, g.i64([-1])], {}, 'timestep_flat');
+
+  let emb = nn.linear(
+    silu(g, nn.linear(timestepEmbedding(g, t, mc, 'time_proj'), k('time_embed.0'), mc, 4 * mc)),
+    k('time_embed.2'),
+    4 * mc,
+    4 * mc,
+  );
+  if (arch.admInChannels !== null) {
+    const pooledDim = arch.admInChannels - 6 * 256;
+    const textEmbeds = g.input('text_embeds', 'float32', ['batch', pooledDim]);
+    const timeIds = g.input('time_ids', 'float32', ['batch', 6]);
+    const ids = timestepEmbedding(g, g.op('Reshape', [timeIds, g.i64([-1])]), 256, 'time_ids');
+    const idsFlat = g.op('Reshape', [ids, g.i64([-1, 6 * 256])], {}, 'time_ids');
+    const y = g.op('Concat', [textEmbeds, idsFlat], { axis: 1 }, 'label');
+    const label = nn.linear(
+      silu(g, nn.linear(y, k('label_emb.0.0'), arch.admInChannels, 4 * mc)),
+      k('label_emb.0.2'),
+      4 * mc,
+      4 * mc,
+    );
+    emb = g.op('Add', [emb, label], {}, 'emb');
+  }
+
+  // Input blocks.
+  let h = nn.conv(sample, k('input_blocks.0.0'), arch.inChannels, mc, 3);
+  const skips: { t: string; c: number }[] = [{ t: h, c: mc }];
+  let ch = mc;
+  let block = 1;
+  for (let level = 0; level < levels; level++) {
+    const out = arch.channelMult[level] * mc;
+    for (let r = 0; r < arch.numResBlocks; r++) {
+      h = e.resBlock(h, emb, k(`input_blocks.${block}.0`), ch, out);
+      ch = out;
+      if (arch.attentionLevels[level])
+        h = e.spatialTransformer(
+          h,
+          ctx,
+          k(`input_blocks.${block}.1`),
+          ch,
+          arch.transformerDepth[level],
+        );
+      skips.push({ t: h, c: ch });
+      block++;
+    }
+    if (level < levels - 1) {
+      h = nn.conv(h, k(`input_blocks.${block}.0.op`), ch, ch, 3, { stride: 2 });
+      skips.push({ t: h, c: ch });
+      block++;
+    }
+  }
+
+  // Middle block.
+  h = e.resBlock(h, emb, k('middle_block.0'), ch, ch);
+  h = e.spatialTransformer(h, ctx, k('middle_block.1'), ch, e.middleDepth());
+  h = e.resBlock(h, emb, k('middle_block.2'), ch, ch);
+
+  // Output blocks.
+  block = 0;
+  for (let level = levels - 1; level >= 0; level--) {
+    const out = arch.channelMult[level] * mc;
+    for (let r = 0; r <= arch.numResBlocks; r++) {
+      const skip = skips.pop()!;
+      h = g.op('Concat', [h, skip.t], { axis: 1 }, `output_blocks.${block}`);
+      h = e.resBlock(h, emb, k(`output_blocks.${block}.0`), ch + skip.c, out);
+      ch = out;
+      let sub = 1;
+      if (arch.attentionLevels[level]) {
+        h = e.spatialTransformer(
+          h,
+          ctx,
+          k(`output_blocks.${block}.1`),
+          ch,
+          arch.transformerDepth[level],
+        );
+        sub = 2;
+      }
+      if (level > 0 && r === arch.numResBlocks) {
+        h = upsampleNearestLike(g, h, skips[skips.length - 1].t);
+        h = nn.conv(h, k(`output_blocks.${block}.${sub}.conv`), ch, ch, 3);
+      }
+      block++;
+    }
+  }
+
+  h = silu(g, nn.groupNorm(h, k('out.0'), ch, 1e-5));
+  h = nn.conv(h, k('out.2'), ch, arch.outChannels, 3);
+  g.output(h, 'out_sample', 'float32', ['batch', arch.outChannels, 'height', 'width']);
+  return p.consumed;
+}
