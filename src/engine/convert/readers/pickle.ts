@@ -101,7 +101,6 @@ function callGlobal(fn: GlobalRef, args: unknown): unknown {
   }
 }
 
-const MARK = Symbol('mark');
 
 /**
  * Reads `data` as a pickle and returns the object it describes: dicts become Maps, tuples and
@@ -323,9 +322,12 @@ export function readPickle(data: Uint8Array): unknown {
         stack.push(resolveGlobal(module, name));
         break;
       }
-      case 0x74: // TUPLE
-        stack.push(popMark());
+      case 0x74: {
+        // TUPLE (popMark first: it replaces `stack`)
+        const items = popMark();
+        stack.push(items);
         break;
+      }
       case 0x85: // TUPLE1
         stack.push([pop()]);
         break;
@@ -342,9 +344,12 @@ export function readPickle(data: Uint8Array): unknown {
         stack.push([pop(), b, c]);
         break;
       }
-      case 0x6c: // LIST
-        stack.push(popMark());
+      case 0x6c: {
+        // LIST
+        const items = popMark();
+        stack.push(items);
         break;
+      }
       case 0x64: {
         // DICT
         const items = popMark();
