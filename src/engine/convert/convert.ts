@@ -100,7 +100,7 @@ export const CONVERSION_RECORD = 'conversion.json';
  * Keys a checkpoint carries that no inference graph needs: ldm/sgm noise-schedule buffers,
  * EMA copies, Lightning leftovers, the SDXL embedders that are not text encoders.
  */
-const KNOWN_UNUSED = [
+export const KNOWN_UNUSED: readonly RegExp[] = [
   /^(betas|alphas_cumprod|alphas_cumprod_prev|sqrt_alphas_cumprod|sqrt_one_minus_alphas_cumprod|log_one_minus_alphas_cumprod|sqrt_recip_alphas_cumprod|sqrt_recipm1_alphas_cumprod|posterior_variance|posterior_log_variance_clipped|posterior_mean_coef1|posterior_mean_coef2|logvar|scale_factor|v_pred|lvlb_weights)$/,
   /^model_ema\./,
   /^denoiser\./,
