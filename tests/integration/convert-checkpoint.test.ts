@@ -14,20 +14,9 @@ import {
   convertCheckpoint,
 } from '../../src/engine/convert/convert';
 import { openCheckpoint } from '../../src/engine/convert/readers/index';
-import type { CheckpointArchitecture } from '../../src/engine/convert/types';
 import { GenerationSettings } from '../../src/shared/generation';
 import { encodeFloats, writeSafetensors } from '../fixtures/checkpoint';
-
-const REFERENCE = path.join(import.meta.dirname, '..', 'fixtures', 'reference');
-const VOCABULARY = path.join(
-  import.meta.dirname,
-  '..',
-  '..',
-  'resources',
-  'clip-bpe',
-  'bpe_simple_vocab_16e6.txt.gz',
-);
-const FULL_VOCAB = 49408;
+import { FULL_VOCAB, VOCABULARY, smallCheckpoint } from '../fixtures/small-checkpoint';
 
 let dir: string;
 let engine: DiffusionEngine;
@@ -41,60 +30,7 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** A deterministic stand-in for random weights (xorshift32, values in [-0.05, 0.05)). */
-function noise(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    out[i] = ((s >>> 0) / 2 ** 32 - 0.5) * 0.1;
-  }
-  return out;
-}
-
-/**
- * The recorded small checkpoint of `family`, rewritten with token embeddings of CLIP's full
- * 49,408-token vocabulary (the recorded ones stop at 1,000 to stay small), since the converted
- * model is driven by the real tokenizer. Returns the file and its architecture.
- */
-async function smallCheckpoint(
-  family: 'sd1' | 'sd2' | 'sdxl',
-  edit: (name: string) => string | null = (n) => n,
-): Promise<{ file: string; arch: CheckpointArchitecture }> {
-  const arch = JSON.parse(
-    await readFile(path.join(REFERENCE, `convert-${family}.json`), 'utf8'),
-  ) as CheckpointArchitecture;
-  arch.textEncoders = arch.textEncoders.map((t) => ({ ...t, vocabSize: FULL_VOCAB }));
-  arch.prediction ??= 'epsilon';
-  arch.sampleSize ??= 64;
-  arch.inpainting ??= arch.unet.inChannels === 9;
-  arch.reasons ??= ['small test configuration'];
-  const { source } = await openCheckpoint(path.join(REFERENCE, `convert-${family}.safetensors`));
-  const file = path.join(dir, `${family}-${Math.random().toString(36).slice(2)}.safetensors`);
-  const specs = source
-    .list()
-    .map((t) => ({ t, name: edit(t.name) }))
-    .filter((x): x is { t: (typeof x)['t']; name: string } => x.name !== null)
-    .map(({ t, name }) => ({
-      from: t.name,
-      name,
-      dtype: 'F32' as const,
-      shape: t.name.endsWith('token_embedding.weight') ? [FULL_VOCAB, t.shape[1]!] : [...t.shape],
-    }));
-  await writeSafetensors(file, specs, async (spec) => {
-    const from = (spec as (typeof specs)[number]).from;
-    if (from.endsWith('token_embedding.weight')) {
-      return encodeFloats(noise(FULL_VOCAB * spec.shape[1]!, spec.shape[1]!), 'F32');
-    }
-    return encodeFloats(await source.readFloat32(from), 'F32');
-  });
-  await source.close();
-  return { file, arch };
-}
-
-async function generateFrom(modelDir: string, size: number): Promise<Uint8Array> {
+async function generateFrom(modelDir: string, size: number): Promise<ArrayLike<number>> {
   const result = await engine.generate({
     modelDir,
     settings: GenerationSettings.parse({
@@ -117,7 +53,7 @@ async function generateFrom(modelDir: string, size: number): Promise<Uint8Array>
 
 describe('convertCheckpoint', () => {
   it('converts an SD 1.x checkpoint into a folder the loader opens and the engine generates from', async () => {
-    const { file, arch } = await smallCheckpoint('sd1');
+    const { file, arch } = await smallCheckpoint(dir, 'sd1');
     const out = path.join(dir, 'sd1-model');
     const progress: ConvertProgress[] = [];
     const result = await convertCheckpoint(file, out, {
@@ -170,11 +106,11 @@ describe('convertCheckpoint', () => {
     expect(last.bytesDone).toBe(result.bytesWritten);
 
     const pixels = await generateFrom(out, 64);
-    expect(new Set(pixels).size).toBeGreaterThan(8);
+    expect(new Set(Array.from(pixels)).size).toBeGreaterThan(8);
   });
 
   it('converts SDXL with two tokenizers (pad <|endoftext|> and !) and generates', async () => {
-    const { file, arch } = await smallCheckpoint('sdxl');
+    const { file, arch } = await smallCheckpoint(dir, 'sdxl');
     const out = path.join(dir, 'sdxl-model');
     const result = await convertCheckpoint(file, out, {
       vocabularyFile: VOCABULARY,
@@ -189,11 +125,11 @@ describe('convertCheckpoint', () => {
     expect(await pad('tokenizer')).toMatchObject({ content: '<|endoftext|>' });
     expect(await pad('tokenizer_2')).toBe('!');
     const pixels = await generateFrom(out, 64);
-    expect(new Set(pixels).size).toBeGreaterThan(8);
+    expect(new Set(Array.from(pixels)).size).toBeGreaterThan(8);
   });
 
   it('asks for the prediction type of an SD 2.x file that cannot tell, and uses the answer', async () => {
-    const { file, arch } = await smallCheckpoint('sd2');
+    const { file, arch } = await smallCheckpoint(dir, 'sd2');
     const undecided = { ...arch, inpainting: false, prediction: null };
     await expect(
       convertCheckpoint(file, path.join(dir, 'sd2-undecided'), {
@@ -218,7 +154,7 @@ describe('convertCheckpoint', () => {
   });
 
   it('a cancelled conversion leaves nothing behind', async () => {
-    const { file, arch } = await smallCheckpoint('sd1');
+    const { file, arch } = await smallCheckpoint(dir, 'sd1');
     const parent = path.join(dir, 'cancel');
     const out = path.join(parent, 'model');
     const controller = new AbortController();
@@ -238,7 +174,7 @@ describe('convertCheckpoint', () => {
   });
 
   it('refuses to start without enough disk space, writing nothing', async () => {
-    const { file, arch } = await smallCheckpoint('sd1');
+    const { file, arch } = await smallCheckpoint(dir, 'sd1');
     const parent = path.join(dir, 'full-disk');
     await expect(
       convertCheckpoint(file, path.join(parent, 'model'), {
@@ -253,7 +189,7 @@ describe('convertCheckpoint', () => {
   });
 
   it('uses a replacement VAE file and records it; a checkpoint without a VAE needs one', async () => {
-    const { file, arch } = await smallCheckpoint('sd1');
+    const { file, arch } = await smallCheckpoint(dir, 'sd1');
     // A VAE-only file in ldm naming without the first_stage_model. prefix (as ft-MSE ships).
     const { source } = await openCheckpoint(file);
     const vaeFile = path.join(dir, 'vae-ft-test.safetensors');
@@ -294,7 +230,7 @@ describe('convertCheckpoint', () => {
     const unet = (m: string): Promise<Buffer> => readFile(path.join(m, 'unet', 'model.onnx_data'));
     expect((await unet(own)).equals(await unet(replaced))).toBe(true);
 
-    const { file: noVae } = await smallCheckpoint('sd1', (n) =>
+    const { file: noVae } = await smallCheckpoint(dir, 'sd1', (n) =>
       n.startsWith('first_stage_model.') ? null : n,
     );
     await expect(

@@ -66,6 +66,8 @@ export interface ConvertOptions {
   attention?: AttentionKind;
   signal?: AbortSignal;
   onProgress?: (p: ConvertProgress) => void;
+  /** The checkpoint's sha256 when the caller has it (recorded; A1111's short hash is its first 10 hex). */
+  sha256?: string;
   /** Free bytes where `outDir` will be; defaults to statfs. */
   freeBytes?: (dir: string) => Promise<number>;
 }
@@ -75,6 +77,8 @@ export interface ConversionRecord {
   /** The checkpoint's file name (not its path: the folder may move). */
   source: string;
   sourceBytes: number;
+  /** The checkpoint's sha256 (hex), when known. */
+  sha256: string | null;
   /** The replacement VAE's file name, when one was used. */
   vae: string | null;
   precision: 'fp16' | 'fp32';
@@ -343,6 +347,7 @@ export async function convertCheckpoint(
     const record: ConversionRecord = {
       source: path.basename(file),
       sourceBytes: (await stat(file)).size,
+      sha256: options.sha256 ?? null,
       vae: options.vae ? path.basename(options.vae) : null,
       precision,
       family: arch.family,

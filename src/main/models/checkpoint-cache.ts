@@ -1,0 +1,138 @@
+/**
+ * Single-file checkpoints used as models: each is converted once (engine/convert) into the data
+ * folder's cache, keyed by the file's sha256 (and the precision and replacement VAE), and the
+ * converted folder is reused afterwards. The same hash gives A1111's short model hash (its first
+ * 10 hex digits) for the infotext's `Model hash:`.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
+import {
+  CONVERSION_RECORD,
+  type ConversionRecord,
+  type ConvertProgress,
+  convertCheckpoint,
+} from '../../engine/convert/convert';
+import { EngineError } from '../../engine/errors';
+
+/** File name endings taken as single-file checkpoints rather than model folders. */
+export const CHECKPOINT_EXTENSIONS = ['.safetensors', '.ckpt', '.pt', '.pth'];
+
+export function isCheckpointFile(file: string): boolean {
+  return CHECKPOINT_EXTENSIONS.includes(path.extname(file).toLowerCase());
+}
+
+/** sha256 of a file, streamed; `onBytes` gets the bytes hashed so far. */
+export async function sha256File(
+  file: string,
+  opts: { signal?: AbortSignal; onBytes?: (done: number) => void } = {},
+): Promise<string> {
+  const hash = createHash('sha256');
+  let done = 0;
+  for await (const chunk of createReadStream(file, { highWaterMark: 4 << 20 })) {
+    if (opts.signal?.aborted) throw new EngineError('cancelled', 'The conversion was cancelled.');
+    hash.update(chunk as Buffer);
+    done += (chunk as Buffer).length;
+    opts.onBytes?.(done);
+  }
+  return hash.digest('hex');
+}
+
+/** A1111's short model hash: the first 10 hex digits of the file's sha256. */
+export const shortHash = (sha256: string): string => sha256.slice(0, 10);
+
+export interface CachedConversionOptions {
+  /** The data folder; conversions go under `converted/`. */
+  dataDir: string;
+  /** CLIP's BPE list shipped in resources/clip-bpe. */
+  vocabularyFile: string;
+  precision?: 'fp16' | 'fp32';
+  vae?: string;
+  prediction?: 'epsilon' | 'v_prediction';
+  signal?: AbortSignal;
+  /** Hashing is reported as phase 'hashing' with bytes; then the conversion's own progress. */
+  onProgress?: (
+    p: ConvertProgress | { phase: 'hashing'; bytesDone: number; bytesTotal: number },
+  ) => void;
+}
+
+export interface CachedConversion {
+  dir: string;
+  sha256: string;
+  record: ConversionRecord;
+  /** False when an earlier conversion was reused. */
+  converted: boolean;
+}
+
+async function readRecord(dir: string): Promise<ConversionRecord | null> {
+  try {
+    const record = JSON.parse(await readFile(path.join(dir, CONVERSION_RECORD), 'utf8'));
+    await stat(path.join(dir, 'model_index.json'));
+    return record as ConversionRecord;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The converted folder of `file`: reused when the cache has it, converted into it otherwise.
+ * Two processes converting the same file at once both succeed; the second reuses the first's.
+ */
+export async function ensureConverted(
+  file: string,
+  options: CachedConversionOptions,
+): Promise<CachedConversion> {
+  const precision = options.precision ?? 'fp16';
+  const { size } = await stat(file);
+  const sha256 = await sha256File(file, {
+    ...(options.signal ? { signal: options.signal } : {}),
+    onBytes: (bytesDone) => options.onProgress?.({ phase: 'hashing', bytesDone, bytesTotal: size }),
+  });
+  let key = `${sha256.slice(0, 16)}-${precision}`;
+  if (options.vae) key += `-vae-${(await sha256File(options.vae)).slice(0, 10)}`;
+  if (options.prediction) key += `-${options.prediction === 'epsilon' ? 'eps' : 'v'}`;
+  const dir = path.join(options.dataDir, 'converted', key);
+  const existing = await readRecord(dir);
+  if (existing) return { dir, sha256, record: existing, converted: false };
+  try {
+    const result = await convertCheckpoint(file, dir, {
+      vocabularyFile: options.vocabularyFile,
+      precision,
+      sha256,
+      ...(options.vae ? { vae: options.vae } : {}),
+      ...(options.prediction ? { prediction: options.prediction } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    });
+    const { dir: _dir, bytesWritten: _b, seconds: _s, ...record } = result;
+    return { dir, sha256, record, converted: true };
+  } catch (e) {
+    // Another process finished the same conversion first.
+    const raced = await readRecord(dir);
+    if (raced) return { dir, sha256, record: raced, converted: false };
+    throw e;
+  }
+}
+
+/** Where resources/ is for the node entry points in out/main (LATENT_STUDIO_RESOURCES_DIR wins). */
+export function resourcesDirFrom(here: string): string {
+  return path.resolve(
+    process.env.LATENT_STUDIO_RESOURCES_DIR ?? path.join(here, '..', '..', 'resources'),
+  );
+}
+
+/** CLIP's BPE list inside a resources folder. */
+export const vocabularyIn = (resourcesDir: string): string =>
+  path.join(resourcesDir, 'clip-bpe', 'bpe_simple_vocab_16e6.txt.gz');
+
+/** One progress line for a terminal: phase, tensors, MB/s, ETA. */
+export function formatConvertProgress(
+  p: ConvertProgress | { phase: 'hashing'; bytesDone: number; bytesTotal: number },
+): string {
+  if (p.phase === 'hashing') {
+    return `hashing ${((100 * p.bytesDone) / Math.max(1, p.bytesTotal)).toFixed(0)}%`;
+  }
+  const eta = p.etaSeconds === null ? '' : `, ${Math.ceil(p.etaSeconds)} s left`;
+  return `${p.phase.replace('_', ' ')}: ${p.tensorsDone}/${p.tensorsTotal} tensors, ${p.mbPerSecond.toFixed(0)} MB/s${eta}`;
+}
