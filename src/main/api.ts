@@ -3,6 +3,7 @@ import { getRuntimeInfo } from '../engine/runtime';
 import { EventHub } from './events';
 import { JobService } from './jobs/service';
 import { Library } from './library/service';
+import { CheckpointImports } from './models/imports';
 import type { DesktopIntegration, HostContext } from './services';
 import { SettingsStore } from './settings-store';
 
@@ -29,6 +30,7 @@ export class StudioHost {
   readonly settings: SettingsStore;
   readonly library: Library;
   readonly jobs: JobService;
+  readonly imports: CheckpointImports;
   readonly service: StudioService;
   #engineStatus: EngineStatus;
 
@@ -59,6 +61,7 @@ export class StudioHost {
     };
     this.library = new Library(context);
     this.jobs = new JobService(context, this.library);
+    this.imports = new CheckpointImports(context, (folder) => this.library.addModel(folder));
 
     this.service = {
       getAppInfo: () => this.appInfo(),
@@ -72,6 +75,7 @@ export class StudioHost {
       },
       ...this.library.methods,
       ...this.jobs.methods,
+      ...this.imports.methods,
       // The restored database has its own jobs: recover them and run the queue again.
       restoreBackup: async (input) => {
         const status = await this.library.methods.restoreBackup(input);

@@ -5,3 +5,4 @@ export * from './status';
 export * from './wire';
 export * from './generation';
 export * from './library';
+export * from './checkpoint';

@@ -84,11 +84,15 @@ describe('npm run generate -- --model FILE.safetensors', () => {
     const dataDir = path.join(tmp, 'data');
     // The cache entry a first run would have made (the small configuration needs its
     // architecture given, which the command line cannot do).
-    await convertCheckpoint(file, path.join(dataDir, 'converted', `${sha256.slice(0, 16)}-fp16`), {
-      vocabularyFile: VOCABULARY,
-      architecture: arch,
-      sha256,
-    });
+    await convertCheckpoint(
+      file,
+      path.join(dataDir, 'converted', `${sha256.slice(0, 16)}-fp16`, 'my model'),
+      {
+        vocabularyFile: VOCABULARY,
+        architecture: arch,
+        sha256,
+      },
+    );
     const png = path.join(tmp, 'out.png');
     const r = run(generateCli, [
       '--model',
@@ -114,6 +118,7 @@ describe('npm run generate -- --model FILE.safetensors', () => {
     const { params } = parseA1111Parameters(text!.text);
     expect(params['Model hash']).toBe(sha256.slice(0, 10));
     expect(params.Model).toBe(path.basename(file, '.safetensors'));
+    expect(fs.readdirSync(path.join(dataDir, 'converted'))).toHaveLength(1);
   });
 
   it('a checkpoint that cannot be converted fails with its sentence and leaves no cache entry', () => {

@@ -97,6 +97,20 @@ export interface ConvertResult extends ConversionRecord {
   seconds: number;
 }
 
+const FAMILY_NAMES = { sd1: 'SD 1.x', sd2: 'SD 2.x', sdxl: 'SDXL' } as const;
+
+/** The converted folder's model card: its first paragraph is what the models table shows. */
+function modelCard(r: ConversionRecord): string {
+  const hash = r.sha256 ? ` Model hash ${r.sha256.slice(0, 10)} (sha256 ${r.sha256}).` : '';
+  const vae = r.vae ? `, VAE from ${r.vae}` : '';
+  return (
+    `# ${path.basename(r.source, path.extname(r.source))}\n\n` +
+    `Converted from ${r.source} by Latent Studio: ${FAMILY_NAMES[r.family]}${r.inpainting ? ' inpainting' : ''}, ` +
+    `${r.prediction}, ${r.sampleSize} px, ${r.precision} weights${vae}.${hash}\n\n` +
+    `Recognised by: ${r.reasons.join('; ')}.\n`
+  );
+}
+
 /** Written beside model_index.json; the model registry reads it back. */
 export const CONVERSION_RECORD = 'conversion.json';
 
@@ -358,6 +372,7 @@ export async function convertCheckpoint(
       unusedKeys,
     };
     await writeJson(CONVERSION_RECORD, record);
+    await writeFile(path.join(temp, 'README.md'), modelCard(record));
     throwIfAborted(signal);
     await rename(temp, target);
     temp = undefined;

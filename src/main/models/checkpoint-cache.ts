@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import {
   CONVERSION_RECORD,
@@ -43,7 +43,7 @@ export async function sha256File(
 export const shortHash = (sha256: string): string => sha256.slice(0, 10);
 
 export interface CachedConversionOptions {
-  /** The data folder; conversions go under `converted/`. */
+  /** The data folder; conversions go under `converted/<sha256 prefix>-<precision>[-vae-...]/<name>/`. */
   dataDir: string;
   /** CLIP's BPE list shipped in resources/clip-bpe. */
   vocabularyFile: string;
@@ -92,9 +92,17 @@ export async function ensureConverted(
   let key = `${sha256.slice(0, 16)}-${precision}`;
   if (options.vae) key += `-vae-${(await sha256File(options.vae)).slice(0, 10)}`;
   if (options.prediction) key += `-${options.prediction === 'epsilon' ? 'eps' : 'v'}`;
-  const dir = path.join(options.dataDir, 'converted', key);
-  const existing = await readRecord(dir);
-  if (existing) return { dir, sha256, record: existing, converted: false };
+  // converted/<key>/<file name>: the folder's name is the model's name in the studio.
+  const slot = path.join(options.dataDir, 'converted', key);
+  for (const entry of await readdir(slot).catch(() => [] as string[])) {
+    if (entry.startsWith('.')) continue;
+    const existing = await readRecord(path.join(slot, entry));
+    if (existing)
+      return { dir: path.join(slot, entry), sha256, record: existing, converted: false };
+  }
+  const name =
+    path.basename(file, path.extname(file)).replace(/[^\p{L}\p{N} ._()+-]/gu, '_') || 'model';
+  const dir = path.join(slot, name);
   try {
     const result = await convertCheckpoint(file, dir, {
       vocabularyFile: options.vocabularyFile,
