@@ -2,15 +2,13 @@
 // of a recorded key set (tests/fixtures/reference/keysets), for the conversion benchmark and for
 // trying the converter by hand without downloading weights. Speed and memory of a conversion do
 // not depend on the values. position_ids are int64 0..76, as real fp16 checkpoints store them.
-import { floatToHalf, readKeySet, writeSafetensors } from '../../tests/fixtures/checkpoint';
+import { readKeySet, writeSafetensors } from '../../tests/fixtures/checkpoint';
+import { floatToHalf } from '../../tests/fixtures/onnx-builder';
 
 /** fp16 bits of small values (|x| < ~0.06) from xorshift32, the same for the same seed. */
 function randomHalves(count: number, seed: number): Uint8Array {
   const table = new Uint16Array(1024);
-  for (let i = 0; i < 1024; i++) {
-    const f = new Float32Array([((i + 0.5) / 1024 - 0.5) * 0.12]);
-    table[i] = floatToHalf(new Uint32Array(f.buffer)[0]!);
-  }
+  for (let i = 0; i < 1024; i++) table[i] = floatToHalf(((i + 0.5) / 1024 - 0.5) * 0.12);
   const out = new Uint16Array(count);
   let s = seed >>> 0 || 1;
   for (let i = 0; i < count; i++) {

@@ -17,49 +17,44 @@ const BETAS = {
   num_train_timesteps: 1000,
 } as const;
 
+/** Fields every published SD scheduler config carries. */
+const COMMON = {
+  ...BETAS,
+  clip_sample: false,
+  set_alpha_to_one: false,
+  skip_prk_steps: true,
+  steps_offset: 1,
+  trained_betas: null,
+} as const;
+
 /** scheduler/scheduler_config.json */
 export function schedulerConfig(arch: CheckpointArchitecture, prediction: string): Json {
   if (arch.family === 'sdxl') {
     return {
       _class_name: 'EulerDiscreteScheduler',
       _diffusers_version: '0.19.0',
-      ...BETAS,
-      clip_sample: false,
+      ...COMMON,
       interpolation_type: 'linear',
       prediction_type: prediction,
       sample_max_value: 1.0,
-      set_alpha_to_one: false,
-      skip_prk_steps: true,
-      steps_offset: 1,
       timestep_spacing: 'leading',
-      trained_betas: null,
       use_karras_sigmas: false,
     };
   }
-  if (prediction === 'v_prediction') {
-    return {
-      _class_name: 'DDIMScheduler',
-      _diffusers_version: '0.8.0',
-      ...BETAS,
-      clip_sample: false,
-      prediction_type: prediction,
-      set_alpha_to_one: false,
-      skip_prk_steps: true,
-      steps_offset: 1,
-      trained_betas: null,
-    };
-  }
-  return {
-    _class_name: 'PNDMScheduler',
-    _diffusers_version: '0.6.0',
-    ...BETAS,
-    clip_sample: false,
-    prediction_type: prediction,
-    set_alpha_to_one: false,
-    skip_prk_steps: true,
-    steps_offset: 1,
-    trained_betas: null,
-  };
+  // SD 2.x v models publish DDIM, the epsilon ones PNDM.
+  return prediction === 'v_prediction'
+    ? {
+        _class_name: 'DDIMScheduler',
+        _diffusers_version: '0.8.0',
+        ...COMMON,
+        prediction_type: prediction,
+      }
+    : {
+        _class_name: 'PNDMScheduler',
+        _diffusers_version: '0.6.0',
+        ...COMMON,
+        prediction_type: prediction,
+      };
 }
 
 /** model_index.json of diffusers' ONNX layout. */

@@ -101,7 +101,6 @@ function callGlobal(fn: GlobalRef, args: unknown): unknown {
   }
 }
 
-
 /**
  * Reads `data` as a pickle and returns the object it describes: dicts become Maps, tuples and
  * lists arrays, tensors TensorRefs. Throws PickleRefused naming any global outside the

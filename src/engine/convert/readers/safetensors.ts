@@ -9,10 +9,9 @@
  * sentence instead of returning garbage later.
  */
 import { open, type FileHandle } from 'node:fs/promises';
-import path from 'node:path';
-import { EngineError } from '../../errors';
-import type { TensorInfo, TensorSource } from '../types';
+import type { TensorInfo } from '../types';
 import { DTYPE_BYTES, elementCount, isCheckpointDType, toFloat32 } from './dtype';
+import { FileTensorSource, corrupt, readExactly } from './file-source';
 
 /** The reference implementation refuses headers over 100 MB; so do we. */
 const MAX_HEADER_BYTES = 100_000_000;
@@ -22,38 +21,16 @@ interface Located extends TensorInfo {
   readonly offset: number;
 }
 
-function corrupt(file: string, message: string): EngineError {
-  return new EngineError('model-corrupt', `${path.basename(file)}: ${message}`, { file });
-}
-
-/** Reads exactly `length` bytes at `position`, or says the file is truncated. */
-export async function readExactly(
-  handle: FileHandle,
-  file: string,
-  position: number,
-  length: number,
-): Promise<Buffer> {
-  const buffer = Buffer.allocUnsafe(length);
-  let done = 0;
-  while (done < length) {
-    const { bytesRead } = await handle.read(buffer, done, length - done, position + done);
-    if (bytesRead === 0) {
-      throw corrupt(file, `the file ends early (truncated at ${position + done} bytes).`);
-    }
-    done += bytesRead;
-  }
-  return buffer;
-}
-
-export class SafetensorsSource implements TensorSource {
+export class SafetensorsSource extends FileTensorSource<Located> {
   private constructor(
-    readonly path: string,
-    private readonly handle: FileHandle,
-    private readonly tensors: readonly Located[],
-    private readonly byName: ReadonlyMap<string, Located>,
+    file: string,
+    handle: FileHandle,
+    tensors: readonly Located[],
     /** The header's `__metadata__` (string to string), e.g. `modelspec.architecture`. */
     readonly metadata: Readonly<Record<string, string>>,
-  ) {}
+  ) {
+    super(file, handle, tensors);
+  }
 
   /** Opens and validates the header; throws `model-corrupt` with one sentence if it lies. */
   static async open(file: string): Promise<SafetensorsSource> {
@@ -88,36 +65,17 @@ export class SafetensorsSource implements TensorSource {
           `the file is truncated: its header describes ${dataEnd} bytes but it has ${size}.`,
         );
       }
-      return new SafetensorsSource(
-        file,
-        handle,
-        tensors,
-        new Map(tensors.map((t) => [t.name, t])),
-        metadata,
-      );
+      return new SafetensorsSource(file, handle, tensors, metadata);
     } catch (e) {
       await handle.close();
       throw e;
     }
   }
 
-  list(): readonly TensorInfo[] {
-    return this.tensors;
-  }
-
-  info(name: string): TensorInfo | undefined {
-    return this.byName.get(name);
-  }
-
   async readFloat32(name: string): Promise<Float32Array> {
-    const t = this.byName.get(name);
-    if (!t) throw corrupt(this.path, `it has no tensor named ${name}.`);
+    const t = this.located(name);
     const bytes = await readExactly(this.handle, this.path, t.offset, t.byteLength);
     return toFloat32(bytes, t.dtype, elementCount(t.shape));
-  }
-
-  async close(): Promise<void> {
-    await this.handle.close();
   }
 }
 

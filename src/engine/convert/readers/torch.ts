@@ -7,19 +7,15 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { EngineError } from '../../errors';
-import type { TensorInfo, TensorSource } from '../types';
+import type { TensorInfo } from '../types';
 import { DTYPE_BYTES, elementCount, toFloat32 } from './dtype';
+import { FileTensorSource, corrupt, readExactly } from './file-source';
 import { PickleRefused, readPickle, type TensorRef } from './pickle';
-import { readExactly } from './safetensors';
 import { readZipDirectory, readZipEntry, type ZipEntry } from './zip';
 
 interface Located extends TensorInfo {
   readonly ref: TensorRef;
   readonly entry: ZipEntry;
-}
-
-function corrupt(file: string, message: string): EngineError {
-  return new EngineError('model-corrupt', `${path.basename(file)}: ${message}`, { file });
 }
 
 function isContiguous(shape: readonly number[], stride: readonly number[]): boolean {
@@ -38,15 +34,16 @@ function stateDict(root: unknown): Map<unknown, unknown> | undefined {
   return inner instanceof Map ? inner : root;
 }
 
-export class TorchZipSource implements TensorSource {
+export class TorchZipSource extends FileTensorSource<Located> {
   private constructor(
-    readonly path: string,
-    private readonly handle: FileHandle,
-    private readonly tensors: readonly Located[],
-    private readonly byName: ReadonlyMap<string, Located>,
+    file: string,
+    handle: FileHandle,
+    tensors: readonly Located[],
     /** The `global_step` saved beside the weights by ldm/Lightning training, when present. */
     readonly globalStep: number | undefined,
-  ) {}
+  ) {
+    super(file, handle, tensors);
+  }
 
   static async open(file: string): Promise<TorchZipSource> {
     const handle = await open(file, 'r');
@@ -100,30 +97,15 @@ export class TorchZipSource implements TensorSource {
         });
       }
       const step = object instanceof Map ? object.get('global_step') : undefined;
-      return new TorchZipSource(
-        file,
-        handle,
-        tensors,
-        new Map(tensors.map((t) => [t.name, t])),
-        typeof step === 'number' ? step : undefined,
-      );
+      return new TorchZipSource(file, handle, tensors, typeof step === 'number' ? step : undefined);
     } catch (e) {
       await handle.close();
       throw e;
     }
   }
 
-  list(): readonly TensorInfo[] {
-    return this.tensors;
-  }
-
-  info(name: string): TensorInfo | undefined {
-    return this.byName.get(name);
-  }
-
   async readFloat32(name: string): Promise<Float32Array> {
-    const t = this.byName.get(name);
-    if (!t) throw corrupt(this.path, `it has no tensor named ${name}.`);
+    const t = this.located(name);
     const { ref, entry } = t;
     const itemBytes = DTYPE_BYTES[t.dtype];
     const count = elementCount(ref.shape);
@@ -153,9 +135,5 @@ export class TorchZipSource implements TensorSource {
       }
     }
     return out;
-  }
-
-  async close(): Promise<void> {
-    await this.handle.close();
   }
 }

@@ -5,10 +5,8 @@
  * its entries stored (uncompressed), so a tensor's bytes are a plain range of the file.
  */
 import { type FileHandle } from 'node:fs/promises';
-import path from 'node:path';
 import { inflateRawSync } from 'node:zlib';
-import { EngineError } from '../../errors';
-import { readExactly } from './safetensors';
+import { corrupt, readExactly } from './file-source';
 
 export interface ZipEntry {
   readonly name: string;
@@ -25,10 +23,6 @@ const ZIP64_LOCATOR = 0x07064b50;
 const ZIP64_EOCD = 0x06064b50;
 const CENTRAL = 0x02014b50;
 const LOCAL = 0x04034b50;
-
-function corrupt(file: string, message: string): EngineError {
-  return new EngineError('model-corrupt', `${path.basename(file)}: ${message}`, { file });
-}
 
 /** Lists the entries of the zip file open in `handle`; throws one sentence if it is not a zip. */
 export async function readZipDirectory(handle: FileHandle, file: string): Promise<ZipEntry[]> {
