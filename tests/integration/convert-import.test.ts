@@ -77,7 +77,7 @@ describe('importCheckpoint', () => {
     );
     const before = library.listModels().length;
     await expect(imports.import({ path: lora })).rejects.toMatchObject({
-      code: 'model',
+      code: 'invalid-argument',
       message: expect.stringMatching(/^detail\.safetensors is a LoRA .*, not a Stable Diffusion/),
     });
     expect(library.listModels()).toHaveLength(before);

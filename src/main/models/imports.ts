@@ -102,7 +102,14 @@ export class CheckpointImports {
           : describeEngineError(e).message;
       emit({ phase: cancelled ? 'cancelled' : 'failed', error: message }, true);
       if (e instanceof StudioError) throw e;
-      throw new StudioError(cancelled ? 'cancelled' : 'model', message);
+      // A file that is not a convertible checkpoint, or a choice to make, is the person's to
+      // fix (the sentence says how); a damaged file is the model's problem.
+      const code = cancelled
+        ? 'cancelled'
+        : isEngineError(e, 'model-unsupported') || isEngineError(e, 'bad-input')
+          ? 'invalid-argument'
+          : 'model';
+      throw new StudioError(code, message);
     } finally {
       this.#running.delete(file);
     }
