@@ -9,11 +9,14 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { convertCheckpoint } from '../../src/engine/convert/convert';
 import type { Library } from '../../src/main/library/service';
+import { imageMetadata } from '../../src/main/jobs/service';
+import { formatA1111Parameters } from '../../src/main/library/png/a1111';
+import { convertedModelFields } from '../../src/main/models/checkpoint-cache';
 import { CheckpointImports } from '../../src/main/models/imports';
 import type { CheckpointImportProgress } from '../../src/shared';
 import { safetensorsHeader, writeSafetensors } from '../fixtures/checkpoint';
 import { VOCABULARY, smallCheckpoint } from '../fixtures/small-checkpoint';
-import { type TestContext, openLibrary, tempDir } from './library-helpers';
+import { type TestContext, openLibrary, settingsOf, tempDir } from './library-helpers';
 
 const RESOURCES = path.join(import.meta.dirname, '..', '..', 'resources');
 
@@ -57,6 +60,17 @@ describe('importCheckpoint', () => {
     expect(entry.description).toContain(`Converted from ${path.basename(file)} by Latent Studio`);
     expect(entry.description).toContain(`Model hash ${sha256.slice(0, 10)}`);
     expect(library.listModels().map((m) => m.name)).toContain(name);
+    // Images the queue makes with it carry A1111's `Model hash:` in their parameters.
+    const generated = { seed: 7, batchIndex: 0 } as Parameters<typeof imageMetadata>[1];
+    const metadata = imageMetadata(
+      settingsOf({ model: entry.id }),
+      generated,
+      entry.name,
+      convertedModelFields(entry.path),
+    );
+    expect(formatA1111Parameters(metadata.settings, metadata.extra)).toContain(
+      `Model hash: ${sha256.slice(0, 10)}, Model: ${name}`,
+    );
     const events = progressOf(file);
     expect(events[0]!.phase).toBe('hashing');
     expect(events[events.length - 1]).toMatchObject({ phase: 'done', error: null });

@@ -18,6 +18,7 @@ import {
 import { describeIssues } from '../dispatch';
 import { encodePngWithMetadata, type PngGenerationMetadata } from '../library/png-metadata';
 import type { HostContext, JobMethods } from '../services';
+import { convertedModelFields } from '../models/checkpoint-cache';
 import { appVersion } from '../version';
 import { describeJobFailure, storageError } from './errors';
 import { previewDataUrl, readPixels } from './images';
@@ -601,7 +602,9 @@ export class JobService {
         image.width,
         image.height,
         image.channels === 4 ? 4 : 3,
-        embed ? imageMetadata(settings, generated, model.name) : null,
+        embed
+          ? imageMetadata(settings, generated, model.name, convertedModelFields(model.path))
+          : null,
       );
       out.push({
         png,
@@ -744,6 +747,8 @@ export function imageMetadata(
   settings: GenerationSettings,
   generated: GeneratedImage,
   modelName: string,
+  /** `Model hash` / `VAE` of a model converted from a checkpoint (convertedModelFields). */
+  converted: { modelHash?: string; VAE?: string } = {},
 ): PngGenerationMetadata {
   const perImage = settings.seedMode === 'per-image';
   return {
@@ -755,6 +760,7 @@ export function imageMetadata(
     },
     extra: {
       modelName,
+      ...converted,
       ...(!perImage && settings.batchSize > 1
         ? { 'Batch size': settings.batchSize, 'Batch pos': generated.batchIndex }
         : {}),

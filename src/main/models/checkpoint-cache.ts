@@ -5,7 +5,7 @@
  * 10 hex digits) for the infotext's `Model hash:`.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createReadStream, readFileSync } from 'node:fs';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import {
@@ -143,4 +143,23 @@ export function formatConvertProgress(
   }
   const eta = p.etaSeconds === null ? '' : `, ${Math.ceil(p.etaSeconds)} s left`;
   return `${p.phase.replace('_', ' ')}: ${p.tensorsDone}/${p.tensorsTotal} tensors, ${p.mbPerSecond.toFixed(0)} MB/s${eta}`;
+}
+
+/**
+ * The infotext fields of a model folder converted from a checkpoint (`Model hash`, and `VAE`
+ * when a replacement VAE was used), from its conversion.json; empty for other folders.
+ */
+export function convertedModelFields(dir: string): { modelHash?: string; VAE?: string } {
+  let record: Partial<ConversionRecord>;
+  try {
+    record = JSON.parse(readFileSync(path.join(dir, CONVERSION_RECORD), 'utf8'));
+  } catch {
+    return {};
+  }
+  return {
+    ...(typeof record.sha256 === 'string' ? { modelHash: shortHash(record.sha256) } : {}),
+    ...(typeof record.vae === 'string'
+      ? { VAE: path.basename(record.vae, path.extname(record.vae)) }
+      : {}),
+  };
 }
