@@ -4,7 +4,7 @@ import { open } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { convertCheckpoint } from '../../src/engine/convert/convert';
-import { safetensorsHeader, writeSafetensors } from '../fixtures/checkpoint';
+import { safetensorsHeader, writeLoraFile } from '../fixtures/checkpoint';
 import { VOCABULARY, smallCheckpoint } from '../fixtures/small-checkpoint';
 import { callApi, expect, screenshotPath, test } from './fixtures';
 import { openStudio, view } from './helpers';
@@ -43,17 +43,7 @@ test('import a checkpoint, see it in the models table; a LoRA is refused', async
   await page.screenshot({ path: screenshotPath('import-checkpoint'), fullPage: true });
 
   const lora = path.join(work, 'detail-tweaker.safetensors');
-  await writeSafetensors(
-    lora,
-    [
-      {
-        name: 'lora_unet_mid_block_attentions_0_proj_in.lora_down.weight',
-        dtype: 'F16',
-        shape: [4, 8],
-      },
-    ],
-    () => new Uint8Array(64),
-  );
+  await writeLoraFile(lora);
   await form.getByLabel('Checkpoint file').fill(lora);
   await form.getByRole('button', { name: 'Import' }).click();
   await expect(form.getByRole('alert')).toHaveText(

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { convertCheckpoint } from '../../src/engine/convert/convert';
 import { parseA1111Parameters, readPngTextChunks } from '../../src/main/library/png-metadata';
-import { writeSafetensors } from '../fixtures/checkpoint';
+import { writeLoraFile } from '../fixtures/checkpoint';
 import { VOCABULARY, smallCheckpoint } from '../fixtures/small-checkpoint';
 import { bundleEntry } from './bundle';
 
@@ -38,17 +38,7 @@ function run(entry: string, args: string[]) {
 describe('npm run convert', () => {
   it('says what a file that is not a checkpoint is, in one line, and writes nothing', async () => {
     const lora = path.join(tmp, 'style.safetensors');
-    await writeSafetensors(
-      lora,
-      [
-        {
-          name: 'lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight',
-          dtype: 'F16',
-          shape: [4, 8],
-        },
-      ],
-      () => new Uint8Array(64),
-    );
+    await writeLoraFile(lora);
     const out = path.join(tmp, 'never');
     const r = run(convertCli, ['--checkpoint', lora, '--out', out, '--quiet']);
     expect(r.code).toBe(1);

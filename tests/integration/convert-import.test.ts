@@ -14,7 +14,7 @@ import { formatA1111Parameters } from '../../src/main/library/png/a1111';
 import { convertedModelFields } from '../../src/main/models/checkpoint-cache';
 import { CheckpointImports } from '../../src/main/models/imports';
 import type { CheckpointImportProgress } from '../../src/shared';
-import { safetensorsHeader, writeSafetensors } from '../fixtures/checkpoint';
+import { safetensorsHeader, writeLoraFile } from '../fixtures/checkpoint';
 import { VOCABULARY, smallCheckpoint } from '../fixtures/small-checkpoint';
 import { type TestContext, openLibrary, settingsOf, tempDir } from './library-helpers';
 
@@ -78,17 +78,7 @@ describe('importCheckpoint', () => {
 
   it('says what a LoRA is and adds nothing', async () => {
     const lora = path.join(dataDir, 'detail.safetensors');
-    await writeSafetensors(
-      lora,
-      [
-        {
-          name: 'lora_te_text_model_encoder_layers_0_mlp_fc1.lora_up.weight',
-          dtype: 'F16',
-          shape: [8, 4],
-        },
-      ],
-      () => new Uint8Array(64),
-    );
+    await writeLoraFile(lora);
     const before = library.listModels().length;
     await expect(imports.import({ path: lora })).rejects.toMatchObject({
       code: 'invalid-argument',
