@@ -74,6 +74,12 @@ describe('importCheckpoint', () => {
     const events = progressOf(file);
     expect(events[0]!.phase).toBe('hashing');
     expect(events[events.length - 1]).toMatchObject({ phase: 'done', error: null });
+
+    // Importing the same file again finds it without reading it through again.
+    const again = await imports.import({ path: file });
+    expect(again.id).toBe(entry.id);
+    const second = progressOf(file).slice(events.length);
+    expect(second.map((p) => p.phase)).toEqual(['done']);
   });
 
   it('says what a LoRA is and adds nothing', async () => {

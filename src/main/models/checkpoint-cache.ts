@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, readFileSync } from 'node:fs';
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import {
   CONVERSION_RECORD,
@@ -41,6 +41,50 @@ export async function sha256File(
 
 /** A1111's short model hash: the first 10 hex digits of the file's sha256. */
 export const shortHash = (sha256: string): string => sha256.slice(0, 10);
+
+/** In the data folder, beside converted/ (whose entries are all conversions). */
+const HASHES_FILE = 'checkpoint-hashes.json';
+
+/**
+ * The sha256 of files already hashed, by path, size and modification time, so that using the
+ * same checkpoint again does not read gigabytes before finding its conversion. A file changed in
+ * place gets a new size or time and is hashed again.
+ */
+class KnownHashes {
+  constructor(private readonly file: string) {}
+
+  async #read(): Promise<Record<string, string>> {
+    try {
+      const data = JSON.parse(await readFile(this.file, 'utf8')) as unknown;
+      return data && typeof data === 'object' ? (data as Record<string, string>) : {};
+    } catch {
+      return {};
+    }
+  }
+
+  async hash(
+    file: string,
+    options: Pick<CachedConversionOptions, 'signal' | 'onProgress'>,
+  ): Promise<string> {
+    const st = await stat(file);
+    const id = `${path.resolve(file)}|${st.size}|${st.mtimeMs}`;
+    const known = await this.#read();
+    const cached = known[id];
+    if (typeof cached === 'string' && /^[0-9a-f]{64}$/.test(cached)) return cached;
+    const sha256 = await sha256File(file, {
+      ...(options.signal ? { signal: options.signal } : {}),
+      onBytes: (bytesDone) =>
+        options.onProgress?.({ phase: 'hashing', bytesDone, bytesTotal: st.size }),
+    });
+    // Written whole to a temp file and renamed: a crash never leaves half a JSON file.
+    const next = { ...(await this.#read()), [id]: sha256 };
+    await mkdir(path.dirname(this.file), { recursive: true });
+    const temp = `${this.file}.${process.pid}.tmp`;
+    await writeFile(temp, JSON.stringify(next));
+    await rename(temp, this.file);
+    return sha256;
+  }
+}
 
 export interface CachedConversionOptions {
   /** The data folder; conversions go under `converted/<sha256 prefix>-<precision>[-vae-...]/<name>/`. */
@@ -84,13 +128,10 @@ export async function ensureConverted(
   options: CachedConversionOptions,
 ): Promise<CachedConversion> {
   const precision = options.precision ?? 'fp16';
-  const { size } = await stat(file);
-  const sha256 = await sha256File(file, {
-    ...(options.signal ? { signal: options.signal } : {}),
-    onBytes: (bytesDone) => options.onProgress?.({ phase: 'hashing', bytesDone, bytesTotal: size }),
-  });
+  const known = new KnownHashes(path.join(options.dataDir, HASHES_FILE));
+  const sha256 = await known.hash(file, options);
   let key = `${sha256.slice(0, 16)}-${precision}`;
-  if (options.vae) key += `-vae-${(await sha256File(options.vae)).slice(0, 10)}`;
+  if (options.vae) key += `-vae-${(await known.hash(options.vae, {})).slice(0, 10)}`;
   if (options.prediction) key += `-${options.prediction === 'epsilon' ? 'eps' : 'v'}`;
   // converted/<key>/<file name>: the folder's name is the model's name in the studio.
   const slot = path.join(options.dataDir, 'converted', key);
