@@ -226,6 +226,12 @@ describe('torch checkpoint reader (files written by torch.save, torch 1.13)', ()
       'junk.safetensors is neither a .safetensors file nor a PyTorch checkpoint.',
     );
     await expect(openCheckpoint(path.join(dir, 'missing.ckpt'))).rejects.toThrow(/Cannot open/);
+    // torch.save before 1.6 wrote a bare pickle stream (protocol 2 header 0x80 0x02).
+    const legacy = path.join(dir, 'old.ckpt');
+    await writeFile(legacy, Buffer.from([0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9]));
+    await expect(openCheckpoint(legacy)).rejects.toThrow(
+      'old.ckpt is a PyTorch file in the pre-1.6 format; re-save it with a current torch or as .safetensors.',
+    );
   });
 });
 
