@@ -18,6 +18,7 @@ const nodeEntries = {
 };
 const optionalEntries = {
   cli: 'src/main/cli.ts',
+  convert: 'src/main/convert-cli.ts',
   'engine-worker': 'src/engine/worker.ts',
 };
 const { existsSync } = await import('node:fs');

@@ -4,6 +4,7 @@ import { EventHub } from './events';
 import { JobService } from './jobs/service';
 import { outputDirProblem } from './library/export';
 import { Library } from './library/service';
+import { CheckpointImports } from './models/imports';
 import type { DesktopIntegration, HostContext } from './services';
 import { SettingsStore } from './settings-store';
 
@@ -30,6 +31,7 @@ export class StudioHost {
   readonly settings: SettingsStore;
   readonly library: Library;
   readonly jobs: JobService;
+  readonly imports: CheckpointImports;
   readonly service: StudioService;
   #engineStatus: EngineStatus;
 
@@ -60,6 +62,7 @@ export class StudioHost {
     };
     this.library = new Library(context);
     this.jobs = new JobService(context, this.library);
+    this.imports = new CheckpointImports(context, (folder) => this.library.addModel(folder));
 
     this.service = {
       getAppInfo: () => this.appInfo(),
@@ -76,6 +79,7 @@ export class StudioHost {
       },
       ...this.library.methods,
       ...this.jobs.methods,
+      ...this.imports.methods,
     };
   }
 

@@ -16,12 +16,27 @@ import {
   scheduleNames,
   sigmaSamplerNames,
 } from '../shared/generation';
+import { fileURLToPath } from 'node:url';
 import { encodePngWithMetadata } from './library/png-metadata';
+import {
+  ensureConverted,
+  formatConvertProgress,
+  isCheckpointFile,
+  resourcesDirFrom,
+  shortHash,
+  vocabularyIn,
+} from './models/checkpoint-cache';
+import { defaultDataDir } from './paths';
 import { appVersion } from './version';
 
 const usage = `Usage: npm run generate -- --model DIR --prompt TEXT [options] --out FILE.png
 
-  --model DIR          model folder (diffusers ONNX or optimum layout)
+  --model DIR|FILE     model folder (diffusers ONNX or optimum layout), or a single-file
+                       checkpoint (.safetensors, .ckpt: SD 1.x, 2.x, SDXL), converted on first
+                       use into the data folder's cache and reused afterwards
+  --vae FILE           with a checkpoint: a VAE-only file used instead of its own
+  --prediction P       with an SD 2.x checkpoint that does not say: epsilon or v
+  --data-dir DIR       where converted checkpoints are cached (default: the app's data folder)
   --prompt TEXT        what to draw; (word:1.2) [word] BREAK are understood
   --negative TEXT      what to avoid
   --seed N             noise seed (default: random, printed)
@@ -224,6 +239,54 @@ function upscaleArgs(values: Record<string, unknown>): {
   };
 }
 
+/**
+ * `--model FILE.safetensors`: the converted folder from the data folder's cache (converting it
+ * the first time, with progress on stderr), or null when --model is a folder.
+ */
+async function checkpointModel(values: {
+  model?: string;
+  vae?: string;
+  prediction?: string;
+  'data-dir'?: string;
+  quiet?: boolean;
+}): Promise<{ dir: string; sha256: string; name: string; vae: string | null } | null> {
+  const file = path.resolve(values.model!);
+  const stat = await fs.stat(file).catch(() => null);
+  if (!stat?.isFile() || !isCheckpointFile(file)) {
+    if (values.vae || values.prediction)
+      throw new UsageError(
+        `--${values.vae ? 'vae' : 'prediction'} applies to a checkpoint file given as --model.`,
+      );
+    return null;
+  }
+  const prediction = values.prediction;
+  if (prediction !== undefined && !['epsilon', 'v', 'v_prediction'].includes(prediction))
+    throw new UsageError(`--prediction must be epsilon or v, not "${prediction}".`);
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const result = await ensureConverted(file, {
+    dataDir: path.resolve(
+      values['data-dir'] ?? process.env.LATENT_STUDIO_DATA_DIR ?? defaultDataDir(),
+    ),
+    vocabularyFile: vocabularyIn(resourcesDirFrom(here)),
+    ...(values.vae ? { vae: path.resolve(values.vae) } : {}),
+    ...(prediction ? { prediction: prediction === 'epsilon' ? 'epsilon' : 'v_prediction' } : {}),
+    onProgress: (p) => {
+      if (values.quiet) return;
+      const doing = p.phase === 'hashing' ? 'checking' : 'converting';
+      process.stderr.write(`\r${doing} ${path.basename(file)}: ${formatConvertProgress(p)}      `);
+    },
+  });
+  if (!values.quiet && result.converted) process.stderr.write(`\nconverted into ${result.dir}\n`);
+  return {
+    dir: result.dir,
+    sha256: result.sha256,
+    name: path.basename(file, path.extname(file)),
+    vae: result.record.vae
+      ? path.basename(result.record.vae, path.extname(result.record.vae))
+      : null,
+  };
+}
+
 async function main(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
@@ -264,6 +327,9 @@ async function main(argv: string[]): Promise<number> {
       threads: { type: 'string' },
       'no-metadata': { type: 'boolean', default: false },
       quiet: { type: 'boolean', default: false },
+      vae: { type: 'string' },
+      prediction: { type: 'string' },
+      'data-dir': { type: 'string' },
       out: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -292,6 +358,8 @@ async function main(argv: string[]): Promise<number> {
     memoryBudgetMb: numberArg(values, 'memory-budget'),
   });
   const upscaling = upscaleArgs(values);
+  const checkpoint = await checkpointModel(values);
+  if (checkpoint) values.model = checkpoint.dir;
   const model = await engine.load(values.model);
   const native = model.family.nativeSize;
 
@@ -387,7 +455,12 @@ async function main(argv: string[]): Promise<number> {
         ? null
         : {
             settings: imageSettings,
-            extra: { modelName: model.info.name, version: `Latent Studio ${appVersion}` },
+            extra: {
+              modelName: checkpoint?.name ?? model.info.name,
+              ...(checkpoint ? { modelHash: shortHash(checkpoint.sha256) } : {}),
+              ...(checkpoint?.vae ? { VAE: checkpoint.vae } : {}),
+              version: `Latent Studio ${appVersion}`,
+            },
           },
     );
     await fs.writeFile(file, png);

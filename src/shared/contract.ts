@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { CheckpointImportProgress, CheckpointImportRequest } from './checkpoint';
 import type { Envelope } from './errors';
 import { StudioError } from './errors';
 import { GenerationSettings } from './generation';
@@ -40,6 +41,13 @@ export const studioMethods = {
   /** Adds a model folder (diffusers ONNX or optimum layout); inspects it first. */
   addModel: { input: z.object({ path: z.string().min(1).max(4096) }).strict(), output: ModelEntry },
   removeModel: { input: z.object({ id: Id }).strict(), output: z.null() },
+  /** Converts a single-file checkpoint (once, cached by sha256) and adds it; progress as `checkpointImport`. */
+  importCheckpoint: { input: CheckpointImportRequest, output: ModelEntry },
+  /** Stops the import of that file; its importCheckpoint call rejects with 'cancelled'. */
+  cancelCheckpointImport: {
+    input: z.object({ path: z.string().min(1).max(4096) }).strict(),
+    output: z.null(),
+  },
   /** Tokens per 75-token chunk of a prompt, with the model's own tokenizer. */
   countTokens: {
     input: z.object({ modelId: Id, prompt: z.string().max(20_000) }).strict(),
@@ -99,6 +107,7 @@ export const studioEvents = {
   engineStatus: EngineStatus,
   settingsChanged: Settings,
   modelsChanged: z.array(ModelEntry),
+  checkpointImport: CheckpointImportProgress,
   queueChanged: QueueState,
   jobProgress: JobProgress,
   /** Images added, changed (favorite, rating, tags) or removed, by image id. */

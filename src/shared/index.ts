@@ -6,3 +6,4 @@ export * from './wire';
 export * from './generation';
 export * from './library';
 export * from './families';
+export * from './checkpoint';

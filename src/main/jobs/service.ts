@@ -19,6 +19,7 @@ import { describeIssues } from '../dispatch';
 import { isLibraryError } from '../library/errors';
 import { encodePngWithMetadata, type PngGenerationMetadata } from '../library/png-metadata';
 import type { HostContext, JobMethods } from '../services';
+import { convertedModelFields } from '../models/checkpoint-cache';
 import { appVersion } from '../version';
 import { describeJobFailure, storageError } from './errors';
 import { previewDataUrl, readPixels } from './images';
@@ -640,7 +641,7 @@ export class JobService {
       );
       out.push({
         png,
-        metadata: imageMetadata(settings, generated, model.name),
+        metadata: imageMetadata(settings, generated, model.name, convertedModelFields(model.path)),
         width: image.width,
         height: image.height,
         seed: generated.seed,
@@ -776,10 +777,12 @@ function estimateTotal(settings: GenerationSettings): number {
  * The PNG metadata of one image: the job's settings narrowed to make exactly this image again
  * (its own seed, one batch; under per-image seeds a batch of one).
  */
-function imageMetadata(
+export function imageMetadata(
   settings: GenerationSettings,
   generated: GeneratedImage,
   modelName: string,
+  /** `Model hash` / `VAE` of a model converted from a checkpoint (convertedModelFields). */
+  converted: { modelHash?: string; VAE?: string } = {},
 ): PngGenerationMetadata {
   const perImage = settings.seedMode === 'per-image';
   return {
@@ -791,6 +794,7 @@ function imageMetadata(
     },
     extra: {
       modelName,
+      ...converted,
       ...(!perImage && settings.batchSize > 1
         ? { 'Batch size': settings.batchSize, 'Batch pos': generated.batchIndex }
         : {}),

@@ -14,6 +14,7 @@ import { Canvas, imageFromItem, imageFromRef, metadataSourceLabels } from './can
 import { describeError } from './errors';
 import { Gallery } from './gallery.svelte';
 import { GenerateForm } from './generate.svelte';
+import { CheckpointImport } from './checkpoint-import.svelte';
 import { Models } from './models.svelte';
 import { Notices } from './notices.svelte';
 import { Queue } from './queue.svelte';
@@ -42,6 +43,7 @@ export class Studio {
 
   readonly notices = new Notices();
   readonly models = new Models(this);
+  readonly checkpointImport = new CheckpointImport(this);
   readonly form = new GenerateForm(this);
   readonly queue = new Queue(this);
   readonly canvas = new Canvas(this);
@@ -64,6 +66,7 @@ export class Studio {
       api.on('engineStatus', (status) => (this.engine = status));
       api.on('settingsChanged', (settings) => (this.settings = settings));
       api.on('modelsChanged', (models) => this.models.set(models));
+      api.on('checkpointImport', (progress) => this.checkpointImport.onProgress(progress));
       api.on('queueChanged', (queue) => this.queue.set(queue));
       api.on('jobProgress', (progress) => (this.queue.progress = progress));
       api.on('galleryChanged', () => {

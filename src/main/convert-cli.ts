@@ -1,0 +1,98 @@
+// `npm run convert -- --checkpoint FILE --out DIR [--vae FILE] [--precision fp16|fp32]
+//  [--prediction epsilon|v]`: a single-file checkpoint (.safetensors, .ckpt) into a diffusers
+// ONNX folder that `npm run generate -- --model DIR` and the studio open. One line on stderr
+// and a non-zero exit on any error; the output folder appears only when the conversion finished.
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { describeEngineError } from '../engine';
+import { convertCheckpoint } from '../engine/convert/convert';
+import {
+  formatConvertProgress,
+  resourcesDirFrom,
+  sha256File,
+  shortHash,
+  vocabularyIn,
+} from './models/checkpoint-cache';
+
+const usage = `Usage: npm run convert -- --checkpoint FILE --out DIR [options]
+
+  --checkpoint FILE    an SD 1.x, SD 2.x or SDXL single-file checkpoint (.safetensors, .ckpt)
+  --out DIR            the model folder to create (must not exist)
+  --vae FILE           a VAE-only file to use instead of the checkpoint's own (e.g. ft-MSE)
+  --precision P        fp16 (default, half the size) or fp32 weights
+  --prediction P       epsilon or v: for SD 2.x files that do not say which they are
+  --quiet              no progress on stderr`;
+
+class UsageError extends Error {}
+
+async function main(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      checkpoint: { type: 'string' },
+      out: { type: 'string' },
+      vae: { type: 'string' },
+      precision: { type: 'string' },
+      prediction: { type: 'string' },
+      quiet: { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) {
+    console.log(usage);
+    return 0;
+  }
+  if (!values.checkpoint) throw new UsageError('--checkpoint is required.');
+  if (!values.out) throw new UsageError('--out is required.');
+  const precision = values.precision ?? 'fp16';
+  if (precision !== 'fp16' && precision !== 'fp32')
+    throw new UsageError(`--precision must be fp16 or fp32, not "${precision}".`);
+  const prediction = values.prediction;
+  if (prediction !== undefined && !['epsilon', 'v', 'v_prediction'].includes(prediction))
+    throw new UsageError(`--prediction must be epsilon or v, not "${prediction}".`);
+
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const controller = new AbortController();
+  process.once('SIGINT', () => controller.abort());
+  const checkpoint = path.resolve(values.checkpoint);
+  const sha256 = await sha256File(checkpoint, { signal: controller.signal });
+  const result = await convertCheckpoint(checkpoint, path.resolve(values.out), {
+    vocabularyFile: vocabularyIn(resourcesDirFrom(here)),
+    precision,
+    sha256,
+    signal: controller.signal,
+    ...(values.vae ? { vae: path.resolve(values.vae) } : {}),
+    ...(prediction ? { prediction: prediction === 'epsilon' ? 'epsilon' : 'v_prediction' } : {}),
+    onProgress: (p) => {
+      if (!values.quiet) process.stderr.write(`\r${formatConvertProgress(p)}      `);
+    },
+  });
+  if (!values.quiet) process.stderr.write('\n');
+  console.log(result.dir);
+  if (!values.quiet) {
+    console.error(
+      `${result.family}${result.inpainting ? ' inpainting' : ''}, ${result.prediction}, ${result.sampleSize}px, ${result.precision}; model hash ${shortHash(sha256)}; ${(result.bytesWritten / 1e9).toFixed(2)} GB in ${result.seconds.toFixed(1)} s` +
+        (result.unusedKeys.length
+          ? `; ${result.unusedKeys.length} unused keys (${result.unusedKeys.slice(0, 3).join(', ')}...)`
+          : ''),
+    );
+  }
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    if (
+      err instanceof UsageError ||
+      (err as { code?: string })?.code?.startsWith?.('ERR_PARSE_ARGS')
+    ) {
+      console.error(`latent-studio convert: ${(err as Error).message}`);
+      console.error('Run with --help for the options.');
+      process.exit(2);
+    }
+    console.error(`latent-studio convert: ${describeEngineError(err).message}`);
+    process.exit(1);
+  },
+);

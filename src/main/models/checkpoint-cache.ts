@@ -1,0 +1,206 @@
+/**
+ * Single-file checkpoints used as models: each is converted once (engine/convert) into the data
+ * folder's cache, keyed by the file's sha256 (and the precision and replacement VAE), and the
+ * converted folder is reused afterwards. The same hash gives A1111's short model hash (its first
+ * 10 hex digits) for the infotext's `Model hash:`.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, readFileSync } from 'node:fs';
+import { mkdir, readFile, readdir, rename, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import {
+  CONVERSION_RECORD,
+  type ConversionRecord,
+  type ConvertProgress,
+  convertCheckpoint,
+} from '../../engine/convert/convert';
+import { EngineError } from '../../engine/errors';
+
+/** File name endings taken as single-file checkpoints rather than model folders. */
+export const CHECKPOINT_EXTENSIONS = ['.safetensors', '.ckpt', '.pt', '.pth'];
+
+export function isCheckpointFile(file: string): boolean {
+  return CHECKPOINT_EXTENSIONS.includes(path.extname(file).toLowerCase());
+}
+
+/** sha256 of a file, streamed; `onBytes` gets the bytes hashed so far. */
+export async function sha256File(
+  file: string,
+  opts: { signal?: AbortSignal; onBytes?: (done: number) => void } = {},
+): Promise<string> {
+  const hash = createHash('sha256');
+  let done = 0;
+  for await (const chunk of createReadStream(file, { highWaterMark: 4 << 20 })) {
+    if (opts.signal?.aborted) throw new EngineError('cancelled', 'The conversion was cancelled.');
+    hash.update(chunk as Buffer);
+    done += (chunk as Buffer).length;
+    opts.onBytes?.(done);
+  }
+  return hash.digest('hex');
+}
+
+/** A1111's short model hash: the first 10 hex digits of the file's sha256. */
+export const shortHash = (sha256: string): string => sha256.slice(0, 10);
+
+/** In the data folder, beside converted/ (whose entries are all conversions). */
+const HASHES_FILE = 'checkpoint-hashes.json';
+
+/**
+ * The sha256 of files already hashed, by path, size and modification time, so that using the
+ * same checkpoint again does not read gigabytes before finding its conversion. A file changed in
+ * place gets a new size or time and is hashed again.
+ */
+class KnownHashes {
+  constructor(private readonly file: string) {}
+
+  async #read(): Promise<Record<string, string>> {
+    try {
+      const data = JSON.parse(await readFile(this.file, 'utf8')) as unknown;
+      return data && typeof data === 'object' ? (data as Record<string, string>) : {};
+    } catch {
+      return {};
+    }
+  }
+
+  async hash(
+    file: string,
+    options: Pick<CachedConversionOptions, 'signal' | 'onProgress'>,
+  ): Promise<string> {
+    const st = await stat(file);
+    const id = `${path.resolve(file)}|${st.size}|${st.mtimeMs}`;
+    const known = await this.#read();
+    const cached = known[id];
+    if (typeof cached === 'string' && /^[0-9a-f]{64}$/.test(cached)) return cached;
+    const sha256 = await sha256File(file, {
+      ...(options.signal ? { signal: options.signal } : {}),
+      onBytes: (bytesDone) =>
+        options.onProgress?.({ phase: 'hashing', bytesDone, bytesTotal: st.size }),
+    });
+    // Written whole to a temp file and renamed: a crash never leaves half a JSON file.
+    const next = { ...(await this.#read()), [id]: sha256 };
+    await mkdir(path.dirname(this.file), { recursive: true });
+    const temp = `${this.file}.${process.pid}.tmp`;
+    await writeFile(temp, JSON.stringify(next));
+    await rename(temp, this.file);
+    return sha256;
+  }
+}
+
+export interface CachedConversionOptions {
+  /** The data folder; conversions go under `converted/<sha256 prefix>-<precision>[-vae-...]/<name>/`. */
+  dataDir: string;
+  /** CLIP's BPE list shipped in resources/clip-bpe. */
+  vocabularyFile: string;
+  precision?: 'fp16' | 'fp32';
+  vae?: string;
+  prediction?: 'epsilon' | 'v_prediction';
+  signal?: AbortSignal;
+  /** Hashing is reported as phase 'hashing' with bytes; then the conversion's own progress. */
+  onProgress?: (
+    p: ConvertProgress | { phase: 'hashing'; bytesDone: number; bytesTotal: number },
+  ) => void;
+}
+
+export interface CachedConversion {
+  dir: string;
+  sha256: string;
+  record: ConversionRecord;
+  /** False when an earlier conversion was reused. */
+  converted: boolean;
+}
+
+async function readRecord(dir: string): Promise<ConversionRecord | null> {
+  try {
+    const record = JSON.parse(await readFile(path.join(dir, CONVERSION_RECORD), 'utf8'));
+    await stat(path.join(dir, 'model_index.json'));
+    return record as ConversionRecord;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The converted folder of `file`: reused when the cache has it, converted into it otherwise.
+ * Two processes converting the same file at once both succeed; the second reuses the first's.
+ */
+export async function ensureConverted(
+  file: string,
+  options: CachedConversionOptions,
+): Promise<CachedConversion> {
+  const precision = options.precision ?? 'fp16';
+  const known = new KnownHashes(path.join(options.dataDir, HASHES_FILE));
+  const sha256 = await known.hash(file, options);
+  let key = `${sha256.slice(0, 16)}-${precision}`;
+  if (options.vae) key += `-vae-${(await known.hash(options.vae, {})).slice(0, 10)}`;
+  if (options.prediction) key += `-${options.prediction === 'epsilon' ? 'eps' : 'v'}`;
+  // converted/<key>/<file name>: the folder's name is the model's name in the studio.
+  const slot = path.join(options.dataDir, 'converted', key);
+  for (const entry of await readdir(slot).catch(() => [] as string[])) {
+    if (entry.startsWith('.')) continue;
+    const existing = await readRecord(path.join(slot, entry));
+    if (existing)
+      return { dir: path.join(slot, entry), sha256, record: existing, converted: false };
+  }
+  const name =
+    path.basename(file, path.extname(file)).replace(/[^\p{L}\p{N} ._()+-]/gu, '_') || 'model';
+  const dir = path.join(slot, name);
+  try {
+    const result = await convertCheckpoint(file, dir, {
+      vocabularyFile: options.vocabularyFile,
+      precision,
+      sha256,
+      ...(options.vae ? { vae: options.vae } : {}),
+      ...(options.prediction ? { prediction: options.prediction } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    });
+    const { dir: _dir, bytesWritten: _b, seconds: _s, ...record } = result;
+    return { dir, sha256, record, converted: true };
+  } catch (e) {
+    // Another process finished the same conversion first.
+    const raced = await readRecord(dir);
+    if (raced) return { dir, sha256, record: raced, converted: false };
+    throw e;
+  }
+}
+
+/** Where resources/ is for the node entry points in out/main (LATENT_STUDIO_RESOURCES_DIR wins). */
+export function resourcesDirFrom(here: string): string {
+  return path.resolve(
+    process.env.LATENT_STUDIO_RESOURCES_DIR ?? path.join(here, '..', '..', 'resources'),
+  );
+}
+
+/** CLIP's BPE list inside a resources folder. */
+export const vocabularyIn = (resourcesDir: string): string =>
+  path.join(resourcesDir, 'clip-bpe', 'bpe_simple_vocab_16e6.txt.gz');
+
+/** One progress line for a terminal: phase, tensors, MB/s, ETA. */
+export function formatConvertProgress(
+  p: ConvertProgress | { phase: 'hashing'; bytesDone: number; bytesTotal: number },
+): string {
+  if (p.phase === 'hashing') {
+    return `hashing ${((100 * p.bytesDone) / Math.max(1, p.bytesTotal)).toFixed(0)}%`;
+  }
+  const eta = p.etaSeconds === null ? '' : `, ${Math.ceil(p.etaSeconds)} s left`;
+  return `${p.phase.replace('_', ' ')}: ${p.tensorsDone}/${p.tensorsTotal} tensors, ${p.mbPerSecond.toFixed(0)} MB/s${eta}`;
+}
+
+/**
+ * The infotext fields of a model folder converted from a checkpoint (`Model hash`, and `VAE`
+ * when a replacement VAE was used), from its conversion.json; empty for other folders.
+ */
+export function convertedModelFields(dir: string): { modelHash?: string; VAE?: string } {
+  let record: Partial<ConversionRecord>;
+  try {
+    record = JSON.parse(readFileSync(path.join(dir, CONVERSION_RECORD), 'utf8'));
+  } catch {
+    return {};
+  }
+  return {
+    ...(typeof record.sha256 === 'string' ? { modelHash: shortHash(record.sha256) } : {}),
+    ...(typeof record.vae === 'string'
+      ? { VAE: path.basename(record.vae, path.extname(record.vae)) }
+      : {}),
+  };
+}
