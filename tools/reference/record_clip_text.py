@@ -2,7 +2,7 @@
 
 Runs OpenAI CLIP's clip/simple_tokenizer.py (openai/CLIP at d05afc43) with ftfy 6.3.1
 (rspeer/python-ftfy at 74dd045; CLIP's requirements.txt names ftfy without a version) on the
-vocabulary in tests/fixtures/reference/clip-bpe/. Neither is vendored; point the script at
+vocabulary in resources/clip-bpe/. Neither is vendored; point the script at
 checkouts of both:
 
     PYTHONPATH=/path/to/python-ftfy python3 tools/reference/record_clip_text.py \\
@@ -19,7 +19,7 @@ from pathlib import Path
 import ftfy
 
 HERE = Path(__file__).resolve().parent
-VOCAB = HERE.parent.parent / "tests/fixtures/reference/clip-bpe/bpe_simple_vocab_16e6.txt.gz"
+VOCAB = HERE.parent.parent / "resources/clip-bpe/bpe_simple_vocab_16e6.txt.gz"
 
 # (kind, text). Every kind of repair ftfy's fix_text and html.unescape make, plus text they must
 # leave alone.
