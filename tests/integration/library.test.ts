@@ -25,6 +25,7 @@ import {
   readPngTextChunks,
 } from '../../src/main/library/png-metadata';
 import type { Library } from '../../src/main/library/service';
+import { variantKeyOf } from '../../src/main/library/variant-key';
 import { fixtureModel } from '../fixtures/models';
 import { openLibrary, pngOf, saveOne, settingsOf, tempDir } from './library-helpers';
 
@@ -107,7 +108,7 @@ describe('migrations', () => {
       `INSERT INTO models (id, path, name, family_reasons, bytes, file_hashes, built_in, status, added_at)
        VALUES ('m1', '/models/m1', 'm1', '[]', 1, '{}', 0, 'ok', 1)`,
     ).run();
-    expect(migrate(db)).toEqual([2, 3, 4]);
+    expect(migrate(db)).toEqual([2, 3, 4, 5]);
     expect(db.prepare('SELECT id FROM jobs').pluck().all()).toEqual(['j1']);
     // Models from before version 4 have no recommended settings.
     expect(db.prepare('SELECT id, defaults FROM models').all()).toEqual([
@@ -121,6 +122,47 @@ describe('migrations', () => {
       .all() as Array<{ detail: string }>;
     expect(plan.map((p) => p.detail).join(' ')).toMatch(/jobs_finished/);
     expect(plan.map((p) => p.detail).join(' ')).not.toMatch(/TEMP B-TREE/);
+    db.close();
+  });
+
+  it('rewrites settings stored before the schedule was its own setting (version 5)', () => {
+    const file = path.join(dir(), 'm.sqlite');
+    const db = openDatabase(file);
+    expect(migrate(db, migrations.slice(0, 4))).toEqual([1, 2, 3, 4]);
+    // As version 4 stored them: no `schedule`, the Karras variant named in the sampler.
+    const { schedule: _schedule, ...current } = settingsOf({ steps: 30 });
+    const old = { ...current, sampler: 'dpmpp_2m_karras' };
+    db.prepare("INSERT INTO prompts (id, text, negative) VALUES (1, 'a cat', '')").run();
+    const insertGeneration = db.prepare(
+      `INSERT INTO generations (id, settings, prompt_id, model_name, seed, sampler, mode, steps,
+         guidance, width, height, variant_key, created_at)
+       VALUES (?, ?, 1, 'model-x', 1, ?, 'txt2img', 30, 7, 512, 512, 'old-key', 1)`,
+    );
+    insertGeneration.run('g1', JSON.stringify(old), 'dpmpp_2m_karras');
+    insertGeneration.run('g2', '{"not": "settings"}', 'euler');
+    db.prepare(
+      `INSERT INTO images (id, generation_id, file, sha256, width, height, bytes, seed, prompt_id,
+         sampler, mode, variant_key, created_at)
+       VALUES ('i1', 'g1', 'i1.png', 'x', 512, 512, 1, 1, 1, 'dpmpp_2m_karras', 'txt2img', 'old-key', 1)`,
+    ).run();
+
+    expect(migrate(db)).toEqual([5]);
+    const made = settingsOf({ steps: 30, sampler: 'dpmpp_2m', schedule: 'karras' });
+    const g1 = db
+      .prepare("SELECT settings, sampler, variant_key FROM generations WHERE id = 'g1'")
+      .get() as { settings: string; sampler: string; variant_key: string };
+    expect(JSON.parse(g1.settings)).toEqual(made);
+    expect(g1.sampler).toBe('dpmpp_2m');
+    // The same settings made today are its seed variants.
+    expect(g1.variant_key).toBe(variantKeyOf(made));
+    expect(db.prepare("SELECT sampler, variant_key FROM images WHERE id = 'i1'").get()).toEqual({
+      sampler: 'dpmpp_2m',
+      variant_key: variantKeyOf(made),
+    });
+    // What does not parse is left alone.
+    expect(
+      db.prepare("SELECT settings, variant_key FROM generations WHERE id = 'g2'").get(),
+    ).toEqual({ settings: '{"not": "settings"}', variant_key: 'old-key' });
     db.close();
   });
 

@@ -16,7 +16,7 @@ import { SettingsStore } from '../../src/main/settings-store';
 import { immediate } from '../../src/main/library/db';
 import { type CountCache, searchGallery } from '../../src/main/library/gallery';
 import { newId } from '../../src/main/library/ids';
-import { variantKeyOf } from '../../src/main/library/saving';
+import { variantKeyOf } from '../../src/main/library/variant-key';
 import { Library } from '../../src/main/library/service';
 
 const args = process.argv.slice(2);

@@ -3,7 +3,9 @@
  * version bump in one immediate transaction, so a crash (or a failing step) leaves the database
  * at the previous version with none of the step's changes.
  */
+import { GenerationSettings } from '../../shared';
 import type { Db } from './db';
+import { variantKeyOf } from './variant-key';
 
 export interface Migration {
   /** The user_version this step brings the database to (1, 2, ...). */
@@ -181,6 +183,43 @@ CREATE TABLE pending_saves (
 // What a model's card recommends (ModelDefaults as JSON), read when the model is inspected.
 const v4 = `ALTER TABLE models ADD COLUMN defaults TEXT;`;
 
+/**
+ * The schedule became a setting of its own (`dpmpp_2m_karras` is now dpmpp_2m with the karras
+ * schedule; every setting gained `schedule`). Stored settings are rewritten as the current
+ * schema parses them, with their sampler columns and variant keys, so that sampler filters find
+ * old images and a generation made again with the same settings is still their seed variant.
+ * Settings that no longer parse are left as they are.
+ */
+function v5(db: Db): void {
+  const rows = db.prepare('SELECT id, settings FROM generations').iterate() as IterableIterator<{
+    id: string;
+    settings: string;
+  }>;
+  const updates: Array<[string, string, string, string]> = [];
+  for (const row of rows) {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(row.settings);
+    } catch {
+      continue;
+    }
+    const parsed = GenerationSettings.safeParse(raw);
+    if (!parsed.success) continue;
+    const s = parsed.data;
+    updates.push([JSON.stringify(s), s.sampler, variantKeyOf(s), row.id]);
+  }
+  const generation = db.prepare(
+    'UPDATE generations SET settings = ?, sampler = ?, variant_key = ? WHERE id = ?',
+  );
+  const images = db.prepare(
+    'UPDATE images SET sampler = ?, variant_key = ? WHERE generation_id = ?',
+  );
+  for (const [settings, sampler, key, id] of updates) {
+    generation.run(settings, sampler, key, id);
+    images.run(sampler, key, id);
+  }
+}
+
 export const migrations: readonly Migration[] = [
   {
     version: 1,
@@ -194,6 +233,7 @@ export const migrations: readonly Migration[] = [
     description: "models' recommended settings (models.defaults)",
     up: (db) => db.exec(v4),
   },
+  { version: 5, description: 'the schedule apart from the sampler (settings, keys)', up: v5 },
 ];
 
 export const schemaVersion = migrations[migrations.length - 1].version;

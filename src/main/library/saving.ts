@@ -14,6 +14,7 @@ import { type Db, immediate, isDiskFull } from './db';
 import { exportImages } from './export';
 import type { FileStore } from './file-store';
 import { newId, sha256 } from './ids';
+import { variantKeyOf } from './variant-key';
 import {
   LATENT_STUDIO_KEYWORD,
   type PngGenerationMetadata,
@@ -84,12 +85,6 @@ interface ImageRecord {
 
 /** Ids the library makes (newId) and accepts from outside (uploads, file names). */
 export const idPattern = /^[A-Za-z0-9_-]{1,64}$/;
-
-/** Key of "the same generation except the seed": settings without seed and batch counts. */
-export function variantKeyOf(settings: GenerationSettings): string {
-  const { seed: _seed, batchSize: _bs, batchCount: _bc, ...rest } = settings;
-  return sha256(new TextEncoder().encode(JSON.stringify(rest))).slice(0, 32);
-}
 
 function isPng(data: Uint8Array): boolean {
   const sig = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
