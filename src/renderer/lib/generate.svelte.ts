@@ -64,6 +64,11 @@ export class GenerateForm {
   guidance = $state(7);
   seedMode = $state<SeedMode>('random');
   seed = $state(randomSeed());
+  /**
+   * How a batch draws its noise: 'batch' one generator for the whole batch (diffusers, ComfyUI),
+   * 'per-image' seed + i for image i (A1111), so each image is a batch of one with its seed.
+   */
+  batchSeeds = $state<GenerationSettings['seedMode']>('batch');
   /** The seed the last generation used (what "reuse last" picks). */
   lastSeed = $state<number | null>(null);
   width = $state(512);
@@ -171,6 +176,26 @@ export class GenerateForm {
     this.seedMode = 'fixed';
   }
 
+  /**
+   * Sets the form up to make `image` of a stored generation again as image `batchIndex` + 1 of
+   * the next one: its seed, and under one noise draw per batch ('batch') the batch size it was
+   * drawn with, since image i's noise is the i-th slice of that draw. Returns which image of
+   * the next generation it will be (0-based).
+   */
+  reuseSeedOf(
+    image: { seed: number; batchIndex: number },
+    settings: Pick<GenerationSettings, 'seedMode' | 'batchSize'>,
+  ): number {
+    this.useSeed(image.seed);
+    this.batchSeeds = settings.seedMode;
+    if (settings.seedMode === 'batch' && settings.batchSize > 1) {
+      this.batchSize = settings.batchSize;
+      this.batchCount = 1;
+      return image.batchIndex;
+    }
+    return 0;
+  }
+
   /** Counts tokens a moment after typing stops (the host tokenizes with the model's own). */
   refreshTokens(which: 'prompt' | 'negative'): void {
     clearTimeout(this.#tokenTimers[which]);
@@ -200,6 +225,7 @@ export class GenerateForm {
       prompt: this.prompt,
       negativePrompt: this.negativePrompt,
       seed,
+      seedMode: this.batchSeeds,
       sampler: this.sampler,
       steps: this.steps,
       guidance: this.guidance,
@@ -232,6 +258,7 @@ export class GenerateForm {
     if (s.steps) this.steps = s.steps;
     if (s.guidance !== undefined) this.guidance = s.guidance;
     if (s.seed !== undefined) this.useSeed(s.seed);
+    if (s.seedMode) this.batchSeeds = s.seedMode;
     if (s.width) this.width = s.width;
     if (s.height) this.height = s.height;
     if (s.batchSize) this.batchSize = s.batchSize;

@@ -148,8 +148,12 @@ export class Studio {
     if (!job.generationId || !this.api) return;
     try {
       const detail = await this.api.getGeneration({ id: job.generationId });
-      this.canvas.results = detail.images;
-      if (detail.images[0]) this.canvas.setImage(imageFromItem(detail.images[0]));
+      // In the order they were made: by batch (its seed), then place in the batch.
+      const images = [...detail.images].sort(
+        (a, b) => a.seed - b.seed || a.batchIndex - b.batchIndex,
+      );
+      this.canvas.results = images;
+      if (images[0]) this.canvas.setImage(imageFromItem(images[0]));
     } catch (err) {
       this.notices.error(err, 'The image was made but could not be shown');
     }
@@ -181,16 +185,19 @@ export class Studio {
   }
 
   async reuse(detail: GenerationDetail, item: GalleryItem, what: 'all' | 'seed'): Promise<void> {
-    if (what === 'seed') this.form.useSeed(item.seed);
-    else {
+    if (what === 'all') {
       this.form.apply(detail.settings);
-      this.form.useSeed(item.seed);
       if (detail.settings.mode === 'txt2img') this.form.mode = 'txt2img';
     }
+    const position = this.form.reuseSeedOf(item, detail.settings);
     this.view = 'generate';
+    const which =
+      position > 0 ? ` (this image comes out as image ${position + 1} of the batch)` : '';
     this.notices.push(
       'info',
-      what === 'seed' ? `Seed ${item.seed} will be used.` : 'Settings loaded into Generate.',
+      what === 'seed'
+        ? `Seed ${item.seed} will be used${which}.`
+        : `Settings loaded into Generate${which}.`,
       undefined,
       3000,
     );
