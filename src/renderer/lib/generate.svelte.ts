@@ -6,6 +6,7 @@ import {
   defaultMaskOptions,
   type SamplerName,
   type UpscaleOptions,
+  maxPromptChars,
   maxSide,
 } from '../../shared';
 import { clamp } from './format';
@@ -111,8 +112,17 @@ export class GenerateForm {
     if (!this.model) return 'Choose a model first.';
     if (this.widthProblem) return `Width ${this.widthProblem}.`;
     if (this.heightProblem) return `Height ${this.heightProblem}.`;
+    const tooLong = (text: string, what: string) =>
+      text.length > maxPromptChars
+        ? `${what} is ${text.length.toLocaleString('en-US')} characters long; shorten it to ${maxPromptChars.toLocaleString('en-US')}.`
+        : null;
+    const long =
+      tooLong(this.prompt, 'The prompt') ?? tooLong(this.negativePrompt, 'The negative prompt');
+    if (long) return long;
     if (this.needsImage && !this.studio.canvas.image)
       return 'Drop, paste or send an image to the canvas first.';
+    if (this.mode === 'inpaint' && !this.studio.canvas.hasMask)
+      return 'Paint the area to repaint on the canvas first.';
     if (this.mode === 'upscale' && this.upscale.method === 'x4' && !this.upscale.model)
       return 'Choose an x4 upscaler model.';
     return null;

@@ -39,6 +39,8 @@ export class Studio {
   /** A problem that stops the whole studio (no token, no host). */
   error = $state<string | null>(null);
   systemDark = $state(false);
+  /** Counts tries to generate while something blocks it (the blocker line flashes each time). */
+  blockerNudges = $state(0);
 
   readonly notices = new Notices();
   readonly models = new Models(this);
@@ -110,24 +112,16 @@ export class Studio {
 
   /** Queues the form's generation (Ctrl/Cmd+Enter). */
   async generate(): Promise<void> {
-    const blocker = this.form.blocker;
-    if (blocker) {
-      this.notices.push('error', blocker, undefined, 5000);
+    // What blocks Generate is shown beside its button for as long as it lasts (one place); a
+    // try draws the eye to it again instead of adding a notice.
+    if (this.form.blocker) {
+      this.blockerNudges += 1;
       return;
     }
     const api = this.api;
     if (!api) return;
     let maskImage: string | null = null;
     if (this.form.mode === 'inpaint') {
-      if (!this.canvas.hasMask) {
-        this.notices.push(
-          'error',
-          'Paint the area to repaint on the canvas first.',
-          undefined,
-          5000,
-        );
-        return;
-      }
       try {
         const data = await this.canvas.exportMask();
         maskImage = (await api.uploadImage({ data, purpose: 'mask', name: 'mask.png' })).imageId;
