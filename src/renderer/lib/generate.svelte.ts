@@ -26,19 +26,50 @@ export const modeLabels: Record<GenerationMode, string> = {
   upscale: 'Upscale',
 };
 
-export const sizePresets: { label: string; width: number; height: number }[] = [
-  { label: '512 × 512 (1:1)', width: 512, height: 512 },
-  { label: '512 × 768 (2:3)', width: 512, height: 768 },
-  { label: '768 × 512 (3:2)', width: 768, height: 512 },
-  { label: '768 × 768 (1:1)', width: 768, height: 768 },
-  { label: '1024 × 1024 (1:1)', width: 1024, height: 1024 },
-  { label: '896 × 1152 (7:9)', width: 896, height: 1152 },
-  { label: '1152 × 896 (9:7)', width: 1152, height: 896 },
-  { label: '832 × 1216 (2:3)', width: 832, height: 1216 },
-  { label: '1216 × 832 (3:2)', width: 1216, height: 832 },
-  { label: '768 × 1344 (9:16)', width: 768, height: 1344 },
-  { label: '1344 × 768 (16:9)', width: 1344, height: 768 },
+export interface SizePreset {
+  label: string;
+  width: number;
+  height: number;
+}
+
+/** Aspect ratios offered, short side first. */
+const presetRatios: [number, number][] = [
+  [1, 1],
+  [2, 3],
+  [3, 2],
+  [3, 4],
+  [4, 3],
+  [9, 16],
+  [16, 9],
 ];
+
+const snap8 = (v: number) => Math.max(64, Math.round(v / 8) * 8);
+
+/**
+ * Sizes to offer for a model: its native size in each aspect ratio. SD 1.x/2.x models were
+ * trained on a fixed short side (512 x 768 for 2:3), SDXL on buckets of about the native area
+ * (832 x 1216), so the family picks which side stays. Multiples of 8, at least 64, as the
+ * engine takes. Without a known native size: SD 1.x's 512.
+ */
+export function sizePresetsFor(
+  native: { width: number; height: number } | null,
+  family: string | null,
+): SizePreset[] {
+  const base = native ? Math.sqrt(native.width * native.height) : 512;
+  const sameArea = family === 'sdxl' || family === 'sdxl-turbo';
+  const out: SizePreset[] = [];
+  for (const [a, b] of presetRatios) {
+    const portrait = a <= b;
+    const [short, long] = portrait ? [a, b] : [b, a];
+    const shortSide = sameArea ? snap8(base * Math.sqrt(short / long)) : snap8(base);
+    const longSide = snap8((shortSide * long) / short);
+    const [width, height] = portrait ? [shortSide, longSide] : [longSide, shortSide];
+    const taken = out.some((p) => p.width === width && p.height === height);
+    if (width > maxSide || height > maxSide || taken) continue;
+    out.push({ label: `${width} × ${height} (${a}:${b})`, width, height });
+  }
+  return out;
+}
 
 /** A random seed in the range torch accepts (32 bits keeps it readable). */
 export const randomSeed = () => Math.floor(Math.random() * 2 ** 32);
@@ -83,9 +114,11 @@ export class GenerateForm {
   upscale = $state<UpscaleOptions>({
     method: 'hires',
     factor: 2,
-    upscaler: 'latent',
+    // Lanczos then a light second pass keeps the picture's shapes; a latent enlargement needs a
+    // strength that redraws them (0.5 and up), which is a choice to make, not a default.
+    upscaler: 'lanczos',
     hiresSteps: 15,
-    hiresStrength: 0.5,
+    hiresStrength: 0.35,
     noiseLevel: 20,
     model: null,
     tile: 0,
@@ -145,7 +178,11 @@ export class GenerateForm {
     }
     const d = model?.defaults;
     if (d?.sampler) this.sampler = d.sampler;
-    if (d?.steps) this.steps = d.steps;
+    if (d?.steps) {
+      this.steps = d.steps;
+      // The second pass redraws detail only: about half the steps the card asks for.
+      this.upscale.hiresSteps = Math.max(1, Math.round(d.steps / 2));
+    }
     if (d?.guidance !== null && d?.guidance !== undefined) this.guidance = d.guidance;
   }
 
