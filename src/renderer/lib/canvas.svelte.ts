@@ -78,6 +78,11 @@ export class Canvas {
   /** 1 = hard edge, 0 = soft all the way from the centre. */
   hardness = $state(0.7);
   maskOpacity = $state(0.55);
+  /**
+   * Whether the mask overlay is drawn. It hides when an inpainting result arrives (to see the
+   * result, not the paint over it) and shows again with the toggle or the next brush stroke.
+   */
+  maskShown = $state(true);
   maskColourName = $state<MaskColourName>('rose');
 
   zoom = $state(1);
@@ -253,6 +258,7 @@ export class Canvas {
   /** Starts a stroke at image coordinates (x, y). */
   strokeStart(x: number, y: number): void {
     if (!this.image) return;
+    this.maskShown = true;
     const ctx = this.#context();
     this.#pushHistory(ctx);
     ctx.globalCompositeOperation = this.tool === 'eraser' ? 'destination-out' : 'source-over';

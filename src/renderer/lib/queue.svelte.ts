@@ -25,6 +25,8 @@ function readClearedBefore(): number {
 export class Queue {
   state = $state.raw<QueueState>({ paused: false, jobs: [] });
   progress = $state.raw<JobProgress | null>(null);
+  /** The newest preview picture (events carry one only when a new one was made). */
+  preview = $state.raw<{ jobId: string; url: string; step: number } | null>(null);
   problem = $state<string | null>(null);
   submitting = $state(false);
 
@@ -47,6 +49,10 @@ export class Queue {
   current = $derived(
     this.progress && this.running && this.progress.jobId === this.running.id ? this.progress : null,
   );
+  /** The running job's latest preview, kept between the events that bring a new one. */
+  livePreview = $derived(
+    this.preview && this.running && this.preview.jobId === this.running.id ? this.preview : null,
+  );
   busy = $derived(this.running !== null || this.queued.length > 0);
   /** Nothing running, waiting or finished to show. */
   empty = $derived(!this.busy && this.finished.length === 0);
@@ -64,6 +70,12 @@ export class Queue {
       if (job.state === 'done') this.studio.jobDone(job);
       else if (job.state === 'failed') this.studio.jobFailed(job);
     }
+  }
+
+  onProgress(progress: JobProgress): void {
+    this.progress = progress;
+    if (progress.preview)
+      this.preview = { jobId: progress.jobId, url: progress.preview, step: progress.step };
   }
 
   async load(): Promise<void> {

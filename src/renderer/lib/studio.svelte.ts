@@ -67,7 +67,7 @@ export class Studio {
       api.on('settingsChanged', (settings) => (this.settings = settings));
       api.on('modelsChanged', (models) => this.models.set(models));
       api.on('queueChanged', (queue) => this.queue.set(queue));
-      api.on('jobProgress', (progress) => (this.queue.progress = progress));
+      api.on('jobProgress', (progress) => this.queue.onProgress(progress));
       api.on('galleryChanged', () => {
         this.gallery.changed();
         this.#refreshLibraryStatus();
@@ -147,6 +147,7 @@ export class Studio {
         (a, b) => a.seed - b.seed || a.batchIndex - b.batchIndex,
       );
       this.canvas.results = images;
+      if (job.settings.mode === 'inpaint') this.canvas.maskShown = false;
       if (images[0]) this.canvas.setImage(imageFromItem(images[0]));
     } catch (err) {
       this.notices.error(err, 'The image was made but could not be shown');
