@@ -18,6 +18,7 @@ import { Models } from './models.svelte';
 import { Notices } from './notices.svelte';
 import { Queue } from './queue.svelte';
 import { type TransportKind, connectStudio } from './transport';
+import { Workspace } from './workspace.svelte';
 
 export { describeError } from './errors';
 
@@ -48,6 +49,7 @@ export class Studio {
   readonly queue = new Queue(this);
   readonly canvas = new Canvas(this);
   readonly gallery = new Gallery(this);
+  readonly workspace = new Workspace(this);
 
   theme = $derived.by(() => {
     const chosen = this.settings?.theme ?? 'system';
@@ -90,6 +92,10 @@ export class Studio {
     await Promise.all([this.models.load(), this.queue.load(), this.gallery.reload()]);
     this.#refreshLibraryStatus();
     this.form.ensureModel();
+    // The work in progress of the last session (prompt, settings, canvas, mask), then saved as
+    // it changes.
+    await this.workspace.restore();
+    this.workspace.watch();
   }
 
   #refreshLibraryStatus(): void {
