@@ -105,6 +105,8 @@ export class Workspace {
 
   async #save(snapshot: Omit<SavedWorkspace, 'mask'>): Promise<void> {
     const canvas = this.studio.canvas;
+    // Mid-stroke the mask is half painted; the stroke's end changes the coverage and saves again.
+    if (canvas.stroking) return;
     let mask: string | null = null;
     try {
       if (canvas.image && canvas.hasMask) mask = await canvas.exportMask();
