@@ -54,7 +54,9 @@ test("every mode's own controls are in view at 1280x800; screenshots of every mo
             true,
           );
         }
-        await expect(controls.getByRole('button', { name: 'Generate', exact: true })).toBeInViewport();
+        await expect(
+          controls.getByRole('button', { name: 'Generate', exact: true }),
+        ).toBeInViewport();
         await expectWholeImageOnStage(page);
         await page.screenshot({
           path: screenshotPath(`mode-${mode.toLowerCase()}-${theme}${suffix}`),
