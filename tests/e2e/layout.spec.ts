@@ -1,6 +1,14 @@
 import type { Locator, Page } from '@playwright/test';
 import { addFixtureModel, callApi, expect, screenshotPath, test } from './fixtures';
-import { doneJobs, fillForm, generate, openStudio, setNumber, startWithImage } from './helpers';
+import {
+  doneJobs,
+  fillForm,
+  generate,
+  openStudio,
+  setNumber,
+  startWithImage,
+  view,
+} from './helpers';
 
 // Where the eye is: each mode's own controls without scrolling at 1280x800, a canvas that keeps
 // the whole picture in view as panels come and go, and a queue whose buttons stay put. Leaves
@@ -62,6 +70,13 @@ test("every mode's own controls are in view at 1280x800; screenshots of every mo
           path: screenshotPath(`mode-${mode.toLowerCase()}-${theme}${suffix}`),
         });
       }
+      for (const name of ['Gallery', 'Models', 'Settings'] as const) {
+        await view(page, name);
+        await page.screenshot({
+          path: screenshotPath(`view-${name.toLowerCase()}-${theme}${suffix}`),
+        });
+      }
+      await view(page, 'Generate');
     }
   }
   expect(consoleErrors).toEqual([]);
