@@ -93,7 +93,7 @@ test('the canvas refits when the result strip appears, so the picture is never c
   await expectWholeImageOnStage(page);
   await setNumber(page.getByLabel('Batch size'), 2);
   await generate(page, 2);
-  await expect(page.getByTestId('result')).toHaveCount(2);
+  await expect(page.getByRole('group', { name: 'Images of the last generation' })).toBeVisible();
   await expectWholeImageOnStage(page);
   await page.getByRole('radio', { name: 'Inpaint', exact: true }).click();
   await expectWholeImageOnStage(page);
