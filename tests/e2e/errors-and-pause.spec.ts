@@ -62,12 +62,11 @@ test('pause holds the waiting jobs and says the running one finishes', async ({ 
     model: model.id,
     prompt,
     seed: 1,
-    steps: 40,
+    steps: 60,
     width: 128,
     height: 128,
   });
   await callApi(studio, 'enqueue', { settings: settings('first') });
-  await callApi(studio, 'enqueue', { settings: settings('second') });
   const queue = page.getByRole('complementary', { name: 'Queue' });
   await expect(queue.locator('[data-testid="job"][data-state="running"]')).toHaveCount(1);
   await expect(queue.getByRole('button', { name: 'Pause' })).toHaveAttribute(
@@ -78,6 +77,8 @@ test('pause holds the waiting jobs and says the running one finishes', async ({ 
   await expect(page.getByTestId('queue-paused')).toHaveText(
     'Paused: the running job finishes, the waiting ones wait.',
   );
+  // Queued while paused (and while the first runs): it waits.
+  await callApi(studio, 'enqueue', { settings: settings('second') });
   await expect(doneJobs(page)).toHaveCount(1, { timeout: 90_000 });
   await expect(page.getByTestId('queue-paused')).toHaveText(
     'Paused: waiting jobs start when you resume.',
