@@ -17,6 +17,19 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 const postinstall = process.argv.includes('--postinstall');
+// `npm start` runs `--check` before anything else: where Electron's binary is missing and cannot
+// be fetched, it says so in one line (and what to do instead) rather than building first and
+// ending in Electron's own stack trace.
+const check = process.argv.includes('--check');
+const offlineHint =
+  'connect to the network once and run `npm start` again, or run `npm run serve` to open the studio in a browser.';
+// Not require('electron'): since Electron 45 that starts a download when the binary is
+// missing, and throws when it fails; its own install.js reports instead.
+const electronDir = path.join('node_modules', 'electron');
+const pathFile = path.join(electronDir, 'path.txt');
+const installed = () =>
+  fs.existsSync(pathFile) &&
+  fs.existsSync(path.join(electronDir, 'dist', fs.readFileSync(pathFile, 'utf8').trim()));
 if (postinstall) {
   const skip = process.env.ELECTRON_SKIP_BINARY_DOWNLOAD;
   if (skip && skip !== '0' && skip !== 'false') {
@@ -25,24 +38,20 @@ if (postinstall) {
     );
     process.exit(0);
   }
-  // Not require('electron'): since Electron 45 that starts a download when the binary is
-  // missing, and throws when it fails; its own install.js reports instead.
-  const electronDir = path.join('node_modules', 'electron');
-  const pathFile = path.join(electronDir, 'path.txt');
-  const installed = () =>
-    fs.existsSync(pathFile) &&
-    fs.existsSync(path.join(electronDir, 'dist', fs.readFileSync(pathFile, 'utf8').trim()));
+}
+if ((postinstall || check) && !installed()) {
+  console.error("Downloading Electron's binary (once)...");
+  // Its output is a stack trace when the download fails; the line below says what matters.
+  const r = spawnSync(process.execPath, [path.join(electronDir, 'install.js')], {
+    stdio: postinstall ? 'inherit' : 'ignore',
+  });
   if (!installed()) {
-    console.error("Downloading Electron's binary (once)...");
-    spawnSync(process.execPath, [path.join(electronDir, 'install.js')], { stdio: 'inherit' });
-  }
-  if (!installed()) {
-    console.error(
-      "Electron's binary could not be downloaded now; `npm start` tries again (it needs the network once).",
-    );
-    process.exit(0);
+    const why = r.error ? `(${r.error.message})` : '(no network?)';
+    console.error(`Electron's binary could not be downloaded ${why}: ${offlineHint}`);
+    process.exit(postinstall ? 0 : 1);
   }
 }
+if (check) process.exit(0);
 
 const electronPkg = JSON.parse(fs.readFileSync('node_modules/electron/package.json', 'utf8'));
 const version = electronPkg.version;
@@ -83,10 +92,7 @@ const ok =
 const built = path.join(work, 'build', 'Release', 'better_sqlite3.node');
 if (!ok || !fs.existsSync(built)) {
   console.error(
-    'Could not build better-sqlite3 for Electron; the gallery and history will not open in the desktop app.',
-  );
-  console.error(
-    'Check your network connection and build tools (python3, make, a C++ compiler), then run `npm start` again.',
+    `Could not build better-sqlite3 for Electron (it needs the network once, and python3, make and a C++ compiler): ${offlineHint}`,
   );
   process.exit(postinstall ? 0 : 1);
 }

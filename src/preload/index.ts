@@ -1,5 +1,10 @@
-import { contextBridge, ipcRenderer } from 'electron';
-import { ipcCallChannel, ipcEventChannel } from '../shared/channels';
+import { contextBridge, ipcRenderer, webUtils } from 'electron';
+import {
+  type DesktopBridge,
+  ipcCallChannel,
+  ipcEventChannel,
+  ipcPickFolderChannel,
+} from '../shared/channels';
 
 /**
  * The whole surface the page gets: `window.studio.call(method, input)` and
@@ -30,3 +35,24 @@ contextBridge.exposeInMainWorld('studio', {
     };
   },
 });
+
+/**
+ * Beside the contract, the two things only the desktop can give: the OS folder picker (main
+ * opens it for our own windows only) and the path of a dropped folder (Electron 32+ keeps it
+ * off File objects; webUtils reads it here). Both give a path that the page then passes to
+ * addModel like a typed one, so main still validates everything.
+ */
+const desktop: DesktopBridge = {
+  pickModelFolder: async () => {
+    const chosen: unknown = await ipcRenderer.invoke(ipcPickFolderChannel).catch(() => null);
+    return typeof chosen === 'string' ? chosen : null;
+  },
+  pathForFile: (file) => {
+    try {
+      return webUtils.getPathForFile(file as File);
+    } catch {
+      return '';
+    }
+  },
+};
+contextBridge.exposeInMainWorld('studioDesktop', desktop);

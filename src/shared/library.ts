@@ -151,6 +151,11 @@ export const GalleryItem = z.object({
   prompt: z.string(),
   negativePrompt: z.string(),
   seed: z.number(),
+  /**
+   * Where the image sat in its batch under seedMode 'batch' (0 otherwise): with `seed` and the
+   * generation's batch size, what makes this exact image again.
+   */
+  batchIndex: z.number().int().min(0),
   sampler: SamplerName,
   steps: z.number().int(),
   guidance: z.number(),

@@ -30,3 +30,4 @@ export const WireServerMessage = z.discriminatedUnion('type', [
 export type WireServerMessage = z.infer<typeof WireServerMessage>;
 
 export { httpCallPrefix, ipcCallChannel, ipcEventChannel, wsPath } from './channels';
+export type { DesktopBridge } from './channels';

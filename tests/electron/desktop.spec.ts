@@ -8,6 +8,7 @@ import {
   expect,
   test,
 } from '@playwright/test';
+import { fixtureModel } from '../fixtures/models';
 
 const repoRoot = path.resolve(import.meta.dirname, '..', '..');
 let app: ElectronApplication;
@@ -41,11 +42,13 @@ test('the page has no Node, no ipcRenderer, only window.studio with call/subscri
     require: typeof (globalThis as { require?: unknown }).require,
     process: typeof (globalThis as { process?: unknown }).process,
     studio: Object.keys((window as unknown as { studio: object }).studio).sort(),
+    desktop: Object.keys((window as unknown as { studioDesktop: object }).studioDesktop).sort(),
   }));
   expect(probe).toEqual({
     require: 'undefined',
     process: 'undefined',
     studio: ['call', 'subscribe'],
+    desktop: ['pathForFile', 'pickModelFolder'],
   });
 });
 
@@ -90,4 +93,20 @@ test('a CSP is applied to app content', async () => {
     }
   });
   expect(blocked).toBe(true);
+});
+
+test('Models: Choose folder… opens the native picker and adds the folder chosen', async () => {
+  const dir = await fixtureModel('e2e-known-answer', { unet: 'known-answer', knownLatents: 8 });
+  // The OS dialog cannot be clicked by a test: main's dialog answers as a person picking `dir`.
+  await app.evaluate(({ dialog }, picked) => {
+    dialog.showOpenDialog = (async () => ({ canceled: false, filePaths: [picked] })) as never;
+  }, dir);
+  await page
+    .getByRole('navigation', { name: 'Views' })
+    .getByRole('button', { name: 'Models', exact: true })
+    .click();
+  await page.getByRole('button', { name: 'Choose folder…' }).click();
+  await expect(
+    page.getByTestId('models-table').getByRole('row', { name: /e2e-known-answer/ }),
+  ).toBeVisible();
 });

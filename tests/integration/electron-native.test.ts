@@ -68,4 +68,30 @@ describe('scripts/electron-native.mjs', () => {
       expect(fs.readFileSync(built, 'utf8')).toBe('built before');
     }
   });
+
+  it('--check (first in `npm start`) says in one line what to do when Electron cannot be fetched', () => {
+    const dir = project(false);
+    // Electron's install.js as it behaves offline: a stack trace and exit code 1.
+    fs.writeFileSync(
+      path.join(dir, 'node_modules', 'electron', 'install.js'),
+      "console.error(new Error('getaddrinfo ENOTFOUND github.com').stack); process.exit(1);",
+    );
+    const r = run(dir, ['--check']);
+    expect(r.status).toBe(1);
+    const lines = r.stderr.trim().split('\n');
+    expect(lines).toEqual([
+      "Downloading Electron's binary (once)...",
+      expect.stringMatching(/could not be downloaded .*`npm start` again, or run `npm run serve`/),
+    ]);
+    expect(r.stderr).not.toMatch(/ENOTFOUND|at /);
+    expect(fs.existsSync(path.join(dir, '.cache'))).toBe(false);
+  });
+
+  it('--check passes at once when the binary is there, and builds nothing', () => {
+    const dir = project(true);
+    const r = run(dir, ['--check']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toBe('');
+    expect(fs.existsSync(path.join(dir, '.cache'))).toBe(false);
+  });
 });

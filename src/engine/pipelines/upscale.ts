@@ -235,7 +235,8 @@ async function runHires(
     total,
     elapsedMs: 0,
     etaMs: null,
-    preview: baseImages[0].image,
+    // A copy: the worker transfers preview buffers, and the Lanczos path still reads the image.
+    preview: { ...baseImages[0].image, data: baseImages[0].image.data.slice() },
   });
   throwIfAborted(ctx.signal, 'Generation');
 

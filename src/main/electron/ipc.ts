@@ -1,6 +1,12 @@
-import { type IpcMainInvokeEvent, type WebContents, ipcMain } from 'electron';
+import {
+  BrowserWindow,
+  type IpcMainInvokeEvent,
+  type WebContents,
+  dialog,
+  ipcMain,
+} from 'electron';
 import { methodNames } from '../../shared';
-import { ipcCallChannel, ipcEventChannel } from '../../shared/channels';
+import { ipcCallChannel, ipcEventChannel, ipcPickFolderChannel } from '../../shared/channels';
 import type { StudioHost } from '../api';
 import { dispatch } from '../dispatch';
 import { appOrigin } from './protocol';
@@ -10,20 +16,26 @@ import { appOrigin } from './protocol';
  * the main frame of one of our windows showing our own origin; anything else gets `forbidden`
  * before its payload is even looked at (checklist #17). Payloads are validated by `dispatch`.
  */
+/** Whether a call comes from the main frame of one of our windows, showing our own origin. */
+function trustedCaller(
+  event: IpcMainInvokeEvent,
+  isOurWindow: (contents: WebContents) => boolean,
+): boolean {
+  const frame = event.senderFrame;
+  if (!frame || frame !== event.sender.mainFrame) return false;
+  if (!isOurWindow(event.sender)) return false;
+  try {
+    return new URL(frame.url).origin === appOrigin;
+  } catch {
+    return false;
+  }
+}
+
 export function bindIpc(
   host: StudioHost,
   isOurWindow: (contents: WebContents) => boolean,
 ): () => void {
-  const trusted = (event: IpcMainInvokeEvent): boolean => {
-    const frame = event.senderFrame;
-    if (!frame || frame !== event.sender.mainFrame) return false;
-    if (!isOurWindow(event.sender)) return false;
-    try {
-      return new URL(frame.url).origin === appOrigin;
-    } catch {
-      return false;
-    }
-  };
+  const trusted = (event: IpcMainInvokeEvent) => trustedCaller(event, isOurWindow);
 
   for (const method of methodNames) {
     ipcMain.handle(ipcCallChannel(method), (event, input: unknown) => {
@@ -38,8 +50,23 @@ export function bindIpc(
       });
     });
   }
+  // The native folder picker (DesktopBridge.pickModelFolder): a path or null, never an error.
+  ipcMain.handle(ipcPickFolderChannel, async (event) => {
+    if (!trusted(event)) return null;
+    const window = BrowserWindow.fromWebContents(event.sender);
+    const options: Electron.OpenDialogOptions = {
+      title: 'Add a model folder',
+      buttonLabel: 'Add model',
+      properties: ['openDirectory'],
+    };
+    const result = window
+      ? await dialog.showOpenDialog(window, options)
+      : await dialog.showOpenDialog(options);
+    return result.canceled ? null : (result.filePaths[0] ?? null);
+  });
   return () => {
     for (const method of methodNames) ipcMain.removeHandler(ipcCallChannel(method));
+    ipcMain.removeHandler(ipcPickFolderChannel);
   };
 }
 

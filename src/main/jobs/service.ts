@@ -135,7 +135,9 @@ export class JobService {
     this.#options = {
       progressIntervalMs: options.progressIntervalMs ?? 100,
       queueIntervalMs: options.queueIntervalMs ?? 1000,
-      previewEvery: options.previewEvery ?? 4,
+      // Every step: the studio shows the picture forming from the first steps (it is cheap, and
+      // a preview still being encoded makes the next ones wait).
+      previewEvery: options.previewEvery ?? 1,
       closeGraceMs: options.closeGraceMs ?? 60_000,
       retention: { ...DEFAULT_RETENTION, ...options.retention },
       pruneIntervalMs: options.pruneIntervalMs ?? 3600_000,

@@ -82,7 +82,7 @@ const order: Record<SortKey, { by: string; cmp: string; cols: string[] }> = {
 const ftsFilter = 'i.prompt_id IN (SELECT rowid FROM prompts_fts WHERE prompts_fts MATCH ?)';
 
 export const itemSelect = `
-  SELECT i.id, i.generation_id, i.width, i.height, i.seed, i.sampler, i.mode, i.created_at,
+  SELECT i.id, i.generation_id, i.width, i.height, i.seed, i.batch_index, i.sampler, i.mode, i.created_at,
          i.favorite, i.rating, i.missing, p.text AS prompt, p.negative AS negative,
          g.steps, g.guidance, g.model_name
   FROM images i
@@ -95,6 +95,7 @@ export interface ItemRow {
   width: number;
   height: number;
   seed: number;
+  batch_index: number;
   sampler: string;
   mode: string;
   created_at: number;
@@ -123,6 +124,7 @@ export function toItems(db: Db, rows: ItemRow[]): GalleryItem[] {
     prompt: r.prompt,
     negativePrompt: r.negative,
     seed: r.seed,
+    batchIndex: r.batch_index,
     sampler: r.sampler as SamplerName,
     steps: r.steps,
     guidance: r.guidance,

@@ -78,6 +78,11 @@ export class Canvas {
   /** 1 = hard edge, 0 = soft all the way from the centre. */
   hardness = $state(0.7);
   maskOpacity = $state(0.55);
+  /**
+   * Whether the mask overlay is drawn. It hides when an inpainting result arrives (to see the
+   * result, not the paint over it) and shows again with the toggle or the next brush stroke.
+   */
+  maskShown = $state(true);
   maskColourName = $state<MaskColourName>('rose');
 
   zoom = $state(1);
@@ -178,9 +183,16 @@ export class Canvas {
     return x0 >= -0.5 && y0 >= -0.5 && x1 <= this.stageWidth + 0.5 && y1 <= this.stageHeight + 0.5;
   }
 
+  /**
+   * The view is as fit() left it (not zoomed or panned since): when the stage changes size (the
+   * result strip or a toolbar appears, the window resizes) it is fitted again.
+   */
+  fitted = $state(true);
+
   fit(): void {
     const b = this.#bounds();
     if (!b || !this.stageWidth || !this.stageHeight) return;
+    this.fitted = true;
     const margin = 48;
     this.zoom = Math.min((this.stageWidth - margin) / b.w, (this.stageHeight - margin) / b.h, 16);
     this.panX = (this.stageWidth - b.w * this.zoom) / 2 - b.x * this.zoom;
@@ -191,6 +203,7 @@ export class Canvas {
   zoomAt(factor: number, sx: number, sy: number): void {
     const zoom = clamp(this.zoom * factor, 0.05, 32);
     const k = zoom / this.zoom;
+    this.fitted = false;
     this.panX = sx - (sx - this.panX) * k;
     this.panY = sy - (sy - this.panY) * k;
     this.zoom = zoom;
@@ -201,6 +214,7 @@ export class Canvas {
   }
 
   panBy(dx: number, dy: number): void {
+    this.fitted = false;
     this.panX += dx;
     this.panY += dy;
   }
@@ -244,6 +258,7 @@ export class Canvas {
   /** Starts a stroke at image coordinates (x, y). */
   strokeStart(x: number, y: number): void {
     if (!this.image) return;
+    this.maskShown = true;
     const ctx = this.#context();
     this.#pushHistory(ctx);
     ctx.globalCompositeOperation = this.tool === 'eraser' ? 'destination-out' : 'source-over';

@@ -58,3 +58,19 @@ export const clamp = (v: number, lo: number, hi: number) => Math.min(hi, Math.ma
 /** Rounds to the nearest multiple of 8 within the engine's limits. */
 export const toMultipleOf8 = (v: number, min = 64, max = 4096) =>
   clamp(Math.round(v / 8) * 8, min, max);
+
+/**
+ * The size a generation's images come out at: its own size, enlarged by the upscale (the x4
+ * method: 4x; two-pass: the factor, to a multiple of 8 as the engine's hiresSide rounds it).
+ */
+export function outputSize(s: {
+  mode: string;
+  width: number;
+  height: number;
+  upscale: { method: string; factor: number } | null;
+}): { width: number; height: number } {
+  if (!s.upscale) return { width: s.width, height: s.height };
+  const scale = s.upscale.method === 'x4' ? 4 : s.upscale.factor;
+  const side = (v: number) => Math.max(8, Math.round((v * scale) / 8) * 8);
+  return { width: side(s.width), height: side(s.height) };
+}

@@ -37,18 +37,34 @@ export interface SettingDiff {
   same: boolean;
 }
 
-const show = (v: unknown): string =>
-  v === null || v === undefined ? '—' : typeof v === 'object' ? JSON.stringify(v) : String(v);
+const show = (v: unknown): string => (v === null || v === undefined ? '—' : String(v));
+
+const isGroup = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
 
 const unique = <T>(values: T[]): T[] => values.filter((v, i) => values.indexOf(v) === i);
 
+/**
+ * The settings of two generations side by side, one row per setting; groups (mask, outpaint,
+ * upscale) become one row per field ("upscale.factor"), never a line of JSON.
+ */
 export function diffSettings(a: GenerationSettings, b: GenerationSettings): SettingDiff[] {
-  const keys = unique([...Object.keys(a), ...Object.keys(b)]) as (keyof GenerationSettings)[];
-  return keys.map((key) => {
-    const left = show(a[key]);
-    const right = show(b[key]);
-    return { key, a: left, b: right, same: left === right };
-  });
+  const rows: SettingDiff[] = [];
+  const walk = (left: Record<string, unknown>, right: Record<string, unknown>, prefix: string) => {
+    for (const key of unique([...Object.keys(left), ...Object.keys(right)])) {
+      const l = left[key];
+      const r = right[key];
+      if (isGroup(l) || isGroup(r)) {
+        walk(isGroup(l) ? l : {}, isGroup(r) ? r : {}, `${prefix}${key}.`);
+        continue;
+      }
+      const shownL = show(l);
+      const shownR = show(r);
+      rows.push({ key: `${prefix}${key}`, a: shownL, b: shownR, same: shownL === shownR });
+    }
+  };
+  walk(a, b, '');
+  return rows;
 }
 
 /**
@@ -78,6 +94,8 @@ export class Gallery {
   selected = $state.raw<string[]>([]);
   opened = $state.raw<Opened | null>(null);
   compared = $state.raw<[Opened, Opened] | null>(null);
+  /** "Compare with…" was chosen on this image: the next image picked is compared with it. */
+  comparingWith = $state.raw<GalleryItem | null>(null);
 
   activeFilters = $derived(
     (this.filters.favorite ? 1 : 0) +
@@ -195,6 +213,14 @@ export class Gallery {
   // ---- selection and detail -----------------------------------------------------------------
 
   select(item: GalleryItem, additive: boolean): void {
+    const base = this.comparingWith;
+    if (base && !additive) {
+      this.comparingWith = null;
+      if (base.imageId !== item.imageId) {
+        void this.compare(base, item);
+        return;
+      }
+    }
     if (additive) {
       this.selected = this.selected.includes(item.imageId)
         ? this.selected.filter((id) => id !== item.imageId)

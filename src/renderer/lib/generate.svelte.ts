@@ -11,6 +11,7 @@ import {
   type SamplerName,
   type ScheduleName,
   type UpscaleOptions,
+  maxPromptChars,
   maxSide,
   samplerTakesSchedule,
 } from '../../shared';
@@ -31,19 +32,50 @@ export const modeLabels: Record<GenerationMode, string> = {
   upscale: 'Upscale',
 };
 
-export const sizePresets: { label: string; width: number; height: number }[] = [
-  { label: '512 × 512 (1:1)', width: 512, height: 512 },
-  { label: '512 × 768 (2:3)', width: 512, height: 768 },
-  { label: '768 × 512 (3:2)', width: 768, height: 512 },
-  { label: '768 × 768 (1:1)', width: 768, height: 768 },
-  { label: '1024 × 1024 (1:1)', width: 1024, height: 1024 },
-  { label: '896 × 1152 (7:9)', width: 896, height: 1152 },
-  { label: '1152 × 896 (9:7)', width: 1152, height: 896 },
-  { label: '832 × 1216 (2:3)', width: 832, height: 1216 },
-  { label: '1216 × 832 (3:2)', width: 1216, height: 832 },
-  { label: '768 × 1344 (9:16)', width: 768, height: 1344 },
-  { label: '1344 × 768 (16:9)', width: 1344, height: 768 },
+export interface SizePreset {
+  label: string;
+  width: number;
+  height: number;
+}
+
+/** Aspect ratios offered, short side first. */
+const presetRatios: [number, number][] = [
+  [1, 1],
+  [2, 3],
+  [3, 2],
+  [3, 4],
+  [4, 3],
+  [9, 16],
+  [16, 9],
 ];
+
+const snap8 = (v: number) => Math.max(64, Math.round(v / 8) * 8);
+
+/**
+ * Sizes to offer for a model: its native size in each aspect ratio. SD 1.x/2.x models were
+ * trained on a fixed short side (512 x 768 for 2:3), SDXL on buckets of about the native area
+ * (832 x 1216), so the family picks which side stays. Multiples of 8, at least 64, as the
+ * engine takes. Without a known native size: SD 1.x's 512.
+ */
+export function sizePresetsFor(
+  native: { width: number; height: number } | null,
+  family: string | null,
+): SizePreset[] {
+  const base = native ? Math.sqrt(native.width * native.height) : 512;
+  const sameArea = family === 'sdxl' || family === 'sdxl-turbo';
+  const out: SizePreset[] = [];
+  for (const [a, b] of presetRatios) {
+    const portrait = a <= b;
+    const [short, long] = portrait ? [a, b] : [b, a];
+    const shortSide = sameArea ? snap8(base * Math.sqrt(short / long)) : snap8(base);
+    const longSide = snap8((shortSide * long) / short);
+    const [width, height] = portrait ? [shortSide, longSide] : [longSide, shortSide];
+    const taken = out.some((p) => p.width === width && p.height === height);
+    if (width > maxSide || height > maxSide || taken) continue;
+    out.push({ label: `${width} × ${height} (${a}:${b})`, width, height });
+  }
+  return out;
+}
 
 /** A random seed in the range torch accepts (32 bits keeps it readable). */
 export const randomSeed = () => Math.floor(Math.random() * 2 ** 32);
@@ -72,6 +104,11 @@ export class GenerateForm {
   guidance = $state(defaultGenerationSettings.guidance);
   seedMode = $state<SeedMode>('random');
   seed = $state(randomSeed());
+  /**
+   * How a batch draws its noise: 'batch' one generator for the whole batch (diffusers, ComfyUI),
+   * 'per-image' seed + i for image i (A1111), so each image is a batch of one with its seed.
+   */
+  batchSeeds = $state<GenerationSettings['seedMode']>('batch');
   /** The seed the last generation used (what "reuse last" picks). */
   lastSeed = $state<number | null>(null);
   width = $state(defaultGenerationSettings.width);
@@ -82,7 +119,13 @@ export class GenerateForm {
 
   mask = $state<Omit<MaskOptions, 'image'>>({ ...defaultMaskOptions });
   outpaint = $state({ ...defaultOutpaintOptions });
-  upscale = $state<UpscaleOptions>({ ...defaultUpscaleOptions });
+  // Lanczos then a light second pass keeps the picture's shapes; a latent enlargement needs a
+  // strength that redraws them (0.5 and up), which is a choice to make, not a form default.
+  upscale = $state<UpscaleOptions>({
+    ...defaultUpscaleOptions,
+    upscaler: 'lanczos',
+    hiresStrength: 0.35,
+  });
   /** txt2img only: the two-pass hires fix with the upscale options. */
   hiresFix = $state(false);
 
@@ -106,8 +149,17 @@ export class GenerateForm {
     if (!this.model) return 'Choose a model first.';
     if (this.widthProblem) return `Width ${this.widthProblem}.`;
     if (this.heightProblem) return `Height ${this.heightProblem}.`;
+    const tooLong = (text: string, what: string) =>
+      text.length > maxPromptChars
+        ? `${what} is ${text.length.toLocaleString('en-US')} characters long; shorten it to ${maxPromptChars.toLocaleString('en-US')}.`
+        : null;
+    const long =
+      tooLong(this.prompt, 'The prompt') ?? tooLong(this.negativePrompt, 'The negative prompt');
+    if (long) return long;
     if (this.needsImage && !this.studio.canvas.image)
       return 'Drop, paste or send an image to the canvas first.';
+    if (this.mode === 'inpaint' && !this.studio.canvas.hasMask)
+      return 'Paint the area to repaint on the canvas first.';
     if (this.mode === 'upscale' && this.upscale.method === 'x4' && !this.upscale.model)
       return 'Choose an x4 upscaler model.';
     return null;
@@ -130,7 +182,11 @@ export class GenerateForm {
     }
     const d = model?.defaults;
     if (d?.sampler) this.sampler = d.sampler;
-    if (d?.steps) this.steps = d.steps;
+    if (d?.steps) {
+      this.steps = d.steps;
+      // The second pass redraws detail only: about half the steps the card asks for.
+      this.upscale.hiresSteps = Math.max(1, Math.round(d.steps / 2));
+    }
     if (d?.guidance !== null && d?.guidance !== undefined) this.guidance = d.guidance;
   }
 
@@ -171,6 +227,26 @@ export class GenerateForm {
     this.seedMode = 'fixed';
   }
 
+  /**
+   * Sets the form up to make `image` of a stored generation again as image `batchIndex` + 1 of
+   * the next one: its seed, and under one noise draw per batch ('batch') the batch size it was
+   * drawn with, since image i's noise is the i-th slice of that draw. Returns which image of
+   * the next generation it will be (0-based).
+   */
+  reuseSeedOf(
+    image: { seed: number; batchIndex: number },
+    settings: Pick<GenerationSettings, 'seedMode' | 'batchSize'>,
+  ): number {
+    this.useSeed(image.seed);
+    this.batchSeeds = settings.seedMode;
+    if (settings.seedMode === 'batch' && settings.batchSize > 1) {
+      this.batchSize = settings.batchSize;
+      this.batchCount = 1;
+      return image.batchIndex;
+    }
+    return 0;
+  }
+
   /** Counts tokens a moment after typing stops (the host tokenizes with the model's own). */
   refreshTokens(which: 'prompt' | 'negative'): void {
     clearTimeout(this.#tokenTimers[which]);
@@ -200,6 +276,7 @@ export class GenerateForm {
       prompt: this.prompt,
       negativePrompt: this.negativePrompt,
       seed,
+      seedMode: this.batchSeeds,
       sampler: this.sampler,
       schedule: samplerTakesSchedule(this.sampler, this.schedule) ? this.schedule : 'default',
       steps: this.steps,
@@ -234,6 +311,7 @@ export class GenerateForm {
     if (s.steps) this.steps = s.steps;
     if (s.guidance !== undefined) this.guidance = s.guidance;
     if (s.seed !== undefined) this.useSeed(s.seed);
+    if (s.seedMode) this.batchSeeds = s.seedMode;
     if (s.width) this.width = s.width;
     if (s.height) this.height = s.height;
     if (s.batchSize) this.batchSize = s.batchSize;

@@ -11,10 +11,22 @@ export const stageLabels: Record<JobProgress['stage'], string> = {
   saving: 'Saving',
 };
 
+const clearedKey = 'latent-studio:queue-cleared-before';
+
+function readClearedBefore(): number {
+  try {
+    return Number(localStorage.getItem(clearedKey)) || 0;
+  } catch {
+    return 0;
+  }
+}
+
 /** The durable queue: what runs, what waits, what finished; live progress of the running job. */
 export class Queue {
   state = $state.raw<QueueState>({ paused: false, pausedReason: null, jobs: [] });
   progress = $state.raw<JobProgress | null>(null);
+  /** The newest preview picture (events carry one only when a new one was made). */
+  preview = $state.raw<{ jobId: string; url: string; step: number } | null>(null);
   problem = $state<string | null>(null);
   submitting = $state(false);
 
@@ -24,9 +36,12 @@ export class Queue {
       .filter((j) => j.state === 'queued' || j.state === 'paused')
       .sort((a, b) => (a.position ?? 0) - (b.position ?? 0)),
   );
+  /** Finished jobs up to this time are cleared from the list (the gallery keeps the images). */
+  clearedBefore = $state(readClearedBefore());
   finished = $derived(
     this.state.jobs
       .filter((j) => j.state === 'done' || j.state === 'failed' || j.state === 'cancelled')
+      .filter((j) => (j.finishedAt ?? 0) > this.clearedBefore)
       .sort((a, b) => (b.finishedAt ?? 0) - (a.finishedAt ?? 0))
       .slice(0, 30),
   );
@@ -34,7 +49,13 @@ export class Queue {
   current = $derived(
     this.progress && this.running && this.progress.jobId === this.running.id ? this.progress : null,
   );
+  /** The running job's latest preview, kept between the events that bring a new one. */
+  livePreview = $derived(
+    this.preview && this.running && this.preview.jobId === this.running.id ? this.preview : null,
+  );
   busy = $derived(this.running !== null || this.queued.length > 0);
+  /** Nothing running, waiting or finished to show. */
+  empty = $derived(!this.busy && this.finished.length === 0);
 
   constructor(private readonly studio: Studio) {}
 
@@ -49,6 +70,12 @@ export class Queue {
       if (job.state === 'done') this.studio.jobDone(job);
       else if (job.state === 'failed') this.studio.jobFailed(job);
     }
+  }
+
+  onProgress(progress: JobProgress): void {
+    this.progress = progress;
+    if (progress.preview)
+      this.preview = { jobId: progress.jobId, url: progress.preview, step: progress.step };
   }
 
   async load(): Promise<void> {
@@ -97,6 +124,19 @@ export class Queue {
     return this.state.paused
       ? this.#run(() => api.resumeQueue(), 'Could not resume the queue')
       : this.#run(() => api.pauseQueue(), 'Could not pause the queue');
+  }
+
+  /** Clears the finished jobs from the list, for this studio, also after a reload. */
+  clearFinished(): void {
+    this.clearedBefore = Math.max(
+      ...this.finished.map((j) => j.finishedAt ?? 0),
+      this.clearedBefore,
+    );
+    try {
+      localStorage.setItem(clearedKey, String(this.clearedBefore));
+    } catch {
+      // Storage refused (private mode, quota): cleared for this session only.
+    }
   }
 
   move(job: Job, position: number): Promise<void> {

@@ -19,6 +19,7 @@ import { Models } from './models.svelte';
 import { Notices } from './notices.svelte';
 import { Queue } from './queue.svelte';
 import { type TransportKind, connectStudio } from './transport';
+import { Workspace } from './workspace.svelte';
 
 export { describeError } from './errors';
 
@@ -40,6 +41,8 @@ export class Studio {
   /** A problem that stops the whole studio (no token, no host). */
   error = $state<string | null>(null);
   systemDark = $state(false);
+  /** Counts tries to generate while something blocks it (the blocker line flashes each time). */
+  blockerNudges = $state(0);
 
   readonly notices = new Notices();
   readonly models = new Models(this);
@@ -48,6 +51,7 @@ export class Studio {
   readonly queue = new Queue(this);
   readonly canvas = new Canvas(this);
   readonly gallery = new Gallery(this);
+  readonly workspace = new Workspace(this);
 
   theme = $derived.by(() => {
     const chosen = this.settings?.theme ?? 'system';
@@ -68,7 +72,7 @@ export class Studio {
       api.on('modelsChanged', (models) => this.models.set(models));
       api.on('checkpointImport', (progress) => this.checkpointImport.onProgress(progress));
       api.on('queueChanged', (queue) => this.queue.set(queue));
-      api.on('jobProgress', (progress) => (this.queue.progress = progress));
+      api.on('jobProgress', (progress) => this.queue.onProgress(progress));
       api.on('galleryChanged', () => {
         this.gallery.changed();
         this.#refreshLibraryStatus();
@@ -91,6 +95,10 @@ export class Studio {
     await Promise.all([this.models.load(), this.queue.load(), this.gallery.reload()]);
     this.#refreshLibraryStatus();
     this.form.ensureModel();
+    // The work in progress of the last session (prompt, settings, canvas, mask), then saved as
+    // it changes.
+    await this.workspace.restore();
+    this.workspace.watch();
   }
 
   #refreshLibraryStatus(): void {
@@ -113,24 +121,16 @@ export class Studio {
 
   /** Queues the form's generation (Ctrl/Cmd+Enter). */
   async generate(): Promise<void> {
-    const blocker = this.form.blocker;
-    if (blocker) {
-      this.notices.push('error', blocker, undefined, 5000);
+    // What blocks Generate is shown beside its button for as long as it lasts (one place); a
+    // try draws the eye to it again instead of adding a notice.
+    if (this.form.blocker) {
+      this.blockerNudges += 1;
       return;
     }
     const api = this.api;
     if (!api) return;
     let maskImage: string | null = null;
     if (this.form.mode === 'inpaint') {
-      if (!this.canvas.hasMask) {
-        this.notices.push(
-          'error',
-          'Paint the area to repaint on the canvas first.',
-          undefined,
-          5000,
-        );
-        return;
-      }
       try {
         const data = await this.canvas.exportMask();
         maskImage = (await api.uploadImage({ data, purpose: 'mask', name: 'mask.png' })).imageId;
@@ -151,8 +151,13 @@ export class Studio {
     if (!job.generationId || !this.api) return;
     try {
       const detail = await this.api.getGeneration({ id: job.generationId });
-      this.canvas.results = detail.images;
-      if (detail.images[0]) this.canvas.setImage(imageFromItem(detail.images[0]));
+      // In the order they were made: by batch (its seed), then place in the batch.
+      const images = [...detail.images].sort(
+        (a, b) => a.seed - b.seed || a.batchIndex - b.batchIndex,
+      );
+      this.canvas.results = images;
+      if (job.settings.mode === 'inpaint') this.canvas.maskShown = false;
+      if (images[0]) this.canvas.setImage(imageFromItem(images[0]));
     } catch (err) {
       this.notices.error(err, 'The image was made but could not be shown');
     }
@@ -184,16 +189,19 @@ export class Studio {
   }
 
   async reuse(detail: GenerationDetail, item: GalleryItem, what: 'all' | 'seed'): Promise<void> {
-    if (what === 'seed') this.form.useSeed(item.seed);
-    else {
+    if (what === 'all') {
       this.form.apply(detail.settings);
-      this.form.useSeed(item.seed);
       if (detail.settings.mode === 'txt2img') this.form.mode = 'txt2img';
     }
+    const position = this.form.reuseSeedOf(item, detail.settings);
     this.view = 'generate';
+    const which =
+      position > 0 ? ` (this image comes out as image ${position + 1} of the batch)` : '';
     this.notices.push(
       'info',
-      what === 'seed' ? `Seed ${item.seed} will be used.` : 'Settings loaded into Generate.',
+      what === 'seed'
+        ? `Seed ${item.seed} will be used${which}.`
+        : `Settings loaded into Generate${which}.`,
       undefined,
       3000,
     );

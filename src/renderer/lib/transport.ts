@@ -1,4 +1,5 @@
 import {
+  type DesktopBridge,
   type Envelope,
   type EventName,
   type MethodName,
@@ -14,6 +15,8 @@ declare global {
   interface Window {
     /** Set by the desktop preload; absent in a browser. */
     studio?: Transport;
+    /** Set by the desktop preload: the native folder picker and dropped folders' paths. */
+    studioDesktop?: DesktopBridge;
   }
 }
 
