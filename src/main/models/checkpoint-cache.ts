@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, readFileSync } from 'node:fs';
-import { mkdir, readFile, readdir, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename, rmdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import {
   CONVERSION_RECORD,
@@ -14,6 +14,7 @@ import {
   type ConvertProgress,
   convertCheckpoint,
 } from '../../engine/convert/convert';
+import { convertCheckpointInWorker } from '../../engine/convert/in-worker';
 import { EngineError } from '../../engine/errors';
 
 /** File name endings taken as single-file checkpoints rather than model folders. */
@@ -95,6 +96,11 @@ export interface CachedConversionOptions {
   vae?: string;
   prediction?: 'epsilon' | 'v_prediction';
   signal?: AbortSignal;
+  /**
+   * The engine worker bundle: when given, the conversion runs in a worker thread of it, so this
+   * thread's event loop keeps answering (the studio's host); without it, in this thread (CLI).
+   */
+  workerPath?: string | null;
   /** Hashing is reported as phase 'hashing' with bytes; then the conversion's own progress. */
   onProgress?: (
     p: ConvertProgress | { phase: 'hashing'; bytesDone: number; bytesTotal: number },
@@ -144,22 +150,28 @@ export async function ensureConverted(
   const name =
     path.basename(file, path.extname(file)).replace(/[^\p{L}\p{N} ._()+-]/gu, '_') || 'model';
   const dir = path.join(slot, name);
+  const convertOptions = {
+    vocabularyFile: options.vocabularyFile,
+    precision,
+    sha256,
+    ...(options.vae ? { vae: options.vae } : {}),
+    ...(options.prediction ? { prediction: options.prediction } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
+    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+  };
   try {
-    const result = await convertCheckpoint(file, dir, {
-      vocabularyFile: options.vocabularyFile,
-      precision,
-      sha256,
-      ...(options.vae ? { vae: options.vae } : {}),
-      ...(options.prediction ? { prediction: options.prediction } : {}),
-      ...(options.signal ? { signal: options.signal } : {}),
-      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
-    });
+    const result = options.workerPath
+      ? await convertCheckpointInWorker(options.workerPath, file, dir, convertOptions)
+      : await convertCheckpoint(file, dir, convertOptions);
     const { dir: _dir, bytesWritten: _b, seconds: _s, ...record } = result;
     return { dir, sha256, record, converted: true };
   } catch (e) {
     // Another process finished the same conversion first.
     const raced = await readRecord(dir);
     if (raced) return { dir, sha256, record: raced, converted: false };
+    // Nothing of a failed conversion stays in the cache: not even its (empty) slot. rmdir
+    // refuses a folder another process is converting into, which is then left alone.
+    await rmdir(slot).catch(() => undefined);
     throw e;
   }
 }
