@@ -14,6 +14,7 @@ import {
   type ConvertProgress,
   convertCheckpoint,
 } from '../../engine/convert/convert';
+import { VAE_RECORD, type VaeConversionRecord, convertVae } from '../../engine/convert/convert-vae';
 import { convertCheckpointInWorker } from '../../engine/convert/in-worker';
 import { EngineError } from '../../engine/errors';
 
@@ -115,6 +116,10 @@ export interface CachedConversion {
   converted: boolean;
 }
 
+/** The file's name as a folder name: the model's (or VAE's) name in the studio. */
+const folderName = (file: string, fallback: string): string =>
+  path.basename(file, path.extname(file)).replace(/[^\p{L}\p{N} ._()+-]/gu, '_') || fallback;
+
 async function readRecord(dir: string): Promise<ConversionRecord | null> {
   try {
     const record = JSON.parse(await readFile(path.join(dir, CONVERSION_RECORD), 'utf8'));
@@ -147,9 +152,7 @@ export async function ensureConverted(
     if (existing)
       return { dir: path.join(slot, entry), sha256, record: existing, converted: false };
   }
-  const name =
-    path.basename(file, path.extname(file)).replace(/[^\p{L}\p{N} ._()+-]/gu, '_') || 'model';
-  const dir = path.join(slot, name);
+  const dir = path.join(slot, folderName(file, 'model'));
   const convertOptions = {
     vocabularyFile: options.vocabularyFile,
     precision,
@@ -171,6 +174,56 @@ export async function ensureConverted(
     if (raced) return { dir, sha256, record: raced, converted: false };
     // Nothing of a failed conversion stays in the cache: not even its (empty) slot. rmdir
     // refuses a folder another process is converting into, which is then left alone.
+    await rmdir(slot).catch(() => undefined);
+    throw e;
+  }
+}
+
+export interface CachedVae {
+  dir: string;
+  sha256: string;
+  record: VaeConversionRecord;
+  /** False when an earlier conversion was reused. */
+  converted: boolean;
+}
+
+async function readVaeRecord(dir: string): Promise<VaeConversionRecord | null> {
+  try {
+    return JSON.parse(await readFile(path.join(dir, VAE_RECORD), 'utf8')) as VaeConversionRecord;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The converted folder (vae_encoder/, vae_decoder/) of the VAE-only `file`, for a generation to
+ * use instead of its model's: reused when the cache has it, converted into
+ * `converted/vae-<sha256 prefix>-<precision>/<name>/` otherwise.
+ */
+export async function ensureVaeConverted(
+  file: string,
+  options: Pick<CachedConversionOptions, 'dataDir' | 'precision' | 'signal' | 'onProgress'>,
+): Promise<CachedVae> {
+  const precision = options.precision ?? 'fp16';
+  const sha256 = await new KnownHashes(path.join(options.dataDir, HASHES_FILE)).hash(file, options);
+  const slot = path.join(options.dataDir, 'converted', `vae-${sha256.slice(0, 16)}-${precision}`);
+  for (const entry of await readdir(slot).catch(() => [] as string[])) {
+    if (entry.startsWith('.')) continue;
+    const existing = await readVaeRecord(path.join(slot, entry));
+    if (existing)
+      return { dir: path.join(slot, entry), sha256, record: existing, converted: false };
+  }
+  const dir = path.join(slot, folderName(file, 'vae'));
+  try {
+    const { dir: _dir, ...record } = await convertVae(file, dir, {
+      precision,
+      sha256,
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+    return { dir, sha256, record, converted: true };
+  } catch (e) {
+    const raced = await readVaeRecord(dir);
+    if (raced) return { dir, sha256, record: raced, converted: false };
     await rmdir(slot).catch(() => undefined);
     throw e;
   }
