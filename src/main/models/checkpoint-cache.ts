@@ -131,6 +131,34 @@ async function readRecord(dir: string): Promise<ConversionRecord | null> {
 }
 
 /**
+ * A cache slot's conversion: the finished one in `slot` when there is one (read back by
+ * `read`), else `convert(dir)` into `slot/<name>`. Two processes converting the same file at
+ * once both succeed; the second reuses the first's. Nothing of a failed conversion stays in the
+ * cache, not even its (empty) slot: rmdir refuses a slot another process is converting into.
+ */
+async function inSlot<R>(
+  slot: string,
+  name: string,
+  read: (dir: string) => Promise<R | null>,
+  convert: (dir: string) => Promise<R>,
+): Promise<{ dir: string; record: R; converted: boolean }> {
+  for (const entry of await readdir(slot).catch(() => [] as string[])) {
+    if (entry.startsWith('.')) continue;
+    const existing = await read(path.join(slot, entry));
+    if (existing) return { dir: path.join(slot, entry), record: existing, converted: false };
+  }
+  const dir = path.join(slot, name);
+  try {
+    return { dir, record: await convert(dir), converted: true };
+  } catch (e) {
+    const raced = await read(dir);
+    if (raced) return { dir, record: raced, converted: false };
+    await rmdir(slot).catch(() => undefined);
+    throw e;
+  }
+}
+
+/**
  * The converted folder of `file`: reused when the cache has it, converted into it otherwise.
  * Two processes converting the same file at once both succeed; the second reuses the first's.
  */
@@ -146,13 +174,6 @@ export async function ensureConverted(
   if (options.prediction) key += `-${options.prediction === 'epsilon' ? 'eps' : 'v'}`;
   // converted/<key>/<file name>: the folder's name is the model's name in the studio.
   const slot = path.join(options.dataDir, 'converted', key);
-  for (const entry of await readdir(slot).catch(() => [] as string[])) {
-    if (entry.startsWith('.')) continue;
-    const existing = await readRecord(path.join(slot, entry));
-    if (existing)
-      return { dir: path.join(slot, entry), sha256, record: existing, converted: false };
-  }
-  const dir = path.join(slot, folderName(file, 'model'));
   const convertOptions = {
     vocabularyFile: options.vocabularyFile,
     precision,
@@ -162,21 +183,14 @@ export async function ensureConverted(
     ...(options.signal ? { signal: options.signal } : {}),
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   };
-  try {
+  const found = await inSlot(slot, folderName(file, 'model'), readRecord, async (dir) => {
     const result = options.workerPath
       ? await convertCheckpointInWorker(options.workerPath, file, dir, convertOptions)
       : await convertCheckpoint(file, dir, convertOptions);
     const { dir: _dir, bytesWritten: _b, seconds: _s, ...record } = result;
-    return { dir, sha256, record, converted: true };
-  } catch (e) {
-    // Another process finished the same conversion first.
-    const raced = await readRecord(dir);
-    if (raced) return { dir, sha256, record: raced, converted: false };
-    // Nothing of a failed conversion stays in the cache: not even its (empty) slot. rmdir
-    // refuses a folder another process is converting into, which is then left alone.
-    await rmdir(slot).catch(() => undefined);
-    throw e;
-  }
+    return record;
+  });
+  return { ...found, sha256 };
 }
 
 export interface CachedVae {
@@ -207,26 +221,15 @@ export async function ensureVaeConverted(
   const precision = options.precision ?? 'fp16';
   const sha256 = await new KnownHashes(path.join(options.dataDir, HASHES_FILE)).hash(file, options);
   const slot = path.join(options.dataDir, 'converted', `vae-${sha256.slice(0, 16)}-${precision}`);
-  for (const entry of await readdir(slot).catch(() => [] as string[])) {
-    if (entry.startsWith('.')) continue;
-    const existing = await readVaeRecord(path.join(slot, entry));
-    if (existing)
-      return { dir: path.join(slot, entry), sha256, record: existing, converted: false };
-  }
-  const dir = path.join(slot, folderName(file, 'vae'));
-  try {
+  const found = await inSlot(slot, folderName(file, 'vae'), readVaeRecord, async (dir) => {
     const { dir: _dir, ...record } = await convertVae(file, dir, {
       precision,
       sha256,
       ...(options.signal ? { signal: options.signal } : {}),
     });
-    return { dir, sha256, record, converted: true };
-  } catch (e) {
-    const raced = await readVaeRecord(dir);
-    if (raced) return { dir, sha256, record: raced, converted: false };
-    await rmdir(slot).catch(() => undefined);
-    throw e;
-  }
+    return record;
+  });
+  return { ...found, sha256 };
 }
 
 /** Where resources/ is for the node entry points in out/main (LATENT_STUDIO_RESOURCES_DIR wins). */
