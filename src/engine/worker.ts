@@ -3,14 +3,16 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { DiffusionEngine } from './engine';
 import { describeEngineError } from './describe-error';
+import { answerConversion } from './convert/in-worker';
 import { answerInspection } from './models/inspect';
 import type { FromWorker, ToWorker } from './protocol';
 
 const port = parentPort;
 if (!port) throw new Error('engine-worker must run as a worker thread');
-// A thread started to inspect a model folder (models/inspect.ts) answers that and is ended by
-// its parent; it never gets an engine request.
-answerInspection(port, workerData);
+// A thread started to inspect a model folder (models/inspect.ts) or to convert a checkpoint
+// (convert/in-worker.ts) answers that and is ended by its parent; it never gets an engine
+// request (a converter's `cancel` carries no request id, so the engine ignores it).
+if (!answerInspection(port, workerData)) answerConversion(port, workerData);
 
 const engine = new DiffusionEngine();
 const running = new Map<number, AbortController>();

@@ -20,6 +20,7 @@ import { inspectModel } from '../../src/main/models/models';
 import type { Library } from '../../src/main/library/service';
 import { fixtureModel } from '../fixtures/models';
 import { bundleEntry } from './bundle';
+import { worstLagWhile } from './event-loop-lag';
 import { openLibrary, tempDir } from './library-helpers';
 
 const spec = { layout: 'optimum', externalWeights: true } as const;
@@ -72,25 +73,6 @@ function plant(dir: string, file: string, hostile: Hostile, cap: FileKind): RegE
       fs.mkdirSync(p);
       return new RegExp(`${name} is a folder, not a file`);
   }
-}
-
-/**
- * Runs `work` while measuring how late a timer 5 ms apart fires (the event loop's lag): the
- * cheap calls of the host run on this loop. Returns the worst lag in ms.
- */
-async function worstLagWhile(work: Promise<unknown>): Promise<number> {
-  let worst = 0;
-  let done = false;
-  void work.then(
-    () => (done = true),
-    () => (done = true),
-  );
-  while (!done) {
-    const t = performance.now();
-    await new Promise((r) => setTimeout(r, 5));
-    worst = Math.max(worst, performance.now() - t - 5);
-  }
-  return worst;
 }
 
 /** Every file the inspector reads, with the cap of its kind. */

@@ -1,8 +1,9 @@
 // Full-size key coverage: the graphs built for the recorded SD 1.5, SD 2.1 and SDXL key sets
-// (tests/fixtures/reference/keysets, instantiated from the original sources) use every key of
-// the checkpoint except the known training leftovers, and a missing key is a clear error.
-// The emitters run as dry runs: every graph is built and every key checked, nothing is read or
-// written.
+// (tests/fixtures/reference/keysets, instantiated from the original sources by
+// tools/convert/record_keysets.py) use every key of the checkpoint except the known training
+// leftovers, hold the parameter counts the published models have, and a missing key is a clear
+// error. The emitters run as dry runs: every graph is built and every key checked, nothing is
+// read or written.
 import { beforeAll, describe, expect, it } from 'vitest';
 import { detectArchitecture } from '../../src/engine/convert/detect';
 import {
@@ -10,79 +11,85 @@ import {
   emitUnet,
   emitVaeDecoder,
   emitVaeEncoder,
+  type EmitResult,
 } from '../../src/engine/convert/emit/index';
-import type {
-  CheckpointArchitecture,
-  TensorInfo,
-  TensorSource,
-} from '../../src/engine/convert/types';
+import type { CheckpointArchitecture, TensorSource } from '../../src/engine/convert/types';
 import { KNOWN_UNUSED } from '../../src/engine/convert/convert';
-import { type KeySet, readKeySet } from '../fixtures/checkpoint';
+import { type KeySet, keySetSource, readKeySet } from '../fixtures/checkpoint';
 
 const sets: Record<string, KeySet> = {};
 beforeAll(async () => {
   for (const name of ['sd15', 'sd21', 'sdxl'] as const) sets[name] = await readKeySet(name);
 });
 
-/** A TensorSource of names and shapes only; reading a value is a test failure. */
-function shapesOnly(set: KeySet, drop?: string): TensorSource {
-  const tensors: TensorInfo[] = set.tensors
-    .filter(([k]) => k !== drop)
-    .map(([name, shape]) => ({
-      name,
-      dtype: 'F16',
-      shape,
-      byteLength: shape.reduce((a, b) => a * b, 2),
-    }));
-  const byName = new Map(tensors.map((t) => [t.name, t]));
-  return {
-    path: `${set.name}.safetensors`,
-    list: () => tensors,
-    info: (name) => byName.get(name),
-    readFloat32: () => Promise.reject(new Error('no values in a key set')),
-    close: async () => {},
-  };
-}
-
-async function consumedBy(
+/** Every component built as a dry run with fp32 weights: the keys used, parameters per component. */
+async function dryRun(
   source: TensorSource,
   arch: CheckpointArchitecture,
-): Promise<Set<string>> {
+): Promise<{ used: Set<string>; params: Record<string, number> }> {
+  const opts = { dir: '/nonexistent/dry-run', dryRun: true, precision: 'fp32' as const };
+  const results: Array<[string, EmitResult]> = [];
+  for (const [i, t] of arch.textEncoders.entries()) {
+    results.push([
+      `text_encoder${i ? `_${i + 1}` : ''}`,
+      await emitTextEncoder(source, t, arch.family, opts),
+    ]);
+  }
+  results.push(['unet', await emitUnet(source, arch.unet, arch.unetPrefix, opts)]);
+  results.push(['vae_encoder', await emitVaeEncoder(source, arch.vae, arch.vaePrefix, opts)]);
+  results.push(['vae_decoder', await emitVaeDecoder(source, arch.vae, arch.vaePrefix, opts)]);
   const used = new Set<string>();
-  const opts = { dir: '/nonexistent/dry-run', dryRun: true };
-  const results = [
-    ...(await Promise.all(
-      arch.textEncoders.map((t) => emitTextEncoder(source, t, arch.family, opts)),
-    )),
-    await emitUnet(source, arch.unet, arch.unetPrefix, opts),
-    await emitVaeEncoder(source, arch.vae, arch.vaePrefix, opts),
-    await emitVaeDecoder(source, arch.vae, arch.vaePrefix, opts),
-  ];
-  for (const r of results) r.consumed.forEach((k) => used.add(k));
-  return used;
+  const params: Record<string, number> = {};
+  for (const [component, r] of results) {
+    r.consumed.forEach((k) => used.add(k));
+    params[component] = r.bytes / 4;
+  }
+  return { used, params };
+}
+
+async function coverage(name: 'sd15' | 'sd21' | 'sdxl'): Promise<Record<string, number>> {
+  const source = keySetSource(sets[name]!);
+  const arch = detectArchitecture(source.list(), source.path, { globalStep: 1 });
+  const { used, params } = await dryRun(source, arch);
+  const left = source
+    .list()
+    .map((t) => t.name)
+    .filter((k) => !used.has(k) && !KNOWN_UNUSED.some((re) => re.test(k)));
+  expect(left).toEqual([]);
+  // And the graphs used nothing that is not in the file.
+  for (const k of used) expect(source.info(k), k).toBeDefined();
+  return params;
 }
 
 describe('every key of the full-size checkpoints is consumed', () => {
-  for (const name of ['sd15', 'sd21', 'sdxl'] as const) {
-    it(name, async () => {
-      const source = shapesOnly(sets[name]!);
-      const arch = detectArchitecture(source.list(), source.path, { globalStep: 1 });
-      const used = await consumedBy(source, arch);
-      const left = source
-        .list()
-        .map((t) => t.name)
-        .filter((k) => !used.has(k) && !KNOWN_UNUSED.some((re) => re.test(k)));
-      expect(left).toEqual([]);
-      // And the graphs used nothing that is not in the file.
-      for (const k of used) expect(source.info(k), k).toBeDefined();
-    });
-  }
+  it('SD 1.5: every key; UNet 859.52 M parameters, CLIP ViT-L 123.06 M', async () => {
+    const params = await coverage('sd15');
+    expect(params.unet).toBe(859_520_964);
+    // position_ids is in the file but not a weight of the graph.
+    expect(params.text_encoder).toBe(123_060_480);
+    expect(params.vae_encoder! + params.vae_decoder!).toBe(83_653_863);
+  });
+
+  it('SD 2.1: every key, the last OpenCLIP layer consumed but not emitted', async () => {
+    const params = await coverage('sd21');
+    expect(params.unet).toBe(865_910_724);
+    // ViT-H text tower, 24 layers stored of 12 D^2 + 13 D = 12,596,224 parameters each; 23 run:
+    // 23 layers + token (49408 x 1024) and position (77 x 1024) embeddings + ln_final.
+    expect(params.text_encoder).toBe(23 * 12_596_224 + 49408 * 1024 + 77 * 1024 + 2 * 1024);
+  });
+
+  it('SDXL: every key; UNet 2.567 G parameters, both text encoders', async () => {
+    const params = await coverage('sdxl');
+    expect(params.unet).toBe(2_567_463_684);
+    expect(params.text_encoder).toBe(123_060_480);
+    expect(params.text_encoder_2).toBe(694_659_840);
+  });
 
   it('a missing key is a clear error naming the key and the component', async () => {
     const key = 'model.diffusion_model.middle_block.1.proj_out.weight';
-    const source = shapesOnly(sets.sd15!, key);
+    const source = keySetSource(sets.sd15!, { drop: key });
     const arch = detectArchitecture(source.list(), source.path);
-    await expect(consumedBy(source, arch)).rejects.toThrow(
+    await expect(dryRun(source, arch)).rejects.toThrow(
       `sd15.safetensors has no tensor "${key}", which the UNet needs.`,
     );
   });

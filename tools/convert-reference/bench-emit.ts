@@ -2,7 +2,7 @@
 //
 //   node scripts/run-tool.mjs tools/convert-reference/bench-emit.ts emit CKPT OUT [fp16|fp32]
 //   node scripts/run-tool.mjs tools/convert-reference/bench-emit.ts attention UNET_DIR [SIZE]
-//   node scripts/run-tool.mjs tools/convert-reference/bench-emit.ts emit-keys KEYS.json OUT
+//   node scripts/run-tool.mjs tools/convert-reference/bench-emit.ts emit-keys sd15|sd21|sdxl OUT
 //
 // `emit` converts an SD 1.5-shaped checkpoint (tools/convert-reference/make_full.py writes one
 // with random weights) into OUT/{unet,text_encoder,vae_encoder,vae_decoder} and prints, as JSON,
@@ -10,12 +10,11 @@
 // checkpoint's size. `attention` loads one converted UNet and runs one CFG step (batch 2) at a
 // SIZE x SIZE latent (64: 512x512 pixels), printing load and step seconds and peak RSS; run it
 // once per attention variant (emit writes unet/ fused and unet-matmul/ with MatMul + Softmax).
-// `emit-keys` emits the UNet of a full-size key set (SDXL's: 2.57 G parameters) from values made
+// `emit-keys` emits the UNet of a recorded full-size key set (SDXL's: 2.57 G parameters) from values made
 // on demand, for the emitter's own time and peak memory at a size no test file has.
 
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import {
@@ -25,15 +24,9 @@ import {
   emitVaeEncoder,
   type EmitResult,
 } from '../../src/engine/convert/emit';
-import { FixtureSafetensors, keySetSource } from '../../tests/fixtures/safetensors-fixture';
-
-/** SD 1.5's architecture, as recorded with its key set by make_full.py. */
-const SD15 = keySetSource(
-  path.join(
-    path.dirname(fileURLToPath(import.meta.url)),
-    '../../tests/fixtures/reference/keys-sd15.json',
-  ),
-).arch;
+import { detectArchitecture } from '../../src/engine/convert/detect';
+import { keySetSource, readKeySet } from '../../tests/fixtures/checkpoint';
+import { FixtureSafetensors } from '../../tests/fixtures/safetensors-fixture';
 
 /** Peak resident set of this process so far, in MB (Linux VmHWM). */
 function peakRssMb(): number {
@@ -47,6 +40,8 @@ function procStatusMb(field: 'VmHWM' | 'VmRSS'): number {
 
 async function emit(ckpt: string, out: string, precision: 'fp16' | 'fp32'): Promise<void> {
   const source = new FixtureSafetensors(ckpt);
+  // SD 1.5's architecture, as the converter recognises it from the file's keys and shapes.
+  const arch = detectArchitecture(source.list(), ckpt);
   const report: Record<string, unknown> = { checkpointMb: statSync(ckpt).size / 2 ** 20 };
   const timed = async (name: string, f: () => Promise<EmitResult>): Promise<void> => {
     const t0 = performance.now();
@@ -66,15 +61,15 @@ async function emit(ckpt: string, out: string, precision: 'fp16' | 'fp32'): Prom
   };
   const t0 = performance.now();
   const opts = (dir: string) => ({ dir: path.join(out, dir), precision });
-  await timed('unet', () => emitUnet(source, SD15.unet, SD15.unetPrefix, opts('unet')));
+  await timed('unet', () => emitUnet(source, arch.unet, arch.unetPrefix, opts('unet')));
   await timed('text_encoder', () =>
-    emitTextEncoder(source, SD15.textEncoders[0], 'sd1', opts('text_encoder')),
+    emitTextEncoder(source, arch.textEncoders[0], 'sd1', opts('text_encoder')),
   );
   await timed('vae_encoder', () =>
-    emitVaeEncoder(source, SD15.vae, SD15.vaePrefix, opts('vae_encoder')),
+    emitVaeEncoder(source, arch.vae, arch.vaePrefix, opts('vae_encoder')),
   );
   await timed('vae_decoder', () =>
-    emitVaeDecoder(source, SD15.vae, SD15.vaePrefix, opts('vae_decoder')),
+    emitVaeDecoder(source, arch.vae, arch.vaePrefix, opts('vae_decoder')),
   );
   report.totalSeconds = +((performance.now() - t0) / 1000).toFixed(2);
   report.loadAverage = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
@@ -84,7 +79,7 @@ async function emit(ckpt: string, out: string, precision: 'fp16' | 'fp32'): Prom
   ).toFixed(3);
   if (process.argv.includes('--matmul-unet')) {
     await timed('unet_matmul', () =>
-      emitUnet(source, SD15.unet, SD15.unetPrefix, {
+      emitUnet(source, arch.unet, arch.unetPrefix, {
         ...opts('unet-matmul'),
         attention: 'matmul',
       }),
@@ -153,18 +148,22 @@ async function attention(dir: string, size: number): Promise<void> {
   );
 }
 
-async function emitKeys(file: string, out: string): Promise<void> {
+async function emitKeys(name: string, out: string): Promise<void> {
+  if (name !== 'sd15' && name !== 'sd21' && name !== 'sdxl') throw new Error(`no key set ${name}`);
   // Values made on demand replace the cost of reading with the cost of filling one array.
-  const { source, arch } = keySetSource(file, (a) => {
-    for (let i = 0; i < a.length; i++) a[i] = ((i * 2654435761) % 2001) / 1000 - 1;
+  const source = keySetSource(await readKeySet(name), {
+    fill: (a) => {
+      for (let i = 0; i < a.length; i++) a[i] = ((i * 2654435761) % 2001) / 1000 - 1;
+    },
   });
+  const arch = detectArchitecture(source.list(), source.path, { globalStep: 1 });
   const t0 = performance.now();
   const c0 = process.cpuUsage();
   const r = await emitUnet(source, arch.unet, arch.unetPrefix, { dir: path.join(out, 'unet') });
   const c = process.cpuUsage(c0);
   console.log(
     JSON.stringify({
-      keys: file,
+      keys: name,
       unetMb: +(r.bytes / 2 ** 20).toFixed(1),
       tensors: r.tensors,
       seconds: +((performance.now() - t0) / 1000).toFixed(2),
@@ -179,4 +178,7 @@ const [mode, a, b, c] = process.argv.slice(2);
 if (mode === 'emit') await emit(a, b, c === 'fp32' ? 'fp32' : 'fp16');
 else if (mode === 'emit-keys') await emitKeys(a, b);
 else if (mode === 'attention') await attention(a, Number(b ?? 64));
-else throw new Error('usage: bench-emit.ts emit CKPT OUT [fp16|fp32] | attention UNET_DIR [SIZE]');
+else
+  throw new Error(
+    'usage: bench-emit.ts emit CKPT OUT [fp16|fp32] | attention UNET_DIR [SIZE] | emit-keys sd15|sd21|sdxl OUT',
+  );

@@ -153,7 +153,7 @@ function countUnder(tensors: readonly TensorInfo[], prefix: string): number {
 }
 
 /** Where a VAE-only file keeps its ldm keys ('' or 'first_stage_model.'). */
-function vaePrefixOf(source: TensorSource): string {
+export function vaePrefixOf(source: TensorSource): string {
   if (source.info('first_stage_model.encoder.conv_in.weight')) return 'first_stage_model.';
   if (source.info('encoder.conv_in.weight')) return '';
   const names = source.list().map((t) => t.name);

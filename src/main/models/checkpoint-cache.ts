@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, readFileSync } from 'node:fs';
-import { mkdir, readFile, readdir, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename, rmdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import {
   CONVERSION_RECORD,
@@ -14,6 +14,8 @@ import {
   type ConvertProgress,
   convertCheckpoint,
 } from '../../engine/convert/convert';
+import { VAE_RECORD, type VaeConversionRecord, convertVae } from '../../engine/convert/convert-vae';
+import { convertCheckpointInWorker } from '../../engine/convert/in-worker';
 import { EngineError } from '../../engine/errors';
 
 /** File name endings taken as single-file checkpoints rather than model folders. */
@@ -95,6 +97,11 @@ export interface CachedConversionOptions {
   vae?: string;
   prediction?: 'epsilon' | 'v_prediction';
   signal?: AbortSignal;
+  /**
+   * The engine worker bundle: when given, the conversion runs in a worker thread of it, so this
+   * thread's event loop keeps answering (the studio's host); without it, in this thread (CLI).
+   */
+  workerPath?: string | null;
   /** Hashing is reported as phase 'hashing' with bytes; then the conversion's own progress. */
   onProgress?: (
     p: ConvertProgress | { phase: 'hashing'; bytesDone: number; bytesTotal: number },
@@ -109,6 +116,10 @@ export interface CachedConversion {
   converted: boolean;
 }
 
+/** The file's name as a folder name: the model's (or VAE's) name in the studio. */
+const folderName = (file: string, fallback: string): string =>
+  path.basename(file, path.extname(file)).replace(/[^\p{L}\p{N} ._()+-]/gu, '_') || fallback;
+
 async function readRecord(dir: string): Promise<ConversionRecord | null> {
   try {
     const record = JSON.parse(await readFile(path.join(dir, CONVERSION_RECORD), 'utf8'));
@@ -116,6 +127,34 @@ async function readRecord(dir: string): Promise<ConversionRecord | null> {
     return record as ConversionRecord;
   } catch {
     return null;
+  }
+}
+
+/**
+ * A cache slot's conversion: the finished one in `slot` when there is one (read back by
+ * `read`), else `convert(dir)` into `slot/<name>`. Two processes converting the same file at
+ * once both succeed; the second reuses the first's. Nothing of a failed conversion stays in the
+ * cache, not even its (empty) slot: rmdir refuses a slot another process is converting into.
+ */
+async function inSlot<R>(
+  slot: string,
+  name: string,
+  read: (dir: string) => Promise<R | null>,
+  convert: (dir: string) => Promise<R>,
+): Promise<{ dir: string; record: R; converted: boolean }> {
+  for (const entry of await readdir(slot).catch(() => [] as string[])) {
+    if (entry.startsWith('.')) continue;
+    const existing = await read(path.join(slot, entry));
+    if (existing) return { dir: path.join(slot, entry), record: existing, converted: false };
+  }
+  const dir = path.join(slot, name);
+  try {
+    return { dir, record: await convert(dir), converted: true };
+  } catch (e) {
+    const raced = await read(dir);
+    if (raced) return { dir, record: raced, converted: false };
+    await rmdir(slot).catch(() => undefined);
+    throw e;
   }
 }
 
@@ -135,33 +174,62 @@ export async function ensureConverted(
   if (options.prediction) key += `-${options.prediction === 'epsilon' ? 'eps' : 'v'}`;
   // converted/<key>/<file name>: the folder's name is the model's name in the studio.
   const slot = path.join(options.dataDir, 'converted', key);
-  for (const entry of await readdir(slot).catch(() => [] as string[])) {
-    if (entry.startsWith('.')) continue;
-    const existing = await readRecord(path.join(slot, entry));
-    if (existing)
-      return { dir: path.join(slot, entry), sha256, record: existing, converted: false };
-  }
-  const name =
-    path.basename(file, path.extname(file)).replace(/[^\p{L}\p{N} ._()+-]/gu, '_') || 'model';
-  const dir = path.join(slot, name);
+  const convertOptions = {
+    vocabularyFile: options.vocabularyFile,
+    precision,
+    sha256,
+    ...(options.vae ? { vae: options.vae } : {}),
+    ...(options.prediction ? { prediction: options.prediction } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
+    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+  };
+  const found = await inSlot(slot, folderName(file, 'model'), readRecord, async (dir) => {
+    const result = options.workerPath
+      ? await convertCheckpointInWorker(options.workerPath, file, dir, convertOptions)
+      : await convertCheckpoint(file, dir, convertOptions);
+    const { dir: _dir, bytesWritten: _b, seconds: _s, ...record } = result;
+    return record;
+  });
+  return { ...found, sha256 };
+}
+
+export interface CachedVae {
+  dir: string;
+  sha256: string;
+  record: VaeConversionRecord;
+  /** False when an earlier conversion was reused. */
+  converted: boolean;
+}
+
+async function readVaeRecord(dir: string): Promise<VaeConversionRecord | null> {
   try {
-    const result = await convertCheckpoint(file, dir, {
-      vocabularyFile: options.vocabularyFile,
+    return JSON.parse(await readFile(path.join(dir, VAE_RECORD), 'utf8')) as VaeConversionRecord;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The converted folder (vae_encoder/, vae_decoder/) of the VAE-only `file`, for a generation to
+ * use instead of its model's: reused when the cache has it, converted into
+ * `converted/vae-<sha256 prefix>-<precision>/<name>/` otherwise.
+ */
+export async function ensureVaeConverted(
+  file: string,
+  options: Pick<CachedConversionOptions, 'dataDir' | 'precision' | 'signal' | 'onProgress'>,
+): Promise<CachedVae> {
+  const precision = options.precision ?? 'fp16';
+  const sha256 = await new KnownHashes(path.join(options.dataDir, HASHES_FILE)).hash(file, options);
+  const slot = path.join(options.dataDir, 'converted', `vae-${sha256.slice(0, 16)}-${precision}`);
+  const found = await inSlot(slot, folderName(file, 'vae'), readVaeRecord, async (dir) => {
+    const { dir: _dir, ...record } = await convertVae(file, dir, {
       precision,
       sha256,
-      ...(options.vae ? { vae: options.vae } : {}),
-      ...(options.prediction ? { prediction: options.prediction } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
-      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
     });
-    const { dir: _dir, bytesWritten: _b, seconds: _s, ...record } = result;
-    return { dir, sha256, record, converted: true };
-  } catch (e) {
-    // Another process finished the same conversion first.
-    const raced = await readRecord(dir);
-    if (raced) return { dir, sha256, record: raced, converted: false };
-    throw e;
-  }
+    return record;
+  });
+  return { ...found, sha256 };
 }
 
 /** Where resources/ is for the node entry points in out/main (LATENT_STUDIO_RESOURCES_DIR wins). */

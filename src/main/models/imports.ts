@@ -88,6 +88,8 @@ export class CheckpointImports {
         dataDir: this.context.dataDir,
         vocabularyFile: vocabularyIn(this.context.resourcesDir),
         signal: controller.signal,
+        // Off this thread: the host keeps answering while tensors are widened and written.
+        workerPath: this.context.workerPath,
         ...(input.vae ? { vae: path.resolve(input.vae) } : {}),
         ...(input.precision ? { precision: input.precision } : {}),
         ...(input.prediction ? { prediction: input.prediction } : {}),

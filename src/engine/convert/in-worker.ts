@@ -1,0 +1,178 @@
+/**
+ * Converting a checkpoint off the caller's thread. Widening one large fp16 tensor, or building a
+ * UNet graph, is seconds of synchronous work; in the studio's host that would stall IPC, SQLite
+ * and the UI. So the host runs convertCheckpoint in a worker thread of the engine worker's bundle
+ * (started with `workerData` asking for a conversion instead of the engine's message loop), as
+ * models/inspect.ts does for folder inspection. Progress comes back as messages.
+ *
+ * Cancel first asks the thread to stop (it then removes its temporary folder and closes the
+ * checkpoint itself); a thread still busy after a short grace (inside one tensor) is terminated
+ * and its temporary folder removed here. No ONNX session exists in that thread, so terminating
+ * it is safe.
+ */
+import { readdir, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { Worker, type MessagePort } from 'node:worker_threads';
+import { describeEngineError, type EngineErrorInfo } from '../describe-error';
+import { EngineError, type EngineErrorCode } from '../errors';
+import {
+  type ConvertOptions,
+  type ConvertProgress,
+  type ConvertResult,
+  convertCheckpoint,
+} from './convert';
+
+/** What a conversion in a worker takes: ConvertOptions less what cannot cross a thread. */
+export type WorkerConvertOptions = Omit<ConvertOptions, 'freeBytes'>;
+
+/** How long a cancelled thread gets to stop by itself before it is terminated. */
+export const CANCEL_GRACE_MS = 500;
+
+const role = 'convert-checkpoint';
+
+interface ConvertRequest {
+  role: typeof role;
+  file: string;
+  outDir: string;
+  options: Omit<WorkerConvertOptions, 'signal' | 'onProgress'>;
+}
+
+type ToConverter = { type: 'cancel' };
+
+type FromConverter =
+  | { type: 'progress'; progress: ConvertProgress }
+  | { type: 'converted'; result: ConvertResult }
+  | { type: 'convert-failed'; error: EngineErrorInfo };
+
+function isConvertRequest(data: unknown): data is ConvertRequest {
+  const r = data as ConvertRequest | null;
+  return (
+    typeof r === 'object' &&
+    r !== null &&
+    r.role === role &&
+    typeof r.file === 'string' &&
+    typeof r.outDir === 'string' &&
+    typeof r.options === 'object'
+  );
+}
+
+/**
+ * In the engine worker's entry: when this thread was started by convertCheckpointInWorker,
+ * convert and post the outcome (the parent then ends the thread). Returns whether it was.
+ */
+export function answerConversion(port: MessagePort | null, data: unknown): boolean {
+  if (!port || !isConvertRequest(data)) return false;
+  const controller = new AbortController();
+  port.on('message', (m: ToConverter) => {
+    if (m.type === 'cancel') controller.abort();
+  });
+  const send = (m: FromConverter): void => port.postMessage(m);
+  convertCheckpoint(data.file, data.outDir, {
+    ...data.options,
+    signal: controller.signal,
+    onProgress: (progress) => send({ type: 'progress', progress }),
+  }).then(
+    (result) => send({ type: 'converted', result }),
+    (err: unknown) => send({ type: 'convert-failed', error: describeEngineError(err) }),
+  );
+  return true;
+}
+
+/** Removes the temporary folders convertCheckpoint makes beside `outDir` (see convert.ts). */
+async function removePartials(outDir: string): Promise<void> {
+  const parent = path.dirname(outDir);
+  const prefix = `.${path.basename(outDir)}.partial-`;
+  const entries = await readdir(parent).catch(() => [] as string[]);
+  await Promise.all(
+    entries
+      .filter((e) => e.startsWith(prefix))
+      .map((e) => rm(path.join(parent, e), { recursive: true, force: true })),
+  );
+}
+
+/**
+ * convertCheckpoint(file, outDir, options) in a new worker thread of `workerPath` (the engine
+ * worker bundle), with the same result and EngineErrors. Aborting `options.signal` rejects with
+ * EngineError 'cancelled' once the thread has stopped and nothing of the output is left.
+ */
+export function convertCheckpointInWorker(
+  workerPath: string,
+  file: string,
+  outDir: string,
+  options: WorkerConvertOptions,
+): Promise<ConvertResult> {
+  const { signal, onProgress, ...rest } = options;
+  if (signal?.aborted) {
+    return Promise.reject(new EngineError('cancelled', 'The conversion was cancelled.'));
+  }
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(workerPath, {
+      workerData: { role, file, outDir, options: rest } satisfies ConvertRequest,
+    });
+    let settled = false;
+    let grace: NodeJS.Timeout | undefined;
+    const finish = (outcome: () => void, cleanUp = false): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(grace);
+      signal?.removeEventListener('abort', onAbort);
+      void worker
+        .terminate()
+        .then(() => (cleanUp ? removePartials(outDir) : undefined))
+        .catch(() => undefined)
+        .then(outcome);
+    };
+    const cancelledError = () => new EngineError('cancelled', 'The conversion was cancelled.');
+    function onAbort(): void {
+      worker.postMessage({ type: 'cancel' } satisfies ToConverter);
+      // Busy inside one tensor: stop it here rather than wait for the next check.
+      grace = setTimeout(() => finish(() => reject(cancelledError()), true), CANCEL_GRACE_MS);
+    }
+    signal?.addEventListener('abort', onAbort, { once: true });
+    worker.on('message', (m: FromConverter | { type: string }) => {
+      const message = m as FromConverter;
+      if (message.type === 'progress') {
+        if (!settled) onProgress?.(message.progress);
+      } else if (message.type === 'converted') {
+        finish(() => resolve(message.result));
+      } else if (message.type === 'convert-failed') {
+        const { code, message: text, file: where } = message.error;
+        finish(
+          () =>
+            reject(
+              signal?.aborted
+                ? cancelledError()
+                : new EngineError(code as EngineErrorCode, text, where ? { file: where } : {}),
+            ),
+          true,
+        );
+      }
+    });
+    worker.on('error', (err) =>
+      finish(
+        () =>
+          reject(
+            new EngineError(
+              'internal',
+              `The checkpoint converter stopped unexpectedly: ${err.message.split('\n')[0]}`,
+            ),
+          ),
+        true,
+      ),
+    );
+    worker.on('exit', (code) =>
+      finish(
+        () =>
+          reject(
+            signal?.aborted
+              ? cancelledError()
+              : new EngineError(
+                  'internal',
+                  `The checkpoint converter stopped unexpectedly (exit code ${code}).`,
+                ),
+          ),
+        true,
+      ),
+    );
+  });
+}
