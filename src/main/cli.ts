@@ -4,7 +4,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ImageTooLargeError, withImage } from './images/decode';
-import { DiffusionEngine, type PixelImage, describeEngineError } from '../engine';
+import { DiffusionEngine, type PixelImage } from '../engine';
 import {
   GenerationSettings,
   defaultGenerationSettings as defaults,
@@ -17,6 +17,7 @@ import {
   sigmaSamplerNames,
 } from '../shared/generation';
 import { fileURLToPath } from 'node:url';
+import { UsageError, runCli } from './cli-run';
 import { encodePngWithMetadata } from './library/png-metadata';
 import {
   ensureConverted,
@@ -77,8 +78,6 @@ const usage = `Usage: npm run generate -- --model DIR --prompt TEXT [options] --
   --no-metadata        do not write the parameters into the PNG
   --quiet              no progress on stderr
   --out FILE.png       where to write; with several images, FILE-1.png, FILE-2.png, ...`;
-
-class UsageError extends Error {}
 
 function numberArg(values: Record<string, unknown>, name: string): number | undefined {
   const raw = values[name];
@@ -476,18 +475,4 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    if (
-      err instanceof UsageError ||
-      (err as { code?: string })?.code?.startsWith?.('ERR_PARSE_ARGS')
-    ) {
-      console.error(`latent-studio: ${(err as Error).message}`);
-      console.error('Run with --help for the options.');
-      process.exit(2);
-    }
-    console.error(`latent-studio: ${describeEngineError(err).message}`);
-    process.exit(1);
-  },
-);
+runCli('latent-studio', main);

@@ -5,7 +5,7 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { describeEngineError } from '../engine';
+import { UsageError, runCli } from './cli-run';
 import { convertCheckpoint } from '../engine/convert/convert';
 import {
   formatConvertProgress,
@@ -23,8 +23,6 @@ const usage = `Usage: npm run convert -- --checkpoint FILE --out DIR [options]
   --precision P        fp16 (default, half the size) or fp32 weights
   --prediction P       epsilon or v: for SD 2.x files that do not say which they are
   --quiet              no progress on stderr`;
-
-class UsageError extends Error {}
 
 async function main(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -81,18 +79,4 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    if (
-      err instanceof UsageError ||
-      (err as { code?: string })?.code?.startsWith?.('ERR_PARSE_ARGS')
-    ) {
-      console.error(`latent-studio convert: ${(err as Error).message}`);
-      console.error('Run with --help for the options.');
-      process.exit(2);
-    }
-    console.error(`latent-studio convert: ${describeEngineError(err).message}`);
-    process.exit(1);
-  },
-);
+runCli('latent-studio convert', main);
