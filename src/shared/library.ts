@@ -134,6 +134,8 @@ export const JobProgress = z.object({
   etaMs: z.number().nullable(),
   /** A small PNG data URL of the live preview, every few steps. */
   preview: z.string().nullable(),
+  /** The step the preview shows: it trails `step` by the steps run while it was encoded. */
+  previewStep: z.number().int().nullable(),
 });
 export type JobProgress = z.infer<typeof JobProgress>;
 

@@ -66,7 +66,9 @@ interface Current {
   saving: boolean;
   lastEmit: number;
   lastQueueEmit: number;
-  pendingPreview: string | null;
+  pendingPreview: { url: string; step: number } | null;
+  /** A preview went out: the first one is sent at once, past the progress throttle. */
+  previewSent: boolean;
   encodingPreview: boolean;
   /** Sends the latest state when progress was held back by the throttle. */
   trailing: NodeJS.Timeout | null;
@@ -505,6 +507,7 @@ export class JobService {
       lastEmit: 0,
       lastQueueEmit: performance.now(),
       pendingPreview: null,
+      previewSent: false,
       encodingPreview: false,
       trailing: null,
       denoiseSeen: false,
@@ -676,16 +679,18 @@ export class JobService {
     }
     if (p.preview && !cur.encodingPreview) {
       cur.encodingPreview = true;
+      const step = cur.step;
       previewDataUrl(p.preview)
         .then(
           (url) => {
-            cur.pendingPreview = url;
+            cur.pendingPreview = { url, step };
           },
           () => {},
         )
         .finally(() => {
           cur.encodingPreview = false;
-          if (this.#current === cur && !cur.saving) this.#emitProgress(cur, false);
+          // The first preview goes out at once, so the picture shows from the first steps.
+          if (this.#current === cur && !cur.saving) this.#emitProgress(cur, !cur.previewSent);
         });
     }
     this.#emitProgress(cur, firstDenoise);
@@ -712,6 +717,7 @@ export class JobService {
     cur.lastEmit = now;
     const preview = cur.pendingPreview;
     cur.pendingPreview = null;
+    if (preview) cur.previewSent = true;
     this.context.events.emit('jobProgress', {
       jobId: cur.id,
       stage: cur.stage,
@@ -719,7 +725,8 @@ export class JobService {
       total: cur.total,
       elapsedMs: Math.round(now - cur.startedAt),
       etaMs: cur.etaMs === null ? null : Math.round(cur.etaMs),
-      preview,
+      preview: preview?.url ?? null,
+      previewStep: preview?.step ?? null,
     });
     if (now - cur.lastQueueEmit >= this.#options.queueIntervalMs) {
       cur.lastQueueEmit = now;

@@ -75,7 +75,11 @@ export class Queue {
   onProgress(progress: JobProgress): void {
     this.progress = progress;
     if (progress.preview)
-      this.preview = { jobId: progress.jobId, url: progress.preview, step: progress.step };
+      this.preview = {
+        jobId: progress.jobId,
+        url: progress.preview,
+        step: progress.previewStep ?? progress.step,
+      };
   }
 
   async load(): Promise<void> {
