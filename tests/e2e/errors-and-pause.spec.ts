@@ -58,15 +58,16 @@ test('model errors say their lead-in once; notices never pile up and go away by 
 test('pause holds the waiting jobs and says the running one finishes', async ({ page, studio }) => {
   const model = await addSlowModel(studio);
   await openStudio(page, studio);
-  const settings = (prompt: string) => ({
+  const settings = (prompt: string, steps = 60) => ({
     model: model.id,
     prompt,
     seed: 1,
-    steps: 60,
+    steps,
     width: 128,
     height: 128,
   });
-  await callApi(studio, 'enqueue', { settings: settings('first') });
+  // Long enough that it is still running when Pause is clicked, even on a quiet, fast machine.
+  await callApi(studio, 'enqueue', { settings: settings('first', 400) });
   const queue = page.getByRole('complementary', { name: 'Queue' });
   await expect(queue.locator('[data-testid="job"][data-state="running"]')).toHaveCount(1);
   await expect(queue.getByRole('button', { name: 'Pause' })).toHaveAttribute(
