@@ -129,11 +129,22 @@ async function serveMedia(
   const media = ctx.host.library.readMedia(pathname);
   const body = media ? await readRegularFileInside(ctx.host.options.dataDir, media.file) : null;
   if (!media || !body) return notFound(res);
+  sendFile(req, res, body, media.contentType, 'private, max-age=86400');
+}
+
+/** A whole file's bytes (none for HEAD), with our security headers. */
+function sendFile(
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  body: Uint8Array,
+  contentType: string,
+  cacheControl: string,
+): void {
   res.writeHead(200, {
     ...securityHeaders,
-    'Content-Type': media.contentType,
+    'Content-Type': contentType,
     'Content-Length': body.length,
-    'Cache-Control': 'private, max-age=86400',
+    'Cache-Control': cacheControl,
   });
   res.end(req.method === 'HEAD' ? undefined : body);
 }
@@ -175,14 +186,10 @@ async function serveStatic(
     return refuse(res, 405, 'invalid-argument', 'Method not allowed.');
   const file = ctx.rendererDir ? await readStaticFile(ctx.rendererDir, pathname) : null;
   if (!file) return notFound(res);
-  res.writeHead(200, {
-    ...securityHeaders,
-    'Content-Type': file.contentType,
-    'Cache-Control': pathname.startsWith('/assets/')
-      ? 'public, max-age=31536000, immutable'
-      : 'no-cache',
-  });
-  res.end(req.method === 'HEAD' ? undefined : file.body);
+  const cache = pathname.startsWith('/assets/')
+    ? 'public, max-age=31536000, immutable'
+    : 'no-cache';
+  sendFile(req, res, file.body, file.contentType, cache);
 }
 
 /** The JSON body of a call, refused early when it declares or grows past maxMessageBytes. */
