@@ -25,6 +25,28 @@ export interface EngineOptions {
   memoryBudgetMb?: number;
 }
 
+/**
+ * A LoRA merged into the model for one generation, resolved by the host from a prompt's
+ * `<lora:name:weight>` tag (src/shared/network-tags.ts) or given directly (`--lora FILE:WEIGHT`).
+ */
+export interface LoraRequest {
+  /** The LoRA file (.safetensors, .ckpt/.pt). */
+  path: string;
+  /** As written in the prompt / shown in messages and the infotext. */
+  name: string;
+  /** Multiplier for the text encoder(s) and for the UNet (A1111's te and unet multipliers). */
+  teWeight: number;
+  unetWeight: number;
+}
+
+/** A textual-inversion embedding available to this generation's prompts under `token`. */
+export interface EmbeddingRequest {
+  /** The word that stands for the embedding in prompts (A1111: the file name without extension). */
+  token: string;
+  /** The embedding file (.pt, .bin, .safetensors). */
+  path: string;
+}
+
 export interface GenerateRequest {
   settings: GenerationSettings;
   /** Folder of the model named by settings.model, already resolved by the host. */
@@ -34,6 +56,10 @@ export interface GenerateRequest {
   upscaleModelDir?: string | null;
   /** inpaint: the painted mask (white = repaint), any channel count; resized to the image. */
   maskImage?: PixelImage | null;
+  /** LoRAs to merge (from pristine base weights) for this generation; none when absent. */
+  loras?: LoraRequest[];
+  /** Embeddings the prompts may use by token; the engine uses those whose token appears. */
+  embeddings?: EmbeddingRequest[];
 }
 
 export interface GenerateResult {

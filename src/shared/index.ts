@@ -7,3 +7,4 @@ export * from './generation';
 export * from './library';
 export * from './families';
 export * from './checkpoint';
+export * from './network-tags';
