@@ -285,8 +285,21 @@ async function rewrite(
   const passThrough = new Set(['Cast', 'Reshape', 'Flatten', 'Squeeze', 'Unsqueeze', 'Identity']);
   for (const n of nodes)
     if (passThrough.has(n.op) && idValues.has(n.inputs[0] ?? '')) idValues.add(n.outputs[0]!);
+  // The table is an initializer, read directly or through Casts (fp16 weights in fp32 graphs).
+  const producer = new Map<string, NodeInfo>();
+  for (const n of nodes) for (const o of n.outputs) producer.set(o, n);
+  const tableOf = (name: string): { table: TensorInfo; via: string[] } | null => {
+    const via: string[] = [];
+    while (!tensors.has(name)) {
+      const p = producer.get(name);
+      if (p?.op !== 'Cast') return null;
+      via.push(name);
+      name = p.inputs[0] ?? '';
+    }
+    return { table: tensors.get(name)!, via };
+  };
   const lookups = nodes.filter(
-    (n) => n.op === 'Gather' && idValues.has(n.inputs[1] ?? '') && tensors.has(n.inputs[0] ?? ''),
+    (n) => n.op === 'Gather' && idValues.has(n.inputs[1] ?? '') && tableOf(n.inputs[0] ?? ''),
   );
   if (lookups.length !== 1)
     throw unsupported(
@@ -296,9 +309,10 @@ async function rewrite(
         : 'its input_ids index more than one weight table',
     );
   const gather = lookups[0]!;
-  const table = tensors.get(gather.inputs[0]!)!;
-  if (nodes.some((n) => n !== gather && n.inputs.includes(table.name)))
-    throw unsupported(file, 'its token table is shared with another layer');
+  const { table, via } = tableOf(gather.inputs[0]!)!;
+  for (const value of [table.name, ...via])
+    if (nodes.reduce((count, n) => count + n.inputs.filter((i) => i === value).length, 0) !== 1)
+      throw unsupported(file, 'its token table is shared with another layer');
   const itemBytes = ELEMENT_BYTES[table.dataType];
   if (table.dims.length !== 2 || itemBytes === undefined)
     throw unsupported(file, 'its token table is not a 2-D float32, float16 or bfloat16 tensor');
