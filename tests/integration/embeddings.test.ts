@@ -14,8 +14,10 @@ import { cp, mkdtemp, open, readFile, rm, utimes, writeFile } from 'node:fs/prom
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import onnxProto from 'onnx-proto';
+import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DiffusionEngine, EngineClient, EngineError } from '../../src/engine';
+import { EmbeddingFiles, EmbeddingSessions } from '../../src/engine/adapters/embeddings';
 import { SessionCache, loadModel, type LoadedModel } from '../../src/engine/models';
 import { emptyTimings } from '../../src/engine/pipelines/stats';
 import { TextConditioner, type PromptEmbedding } from '../../src/engine/pipelines/text';
@@ -236,6 +238,59 @@ describe('SDXL text encoders (optimum, text_encoder_2 with external weights)', (
     const want = await expectation.encode(STANDIN_PROMPT, emptyTimings());
     expect(want.pooled).not.toBeNull();
     expectSame(got, want, 1e-5);
+  });
+});
+
+describe('grown text-encoder sessions', () => {
+  it('are kept for one embedding set; another set releases them first', async () => {
+    const dir = await fixtureModel('sd15-ka', { unet: 'known-answer' });
+    const model = await loadModel(dir, { provider: 'cpu', threads: 1, cache: new SessionCache() });
+    loaded.push(model);
+    const width = Number(
+      onnx.ModelProto.decode(
+        await readFile(path.join(dir, 'text_encoder/model.onnx')),
+      ).graph!.initializer!.find((t) => t.name === TABLE)!.dims![1],
+    );
+    const files = new EmbeddingFiles();
+    const a = await files.read(
+      await embeddingFile('set-a.safetensors', [
+        { name: 'emb_params', rows: 2, width, values: vectors(2, width, 11) },
+      ]),
+    );
+    const b = await files.read(
+      await embeddingFile('set-b.safetensors', [
+        { name: 'emb_params', rows: 1, width, values: vectors(1, width, 12) },
+      ]),
+    );
+    const tokenizer = await ClipTokenizer.fromFolder(path.join(dir, 'tokenizer'));
+    const sessions = new EmbeddingSessions(model, 1);
+    const [first] = await sessions.encoders([{ token: 'a', file: a }], [tokenizer]);
+    const [again] = await sessions.encoders([{ token: 'a', file: a }], [tokenizer]);
+    expect(again).toBe(first);
+    // Placeholders follow the table: the fixture vocabulary's size, then one id per vector.
+    expect(first!.placeholderBase).toBe(tokenizer.vocabSize);
+    expect(first!.tokens[0]!.ids).toEqual([tokenizer.vocabSize, tokenizer.vocabSize + 1]);
+    const chunk = tokenizer.tokenizeWeighted('a house').chunks[0]!.ids;
+    const feeds = {
+      input_ids: new ort.Tensor('int32', Int32Array.from(chunk), [1, chunk.length]),
+      ti_token_ids: new ort.Tensor('int64', BigInt64Array.from(chunk.map((id) => BigInt(id))), [
+        1,
+        chunk.length,
+      ]),
+    };
+    await first!.session.session.run(feeds);
+    const [second] = await sessions.encoders(
+      [
+        { token: 'a', file: a },
+        { token: 'b', file: b },
+      ],
+      [tokenizer],
+    );
+    expect(second!.tokens[1]!.ids).toEqual([tokenizer.vocabSize + 2]);
+    // The first set's session was released: running it fails; the new one runs.
+    await expect(first!.session.session.run(feeds)).rejects.toThrow();
+    await second!.session.session.run(feeds);
+    await sessions.release();
   });
 });
 
