@@ -27,159 +27,24 @@ import { EngineError, wrapSessionCreateError } from '../errors';
 import { sessionOptions, type ProviderName } from '../models/providers';
 import { float32ToFloat16Bits } from '../tensor';
 import type { EmbeddingVectors } from './embeddings-file';
+import {
+  ProtoError,
+  fields,
+  lenField,
+  parseNode,
+  parseTensor,
+  readVarint,
+  stringField,
+  text,
+  varint,
+  varintField,
+  type Field,
+  type NodeInfo,
+  type TensorInfo,
+} from './embeddings-proto';
 
 /** The graph input the grown table's Gather reads (int64 [batch, sequence]). */
 export const TI_TOKEN_IDS = 'ti_token_ids';
-
-interface Field {
-  number: number;
-  wire: number;
-  /** The whole field, tag included. */
-  start: number;
-  end: number;
-  /** Length-delimited payload (wire type 2). */
-  payloadStart: number;
-  /** Varint value (wire type 0). */
-  value: number;
-}
-
-class ProtoError extends Error {}
-
-function readVarint(buf: Uint8Array, pos: number): [number, number] {
-  let value = 0;
-  let scale = 1;
-  for (let i = 0; i < 10; i++) {
-    if (pos >= buf.length) throw new ProtoError('the file ends inside a number');
-    const byte = buf[pos++]!;
-    value += (byte & 0x7f) * scale;
-    if (byte < 0x80) return [value, pos];
-    scale *= 128;
-  }
-  throw new ProtoError('a number is longer than protobuf allows');
-}
-
-function* fields(buf: Uint8Array, start: number, end: number): Generator<Field> {
-  let pos = start;
-  while (pos < end) {
-    const fieldStart = pos;
-    let tag: number;
-    [tag, pos] = readVarint(buf, pos);
-    const wire = tag % 8;
-    const number = Math.floor(tag / 8);
-    let value = 0;
-    let payloadStart = pos;
-    if (wire === 0) [value, pos] = readVarint(buf, pos);
-    else if (wire === 1) pos += 8;
-    else if (wire === 5) pos += 4;
-    else if (wire === 2) {
-      let length: number;
-      [length, payloadStart] = readVarint(buf, pos);
-      pos = payloadStart + length;
-    } else throw new ProtoError(`wire type ${wire} is not protobuf`);
-    if (pos > end) throw new ProtoError('a field runs past the end of its message');
-    yield { number, wire, start: fieldStart, end: pos, payloadStart, value };
-  }
-}
-
-function text(buf: Uint8Array, f: Field): string {
-  return Buffer.from(buf.buffer, buf.byteOffset + f.payloadStart, f.end - f.payloadStart).toString(
-    'utf8',
-  );
-}
-
-function varint(value: number): number[] {
-  const out: number[] = [];
-  while (value >= 0x80) {
-    out.push((value % 128) | 0x80);
-    value = Math.floor(value / 128);
-  }
-  out.push(value);
-  return out;
-}
-
-/** A length-delimited field holding `parts` (bytes or nested pieces). */
-function lenField(number: number, parts: Uint8Array[]): Uint8Array[] {
-  const length = parts.reduce((s, p) => s + p.length, 0);
-  return [Uint8Array.from([...varint(number * 8 + 2), ...varint(length)]), ...parts];
-}
-
-function stringField(number: number, value: string): Uint8Array[] {
-  return lenField(number, [Buffer.from(value, 'utf8')]);
-}
-
-function varintField(number: number, value: number): Uint8Array {
-  return Uint8Array.from([...varint(number * 8), ...varint(value)]);
-}
-
-interface NodeInfo {
-  field: Field;
-  op: string;
-  inputs: string[];
-  outputs: string[];
-}
-
-interface TensorInfo {
-  field: Field;
-  name: string;
-  dims: number[];
-  dataType: number;
-  raw: Field | null;
-  floatData: Field | null;
-  int32Data: Field | null;
-  external: Map<string, string> | null;
-}
-
-function parseNode(buf: Uint8Array, f: Field): NodeInfo {
-  const node: NodeInfo = { field: f, op: '', inputs: [], outputs: [] };
-  for (const g of fields(buf, f.payloadStart, f.end)) {
-    if (g.number === 1 && g.wire === 2) node.inputs.push(text(buf, g));
-    else if (g.number === 2 && g.wire === 2) node.outputs.push(text(buf, g));
-    else if (g.number === 4 && g.wire === 2) node.op = text(buf, g);
-  }
-  return node;
-}
-
-function parseTensor(buf: Uint8Array, f: Field): TensorInfo {
-  const t: TensorInfo = {
-    field: f,
-    name: '',
-    dims: [],
-    dataType: 0,
-    raw: null,
-    floatData: null,
-    int32Data: null,
-    external: null,
-  };
-  let location = 0;
-  const external = new Map<string, string>();
-  for (const g of fields(buf, f.payloadStart, f.end)) {
-    if (g.number === 1 && g.wire === 0) t.dims.push(g.value);
-    else if (g.number === 1 && g.wire === 2) {
-      let pos = g.payloadStart;
-      while (pos < g.end) {
-        let d: number;
-        [d, pos] = readVarint(buf, pos);
-        t.dims.push(d);
-      }
-    } else if (g.number === 2 && g.wire === 0) t.dataType = g.value;
-    else if (g.number === 8 && g.wire === 2) t.name = text(buf, g);
-    else if (g.number === 9 && g.wire === 2) t.raw = g;
-    else if (g.number === 4 && g.wire === 2) t.floatData = g;
-    else if (g.number === 5 && g.wire === 2) t.int32Data = g;
-    else if (g.number === 14 && g.wire === 0) location = g.value;
-    else if (g.number === 13 && g.wire === 2) {
-      let key = '';
-      let value = '';
-      for (const e of fields(buf, g.payloadStart, g.end)) {
-        if (e.number === 1) key = text(buf, e);
-        else if (e.number === 2) value = text(buf, e);
-      }
-      external.set(key, value);
-    }
-  }
-  if (location === 1) t.external = external;
-  return t;
-}
 
 /** Bytes per element of the table types we can grow: float32, float16, bfloat16. */
 const ELEMENT_BYTES: Record<number, number> = { 1: 4, 10: 2, 16: 2 };
