@@ -174,6 +174,35 @@ describe('refusing what cannot be grown', () => {
     expect(await refused(file)).toMatch(/do not index a plain weight table/);
   });
 
+  const external = (location: string, length: number): ITensor => ({
+    name: 'table',
+    dataType: 1,
+    dims: [V, D],
+    dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+    externalData: [
+      { key: 'location', value: location },
+      { key: 'offset', value: '0' },
+      { key: 'length', value: String(length) },
+    ],
+  });
+
+  it('external weights that end early, or that lie about their length', async () => {
+    await writeFile(path.join(dir, 'short.bin'), new Uint8Array(table.buffer).subarray(0, 40));
+    const short = await writeModel('short', [external('short.bin', table.byteLength)], [gather]);
+    expect(await refused(short)).toMatch(/truncated or do not match/);
+    const huge = await writeModel('huge', [external('short.bin', 2 ** 50)], [gather]);
+    expect(await refused(huge)).toMatch(/truncated or do not match/);
+  });
+
+  it('external weights outside the model folder', async () => {
+    const file = await writeModel(
+      'outside',
+      [external('../table.bin', table.byteLength)],
+      [gather],
+    );
+    expect(await refused(file)).toMatch(/points outside the model folder/);
+  });
+
   it('a file that is not ONNX', async () => {
     const file = path.join(dir, 'junk.onnx');
     await writeFile(file, Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2]));

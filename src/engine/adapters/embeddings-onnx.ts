@@ -237,12 +237,7 @@ async function rewrite(
   const added = rows.reduce((s, r) => s + r.vectors.rows, 0);
   const newRows = encodeRows(rows, table.dataType, added * width);
   const newTable = lenField(5, [
-    ...lenField(
-      1,
-      table.dims.length === 2
-        ? [Uint8Array.from([...varint(vocabRows + added), ...varint(width)])]
-        : [],
-    ),
+    ...lenField(1, [Uint8Array.from([...varint(vocabRows + added), ...varint(width)])]),
     varintField(2, table.dataType),
     ...stringField(8, table.name),
     ...lenField(9, [oldBytes, newRows]),
@@ -315,12 +310,18 @@ async function tableBytes(
       );
     });
     try {
-      const out = Buffer.alloc(length);
-      const { bytesRead } = await handle.read(out, 0, length, offset);
-      if (bytesRead !== length)
+      // The length the file states must be the table's; a larger one is never allocated.
+      const out = Buffer.alloc(length === expected ? length : 0);
+      let done = 0;
+      while (done < out.length) {
+        const { bytesRead } = await handle.read(out, done, out.length - done, offset + done);
+        if (bytesRead === 0) break;
+        done += bytesRead;
+      }
+      if (done !== length)
         throw new EngineError(
           'model-corrupt',
-          `The external weights of ${file} are truncated (${location}).`,
+          `The external weights of ${file} are truncated or do not match it (${location}).`,
           { file },
         );
       bytes = out;
