@@ -25,6 +25,8 @@ import { ClipTokenizer } from '../../src/engine/tokenizer';
 import { GenerationSettings } from '../../src/shared/generation';
 import { encodeFloats, writeSafetensors } from '../fixtures/checkpoint';
 import { fixtureModel } from '../fixtures/models';
+import { VOCABULARY, smallCheckpoint } from '../fixtures/small-checkpoint';
+import { convertCheckpoint } from '../../src/engine/convert/convert';
 import { bundleEntry } from './bundle';
 
 const { onnx } = onnxProto;
@@ -83,7 +85,7 @@ async function withRows(
   for (const { component, ids, values } of edits) {
     const file = path.join(dst, component, 'model.onnx');
     const model = onnx.ModelProto.decode(await readFile(file));
-    const table = model.graph!.initializer!.find((t) => t.name === TABLE)!;
+    const table = model.graph!.initializer!.find((t) => t.name!.endsWith(TABLE))!;
     const width = Number(table.dims![1]);
     const dtype = table.dataType === onnx.TensorProto.DataType.FLOAT16 ? 'F16' : 'F32';
     const rowBytes = width * (dtype === 'F16' ? 2 : 4);
@@ -205,6 +207,36 @@ for (const variant of [
     });
   });
 }
+
+describe('a model converted by our checkpoint converter (fp16, CLIP vocabulary)', () => {
+  it('encodes an embedding as if its vectors were table rows', async () => {
+    const { file, arch } = await smallCheckpoint(tmp, 'sd1');
+    const dir = path.join(tmp, 'converted-sd1');
+    await convertCheckpoint(file, dir, {
+      vocabularyFile: VOCABULARY,
+      architecture: arch,
+      precision: 'fp16',
+    });
+    const model = onnx.ModelProto.decode(await readFile(path.join(dir, 'text_encoder/model.onnx')));
+    const table = model.graph!.initializer!.find((t) => t.name!.endsWith(TABLE))!;
+    expect(table.dataType).toBe(onnx.TensorProto.DataType.FLOAT16);
+    expect(Number(table.dims![0])).toBe(49408);
+    const width = Number(table.dims![1]);
+    const style = vectors(3, width, 13);
+    const stylePath = await embeddingFile('converted-style.safetensors', [
+      { name: 'emb_params', rows: 3, width, values: style },
+    ]);
+    const text = await conditioner(dir);
+    text.useEmbeddings([{ token: 'mystyle', path: stylePath }], [PROMPT]);
+    const got = await text.encode(PROMPT, emptyTimings());
+    const expectation = await conditioner(
+      await withRows(dir, 'converted-rows', [
+        { component: 'text_encoder', ids: await standIns(dir), values: style },
+      ]),
+    );
+    expectSame(got, await expectation.encode(STANDIN_PROMPT, emptyTimings()), 1e-3);
+  });
+});
 
 describe('SDXL text encoders (optimum, text_encoder_2 with external weights)', () => {
   it('clip_l rows reach text_encoder and clip_g rows text_encoder_2, pooled output included', async () => {
