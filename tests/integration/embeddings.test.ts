@@ -357,6 +357,13 @@ describe('embeddings that do not fit the model', () => {
     );
   });
 
+  it('a malformed embedding list is one sentence', async () => {
+    const text = await conditioner(dir);
+    expect(() =>
+      text.useEmbeddings([{ token: ' ', path: 'x.pt' }, { token: 'a' } as never]),
+    ).toThrow(/^Each embedding needs a token/);
+  });
+
   it('an SDXL embedding on a single-encoder model says so', async () => {
     const e = await failure(
       await embeddingFile('xl-on-sd15.safetensors', [

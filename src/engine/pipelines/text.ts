@@ -68,6 +68,12 @@ export class TextConditioner {
    * session, so the prompt and the negative prompt do not each rebuild it.
    */
   useEmbeddings(available: readonly AvailableEmbedding[], prompts: readonly string[] = []): void {
+    for (const e of available as readonly Partial<AvailableEmbedding>[])
+      if (typeof e?.token !== 'string' || typeof e.path !== 'string' || !e.token.trim())
+        throw new EngineError(
+          'bad-input',
+          'Each embedding needs a token (the word used in prompts) and a file path.',
+        );
     this.#available = available;
     this.#hints = prompts;
     this.#used.clear();
