@@ -43,7 +43,10 @@ const cacheLimit = 32;
 /**
  * Encodes prompts with the model's text encoder(s), A1111-style: 75-token chunks encoded one by
  * one and concatenated, emphasis weights applied with the mean restored. Results are cached per
- * prompt, so a run with the same prompt (or a later step of the queue) skips the encoder.
+ * prompt (and the vectors of the embeddings it names), so a run with the same prompt (or a later
+ * step of the queue) skips the encoder. A prompt naming textual-inversion embeddings runs on a
+ * text encoder whose token table holds their vectors (adapters/embeddings.ts); any other prompt
+ * runs on the model's own session.
  */
 export class TextConditioner {
   #encoders: Promise<Encoder[]> | null = null;
