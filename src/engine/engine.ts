@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { GenerationSettings } from '../shared/generation';
+import type { UsedEmbedding } from './adapters/embeddings';
 import { EngineError, throwIfAborted } from './errors';
 import type { PixelImage } from './image';
 import { type LoadedModel, type ProviderPreference, SessionCache, loadModel } from './models';
@@ -69,6 +70,11 @@ export interface GenerateResult {
   provider: string;
   fallbackReason: string | null;
   timings: StageTimings;
+  /**
+   * The embeddings the prompts named (in first-use order), each once, with its file's SHA-256:
+   * what the host writes as `TI hashes:`. Empty when none was used.
+   */
+  embeddings: UsedEmbedding[];
 }
 
 export interface RunOptions {
@@ -117,6 +123,7 @@ export class DiffusionEngine {
       ? (request.upscaleModelDir ?? settings.upscale?.model ?? request.modelDir)
       : request.modelDir;
     const loaded = await this.#model(modelDir, timings);
+    loaded.text.useEmbeddings(request.embeddings ?? [], [settings.prompt, settings.negativePrompt]);
     let images: GeneratedImage[];
     try {
       const ctx = {
@@ -152,6 +159,7 @@ export class DiffusionEngine {
       provider: loaded.model.provider,
       fallbackReason: loaded.model.fallbackReason,
       timings,
+      embeddings: loaded.text.usedEmbeddings(),
     };
   }
 
@@ -163,6 +171,7 @@ export class DiffusionEngine {
   async release(): Promise<void> {
     const current = this.#loaded;
     this.#loaded = null;
+    await current?.text.release();
     await current?.model.release();
   }
 
@@ -178,7 +187,14 @@ export class DiffusionEngine {
       ...(this.options.threads ? { threads: this.options.threads } : {}),
     });
     timings.loadMs += performance.now() - started;
-    this.#loaded = { dir: resolved, key, model, text: new TextConditioner(model) };
+    this.#loaded = {
+      dir: resolved,
+      key,
+      model,
+      text: new TextConditioner(model, {
+        ...(this.options.threads ? { threads: this.options.threads } : {}),
+      }),
+    };
     return this.#loaded;
   }
 }

@@ -3,7 +3,15 @@
  * src/engine is internal.
  */
 export { DiffusionEngine } from './engine';
-export type { EngineOptions, GenerateRequest, GenerateResult, RunOptions } from './engine';
+export type {
+  EmbeddingRequest,
+  EngineOptions,
+  GenerateRequest,
+  GenerateResult,
+  RunOptions,
+} from './engine';
+export { readEmbeddingFile, type EmbeddingFile } from './adapters/embeddings-file';
+export type { UsedEmbedding } from './adapters/embeddings';
 export { EngineClient } from './client';
 export type { GenerateProgress, GeneratedImage } from './pipelines/generate';
 export type { StageTimings } from './pipelines/stats';

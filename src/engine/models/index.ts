@@ -40,4 +40,10 @@ export {
   type SessionOptionsInput,
 } from './providers';
 export { SessionCache, sessionCache, type SessionKey } from './session-cache';
-export { loadModel, type ComponentSession, type LoadedModel, type LoadOptions } from './load';
+export {
+  componentSession,
+  loadModel,
+  type ComponentSession,
+  type LoadedModel,
+  type LoadOptions,
+} from './load';

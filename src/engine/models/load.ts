@@ -153,7 +153,8 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
   };
 }
 
-function componentSession(
+/** Wraps a created session with its signature and error-wrapping `run`. */
+export function componentSession(
   name: ComponentName,
   file: string,
   session: ort.InferenceSession,

@@ -1,7 +1,14 @@
+import {
+  EmbeddingFiles,
+  EmbeddingSessions,
+  TI_TOKEN_IDS,
+  type NamedEmbedding,
+  type UsedEmbedding,
+} from '../adapters/embeddings';
 import { EngineError } from '../errors';
 import type { ComponentSession, LoadedModel } from '../models';
 import { idsToOrt, ortToFloat32 } from '../tensor';
-import { ClipTokenizer, applyEmphasis } from '../tokenizer';
+import { ClipTokenizer, applyEmphasis, type PromptEmbeddingTokens } from '../tokenizer';
 import { type StageTimings, timedRun } from './stats';
 
 /** Text conditioning for one prompt: [1, 77 * chunks, D] hidden states (+ SDXL's pooled). */
@@ -21,6 +28,14 @@ interface Encoder {
   output: string;
   /** Output holding the pooled embedding (SDXL encoder 2), or null. */
   pooledOutput: string | null;
+  /** A session whose token table holds embeddings: ids from placeholderBase are their vectors. */
+  embeddings: { placeholderBase: number; tokens: PromptEmbeddingTokens[] } | null;
+}
+
+/** A textual-inversion embedding a request's prompts may name (the engine's EmbeddingRequest). */
+export interface AvailableEmbedding {
+  token: string;
+  path: string;
 }
 
 const cacheLimit = 32;
@@ -28,31 +43,85 @@ const cacheLimit = 32;
 /**
  * Encodes prompts with the model's text encoder(s), A1111-style: 75-token chunks encoded one by
  * one and concatenated, emphasis weights applied with the mean restored. Results are cached per
- * prompt, so a run with the same prompt (or a later step of the queue) skips the encoder.
+ * prompt (and the vectors of the embeddings it names), so a run with the same prompt (or a later
+ * step of the queue) skips the encoder. A prompt naming textual-inversion embeddings runs on a
+ * text encoder whose token table holds their vectors (adapters/embeddings.ts); any other prompt
+ * runs on the model's own session.
  */
 export class TextConditioner {
   #encoders: Promise<Encoder[]> | null = null;
+  #tokenizers: Promise<ClipTokenizer[]> | null = null;
   #cache = new Map<string, PromptEmbedding>();
+  #available: readonly AvailableEmbedding[] = [];
+  #hints: readonly string[] = [];
+  readonly #used = new Map<string, UsedEmbedding>();
+  readonly #files = new EmbeddingFiles();
+  readonly #grown: EmbeddingSessions;
 
-  constructor(private readonly model: LoadedModel) {}
+  constructor(
+    private readonly model: LoadedModel,
+    options: { threads?: number } = {},
+  ) {
+    this.#grown = new EmbeddingSessions(model, options.threads);
+  }
+
+  /**
+   * Sets the embeddings the next prompts may name (by token) and forgets which were used.
+   * `prompts` are the request's prompts: the embeddings they name share one text-encoder
+   * session, so the prompt and the negative prompt do not each rebuild it.
+   */
+  useEmbeddings(available: readonly AvailableEmbedding[], prompts: readonly string[] = []): void {
+    for (const e of available as readonly Partial<AvailableEmbedding>[])
+      if (typeof e?.token !== 'string' || typeof e.path !== 'string' || !e.token.trim())
+        throw new EngineError(
+          'bad-input',
+          'Each embedding needs a token (the word used in prompts) and a file path.',
+        );
+    this.#available = available;
+    this.#hints = prompts;
+    this.#used.clear();
+  }
+
+  /** The embeddings the prompts encoded since `useEmbeddings` named, in first-use order. */
+  usedEmbeddings(): UsedEmbedding[] {
+    return [...this.#used.values()];
+  }
 
   async encode(
     prompt: string,
     timings: StageTimings,
     signal?: AbortSignal,
   ): Promise<PromptEmbedding> {
-    const cached = this.#cache.get(prompt);
+    const named = await this.#named(prompt);
+    for (const e of named)
+      if (!this.#used.has(e.token))
+        this.#used.set(e.token, {
+          token: e.token,
+          path: e.file.path,
+          sha256: e.file.sha256,
+          vectors: e.file.vectors,
+        });
+    // The result depends on the prompt and the vectors of the embeddings it names, nothing else.
+    const key =
+      named.length === 0
+        ? `p:${prompt}`
+        : `e:${JSON.stringify([prompt, named.map((e) => [e.token, e.file.sha256])])}`;
+    const cached = this.#cache.get(key);
     if (cached) {
       // Refresh its place in the LRU order.
-      this.#cache.delete(prompt);
-      this.#cache.set(prompt, cached);
+      this.#cache.delete(key);
+      this.#cache.set(key, cached);
       return cached;
     }
-    const encoders = await this.#loadEncoders();
+    const encoders =
+      named.length === 0 ? await this.#loadEncoders() : await this.#embeddingEncoders(named);
     const parts: { hidden: Float32Array[]; width: number; pooled: Float32Array | null }[] = [];
     let chunkCount = -1;
     for (const encoder of encoders) {
-      const { chunks } = encoder.tokenizer.tokenizeWeighted(prompt);
+      const { chunks } = encoder.tokenizer.tokenizeWeighted(
+        prompt,
+        encoder.embeddings ? { embeddings: encoder.embeddings.tokens } : {},
+      );
       if (chunkCount >= 0 && chunks.length !== chunkCount) {
         throw new EngineError(
           'bad-input',
@@ -64,9 +133,7 @@ export class TextConditioner {
       let width = 0;
       let pooled: Float32Array | null = null;
       for (const chunk of chunks) {
-        const spec = encoder.session.input('input_ids') ?? encoder.session.signature.inputs[0];
-        const ids = idsToOrt(chunk.ids, [1, chunk.ids.length], spec, encoder.session.file);
-        const out = await timedRun(timings, encoder.session, { [spec.name]: ids }, signal);
+        const out = await timedRun(timings, encoder.session, feedsFor(encoder, chunk.ids), signal);
         const states = out[encoder.output];
         if (!states || states.dims.length !== 3) {
           throw new EngineError(
@@ -91,9 +158,14 @@ export class TextConditioner {
       parts.push({ hidden, width, pooled });
     }
     const embedding = concatEncoders(parts, chunkCount);
-    this.#cache.set(prompt, embedding);
+    this.#cache.set(key, embedding);
     if (this.#cache.size > cacheLimit) this.#cache.delete(this.#cache.keys().next().value!);
     return embedding;
+  }
+
+  /** Releases the sessions built for embeddings (the model's own are released with it). */
+  async release(): Promise<void> {
+    await this.#grown.release();
   }
 
   /** An all-zero embedding shaped like `like` (SDXL's force_zeros_for_empty_prompt). */
@@ -106,44 +178,82 @@ export class TextConditioner {
     };
   }
 
+  /** The available embeddings `prompt` names, with their files read, ordered by token. */
+  async #named(prompt: string): Promise<NamedEmbedding[]> {
+    if (this.#available.length === 0) return [];
+    const [tokenizer] = await this.#loadTokenizers();
+    const byToken = new Map<string, string>();
+    for (const e of this.#available) if (!byToken.has(e.token)) byToken.set(e.token, e.path);
+    const names = tokenizer!.findEmbeddingNames(prompt, [...byToken.keys()]).sort();
+    return Promise.all(
+      names.map(async (token) => ({ token, file: await this.#files.read(byToken.get(token)!) })),
+    );
+  }
+
+  /** Encoders whose tables hold `named` and the embeddings the request's other prompts name. */
+  async #embeddingEncoders(named: readonly NamedEmbedding[]): Promise<Encoder[]> {
+    const set = new Map(named.map((e) => [e.token, e]));
+    for (const hint of this.#hints) for (const e of await this.#named(hint)) set.set(e.token, e);
+    const ordered = [...set.values()].sort((a, b) => (a.token < b.token ? -1 : 1));
+    const tokenizers = await this.#loadTokenizers();
+    const grown = await this.#grown.encoders(ordered, tokenizers);
+    return grown.map((g, i) => ({
+      ...this.#encoderOf(g.session, tokenizers[i]!, i),
+      embeddings: { placeholderBase: g.placeholderBase, tokens: g.tokens },
+    }));
+  }
+
+  #loadTokenizers(): Promise<ClipTokenizer[]> {
+    this.#tokenizers ??= (async () => {
+      const { model } = this;
+      const first = await ClipTokenizer.fromFolder(model.tokenizerDirs.tokenizer);
+      if (!model.family.sdxlConditioning) return [first];
+      return [
+        first,
+        await ClipTokenizer.fromFolder(
+          model.tokenizerDirs.tokenizer_2 ?? model.tokenizerDirs.tokenizer,
+        ),
+      ];
+    })();
+    this.#tokenizers.catch(() => {
+      this.#tokenizers = null;
+    });
+    return this.#tokenizers;
+  }
+
+  /**
+   * Which outputs to read from text encoder `index`. SDXL conditions on the penultimate hidden
+   * state of both encoders (diffusers' hidden_states[-2]) and pools from the second one.
+   */
+  #encoderOf(session: ComponentSession, tokenizer: ClipTokenizer, index: number): Encoder {
+    if (!this.model.family.sdxlConditioning) {
+      const output = session.output('last_hidden_state')
+        ? 'last_hidden_state'
+        : session.signature.outputs[0].name;
+      return { tokenizer, session, output, pooledOutput: null, embeddings: null };
+    }
+    const pooledOutput =
+      index === 0
+        ? null
+        : session.output('text_embeds')
+          ? 'text_embeds'
+          : session.signature.outputs[0].name;
+    return {
+      tokenizer,
+      session,
+      output: penultimateHiddenState(session),
+      pooledOutput,
+      embeddings: null,
+    };
+  }
+
   async #loadEncoders(): Promise<Encoder[]> {
     this.#encoders ??= (async () => {
-      const { model } = this;
+      const tokenizers = await this.#loadTokenizers();
+      const names = ['text_encoder', 'text_encoder_2'] as const;
       const list: Encoder[] = [];
-      const first = await model.session('text_encoder');
-      const tokenizer = await ClipTokenizer.fromFolder(model.tokenizerDirs.tokenizer);
-      if (!model.family.sdxlConditioning) {
-        list.push({
-          tokenizer,
-          session: first,
-          output: first.output('last_hidden_state')
-            ? 'last_hidden_state'
-            : first.signature.outputs[0].name,
-          pooledOutput: null,
-        });
-        return list;
-      }
-      // SDXL conditions on the penultimate hidden state of both encoders (diffusers'
-      // hidden_states[-2]) and pools from the second one.
-      list.push({
-        tokenizer,
-        session: first,
-        output: penultimateHiddenState(first),
-        pooledOutput: null,
-      });
-      const second = await model.session('text_encoder_2');
-      const tokenizer2 = await ClipTokenizer.fromFolder(
-        model.tokenizerDirs.tokenizer_2 ?? model.tokenizerDirs.tokenizer,
-      );
-      const pooled = second.output('text_embeds')
-        ? 'text_embeds'
-        : second.signature.outputs[0].name;
-      list.push({
-        tokenizer: tokenizer2,
-        session: second,
-        output: penultimateHiddenState(second),
-        pooledOutput: pooled,
-      });
+      for (let i = 0; i < tokenizers.length; i++)
+        list.push(this.#encoderOf(await this.model.session(names[i]!), tokenizers[i]!, i));
       return list;
     })();
     try {
@@ -153,6 +263,24 @@ export class TextConditioner {
       throw err;
     }
   }
+}
+
+/**
+ * One chunk's feeds. With embeddings, the table lookup reads `ti_token_ids` and `input_ids`
+ * (which CLIP pools by) has 0 where the vectors go, as A1111 feeds it.
+ */
+function feedsFor(encoder: Encoder, ids: readonly number[]) {
+  const { session } = encoder;
+  const spec = session.input('input_ids') ?? session.signature.inputs[0];
+  const dims = [1, ids.length];
+  const table = encoder.embeddings;
+  if (!table) return { [spec.name]: idsToOrt(ids, dims, spec, session.file) };
+  const plain = ids.map((id) => (id >= table.placeholderBase ? 0 : id));
+  const lookup = session.input(TI_TOKEN_IDS)!;
+  return {
+    [spec.name]: idsToOrt(plain, dims, spec, session.file),
+    [TI_TOKEN_IDS]: idsToOrt(ids, dims, lookup, session.file),
+  };
 }
 
 function penultimateHiddenState(session: ComponentSession): string {

@@ -56,6 +56,47 @@ export interface TokenizeWeightedOptions {
    * the comma move to the next chunk (A1111 `comma_padding_backtrack`, default 20; 0 disables).
    */
   commaBacktrack?: number;
+  /**
+   * Textual-inversion embeddings the prompt may name: where the token ids of `nameIds` appear,
+   * they are replaced by `ids` (one id per vector), kept in one chunk.
+   */
+  embeddings?: readonly PromptEmbeddingTokens[];
+}
+
+/** How a textual-inversion embedding appears to the tokenizer. */
+export interface PromptEmbeddingTokens {
+  /** The token ids of its name (`encode(name)`), matched as a sequence. */
+  nameIds: readonly number[];
+  /** The ids that stand for its vectors (placeholders past the vocabulary); length = vectors. */
+  ids: readonly number[];
+}
+
+/**
+ * Embeddings by their first name token, longest name first, as A1111's EmbeddingDatabase
+ * keeps them (modules/textual_inversion/textual_inversion.py, `register_embedding` and
+ * `find_embedding_at_position`).
+ */
+function indexEmbeddings(
+  list: readonly PromptEmbeddingTokens[],
+): Map<number, PromptEmbeddingTokens[]> {
+  const index = new Map<number, PromptEmbeddingTokens[]>();
+  for (const e of list) {
+    if (e.nameIds.length === 0) continue;
+    const bucket = index.get(e.nameIds[0]!) ?? [];
+    bucket.push(e);
+    bucket.sort((a, b) => b.nameIds.length - a.nameIds.length);
+    index.set(e.nameIds[0]!, bucket);
+  }
+  return index;
+}
+
+/** The embedding whose name's tokens start at `tokens[pos]`, if any. */
+function embeddingAt(
+  index: Map<number, PromptEmbeddingTokens[]>,
+  tokens: readonly number[],
+  pos: number,
+): PromptEmbeddingTokens | undefined {
+  return index.get(tokens[pos]!)?.find((e) => e.nameIds.every((id, i) => tokens[pos + i] === id));
 }
 
 const DEFAULT_BOS = '<|startoftext|>';
@@ -322,12 +363,16 @@ export class ClipTokenizer {
       lastComma = -1;
     };
 
+    const index = indexEmbeddings(options.embeddings ?? []);
     for (const segment of parsePromptAttention(prompt)) {
       if (segment.break) {
         closeChunk(false);
         continue;
       }
-      for (const token of this.encode(segment.text)) {
+      const segmentTokens = this.encode(segment.text);
+      let position = 0;
+      while (position < segmentTokens.length) {
+        const token = segmentTokens[position]!;
         if (token === this.commaId) {
           lastComma = tokens.length;
         } else if (
@@ -346,8 +391,21 @@ export class ClipTokenizer {
           weights = movedWeights;
         }
         if (tokens.length === chunkLength) closeChunk(false);
-        tokens.push(token);
-        weights.push(segment.weight);
+        const embedding = index.size > 0 ? embeddingAt(index, segmentTokens, position) : undefined;
+        if (!embedding) {
+          tokens.push(token);
+          weights.push(segment.weight);
+          position++;
+          continue;
+        }
+        // An embedding is never split: if its vectors do not fit, the chunk is closed (padded)
+        // and they start the next one (A1111 modules/sd_hijack_clip.py, `tokenize_line`).
+        if (tokens.length + embedding.ids.length > chunkLength) closeChunk(false);
+        for (const id of embedding.ids) {
+          tokens.push(id);
+          weights.push(segment.weight);
+        }
+        position += embedding.nameIds.length;
       }
     }
     if (tokens.length > 0 || chunks.length === 0) closeChunk(true);
@@ -355,13 +413,36 @@ export class ClipTokenizer {
   }
 
   /** Prompt tokens in `prompt` (emphasis syntax and BREAK removed; no BOS/EOS/padding). */
-  countTokens(prompt: string): number {
-    return this.tokenizeWeighted(prompt).chunkTokenCounts.reduce((a, b) => a + b, 0);
+  countTokens(prompt: string, options: TokenizeWeightedOptions = {}): number {
+    return this.tokenizeWeighted(prompt, options).chunkTokenCounts.reduce((a, b) => a + b, 0);
   }
 
   /** Prompt tokens in each 75-token chunk, for the UI's "n/75" display. */
-  chunkTokenCounts(prompt: string): number[] {
-    return this.tokenizeWeighted(prompt).chunkTokenCounts;
+  chunkTokenCounts(prompt: string, options: TokenizeWeightedOptions = {}): number[] {
+    return this.tokenizeWeighted(prompt, options).chunkTokenCounts;
+  }
+
+  /**
+   * Which of `names` a prompt uses, matched as A1111 matches embedding names: the token ids of
+   * the name as a run of a weighted segment's tokens (so `(name:1.2)` counts; case and spacing
+   * follow CLIP's cleaning).
+   */
+  findEmbeddingNames(prompt: string, names: readonly string[]): string[] {
+    const byEntry = new Map<PromptEmbeddingTokens, string>();
+    for (const name of names) byEntry.set({ nameIds: this.encode(name), ids: [] }, name);
+    const index = indexEmbeddings([...byEntry.keys()]);
+    const found = new Set<string>();
+    if (index.size === 0) return [];
+    for (const segment of parsePromptAttention(prompt)) {
+      if (segment.break) continue;
+      const segmentTokens = this.encode(segment.text);
+      for (let p = 0; p < segmentTokens.length;) {
+        const hit = embeddingAt(index, segmentTokens, p);
+        if (hit) found.add(byEntry.get(hit)!);
+        p += hit ? hit.nameIds.length : 1;
+      }
+    }
+    return names.filter((n) => found.has(n));
   }
 
   /** BOS + content + EOS, padded with the pad id to maxLength. */

@@ -3,6 +3,7 @@ export type {
   ClipTokenizerFiles,
   ClipTokenizerInit,
   MergeRule,
+  PromptEmbeddingTokens,
   TokenizeWeightedOptions,
   WeightedChunk,
   WeightedTokens,
