@@ -5,6 +5,7 @@ import { JobService } from './jobs/service';
 import { outputDirProblem } from './library/export';
 import { Library } from './library/service';
 import { CheckpointImports } from './models/imports';
+import { VaeService } from './models/vaes';
 import type { DesktopIntegration, HostContext } from './services';
 import { SettingsStore } from './settings-store';
 
@@ -32,6 +33,7 @@ export class StudioHost {
   readonly library: Library;
   readonly jobs: JobService;
   readonly imports: CheckpointImports;
+  readonly vaes: VaeService;
   readonly service: StudioService;
   #engineStatus: EngineStatus;
 
@@ -63,6 +65,7 @@ export class StudioHost {
     this.library = new Library(context);
     this.jobs = new JobService(context, this.library);
     this.imports = new CheckpointImports(context, (folder) => this.library.addModel(folder));
+    this.vaes = new VaeService(context);
 
     this.service = {
       getAppInfo: () => this.appInfo(),
@@ -80,6 +83,7 @@ export class StudioHost {
       ...this.library.methods,
       ...this.jobs.methods,
       ...this.imports.methods,
+      ...this.vaes.methods,
     };
   }
 

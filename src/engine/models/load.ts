@@ -153,7 +153,7 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
   };
 }
 
-function componentSession(
+export function componentSession(
   name: ComponentName,
   file: string,
   session: ort.InferenceSession,

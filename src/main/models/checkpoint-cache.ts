@@ -226,6 +226,7 @@ export async function ensureVaeConverted(
       precision,
       sha256,
       ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
     });
     return record;
   });
@@ -267,8 +268,7 @@ export function convertedModelFields(dir: string): { modelHash?: string; VAE?: s
   }
   return {
     ...(typeof record.sha256 === 'string' ? { modelHash: shortHash(record.sha256) } : {}),
-    ...(typeof record.vae === 'string'
-      ? { VAE: path.basename(record.vae, path.extname(record.vae)) }
-      : {}),
+    // A1111 writes the VAE's file name with its extension (sd_vae.get_loaded_vae_name).
+    ...(typeof record.vae === 'string' ? { VAE: path.basename(record.vae) } : {}),
   };
 }
