@@ -11,7 +11,6 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DiffusionEngine } from '../../src/engine';
 import { convertCheckpoint } from '../../src/engine/convert/convert';
-import { openCheckpoint } from '../../src/engine/convert/readers/index';
 import { StudioHost } from '../../src/main/api';
 import { ensureVaeConverted } from '../../src/main/models/checkpoint-cache';
 import {
@@ -21,7 +20,7 @@ import {
 } from '../../src/main/library/png-metadata';
 import { GenerationSettings, type GenerationInput, type QueueState } from '../../src/shared';
 import sharp from 'sharp';
-import { encodeFloats, writeSafetensors, xorshift32 } from '../fixtures/checkpoint';
+import { writeVaeFile } from '../fixtures/vae-file';
 import { VOCABULARY, smallCheckpoint } from '../fixtures/small-checkpoint';
 import { bundleEntry } from './bundle';
 import { tempDir } from './library-helpers';
@@ -35,71 +34,16 @@ let own: string;
 let baked: string;
 let engine: DiffusionEngine;
 
-/** The VAE tensors of `checkpoint` without the first_stage_model. prefix (as ft-MSE ships). */
-async function writeVae(
-  checkpoint: string,
-  file: string,
-  change: (name: string, shape: number[]) => number[] | null,
-  values: (name: string, v: Float32Array, n: number) => Float32Array,
-): Promise<void> {
-  const { source } = await openCheckpoint(checkpoint);
-  const specs = source
-    .list()
-    .filter((t) => t.name.startsWith('first_stage_model.'))
-    .map((t) => {
-      const name = t.name.slice('first_stage_model.'.length);
-      const shape = change(name, [...t.shape]) ?? [...t.shape];
-      return { name, dtype: 'F32' as const, shape };
-    });
-  await writeSafetensors(file, specs, async (t) => {
-    const n = t.shape.reduce((a, b) => a * b, 1);
-    return encodeFloats(
-      values(t.name, await source.readFloat32(`first_stage_model.${t.name}`), n),
-      'F32',
-    );
-  });
-  await source.close();
-}
-
 beforeAll(async () => {
   dir = tempDir('ls-vae-gen-');
   const checkpoint = await smallCheckpoint(dir, 'sd1');
   vaeFile = path.join(dir, 'vae-ft-test.safetensors');
-  // The checkpoint's VAE, changed, so that a different decode is visible in the pixels.
-  await writeVae(
-    checkpoint.file,
-    vaeFile,
-    () => null,
-    (_n, v) => v.map((x) => x * 0.5 + 0.01),
-  );
+  // The checkpoint's VAE, changed, so that a different decode is visible in the pixels; and one
+  // of 8-channel latents, which fits no SD model.
+  await writeVaeFile(checkpoint.file, vaeFile, 'changed');
   vaeSha = createHash('sha256').update(fs.readFileSync(vaeFile)).digest('hex');
-  // A VAE of 8-channel latents (as SD3's and Flux's are wider than SD's 4): it cannot fit.
   misfitFile = path.join(dir, 'wide-latents.safetensors');
-  const widen: Record<string, number> = {
-    'encoder.conv_out.weight': 0,
-    'encoder.conv_out.bias': 0,
-    'quant_conv.weight': -1,
-    'quant_conv.bias': 0,
-    'post_quant_conv.weight': -1,
-    'post_quant_conv.bias': 0,
-    'decoder.conv_in.weight': 1,
-  };
-  await writeVae(
-    checkpoint.file,
-    misfitFile,
-    (name, shape) => {
-      const axis = widen[name];
-      if (axis === undefined) return null;
-      if (axis === -1) return [shape[0]! * 2, shape[1]! * 2, ...shape.slice(2)];
-      shape[axis] = shape[axis]! * 2;
-      return shape;
-    },
-    (name, v, n) => {
-      if (v.length === n) return v;
-      const random = xorshift32(n);
-      return Float32Array.from({ length: n }, () => (random.next().value / 2 ** 32 - 0.5) * 0.1);
-    },
-  );
+  await writeVaeFile(checkpoint.file, misfitFile, 'wide');
   own = path.join(dir, 'own');
   baked = path.join(dir, 'baked');
   const options = { vocabularyFile: VOCABULARY, architecture: checkpoint.arch };
