@@ -75,9 +75,9 @@ export const UploadedImage = z.object({
       settings: GenerationFields.partial(),
       /**
        * What could not be restored, one sentence each (a replacement VAE the image names that
-       * is not in the VAE folder).
+       * is not in the VAE folder); absent when everything was.
        */
-      notes: z.array(z.string()).default([]),
+      notes: z.array(z.string()).optional(),
     })
     .nullable(),
 });

@@ -91,13 +91,13 @@ export class UploadService {
     let metadata: UploadedImage['metadata'] = null;
     if (input.purpose === 'import') {
       const read = readImageMetadata(data);
-      metadata = { source: read.source, settings: read.settings, notes: [] };
+      metadata = { source: read.source, settings: read.settings };
       // The VAE it names (ours: settings.vae; A1111: `VAE:`) is chosen when the folder has it.
       const named = read.source === 'a1111' ? read.raw.VAE : read.settings.vae;
       if (named && this.vaeFolder) {
         const { vae, note } = await vaeFromImported(named, this.vaeFolder());
         metadata.settings = { ...read.settings, vae };
-        if (note) metadata.notes.push(note);
+        if (note) metadata.notes = [note];
       }
     }
     return { imageId, url: `/media/uploads/${imageId}`, width, height, metadata };

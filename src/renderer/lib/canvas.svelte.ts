@@ -535,7 +535,7 @@ export class Canvas {
               name: name ?? null,
               source: found.source,
               settings: found.settings,
-              notes: found.notes,
+              notes: found.notes ?? [],
             }
           : null;
       this.setImage({
