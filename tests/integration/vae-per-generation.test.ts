@@ -18,7 +18,12 @@ import {
   readGenerationMetadata,
   addPngTextChunks,
 } from '../../src/main/library/png-metadata';
-import { GenerationSettings, type GenerationInput, type QueueState } from '../../src/shared';
+import {
+  GenerationSettings,
+  type GenerationInput,
+  type JobProgress,
+  type QueueState,
+} from '../../src/shared';
 import sharp from 'sharp';
 import { writeVaeFile } from '../fixtures/vae-file';
 import { VOCABULARY, smallCheckpoint } from '../fixtures/small-checkpoint';
@@ -178,8 +183,19 @@ describe('a replacement VAE through the host', () => {
       files: [{ name: 'vae-ft-test.safetensors', bytes: fs.statSync(vaeFile).size }],
     });
 
+    const progress: JobProgress[] = [];
+    const stop = host.events.subscribe((name, payload) => {
+      if (name === 'jobProgress') progress.push(payload as JobProgress);
+    });
     const job = await run({ vae: 'vae-ft-test.safetensors' });
+    stop();
     expect(job).toMatchObject({ state: 'done', error: null });
+    // Hashing and converting the VAE show as the loading stage, counted (the start has step 0).
+    const loading = progress.filter((p) => p.stage === 'loading');
+    expect(loading.some((p) => p.step > 0 && p.step <= p.total)).toBe(true);
+    expect(progress.findLastIndex((p) => p.stage === 'loading')).toBeLessThan(
+      progress.findIndex((p) => p.stage === 'denoise'),
+    );
     const gen = await host.service.getGeneration({ id: job.generationId! });
     expect(gen.settings.vae).toBe('vae-ft-test.safetensors');
     const fields = `VAE hash: ${vaeSha.slice(0, 10)}, VAE: vae-ft-test.safetensors`;

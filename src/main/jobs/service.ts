@@ -542,10 +542,15 @@ export class JobService {
           ? await readPixels((await this.#image(settings.mask.image, 'mask')).file, 'mask')
           : null;
       // A replacement VAE is converted on first use (cached by its sha256): part of loading.
+      let vaePhase = '';
       const vae = settings.vae
         ? await this.#vaes.prepare(settings.vae, {
             signal: cur.controller.signal,
-            onProgress: (p) => this.#onLoadingProgress(cur, p),
+            onProgress: (p) => {
+              // Each new phase (hashing, encoder, decoder) shows at once, past the throttle.
+              this.#onLoadingProgress(cur, p, p.phase !== vaePhase);
+              vaePhase = p.phase;
+            },
           })
         : null;
       if (cur.controller.signal.aborted)
@@ -688,7 +693,7 @@ export class JobService {
   // Progress and events
 
   /** A replacement VAE being hashed or converted: the loading stage, counted in weights. */
-  #onLoadingProgress(cur: Current, p: VaePrepareProgress): void {
+  #onLoadingProgress(cur: Current, p: VaePrepareProgress, force: boolean): void {
     if (this.#current !== cur || cur.saving) return;
     cur.stage = 'loading';
     if (p.phase === 'hashing') {
@@ -700,7 +705,7 @@ export class JobService {
       cur.total = Math.max(1, p.tensorsTotal);
       cur.etaMs = p.etaSeconds === null ? null : p.etaSeconds * 1000;
     }
-    this.#emitProgress(cur, false);
+    this.#emitProgress(cur, force);
   }
 
   #onProgress(cur: Current, p: GenerateProgress): void {
