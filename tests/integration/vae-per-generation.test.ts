@@ -10,7 +10,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DiffusionEngine } from '../../src/engine';
-import { convertCheckpoint } from '../../src/engine/convert/convert';
+import { type ConvertProgress, convertCheckpoint } from '../../src/engine/convert/convert';
+import { convertVae } from '../../src/engine/convert/convert-vae';
+import { convertVaeInWorker } from '../../src/engine/convert/in-worker';
 import { StudioHost } from '../../src/main/api';
 import { ensureVaeConverted } from '../../src/main/models/checkpoint-cache';
 import {
@@ -131,6 +133,34 @@ describe('a replacement VAE per generation in the engine', () => {
     await expect(pixels(own, path.join(dir, 'nowhere'))).rejects.toThrow(
       `The VAE folder ${path.join(dir, 'nowhere')} does not exist.`,
     );
+  });
+});
+
+describe('converting a VAE in a worker thread', () => {
+  it('writes what convertVae writes, with progress, and a cancel leaves nothing', async () => {
+    const workerPath = await bundleEntry('src/engine/worker.ts', 'vae-convert-worker');
+    const here = path.join(dir, 'vae-here');
+    await convertVae(vaeFile, here, { precision: 'fp32' });
+    const there = path.join(dir, 'vae-there');
+    const progress: ConvertProgress[] = [];
+    const result = await convertVaeInWorker(workerPath, vaeFile, there, {
+      precision: 'fp32',
+      onProgress: (p) => progress.push(p),
+    });
+    expect(result).toMatchObject({ dir: there, source: 'vae-ft-test.safetensors' });
+    for (const f of ['vae_encoder/model.onnx_data', 'vae_decoder/model.onnx_data', 'vae.json'])
+      expect(fs.readFileSync(path.join(there, f)).equals(fs.readFileSync(path.join(here, f)))).toBe(
+        true,
+      );
+    expect(progress.map((p) => p.phase)).toContain('vae_decoder');
+    expect(progress.at(-1)).toMatchObject({ tensorsDone: progress.at(-1)!.tensorsTotal });
+    const controller = new AbortController();
+    const cancelled = convertVaeInWorker(workerPath, vaeFile, path.join(dir, 'vae-cancelled'), {
+      signal: controller.signal,
+      onProgress: () => controller.abort(),
+    });
+    await expect(cancelled).rejects.toMatchObject({ code: 'cancelled' });
+    expect(fs.readdirSync(dir).filter((e) => e.includes('vae-cancelled'))).toEqual([]);
   });
 });
 

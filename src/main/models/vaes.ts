@@ -140,6 +140,8 @@ export class VaeService {
     try {
       converted = await ensureVaeConverted(file, {
         dataDir: this.context.dataDir,
+        // Off the host's thread: widening and writing the weights takes seconds for a real VAE.
+        workerPath: this.context.workerPath,
         ...(options.signal ? { signal: options.signal } : {}),
         ...(options.onProgress ? { onProgress: options.onProgress } : {}),
       });
