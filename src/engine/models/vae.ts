@@ -10,10 +10,10 @@ import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { EngineError } from '../errors';
 import { readComponent } from './folder';
-import { type ComponentSession, type LoadedModel, componentSession } from './load';
+import { type ComponentSession, type LoadedModel, createComponentSession } from './load';
 import type { ProviderPreference, SessionOptionsInput } from './providers';
 import type { SessionCache } from './session-cache';
-import { findInput, signatureFromSession, staticDim, validateSignature } from './signature';
+import { findInput, staticDim } from './signature';
 import type { OnnxComponent } from './types';
 
 type VaeComponentName = 'vae_encoder' | 'vae_decoder';
@@ -105,24 +105,8 @@ export function withVae(model: LoadedModel, vae: VaeFolder, opts: VaeSessionOpti
     if (existing) return existing;
     const c = component(name)!;
     const file = `${vae.name}: ${c.file}`;
-    const p = opts.cache
-      .get(
-        { modelPath: c.modelPath, preference: opts.preference, options: opts.options },
-        file,
-        vae.dir,
-      )
-      .then((created) => {
-        const signature = signatureFromSession(created.session);
-        validateSignature(name, signature, file);
-        return componentSession(
-          name,
-          file,
-          created.session,
-          signature,
-          created.provider,
-          created.fallbackReason,
-        );
-      });
+    const key = { modelPath: c.modelPath, preference: opts.preference, options: opts.options };
+    const p = createComponentSession(opts.cache, key, name, file, vae.dir);
     sessions.set(name, p);
     p.catch(() => {
       if (sessions.get(name) === p) sessions.delete(name);
