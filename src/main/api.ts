@@ -5,7 +5,7 @@ import { JobService } from './jobs/service';
 import { outputDirProblem } from './library/export';
 import { Library } from './library/service';
 import { CheckpointImports } from './models/imports';
-import { VaeService } from './models/vaes';
+import { VaeService, vaeFolderProblem } from './models/vaes';
 import type { DesktopIntegration, HostContext } from './services';
 import { SettingsStore } from './settings-store';
 
@@ -73,7 +73,9 @@ export class StudioHost {
       getSettings: () => this.settings.get(),
       updateSettings: (patch) => {
         // Checked when it is set, so a folder that cannot take images is refused at once.
-        const problem = patch.outputDir ? outputDirProblem(patch.outputDir) : null;
+        const problem =
+          (patch.outputDir ? outputDirProblem(patch.outputDir) : null) ??
+          (patch.vaeDir ? vaeFolderProblem(patch.vaeDir) : null);
         if (problem) throw new StudioError('invalid-argument', problem);
         const next = this.settings.update(patch);
         this.events.emit('settingsChanged', next);

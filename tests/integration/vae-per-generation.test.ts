@@ -255,6 +255,12 @@ describe('a replacement VAE through the host', () => {
       `vae-${vaeSha.slice(0, 16)}-fp16`,
     );
 
+    // A VAE folder that is not there is refused when set, and the setting is kept.
+    const gone = path.join(dataDir(), 'no-such-folder');
+    expect(() => host.service.updateSettings({ vaeDir: gone })).toThrow(
+      `The VAE folder ${gone} does not exist: create it first, or choose another.`,
+    );
+    expect(host.settings.get().vaeDir).toBeNull();
     // A name the folder does not have is refused when queued, in one sentence.
     await expect(
       host.service.enqueue({

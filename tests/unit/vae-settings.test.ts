@@ -15,6 +15,7 @@ import {
   listVaeFiles,
   resolveVaeFile,
   vaeFolder,
+  vaeFolderProblem,
   vaeFromImported,
   vaeInfotextFields,
 } from '../../src/main/models/vaes';
@@ -96,6 +97,19 @@ describe('the VAE folder', () => {
       { name: 'vae-ft-mse-840000-ema-pruned.safetensors', bytes: 7 },
     ]);
     expect(await listVaeFiles(path.join(dir, 'none'))).toEqual([]);
+  });
+
+  it('says in one sentence why a folder cannot be the VAE folder', () => {
+    expect(vaeFolderProblem(dir)).toBeNull();
+    expect(vaeFolderProblem('models/VAE')).toBe(
+      `The VAE folder must be a full path (such as ${path.resolve('/', 'models', 'VAE')}), not "models/VAE".`,
+    );
+    expect(vaeFolderProblem(path.join(dir, 'none'))).toBe(
+      `The VAE folder ${path.join(dir, 'none')} does not exist: create it first, or choose another.`,
+    );
+    expect(vaeFolderProblem(path.join(dir, 'sdxl_vae.ckpt'))).toBe(
+      `${path.join(dir, 'sdxl_vae.ckpt')} is a file, not a folder: choose the folder that holds the VAE files.`,
+    );
   });
 
   it('resolves a name in the folder or a path, and says when it is not there', async () => {

@@ -6,6 +6,7 @@
  * The infotext records it as A1111 does: `VAE: <file name>` and `VAE hash: <first 10 hex of the
  * file's sha256>` (modules/sd_vae.py get_loaded_vae_name / get_loaded_vae_hash).
  */
+import { statSync } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import {
@@ -25,6 +26,24 @@ import { type CachedVae, ensureVaeConverted, shortHash } from './checkpoint-cach
 /** The VAE folder the settings name: Settings.vaeDir, else `<data folder>/vae`. */
 export function vaeFolder(settings: Pick<Settings, 'vaeDir'>, dataDir: string): string {
   return path.resolve(settings.vaeDir ?? path.join(dataDir, 'vae'));
+}
+
+/** Why `dir` cannot be the VAE folder (one sentence), or null; checked when it is set. */
+export function vaeFolderProblem(dir: string): string | null {
+  const shown = dir.length > 200 ? `${dir.slice(0, 200)}…` : dir;
+  if (!path.isAbsolute(dir))
+    return `The VAE folder must be a full path (such as ${path.resolve('/', 'models', 'VAE')}), not "${shown}".`;
+  const st = (() => {
+    try {
+      return statSync(dir);
+    } catch {
+      return null;
+    }
+  })();
+  if (!st) return `The VAE folder ${shown} does not exist: create it first, or choose another.`;
+  if (!st.isDirectory())
+    return `${shown} is a file, not a folder: choose the folder that holds the VAE files.`;
+  return null;
 }
 
 const isVaeFileName = (name: string): boolean =>
