@@ -4,6 +4,7 @@ import type { UsedEmbedding } from './adapters/embeddings';
 import { EngineError, throwIfAborted } from './errors';
 import type { PixelImage } from './image';
 import { type LoadedModel, type ProviderPreference, SessionCache, loadModel } from './models';
+import { type VaeFolder, checkVaeFits, openVaeFolder, withVae } from './models/vae';
 import { type GenerateProgress, type GeneratedImage, runDiffusion } from './pipelines/generate';
 import { runInpaint } from './pipelines/inpaint';
 import { runOutpaint } from './pipelines/outpaint';
@@ -61,6 +62,11 @@ export interface GenerateRequest {
   loras?: LoraRequest[];
   /** Embeddings the prompts may use by token; the engine uses those whose token appears. */
   embeddings?: EmbeddingRequest[];
+  /**
+   * A converted VAE folder (vae_encoder/, vae_decoder/) used instead of the model's own VAE,
+   * resolved by the host from settings.vae (ensureVaeConverted); the model's own when absent.
+   */
+  vaeDir?: string | null;
 }
 
 export interface GenerateResult {
@@ -84,11 +90,14 @@ export interface RunOptions {
 
 /**
  * The engine: one loaded model at a time (switching models releases the previous one's
- * sessions), prompt embeddings cached per model. Not thread-safe: the worker runs one request
- * at a time.
+ * sessions), prompt embeddings cached per model, and at most one replacement VAE (switching it
+ * releases only the previous VAE's sessions: the model's stay). Not thread-safe: the worker runs
+ * one request at a time.
  */
 export class DiffusionEngine {
   #loaded: { dir: string; key: string; model: LoadedModel; text: TextConditioner } | null = null;
+  /** The replacement VAE last used, with the model it was checked against. */
+  #vae: { key: string; folder: VaeFolder; model: LoadedModel; view: LoadedModel } | null = null;
   /**
    * This engine's own sessions. Releasing a model ends its sessions, so they must not be shared
    * with another engine (or loadModel caller) in the process that still uses them.
@@ -124,10 +133,13 @@ export class DiffusionEngine {
       : request.modelDir;
     const loaded = await this.#model(modelDir, timings);
     loaded.text.useEmbeddings(request.embeddings ?? [], [settings.prompt, settings.negativePrompt]);
+    const model = request.vaeDir
+      ? await this.#withVae(loaded.model, request.vaeDir, timings)
+      : loaded.model;
     let images: GeneratedImage[];
     try {
       const ctx = {
-        model: loaded.model,
+        model,
         text: loaded.text,
         timings,
         signal: run.signal,
@@ -172,7 +184,34 @@ export class DiffusionEngine {
     const current = this.#loaded;
     this.#loaded = null;
     await current?.text.release();
+    await this.#releaseVae();
     await current?.model.release();
+  }
+
+  async #releaseVae(): Promise<void> {
+    const vae = this.#vae;
+    this.#vae = null;
+    if (vae) await this.#sessions.release(vae.folder.dir);
+  }
+
+  /** `model` decoding (and encoding) with the converted VAE in `dir`, after checking it fits. */
+  async #withVae(model: LoadedModel, dir: string, timings: StageTimings): Promise<LoadedModel> {
+    const resolved = path.resolve(dir);
+    if (this.#vae?.key === resolved && this.#vae.model === model) return this.#vae.view;
+    const started = performance.now();
+    const folder = await openVaeFolder(resolved);
+    checkVaeFits(model, folder);
+    if (this.#vae?.key !== resolved) await this.#releaseVae();
+    const view = withVae(model, folder, {
+      cache: this.#sessions,
+      preference: this.options.provider ?? 'auto',
+      options: this.options.threads ? { threads: this.options.threads } : {},
+    });
+    // The decoder is created now, as loadModel does the model's own: a broken file fails here.
+    await view.session('vae_decoder');
+    timings.loadMs += performance.now() - started;
+    this.#vae = { key: resolved, folder, model, view };
+    return view;
   }
 
   async #model(dir: string, timings: StageTimings) {

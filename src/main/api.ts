@@ -5,6 +5,7 @@ import { JobService } from './jobs/service';
 import { outputDirProblem } from './library/export';
 import { Library } from './library/service';
 import { CheckpointImports } from './models/imports';
+import { VaeService, vaeFolderProblem } from './models/vaes';
 import type { DesktopIntegration, HostContext } from './services';
 import { SettingsStore } from './settings-store';
 
@@ -32,6 +33,7 @@ export class StudioHost {
   readonly library: Library;
   readonly jobs: JobService;
   readonly imports: CheckpointImports;
+  readonly vaes: VaeService;
   readonly service: StudioService;
   #engineStatus: EngineStatus;
 
@@ -63,6 +65,7 @@ export class StudioHost {
     this.library = new Library(context);
     this.jobs = new JobService(context, this.library);
     this.imports = new CheckpointImports(context, (folder) => this.library.addModel(folder));
+    this.vaes = new VaeService(context);
 
     this.service = {
       getAppInfo: () => this.appInfo(),
@@ -70,7 +73,9 @@ export class StudioHost {
       getSettings: () => this.settings.get(),
       updateSettings: (patch) => {
         // Checked when it is set, so a folder that cannot take images is refused at once.
-        const problem = patch.outputDir ? outputDirProblem(patch.outputDir) : null;
+        const problem =
+          (patch.outputDir ? outputDirProblem(patch.outputDir) : null) ??
+          (patch.vaeDir ? vaeFolderProblem(patch.vaeDir) : null);
         if (problem) throw new StudioError('invalid-argument', problem);
         const next = this.settings.update(patch);
         this.events.emit('settingsChanged', next);
@@ -80,6 +85,7 @@ export class StudioHost {
       ...this.library.methods,
       ...this.jobs.methods,
       ...this.imports.methods,
+      ...this.vaes.methods,
     };
   }
 

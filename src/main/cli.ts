@@ -19,8 +19,10 @@ import {
 import { fileURLToPath } from 'node:url';
 import { UsageError, runCli } from './cli-run';
 import { encodePngWithMetadata } from './library/png-metadata';
+import { vaeInfotextFields } from './models/vaes';
 import {
   ensureConverted,
+  ensureVaeConverted,
   formatConvertProgress,
   isCheckpointFile,
   resourcesDirFrom,
@@ -35,9 +37,12 @@ const usage = `Usage: npm run generate -- --model DIR --prompt TEXT [options] --
   --model DIR|FILE     model folder (diffusers ONNX or optimum layout), or a single-file
                        checkpoint (.safetensors, .ckpt: SD 1.x, 2.x, SDXL), converted on first
                        use into the data folder's cache and reused afterwards
-  --vae FILE           with a checkpoint: a VAE-only file used instead of its own
+  --vae FILE           a VAE-only file (.safetensors, .ckpt) used instead of the model's own:
+                       with a checkpoint, built into its conversion; with a folder, converted
+                       once into the data folder's cache and used for this generation
   --prediction P       with an SD 2.x checkpoint that does not say: epsilon or v
-  --data-dir DIR       where converted checkpoints are cached (default: the app's data folder)
+  --data-dir DIR       where converted checkpoints and VAEs are cached (default: the app's data
+                       folder)
   --prompt TEXT        what to draw; (word:1.2) [word] BREAK are understood
   --negative TEXT      what to avoid
   --seed N             noise seed (default: random, printed)
@@ -252,10 +257,8 @@ async function checkpointModel(values: {
   const file = path.resolve(values.model!);
   const stat = await fs.stat(file).catch(() => null);
   if (!stat?.isFile() || !isCheckpointFile(file)) {
-    if (values.vae || values.prediction)
-      throw new UsageError(
-        `--${values.vae ? 'vae' : 'prediction'} applies to a checkpoint file given as --model.`,
-      );
+    if (values.prediction)
+      throw new UsageError('--prediction applies to a checkpoint file given as --model.');
     return null;
   }
   const prediction = values.prediction;
@@ -263,9 +266,7 @@ async function checkpointModel(values: {
     throw new UsageError(`--prediction must be epsilon or v, not "${prediction}".`);
   const here = path.dirname(fileURLToPath(import.meta.url));
   const result = await ensureConverted(file, {
-    dataDir: path.resolve(
-      values['data-dir'] ?? process.env.LATENT_STUDIO_DATA_DIR ?? defaultDataDir(),
-    ),
+    dataDir: dataDirOf(values),
     vocabularyFile: vocabularyIn(resourcesDirFrom(here)),
     ...(values.vae ? { vae: path.resolve(values.vae) } : {}),
     ...(prediction ? { prediction: prediction === 'epsilon' ? 'epsilon' : 'v_prediction' } : {}),
@@ -280,10 +281,40 @@ async function checkpointModel(values: {
     dir: result.dir,
     sha256: result.sha256,
     name: path.basename(file, path.extname(file)),
-    vae: result.record.vae
-      ? path.basename(result.record.vae, path.extname(result.record.vae))
-      : null,
+    // A1111's `VAE:` is the file's name with its extension.
+    vae: result.record.vae ? path.basename(result.record.vae) : null,
   };
+}
+
+const dataDirOf = (values: { 'data-dir'?: string }): string =>
+  path.resolve(values['data-dir'] ?? process.env.LATENT_STUDIO_DATA_DIR ?? defaultDataDir());
+
+/**
+ * `--vae FILE` with a model folder: the VAE converted into the data folder's cache (once, with
+ * progress on stderr) for this generation, and its infotext fields.
+ */
+async function replacementVae(values: {
+  vae?: string;
+  'data-dir'?: string;
+  quiet?: boolean;
+}): Promise<{ file: string; dir: string; fields: { 'VAE hash': string; VAE: string } }> {
+  const file = path.resolve(values.vae!);
+  const stat = await fs.stat(file).catch(() => null);
+  if (!stat?.isFile()) throw new UsageError(`--vae: ${file} does not exist.`);
+  if (!isCheckpointFile(file))
+    throw new UsageError(
+      `--vae: ${path.basename(file)} is not a VAE file (.safetensors, .ckpt, .pt).`,
+    );
+  const result = await ensureVaeConverted(file, {
+    dataDir: dataDirOf(values),
+    onProgress: (p) => {
+      if (values.quiet) return;
+      const doing = p.phase === 'hashing' ? 'checking' : 'converting';
+      process.stderr.write(`\r${doing} ${path.basename(file)}: ${formatConvertProgress(p)}      `);
+    },
+  });
+  if (!values.quiet && result.converted) process.stderr.write(`\nconverted into ${result.dir}\n`);
+  return { file, dir: result.dir, fields: vaeInfotextFields({ file, sha256: result.sha256 }) };
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -359,6 +390,8 @@ async function main(argv: string[]): Promise<number> {
   const upscaling = upscaleArgs(values);
   const checkpoint = await checkpointModel(values);
   if (checkpoint) values.model = checkpoint.dir;
+  // A checkpoint's --vae is built into its conversion; a folder's is used per generation.
+  const vae = values.vae && !checkpoint ? await replacementVae(values) : null;
   const model = await engine.load(values.model);
   const native = model.family.nativeSize;
 
@@ -379,6 +412,7 @@ async function main(argv: string[]): Promise<number> {
   const parsed = GenerationSettings.safeParse({
     mode: upscaling.mode ?? masking.mode ?? (values.init ? 'img2img' : 'txt2img'),
     model: path.resolve(values.model),
+    vae: vae?.file ?? null,
     prompt: values.prompt,
     negativePrompt: values.negative,
     seed,
@@ -425,7 +459,7 @@ async function main(argv: string[]): Promise<number> {
 
   const started = Date.now();
   const result = await engine.generate(
-    { settings, modelDir: values.model, initImage, maskImage },
+    { settings, modelDir: values.model, initImage, maskImage, vaeDir: vae?.dir ?? null },
     {
       onProgress: (p) => {
         if (values.quiet || p.stage !== 'denoise') return;
@@ -458,6 +492,7 @@ async function main(argv: string[]): Promise<number> {
               modelName: checkpoint?.name ?? model.info.name,
               ...(checkpoint ? { modelHash: shortHash(checkpoint.sha256) } : {}),
               ...(checkpoint?.vae ? { VAE: checkpoint.vae } : {}),
+              ...vae?.fields,
               version: `Latent Studio ${appVersion}`,
             },
           },

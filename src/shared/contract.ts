@@ -19,6 +19,7 @@ import {
 } from './library';
 import { Settings, SettingsPatch } from './settings';
 import { AppInfo, EngineStatus } from './status';
+import { VaeList } from './vae';
 
 /**
  * The one contract between the studio and its host. Each method takes at most one argument,
@@ -48,6 +49,8 @@ export const studioMethods = {
     input: z.object({ path: z.string().min(1).max(4096) }).strict(),
     output: z.null(),
   },
+  /** The replacement VAEs offered: the VAE-only files in the VAE folder (Settings.vaeDir). */
+  listVaes: { input: none, output: VaeList },
   /** Tokens per 75-token chunk of a prompt, with the model's own tokenizer. */
   countTokens: {
     input: z.object({ modelId: Id, prompt: z.string().max(20_000) }).strict(),

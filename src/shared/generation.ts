@@ -157,6 +157,12 @@ export const GenerationFields = z
     mode: GenerationMode.default('txt2img'),
     /** Model folder path or library id. */
     model: z.string().min(1).max(4096),
+    /**
+     * A replacement VAE for this generation: null uses the model's own; else a VAE-only file
+     * (.safetensors, .ckpt, .pt), named by its path or by its file name in the studio's VAE
+     * folder. The latent scaling factor stays the model family's.
+     */
+    vae: z.string().min(1).max(4096).nullable().default(null),
     prompt: z.string().max(maxPromptChars, `must be at most ${maxPromptChars} characters`),
     negativePrompt: z.string().max(maxPromptChars).default(''),
     /** Any integer 0 .. 2^53-1; torch seeds its generator with the low 32 bits. */

@@ -73,6 +73,11 @@ export const UploadedImage = z.object({
     .object({
       source: z.enum(['latent-studio', 'a1111', 'comfyui', 'invokeai', 'none']),
       settings: GenerationFields.partial(),
+      /**
+       * What could not be restored, one sentence each (a replacement VAE the image names that
+       * is not in the VAE folder); absent when everything was.
+       */
+      notes: z.array(z.string()).optional(),
     })
     .nullable(),
 });

@@ -17,6 +17,11 @@ export const Settings = z.object({
   outputDir: z.string().min(1).max(4096).nullable().default(null),
   /** Write generation parameters into PNGs (A1111 `parameters` text plus our JSON). */
   embedMetadata: z.boolean().default(true),
+  /**
+   * The folder (absolute path) whose VAE-only files (.safetensors, .ckpt, .pt) the studio offers
+   * as replacement VAEs; null: the data folder's `vae/`.
+   */
+  vaeDir: z.string().min(1).max(4096).nullable().default(null),
 });
 export type Settings = z.infer<typeof Settings>;
 
@@ -28,6 +33,7 @@ export const SettingsPatch = z
     threads: Settings.shape.threads.unwrap(),
     outputDir: Settings.shape.outputDir.unwrap(),
     embedMetadata: Settings.shape.embedMetadata.unwrap(),
+    vaeDir: Settings.shape.vaeDir.unwrap(),
   })
   .partial()
   .strict();

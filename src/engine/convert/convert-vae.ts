@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { EngineError } from '../errors';
-import { vaePrefixOf } from './convert';
+import { type ConvertProgress, vaePrefixOf } from './convert';
 import { detectVae } from './detect';
 import { emitVaeDecoder, emitVaeEncoder } from './emit/index';
 import { openCheckpoint } from './readers/index';
@@ -35,6 +35,8 @@ export interface ConvertVaeOptions {
   precision?: 'fp16' | 'fp32';
   sha256?: string;
   signal?: AbortSignal;
+  /** After each weight written: phase vae_encoder or vae_decoder, tensors, MB/s, ETA. */
+  onProgress?: (p: ConvertProgress) => void;
 }
 
 /**
@@ -68,13 +70,48 @@ export async function convertVae(
     );
     const emitted = { precision, ...(options.signal ? { signal: options.signal } : {}) };
     const graphs = { ...vae, scalingFactor: 0 };
+    // Totals come from dry runs (graphs built, nothing written), so progress counts both parts.
+    const encoderPlan = await emitVaeEncoder(source, graphs, prefix, {
+      dir: path.join(temp, 'vae_encoder'),
+      ...emitted,
+      dryRun: true,
+    });
+    const decoderPlan = await emitVaeDecoder(source, graphs, prefix, {
+      dir: path.join(temp, 'vae_decoder'),
+      ...emitted,
+      dryRun: true,
+    });
+    const tensorsTotal = encoderPlan.tensors + decoderPlan.tensors;
+    const bytesTotal = encoderPlan.bytes + decoderPlan.bytes;
+    const started = performance.now();
+    let tensorsDone = 0;
+    let bytesDone = 0;
+    const onTensor =
+      (phase: 'vae_encoder' | 'vae_decoder') =>
+      (p: { bytes: number }): void => {
+        tensorsDone++;
+        bytesDone += p.bytes;
+        if (!options.onProgress) return;
+        const rate = bytesDone / Math.max(1e-3, (performance.now() - started) / 1000);
+        options.onProgress({
+          phase,
+          tensorsDone,
+          tensorsTotal,
+          bytesDone,
+          bytesTotal,
+          mbPerSecond: rate / 1e6,
+          etaSeconds: rate > 0 ? Math.max(0, (bytesTotal - bytesDone) / rate) : null,
+        });
+      };
     await emitVaeEncoder(source, graphs, prefix, {
       dir: path.join(temp, 'vae_encoder'),
       ...emitted,
+      onTensor: onTensor('vae_encoder'),
     });
     await emitVaeDecoder(source, graphs, prefix, {
       dir: path.join(temp, 'vae_decoder'),
       ...emitted,
+      onTensor: onTensor('vae_decoder'),
     });
     const config = `${JSON.stringify({ _class_name: 'AutoencoderKL', latent_channels: vae.zChannels }, null, 2)}\n`;
     await writeFile(path.join(temp, 'vae_encoder', 'config.json'), config);

@@ -1,5 +1,5 @@
 /**
- * Converting a checkpoint off the caller's thread. Widening one large fp16 tensor, or building a
+ * Converting a checkpoint (or a VAE-only file) off the caller's thread. Widening one large fp16 tensor, or building a
  * UNet graph, is seconds of synchronous work; in the studio's host that would stall IPC, SQLite
  * and the UI. So the host runs convertCheckpoint in a worker thread of the engine worker's bundle
  * (started with `workerData` asking for a conversion instead of the engine's message loop), as
@@ -21,6 +21,7 @@ import {
   type ConvertResult,
   convertCheckpoint,
 } from './convert';
+import { type ConvertVaeOptions, type VaeConversionRecord, convertVae } from './convert-vae';
 
 /** What a conversion in a worker takes: ConvertOptions less what cannot cross a thread. */
 export type WorkerConvertOptions = Omit<ConvertOptions, 'freeBytes'>;
@@ -30,18 +31,23 @@ export const CANCEL_GRACE_MS = 500;
 
 const role = 'convert-checkpoint';
 
-interface ConvertRequest {
+type ConvertRequest = {
   role: typeof role;
   file: string;
   outDir: string;
-  options: Omit<WorkerConvertOptions, 'signal' | 'onProgress'>;
-}
+} & (
+  | { kind?: 'checkpoint'; options: Omit<WorkerConvertOptions, 'signal' | 'onProgress'> }
+  | { kind: 'vae'; options: Omit<ConvertVaeOptions, 'signal' | 'onProgress'> }
+);
+
+/** What convertVae gives. */
+export type VaeConversionResult = VaeConversionRecord & { dir: string };
 
 type ToConverter = { type: 'cancel' };
 
 type FromConverter =
   | { type: 'progress'; progress: ConvertProgress }
-  | { type: 'converted'; result: ConvertResult }
+  | { type: 'converted'; result: ConvertResult | VaeConversionResult }
   | { type: 'convert-failed'; error: EngineErrorInfo };
 
 function isConvertRequest(data: unknown): data is ConvertRequest {
@@ -67,11 +73,15 @@ export function answerConversion(port: MessagePort | null, data: unknown): boole
     if (m.type === 'cancel') controller.abort();
   });
   const send = (m: FromConverter): void => port.postMessage(m);
-  convertCheckpoint(data.file, data.outDir, {
-    ...data.options,
+  const callbacks = {
     signal: controller.signal,
-    onProgress: (progress) => send({ type: 'progress', progress }),
-  }).then(
+    onProgress: (progress: ConvertProgress) => send({ type: 'progress', progress }),
+  };
+  const converting: Promise<ConvertResult | VaeConversionResult> =
+    data.kind === 'vae'
+      ? convertVae(data.file, data.outDir, { ...data.options, ...callbacks })
+      : convertCheckpoint(data.file, data.outDir, { ...data.options, ...callbacks });
+  converting.then(
     (result) => send({ type: 'converted', result }),
     (err: unknown) => send({ type: 'convert-failed', error: describeEngineError(err) }),
   );
@@ -102,13 +112,45 @@ export function convertCheckpointInWorker(
   options: WorkerConvertOptions,
 ): Promise<ConvertResult> {
   const { signal, onProgress, ...rest } = options;
+  return inWorker<ConvertResult>(
+    workerPath,
+    { role, file, outDir, options: rest },
+    { signal, onProgress },
+  );
+}
+
+/**
+ * convertVae(file, outDir, options) in a new worker thread of `workerPath`, as
+ * convertCheckpointInWorker does for checkpoints (same cancel and clean-up).
+ */
+export function convertVaeInWorker(
+  workerPath: string,
+  file: string,
+  outDir: string,
+  options: ConvertVaeOptions,
+): Promise<VaeConversionResult> {
+  const { signal, onProgress, ...rest } = options;
+  return inWorker<VaeConversionResult>(
+    workerPath,
+    { role, kind: 'vae', file, outDir, options: rest },
+    { signal, onProgress },
+  );
+}
+
+function inWorker<R>(
+  workerPath: string,
+  request: ConvertRequest,
+  {
+    signal,
+    onProgress,
+  }: { signal?: AbortSignal | undefined; onProgress?: ((p: ConvertProgress) => void) | undefined },
+): Promise<R> {
+  const outDir = request.outDir;
   if (signal?.aborted) {
     return Promise.reject(new EngineError('cancelled', 'The conversion was cancelled.'));
   }
   return new Promise((resolve, reject) => {
-    const worker = new Worker(workerPath, {
-      workerData: { role, file, outDir, options: rest } satisfies ConvertRequest,
-    });
+    const worker = new Worker(workerPath, { workerData: request });
     let settled = false;
     let grace: NodeJS.Timeout | undefined;
     const finish = (outcome: () => void, cleanUp = false): void => {
@@ -134,7 +176,7 @@ export function convertCheckpointInWorker(
       if (message.type === 'progress') {
         if (!settled) onProgress?.(message.progress);
       } else if (message.type === 'converted') {
-        finish(() => resolve(message.result));
+        finish(() => resolve(message.result as R));
       } else if (message.type === 'convert-failed') {
         const { code, message: text, file: where } = message.error;
         finish(

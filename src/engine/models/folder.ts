@@ -202,7 +202,7 @@ async function findModelFile(root: string, dir: string): Promise<string> {
   );
 }
 
-async function readComponent(
+export async function readComponent(
   root: string,
   name: ComponentName,
   className: string | null,

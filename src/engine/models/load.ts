@@ -10,7 +10,7 @@ import type { IoSpec } from '../tensor';
 import { detectFamily } from './family';
 import { openModelFolder } from './folder';
 import type { ProviderName, ProviderPreference } from './providers';
-import { sessionCache as defaultCache, type SessionCache } from './session-cache';
+import { sessionCache as defaultCache, type SessionCache, type SessionKey } from './session-cache';
 import { findInput, findOutput, signatureFromSession, validateSignature } from './signature';
 import type { ComponentName, FamilyInfo, JsonObject, ModelInfo, Signature } from './types';
 
@@ -95,21 +95,11 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
         ),
       );
     }
-    const p = cache
-      .get({ modelPath: c.modelPath, preference, options }, c.file, info.dir)
-      .then((created) => {
-        const signature = signatureFromSession(created.session);
-        validateSignature(name, signature, c.file);
-        signatures[name] = signature;
-        return componentSession(
-          name,
-          c.file,
-          created.session,
-          signature,
-          created.provider,
-          created.fallbackReason,
-        );
-      });
+    const key = { modelPath: c.modelPath, preference, options };
+    const p = createComponentSession(cache, key, name, c.file, info.dir).then((s) => {
+      signatures[name] = s.signature;
+      return s;
+    });
     sessions.set(name, p);
     p.catch(() => {
       if (sessions.get(name) === p) sessions.delete(name);
@@ -151,6 +141,30 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
       await cache.release(info.dir);
     },
   };
+}
+
+/**
+ * The cached session of `key` as component `name`: created on first use, its signature read from
+ * the session and checked (`file` names it in messages).
+ */
+export async function createComponentSession(
+  cache: SessionCache,
+  key: SessionKey,
+  name: ComponentName,
+  file: string,
+  baseDir: string,
+): Promise<ComponentSession> {
+  const created = await cache.get(key, file, baseDir);
+  const signature = signatureFromSession(created.session);
+  validateSignature(name, signature, file);
+  return componentSession(
+    name,
+    file,
+    created.session,
+    signature,
+    created.provider,
+    created.fallbackReason,
+  );
 }
 
 /** Wraps a created session with its signature and error-wrapping `run`. */

@@ -20,6 +20,7 @@ import { isLibraryError } from '../library/errors';
 import { encodePngWithMetadata, type PngGenerationMetadata } from '../library/png-metadata';
 import type { HostContext, JobMethods } from '../services';
 import { convertedModelFields } from '../models/checkpoint-cache';
+import { VaeService, type VaePrepareProgress, resolveVaeFile } from '../models/vaes';
 import { appVersion } from '../version';
 import { describeJobFailure, storageError } from './errors';
 import { previewDataUrl, readPixels } from './images';
@@ -128,6 +129,7 @@ export class JobService {
   /** Why the queue paused itself (a full disk); cleared when the person resumes it. */
   #pauseReason: string | null = null;
   readonly #store: JobStore;
+  readonly #vaes: VaeService;
 
   constructor(
     readonly context: HostContext,
@@ -166,6 +168,7 @@ export class JobService {
       moveJob: (input) => g(() => this.move(input.id, input.position)),
     } satisfies JobMethods;
     this.#store = new JobStore(library.database);
+    this.#vaes = new VaeService(context);
     // The restored database has its own jobs: recover them and run the queue again.
     library.onReopened(() => this.reload());
     this.reload();
@@ -385,6 +388,7 @@ export class JobService {
       const upscaler = await this.#model(settings.upscale.model, 'upscaler model');
       frozen.upscale = { ...settings.upscale, model: upscaler.id };
     }
+    if (settings.vae) await resolveVaeFile(settings.vae, this.#vaes.folder());
     return frozen;
   }
 
@@ -537,10 +541,28 @@ export class JobService {
         settings.mask && settings.mode === 'inpaint'
           ? await readPixels((await this.#image(settings.mask.image, 'mask')).file, 'mask')
           : null;
+      // A replacement VAE is converted on first use (cached by its sha256): part of loading.
+      let vaePhase = '';
+      const vae = settings.vae
+        ? await this.#vaes.prepare(settings.vae, {
+            signal: cur.controller.signal,
+            onProgress: (p) => {
+              // Each new phase (hashing, encoder, decoder) shows at once, past the throttle.
+              this.#onLoadingProgress(cur, p, p.phase !== vaePhase);
+              vaePhase = p.phase;
+            },
+          })
+        : null;
       if (cur.controller.signal.aborted)
         throw new StudioError('cancelled', 'The job was cancelled.');
       const result = await this.#engine().generate(
-        { settings: engineSettings, modelDir: model.path, initImage, maskImage },
+        {
+          settings: engineSettings,
+          modelDir: model.path,
+          initImage,
+          maskImage,
+          ...(vae ? { vaeDir: vae.dir } : {}),
+        },
         { signal: cur.controller.signal, onProgress: (p) => this.#onProgress(cur, p) },
       );
       if (cur.cancelRequested) throw new StudioError('cancelled', 'The job was cancelled.');
@@ -554,7 +576,7 @@ export class JobService {
       this.#emitProgress(cur, true);
       const saved = await this.library.saveGeneration({
         settings,
-        images: await this.#encode(settings, result, model),
+        images: await this.#encode(settings, result, model, vae?.fields ?? {}),
         family: result.family,
         provider: result.provider,
         fallbackReason: result.fallbackReason,
@@ -634,6 +656,7 @@ export class JobService {
     settings: GenerationSettings,
     result: GenerateResult,
     model: ModelEntry,
+    vaeFields: { VAE?: string; 'VAE hash'?: string },
   ): Promise<SaveImageInput[]> {
     const out: SaveImageInput[] = [];
     for (const generated of result.images) {
@@ -646,7 +669,10 @@ export class JobService {
       );
       out.push({
         png,
-        metadata: imageMetadata(settings, generated, model.name, convertedModelFields(model.path)),
+        metadata: imageMetadata(settings, generated, model.name, {
+          ...convertedModelFields(model.path),
+          ...vaeFields,
+        }),
         width: image.width,
         height: image.height,
         seed: generated.seed,
@@ -665,6 +691,22 @@ export class JobService {
 
   // -------------------------------------------------------------------------------------------
   // Progress and events
+
+  /** A replacement VAE being hashed or converted: the loading stage, counted in weights. */
+  #onLoadingProgress(cur: Current, p: VaePrepareProgress, force: boolean): void {
+    if (this.#current !== cur || cur.saving) return;
+    cur.stage = 'loading';
+    if (p.phase === 'hashing') {
+      cur.step = Math.floor((100 * p.bytesDone) / Math.max(1, p.bytesTotal));
+      cur.total = 100;
+      cur.etaMs = null;
+    } else {
+      cur.step = p.tensorsDone;
+      cur.total = Math.max(1, p.tensorsTotal);
+      cur.etaMs = p.etaSeconds === null ? null : p.etaSeconds * 1000;
+    }
+    this.#emitProgress(cur, force);
+  }
 
   #onProgress(cur: Current, p: GenerateProgress): void {
     if (this.#current !== cur || cur.saving) return;
@@ -790,8 +832,11 @@ export function imageMetadata(
   settings: GenerationSettings,
   generated: GeneratedImage,
   modelName: string,
-  /** `Model hash` / `VAE` of a model converted from a checkpoint (convertedModelFields). */
-  converted: { modelHash?: string; VAE?: string } = {},
+  /**
+   * `Model hash` / `VAE` of a model converted from a checkpoint (convertedModelFields), and
+   * `VAE hash` / `VAE` of a replacement VAE (vaeInfotextFields), which wins.
+   */
+  converted: { modelHash?: string; VAE?: string; 'VAE hash'?: string } = {},
 ): PngGenerationMetadata {
   const perImage = settings.seedMode === 'per-image';
   return {

@@ -22,7 +22,9 @@ import {
   searchGallery,
   toItems,
 } from './gallery';
-import { formatA1111Parameters } from './png-metadata';
+import fs from 'node:fs';
+import path from 'node:path';
+import { formatA1111Parameters, readGenerationMetadata } from './png-metadata';
 
 interface GenerationRow {
   id: string;
@@ -128,8 +130,38 @@ export class GalleryService {
       createdAt: g.created_at,
       parentId: g.parent_id,
       childIds,
-      parametersText: formatA1111Parameters(settings, { modelName: g.model_name }),
+      parametersText: formatA1111Parameters(settings, {
+        modelName: g.model_name,
+        ...this.#vaeFields(g.id, settings),
+      }),
     };
+  }
+
+  /**
+   * A replacement VAE's infotext fields: its name from the settings, its hash (known only once
+   * the file was hashed for the job) from the first image's own metadata when it carries one.
+   */
+  #vaeFields(generationId: string, settings: GenerationSettings): Record<string, string> {
+    if (!settings.vae) return {};
+    const name = path.basename(settings.vae);
+    const row = this.#db
+      .prepare(
+        'SELECT file FROM images WHERE generation_id = ? AND deleted_at IS NULL ORDER BY batch_index LIMIT 1',
+      )
+      .get(generationId) as { file: string } | undefined;
+    let hash: string | undefined;
+    try {
+      if (row) {
+        const raw = readGenerationMetadata(
+          fs.readFileSync(path.resolve(this.context.dataDir, row.file)),
+        ).raw;
+        if (raw.VAE === name && /^[0-9a-f]{10}$/.test(raw['VAE hash'] ?? ''))
+          hash = raw['VAE hash'];
+      }
+    } catch {
+      // a missing file: the name alone
+    }
+    return hash ? { 'VAE hash': hash, VAE: name } : { VAE: name };
   }
 
   #liveIds(ids: string[]): string[] {

@@ -26,6 +26,7 @@ import { Reconciler } from './reconcile';
 import { GenerationSaver, type SaveGenerationInput, type SaveGenerationResult } from './saving';
 import { TrashService } from './trash';
 import { UploadService } from './uploads';
+import { vaeFolder } from '../models/vaes';
 
 export type { MediaFile, ResolvedImage } from './media';
 export type { SaveGenerationInput, SaveGenerationResult, SaveImageInput } from './saving';
@@ -86,7 +87,9 @@ export class Library {
       added: (ids) => changed(ids, [], [], { countNew: true }),
     });
     this.media = new MediaResolver(database, this.store);
-    this.uploads = new UploadService(database, this.store);
+    this.uploads = new UploadService(database, this.store, () =>
+      vaeFolder(context.settings.get(), context.dataDir),
+    );
     this.trash = new TrashService(context, database, this.store, this.media, changed);
     this.reconciler = new Reconciler(context, database, this.store, this.saver, changed);
     this.integrity = new IntegrityService(context, database, this.store, {

@@ -10,6 +10,7 @@ import { type Db, immediate } from './db';
 import { type FileStore, existsFile } from './file-store';
 import { newId, sha256 } from './ids';
 import { readImageMetadata } from './metadata';
+import { vaeFromImported } from '../models/vaes';
 
 const uploadFormats: Record<string, string> = { png: 'png', jpeg: 'jpg', webp: 'webp' };
 
@@ -20,6 +21,8 @@ export class UploadService {
   constructor(
     readonly database: LibraryDatabase,
     readonly store: FileStore,
+    /** The studio's VAE folder, where an imported image's VAE is looked for. */
+    readonly vaeFolder: (() => string) | null = null,
   ) {
     const guard = database.guard.bind(database);
     this.methods = {
@@ -89,6 +92,13 @@ export class UploadService {
     if (input.purpose === 'import') {
       const read = readImageMetadata(data);
       metadata = { source: read.source, settings: read.settings };
+      // The VAE it names (ours: settings.vae; A1111: `VAE:`) is chosen when the folder has it.
+      const named = read.source === 'a1111' ? read.raw.VAE : read.settings.vae;
+      if (named && this.vaeFolder) {
+        const { vae, note } = await vaeFromImported(named, this.vaeFolder());
+        metadata.settings = { ...read.settings, vae };
+        if (note) metadata.notes = [note];
+      }
     }
     return { imageId, url: `/media/uploads/${imageId}`, width, height, metadata };
   }

@@ -15,7 +15,7 @@ import {
   convertCheckpoint,
 } from '../../engine/convert/convert';
 import { VAE_RECORD, type VaeConversionRecord, convertVae } from '../../engine/convert/convert-vae';
-import { convertCheckpointInWorker } from '../../engine/convert/in-worker';
+import { convertCheckpointInWorker, convertVaeInWorker } from '../../engine/convert/in-worker';
 import { EngineError } from '../../engine/errors';
 
 /** File name endings taken as single-file checkpoints rather than model folders. */
@@ -216,17 +216,25 @@ async function readVaeRecord(dir: string): Promise<VaeConversionRecord | null> {
  */
 export async function ensureVaeConverted(
   file: string,
-  options: Pick<CachedConversionOptions, 'dataDir' | 'precision' | 'signal' | 'onProgress'>,
+  options: Pick<
+    CachedConversionOptions,
+    'dataDir' | 'precision' | 'signal' | 'onProgress' | 'workerPath'
+  >,
 ): Promise<CachedVae> {
   const precision = options.precision ?? 'fp16';
   const sha256 = await new KnownHashes(path.join(options.dataDir, HASHES_FILE)).hash(file, options);
   const slot = path.join(options.dataDir, 'converted', `vae-${sha256.slice(0, 16)}-${precision}`);
   const found = await inSlot(slot, folderName(file, 'vae'), readVaeRecord, async (dir) => {
-    const { dir: _dir, ...record } = await convertVae(file, dir, {
+    const vaeOptions = {
       precision,
       sha256,
       ...(options.signal ? { signal: options.signal } : {}),
-    });
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    };
+    // In a worker thread when given one, so the studio's host keeps answering meanwhile.
+    const { dir: _dir, ...record } = options.workerPath
+      ? await convertVaeInWorker(options.workerPath, file, dir, vaeOptions)
+      : await convertVae(file, dir, vaeOptions);
     return record;
   });
   return { ...found, sha256 };
@@ -267,8 +275,7 @@ export function convertedModelFields(dir: string): { modelHash?: string; VAE?: s
   }
   return {
     ...(typeof record.sha256 === 'string' ? { modelHash: shortHash(record.sha256) } : {}),
-    ...(typeof record.vae === 'string'
-      ? { VAE: path.basename(record.vae, path.extname(record.vae)) }
-      : {}),
+    // A1111 writes the VAE's file name with its extension (sd_vae.get_loaded_vae_name).
+    ...(typeof record.vae === 'string' ? { VAE: path.basename(record.vae) } : {}),
   };
 }

@@ -19,6 +19,8 @@ export interface ImportedSettings {
   name: string | null;
   source: Exclude<NonNullable<UploadedImage['metadata']>['source'], 'none'>;
   settings: Partial<GenerationSettings>;
+  /** What could not be restored, one sentence each (a VAE missing from the VAE folder). */
+  notes: string[];
 }
 
 export const metadataSourceLabels: Record<ImportedSettings['source'], string> = {
@@ -533,6 +535,7 @@ export class Canvas {
               name: name ?? null,
               source: found.source,
               settings: found.settings,
+              notes: found.notes ?? [],
             }
           : null;
       this.setImage({

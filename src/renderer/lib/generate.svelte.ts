@@ -95,6 +95,8 @@ const sideProblem = (v: number): string | null => {
 export class GenerateForm {
   mode = $state<GenerationMode>('txt2img');
   modelId = $state('');
+  /** A replacement VAE's file name in the VAE folder; null: the model's own. */
+  vae = $state<string | null>(null);
   prompt = $state('');
   negativePrompt = $state('');
   sampler = $state<SamplerName>(defaultGenerationSettings.sampler);
@@ -273,6 +275,8 @@ export class GenerateForm {
     const settings: GenerationInput = {
       mode: this.mode,
       model: this.modelId,
+      // The x4 upscaler decodes with its own VAE, which nothing replaces.
+      vae: this.mode === 'upscale' && this.upscale.method === 'x4' ? null : this.vae,
       prompt: this.prompt,
       negativePrompt: this.negativePrompt,
       seed,
@@ -304,6 +308,7 @@ export class GenerateForm {
   apply(s: Partial<GenerationSettings>): void {
     if (s.mode) this.mode = s.mode;
     if (s.model && this.studio.models.byId(s.model)) this.modelId = s.model;
+    if (s.vae !== undefined) this.vae = s.vae;
     if (s.prompt !== undefined) this.prompt = s.prompt;
     if (s.negativePrompt !== undefined) this.negativePrompt = s.negativePrompt;
     if (s.sampler) this.sampler = s.sampler;

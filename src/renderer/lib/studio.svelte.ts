@@ -16,6 +16,7 @@ import { Gallery } from './gallery.svelte';
 import { GenerateForm } from './generate.svelte';
 import { CheckpointImport } from './checkpoint-import.svelte';
 import { Models } from './models.svelte';
+import { Vaes } from './vaes.svelte';
 import { Notices } from './notices.svelte';
 import { Queue } from './queue.svelte';
 import { type TransportKind, connectStudio } from './transport';
@@ -46,6 +47,7 @@ export class Studio {
 
   readonly notices = new Notices();
   readonly models = new Models(this);
+  readonly vaes = new Vaes(this);
   readonly checkpointImport = new CheckpointImport(this);
   readonly form = new GenerateForm(this);
   readonly queue = new Queue(this);
@@ -68,7 +70,11 @@ export class Studio {
       this.api = api;
       this.transport = kind;
       api.on('engineStatus', (status) => (this.engine = status));
-      api.on('settingsChanged', (settings) => (this.settings = settings));
+      api.on('settingsChanged', (settings) => {
+        const folderChanged = settings.vaeDir !== this.settings?.vaeDir;
+        this.settings = settings;
+        if (folderChanged) void this.vaes.load();
+      });
       api.on('modelsChanged', (models) => this.models.set(models));
       api.on('checkpointImport', (progress) => this.checkpointImport.onProgress(progress));
       api.on('queueChanged', (queue) => this.queue.set(queue));
@@ -92,7 +98,12 @@ export class Studio {
       return;
     }
     // The library and the queue may not be there (yet); each area shows its own problem.
-    await Promise.all([this.models.load(), this.queue.load(), this.gallery.reload()]);
+    await Promise.all([
+      this.models.load(),
+      this.queue.load(),
+      this.gallery.reload(),
+      this.vaes.load(),
+    ]);
     this.#refreshLibraryStatus();
     this.form.ensureModel();
     // The work in progress of the last session (prompt, settings, canvas, mask), then saved as
@@ -112,6 +123,7 @@ export class Studio {
     if (!this.api) return;
     try {
       this.settings = await this.api.updateSettings(patch);
+      if (patch.vaeDir !== undefined) await this.vaes.load();
     } catch (err) {
       this.notices.error(err, 'Could not save the setting');
     }

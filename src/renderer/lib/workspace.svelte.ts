@@ -48,6 +48,7 @@ export class Workspace {
       form: {
         mode: f.mode,
         model: f.modelId,
+        vae: f.vae,
         prompt: f.prompt,
         negativePrompt: f.negativePrompt,
         seed: f.seed,

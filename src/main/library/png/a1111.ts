@@ -22,6 +22,10 @@ export interface A1111Extra {
   modelName?: string;
   /** `Model hash: ...`: the first 10 hex digits of the model file's sha256. */
   modelHash?: string;
+  /** `VAE hash: ...`: a replacement VAE's first 10 hex digits of its file's sha256. */
+  'VAE hash'?: string;
+  /** `VAE: ...`: a replacement VAE's file name, with its extension. */
+  VAE?: string;
   /** `Version: ...`, written last. */
   version?: string;
   /** Any other A1111 key, written as is (e.g. `'Clip skip': 2`, `'Hires upscale': 2`). */
@@ -67,6 +71,9 @@ export function formatA1111Parameters(
   ];
   if (extra.modelHash) params.push(['Model hash', extra.modelHash]);
   if (extra.modelName) params.push(['Model', extra.modelName]);
+  // Where create_infotext puts them: after the model, before the denoising strength.
+  if (typeof extra['VAE hash'] === 'string') params.push(['VAE hash', extra['VAE hash']]);
+  if (typeof extra.VAE === 'string') params.push(['VAE', extra.VAE]);
   if (STRENGTH_MODES.has(settings.mode))
     params.push(['Denoising strength', formatNumber(settings.strength)]);
   const taken = new Set(params.map(([k]) => k).concat(['Version', 'Negative prompt']));
