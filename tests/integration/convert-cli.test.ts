@@ -8,7 +8,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { convertCheckpoint } from '../../src/engine/convert/convert';
 import { parseA1111Parameters, readPngTextChunks } from '../../src/main/library/png-metadata';
-import { writeLoraFile } from '../fixtures/checkpoint';
+import { writeLoraFile, writeSafetensors } from '../fixtures/checkpoint';
 import { VOCABULARY, smallCheckpoint } from '../fixtures/small-checkpoint';
 import { bundleEntry } from './bundle';
 
@@ -125,6 +125,46 @@ describe('npm run generate -- --model FILE.safetensors', () => {
     ]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/evil\.ckpt was refused because it refers to posix\.system/);
+    expect(
+      fs.existsSync(path.join(dataDir, 'converted'))
+        ? fs.readdirSync(path.join(dataDir, 'converted'))
+        : [],
+    ).toEqual([]);
+  });
+
+  it('a whole pipeline in diffusers naming in one file is named, with what to do instead', async () => {
+    const file = path.join(tmp, 'dreamshaper-diffusers.safetensors');
+    const keys = [
+      'unet.conv_in.weight',
+      'unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight',
+      'unet.mid_block.resnets.0.conv1.weight',
+      ...Array.from(
+        { length: 12 },
+        (_, i) => `text_encoder.text_model.encoder.layers.${i}.self_attn.q_proj.weight`,
+      ),
+      'vae.encoder.down_blocks.0.resnets.0.conv1.weight',
+      'vae.decoder.up_blocks.0.resnets.0.conv1.weight',
+    ];
+    await writeSafetensors(
+      file,
+      keys.map((name) => ({ name, dtype: 'F16' as const, shape: [2, 2] })),
+      () => new Uint8Array(8),
+    );
+    const dataDir = path.join(tmp, 'data-diffusers');
+    const r = run(generateCli, [
+      '--model',
+      file,
+      '--data-dir',
+      dataDir,
+      '--prompt',
+      'x',
+      '--out',
+      path.join(tmp, 'y.png'),
+    ]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(
+      "dreamshaper-diffusers.safetensors is an SD 1.x pipeline in diffusers naming saved as one file (unet., text_encoder., vae. keys; the converter reads the original ldm naming, so use the model's single-file release, or export its diffusers folder to ONNX with `optimum-cli export onnx` and open that folder), not a Stable Diffusion 1.x, 2.x or SDXL checkpoint that can be converted.",
+    );
     expect(
       fs.existsSync(path.join(dataDir, 'converted'))
         ? fs.readdirSync(path.join(dataDir, 'converted'))
