@@ -2,7 +2,12 @@
 // of a recorded key set (tests/fixtures/reference/keysets), for the conversion benchmark and for
 // trying the converter by hand without downloading weights. Speed and memory of a conversion do
 // not depend on the values. position_ids are int64 0..76, as real fp16 checkpoints store them.
-import { readKeySet, writeSafetensors, type TensorSpec } from '../../tests/fixtures/checkpoint';
+import {
+  inpaintingKeySet,
+  readKeySet,
+  writeSafetensors,
+  type TensorSpec,
+} from '../../tests/fixtures/checkpoint';
 import { floatToHalf } from '../../tests/fixtures/onnx-builder';
 
 /** fp16 bits of small values (|x| < ~0.06) from xorshift32, the same for the same seed. */
@@ -20,9 +25,6 @@ function randomHalves(count: number, seed: number): Uint8Array {
   return new Uint8Array(out.buffer);
 }
 
-/** The UNet's first convolution: its second dimension is the number of input channels. */
-const CONV_IN = 'model.diffusion_model.input_blocks.0.0.weight';
-
 export interface RandomCheckpointOptions {
   /**
    * The 9-channel inpainting variant (4 latent + 1 mask + 4 masked-image latent channels into
@@ -39,11 +41,12 @@ export async function randomCheckpointSpecs(
   keyset: 'sd15' | 'sd21' | 'sdxl',
   options: RandomCheckpointOptions = {},
 ): Promise<TensorSpec[]> {
-  const set = await readKeySet(keyset);
+  const base = await readKeySet(keyset);
+  const set = options.inpainting ? inpaintingKeySet(base) : base;
   return set.tensors.map(([name, shape]) => ({
     name,
     dtype: name.endsWith('position_ids') ? ('I64' as const) : ('F16' as const),
-    shape: options.inpainting && name === CONV_IN ? [shape[0]!, 9, ...shape.slice(2)] : shape,
+    shape,
   }));
 }
 
