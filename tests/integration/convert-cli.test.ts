@@ -35,6 +35,23 @@ function run(entry: string, args: string[]) {
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
+/** `generate --model FILE` into a fresh data folder, and what it left in that folder's cache. */
+function generateRefused(model: string) {
+  const dataDir = fs.mkdtempSync(path.join(tmp, 'data-'));
+  const r = run(generateCli, [
+    '--model',
+    model,
+    '--data-dir',
+    dataDir,
+    '--prompt',
+    'x',
+    '--out',
+    path.join(dataDir, 'x.png'),
+  ]);
+  const converted = path.join(dataDir, 'converted');
+  return { ...r, cached: fs.existsSync(converted) ? fs.readdirSync(converted) : [] };
+}
+
 describe('npm run convert', () => {
   it('says what a file that is not a checkpoint is, in one line, and writes nothing', async () => {
     const lora = path.join(tmp, 'style.safetensors');
@@ -112,24 +129,10 @@ describe('npm run generate -- --model FILE.safetensors', () => {
   });
 
   it('a checkpoint that cannot be converted fails with its sentence and leaves no cache entry', () => {
-    const dataDir = path.join(tmp, 'data-evil');
-    const r = run(generateCli, [
-      '--model',
-      path.join(CHECKPOINTS, 'evil.ckpt'),
-      '--data-dir',
-      dataDir,
-      '--prompt',
-      'x',
-      '--out',
-      path.join(tmp, 'x.png'),
-    ]);
+    const r = generateRefused(path.join(CHECKPOINTS, 'evil.ckpt'));
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/evil\.ckpt was refused because it refers to posix\.system/);
-    expect(
-      fs.existsSync(path.join(dataDir, 'converted'))
-        ? fs.readdirSync(path.join(dataDir, 'converted'))
-        : [],
-    ).toEqual([]);
+    expect(r.cached).toEqual([]);
   });
 
   it('a whole pipeline in diffusers naming in one file is named, with what to do instead', async () => {
@@ -150,25 +153,11 @@ describe('npm run generate -- --model FILE.safetensors', () => {
       keys.map((name) => ({ name, dtype: 'F16' as const, shape: [2, 2] })),
       () => new Uint8Array(8),
     );
-    const dataDir = path.join(tmp, 'data-diffusers');
-    const r = run(generateCli, [
-      '--model',
-      file,
-      '--data-dir',
-      dataDir,
-      '--prompt',
-      'x',
-      '--out',
-      path.join(tmp, 'y.png'),
-    ]);
+    const r = generateRefused(file);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(
       "dreamshaper-diffusers.safetensors is an SD 1.x pipeline in diffusers naming saved as one file (unet., text_encoder., vae. keys; the converter reads the original ldm naming, so use the model's single-file release, or export its diffusers folder to ONNX with `optimum-cli export onnx` and open that folder), not a Stable Diffusion 1.x, 2.x or SDXL checkpoint that can be converted.",
     );
-    expect(
-      fs.existsSync(path.join(dataDir, 'converted'))
-        ? fs.readdirSync(path.join(dataDir, 'converted'))
-        : [],
-    ).toEqual([]);
+    expect(r.cached).toEqual([]);
   });
 });
