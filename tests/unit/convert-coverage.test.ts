@@ -107,6 +107,12 @@ describe('every key of the full-size checkpoints is consumed', () => {
     expect(modelIndex(arch, 'PNDMScheduler')._class_name).toBe(
       'OnnxStableDiffusionInpaintPipeline',
     );
+    const sdxl = keySetSource(inpaintingKeySet(sets.sdxl!));
+    const xl = detectArchitecture(sdxl.list(), sdxl.path);
+    expect(unetConfig(xl, 1024)).toMatchObject({ in_channels: 9 });
+    expect(modelIndex(xl, 'EulerDiscreteScheduler')._class_name).toBe(
+      'ORTStableDiffusionXLInpaintPipeline',
+    );
   });
 
   it('a missing key is a clear error naming the key and the component', async () => {
