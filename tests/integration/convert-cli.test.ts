@@ -8,7 +8,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { convertCheckpoint } from '../../src/engine/convert/convert';
 import { parseA1111Parameters, readPngTextChunks } from '../../src/main/library/png-metadata';
-import { writeLoraFile } from '../fixtures/checkpoint';
+import { writeLoraFile, writeSafetensors } from '../fixtures/checkpoint';
 import { VOCABULARY, smallCheckpoint } from '../fixtures/small-checkpoint';
 import { bundleEntry } from './bundle';
 
@@ -33,6 +33,23 @@ function run(entry: string, args: string[]) {
     env: { ...process.env, LATENT_STUDIO_RESOURCES_DIR: RESOURCES },
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** `generate --model FILE` into a fresh data folder, and what it left in that folder's cache. */
+function generateRefused(model: string) {
+  const dataDir = fs.mkdtempSync(path.join(tmp, 'data-'));
+  const r = run(generateCli, [
+    '--model',
+    model,
+    '--data-dir',
+    dataDir,
+    '--prompt',
+    'x',
+    '--out',
+    path.join(dataDir, 'x.png'),
+  ]);
+  const converted = path.join(dataDir, 'converted');
+  return { ...r, cached: fs.existsSync(converted) ? fs.readdirSync(converted) : [] };
 }
 
 describe('npm run convert', () => {
@@ -112,23 +129,35 @@ describe('npm run generate -- --model FILE.safetensors', () => {
   });
 
   it('a checkpoint that cannot be converted fails with its sentence and leaves no cache entry', () => {
-    const dataDir = path.join(tmp, 'data-evil');
-    const r = run(generateCli, [
-      '--model',
-      path.join(CHECKPOINTS, 'evil.ckpt'),
-      '--data-dir',
-      dataDir,
-      '--prompt',
-      'x',
-      '--out',
-      path.join(tmp, 'x.png'),
-    ]);
+    const r = generateRefused(path.join(CHECKPOINTS, 'evil.ckpt'));
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/evil\.ckpt was refused because it refers to posix\.system/);
-    expect(
-      fs.existsSync(path.join(dataDir, 'converted'))
-        ? fs.readdirSync(path.join(dataDir, 'converted'))
-        : [],
-    ).toEqual([]);
+    expect(r.cached).toEqual([]);
+  });
+
+  it('a whole pipeline in diffusers naming in one file is named, with what to do instead', async () => {
+    const file = path.join(tmp, 'dreamshaper-diffusers.safetensors');
+    const keys = [
+      'unet.conv_in.weight',
+      'unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight',
+      'unet.mid_block.resnets.0.conv1.weight',
+      ...Array.from(
+        { length: 12 },
+        (_, i) => `text_encoder.text_model.encoder.layers.${i}.self_attn.q_proj.weight`,
+      ),
+      'vae.encoder.down_blocks.0.resnets.0.conv1.weight',
+      'vae.decoder.up_blocks.0.resnets.0.conv1.weight',
+    ];
+    await writeSafetensors(
+      file,
+      keys.map((name) => ({ name, dtype: 'F16' as const, shape: [2, 2] })),
+      () => new Uint8Array(8),
+    );
+    const r = generateRefused(file);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(
+      "dreamshaper-diffusers.safetensors is an SD 1.x pipeline in diffusers naming saved as one file (unet., text_encoder., vae. keys; the converter reads the original ldm naming, so use the model's single-file release, or export its diffusers folder to ONNX with `optimum-cli export onnx` and open that folder), not a Stable Diffusion 1.x, 2.x or SDXL checkpoint that can be converted.",
+    );
+    expect(r.cached).toEqual([]);
   });
 });

@@ -223,8 +223,17 @@ describe('fp16 weight storage (computed in float32)', () => {
       dir: outDir(),
       precision: 'fp32',
     });
-    expect(a.bytes / b.bytes).toBeGreaterThan(0.45);
-    expect(a.bytes / b.bytes).toBeLessThan(0.56);
+    const planFp32 = await emitUnet(source, arch.unet, arch.unetPrefix, {
+      dir: outDir(),
+      dryRun: true,
+      precision: 'fp32',
+    });
+    expect(planFp32.bytes).toBe(2 * plan.bytes);
+    // The weight files, alignment padding included (the graphs beside them are the same size
+    // either way, a large share of a model this small, so they are left out of the ratio).
+    const ratio = statSync(a.data).size / statSync(b.data).size;
+    expect(ratio).toBeGreaterThan(0.45);
+    expect(ratio).toBeLessThan(0.52);
   });
 });
 
@@ -302,10 +311,10 @@ describe('bad checkpoints', () => {
     const { arch, source } = fixture('sd1');
     const key = 'first_stage_model.decoder.conv_in.weight';
     await expect(
-      emitVaeDecoder(tampered(source, key, [64, 4, 3, 1]), arch.vae, arch.vaePrefix, {
+      emitVaeDecoder(tampered(source, key, [32, 4, 3, 1]), arch.vae, arch.vaePrefix, {
         dir: outDir(),
       }),
-    ).rejects.toThrow(`"${key}" shaped [64, 4, 3, 1] where the VAE decoder needs [64, 4, 3, 3]`);
+    ).rejects.toThrow(`"${key}" shaped [32, 4, 3, 1] where the VAE decoder needs [32, 4, 3, 3]`);
   });
 
   it('an aborted signal stops the writing with a cancelled error', async () => {

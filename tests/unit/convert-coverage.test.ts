@@ -15,7 +15,14 @@ import {
 } from '../../src/engine/convert/emit/index';
 import type { CheckpointArchitecture, TensorSource } from '../../src/engine/convert/types';
 import { KNOWN_UNUSED } from '../../src/engine/convert/convert';
-import { type KeySet, keySetSource, readKeySet } from '../fixtures/checkpoint';
+import { modelIndex, unetConfig } from '../../src/engine/convert/pipeline-files';
+import {
+  type KeySet,
+  inpaintingKeySet,
+  keySetSource,
+  readKeySet,
+  UNET_CONV_IN,
+} from '../fixtures/checkpoint';
 
 const sets: Record<string, KeySet> = {};
 beforeAll(async () => {
@@ -47,8 +54,11 @@ async function dryRun(
   return { used, params };
 }
 
-async function coverage(name: 'sd15' | 'sd21' | 'sdxl'): Promise<Record<string, number>> {
-  const source = keySetSource(sets[name]!);
+async function coverage(
+  name: 'sd15' | 'sd21' | 'sdxl',
+  variant: (set: KeySet) => KeySet = (set) => set,
+): Promise<Record<string, number>> {
+  const source = keySetSource(variant(sets[name]!));
   const arch = detectArchitecture(source.list(), source.path, { globalStep: 1 });
   const { used, params } = await dryRun(source, arch);
   const left = source
@@ -83,6 +93,26 @@ describe('every key of the full-size checkpoints is consumed', () => {
     expect(params.unet).toBe(2_567_463_684);
     expect(params.text_encoder).toBe(123_060_480);
     expect(params.text_encoder_2).toBe(694_659_840);
+  });
+
+  it('the 9-channel inpainting variants of SD 1.5 and SDXL: every key, conv_in of 9 channels', async () => {
+    // conv_in [320, 9, 3, 3] instead of [320, 4, 3, 3]: 320 x 5 x 9 more parameters.
+    expect((await coverage('sd15', inpaintingKeySet)).unet).toBe(859_520_964 + 14_400);
+    expect((await coverage('sdxl', inpaintingKeySet)).unet).toBe(2_567_463_684 + 14_400);
+    // What the folder loader reads to call it an inpainting model: in_channels and the pipeline.
+    const sd15 = keySetSource(inpaintingKeySet(sets.sd15!));
+    const arch = detectArchitecture(sd15.list(), sd15.path);
+    expect(sd15.info(UNET_CONV_IN)?.shape).toEqual([320, 9, 3, 3]);
+    expect(unetConfig(arch, 512)).toMatchObject({ in_channels: 9, out_channels: 4 });
+    expect(modelIndex(arch, 'PNDMScheduler')._class_name).toBe(
+      'OnnxStableDiffusionInpaintPipeline',
+    );
+    const sdxl = keySetSource(inpaintingKeySet(sets.sdxl!));
+    const xl = detectArchitecture(sdxl.list(), sdxl.path);
+    expect(unetConfig(xl, 1024)).toMatchObject({ in_channels: 9 });
+    expect(modelIndex(xl, 'EulerDiscreteScheduler')._class_name).toBe(
+      'ORTStableDiffusionXLInpaintPipeline',
+    );
   });
 
   it('a missing key is a clear error naming the key and the component', async () => {

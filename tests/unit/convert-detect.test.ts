@@ -199,6 +199,46 @@ describe('checkpoint architecture detection on the full-size key sets', () => {
   });
 });
 
+/**
+ * Key names of diffusers' UNet2DConditionModel (a sample of each kind of block: SD 1.x/2.x have
+ * attention in the first down block, SDXL does not and adds add_embedding).
+ */
+function diffusersUnet(sdxl: boolean): string[] {
+  const keys = [
+    'conv_in.weight',
+    'time_embedding.linear_1.weight',
+    'down_blocks.0.resnets.0.conv1.weight',
+    'down_blocks.0.downsamplers.0.conv.weight',
+    'down_blocks.1.attentions.0.proj_in.weight',
+    'down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight',
+    'mid_block.resnets.0.conv1.weight',
+    'up_blocks.0.resnets.0.conv1.weight',
+    'conv_norm_out.weight',
+    'conv_out.weight',
+  ];
+  if (sdxl) return [...keys, 'add_embedding.linear_1.weight'];
+  return [...keys, 'down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight'];
+}
+
+/** A whole diffusers pipeline's state dicts under component prefixes, as some tools save them. */
+function diffusersPipeline(o: { textLayers: number; sdxl?: boolean }): string[] {
+  const text = (prefix: string): string[] => [
+    `${prefix}.text_model.embeddings.token_embedding.weight`,
+    ...Array.from(
+      { length: o.textLayers },
+      (_, i) => `${prefix}.text_model.encoder.layers.${i}.self_attn.q_proj.weight`,
+    ),
+  ];
+  return [
+    ...diffusersUnet(o.sdxl ?? false).map((k) => `unet.${k}`),
+    ...text('text_encoder'),
+    ...(o.sdxl ? [...text('text_encoder_2'), 'text_encoder_2.text_projection.weight'] : []),
+    'vae.encoder.down_blocks.0.resnets.0.conv1.weight',
+    'vae.decoder.up_blocks.0.resnets.0.conv1.weight',
+    'vae.quant_conv.weight',
+  ];
+}
+
 describe('files that are not SD 1/2/XL checkpoints get a sentence saying what they are', () => {
   const info = (names: string[], shape: number[] = [4, 4]): TensorInfo[] =>
     names.map((name) => ({ name, dtype: 'F16', shape, byteLength: 32 }));
@@ -238,6 +278,31 @@ describe('files that are not SD 1/2/XL checkpoints get a sentence saying what th
         'decoder.up_blocks.0.resnets.0.conv1.weight',
       ]),
       /VAE in diffusers naming/,
+    ],
+    [
+      'SD 1.x pipeline in diffusers naming in one file',
+      info(diffusersPipeline({ textLayers: 12 })),
+      /is an SD 1\.x pipeline in diffusers naming saved as one file \(unet\., text_encoder\., vae\. keys; the converter reads the original ldm naming, so use the model's single-file release, or export its diffusers folder to ONNX with `optimum-cli export onnx` and open that folder\)/,
+    ],
+    [
+      'SD 2.x pipeline in diffusers naming in one file',
+      info(diffusersPipeline({ textLayers: 23 })),
+      /is an SD 2\.x pipeline in diffusers naming/,
+    ],
+    [
+      'SDXL pipeline in diffusers naming in one file',
+      info(diffusersPipeline({ textLayers: 12, sdxl: true })),
+      /is an SDXL pipeline in diffusers naming saved as one file \(unet\., text_encoder\., text_encoder_2\., vae\. keys;/,
+    ],
+    [
+      'a bare diffusers UNet (diffusion_pytorch_model.safetensors)',
+      info(diffusersUnet(false)),
+      /is a UNet in diffusers naming on its own \(the converter reads the original ldm naming, .*optimum-cli export onnx/,
+    ],
+    [
+      'a bare diffusers SDXL UNet (no attention in its first down block)',
+      info(diffusersUnet(true)),
+      /is a UNet in diffusers naming on its own/,
     ],
     ['random', info(['foo.bar']), /not a diffusion model we recognise/],
   ];

@@ -1,7 +1,7 @@
 """Records the converter's reference fixtures: tiny checkpoints with the real key structure and
 the outputs of reference.py for fixed inputs.
 
-    /usr/bin/python3 tools/convert-reference/make_fixtures.py [--out tests/fixtures/reference]
+    /usr/bin/python3 tools/convert-reference/make_fixtures.py [--out tests/fixtures/reference] [sd1 sd2 sdxl]
 
 For each family (sd1, sd2, sdxl) it writes
   convert-<family>.safetensors           the checkpoint (float32, ldm / CLIP / OpenCLIP keys)
@@ -39,10 +39,12 @@ def unet_cfg(**kw):
 
 FAMILIES = {
     "sd1": dict(
-        unet=unet_cfg(channelMult=[1, 1, 2], attentionLevels=[True, True, False],
-                      transformerDepth=[1, 1, 1], numResBlocks=2, numHeads=2, contextDim=32),
+        # Two levels at the narrowest width GroupNorm(32) allows keep the file small (stored
+        # float32); channel changes between levels are covered by sd2 and sdxl's VAE.
+        unet=unet_cfg(channelMult=[1, 1], attentionLevels=[True, False],
+                      transformerDepth=[1, 1], numResBlocks=2, numHeads=2, contextDim=32),
         # Four levels: the 8x VAE the engine expects, so this fixture also runs end to end.
-        vae=dict(inChannels=3, outChannels=3, ch=32, chMult=[1, 1, 2, 2], numResBlocks=1, zChannels=4,
+        vae=dict(inChannels=3, outChannels=3, ch=32, chMult=[1, 1, 1, 1], numResBlocks=1, zChannels=4,
                  embedDim=4, scalingFactor=0.18215),
         text=[dict(naming="hf", prefix="cond_stage_model.transformer.", width=32, layers=3, heads=2,
                    vocabSize=VOCAB, maxPositions=77, activation="quick_gelu", projectionDim=None)],
@@ -59,10 +61,12 @@ FAMILIES = {
         latent=(1, 9, 7), image=(1, 24, 16), pad=0,
     ),
     "sdxl": dict(
-        unet=unet_cfg(channelMult=[1, 2, 2], attentionLevels=[False, True, True],
+        # One width throughout (sd2 covers channel changes): label_emb, the attention-free
+        # level and transformer depth 2 are what this one adds.
+        unet=unet_cfg(channelMult=[1, 1, 1], attentionLevels=[False, True, True],
                       transformerDepth=[0, 1, 2], headChannels=16, linearProjection=True,
                       contextDim=96, admInChannels=48 + 6 * 256),
-        vae=dict(inChannels=3, outChannels=3, ch=32, chMult=[1, 2], numResBlocks=1, zChannels=4,
+        vae=dict(inChannels=3, outChannels=3, ch=32, chMult=[1, 1], numResBlocks=1, zChannels=4,
                  embedDim=4, scalingFactor=0.13025),
         text=[
             dict(naming="hf", prefix="conditioner.embedders.0.transformer.", width=32, layers=3,
@@ -209,10 +213,14 @@ def record(family, out):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="tests/fixtures/reference")
+    ap.add_argument("families", nargs="*", help=f"some of {', '.join(FAMILIES)} (default: all)")
     args = ap.parse_args()
+    unknown = [f for f in args.families if f not in FAMILIES]
+    if unknown:
+        ap.error(f"unknown family {unknown[0]}; choose from {', '.join(FAMILIES)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for family in FAMILIES:
+    for family in args.families or FAMILIES:
         record(family, out)
 
 

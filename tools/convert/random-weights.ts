@@ -2,7 +2,12 @@
 // of a recorded key set (tests/fixtures/reference/keysets), for the conversion benchmark and for
 // trying the converter by hand without downloading weights. Speed and memory of a conversion do
 // not depend on the values. position_ids are int64 0..76, as real fp16 checkpoints store them.
-import { readKeySet, writeSafetensors } from '../../tests/fixtures/checkpoint';
+import {
+  inpaintingKeySet,
+  readKeySet,
+  writeSafetensors,
+  type TensorSpec,
+} from '../../tests/fixtures/checkpoint';
 import { floatToHalf } from '../../tests/fixtures/onnx-builder';
 
 /** fp16 bits of small values (|x| < ~0.06) from xorshift32, the same for the same seed. */
@@ -20,16 +25,37 @@ function randomHalves(count: number, seed: number): Uint8Array {
   return new Uint8Array(out.buffer);
 }
 
-export async function writeRandomCheckpoint(
+export interface RandomCheckpointOptions {
+  /**
+   * The 9-channel inpainting variant (4 latent + 1 mask + 4 masked-image latent channels into
+   * the UNet's conv_in); every other key is the same as the base model's, as in the released
+   * sd-v1-5-inpainting and SDXL inpainting checkpoints.
+   */
+  inpainting?: boolean;
+  /** Written as safetensors metadata (e.g. `modelspec.prediction_type`). */
+  metadata?: Record<string, string>;
+}
+
+/** The tensors of a random checkpoint of `keyset`: names and shapes of the key set, fp16. */
+export async function randomCheckpointSpecs(
   keyset: 'sd15' | 'sd21' | 'sdxl',
-  file: string,
-): Promise<number> {
-  const set = await readKeySet(keyset);
-  const specs = set.tensors.map(([name, shape]) => ({
+  options: RandomCheckpointOptions = {},
+): Promise<TensorSpec[]> {
+  const base = await readKeySet(keyset);
+  const set = options.inpainting ? inpaintingKeySet(base) : base;
+  return set.tensors.map(([name, shape]) => ({
     name,
     dtype: name.endsWith('position_ids') ? ('I64' as const) : ('F16' as const),
     shape,
   }));
+}
+
+export async function writeRandomCheckpoint(
+  keyset: 'sd15' | 'sd21' | 'sdxl',
+  file: string,
+  options: RandomCheckpointOptions = {},
+): Promise<number> {
+  const specs = await randomCheckpointSpecs(keyset, options);
   let seed = 1;
   await writeSafetensors(
     file,
@@ -40,7 +66,10 @@ export async function writeRandomCheckpoint(
         return new Uint8Array(BigInt64Array.from({ length: n }, (_, i) => BigInt(i % 77)).buffer);
       return randomHalves(n, seed++);
     },
-    { 'latent-studio.random-weights': keyset },
+    {
+      'latent-studio.random-weights': `${keyset}${options.inpainting ? '-inpainting' : ''}`,
+      ...options.metadata,
+    },
   );
   return specs.length;
 }

@@ -46,6 +46,41 @@ function notAModel(file: string, what: string): EngineError {
   );
 }
 
+/** What to do with weights in diffusers' PyTorch naming, which the converter does not map. */
+const DIFFUSERS_ADVICE =
+  "the converter reads the original ldm naming, so use the model's single-file release, " +
+  'or export its diffusers folder to ONNX with `optimum-cli export onnx` and open that folder';
+
+/**
+ * A whole pipeline saved as one file in diffusers naming (`unet.`, `text_encoder.`,
+ * `text_encoder_2.`, `vae.` prefixes, as diffusers' state dicts of each component are named
+ * inside a pipeline), with the family its key names show, or undefined.
+ */
+function diffusersPipelineFile(names: readonly string[]): string | undefined {
+  const has = (re: RegExp): boolean => names.some((n) => re.test(n));
+  if (!has(/^unet\.(conv_in|time_embedding|down_blocks|mid_block|up_blocks)\./)) return undefined;
+  if (!has(/^(text_encoder|text_encoder_2|vae)\./)) return undefined;
+  // SDXL has a second text encoder and the UNet's add_embedding (text_embeds + time_ids);
+  // SD 2.x's OpenCLIP ViT-H in Hugging Face naming keeps 23 of its 24 layers, SD 1.x's CLIP 12.
+  const textLayers = new Set(
+    names.map((n) => /^text_encoder\.text_model\.encoder\.layers\.(\d+)\./.exec(n)?.[1]),
+  );
+  textLayers.delete(undefined);
+  const family =
+    has(/^text_encoder_2\./) || has(/^unet\.add_embedding\./)
+      ? 'an SDXL'
+      : textLayers.size >= 23
+        ? 'an SD 2.x'
+        : textLayers.size > 0
+          ? 'an SD 1.x'
+          : 'a Stable Diffusion';
+  const parts = ['unet', 'text_encoder', 'text_encoder_2', 'vae'].filter((p) =>
+    names.some((n) => n.startsWith(`${p}.`)),
+  );
+  const keys = parts.map((p) => `${p}.`).join(', ');
+  return `${family} pipeline in diffusers naming saved as one file (${keys} keys; ${DIFFUSERS_ADVICE})`;
+}
+
 /** A sentence saying what a file that is not a full SD 1/2/XL checkpoint is, or undefined. */
 export function describeOtherFile(names: readonly string[]): string | undefined {
   const has = (re: RegExp): boolean => names.some((n) => re.test(n));
@@ -73,6 +108,8 @@ export function describeOtherFile(names: readonly string[]): string | undefined 
     return 'a diffusion transformer (DiT/PixArt-style) model';
   }
   if (!has(/^model\.diffusion_model\./)) {
+    const pipeline = diffusersPipelineFile(names);
+    if (pipeline) return pipeline;
     if (
       has(/^(first_stage_model\.)?encoder\.conv_in\.weight$/) &&
       has(/decoder\.conv_out\.weight$/)
@@ -86,7 +123,7 @@ export function describeOtherFile(names: readonly string[]): string | undefined 
       has(/^(down_blocks|up_blocks|mid_block)\.\d+\..*attentions/) ||
       has(/^time_embedding\.linear_1/)
     ) {
-      return 'a UNet in diffusers naming on its own (open its diffusers folder instead)';
+      return `a UNet in diffusers naming on its own (${DIFFUSERS_ADVICE})`;
     }
     if (has(/text_model\.encoder\.layers\./) || has(/^transformer\.resblocks\./)) {
       return 'a text encoder on its own';

@@ -61,9 +61,12 @@ export function schedulerConfig(arch: CheckpointArchitecture, prediction: string
 export function modelIndex(arch: CheckpointArchitecture, schedulerClass: string): Json {
   const ort = ['diffusers', 'OnnxRuntimeModel'];
   const index: Json = {
+    // optimum's ORT pipeline classes for SDXL (its inpainting one included), diffusers' ONNX ones else.
     _class_name:
       arch.family === 'sdxl'
-        ? 'ORTStableDiffusionXLPipeline'
+        ? arch.inpainting
+          ? 'ORTStableDiffusionXLInpaintPipeline'
+          : 'ORTStableDiffusionXLPipeline'
         : arch.inpainting
           ? 'OnnxStableDiffusionInpaintPipeline'
           : 'OnnxStableDiffusionPipeline',
