@@ -17,6 +17,8 @@ import {
   sigmaSamplerNames,
 } from '../shared/generation';
 import { fileURLToPath } from 'node:url';
+import { networkInfotextFields } from '../shared/networks';
+import { cliNetworks } from './adapters/cli-networks';
 import { UsageError, runCli } from './cli-run';
 import { encodePngWithMetadata } from './library/png-metadata';
 import {
@@ -38,7 +40,12 @@ const usage = `Usage: npm run generate -- --model DIR --prompt TEXT [options] --
   --vae FILE           with a checkpoint: a VAE-only file used instead of its own
   --prediction P       with an SD 2.x checkpoint that does not say: epsilon or v
   --data-dir DIR       where converted checkpoints are cached (default: the app's data folder)
-  --prompt TEXT        what to draw; (word:1.2) [word] BREAK are understood
+  --prompt TEXT        what to draw; (word:1.2) [word] BREAK are understood, <lora:name:weight>
+                       applies a LoRA of --lora-dir, an embedding's file name uses it
+  --lora-dir DIR       LoRA folder (default: the studio's, <data folder>/models/Lora)
+  --embeddings-dir DIR embeddings folder (default: the studio's, <data folder>/embeddings)
+  --lora FILE:WEIGHT   apply this LoRA file (or a name in --lora-dir) as if tagged in the
+                       prompt; repeatable; WEIGHT defaults to 1
   --negative TEXT      what to avoid
   --seed N             noise seed (default: random, printed)
   --steps N            sampling steps (default ${defaults.steps})
@@ -329,6 +336,9 @@ async function main(argv: string[]): Promise<number> {
       vae: { type: 'string' },
       prediction: { type: 'string' },
       'data-dir': { type: 'string' },
+      'lora-dir': { type: 'string' },
+      'embeddings-dir': { type: 'string' },
+      lora: { type: 'string', multiple: true },
       out: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -344,6 +354,18 @@ async function main(argv: string[]): Promise<number> {
   if (values.prompt === undefined) throw new UsageError('--prompt is required.');
   if (!values.out) throw new UsageError('--out is required.');
   if (!/\.png$/i.test(values.out)) throw new UsageError('--out must name a .png file.');
+
+  // LoRA tags and embeddings resolve before anything loads: a missing file stops here.
+  const networks = await cliNetworks({
+    prompt: values.prompt,
+    negativePrompt: values.negative ?? '',
+    dataDir: path.resolve(
+      values['data-dir'] ?? process.env.LATENT_STUDIO_DATA_DIR ?? defaultDataDir(),
+    ),
+    loraDir: values['lora-dir'],
+    embeddingsDir: values['embeddings-dir'],
+    loras: values.lora ?? [],
+  });
 
   const provider = values.provider ?? 'auto';
   if (!['auto', 'cpu', 'cuda', 'dml', 'coreml', 'webgpu'].includes(provider))
@@ -379,7 +401,7 @@ async function main(argv: string[]): Promise<number> {
   const parsed = GenerationSettings.safeParse({
     mode: upscaling.mode ?? masking.mode ?? (values.init ? 'img2img' : 'txt2img'),
     model: path.resolve(values.model),
-    prompt: values.prompt,
+    prompt: networks.prompt,
     negativePrompt: values.negative,
     seed,
     seedMode: values['seed-mode'],
@@ -425,7 +447,14 @@ async function main(argv: string[]): Promise<number> {
 
   const started = Date.now();
   const result = await engine.generate(
-    { settings, modelDir: values.model, initImage, maskImage },
+    {
+      settings,
+      modelDir: values.model,
+      initImage,
+      maskImage,
+      ...(networks.resolved.loras.length ? { loras: networks.resolved.loras } : {}),
+      ...(networks.resolved.embeddings.length ? { embeddings: networks.resolved.embeddings } : {}),
+    },
     {
       onProgress: (p) => {
         if (values.quiet || p.stage !== 'denoise') return;
@@ -458,6 +487,7 @@ async function main(argv: string[]): Promise<number> {
               modelName: checkpoint?.name ?? model.info.name,
               ...(checkpoint ? { modelHash: shortHash(checkpoint.sha256) } : {}),
               ...(checkpoint?.vae ? { VAE: checkpoint.vae } : {}),
+              ...networkInfotextFields(networks.resolved),
               version: `Latent Studio ${appVersion}`,
             },
           },

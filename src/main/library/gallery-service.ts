@@ -10,6 +10,7 @@ import {
   type ModelEntry,
   type StudioService,
   StudioError,
+  networkInfotextFields,
 } from '../../shared';
 import type { HostContext, LibraryMethods } from '../services';
 import type { LibraryDatabase } from './database';
@@ -23,6 +24,16 @@ import {
   toItems,
 } from './gallery';
 import { formatA1111Parameters } from './png-metadata';
+
+/** The `name: hash` pairs of one kind whose hash was recorded. */
+function hashed(
+  networks: GenerationDetail['networks'],
+  kind: 'lora' | 'embedding',
+): Array<{ name: string; hash: string }> {
+  return networks
+    .filter((n) => n.kind === kind && n.hash !== null)
+    .map((n) => ({ name: n.name.replace(/[:,]/g, ''), hash: n.hash! }));
+}
 
 interface GenerationRow {
   id: string;
@@ -116,6 +127,11 @@ export class GalleryService {
         .prepare('SELECT id FROM generations WHERE parent_id = ? ORDER BY created_at, id')
         .all(g.id) as Array<{ id: string }>
     ).map((r) => r.id);
+    const networks = db
+      .prepare(
+        'SELECT kind, name, hash FROM generation_networks WHERE generation_id = ? ORDER BY rowid',
+      )
+      .all(g.id) as GenerationDetail['networks'];
     return {
       generationId: g.id,
       settings,
@@ -128,7 +144,14 @@ export class GalleryService {
       createdAt: g.created_at,
       parentId: g.parent_id,
       childIds,
-      parametersText: formatA1111Parameters(settings, { modelName: g.model_name }),
+      parametersText: formatA1111Parameters(settings, {
+        modelName: g.model_name,
+        ...networkInfotextFields({
+          loraHashes: hashed(networks, 'lora'),
+          tiHashes: hashed(networks, 'embedding'),
+        }),
+      }),
+      networks,
     };
   }
 

@@ -28,7 +28,12 @@ import { TrashService } from './trash';
 import { UploadService } from './uploads';
 
 export type { MediaFile, ResolvedImage } from './media';
-export type { SaveGenerationInput, SaveGenerationResult, SaveImageInput } from './saving';
+export type {
+  GenerationNetwork,
+  SaveGenerationInput,
+  SaveGenerationResult,
+  SaveImageInput,
+} from './saving';
 
 export interface LibraryOptions {
   /** How often to back the database up while running (default 6 h); 0 disables the timer. */
