@@ -58,7 +58,7 @@ export const studioMethods = {
   // LoRAs and textual-inversion embeddings (the folders in Settings)
   /** The LoRA and embedding files of the folders; `refresh` scans again instead of the cache. */
   listNetworks: {
-    input: z.object({ refresh: z.boolean().optional() }).strict().optional(),
+    input: z.object({ refresh: z.boolean().default(false) }).strict(),
     output: NetworkList,
   },
   /** The preview image beside a listed file, made small; dataUrl null when it has none. */

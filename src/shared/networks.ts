@@ -39,6 +39,8 @@ export const NetworkFile = z.object({
   hasPreview: z.boolean(),
   /** Why the header could not be read; the file is still listed. */
   problem: z.string().nullable(),
+  /** LoRAs: kohya's `ss_output_name`, which A1111 also accepts as the name in tags. */
+  alias: z.string().nullable(),
 });
 export type NetworkFile = z.infer<typeof NetworkFile>;
 
@@ -61,6 +63,23 @@ export type NetworkRef = z.infer<typeof NetworkRef>;
 /** A preview image as a data URL (a small WebP made from the image beside the file). */
 export const NetworkPreview = z.object({ dataUrl: z.string().nullable() });
 export type NetworkPreview = z.infer<typeof NetworkPreview>;
+
+/**
+ * The LoRA a tag names, as A1111 finds it (extensions-builtin/Lora/networks.py: a dict lookup,
+ * so case counts): by file name, then by the path below the folder (`style/ink`, ours: it lets
+ * two files of one name both be named), then by kohya's alias.
+ */
+export function findLoraFile<T extends Pick<NetworkFile, 'name' | 'relativeName' | 'alias'>>(
+  loras: readonly T[],
+  name: string,
+): T | undefined {
+  const wanted = name.replaceAll('\\', '/');
+  return (
+    loras.find((l) => l.name === wanted) ??
+    loras.find((l) => l.relativeName === wanted) ??
+    loras.find((l) => l.alias === wanted)
+  );
+}
 
 function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');

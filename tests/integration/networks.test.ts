@@ -130,7 +130,7 @@ describe('LoRAs and embeddings in the studio host', () => {
       host.service.updateSettings({ threads: 1, executionProvider: 'cpu', loraDir, embeddingsDir });
       const model = (await host.service.addModel({ path: ka.dir })).id;
 
-      const listed = await host.service.listNetworks(undefined);
+      const listed = await host.service.listNetworks({ refresh: false });
       expect(listed.loraDir).toBe(loraDir);
       expect(listed.loras.map((l) => l.relativeName)).toEqual(['film_grain', 'styles/ink']);
       expect(listed.embeddings.map((e) => [e.name, e.vectors])).toEqual([['tiny-ti', 3]]);

@@ -9,7 +9,13 @@
  * (`style/ink`) so two files of the same name in different subfolders can both be named.
  */
 import type { GenerateRequest } from '../../engine';
-import { type NetworkHash, StudioError, findEmbeddingWords, parseNetworkTags } from '../../shared';
+import {
+  type NetworkHash,
+  StudioError,
+  findEmbeddingWords,
+  findLoraFile,
+  parseNetworkTags,
+} from '../../shared';
 import type { ScannedFile } from './scan';
 import { shortNetworkHash } from './hashes';
 
@@ -32,14 +38,9 @@ export interface ResolvedNetworks {
   tiHashes: NetworkHash[];
 }
 
-/** The LoRA a tag names: file name, then path below the folder, then kohya's alias. */
+/** The LoRA a tag names (shared findLoraFile: file name, path below the folder, alias). */
 export function findLora(loras: readonly ScannedFile[], name: string): ScannedFile | undefined {
-  const wanted = name.replaceAll('\\', '/');
-  return (
-    loras.find((l) => l.name === wanted) ??
-    loras.find((l) => l.relativeName === wanted) ??
-    loras.find((l) => l.alias === wanted)
-  );
+  return findLoraFile(loras, name);
 }
 
 /** Embeddings whose name (file name without extension) appears as a word of `text`. */

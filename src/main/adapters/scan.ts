@@ -90,8 +90,6 @@ async function walk(root: string, extensions: readonly string[]): Promise<Found[
 export interface ScannedFile extends NetworkFile {
   /** Absolute path of the preview image, when there is one. */
   previewFile: string | null;
-  /** safetensors metadata `ss_output_name`: A1111 also accepts it as the LoRA's name. */
-  alias: string | null;
 }
 
 /** What reading a header told, kept by path, size and time so a rescan skips unchanged files. */

@@ -37,7 +37,7 @@ export class NetworkService {
   ) {
     this.hashes = new NetworkHashes(dataDir);
     this.methods = {
-      listNetworks: (input) => this.list(input?.refresh === true),
+      listNetworks: (input) => this.list(input.refresh),
       getNetworkPreview: (input) => this.preview(input),
     } satisfies NetworkMethods;
   }
@@ -82,6 +82,7 @@ export class NetworkService {
       vectors: f.vectors,
       hasPreview: f.hasPreview,
       problem: f.problem,
+      alias: f.alias,
     });
     return {
       loraDir: c.loraDir,

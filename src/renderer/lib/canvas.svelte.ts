@@ -1,4 +1,10 @@
-import type { GalleryItem, GenerationSettings, ImageRef, UploadedImage } from '../../shared';
+import type {
+  GalleryItem,
+  GenerationSettings,
+  ImageRef,
+  UploadedImage,
+  UsedNetwork,
+} from '../../shared';
 import { blobToBase64, clamp } from './format';
 import type { Studio } from './studio.svelte';
 
@@ -19,6 +25,8 @@ export interface ImportedSettings {
   name: string | null;
   source: Exclude<NonNullable<UploadedImage['metadata']>['source'], 'none'>;
   settings: Partial<GenerationSettings>;
+  /** The LoRAs and embeddings its infotext lists (`Lora hashes`, `TI hashes`). */
+  networks: UsedNetwork[];
 }
 
 export const metadataSourceLabels: Record<ImportedSettings['source'], string> = {
@@ -533,6 +541,7 @@ export class Canvas {
               name: name ?? null,
               source: found.source,
               settings: found.settings,
+              networks: found.networks,
             }
           : null;
       this.setImage({

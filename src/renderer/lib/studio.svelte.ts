@@ -16,6 +16,7 @@ import { Gallery } from './gallery.svelte';
 import { GenerateForm } from './generate.svelte';
 import { CheckpointImport } from './checkpoint-import.svelte';
 import { Models } from './models.svelte';
+import { Networks } from './networks.svelte';
 import { Notices } from './notices.svelte';
 import { Queue } from './queue.svelte';
 import { type TransportKind, connectStudio } from './transport';
@@ -46,6 +47,7 @@ export class Studio {
 
   readonly notices = new Notices();
   readonly models = new Models(this);
+  readonly networks = new Networks(this);
   readonly checkpointImport = new CheckpointImport(this);
   readonly form = new GenerateForm(this);
   readonly queue = new Queue(this);
@@ -68,7 +70,13 @@ export class Studio {
       this.api = api;
       this.transport = kind;
       api.on('engineStatus', (status) => (this.engine = status));
-      api.on('settingsChanged', (settings) => (this.settings = settings));
+      api.on('settingsChanged', (settings) => {
+        const folders = (s: Settings | null) => `${s?.loraDir}|${s?.embeddingsDir}`;
+        // Other folders: list them again (the first listing comes with the rest below).
+        if (this.settings && folders(settings) !== folders(this.settings))
+          void this.networks.load();
+        this.settings = settings;
+      });
       api.on('modelsChanged', (models) => this.models.set(models));
       api.on('checkpointImport', (progress) => this.checkpointImport.onProgress(progress));
       api.on('queueChanged', (queue) => this.queue.set(queue));
@@ -92,7 +100,12 @@ export class Studio {
       return;
     }
     // The library and the queue may not be there (yet); each area shows its own problem.
-    await Promise.all([this.models.load(), this.queue.load(), this.gallery.reload()]);
+    await Promise.all([
+      this.models.load(),
+      this.queue.load(),
+      this.gallery.reload(),
+      this.networks.load(),
+    ]);
     this.#refreshLibraryStatus();
     this.form.ensureModel();
     // The work in progress of the last session (prompt, settings, canvas, mask), then saved as
@@ -205,6 +218,7 @@ export class Studio {
       undefined,
       3000,
     );
+    if (what === 'all') void this.networks.reportMissing(detail.settings, detail.networks);
     if (what === 'all' && detail.settings.mode !== 'txt2img')
       await this.#restoreImages(detail.settings.initImage, detail.settings.mask?.image ?? null);
   }
@@ -243,6 +257,10 @@ export class Studio {
     if (mode === 'txt2img' || !mode) this.form.hiresFix = !!settings.upscale;
     this.canvas.imported = null;
     this.view = 'generate';
+    void this.networks.reportMissing(
+      { prompt: settings.prompt ?? '', negativePrompt: settings.negativePrompt ?? '' },
+      found.networks,
+    );
     this.notices.push(
       'info',
       `Settings from ${metadataSourceLabels[found.source]} loaded into Generate.`,
