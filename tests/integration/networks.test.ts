@@ -7,11 +7,13 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { EngineClient, type GenerateRequest } from '../../src/engine';
 import { StudioHost } from '../../src/main/api';
 import { migrate, migrations } from '../../src/main/library/migrations';
 import {
+  addPngTextChunks,
   parseA1111Parameters,
   readGenerationMetadata,
   readPngTextChunks,
@@ -226,6 +228,42 @@ describe('LoRAs and embeddings in the studio host', () => {
       expect(requests[2].loras?.map((l) => l.name)).toEqual(['late']);
     } finally {
       recorder.mockRestore();
+      await host.close();
+    }
+  });
+
+  it('an imported A1111 PNG keeps its tags in the prompt and names its LoRAs and embeddings', async () => {
+    const host = new StudioHost({
+      shell: 'headless',
+      dataDir: path.join(tmp, 'import'),
+      version: '0.0.0-test',
+      workerPath: null,
+      log: () => {},
+    });
+    try {
+      await host.library.ready;
+      // A1111 1.6.0's own infotext layout (see tests/unit/networks-resolve.test.ts).
+      const text =
+        'a beach <lora:concept_sunbathing:0.7>, EasyNegativeV2\nSteps: 40, Sampler: DPM++ 2M Karras, CFG scale: 8, Seed: 1429876294, Size: 512x512, Lora hashes: "concept_sunbathing: 7b93421e39bd", TI hashes: "EasyNegativeV2: 339cc9210f70", Version: 1.6.0';
+      const plain = await sharp({
+        create: { width: 8, height: 8, channels: 3, background: { r: 1, g: 2, b: 3 } },
+      })
+        .png()
+        .toBuffer();
+      const png = addPngTextChunks(new Uint8Array(plain), [{ keyword: 'parameters', text }]);
+      const uploaded = await host.service.uploadImage({
+        data: Buffer.from(png).toString('base64'),
+        purpose: 'import',
+      });
+      expect(uploaded.metadata?.source).toBe('a1111');
+      expect(uploaded.metadata?.settings.prompt).toBe(
+        'a beach <lora:concept_sunbathing:0.7>, EasyNegativeV2',
+      );
+      expect(uploaded.metadata?.networks).toEqual([
+        { kind: 'lora', name: 'concept_sunbathing', hash: '7b93421e39bd' },
+        { kind: 'embedding', name: 'EasyNegativeV2', hash: '339cc9210f70' },
+      ]);
+    } finally {
       await host.close();
     }
   });

@@ -162,7 +162,7 @@ export function insertAt(
 ): { text: string; caret: number } {
   const before = text.slice(0, start);
   const after = text.slice(end);
-  const lead = before === '' || /[\s,(]$/.test(before) ? '' : ' ';
+  const lead = before === '' || /[\s(]$/.test(before) ? '' : ' ';
   const trail = after === '' || /^[\s,)]/.test(after) ? '' : ' ';
   const piece = `${lead}${insert}${trail}`;
   return { text: before + piece + after, caret: before.length + lead.length + insert.length };
