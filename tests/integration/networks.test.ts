@@ -28,6 +28,7 @@ import {
 import { type TensorSpec, writeSafetensors } from '../fixtures/checkpoint';
 import { type FixtureInfo, fixtureModelInfo } from '../fixtures/models';
 import { bundleEntry } from './bundle';
+import { until } from './library-helpers';
 
 const TI_PT = path.join(import.meta.dirname, '../fixtures/reference/embeddings/tiny-ti.pt');
 
@@ -76,16 +77,6 @@ function addnetShort(file: string): string {
 
 const wholeShort = (file: string) =>
   createHash('sha256').update(fs.readFileSync(file)).digest('hex').slice(0, 12);
-
-async function until<T>(what: string, fn: () => T | undefined | false, ms = 60_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 const settings = (over: Partial<GenerationInput>) =>
   GenerationSettings.parse({
