@@ -45,7 +45,7 @@ test('pick a LoRA and an embedding beside the prompt, set the weight, generate, 
   fs.mkdirSync(path.join(studio.dataDir, 'embeddings'));
   fs.copyFileSync(TI_PT, path.join(studio.dataDir, 'embeddings', 'tiny-ti.pt'));
 
-  await addFixtureModel(studio);
+  const model = await addFixtureModel(studio);
   await openStudio(page, studio);
   // A first image without a LoRA, which the filter must leave out.
   await fillForm(page, { prompt: 'a plain lighthouse', seed: 3 }, 64);
@@ -82,6 +82,12 @@ test('pick a LoRA and an embedding beside the prompt, set the weight, generate, 
   await expect(listed.nth(0)).toContainText('0 tokens');
   await expect(listed.nth(1)).toContainText('3 tokens');
   await expect(listed.nth(0)).toHaveAttribute('data-missing', 'false');
+  // The count leaves the tag out and counts the embedding as its 3 vectors.
+  const rest = await callApi<{ total: number }>(studio, 'countTokens', {
+    modelId: model.id,
+    prompt: 'a lighthouse  ',
+  });
+  await expect(page.getByTestId('prompt-tokens')).toHaveText(`${rest.total + 3}/75`);
   await page.screenshot({ path: screenshotPath('lora-picker') });
 
   await prompt.press('Control+Enter');
@@ -99,16 +105,24 @@ test('pick a LoRA and an embedding beside the prompt, set the weight, generate, 
   await view(page, 'Gallery');
   await expect(page.getByTestId('gallery-item')).toHaveCount(2);
   await page.getByRole('button', { name: /^Filters/ }).click();
+  await page.getByTestId('gallery-lora-filter').fill('ink');
+  await expect(page.getByTestId('gallery-item')).toHaveCount(0);
   await page.getByTestId('gallery-lora-filter').fill('film_grain');
   await expect(page.getByTestId('gallery-item')).toHaveCount(1);
   await expect(page.getByTestId('gallery-count')).toHaveText('1 image');
-  await page.getByTestId('gallery-lora-filter').fill('ink');
-  await expect(page.getByTestId('gallery-item')).toHaveCount(0);
+  // Its details name the LoRA and the embedding with their hashes.
+  await page.getByTestId('gallery-item').first().click();
+  await expect(page.getByTestId('detail-loras')).toHaveText(/^film_grain \([0-9a-f]{12}\)$/);
+  await expect(page.getByTestId('detail-embeddings')).toHaveText(/^tiny-ti \([0-9a-f]{12}\)$/);
 
-  // A tag naming a file that is not there is marked in the field.
-  await view(page, 'Generate');
-  await prompt.fill('a lighthouse <lora:ghost:1>');
-  await expect(page.getByTestId('prompt-network')).toHaveAttribute('data-missing', 'true');
-  await expect(page.getByTestId('prompt-network')).toContainText('not in the folder');
+  // The LoRA file goes away; reusing the generation restores the tag and says it is missing.
+  fs.rmSync(path.join(loras, 'film_grain.safetensors'));
+  await page.getByRole('button', { name: 'Reuse all settings' }).click();
+  await expect(prompt).toHaveValue('a lighthouse <lora:film_grain:0.65> tiny-ti');
+  await expect(
+    page.getByTestId('notice').filter({ hasText: 'Not in your folders: LoRA "film_grain"' }),
+  ).toBeVisible();
+  await expect(page.getByTestId('prompt-network').first()).toHaveAttribute('data-missing', 'true');
+  await expect(page.getByTestId('prompt-network').first()).toContainText('not in the folder');
   expect(consoleErrors).toEqual([]);
 });

@@ -137,7 +137,8 @@ export class Networks {
     prompts: { prompt: string; negativePrompt: string },
     used: readonly UsedNetwork[],
   ): Promise<void> {
-    if (!this.list) await this.load();
+    // Scanned again: files may have come or gone since the list was made.
+    await this.load(true);
     const list = this.list;
     if (!list) return;
     const embeddingNames = used.filter((u) => u.kind === 'embedding').map((u) => u.name);
