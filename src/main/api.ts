@@ -1,5 +1,6 @@
 import { type AppInfo, type EngineStatus, type StudioService, StudioError } from '../shared';
 import { getRuntimeInfo } from '../engine/runtime';
+import { NetworkService } from './adapters/service';
 import { EventHub } from './events';
 import { JobService } from './jobs/service';
 import { outputDirProblem } from './library/export';
@@ -34,6 +35,7 @@ export class StudioHost {
   readonly jobs: JobService;
   readonly imports: CheckpointImports;
   readonly vaes: VaeService;
+  readonly networks: NetworkService;
   readonly service: StudioService;
   #engineStatus: EngineStatus;
 
@@ -63,7 +65,8 @@ export class StudioHost {
       log: options.log ?? ((line) => console.error(line)),
     };
     this.library = new Library(context);
-    this.jobs = new JobService(context, this.library);
+    this.networks = new NetworkService(options.dataDir, () => this.settings.get());
+    this.jobs = new JobService(context, this.library, { networks: this.networks });
     this.imports = new CheckpointImports(context, (folder) => this.library.addModel(folder));
     this.vaes = new VaeService(context);
 
@@ -80,8 +83,10 @@ export class StudioHost {
         const next = this.settings.update(patch);
         this.events.emit('settingsChanged', next);
         this.jobs.settingsChanged(next);
+        if ('loraDir' in patch || 'embeddingsDir' in patch) this.networks.settingsChanged();
         return next;
       },
+      ...this.networks.methods,
       ...this.library.methods,
       ...this.jobs.methods,
       ...this.imports.methods,

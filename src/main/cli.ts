@@ -17,6 +17,8 @@ import {
   sigmaSamplerNames,
 } from '../shared/generation';
 import { fileURLToPath } from 'node:url';
+import { networkInfotextFields } from '../shared/networks';
+import { cliNetworks } from './adapters/cli-networks';
 import { UsageError, runCli } from './cli-run';
 import { encodePngWithMetadata } from './library/png-metadata';
 import { vaeInfotextFields } from './models/vaes';
@@ -43,7 +45,12 @@ const usage = `Usage: npm run generate -- --model DIR --prompt TEXT [options] --
   --prediction P       with an SD 2.x checkpoint that does not say: epsilon or v
   --data-dir DIR       where converted checkpoints and VAEs are cached (default: the app's data
                        folder)
-  --prompt TEXT        what to draw; (word:1.2) [word] BREAK are understood
+  --prompt TEXT        what to draw; (word:1.2) [word] BREAK are understood, <lora:name:weight>
+                       applies a LoRA of --lora-dir, an embedding's file name uses it
+  --lora-dir DIR       LoRA folder (default: the studio's, <data folder>/models/Lora)
+  --embeddings-dir DIR embeddings folder (default: the studio's, <data folder>/embeddings)
+  --lora FILE:WEIGHT   apply this LoRA file (or a name in --lora-dir) as if tagged in the
+                       prompt; repeatable; WEIGHT defaults to 1
   --negative TEXT      what to avoid
   --seed N             noise seed (default: random, printed)
   --steps N            sampling steps (default ${defaults.steps})
@@ -360,6 +367,9 @@ async function main(argv: string[]): Promise<number> {
       vae: { type: 'string' },
       prediction: { type: 'string' },
       'data-dir': { type: 'string' },
+      'lora-dir': { type: 'string' },
+      'embeddings-dir': { type: 'string' },
+      lora: { type: 'string', multiple: true },
       out: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -375,6 +385,18 @@ async function main(argv: string[]): Promise<number> {
   if (values.prompt === undefined) throw new UsageError('--prompt is required.');
   if (!values.out) throw new UsageError('--out is required.');
   if (!/\.png$/i.test(values.out)) throw new UsageError('--out must name a .png file.');
+
+  // LoRA tags and embeddings resolve before anything loads: a missing file stops here.
+  const networks = await cliNetworks({
+    prompt: values.prompt,
+    negativePrompt: values.negative ?? '',
+    dataDir: path.resolve(
+      values['data-dir'] ?? process.env.LATENT_STUDIO_DATA_DIR ?? defaultDataDir(),
+    ),
+    loraDir: values['lora-dir'],
+    embeddingsDir: values['embeddings-dir'],
+    loras: values.lora ?? [],
+  });
 
   const provider = values.provider ?? 'auto';
   if (!['auto', 'cpu', 'cuda', 'dml', 'coreml', 'webgpu'].includes(provider))
@@ -413,7 +435,7 @@ async function main(argv: string[]): Promise<number> {
     mode: upscaling.mode ?? masking.mode ?? (values.init ? 'img2img' : 'txt2img'),
     model: path.resolve(values.model),
     vae: vae?.file ?? null,
-    prompt: values.prompt,
+    prompt: networks.prompt,
     negativePrompt: values.negative,
     seed,
     seedMode: values['seed-mode'],
@@ -459,7 +481,15 @@ async function main(argv: string[]): Promise<number> {
 
   const started = Date.now();
   const result = await engine.generate(
-    { settings, modelDir: values.model, initImage, maskImage, vaeDir: vae?.dir ?? null },
+    {
+      settings,
+      modelDir: values.model,
+      initImage,
+      maskImage,
+      vaeDir: vae?.dir ?? null,
+      ...(networks.resolved.loras.length ? { loras: networks.resolved.loras } : {}),
+      ...(networks.resolved.embeddings.length ? { embeddings: networks.resolved.embeddings } : {}),
+    },
     {
       onProgress: (p) => {
         if (values.quiet || p.stage !== 'denoise') return;
@@ -493,6 +523,7 @@ async function main(argv: string[]): Promise<number> {
               ...(checkpoint ? { modelHash: shortHash(checkpoint.sha256) } : {}),
               ...(checkpoint?.vae ? { VAE: checkpoint.vae } : {}),
               ...vae?.fields,
+              ...networkInfotextFields(networks.resolved),
               version: `Latent Studio ${appVersion}`,
             },
           },

@@ -17,6 +17,7 @@ import {
   QueueState,
   UploadedImage,
 } from './library';
+import { NetworkList, NetworkPreview, NetworkRef } from './networks';
 import { Settings, SettingsPatch } from './settings';
 import { AppInfo, EngineStatus } from './status';
 import { VaeList } from './vae';
@@ -56,6 +57,15 @@ export const studioMethods = {
     input: z.object({ modelId: Id, prompt: z.string().max(20_000) }).strict(),
     output: z.object({ total: z.number().int(), chunks: z.array(z.number().int()) }),
   },
+
+  // LoRAs and textual-inversion embeddings (the folders in Settings)
+  /** The LoRA and embedding files of the folders; `refresh` scans again instead of the cache. */
+  listNetworks: {
+    input: z.object({ refresh: z.boolean().default(false) }).strict(),
+    output: NetworkList,
+  },
+  /** The preview image beside a listed file, made small; dataUrl null when it has none. */
+  getNetworkPreview: { input: NetworkRef, output: NetworkPreview },
 
   // Images given by the studio (init images, painted masks, imported PNGs)
   uploadImage: { input: ImageUpload, output: UploadedImage },

@@ -62,6 +62,15 @@ export const ImageUpload = z
   .strict();
 export type ImageUpload = z.infer<typeof ImageUpload>;
 
+/** A LoRA or embedding a generation used, by the name its prompt gives it. */
+export const UsedNetwork = z.object({
+  kind: z.enum(['lora', 'embedding']),
+  name: z.string(),
+  /** A1111's short hash (12 hex digits) when recorded. */
+  hash: z.string().nullable(),
+});
+export type UsedNetwork = z.infer<typeof UsedNetwork>;
+
 export const UploadedImage = z.object({
   imageId: Id,
   /** Relative URL the studio can put in <img src> (/media/uploads/<id>), on both transports. */
@@ -78,6 +87,8 @@ export const UploadedImage = z.object({
        * is not in the VAE folder); absent when everything was.
        */
       notes: z.array(z.string()).optional(),
+      /** The `Lora hashes` and `TI hashes` it names (A1111 infotext), to say which are missing. */
+      networks: z.array(UsedNetwork).default([]),
     })
     .nullable(),
 });
@@ -193,6 +204,8 @@ export const GalleryQuery = z
     favorite: z.boolean().optional(),
     minRating: z.number().int().min(0).max(5).optional(),
     tag: z.string().max(100).optional(),
+    /** Images whose prompt used this LoRA (`<lora:name:…>`, the name as tagged; any case). */
+    lora: z.string().trim().min(1).max(1000).optional(),
     /** Images made from the same prompt and settings with nearby seeds, grouped. */
     seedVariantsOf: Id.optional(),
     sort: GallerySort.default('newest'),
@@ -239,6 +252,8 @@ export const GenerationDetail = z.object({
   childIds: z.array(Id),
   /** The A1111 `parameters` text, for "copy parameters". */
   parametersText: z.string(),
+  /** The LoRAs and embeddings it used, with A1111's short hash when it was recorded. */
+  networks: z.array(UsedNetwork).default([]),
 });
 export type GenerationDetail = z.infer<typeof GenerationDetail>;
 

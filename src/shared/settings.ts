@@ -4,6 +4,15 @@ export const executionProviders = ['auto', 'cpu', 'cuda', 'dml', 'coreml', 'webg
 export const ExecutionProviderPreference = z.enum(executionProviders);
 export type ExecutionProviderPreference = z.infer<typeof ExecutionProviderPreference>;
 
+/** An absolute folder path, POSIX (`/…`) or Windows (`C:\\…`, `\\\\server\\share`). */
+const AbsoluteFolder = z
+  .string()
+  .min(1)
+  .max(4096)
+  .refine((p) => /^(\/|[A-Za-z]:[\\/]|\\\\)/.test(p), {
+    message: 'Give the folder as an absolute path (starting with / or a drive letter).',
+  });
+
 /** User settings, persisted by the host. Every field has a default so old files keep loading. */
 export const Settings = z.object({
   theme: z.enum(['system', 'light', 'dark']).default('system'),
@@ -22,6 +31,13 @@ export const Settings = z.object({
    * as replacement VAEs; null: the data folder's `vae/`.
    */
   vaeDir: z.string().min(1).max(4096).nullable().default(null),
+  /**
+   * The LoRA folder (absolute path), scanned recursively for `<lora:name:weight>` tags; null:
+   * `models/Lora` in the data folder, where A1111 keeps them.
+   */
+  loraDir: AbsoluteFolder.nullable().default(null),
+  /** The textual-inversion embeddings folder (absolute path); null: `embeddings` in the data folder. */
+  embeddingsDir: AbsoluteFolder.nullable().default(null),
 });
 export type Settings = z.infer<typeof Settings>;
 
@@ -34,6 +50,8 @@ export const SettingsPatch = z
     outputDir: Settings.shape.outputDir.unwrap(),
     embedMetadata: Settings.shape.embedMetadata.unwrap(),
     vaeDir: Settings.shape.vaeDir.unwrap(),
+    loraDir: Settings.shape.loraDir.unwrap(),
+    embeddingsDir: Settings.shape.embeddingsDir.unwrap(),
   })
   .partial()
   .strict();

@@ -32,6 +32,7 @@ describe('importing JPEG and WebP files written by AUTOMATIC1111', () => {
       expect(up.metadata).toEqual({
         source: 'a1111',
         settings: A1111_EXIF_SETTINGS,
+        networks: [],
       });
       // The stored upload is the file as given, metadata and all.
       expect(fs.readFileSync(library.resolveImage(up.imageId).file)).toEqual(data);

@@ -131,3 +131,18 @@ export async function callServer<T = unknown>(
     throw Object.assign(new Error(envelope.error!.message), { code: envelope.error!.code });
   return envelope.value as T;
 }
+
+/** Polls `fn` every 20 ms until it returns something truthy; fails after `ms` naming `what`. */
+export async function until<T>(
+  what: string,
+  fn: () => T | undefined | false | Promise<T | undefined | false>,
+  ms = 60_000,
+): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

@@ -38,4 +38,21 @@ describe('SettingsStore', () => {
     fs.writeFileSync(path.join(dir, 'settings.json'), JSON.stringify({ theme: 'light' }));
     expect(new SettingsStore(dir).get()).toEqual({ ...defaultSettings, theme: 'light' });
   });
+
+  it('keeps the LoRA and embeddings folders: absolute paths, null for the data folder defaults', () => {
+    fresh();
+    const s = new SettingsStore(dir);
+    expect(s.get()).toMatchObject({ loraDir: null, embeddingsDir: null });
+    s.update({ loraDir: '/srv/sd/models/Lora', embeddingsDir: 'C:\\sd\\embeddings' });
+    expect(new SettingsStore(dir).get()).toMatchObject({
+      loraDir: '/srv/sd/models/Lora',
+      embeddingsDir: 'C:\\sd\\embeddings',
+    });
+    expect(() => s.update({ loraDir: 'models/Lora' })).toThrow(
+      'Give the folder as an absolute path (starting with / or a drive letter).',
+    );
+    expect(s.get().loraDir).toBe('/srv/sd/models/Lora');
+    s.update({ loraDir: null });
+    expect(s.get().loraDir).toBeNull();
+  });
 });

@@ -32,7 +32,7 @@ export interface EmbeddingVectors {
 /** An embedding file's vectors: one block (SD 1.x / 2.x) or SDXL's pair. */
 export interface EmbeddingFile {
   path: string;
-  /** SHA-256 of the file's bytes, lower-case hex (A1111's `TI hashes:` takes its first 10). */
+  /** SHA-256 of the file's bytes, lower-case hex (A1111's `TI hashes:` takes its first 12). */
   sha256: string;
   /** How many tokens it stands for in a prompt. */
   vectors: number;

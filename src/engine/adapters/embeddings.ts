@@ -24,7 +24,7 @@ export { TI_TOKEN_IDS } from './embeddings-onnx';
 export interface UsedEmbedding {
   token: string;
   path: string;
-  /** SHA-256 of the file, hex; A1111 writes its first 10 characters. */
+  /** SHA-256 of the file, hex; A1111 writes its first 12 characters (shorthash). */
   sha256: string;
   /** Tokens it cost in the prompt. */
   vectors: number;

@@ -19,6 +19,8 @@ import { describeIssues } from '../dispatch';
 import { isLibraryError } from '../library/errors';
 import { encodePngWithMetadata, type PngGenerationMetadata } from '../library/png-metadata';
 import type { HostContext, JobMethods } from '../services';
+import type { ResolvedNetworks } from '../adapters/resolve';
+import { networkInfotextFields } from '../../shared';
 import { convertedModelFields } from '../models/checkpoint-cache';
 import { VaeService, type VaePrepareProgress, resolveVaeFile } from '../models/vaes';
 import { appVersion } from '../version';
@@ -31,7 +33,7 @@ import {
   JobStore,
   parseSettings,
 } from './store';
-import type { JobLibrary, SaveImageInput } from './types';
+import type { GenerationNetwork, JobLibrary, SaveImageInput } from './types';
 
 export interface JobServiceOptions {
   /** Least time between two jobProgress events of a job, in ms (default 100: at most 10/s). */
@@ -48,6 +50,17 @@ export interface JobServiceOptions {
   pruneIntervalMs?: number;
   /** Finished jobs deleted per transaction (default 200). */
   pruneBatch?: number;
+  /**
+   * Resolves a prompt's `<lora:…>` tags and embedding names in the folders of Settings
+   * (adapters/service.ts); without it, prompts go to the engine as written.
+   */
+  networks?: JobNetworks | null;
+}
+
+/** What the queue needs to turn a prompt's LoRA tags and embedding names into files. */
+export interface JobNetworks {
+  /** Throws StudioError with one sentence when a tag names a missing file or cannot be used. */
+  resolve(prompts: { prompt: string; negativePrompt: string }): Promise<ResolvedNetworks>;
 }
 
 /** The job that is running now: what only lives in memory (no DB write per step). */
@@ -115,7 +128,10 @@ const engineFailureLimit = 3;
  */
 export class JobService {
   readonly methods: JobMethods;
-  readonly #options: Required<Omit<JobServiceOptions, 'retention'>> & { retention: JobRetention };
+  readonly #options: Required<Omit<JobServiceOptions, 'retention' | 'networks'>> & {
+    retention: JobRetention;
+  };
+  readonly #networks: JobNetworks | null;
   #client: EngineClient | null = null;
   /** Failures in a row of the engine itself (not of one job's model or settings). */
   #engineFailures = 0;
@@ -147,6 +163,7 @@ export class JobService {
       pruneIntervalMs: options.pruneIntervalMs ?? 3600_000,
       pruneBatch: Math.max(1, options.pruneBatch ?? 200),
     };
+    this.#networks = options.networks ?? null;
     // A damaged database answers with the library's read-only sentence, not an internal error.
     const g = <T>(fn: () => T): T => {
       try {
@@ -527,6 +544,8 @@ export class JobService {
           'invalid-argument',
           'The settings stored with this job are not valid for this version of the app.',
         );
+      // Before the model loads: a tag naming a missing LoRA fails the job with its sentence.
+      const networks = this.#networks ? await this.#networks.resolve(settings) : null;
       const model = await this.#model(settings.model, 'model');
       modelName = model.name;
       const engineSettings: GenerationSettings = { ...settings };
@@ -562,6 +581,8 @@ export class JobService {
           initImage,
           maskImage,
           ...(vae ? { vaeDir: vae.dir } : {}),
+          ...(networks?.loras.length ? { loras: networks.loras } : {}),
+          ...(networks?.embeddings.length ? { embeddings: networks.embeddings } : {}),
         },
         { signal: cur.controller.signal, onProgress: (p) => this.#onProgress(cur, p) },
       );
@@ -576,7 +597,8 @@ export class JobService {
       this.#emitProgress(cur, true);
       const saved = await this.library.saveGeneration({
         settings,
-        images: await this.#encode(settings, result, model, vae?.fields ?? {}),
+        images: await this.#encode(settings, result, model, vae?.fields ?? {}, networks),
+        networks: networks ? networkUses(networks) : [],
         family: result.family,
         provider: result.provider,
         fallbackReason: result.fallbackReason,
@@ -657,6 +679,7 @@ export class JobService {
     result: GenerateResult,
     model: ModelEntry,
     vaeFields: { VAE?: string; 'VAE hash'?: string },
+    networks: ResolvedNetworks | null,
   ): Promise<SaveImageInput[]> {
     const out: SaveImageInput[] = [];
     for (const generated of result.images) {
@@ -669,10 +692,13 @@ export class JobService {
       );
       out.push({
         png,
-        metadata: imageMetadata(settings, generated, model.name, {
-          ...convertedModelFields(model.path),
-          ...vaeFields,
-        }),
+        metadata: imageMetadata(
+          settings,
+          generated,
+          model.name,
+          { ...convertedModelFields(model.path), ...vaeFields },
+          networks ? networkInfotextFields(networks) : {},
+        ),
         width: image.width,
         height: image.height,
         seed: generated.seed,
@@ -837,6 +863,8 @@ export function imageMetadata(
    * `VAE hash` / `VAE` of a replacement VAE (vaeInfotextFields), which wins.
    */
   converted: { modelHash?: string; VAE?: string; 'VAE hash'?: string } = {},
+  /** `Lora hashes` / `TI hashes` of the files the prompt used (networkInfotextFields). */
+  networkFields: Record<string, string> = {},
 ): PngGenerationMetadata {
   const perImage = settings.seedMode === 'per-image';
   return {
@@ -849,12 +877,34 @@ export function imageMetadata(
     extra: {
       modelName,
       ...converted,
+      ...networkFields,
       ...(!perImage && settings.batchSize > 1
         ? { 'Batch size': settings.batchSize, 'Batch pos': generated.batchIndex }
         : {}),
       version: `Latent Studio ${appVersion}`,
     },
   };
+}
+
+/** The LoRAs and embeddings a generation used, for the history's rows (gallery filters). */
+function networkUses(n: ResolvedNetworks): GenerationNetwork[] {
+  const hashes = (list: ResolvedNetworks['loraHashes']) =>
+    new Map(list.map((h) => [h.name, h.hash]));
+  const lora = hashes(n.loraHashes);
+  const ti = hashes(n.tiHashes);
+  const strip = (name: string) => name.replace(/[:,]/g, '');
+  return [
+    ...n.loras.map((l) => ({
+      kind: 'lora' as const,
+      name: l.name,
+      hash: lora.get(strip(l.name)) ?? null,
+    })),
+    ...n.embeddings.map((e) => ({
+      kind: 'embedding' as const,
+      name: e.token,
+      hash: ti.get(strip(e.token)) ?? null,
+    })),
+  ];
 }
 
 function toBytes(image: PixelImage): Uint8Array {

@@ -2,7 +2,7 @@ import type Sqlite from 'better-sqlite3';
 import type { ModelEntry } from '../../shared';
 import type { ResolvedImage, SaveGenerationInput, SaveGenerationResult } from '../library/service';
 
-export type { SaveImageInput } from '../library/service';
+export type { GenerationNetwork, SaveImageInput } from '../library/service';
 
 type MaybePromise<T> = T | Promise<T>;
 

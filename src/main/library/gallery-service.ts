@@ -10,6 +10,7 @@ import {
   type ModelEntry,
   type StudioService,
   StudioError,
+  networkInfotextFields,
 } from '../../shared';
 import type { HostContext, LibraryMethods } from '../services';
 import type { LibraryDatabase } from './database';
@@ -25,6 +26,16 @@ import {
 import fs from 'node:fs';
 import path from 'node:path';
 import { formatA1111Parameters, readGenerationMetadata } from './png-metadata';
+
+/** The `name: hash` pairs of one kind whose hash was recorded. */
+function hashed(
+  networks: GenerationDetail['networks'],
+  kind: 'lora' | 'embedding',
+): Array<{ name: string; hash: string }> {
+  return networks
+    .filter((n) => n.kind === kind && n.hash !== null)
+    .map((n) => ({ name: n.name.replace(/[:,]/g, ''), hash: n.hash! }));
+}
 
 interface GenerationRow {
   id: string;
@@ -118,6 +129,11 @@ export class GalleryService {
         .prepare('SELECT id FROM generations WHERE parent_id = ? ORDER BY created_at, id')
         .all(g.id) as Array<{ id: string }>
     ).map((r) => r.id);
+    const networks = db
+      .prepare(
+        'SELECT kind, name, hash FROM generation_networks WHERE generation_id = ? ORDER BY rowid',
+      )
+      .all(g.id) as GenerationDetail['networks'];
     return {
       generationId: g.id,
       settings,
@@ -133,7 +149,12 @@ export class GalleryService {
       parametersText: formatA1111Parameters(settings, {
         modelName: g.model_name,
         ...this.#vaeFields(g.id, settings),
+        ...networkInfotextFields({
+          loraHashes: hashed(networks, 'lora'),
+          tiHashes: hashed(networks, 'embedding'),
+        }),
       }),
+      networks,
     };
   }
 

@@ -267,6 +267,12 @@ function galleryFilter(db: Db, query: GalleryQuery): Filter {
                 WHERE t.name = ? COLLATE NOCASE)`,
       query.tag.trim(),
     );
+  if (query.lora !== undefined)
+    add(
+      `i.generation_id IN (SELECT generation_id FROM generation_networks
+                           WHERE kind = 'lora' AND name = ? COLLATE NOCASE)`,
+      query.lora.trim(),
+    );
   if (query.seedVariantsOf !== undefined) {
     const key = db
       .prepare(
@@ -366,6 +372,7 @@ function countHint(query: GalleryQuery, filter: Filter): string {
   const columnsOnly =
     !filter.usesText &&
     query.tag === undefined &&
+    query.lora === undefined &&
     query.seedVariantsOf === undefined &&
     query.modelId === undefined &&
     query.from === undefined &&

@@ -3,7 +3,7 @@
  * version bump in one immediate transaction, so a crash (or a failing step) leaves the database
  * at the previous version with none of the step's changes.
  */
-import { GenerationSettings } from '../../shared';
+import { GenerationSettings, parseNetworkTags } from '../../shared';
 import type { Db } from './db';
 import { variantKeyOf } from './variant-key';
 
@@ -220,6 +220,38 @@ function v5(db: Db): void {
   }
 }
 
+/**
+ * The LoRAs and embeddings each generation used (issue 12), for the gallery's LoRA filter and
+ * the history: one row per (generation, kind, name) with the A1111 short hash when known, in
+ * the order the prompt mentions them (rowid order, as the infotext lists them). The
+ * LoRAs of generations saved before are filled in from the `<lora:…>` tags of their prompts
+ * (without hashes: the files they were made with may have changed since).
+ */
+function v6(db: Db): void {
+  db.exec(`
+CREATE TABLE generation_networks (
+  generation_id TEXT NOT NULL REFERENCES generations(id) ON DELETE CASCADE,
+  kind TEXT NOT NULL CHECK (kind IN ('lora', 'embedding')),
+  name TEXT NOT NULL,
+  hash TEXT,
+  UNIQUE (generation_id, kind, name)
+);
+CREATE INDEX generation_networks_by_name ON generation_networks (kind, name COLLATE NOCASE);
+`);
+  const insert = db.prepare(
+    "INSERT OR IGNORE INTO generation_networks (generation_id, kind, name) VALUES (?, 'lora', ?)",
+  );
+  const rows = db
+    .prepare(
+      `SELECT g.id, p.text, p.negative FROM generations g JOIN prompts p ON p.id = g.prompt_id
+       WHERE p.text LIKE '%<%:%>%' OR p.negative LIKE '%<%:%>%'`,
+    )
+    .all() as Array<{ id: string; text: string; negative: string }>;
+  for (const row of rows)
+    for (const tag of [...parseNetworkTags(row.text).tags, ...parseNetworkTags(row.negative).tags])
+      if (tag.kind === 'lora' && !tag.error) insert.run(row.id, tag.name);
+}
+
 export const migrations: readonly Migration[] = [
   {
     version: 1,
@@ -234,6 +266,11 @@ export const migrations: readonly Migration[] = [
     up: (db) => db.exec(v4),
   },
   { version: 5, description: 'the schedule apart from the sampler (settings, keys)', up: v5 },
+  {
+    version: 6,
+    description: 'LoRAs and embeddings used by each generation (generation_networks)',
+    up: v6,
+  },
 ];
 
 export const schemaVersion = migrations[migrations.length - 1].version;

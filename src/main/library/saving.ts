@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { GenerationSettings, StudioError } from '../../shared';
+import { GenerationSettings, StudioError, parseNetworkTags } from '../../shared';
 import type { ModelRow } from '../models/models';
 import type { HostContext } from '../services';
 import type { LibraryDatabase } from './database';
@@ -50,6 +50,20 @@ export interface SaveGenerationInput {
   parentId?: string | null;
   /** The job that made it: its row's generation_id is set in the same transaction. */
   jobId?: string | null;
+  /**
+   * The LoRAs and embeddings it used (resolved by the job); when absent, the LoRAs of the
+   * prompt's `<lora:…>` tags are recorded without hashes.
+   */
+  networks?: GenerationNetwork[];
+}
+
+/** A LoRA or embedding one generation used, as the history records it. */
+export interface GenerationNetwork {
+  kind: 'lora' | 'embedding';
+  /** As the prompt names it (the tag's name, the embedding's word). */
+  name: string;
+  /** A1111's short hash (12 hex digits), when known. */
+  hash: string | null;
 }
 
 export interface SaveGenerationResult {
@@ -69,6 +83,8 @@ export interface PendingSave {
   jobId: string | null;
   created: number;
   images: ImageRecord[];
+  /** Absent in records written before generation_networks existed. */
+  networks?: GenerationNetwork[];
 }
 
 interface ImageRecord {
@@ -247,6 +263,7 @@ export class GenerationSaver {
         jobId: input.jobId ?? null,
         created,
         images: prepared.map((p) => p.record),
+        ...(input.networks ? { networks: input.networks } : {}),
       };
       // The save is on record before its first file exists: a crash from here on is finished or
       // undone at the next start (#finishPendingSaves), never re-imported as a second generation.
@@ -393,6 +410,16 @@ export class GenerationSaver {
         variantKey,
         g.created,
       );
+    const insertNetwork = db.prepare(
+      `INSERT INTO generation_networks (generation_id, kind, name, hash) VALUES (?, ?, ?, ?)
+       ON CONFLICT DO UPDATE SET hash = coalesce(excluded.hash, hash)`,
+    );
+    const networks =
+      g.networks ??
+      [...parseNetworkTags(s.prompt).tags, ...parseNetworkTags(s.negativePrompt).tags]
+        .filter((t) => t.kind === 'lora' && !t.error)
+        .map((t) => ({ kind: 'lora' as const, name: t.name, hash: null }));
+    for (const n of networks) insertNetwork.run(g.generationId, n.kind, n.name, n.hash);
     if (g.jobId)
       db.prepare('UPDATE jobs SET generation_id = ? WHERE id = ?').run(g.generationId, g.jobId);
   }

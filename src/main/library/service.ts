@@ -29,7 +29,12 @@ import { UploadService } from './uploads';
 import { vaeFolder } from '../models/vaes';
 
 export type { MediaFile, ResolvedImage } from './media';
-export type { SaveGenerationInput, SaveGenerationResult, SaveImageInput } from './saving';
+export type {
+  GenerationNetwork,
+  SaveGenerationInput,
+  SaveGenerationResult,
+  SaveImageInput,
+} from './saving';
 
 export interface LibraryOptions {
   /** How often to back the database up while running (default 6 h); 0 disables the timer. */

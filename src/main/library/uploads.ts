@@ -3,7 +3,13 @@
  * and purpose), and looking an image or upload up by id.
  */
 import fsp from 'node:fs/promises';
-import { type ImageRef, type StudioService, StudioError, type UploadedImage } from '../../shared';
+import {
+  type ImageRef,
+  type StudioService,
+  StudioError,
+  type UploadedImage,
+  parseNetworkHashes,
+} from '../../shared';
 import { checkUploadedImage } from '../images/decode';
 import type { LibraryDatabase } from './database';
 import { type Db, immediate } from './db';
@@ -91,7 +97,20 @@ export class UploadService {
     let metadata: UploadedImage['metadata'] = null;
     if (input.purpose === 'import') {
       const read = readImageMetadata(data);
-      metadata = { source: read.source, settings: read.settings };
+      metadata = {
+        source: read.source,
+        settings: read.settings,
+        networks: [
+          ...parseNetworkHashes(read.raw['Lora hashes']).map((h) => ({
+            kind: 'lora' as const,
+            ...h,
+          })),
+          ...parseNetworkHashes(read.raw['TI hashes']).map((h) => ({
+            kind: 'embedding' as const,
+            ...h,
+          })),
+        ],
+      };
       // The VAE it names (ours: settings.vae; A1111: `VAE:`) is chosen when the folder has it.
       const named = read.source === 'a1111' ? read.raw.VAE : read.settings.vae;
       if (named && this.vaeFolder) {

@@ -1,4 +1,10 @@
-import type { GalleryItem, GenerationSettings, ImageRef, UploadedImage } from '../../shared';
+import type {
+  GalleryItem,
+  GenerationSettings,
+  ImageRef,
+  UploadedImage,
+  UsedNetwork,
+} from '../../shared';
 import { blobToBase64, clamp } from './format';
 import type { Studio } from './studio.svelte';
 
@@ -21,6 +27,8 @@ export interface ImportedSettings {
   settings: Partial<GenerationSettings>;
   /** What could not be restored, one sentence each (a VAE missing from the VAE folder). */
   notes: string[];
+  /** The LoRAs and embeddings its infotext lists (`Lora hashes`, `TI hashes`). */
+  networks: UsedNetwork[];
 }
 
 export const metadataSourceLabels: Record<ImportedSettings['source'], string> = {
@@ -536,6 +544,7 @@ export class Canvas {
               source: found.source,
               settings: found.settings,
               notes: found.notes ?? [],
+              networks: found.networks,
             }
           : null;
       this.setImage({

@@ -19,6 +19,8 @@ export interface GalleryFilters {
   sampler: SamplerName | '';
   mode: GenerationMode | '';
   tag: string;
+  /** A LoRA name as tagged in prompts (`<lora:name:…>`); '' for any. */
+  lora: string;
   sort: GallerySort;
 }
 
@@ -80,6 +82,7 @@ export class Gallery {
     sampler: '',
     mode: '',
     tag: '',
+    lora: '',
     sort: defaultGalleryQuery.sort,
   });
   items = $state.raw<GalleryItem[]>([]);
@@ -103,7 +106,8 @@ export class Gallery {
       (this.filters.modelId ? 1 : 0) +
       (this.filters.sampler ? 1 : 0) +
       (this.filters.mode ? 1 : 0) +
-      (this.filters.tag ? 1 : 0),
+      (this.filters.tag ? 1 : 0) +
+      (this.filters.lora ? 1 : 0),
   );
   selectedItems = $derived(this.items.filter((i) => this.selected.includes(i.imageId)));
 
@@ -130,6 +134,7 @@ export class Gallery {
     if (f.sampler) q.sampler = f.sampler;
     if (f.mode) q.mode = f.mode;
     if (f.tag.trim()) q.tag = f.tag.trim();
+    if (f.lora.trim()) q.lora = f.lora.trim();
     return q;
   }
 

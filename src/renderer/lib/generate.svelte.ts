@@ -16,6 +16,7 @@ import {
   samplerTakesSchedule,
 } from '../../shared';
 import { clamp } from './format';
+import { promptMarks, textForCounting, withEmbeddingCost } from './prompt-networks';
 import type { Studio } from './studio.svelte';
 
 export type SeedMode = 'random' | 'fixed';
@@ -249,16 +250,24 @@ export class GenerateForm {
     return 0;
   }
 
-  /** Counts tokens a moment after typing stops (the host tokenizes with the model's own). */
+  /**
+   * Counts tokens a moment after typing stops (the host tokenizes with the model's own). LoRA
+   * tags cost nothing and an embedding its vectors, so they are taken out of the text counted
+   * and the embeddings' vectors added (prompt-networks.ts).
+   */
   refreshTokens(which: 'prompt' | 'negative'): void {
     clearTimeout(this.#tokenTimers[which]);
     const text = which === 'prompt' ? this.prompt : this.negativePrompt;
     const modelId = this.modelId;
     const api = this.studio.api;
     if (!api || !modelId) return;
+    const marks = promptMarks(text, this.studio.networks.list);
+    const costs = marks.filter((m) => m.kind === 'embedding').map((m) => m.cost);
     this.#tokenTimers[which] = setTimeout(async () => {
       try {
-        const count = await api.countTokens({ modelId, prompt: text });
+        const counted = await api.countTokens({ modelId, prompt: textForCounting(text, marks) });
+        const chunks = costs.length ? withEmbeddingCost(counted.chunks, costs) : counted.chunks;
+        const count = { total: chunks.reduce((a, b) => a + b, 0), chunks };
         if (which === 'prompt') this.promptTokens = count;
         else this.negativeTokens = count;
       } catch {

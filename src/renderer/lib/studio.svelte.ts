@@ -17,6 +17,7 @@ import { GenerateForm } from './generate.svelte';
 import { CheckpointImport } from './checkpoint-import.svelte';
 import { Models } from './models.svelte';
 import { Vaes } from './vaes.svelte';
+import { Networks } from './networks.svelte';
 import { Notices } from './notices.svelte';
 import { Queue } from './queue.svelte';
 import { type TransportKind, connectStudio } from './transport';
@@ -48,6 +49,7 @@ export class Studio {
   readonly notices = new Notices();
   readonly models = new Models(this);
   readonly vaes = new Vaes(this);
+  readonly networks = new Networks(this);
   readonly checkpointImport = new CheckpointImport(this);
   readonly form = new GenerateForm(this);
   readonly queue = new Queue(this);
@@ -72,8 +74,13 @@ export class Studio {
       api.on('engineStatus', (status) => (this.engine = status));
       api.on('settingsChanged', (settings) => {
         const folderChanged = settings.vaeDir !== this.settings?.vaeDir;
+        const folders = (s: Settings | null) => `${s?.loraDir}|${s?.embeddingsDir}`;
+        // Other folders: list them again (the first listing comes with the rest below).
+        const networkFoldersChanged =
+          this.settings !== null && folders(settings) !== folders(this.settings);
         this.settings = settings;
         if (folderChanged) void this.vaes.load();
+        if (networkFoldersChanged) void this.networks.load();
       });
       api.on('modelsChanged', (models) => this.models.set(models));
       api.on('checkpointImport', (progress) => this.checkpointImport.onProgress(progress));
@@ -103,6 +110,7 @@ export class Studio {
       this.queue.load(),
       this.gallery.reload(),
       this.vaes.load(),
+      this.networks.load(),
     ]);
     this.#refreshLibraryStatus();
     this.form.ensureModel();
@@ -217,6 +225,7 @@ export class Studio {
       undefined,
       3000,
     );
+    if (what === 'all') void this.networks.reportMissing(detail.settings, detail.networks);
     if (what === 'all' && detail.settings.mode !== 'txt2img')
       await this.#restoreImages(detail.settings.initImage, detail.settings.mask?.image ?? null);
   }
@@ -255,6 +264,10 @@ export class Studio {
     if (mode === 'txt2img' || !mode) this.form.hiresFix = !!settings.upscale;
     this.canvas.imported = null;
     this.view = 'generate';
+    void this.networks.reportMissing(
+      { prompt: settings.prompt ?? '', negativePrompt: settings.negativePrompt ?? '' },
+      found.networks,
+    );
     this.notices.push(
       'info',
       `Settings from ${metadataSourceLabels[found.source]} loaded into Generate.`,
