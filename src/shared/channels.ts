@@ -5,6 +5,13 @@ export const ipcEventChannel = 'studio:event';
 /** Path of the WebSocket endpoint and the HTTP call prefix of the headless transport. */
 export const wsPath = '/api/ws';
 export const httpCallPrefix = '/api/call/';
+/**
+ * The headless server's checkpoint upload: POST the file's bytes (with its Content-Length) to
+ * `?name=<file name>&kind=checkpoint|vae`; the answer is the envelope of a `StoredUpload`
+ * (`{ path, sha256, bytes, reused }`), whose path then goes to importCheckpoint. With `&check=1`
+ * and `&size=<bytes>` and no body it only says whether such an upload would be accepted.
+ */
+export const checkpointUploadPath = '/api/upload/checkpoint';
 
 /** The desktop shell's native folder picker (answered only for our own windows). */
 export const ipcPickFolderChannel = 'studio-desktop:pick-model-folder';
