@@ -48,7 +48,7 @@ test('the page has no Node, no ipcRenderer, only window.studio with call/subscri
     require: 'undefined',
     process: 'undefined',
     studio: ['call', 'subscribe'],
-    desktop: ['pathForFile', 'pickModelFolder'],
+    desktop: ['pathForFile', 'pickCheckpointFile', 'pickModelFolder'],
   });
 });
 
