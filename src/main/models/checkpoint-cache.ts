@@ -17,15 +17,13 @@ import {
 import { VAE_RECORD, type VaeConversionRecord, convertVae } from '../../engine/convert/convert-vae';
 import { convertCheckpointInWorker } from '../../engine/convert/in-worker';
 import { EngineError } from '../../engine/errors';
+import { checkpointFileExtensions, isCheckpointFileName } from '../../shared';
 
-/**
- * File name endings taken as single-file checkpoints rather than model folders (`.bin` is what
- * some torch.save files are called; the reader goes by the file's first bytes, not its name).
- */
-export const CHECKPOINT_EXTENSIONS = ['.safetensors', '.ckpt', '.pt', '.pth', '.bin'];
+/** File name endings taken as single-file checkpoints rather than model folders. */
+export const CHECKPOINT_EXTENSIONS: readonly string[] = checkpointFileExtensions;
 
 export function isCheckpointFile(file: string): boolean {
-  return CHECKPOINT_EXTENSIONS.includes(path.extname(file).toLowerCase());
+  return isCheckpointFileName(path.basename(file));
 }
 
 /** sha256 of a file, streamed; `onBytes` gets the bytes hashed so far. */
