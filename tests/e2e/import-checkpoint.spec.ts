@@ -21,16 +21,7 @@ test('import a checkpoint, see it in the models table; a LoRA is refused', async
   studio,
   consoleErrors,
 }) => {
-  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'ls-e2e-import-'));
-  const { file, arch } = await smallCheckpoint(work, 'sd1');
-  const sha256 = createHash('sha256').update(fs.readFileSync(file)).digest('hex');
-  const name = path.basename(file, '.safetensors');
-  // What a first import converts (the small configuration needs its architecture given).
-  await convertCheckpoint(
-    file,
-    path.join(studio.dataDir, 'converted', `${sha256.slice(0, 16)}-fp16`, name),
-    { vocabularyFile: VOCABULARY, architecture: arch, sha256 },
-  );
+  const { work, file, name, sha256 } = await cachedCheckpoint(studio.dataDir);
 
   await openStudio(page, studio);
   await view(page, 'Models');
@@ -84,7 +75,10 @@ test('a long import shows progress and can be cancelled', async ({ page, studio 
 // app a drop or the file picker gives a path (the bridge is given what the OS would give, as in
 // model-picker.spec.ts; Electron itself cannot run here).
 
-/** A real checkpoint converted into the studio's cache, as a first import would (see above). */
+/**
+ * A real checkpoint converted into the studio's cache, as a first import would (the small
+ * configuration needs its architecture given, which an import cannot do).
+ */
 async function cachedCheckpoint(
   dataDir: string,
 ): Promise<{ work: string; file: string; name: string; sha256: string }> {
