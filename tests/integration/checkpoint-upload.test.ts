@@ -46,7 +46,7 @@ beforeAll(async () => {
   host.events.subscribe((event, payload) => {
     if (event === 'checkpointImport') progress.push(payload as CheckpointImportProgress);
   });
-  server = await startServer({ host, port: 0 });
+  server = await startServer({ host, port: 0, uploadIdleMs: 1_000 });
 });
 afterAll(async () => {
   await server.close();
@@ -253,6 +253,27 @@ describe('checkpoint upload', () => {
       'read',
     );
     expect(short).toMatch(/^HTTP\/1\.1 400 /);
+    await expectNoPartialFiles([path.join(sha256.slice(0, 16), 'portrait.safetensors')]);
+    await expectServerAnswers();
+  });
+
+  it('drops an upload that stalls, and its partial file', async () => {
+    const bytes = fs.readFileSync(file);
+    const started = Date.now();
+    // Half the body, then silence with the connection open: the server hangs up after 1 s.
+    const answer = await new Promise<string>((resolve) => {
+      const socket = net.connect(server.port, '127.0.0.1');
+      let text = '';
+      socket.on('data', (d) => (text += d.toString()));
+      socket.on('close', () => resolve(text));
+      socket.on('error', () => resolve(text));
+      socket.on('connect', () => {
+        socket.write(headOf('stalled.safetensors', bytes.length));
+        socket.write(bytes.subarray(0, bytes.length >> 1));
+      });
+    });
+    expect(answer).toBe('');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(900);
     await expectNoPartialFiles([path.join(sha256.slice(0, 16), 'portrait.safetensors')]);
     await expectServerAnswers();
   });

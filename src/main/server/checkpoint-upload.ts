@@ -11,7 +11,7 @@ import { type UploadKind, maxCheckpointUploadBytes } from '../models/checkpoint-
 import type { ServerContext } from './http';
 import { refuse, sendJson } from './respond';
 
-/** An upload that sends nothing for this long is dropped (and its partial file removed). */
+/** By default, an upload that sends nothing for this long is dropped (its partial file removed). */
 export const uploadIdleTimeoutMs = 60_000;
 
 const statusOf: Partial<Record<ErrorCode, number>> = {
@@ -69,7 +69,7 @@ export async function serveCheckpointUpload(
       }
       throw e;
     }
-    req.setTimeout(uploadIdleTimeoutMs, () => req.destroy());
+    req.setTimeout(ctx.uploadIdleMs ?? uploadIdleTimeoutMs, () => req.destroy());
     const stored = await ctx.uploads.receive(req, { name, kind, bytes });
     ctx.log(
       `received ${stored.path} (${stored.bytes} bytes${stored.reused ? ', already here' : ''})`,

@@ -27,6 +27,8 @@ export interface ServerContext {
   rendererDir?: string;
   /** Where browsers' checkpoint uploads go (checkpoint-upload.ts). */
   uploads: CheckpointUploads;
+  /** How long an upload may send nothing before it is dropped (default uploadIdleTimeoutMs). */
+  uploadIdleMs?: number;
   log: (line: string) => void;
 }
 

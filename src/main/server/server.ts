@@ -20,6 +20,8 @@ export interface ServerOptions {
   rendererDir?: string;
   /** Fixed token for tests; a fresh random one per launch otherwise. */
   token?: string;
+  /** Tests: how long a checkpoint upload may stall before it is dropped (default 60 s). */
+  uploadIdleMs?: number;
   log?: (line: string) => void;
 }
 
@@ -48,6 +50,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     guard: createGuard({ hostname, token, port: () => port }),
     rendererDir: options.rendererDir,
     uploads: new CheckpointUploads(options.host.options.dataDir),
+    ...(options.uploadIdleMs ? { uploadIdleMs: options.uploadIdleMs } : {}),
     log: options.log ?? (() => {}),
   };
   // What an upload cut short by a crash left behind.
