@@ -194,6 +194,30 @@ describe('checkpoint upload', () => {
     await expectNoPartialFiles([path.join(sha256.slice(0, 16), 'portrait.safetensors')]);
   });
 
+  it('takes a VAE-only file as a replacement VAE, and says what it is when sent as a model', async () => {
+    // The small checkpoint's VAE alone, in ldm naming without the first_stage_model. prefix.
+    const { file: vae } = await smallCheckpoint(root, 'sd1', (n) =>
+      n.startsWith('first_stage_model.') ? n.slice('first_stage_model.'.length) : null,
+    );
+    const bytes = fs.readFileSync(vae);
+    const asModel = await upload('vae-ft-mse.safetensors', bytes);
+    expect(asModel.status).toBe(400);
+    expect(asModel.error?.message).toMatch(
+      /^vae-ft-mse\.safetensors is a VAE on its own .*, not a Stable Diffusion 1\.x, 2\.x or SDXL checkpoint that can be converted\.$/,
+    );
+    const asVae = await upload('vae-ft-mse.safetensors', bytes, '&kind=vae');
+    expect(asVae.status).toBe(200);
+    const vaeSha = createHash('sha256').update(bytes).digest('hex');
+    expect(asVae.value).toMatchObject({ sha256: vaeSha, reused: false });
+    await expectNoPartialFiles(
+      [
+        path.join(sha256.slice(0, 16), 'portrait.safetensors'),
+        path.join(vaeSha.slice(0, 16), 'vae-ft-mse.safetensors'),
+      ].sort(),
+    );
+    fs.rmSync(path.dirname(asVae.value!.path), { recursive: true });
+  });
+
   it('answers the check asked before an upload, for the size it will have', async () => {
     const ok = await fetch(uploadUrl('a.safetensors', '&check=1&size=1000'), {
       method: 'POST',
