@@ -285,17 +285,11 @@ describe('checkpoint upload', () => {
     const bytes = fs.readFileSync(file);
     const started = Date.now();
     // Half the body, then silence with the connection open: the server hangs up after 1 s.
-    const answer = await new Promise<string>((resolve) => {
-      const socket = net.connect(server.port, '127.0.0.1');
-      let text = '';
-      socket.on('data', (d) => (text += d.toString()));
-      socket.on('close', () => resolve(text));
-      socket.on('error', () => resolve(text));
-      socket.on('connect', () => {
-        socket.write(headOf('stalled.safetensors', bytes.length));
-        socket.write(bytes.subarray(0, bytes.length >> 1));
-      });
-    });
+    const answer = await rawRequest(
+      headOf('stalled.safetensors', bytes.length),
+      bytes.subarray(0, bytes.length >> 1),
+      'read',
+    );
     expect(answer).toBe('');
     expect(Date.now() - started).toBeGreaterThanOrEqual(900);
     await expectNoPartialFiles([path.join(sha256.slice(0, 16), 'portrait.safetensors')]);
