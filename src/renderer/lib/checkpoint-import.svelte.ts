@@ -61,6 +61,11 @@ export class CheckpointImport {
     if (p.path === this.running) this.progress = p;
   }
 
+  /** The path typed (or picked) in the checkpoint or VAE field. */
+  typed(target: 'checkpoint' | 'vae'): string {
+    return target === 'vae' ? this.vae : this.path;
+  }
+
   /** Fills the checkpoint (or VAE) field with a path on the host or a file to upload. */
   choose(target: 'checkpoint' | 'vae', chosen: string | File): void {
     this.problem = null;
