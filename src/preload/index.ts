@@ -3,6 +3,7 @@ import {
   type DesktopBridge,
   ipcCallChannel,
   ipcEventChannel,
+  ipcPickCheckpointChannel,
   ipcPickFolderChannel,
 } from '../shared/channels';
 
@@ -37,14 +38,21 @@ contextBridge.exposeInMainWorld('studio', {
 });
 
 /**
- * Beside the contract, the two things only the desktop can give: the OS folder picker (main
- * opens it for our own windows only) and the path of a dropped folder (Electron 32+ keeps it
- * off File objects; webUtils reads it here). Both give a path that the page then passes to
- * addModel like a typed one, so main still validates everything.
+ * Beside the contract, the things only the desktop can give: the OS folder and checkpoint
+ * pickers (main opens them for our own windows only) and the path of a dropped file or folder
+ * (Electron 32+ keeps it off File objects; webUtils reads it here). Each gives a path that the
+ * page then passes to addModel or importCheckpoint like a typed one, so main still validates
+ * everything.
  */
 const desktop: DesktopBridge = {
   pickModelFolder: async () => {
     const chosen: unknown = await ipcRenderer.invoke(ipcPickFolderChannel).catch(() => null);
+    return typeof chosen === 'string' ? chosen : null;
+  },
+  pickCheckpointFile: async (kind) => {
+    const chosen: unknown = await ipcRenderer
+      .invoke(ipcPickCheckpointChannel, kind === 'vae' ? 'vae' : 'checkpoint')
+      .catch(() => null);
     return typeof chosen === 'string' ? chosen : null;
   },
   pathForFile: (file) => {

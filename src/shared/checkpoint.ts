@@ -4,6 +4,21 @@ import { z } from 'zod';
  * Importing a single-file checkpoint (.safetensors, .ckpt) into the models table: the host
  * converts it once into its data folder (keyed by the file's sha256) and registers the result.
  */
+/**
+ * File name endings taken as single-file checkpoints rather than model folders (`.bin` is what
+ * some torch.save files are called; the host's reader goes by the first bytes, not the name).
+ */
+export const checkpointFileExtensions = ['.safetensors', '.ckpt', '.pt', '.pth', '.bin'] as const;
+
+/** Whether a file name ends like a checkpoint (the studio's drop and pick handling). */
+export function isCheckpointFileName(name: string): boolean {
+  const dot = name.lastIndexOf('.');
+  return (
+    dot > 0 &&
+    (checkpointFileExtensions as readonly string[]).includes(name.slice(dot).toLowerCase())
+  );
+}
+
 export const CheckpointImportRequest = z
   .object({
     /** The checkpoint file, on the host's disk. */

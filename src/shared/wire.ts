@@ -29,5 +29,11 @@ export const WireServerMessage = z.discriminatedUnion('type', [
 ]);
 export type WireServerMessage = z.infer<typeof WireServerMessage>;
 
-export { httpCallPrefix, ipcCallChannel, ipcEventChannel, wsPath } from './channels';
+export {
+  checkpointUploadPath,
+  httpCallPrefix,
+  ipcCallChannel,
+  ipcEventChannel,
+  wsPath,
+} from './channels';
 export type { DesktopBridge } from './channels';

@@ -48,7 +48,7 @@ test('the page has no Node, no ipcRenderer, only window.studio with call/subscri
     require: 'undefined',
     process: 'undefined',
     studio: ['call', 'subscribe'],
-    desktop: ['pathForFile', 'pickModelFolder'],
+    desktop: ['pathForFile', 'pickCheckpointFile', 'pickModelFolder'],
   });
 });
 
@@ -109,4 +109,41 @@ test('Models: Choose folder… opens the native picker and adds the folder chose
   await expect(
     page.getByTestId('models-table').getByRole('row', { name: /e2e-known-answer/ }),
   ).toBeVisible();
+});
+
+test('Import checkpoint: Choose file… fills the form with the one checkpoint chosen', async () => {
+  const file = path.join(dataDir, 'picked.safetensors');
+  const answerWith = (filePaths: string[]) =>
+    app.evaluate(({ dialog }, paths) => {
+      dialog.showOpenDialog = (async () => ({ canceled: false, filePaths: paths })) as never;
+    }, filePaths);
+  const pick = (kind: unknown) =>
+    page.evaluate(
+      (k) =>
+        (
+          window as unknown as { studioDesktop: { pickCheckpointFile(k: unknown): unknown } }
+        ).studioDesktop.pickCheckpointFile(k),
+      kind,
+    );
+  await answerWith([file]);
+  await page
+    .getByRole('navigation', { name: 'Views' })
+    .getByRole('button', { name: 'Models', exact: true })
+    .click();
+  const form = page.getByRole('form', { name: 'Import checkpoint' });
+  await form.getByRole('button', { name: 'Choose file…' }).first().click();
+  await expect(form.getByRole('textbox', { name: 'Checkpoint file' })).toHaveValue(file);
+  // Main hands back only one absolute checkpoint path, whatever the dialog returned.
+  await answerWith(['/etc/passwd']);
+  expect(await pick('checkpoint')).toBeNull();
+  await answerWith([file, file]);
+  expect(await pick('vae')).toBeNull();
+  await answerWith([file]);
+  expect(await pick('vae')).toBe(file);
+});
+
+test('the window does not navigate to a file (as a drop outside the studio’s handlers would)', async () => {
+  await page.evaluate(() => (window.location.href = 'file:///etc/passwd'));
+  await page.waitForTimeout(300);
+  expect(page.url()).toMatch(/^studio:\/\/app\/index\.html/);
 });

@@ -6,9 +6,15 @@ import {
   ipcMain,
 } from 'electron';
 import { methodNames } from '../../shared';
-import { ipcCallChannel, ipcEventChannel, ipcPickFolderChannel } from '../../shared/channels';
+import {
+  ipcCallChannel,
+  ipcEventChannel,
+  ipcPickCheckpointChannel,
+  ipcPickFolderChannel,
+} from '../../shared/channels';
 import type { StudioHost } from '../api';
 import { dispatch } from '../dispatch';
+import { acceptPickedFile, checkpointDialogOptions, pickKind } from './file-dialogs';
 import { appOrigin } from './protocol';
 
 /**
@@ -64,9 +70,22 @@ export function bindIpc(
       : await dialog.showOpenDialog(options);
     return result.canceled ? null : (result.filePaths[0] ?? null);
   });
+  // The native checkpoint picker (DesktopBridge.pickCheckpointFile): the page names only the
+  // kind; the answer is the one file the person chose, checked again here, or null.
+  ipcMain.handle(ipcPickCheckpointChannel, async (event, kindInput: unknown) => {
+    const kind = pickKind(kindInput);
+    if (!trusted(event) || !kind) return null;
+    const window = BrowserWindow.fromWebContents(event.sender);
+    const options = checkpointDialogOptions(kind);
+    const result = window
+      ? await dialog.showOpenDialog(window, options)
+      : await dialog.showOpenDialog(options);
+    return acceptPickedFile(result);
+  });
   return () => {
     for (const method of methodNames) ipcMain.removeHandler(ipcCallChannel(method));
     ipcMain.removeHandler(ipcPickFolderChannel);
+    ipcMain.removeHandler(ipcPickCheckpointChannel);
   };
 }
 

@@ -6,6 +6,7 @@ import { StudioHost } from '../api';
 import { appVersion } from '../version';
 import { bindIpc, forwardEvents } from './ipc';
 import { menuTemplate } from './menu';
+import { mayNavigate } from './navigation';
 import { appOrigin, handleAppProtocol, registerAppScheme } from './protocol';
 import { gracefulQuit, quitTimeoutMs } from './quit';
 import { loadWindowState, trackWindowState } from './window-state';
@@ -85,8 +86,12 @@ if (!app.requestSingleInstanceLock()) {
 
   app.on('web-contents-created', (_event, contents) => {
     // Nothing navigates away from the studio or opens windows; https links go to the browser.
+    // A file dropped where the page does not take it would navigate to file://: refused too.
     contents.on('will-navigate', (event, url) => {
-      if (!url.startsWith(`${appOrigin}/`)) event.preventDefault();
+      if (!mayNavigate(url)) event.preventDefault();
+    });
+    contents.on('will-redirect', (event, url) => {
+      if (!mayNavigate(url)) event.preventDefault();
     });
     contents.on('will-attach-webview', (event) => event.preventDefault());
     contents.setWindowOpenHandler(({ url }) => {

@@ -2,9 +2,9 @@ import { protocol } from 'electron';
 import { securityHeaders } from '../security';
 import { readRegularFileInside, readStaticFile } from '../static-files';
 
-/** App content is served from studio://app/, never file:// (Electron security checklist #18). */
-export const appScheme = 'studio';
-export const appOrigin = `${appScheme}://app`;
+import { appScheme } from './navigation';
+
+export { appOrigin, appScheme } from './navigation';
 
 /** Must run before `app.whenReady()`. */
 export function registerAppScheme(): void {

@@ -17,12 +17,13 @@ import {
 import { VAE_RECORD, type VaeConversionRecord, convertVae } from '../../engine/convert/convert-vae';
 import { convertCheckpointInWorker, convertVaeInWorker } from '../../engine/convert/in-worker';
 import { EngineError } from '../../engine/errors';
+import { checkpointFileExtensions, isCheckpointFileName } from '../../shared';
 
 /** File name endings taken as single-file checkpoints rather than model folders. */
-export const CHECKPOINT_EXTENSIONS = ['.safetensors', '.ckpt', '.pt', '.pth'];
+export const CHECKPOINT_EXTENSIONS: readonly string[] = checkpointFileExtensions;
 
 export function isCheckpointFile(file: string): boolean {
-  return CHECKPOINT_EXTENSIONS.includes(path.extname(file).toLowerCase());
+  return isCheckpointFileName(path.basename(file));
 }
 
 /** sha256 of a file, streamed; `onBytes` gets the bytes hashed so far. */
@@ -78,14 +79,32 @@ class KnownHashes {
       onBytes: (bytesDone) =>
         options.onProgress?.({ phase: 'hashing', bytesDone, bytesTotal: st.size }),
     });
+    await this.#write(id, sha256);
+    return sha256;
+  }
+
+  /** Records the hash of `file` as it is now, computed by a caller that wrote it. */
+  async remember(file: string, sha256: string): Promise<void> {
+    const st = await stat(file);
+    await this.#write(`${path.resolve(file)}|${st.size}|${st.mtimeMs}`, sha256);
+  }
+
+  async #write(id: string, sha256: string): Promise<void> {
     // Written whole to a temp file and renamed: a crash never leaves half a JSON file.
     const next = { ...(await this.#read()), [id]: sha256 };
     await mkdir(path.dirname(this.file), { recursive: true });
-    const temp = `${this.file}.${process.pid}.tmp`;
+    const temp = `${this.file}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
     await writeFile(temp, JSON.stringify(next));
     await rename(temp, this.file);
-    return sha256;
   }
+}
+
+/**
+ * Tells the cache the sha256 of a file its caller hashed while writing it (a checkpoint uploaded
+ * to the headless server), so that converting it does not read it through a second time.
+ */
+export async function rememberHash(dataDir: string, file: string, sha256: string): Promise<void> {
+  await new KnownHashes(path.join(dataDir, HASHES_FILE)).remember(file, sha256);
 }
 
 export interface CachedConversionOptions {

@@ -1,11 +1,14 @@
 import http from 'node:http';
 import type net from 'node:net';
-import { ImageUpload, httpCallPrefix } from '../../shared';
+import { ImageUpload, checkpointUploadPath, httpCallPrefix } from '../../shared';
+import type { CheckpointUploads } from '../models/checkpoint-uploads';
 import type { StudioHost } from '../api';
 import { dispatch } from '../dispatch';
 import { securityHeaders } from '../security';
 import { readRegularFileInside, readStaticFile } from '../static-files';
+import { serveCheckpointUpload } from './checkpoint-upload';
 import { type RequestGuard, sessionPath } from './guards';
+import { refuse, sendJson } from './respond';
 
 /**
  * Largest request body or WebSocket message accepted. The contract's largest input is an image
@@ -14,11 +17,18 @@ import { type RequestGuard, sessionPath } from './guards';
  */
 export const maxMessageBytes = (ImageUpload.shape.data.maxLength ?? 0) + 1024 * 1024;
 
+/** How long a request other than a checkpoint upload may take to arrive whole (Node's default). */
+export const requestTimeoutMs = 300_000;
+
 /** What the HTTP and WebSocket handlers share. */
 export interface ServerContext {
   host: StudioHost;
   guard: RequestGuard;
   rendererDir?: string;
+  /** Where browsers' checkpoint uploads go (checkpoint-upload.ts). */
+  uploads: CheckpointUploads;
+  /** How long an upload may send nothing before it is dropped (default uploadIdleTimeoutMs). */
+  uploadIdleMs?: number;
   log: (line: string) => void;
 }
 
@@ -29,19 +39,6 @@ class BadRequest extends Error {
   ) {
     super(message);
   }
-}
-
-function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, {
-    ...securityHeaders,
-    'Content-Type': 'application/json; charset=utf-8',
-    'Cache-Control': 'no-store',
-  });
-  res.end(JSON.stringify(body));
-}
-
-function refuse(res: http.ServerResponse, status: number, code: string, message: string): void {
-  sendJson(res, status, { ok: false, error: { code, message } });
 }
 
 function notFound(res: http.ServerResponse): void {
@@ -64,6 +61,14 @@ export function createRequestHandler(ctx: ServerContext): http.RequestListener {
     // An aborted upload errors its request stream; a reset socket errors the response.
     req.on('error', () => {});
     res.on('error', () => {});
+    // The whole-request limit Node's requestTimeout gave (the server turns that off, since it
+    // would cut a long checkpoint upload, which has its own idle limit instead).
+    if (!req.url?.startsWith(checkpointUploadPath)) {
+      const timer = setTimeout(() => {
+        if (!req.complete) req.destroy();
+      }, requestTimeoutMs);
+      res.once('close', () => clearTimeout(timer));
+    }
     route(ctx, req, res).catch((err: unknown) => {
       if (err instanceof BadRequest) {
         if (!res.headersSent && !res.destroyed)
@@ -93,6 +98,7 @@ async function route(
   }
   if (url.pathname === sessionPath) return startSession(ctx, req, res);
   if (url.pathname.startsWith('/media/')) return serveMedia(ctx, req, res, url.pathname);
+  if (url.pathname === checkpointUploadPath) return serveCheckpointUpload(ctx, req, res, url);
   if (url.pathname.startsWith(httpCallPrefix))
     return serveCall(ctx, req, res, url.pathname.slice(httpCallPrefix.length));
   return serveStatic(ctx, req, res, url.pathname);

@@ -2,6 +2,7 @@ import crypto from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
 import type { StudioHost } from '../api';
+import { CheckpointUploads } from '../models/checkpoint-uploads';
 import { createGuard } from './guards';
 import { type ServerContext, createRequestHandler, onClientError } from './http';
 import { createSocketEndpoint } from './websocket';
@@ -19,6 +20,8 @@ export interface ServerOptions {
   rendererDir?: string;
   /** Fixed token for tests; a fresh random one per launch otherwise. */
   token?: string;
+  /** Tests: how long a checkpoint upload may stall before it is dropped (default 60 s). */
+  uploadIdleMs?: number;
   log?: (line: string) => void;
 }
 
@@ -46,9 +49,16 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     host: options.host,
     guard: createGuard({ hostname, token, port: () => port }),
     rendererDir: options.rendererDir,
+    uploads: new CheckpointUploads(options.host.options.dataDir),
+    ...(options.uploadIdleMs ? { uploadIdleMs: options.uploadIdleMs } : {}),
     log: options.log ?? (() => {}),
   };
+  // What an upload cut short by a crash left behind.
+  await ctx.uploads.sweep();
   const server = http.createServer(createRequestHandler(ctx));
+  // Node's whole-request limit would cut a multi-GB checkpoint upload; the request handler
+  // keeps that limit for every other request, and uploads have an idle limit instead.
+  server.requestTimeout = 0;
   server.on('clientError', onClientError);
   const sockets = createSocketEndpoint(ctx);
   server.on('upgrade', sockets.onUpgrade);

@@ -34,6 +34,14 @@ function takeToken(): string | null {
 }
 
 /**
+ * The headless server's per-launch token, for the one request that is not a contract call: a
+ * checkpoint upload (checkpoint-upload.ts). Null in the desktop app, which has no token.
+ */
+export function hostToken(): string | null {
+  return window.studio ? null : sessionStorage.getItem(tokenKey);
+}
+
+/**
  * The headless transport: one WebSocket carrying calls (with ids) and events, reconnecting
  * with backoff. Calls made while disconnected wait for the connection.
  */
