@@ -1,8 +1,15 @@
 import path from 'node:path';
 import { GenerationSettings } from '../shared/generation';
+import { type LoraPlan, type LoraReport, planLoras } from './adapters/lora';
 import { EngineError, throwIfAborted } from './errors';
 import type { PixelImage } from './image';
-import { type LoadedModel, type ProviderPreference, SessionCache, loadModel } from './models';
+import {
+  type LoadedModel,
+  type ProviderPreference,
+  SessionCache,
+  loadModel,
+  openModelFolder,
+} from './models';
 import { type GenerateProgress, type GeneratedImage, runDiffusion } from './pipelines/generate';
 import { runInpaint } from './pipelines/inpaint';
 import { runOutpaint } from './pipelines/outpaint';
@@ -69,6 +76,11 @@ export interface GenerateResult {
   provider: string;
   fallbackReason: string | null;
   timings: StageTimings;
+  /**
+   * Per requested LoRA, in request order: how many of its tensors patched a weight and which
+   * matched nothing (absent when the request had no LoRAs).
+   */
+  loras?: LoraReport[];
 }
 
 export interface RunOptions {
@@ -82,7 +94,14 @@ export interface RunOptions {
  * at a time.
  */
 export class DiffusionEngine {
-  #loaded: { dir: string; key: string; model: LoadedModel; text: TextConditioner } | null = null;
+  #loaded: {
+    dir: string;
+    /** Model, provider and threads; `key` adds the LoRA set. */
+    baseKey: string;
+    key: string;
+    model: LoadedModel;
+    text: TextConditioner;
+  } | null = null;
   /**
    * This engine's own sessions. Releasing a model ends its sessions, so they must not be shared
    * with another engine (or loadModel caller) in the process that still uses them.
@@ -116,7 +135,20 @@ export class DiffusionEngine {
     const modelDir = x4
       ? (request.upscaleModelDir ?? settings.upscale?.model ?? request.modelDir)
       : request.modelDir;
-    const loaded = await this.#model(modelDir, timings);
+    // LoRAs change the generating model; the x4 upscaler is a model of its own and gets none.
+    const loras = !x4 && request.loras && request.loras.length > 0 ? request.loras : null;
+    let plan: LoraPlan | null = null;
+    if (loras) {
+      const started = performance.now();
+      const info = await openModelFolder(path.resolve(modelDir));
+      plan = await planLoras(
+        info,
+        loras,
+        this.options.threads ? { threads: this.options.threads } : {},
+      );
+      timings.loadMs += performance.now() - started;
+    }
+    const loaded = await this.#model(modelDir, timings, plan);
     let images: GeneratedImage[];
     try {
       const ctx = {
@@ -152,6 +184,7 @@ export class DiffusionEngine {
       provider: loaded.model.provider,
       fallbackReason: loaded.model.fallbackReason,
       timings,
+      ...(plan ? { loras: plan.reports } : {}),
     };
   }
 
@@ -166,19 +199,26 @@ export class DiffusionEngine {
     await current?.model.release();
   }
 
-  async #model(dir: string, timings: StageTimings) {
+  async #model(dir: string, timings: StageTimings, plan: LoraPlan | null = null) {
     const resolved = path.resolve(dir);
-    const key = `${resolved}|${this.options.provider ?? 'auto'}|${this.options.threads ?? 0}`;
+    const baseKey = `${resolved}|${this.options.provider ?? 'auto'}|${this.options.threads ?? 0}`;
+    const key = `${baseKey}|${plan?.id ?? ''}`;
     if (this.#loaded?.key === key) return this.#loaded;
-    await this.release();
+    if (this.#loaded?.baseKey === baseKey) {
+      // Same model, another LoRA set: the plain sessions (VAE, unpatched encoders) stay; the
+      // patched ones go before new ones are built, so two patched UNets never share memory.
+      this.#loaded = null;
+      await this.#sessions.releaseVariants(resolved);
+    } else await this.release();
     const started = performance.now();
     const model = await loadModel(resolved, {
       provider: this.options.provider ?? 'auto',
       cache: this.#sessions,
       ...(this.options.threads ? { threads: this.options.threads } : {}),
+      ...(plan ? { variants: plan.variants } : {}),
     });
     timings.loadMs += performance.now() - started;
-    this.#loaded = { dir: resolved, key, model, text: new TextConditioner(model) };
+    this.#loaded = { dir: resolved, baseKey, key, model, text: new TextConditioner(model) };
     return this.#loaded;
   }
 }

@@ -4,6 +4,7 @@
  */
 export { DiffusionEngine } from './engine';
 export type { EngineOptions, GenerateRequest, GenerateResult, RunOptions } from './engine';
+export type { LoraReport } from './adapters/lora';
 export { EngineClient } from './client';
 export type { GenerateProgress, GeneratedImage } from './pipelines/generate';
 export type { StageTimings } from './pipelines/stats';
