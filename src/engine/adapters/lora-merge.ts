@@ -189,8 +189,9 @@ export class Merger {
     const width = dtype === 'float32' ? 4 : 2;
     if (bytes.byteLength !== count * width)
       throw new Error(`weight holds ${bytes.byteLength} bytes, not ${count} x ${width}`);
-    // A copy, aligned for the typed array (the file buffer's offset may be odd).
-    const copy = bytes.slice();
+    // A copy at offset 0, aligned for the typed array (the weight's offset in its file may be
+    // odd); `new Uint8Array(view)` copies, where a Buffer's slice() would not.
+    const copy = new Uint8Array(bytes);
     const w =
       dtype === 'float32'
         ? new ort.Tensor('float32', new Float32Array(copy.buffer, 0, count), [f.m, f.n])
