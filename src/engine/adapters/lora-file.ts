@@ -93,8 +93,8 @@ export function parseModuleKey(key: string): { target: LoraTarget; flat: string 
   // diffusers' attention processors: `attn1.processor.to_q_lora` is attn1.to_q, and
   // `to_out_lora` is to_out.0.
   module = module
-    .replace(/\.processor\.to_(q|k|v)_lora$/, '.to_$1')
-    .replace(/\.processor\.to_out_lora$/, '.to_out.0');
+    .replace(/\.processor\.to_(q|k|v)(_lora)?$/, '.to_$1')
+    .replace(/\.processor\.to_out(_lora)?$/, '.to_out.0');
   let target: LoraTarget = 'unet';
   if (dotted[1] === 'text_encoder') target = 'te1';
   else if (dotted[1] === 'text_encoder_2') target = 'te2';
