@@ -13,6 +13,7 @@
  * one read from the model's files.
  */
 import * as ort from 'onnxruntime-node';
+import { transpose2d } from '../convert/emit/layers';
 import { encodeModel, type NodeSpec } from '../convert/onnx/proto';
 import type { TensorSource } from '../convert/types';
 import type { LoraModule } from './lora-file';
@@ -37,14 +38,6 @@ export interface Factors {
 
 const numel = (dims: readonly number[]): number => dims.reduce((x, y) => x * y, 1);
 
-/** [rows, cols] -> [cols, rows]. */
-function transpose(src: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++)
-    for (let c = 0; c < cols; c++) out[c * rows + r] = src[r * cols + c];
-  return out;
-}
-
 /**
  * Whether a module's factors produce a weight of `target`'s torch shape: out and in*kh*kw
  * agree, and a kxk factor (k > 1) only meets a kxk convolution. A Linear LoRA on a 1x1 conv
@@ -54,7 +47,7 @@ export function factorShape(module: LoraModule): { out: number; inner: number; k
   const { down, up, mid } = module;
   const kernel = mid ? mid.shape.slice(2) : down.shape.slice(2);
   const inC = down.shape[1];
-  return { out: up.shape[0], inner: inC * numel(kernel), kernel: kernel.filter(() => true) };
+  return { out: up.shape[0], inner: inC * numel(kernel), kernel: [...kernel] };
 }
 
 export function fits(module: LoraModule, target: PatchTarget): boolean {
@@ -98,9 +91,9 @@ async function moduleFactors(
   }
   if (target.layout === 'in-out') {
     // (up . down)^T = down^T . up^T: [inner, r] . [r, out].
-    const a = transpose(down, rank, inner);
+    const a = transpose2d(down, rank, inner);
     for (let i = 0; i < a.length; i++) a[i] *= scale;
-    return { a, b: transpose(up, out, rank), rank };
+    return { a, b: transpose2d(up, out, rank), rank };
   }
   const a = up.slice();
   for (let i = 0; i < a.length; i++) a[i] *= scale;

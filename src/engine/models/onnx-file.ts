@@ -296,29 +296,13 @@ interface InitializerInfo {
 }
 
 function readTensorHeader(c: FileCursor, end: number): InitializerInfo {
-  let name = '';
-  const dims: number[] = [];
-  let location: string | undefined;
-  let offset = 0;
-  let length = 0;
-  let dataLocation = 0;
-  while (c.pos < end) {
-    const [f, w] = c.key(end);
-    if (f === 8 && w === WIRE_LEN) name = c.string(c.varint(end), end);
-    else if (f === 1 && w === WIRE_VARINT) dims.push(c.varint(end));
-    else if (f === 1 && w === WIRE_LEN) {
-      const dEnd = c.lenEnd(end); // packed repeated int64
-      while (c.pos < dEnd) dims.push(c.varint(dEnd));
-    } else if (f === 13 && w === WIRE_LEN) {
-      const [k, v] = readStringEntry(c, c.lenEnd(end));
-      if (k === 'location') location = v;
-      else if (k === 'offset') offset = Number(v) || 0;
-      else if (k === 'length') length = Number(v) || 0;
-    } else if (f === 14 && w === WIRE_VARINT) dataLocation = c.varint(end);
-    else c.skipValue(w, end); // raw_data (9) and typed data fields are skipped here
+  const { entry, declaredLength } = readTensorEntry(c, end);
+  const info: InitializerInfo = { name: entry.name, dims: entry.dims };
+  if (entry.data.kind === 'external') {
+    // Only a length the file states counts towards the size its external file must have.
+    const { location, offset } = entry.data;
+    info.external = { location, offset, length: Math.max(declaredLength, 0) };
   }
-  const info: InitializerInfo = { name, dims };
-  if (dataLocation === 1 && location !== undefined) info.external = { location, offset, length };
   return info;
 }
 
@@ -430,7 +414,11 @@ function readNode(c: FileCursor, end: number): NodeInfo {
   return node;
 }
 
-function readTensorEntry(c: FileCursor, end: number): Omit<InitializerEntry, 'consumers'> {
+/** A TensorProto's header (raw_data is skipped, its position recorded); -1: no stated length. */
+function readTensorEntry(
+  c: FileCursor,
+  end: number,
+): { entry: Omit<InitializerEntry, 'consumers'>; declaredLength: number } {
   let name = '';
   const dims: number[] = [];
   let elem = 0;
@@ -467,7 +455,7 @@ function readTensorEntry(c: FileCursor, end: number): Omit<InitializerEntry, 'co
     const bytes = length >= 0 ? length : dims.reduce((a, b) => a * b, 1) * width;
     data = { kind: 'external', location, offset, length: bytes };
   } else if (raw) data = { kind: 'inline', ...raw };
-  return { name, dims, dtype, data };
+  return { entry: { name, dims, dtype, data }, declaredLength: length };
 }
 
 /**
@@ -492,7 +480,7 @@ export function readOnnxInitializerIndex(path: string): OnnxInitializerIndex {
       while (c.pos < end) {
         const [gf, gw] = c.key(end);
         if (gf === 5 && gw === WIRE_LEN)
-          initializers.push({ ...readTensorEntry(c, c.lenEnd(end)), consumers: [] });
+          initializers.push({ ...readTensorEntry(c, c.lenEnd(end)).entry, consumers: [] });
         else if (gf === 1 && gw === WIRE_LEN) nodes.push(readNode(c, c.lenEnd(end)));
         else c.skipValue(gw, end);
       }
