@@ -8,8 +8,9 @@
 // and LoRA runs so load on the machine hits both alike:
 // - session creation: the plain UNet vs. planning + merging + creating it from patched weights
 //   held in memory (target: under 5 s added);
-// - sampling: UNet steps on the same feeds, one session against the other, paired step by step
-//   (target: ratio <= 1.02; the merged graph is the same graph, so only noise should show).
+// - sampling: UNet steps (batch 2, as with guidance) on the same feeds, timed after a warm-up
+//   run in each session (target: ratio <= 1.02; the merged graph is the same graph, so only
+//   noise should show). One UNet session is alive at a time (memory on a shared machine).
 // Prints the figures and the machine, and writes them to bench-results/lora-<date>.json.
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -33,7 +34,7 @@ const { values } = parseArgs({
     rank: { type: 'string', default: '32' },
     repeats: { type: 'string', default: '3' },
     size: { type: 'string', default: '256' },
-    steps: { type: 'string', default: '6' },
+    steps: { type: 'string', default: '2' },
     threads: { type: 'string' },
     keep: { type: 'string' },
   },
@@ -111,31 +112,8 @@ async function main(): Promise<void> {
     log(`rank-${rank} LoRA over ${modules} UNet modules written`);
     const lora = { path: loraFile, name: 'bench', teWeight: 1, unetWeight: 1 };
 
-    const baseMs: number[] = [];
-    const loraMs: number[] = [];
-    const mergeMs: number[] = [];
-    let matched = 0;
-    for (let r = 0; r < repeats; r++) {
-      let t0 = performance.now();
-      const base = await createSession(unet.modelPath, unet.file, 'cpu', { threads });
-      baseMs.push(performance.now() - t0);
-      await base.session.release();
-      t0 = performance.now();
-      const plan = await planLoras(info, [lora], { threads });
-      const source = await plan.variants.unet!.source();
-      mergeMs.push(performance.now() - t0);
-      const patched = await createSession(unet.modelPath, unet.file, 'cpu', { threads, source });
-      loraMs.push(performance.now() - t0);
-      matched = plan.reports[0].matchedTensors;
-      await patched.session.release();
-      log(`repeat ${r + 1}: base ${baseMs[r].toFixed(0)} ms, with LoRA ${loraMs[r].toFixed(0)} ms`);
-    }
-
-    // Sampling: both sessions alive, the same feeds, paired step by step.
-    const base = await createSession(unet.modelPath, unet.file, 'cpu', { threads });
-    const plan = await planLoras(info, [lora], { threads });
-    const source = await plan.variants.unet!.source();
-    const patched = await createSession(unet.modelPath, unet.file, 'cpu', { threads, source });
+    // One UNet session alive at a time (a second full UNet would double the memory on a shared
+    // machine); base and LoRA alternate within each repeat, so load hits both alike.
     const n = 2 * 4 * latent * latent;
     const feeds = {
       sample: new ort.Tensor(
@@ -150,21 +128,39 @@ async function main(): Promise<void> {
         [2, 77, 768],
       ),
     };
-    await base.session.run(feeds);
-    await patched.session.run(feeds);
+    const timeSteps = async (session: ort.InferenceSession, into: number[]): Promise<void> => {
+      await session.run(feeds); // warm-up: first-run allocations
+      for (let s = 0; s < steps; s++) {
+        const t = performance.now();
+        await session.run(feeds);
+        into.push(performance.now() - t);
+      }
+    };
+    const baseMs: number[] = [];
+    const loraMs: number[] = [];
+    const mergeMs: number[] = [];
     const stepBase: number[] = [];
     const stepLora: number[] = [];
-    for (let s = 0; s < steps; s++) {
-      // Alternate which goes first, so neither always runs on a warmer cache.
-      const order = s % 2 === 0 ? [base, patched] : [patched, base];
-      for (const sess of order) {
-        const t = performance.now();
-        await sess.session.run(feeds);
-        (sess === base ? stepBase : stepLora).push(performance.now() - t);
-      }
+    let matched = 0;
+    for (let r = 0; r < repeats; r++) {
+      let t0 = performance.now();
+      const base = await createSession(unet.modelPath, unet.file, 'cpu', { threads });
+      baseMs.push(performance.now() - t0);
+      await timeSteps(base.session, stepBase);
+      await base.session.release();
+      t0 = performance.now();
+      const plan = await planLoras(info, [lora], { threads });
+      const source = await plan.variants.unet!.source();
+      mergeMs.push(performance.now() - t0);
+      const patched = await createSession(unet.modelPath, unet.file, 'cpu', { threads, source });
+      loraMs.push(performance.now() - t0);
+      matched = plan.reports[0].matchedTensors;
+      await timeSteps(patched.session, stepLora);
+      await patched.session.release();
+      log(
+        `repeat ${r + 1}: session ${baseMs[r].toFixed(0)} ms, with LoRA ${loraMs[r].toFixed(0)} ms (merge ${mergeMs[r].toFixed(0)} ms); steps ${stepBase.slice(-steps).map((x) => x.toFixed(0))} vs ${stepLora.slice(-steps).map((x) => x.toFixed(0))} ms`,
+      );
     }
-    await base.session.release();
-    await patched.session.release();
 
     const result = {
       machine: `${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'}), ${(os.totalmem() / 1e9).toFixed(0)} GB, load ${os.loadavg()[0].toFixed(1)}`,
