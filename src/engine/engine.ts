@@ -210,6 +210,9 @@ export class DiffusionEngine {
       this.#loaded = null;
       await this.#sessions.releaseVariants(resolved);
     } else await this.release();
+    // A patched component replaces its plain session: holding both would keep two UNets in
+    // memory (7 GB for SD 1.5 in float32). Going back to no LoRA creates the plain one again.
+    for (const file of plan?.patchedFiles ?? []) await this.#sessions.release(file, 'plain');
     const started = performance.now();
     const model = await loadModel(resolved, {
       provider: this.options.provider ?? 'auto',

@@ -54,6 +54,8 @@ export interface LoraPlan {
   /** Empty when no component is patched (then the plain sessions serve). */
   id: string;
   variants: Partial<Record<ComponentName, SessionVariant>>;
+  /** The model files those variants replace (their plain sessions are not needed meanwhile). */
+  patchedFiles: string[];
   reports: LoraReport[];
 }
 
@@ -191,16 +193,18 @@ export async function planLoras(
   }
   const variants: Partial<Record<ComponentName, SessionVariant>> = {};
   const ids: string[] = [];
+  const patchedFiles: string[] = [];
   for (const [component, entries] of perComponent) {
     const c = info.components[component]!;
     const id = JSON.stringify(entries.map((e) => [e.stamp, e.weight]));
     ids.push(`${component}=${id}`);
+    patchedFiles.push(c.modelPath);
     variants[component] = {
       id,
       source: () => buildSource(c.modelPath, entries, opts.threads),
     };
   }
-  return { id: ids.join(';'), variants, reports };
+  return { id: ids.join(';'), variants, patchedFiles, reports };
 }
 
 /** Reads a whole file into memory (fs.readFile stops at 2 GiB; a fp32 UNet is 3.4 GB). */

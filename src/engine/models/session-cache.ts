@@ -88,11 +88,11 @@ export class SessionCache {
    * Release sessions: those whose model file is `path` or lies under the folder `path`, or all
    * of them when no path is given. Resolves when every released session has been freed.
    */
-  async release(path?: string, onlyVariants = false): Promise<number> {
+  async release(path?: string, which: 'all' | 'variants' | 'plain' = 'all'): Promise<number> {
     const prefix = path === undefined ? undefined : resolve(path);
     const victims: Entry[] = [];
     for (const [k, e] of this.entries) {
-      if (onlyVariants && !e.variant) continue;
+      if ((which === 'variants' && !e.variant) || (which === 'plain' && e.variant)) continue;
       if (
         prefix === undefined ||
         e.modelPath === prefix ||
@@ -122,7 +122,7 @@ export class SessionCache {
 
   /** Release the patched variants (LoRAs) of files under `path`, keeping the plain sessions. */
   releaseVariants(path: string): Promise<number> {
-    return this.release(path, true);
+    return this.release(path, 'variants');
   }
 
   releaseAll(): Promise<number> {
