@@ -5,13 +5,17 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { openLoraFile, parseModuleKey } from '../../src/engine/adapters/lora-file';
+import { type LoraModule, openLoraFile, parseModuleKey } from '../../src/engine/adapters/lora-file';
+import { fits, gatherFactors } from '../../src/engine/adapters/lora-merge';
 import {
+  type PatchTarget,
+  type WeightLayout,
   indexTargets,
   ldmUnetToDiffusers,
   textModuleOf,
   unetLayoutFromLdmKeys,
 } from '../../src/engine/adapters/lora-names';
+import type { TensorInfo } from '../../src/engine/convert/types';
 import type { InitializerEntry } from '../../src/engine/models/onnx-file';
 import { type TensorSpec, writeSafetensors } from '../fixtures/checkpoint';
 
@@ -214,5 +218,79 @@ describe('ldm names -> diffusers module paths (SD 1.5: 2 res blocks, 4 levels)',
       layout: 'out-in',
       torchShape: [1280, 320],
     });
+  });
+});
+
+describe('factors in the target layout', () => {
+  const info = (name: string, shape: number[]): TensorInfo => ({
+    name,
+    dtype: 'F32',
+    shape,
+    byteLength: shape.reduce((a, b) => a * b, 1) * 4,
+  });
+  const module = (down: number[], up: number[], mid?: number[]): LoraModule => ({
+    key: 'm',
+    target: 'unet',
+    flat: 'm',
+    down: info('d', down),
+    up: info('u', up),
+    mid: mid ? info('mid', mid) : null,
+    alphaKey: 'a',
+    tensorCount: 3,
+  });
+  const target = (dims: number[], layout: WeightLayout): PatchTarget => ({
+    entry: {
+      name: 'w',
+      dims,
+      dtype: 'float32',
+      data: { kind: 'inline', offset: 0, length: 0 },
+      consumers: [],
+    },
+    layout,
+    torchShape: layout === 'in-out' ? [dims[1], dims[0]] : dims,
+  });
+
+  it('a Linear LoRA fits a 1x1 conv and a 1x1-conv LoRA a Linear; a 3x3 one only a 3x3 conv', () => {
+    expect(fits(module([2, 8], [8, 2]), target([8, 8, 1, 1], 'conv'))).toBe(true);
+    expect(fits(module([2, 8, 1, 1], [6, 2, 1, 1]), target([8, 6], 'in-out'))).toBe(true);
+    expect(fits(module([2, 8, 3, 3], [6, 2, 1, 1]), target([6, 8, 3, 3], 'conv'))).toBe(true);
+    expect(fits(module([2, 8, 3, 3], [6, 2, 1, 1]), target([6, 72], 'out-in'))).toBe(false);
+    expect(fits(module([2, 8], [6, 2]), target([6, 8], 'in-out'))).toBe(false); // [out, in] vs [in, out]
+  });
+
+  it('two LoRAs on one MatMul weight: [in, out] = sum of s (up . down)^T, ranks concatenated', async () => {
+    const values: Record<string, Float32Array> = {
+      d: Float32Array.of(1, 2, 3, 4, 5, 6), // [2, 3]
+      u: Float32Array.of(1, 0, 0, 1, 1, 1, 2, -1), // [4, 2]
+      a: Float32Array.of(1), // alpha 1, rank 2: scale 0.5
+    };
+    const source = {
+      path: 'x',
+      list: () => [],
+      info: () => undefined,
+      readFloat32: async (n: string) => values[n]!,
+      close: async () => {},
+    };
+    const m = module([2, 3], [4, 2]);
+    const t = target([3, 4], 'in-out');
+    const f = await gatherFactors(t, [
+      { source, module: m, weight: 2 },
+      { source, module: m, weight: -1 },
+    ]);
+    expect([f.m, f.n, f.rank]).toEqual([3, 4, 4]);
+    const product = new Float32Array(f.m * f.n);
+    for (let i = 0; i < f.m; i++)
+      for (let j = 0; j < f.n; j++)
+        for (let r = 0; r < f.rank; r++)
+          product[i * f.n + j] += f.a[i * f.rank + r] * f.b[r * f.n + j];
+    // up . down = [[1,2,3],[4,5,6],[5,7,9],[-2,-1,0]]; total scale (2 - 1) * 0.5; transposed.
+    const ud = [
+      [1, 2, 3],
+      [4, 5, 6],
+      [5, 7, 9],
+      [-2, -1, 0],
+    ];
+    const want = Array.from({ length: 12 }, (_, k) => 0.5 * ud[k % 4][Math.floor(k / 4)]);
+    expect(Array.from(product)).toEqual(want);
   });
 });
