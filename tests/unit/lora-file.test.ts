@@ -10,9 +10,11 @@ import { fits, gatherFactors } from '../../src/engine/adapters/lora-merge';
 import {
   type PatchTarget,
   type WeightLayout,
+  diffusersUnetToLdm,
   indexTargets,
   ldmUnetToDiffusers,
   textModuleOf,
+  unetLayoutFromDiffusers,
   unetLayoutFromLdmKeys,
 } from '../../src/engine/adapters/lora-names';
 import type { TensorInfo } from '../../src/engine/convert/types';
@@ -139,32 +141,60 @@ describe('reading LoRA files', () => {
   });
 });
 
-describe('ldm names -> diffusers module paths (SD 1.5: 2 res blocks, 4 levels)', () => {
+const SD15_PAIRS: [string, string][] = [
+  ['input_blocks.0.0', 'conv_in'],
+  [
+    'input_blocks.1.1.transformer_blocks.0.attn1.to_q',
+    'down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q',
+  ],
+  ['input_blocks.2.0.in_layers.2', 'down_blocks.0.resnets.1.conv1'],
+  ['input_blocks.3.0.op', 'down_blocks.0.downsamplers.0.conv'],
+  ['input_blocks.4.0.skip_connection', 'down_blocks.1.resnets.0.conv_shortcut'],
+  ['input_blocks.8.1.proj_out', 'down_blocks.2.attentions.1.proj_out'],
+  ['input_blocks.11.0.emb_layers.1', 'down_blocks.3.resnets.1.time_emb_proj'],
+  ['middle_block.1.proj_in', 'mid_block.attentions.0.proj_in'],
+  ['middle_block.2.out_layers.3', 'mid_block.resnets.1.conv2'],
+  ['output_blocks.2.1.conv', 'up_blocks.0.upsamplers.0.conv'],
+  [
+    'output_blocks.3.1.transformer_blocks.0.ff.net.2',
+    'up_blocks.1.attentions.0.transformer_blocks.0.ff.net.2',
+  ],
+  ['output_blocks.5.2.conv', 'up_blocks.1.upsamplers.0.conv'],
+  ['output_blocks.11.1.proj_in', 'up_blocks.3.attentions.2.proj_in'],
+  ['time_embed.0', 'time_embedding.linear_1'],
+  ['out.2', 'conv_out'],
+];
+
+describe('ldm names <-> diffusers module paths (SD 1.5: 2 res blocks, 4 levels)', () => {
   const layout = { resBlocks: 2, levels: 4 };
-  it.each([
-    ['input_blocks.0.0', 'conv_in'],
-    [
-      'input_blocks.1.1.transformer_blocks.0.attn1.to_q',
-      'down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q',
-    ],
-    ['input_blocks.2.0.in_layers.2', 'down_blocks.0.resnets.1.conv1'],
-    ['input_blocks.3.0.op', 'down_blocks.0.downsamplers.0.conv'],
-    ['input_blocks.4.0.skip_connection', 'down_blocks.1.resnets.0.conv_shortcut'],
-    ['input_blocks.8.1.proj_out', 'down_blocks.2.attentions.1.proj_out'],
-    ['input_blocks.11.0.emb_layers.1', 'down_blocks.3.resnets.1.time_emb_proj'],
-    ['middle_block.1.proj_in', 'mid_block.attentions.0.proj_in'],
-    ['middle_block.2.out_layers.3', 'mid_block.resnets.1.conv2'],
-    ['output_blocks.2.1.conv', 'up_blocks.0.upsamplers.0.conv'],
-    [
-      'output_blocks.3.1.transformer_blocks.0.ff.net.2',
-      'up_blocks.1.attentions.0.transformer_blocks.0.ff.net.2',
-    ],
-    ['output_blocks.5.2.conv', 'up_blocks.1.upsamplers.0.conv'],
-    ['output_blocks.11.1.proj_in', 'up_blocks.3.attentions.2.proj_in'],
-    ['time_embed.0', 'time_embedding.linear_1'],
-    ['out.2', 'conv_out'],
-  ])('%s -> %s', (ldm, diffusers) => {
+  it.each(SD15_PAIRS)('%s -> %s', (ldm, diffusers) => {
     expect(ldmUnetToDiffusers(ldm, layout)).toBe(diffusers);
+  });
+
+  it.each(SD15_PAIRS)('back: %s <- %s', (ldm, diffusers) => {
+    const d = { resBlocks: 2, levels: 4, upWithAttention: new Set([1, 2, 3]) };
+    expect(diffusersUnetToLdm(diffusers, d)).toBe(ldm);
+  });
+
+  it('SDXL: kohya ldm names reach a diffusers export (no attention at level 0)', () => {
+    const modules = [
+      'down_blocks.0.resnets.1.conv1',
+      'down_blocks.1.attentions.0.proj_in',
+      'up_blocks.0.attentions.2.proj_out',
+      'up_blocks.2.resnets.2.conv2',
+    ];
+    const layout = unetLayoutFromDiffusers(modules)!;
+    expect(layout).toEqual({ resBlocks: 2, levels: 3, upWithAttention: new Set([0]) });
+    layout.upWithAttention.add(1);
+    expect(
+      diffusersUnetToLdm('down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q', layout),
+    ).toBe('input_blocks.4.1.transformer_blocks.0.attn1.to_q');
+    expect(diffusersUnetToLdm('up_blocks.1.upsamplers.0.conv', layout)).toBe(
+      'output_blocks.5.2.conv',
+    );
+    expect(diffusersUnetToLdm('mid_block.attentions.0.transformer_blocks.9.ff.net.2', layout)).toBe(
+      'middle_block.1.transformer_blocks.9.ff.net.2',
+    );
   });
 
   it('the layout is read from the keys', () => {

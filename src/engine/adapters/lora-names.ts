@@ -12,6 +12,8 @@
  *  - diffusers / optimum exports name initializers by module path, or anonymously
  *    (`onnx::MatMul_1234`), when the consuming node's name (`/down_blocks.0/.../to_q/MatMul`)
  *    carries the path.
+ * UNet weights answer to the ldm path as well (kohya's SDXL LoRAs name modules that way), on
+ * converted and exported models alike.
  * Linear weights feeding a MatMul are stored [in, out] (the transpose of torch's [out, in]);
  * a Gemm with transB keeps [out, in]; convolutions are [out, in, kh, kw].
  */
@@ -112,6 +114,78 @@ export function ldmUnetToDiffusers(module: string, layout: UNetLayout): string |
   return null;
 }
 
+/** diffusers' UNet block layout from its module paths: res blocks per down level, levels. */
+export interface DiffusersUNetLayout extends UNetLayout {
+  /** up_blocks indices that have attentions (their upsampler is sub-block 2, else 1). */
+  upWithAttention: Set<number>;
+}
+
+export function unetLayoutFromDiffusers(modules: readonly string[]): DiffusersUNetLayout | null {
+  let maxResnet = -1;
+  let maxUp = -1;
+  const upWithAttention = new Set<number>();
+  for (const m of modules) {
+    const r = /^down_blocks\.0\.resnets\.(\d+)\./.exec(m);
+    if (r) maxResnet = Math.max(maxResnet, Number(r[1]));
+    const u = /^up_blocks\.(\d+)\.(attentions)?/.exec(m);
+    if (u) {
+      maxUp = Math.max(maxUp, Number(u[1]));
+      if (u[2]) upWithAttention.add(Number(u[1]));
+    }
+  }
+  if (maxResnet < 0 || maxUp < 0) return null;
+  return { resBlocks: maxResnet + 1, levels: maxUp + 1, upWithAttention };
+}
+
+const LDM_RESNET_LAYERS = Object.fromEntries(
+  Object.entries(RESNET_LAYERS).map(([ldm, diffusers]) => [diffusers, ldm]),
+);
+const LDM_TOP = Object.fromEntries(Object.entries(UNET_TOP).map(([ldm, d]) => [d, ldm]));
+
+/**
+ * A diffusers UNet module path as the ldm one (prefix-free), or null: the inverse of
+ * ldmUnetToDiffusers. kohya's SDXL LoRAs name UNet modules this way
+ * (`lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q`).
+ */
+export function diffusersUnetToLdm(module: string, layout: DiffusersUNetLayout): string | null {
+  const top = LDM_TOP[module];
+  if (top) return top;
+  const R = layout.resBlocks;
+  const res = (rest: string): string => {
+    const layer = Object.keys(LDM_RESNET_LAYERS).find(
+      (k) => rest === k || rest.startsWith(k + '.'),
+    );
+    return layer ? LDM_RESNET_LAYERS[layer] + rest.slice(layer.length) : rest;
+  };
+  let m = /^down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)$/.exec(module);
+  if (m) {
+    const block = 1 + Number(m[1]) * (R + 1) + Number(m[3]);
+    return m[2] === 'resnets'
+      ? `input_blocks.${block}.0.${res(m[4])}`
+      : `input_blocks.${block}.1.${m[4]}`;
+  }
+  m = /^down_blocks\.(\d+)\.downsamplers\.0\.conv$/.exec(module);
+  if (m) return `input_blocks.${(Number(m[1]) + 1) * (R + 1)}.0.op`;
+  m = /^mid_block\.(resnets|attentions)\.(\d+)\.(.+)$/.exec(module);
+  if (m) {
+    if (m[1] === 'attentions') return `middle_block.1.${m[3]}`;
+    return `middle_block.${m[2] === '0' ? 0 : 2}.${res(m[3])}`;
+  }
+  m = /^up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)$/.exec(module);
+  if (m) {
+    const block = Number(m[1]) * (R + 1) + Number(m[3]);
+    return m[2] === 'resnets'
+      ? `output_blocks.${block}.0.${res(m[4])}`
+      : `output_blocks.${block}.1.${m[4]}`;
+  }
+  m = /^up_blocks\.(\d+)\.upsamplers\.0\.conv$/.exec(module);
+  if (m) {
+    const up = Number(m[1]);
+    return `output_blocks.${up * (R + 1) + R}.${layout.upWithAttention.has(up) ? 2 : 1}.conv`;
+  }
+  return null;
+}
+
 const OPENCLIP_LAYERS: Record<string, string> = {
   'attn.out_proj': 'self_attn.out_proj',
   'mlp.c_fc': 'mlp.fc1',
@@ -188,6 +262,7 @@ export function indexTargets(
             .map((e) => e.name.slice(unetPrefix.length).replace(/\.weight$/, '')),
         )
       : null;
+  const resolved: [string, InitializerEntry][] = [];
   const add = (module: string, e: InitializerEntry): void => {
     const layout = layoutOf(e);
     const flat = module.replace(/\./g, '_');
@@ -208,7 +283,18 @@ export function indexTargets(
       if (fromNode)
         module = component === 'text' ? (textModuleOf(fromNode + '.weight') ?? fromNode) : fromNode;
     }
-    if (module !== null) add(module, e);
+    if (module !== null) {
+      add(module, e);
+      if (!ldm) resolved.push([module, e]);
+    }
   }
+  // diffusers-named UNets answer to ldm names too (kohya's SDXL LoRAs use them).
+  const layout =
+    component === 'unet' && !ldm ? unetLayoutFromDiffusers(resolved.map(([m]) => m)) : null;
+  if (layout)
+    for (const [module, e] of resolved) {
+      const ldmPath = diffusersUnetToLdm(module, layout);
+      if (ldmPath) add(ldmPath, e);
+    }
   return out;
 }
