@@ -7,12 +7,13 @@
 // feed-forward: 192 modules), written here with random factors. It measures, alternating base
 // and LoRA runs so load on the machine hits both alike:
 // - session creation: the plain UNet vs. planning + merging + creating it from patched weights
-//   held in memory (target: under 5 s added);
-// - sampling: UNet steps (batch 2, as with guidance) on the same feeds, timed after a warm-up
-//   run in each session (target: ratio <= 1.02; the merged graph is the same graph, so only
-//   noise should show). One UNet session is alive at a time (memory on a shared machine).
+//   held in memory (target: under 5 s added), wall and CPU time (the CPU time says more on a
+//   shared machine);
+// - sampling: UNet steps (batch 2, as with guidance; 16x16 latents by default, so a step takes
+//   seconds) with both sessions alive, paired step by step (target: ratio <= 1.02; the merged
+//   graph is the same graph, so only noise should show). Skipped below 10 GB available.
 // Prints the figures and the machine, and writes them to bench-results/lora-<date>.json.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -33,8 +34,8 @@ const { values } = parseArgs({
     precision: { type: 'string', default: 'fp16' },
     rank: { type: 'string', default: '32' },
     repeats: { type: 'string', default: '3' },
-    size: { type: 'string', default: '256' },
-    steps: { type: 'string', default: '2' },
+    size: { type: 'string', default: '128' },
+    steps: { type: 'string', default: '6' },
     threads: { type: 'string' },
     keep: { type: 'string' },
   },
@@ -47,6 +48,17 @@ const latent = Math.round(Number(values.size) / 8);
 const threads = values.threads ? Number(values.threads) : physicalCoreCount();
 const log = (m: string) => process.stderr.write(`bench:lora: ${m}\n`);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+
+/** /proc/meminfo's MemAvailable in GB (os.freemem leaves the page cache out); Infinity elsewhere. */
+function memAvailableGb(): number {
+  try {
+    const m = /MemAvailable:\s+(\d+) kB/.exec(readFileSync('/proc/meminfo', 'utf8'));
+    return m ? Number(m[1]) / 1e6 : Infinity;
+  } catch {
+    return Infinity;
+  }
+}
 
 /** kohya's UNet targets (Transformer2DModel's Linear and 1x1-conv layers). */
 const KOHYA_UNET =
@@ -112,54 +124,78 @@ async function main(): Promise<void> {
     log(`rank-${rank} LoRA over ${modules} UNet modules written`);
     const lora = { path: loraFile, name: 'bench', teWeight: 1, unetWeight: 1 };
 
-    // One UNet session alive at a time (a second full UNet would double the memory on a shared
-    // machine); base and LoRA alternate within each repeat, so load hits both alike.
-    const n = 2 * 4 * latent * latent;
-    const feeds = {
-      sample: new ort.Tensor(
-        'float32',
-        Float32Array.from({ length: n }, (_, i) => Math.sin(i)),
-        [2, 4, latent, latent],
-      ),
-      timestep: new ort.Tensor('float32', Float32Array.of(500, 500), [2]),
-      encoder_hidden_states: new ort.Tensor(
-        'float32',
-        new Float32Array(2 * 77 * 768).fill(0.1),
-        [2, 77, 768],
-      ),
-    };
-    const timeSteps = async (session: ort.InferenceSession, into: number[]): Promise<void> => {
-      await session.run(feeds); // warm-up: first-run allocations
-      for (let s = 0; s < steps; s++) {
-        const t = performance.now();
-        await session.run(feeds);
-        into.push(performance.now() - t);
-      }
+    const cpu = (): number => {
+      const u = process.cpuUsage();
+      return (u.user + u.system) / 1000;
     };
     const baseMs: number[] = [];
+    const baseCpuMs: number[] = [];
     const loraMs: number[] = [];
+    const loraCpuMs: number[] = [];
     const mergeMs: number[] = [];
-    const stepBase: number[] = [];
-    const stepLora: number[] = [];
     let matched = 0;
     for (let r = 0; r < repeats; r++) {
       let t0 = performance.now();
+      let c0 = cpu();
       const base = await createSession(unet.modelPath, unet.file, 'cpu', { threads });
       baseMs.push(performance.now() - t0);
-      await timeSteps(base.session, stepBase);
+      baseCpuMs.push(cpu() - c0);
       await base.session.release();
       t0 = performance.now();
+      c0 = cpu();
       const plan = await planLoras(info, [lora], { threads });
       const source = await plan.variants.unet!.source();
       mergeMs.push(performance.now() - t0);
       const patched = await createSession(unet.modelPath, unet.file, 'cpu', { threads, source });
       loraMs.push(performance.now() - t0);
+      loraCpuMs.push(cpu() - c0);
       matched = plan.reports[0].matchedTensors;
-      await timeSteps(patched.session, stepLora);
       await patched.session.release();
       log(
-        `repeat ${r + 1}: session ${baseMs[r].toFixed(0)} ms, with LoRA ${loraMs[r].toFixed(0)} ms (merge ${mergeMs[r].toFixed(0)} ms); steps ${stepBase.slice(-steps).map((x) => x.toFixed(0))} vs ${stepLora.slice(-steps).map((x) => x.toFixed(0))} ms`,
+        `repeat ${r + 1}: session ${baseMs[r].toFixed(0)} ms (CPU ${baseCpuMs[r].toFixed(0)}), with LoRA ${loraMs[r].toFixed(0)} ms (CPU ${loraCpuMs[r].toFixed(0)}; merge ${mergeMs[r].toFixed(0)} ms)`,
       );
+    }
+
+    // Sampling: both sessions alive, the same feeds, paired step by step in alternating order
+    // (separate blocks would compare different moments of a shared machine's load). Two full
+    // UNets need about 9 GB: skipped, with a line saying so, when less is available.
+    const stepBase: number[] = [];
+    const stepLora: number[] = [];
+    const available = memAvailableGb();
+    if (available < 10) {
+      log(`sampling ratio skipped: ${available.toFixed(1)} GB available, 10 GB needed`);
+    } else {
+      const n = 2 * 4 * latent * latent;
+      const feeds = {
+        sample: new ort.Tensor(
+          'float32',
+          Float32Array.from({ length: n }, (_, i) => Math.sin(i)),
+          [2, 4, latent, latent],
+        ),
+        timestep: new ort.Tensor('float32', Float32Array.of(500, 500), [2]),
+        encoder_hidden_states: new ort.Tensor(
+          'float32',
+          new Float32Array(2 * 77 * 768).fill(0.1),
+          [2, 77, 768],
+        ),
+      };
+      const base = await createSession(unet.modelPath, unet.file, 'cpu', { threads });
+      const plan = await planLoras(info, [lora], { threads });
+      const source = await plan.variants.unet!.source();
+      const patched = await createSession(unet.modelPath, unet.file, 'cpu', { threads, source });
+      await base.session.run(feeds);
+      await patched.session.run(feeds);
+      for (let s = 0; s < steps; s++) {
+        const order = s % 2 === 0 ? [base, patched] : [patched, base];
+        for (const sess of order) {
+          const t = performance.now();
+          await sess.session.run(feeds);
+          (sess === base ? stepBase : stepLora).push(performance.now() - t);
+        }
+      }
+      log(`steps ${stepBase.map((x) => x.toFixed(0))} vs ${stepLora.map((x) => x.toFixed(0))} ms`);
+      await base.session.release();
+      await patched.session.release();
     }
 
     const result = {
@@ -169,11 +205,15 @@ async function main(): Promise<void> {
       threads,
       sessionBaseMs: median(baseMs),
       sessionLoraMs: median(loraMs),
+      sessionBaseCpuMs: median(baseCpuMs),
+      sessionLoraCpuMs: median(loraCpuMs),
+      addedCpuMs: median(loraCpuMs) - median(baseCpuMs),
       mergeMs: median(mergeMs),
       addedMs: median(loraMs) - median(baseMs),
-      stepBaseMs: median(stepBase),
-      stepLoraMs: median(stepLora),
-      stepRatio: median(stepLora) / median(stepBase),
+      stepBaseMs: stepBase.length ? median(stepBase) : null,
+      stepLoraMs: stepLora.length ? median(stepLora) : null,
+      stepRatio: stepBase.length ? median(stepLora) / median(stepBase) : null,
+      stepRatioOfSums: stepBase.length ? sum(stepLora) / sum(stepBase) : null,
       latent: [2, 4, latent, latent],
       peakRssGb: (process.resourceUsage().maxRSS * 1024) / 1e9,
     };
