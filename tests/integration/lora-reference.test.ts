@@ -194,6 +194,15 @@ describe.each(['sd1', 'sdxl'] as const)('LoRA on the converted %s fixture', (fam
   });
 });
 
+describe('LoRA files saved by torch.save', () => {
+  it('a .pt LoRA (zip + restricted unpickler) gives the same result as its .safetensors twin', async () => {
+    const pt: LoraSpec = { ...tucker('sd1'), path: path.join(REF, 'lora-sd1.tucker.pt') };
+    const { out, plan } = await errors('sd1', [kohya('sd1'), pt]);
+    expectAllBelow(out);
+    expect(plan.reports[1]).toMatchObject({ tensors: 4, matchedTensors: 4 });
+  });
+});
+
 describe('LoRA for another family', () => {
   it('an SDXL LoRA on an SD 1.x model is refused with a sentence', async () => {
     const info = await convertedModel('sd1');

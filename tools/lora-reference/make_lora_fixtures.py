@@ -18,6 +18,7 @@ For sd1 and sdxl it writes
   lora-<family>.tucker.safetensors    one LoCon conv with lora_mid (Tucker), kohya naming (PEFT has
                                       no such layer, so it is a LoRA of its own, applied with
                                       either naming: it also shows that two LoRAs add);
+  lora-sd1.tucker.pt                  the sd1 Tucker file saved by torch.save (zip + pickle);
   lora-<family>.expected.safetensors  the reference outputs with both LoRAs (kohya + tucker)
                                       merged at unet weight UNET_W and text weight TE_W, on the
                                       inputs of convert-<family>.expected.safetensors.
@@ -247,6 +248,8 @@ def record(family, out):
     write_st(out / f"lora-{family}.kohya.safetensors", kohya)
     write_st(out / f"lora-{family}.peft.safetensors", peft)
     write_st(out / f"lora-{family}.tucker.safetensors", tucker_file)
+    if family == "sd1":  # the same file as torch.save writes it (read by the restricted unpickler)
+        torch.save({k: v.clone() for k, v in tucker_file.items()}, out / "lora-sd1.tucker.pt")
     write_safetensors(out / f"lora-{family}.expected.safetensors", {k: v.float().contiguous() for k, v in expected.items()},
                       {"unet_weight": str(UNET_W), "te_weight": str(TE_W)})
     print(family, len(kohya), "kohya tensors,", len(peft), "peft tensors")
