@@ -6,6 +6,7 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:f
 import os from 'node:os';
 import path from 'node:path';
 import onnxProto from 'onnx-proto';
+import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DiffusionEngine, EngineClient } from '../../src/engine';
 import { planLoras, type LoraSpec } from '../../src/engine/adapters/lora';
@@ -194,6 +195,35 @@ describe('merging into diffusers ONNX folders', () => {
     const [report] = plan.reports;
     expect(report).toMatchObject({ tensors: 13, matchedTensors: 11, unmatchedTensors: 2 });
     expect(report.unmatched).toEqual(['lora_unet_down_blocks_5_attentions_0_proj_in']);
+  });
+});
+
+describe('the patched session runs the same graph', () => {
+  it("after ONNX Runtime optimises both, the nodes and the weights' types and shapes are the same", async () => {
+    const info = await openModelFolder(externalDir);
+    const plan = await planLoras(info, [spec(1, 1)]);
+    const source = await plan.variants.unet!.source();
+    const summary = async (file: string, extra: ort.InferenceSession.SessionOptions) => {
+      const s = await ort.InferenceSession.create(info.components.unet!.modelPath, {
+        executionProviders: ['cpu'],
+        graphOptimizationLevel: 'all',
+        optimizedModelFilePath: file,
+        ...extra,
+      });
+      await s.release();
+      const g = onnxProto.onnx.ModelProto.decode(readFileSync(file)).graph!;
+      return {
+        ops: g.node!.map((n) => n.opType),
+        weights: g.initializer!.map((i) => `${i.dataType}:${i.dims!.join('x')}`).sort(),
+      };
+    };
+    const base = await summary(path.join(tmp, 'opt-base.onnx'), {});
+    const patched = await summary(path.join(tmp, 'opt-patched.onnx'), {
+      externalData: source.externalData,
+    });
+    // External weights: model.onnx itself is used as it is, the data file comes from memory.
+    expect(source.model).toBe(info.components.unet!.modelPath);
+    expect(patched).toEqual(base);
   });
 });
 

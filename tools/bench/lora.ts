@@ -47,7 +47,11 @@ const steps = Number(values.steps);
 const latent = Math.round(Number(values.size) / 8);
 const threads = values.threads ? Number(values.threads) : physicalCoreCount();
 const log = (m: string) => process.stderr.write(`bench:lora: ${m}\n`);
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const h = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? s[h] : (s[h - 1] + s[h]) / 2;
+};
 const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
 
 /** /proc/meminfo's MemAvailable in GB (os.freemem leaves the page cache out); Infinity elsewhere. */
