@@ -1,9 +1,16 @@
 import path from 'node:path';
 import { GenerationSettings } from '../shared/generation';
 import type { UsedEmbedding } from './adapters/embeddings';
+import { type LoraPlan, type LoraReport, planLoras } from './adapters/lora';
 import { EngineError, throwIfAborted } from './errors';
 import type { PixelImage } from './image';
-import { type LoadedModel, type ProviderPreference, SessionCache, loadModel } from './models';
+import {
+  type LoadedModel,
+  type ProviderPreference,
+  SessionCache,
+  loadModel,
+  openModelFolder,
+} from './models';
 import { type VaeFolder, checkVaeFits, openVaeFolder, withVae } from './models/vae';
 import { type GenerateProgress, type GeneratedImage, runDiffusion } from './pipelines/generate';
 import { runInpaint } from './pipelines/inpaint';
@@ -81,6 +88,11 @@ export interface GenerateResult {
    * what the host writes as `TI hashes:`. Empty when none was used.
    */
   embeddings: UsedEmbedding[];
+  /**
+   * Per requested LoRA, in request order: how many of its tensors patched a weight and which
+   * matched nothing (absent when the request had no LoRAs).
+   */
+  loras?: LoraReport[];
 }
 
 export interface RunOptions {
@@ -95,7 +107,14 @@ export interface RunOptions {
  * one request at a time.
  */
 export class DiffusionEngine {
-  #loaded: { dir: string; key: string; model: LoadedModel; text: TextConditioner } | null = null;
+  #loaded: {
+    dir: string;
+    /** Model, provider and threads; `key` adds the LoRA set. */
+    baseKey: string;
+    key: string;
+    model: LoadedModel;
+    text: TextConditioner;
+  } | null = null;
   /** The replacement VAE last used, with the model it was checked against. */
   #vae: { key: string; folder: VaeFolder; model: LoadedModel; view: LoadedModel } | null = null;
   /**
@@ -131,7 +150,20 @@ export class DiffusionEngine {
     const modelDir = x4
       ? (request.upscaleModelDir ?? settings.upscale?.model ?? request.modelDir)
       : request.modelDir;
-    const loaded = await this.#model(modelDir, timings);
+    // LoRAs change the generating model; the x4 upscaler is a model of its own and gets none.
+    const loras = !x4 && request.loras && request.loras.length > 0 ? request.loras : null;
+    let plan: LoraPlan | null = null;
+    if (loras) {
+      const started = performance.now();
+      const info = await openModelFolder(path.resolve(modelDir));
+      plan = await planLoras(
+        info,
+        loras,
+        this.options.threads ? { threads: this.options.threads } : {},
+      );
+      timings.loadMs += performance.now() - started;
+    }
+    const loaded = await this.#model(modelDir, timings, plan);
     loaded.text.useEmbeddings(request.embeddings ?? [], [settings.prompt, settings.negativePrompt]);
     const model = request.vaeDir
       ? await this.#withVae(loaded.model, request.vaeDir, timings)
@@ -172,6 +204,7 @@ export class DiffusionEngine {
       fallbackReason: loaded.model.fallbackReason,
       timings,
       embeddings: loaded.text.usedEmbeddings(),
+      ...(plan ? { loras: plan.reports } : {}),
     };
   }
 
@@ -214,20 +247,33 @@ export class DiffusionEngine {
     return view;
   }
 
-  async #model(dir: string, timings: StageTimings) {
+  async #model(dir: string, timings: StageTimings, plan: LoraPlan | null = null) {
     const resolved = path.resolve(dir);
-    const key = `${resolved}|${this.options.provider ?? 'auto'}|${this.options.threads ?? 0}`;
+    const baseKey = `${resolved}|${this.options.provider ?? 'auto'}|${this.options.threads ?? 0}`;
+    const key = `${baseKey}|${plan?.id ?? ''}`;
     if (this.#loaded?.key === key) return this.#loaded;
-    await this.release();
+    if (this.#loaded?.baseKey === baseKey) {
+      // Same model, another LoRA set: the plain sessions (VAE, unpatched encoders) stay; the
+      // patched ones go before new ones are built, so two patched UNets never share memory.
+      const previous = this.#loaded;
+      this.#loaded = null;
+      await previous.text.release();
+      await this.#sessions.releaseVariants(resolved);
+    } else await this.release();
+    // A patched component replaces its plain session: holding both would keep two UNets in
+    // memory (7 GB for SD 1.5 in float32). Going back to no LoRA creates the plain one again.
+    for (const file of plan?.patchedFiles ?? []) await this.#sessions.release(file, 'plain');
     const started = performance.now();
     const model = await loadModel(resolved, {
       provider: this.options.provider ?? 'auto',
       cache: this.#sessions,
       ...(this.options.threads ? { threads: this.options.threads } : {}),
+      ...(plan ? { variants: plan.variants } : {}),
     });
     timings.loadMs += performance.now() - started;
     this.#loaded = {
       dir: resolved,
+      baseKey,
       key,
       model,
       text: new TextConditioner(model, {

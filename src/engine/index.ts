@@ -12,6 +12,7 @@ export type {
 } from './engine';
 export { readEmbeddingFile, type EmbeddingFile } from './adapters/embeddings-file';
 export type { UsedEmbedding } from './adapters/embeddings';
+export type { LoraReport } from './adapters/lora';
 export { EngineClient } from './client';
 export type { GenerateProgress, GeneratedImage } from './pipelines/generate';
 export type { StageTimings } from './pipelines/stats';

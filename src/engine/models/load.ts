@@ -5,6 +5,7 @@
  * encoder again; only img2img and inpainting need the VAE encoder).
  */
 import type * as ort from 'onnxruntime-node';
+import type { SessionVariant } from '../adapters/lora';
 import { EngineError, throwIfAborted, wrapRunError } from '../errors';
 import type { IoSpec } from '../tensor';
 import { detectFamily } from './family';
@@ -21,6 +22,8 @@ export interface LoadOptions {
   threads?: number;
   /** Session cache to use; default: the process-wide one. */
   cache?: SessionCache;
+  /** Components to create from patched weights (LoRAs merged, adapters/lora.ts). */
+  variants?: Partial<Record<ComponentName, SessionVariant>>;
 }
 
 /** A created session of one component, with the signature the session reports. */
@@ -95,7 +98,7 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
         ),
       );
     }
-    const key = { modelPath: c.modelPath, preference, options };
+    const key = { modelPath: c.modelPath, preference, options, variant: opts.variants?.[name] };
     const p = createComponentSession(cache, key, name, c.file, info.dir).then((s) => {
       signatures[name] = s.signature;
       return s;

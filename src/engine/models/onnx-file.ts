@@ -296,29 +296,13 @@ interface InitializerInfo {
 }
 
 function readTensorHeader(c: FileCursor, end: number): InitializerInfo {
-  let name = '';
-  const dims: number[] = [];
-  let location: string | undefined;
-  let offset = 0;
-  let length = 0;
-  let dataLocation = 0;
-  while (c.pos < end) {
-    const [f, w] = c.key(end);
-    if (f === 8 && w === WIRE_LEN) name = c.string(c.varint(end), end);
-    else if (f === 1 && w === WIRE_VARINT) dims.push(c.varint(end));
-    else if (f === 1 && w === WIRE_LEN) {
-      const dEnd = c.lenEnd(end); // packed repeated int64
-      while (c.pos < dEnd) dims.push(c.varint(dEnd));
-    } else if (f === 13 && w === WIRE_LEN) {
-      const [k, v] = readStringEntry(c, c.lenEnd(end));
-      if (k === 'location') location = v;
-      else if (k === 'offset') offset = Number(v) || 0;
-      else if (k === 'length') length = Number(v) || 0;
-    } else if (f === 14 && w === WIRE_VARINT) dataLocation = c.varint(end);
-    else c.skipValue(w, end); // raw_data (9) and typed data fields are skipped here
+  const { entry, declaredLength } = readTensorEntry(c, end);
+  const info: InitializerInfo = { name: entry.name, dims: entry.dims };
+  if (entry.data.kind === 'external') {
+    // Only a length the file states counts towards the size its external file must have.
+    const { location, offset } = entry.data;
+    info.external = { location, offset, length: Math.max(declaredLength, 0) };
   }
-  const info: InitializerInfo = { name, dims };
-  if (dataLocation === 1 && location !== undefined) info.external = { location, offset, length };
   return info;
 }
 
@@ -359,6 +343,170 @@ function readGraph(c: FileCursor, end: number) {
     externalData: [...external.values()],
     convInWeightDims: convIn,
   };
+}
+
+/** Where an initializer's bytes are: inside model.onnx (raw_data) or in an external file. */
+export type InitializerData =
+  | { kind: 'inline'; offset: number; length: number }
+  /** `location` is relative to the folder of the .onnx file, as written in the model. */
+  | { kind: 'external'; location: string; offset: number; length: number }
+  /** float_data/int32_data... (values in typed protobuf fields) or no data: not patchable here. */
+  | { kind: 'typed' };
+
+/** A node that takes an initializer as an input. */
+export interface InitializerConsumer {
+  /** NodeProto.name ('' when the exporter left it empty). */
+  node: string;
+  opType: string;
+  /** Which input of the node it is (MatMul's 1 is the weight). */
+  input: number;
+  /** Gemm's transB attribute (0 when absent), for telling [out, in] from [in, out]. */
+  transB?: number;
+}
+
+export interface InitializerEntry {
+  name: string;
+  dims: number[];
+  /** ORT's name for TensorProto.data_type ('float32', 'float16', ...). */
+  dtype: TensorType;
+  data: InitializerData;
+  /** Nodes reading it, directly or through one Cast (a weight stored fp16 before a Cast to fp32). */
+  consumers: InitializerConsumer[];
+}
+
+export interface OnnxInitializerIndex {
+  /** Every initializer of the main graph, in file order. */
+  initializers: InitializerEntry[];
+  /** The model file's size (inline offsets index into it). */
+  fileSize: number;
+}
+
+interface NodeInfo {
+  name: string;
+  opType: string;
+  inputs: string[];
+  outputs: string[];
+  transB: number | undefined;
+}
+
+function readNode(c: FileCursor, end: number): NodeInfo {
+  const node: NodeInfo = { name: '', opType: '', inputs: [], outputs: [], transB: undefined };
+  while (c.pos < end) {
+    const [f, w] = c.key(end);
+    if (f === 1 && w === WIRE_LEN) node.inputs.push(c.string(c.varint(end), end));
+    else if (f === 2 && w === WIRE_LEN) node.outputs.push(c.string(c.varint(end), end));
+    else if (f === 3 && w === WIRE_LEN) node.name = c.string(c.varint(end), end);
+    else if (f === 4 && w === WIRE_LEN) node.opType = c.string(c.varint(end), end);
+    else if (f === 5 && w === WIRE_LEN) {
+      // AttributeProto: name (1), i (3). Only Gemm's transB matters here.
+      const aEnd = c.lenEnd(end);
+      let attr = '';
+      let value: number | undefined;
+      while (c.pos < aEnd) {
+        const [af, aw] = c.key(aEnd);
+        if (af === 1 && aw === WIRE_LEN) attr = c.string(c.varint(aEnd), aEnd);
+        else if (af === 3 && aw === WIRE_VARINT) value = c.varint(aEnd);
+        else c.skipValue(aw, aEnd);
+      }
+      if (attr === 'transB') node.transB = value ?? 0;
+    } else c.skipValue(w, end);
+  }
+  return node;
+}
+
+/** A TensorProto's header (raw_data is skipped, its position recorded); -1: no stated length. */
+function readTensorEntry(
+  c: FileCursor,
+  end: number,
+): { entry: Omit<InitializerEntry, 'consumers'>; declaredLength: number } {
+  let name = '';
+  const dims: number[] = [];
+  let elem = 0;
+  let raw: { offset: number; length: number } | null = null;
+  let location: string | undefined;
+  let offset = 0;
+  let length = -1;
+  let dataLocation = 0;
+  while (c.pos < end) {
+    const [f, w] = c.key(end);
+    if (f === 8 && w === WIRE_LEN) name = c.string(c.varint(end), end);
+    else if (f === 1 && w === WIRE_VARINT) dims.push(c.varint(end));
+    else if (f === 1 && w === WIRE_LEN) {
+      const dEnd = c.lenEnd(end);
+      while (c.pos < dEnd) dims.push(c.varint(dEnd));
+    } else if (f === 2 && w === WIRE_VARINT) elem = c.varint(end);
+    else if (f === 9 && w === WIRE_LEN) {
+      const n = c.varint(end);
+      raw = { offset: c.pos, length: n };
+      c.skip(n, end);
+    } else if (f === 13 && w === WIRE_LEN) {
+      const [k, v] = readStringEntry(c, c.lenEnd(end));
+      if (k === 'location') location = v;
+      else if (k === 'offset') offset = Number(v) || 0;
+      else if (k === 'length') length = Number(v);
+    } else if (f === 14 && w === WIRE_VARINT) dataLocation = c.varint(end);
+    else c.skipValue(w, end);
+  }
+  const dtype = ELEM_TYPES[elem] ?? 'non-tensor';
+  let data: InitializerData = { kind: 'typed' };
+  if (dataLocation === 1 && location !== undefined) {
+    // A missing length means "to the end of the file"; for a float tensor it is numel * width.
+    const width = dtype === 'float16' || dtype === 'bfloat16' ? 2 : dtype === 'float32' ? 4 : 0;
+    const bytes = length >= 0 ? length : dims.reduce((a, b) => a * b, 1) * width;
+    data = { kind: 'external', location, offset, length: bytes };
+  } else if (raw) data = { kind: 'inline', ...raw };
+  return { entry: { name, dims, dtype, data }, declaredLength: length };
+}
+
+/**
+ * Read every initializer's name, dims, dtype and byte location, plus the nodes that consume
+ * each (to resolve exporters' anonymous `onnx::MatMul_1234` weights through the consuming node's
+ * name, and to tell a MatMul's [in, out] weight from a Gemm's). Weights are skipped, never read.
+ * Errors as readOnnxHeader.
+ */
+export function readOnnxInitializerIndex(path: string): OnnxInitializerIndex {
+  const { fd, size } = openRegularFileSync(path, 'onnx');
+  try {
+    const c = new FileCursor(fd, size);
+    const initializers: InitializerEntry[] = [];
+    const nodes: NodeInfo[] = [];
+    while (c.pos < size) {
+      const [f, w] = c.key(size);
+      if (f !== 7 || w !== WIRE_LEN) {
+        c.skipValue(w, size);
+        continue;
+      }
+      const end = c.lenEnd(size);
+      while (c.pos < end) {
+        const [gf, gw] = c.key(end);
+        if (gf === 5 && gw === WIRE_LEN)
+          initializers.push({ ...readTensorEntry(c, c.lenEnd(end)).entry, consumers: [] });
+        else if (gf === 1 && gw === WIRE_LEN) nodes.push(readNode(c, c.lenEnd(end)));
+        else c.skipValue(gw, end);
+      }
+    }
+    const byName = new Map(initializers.map((i) => [i.name, i]));
+    // Outputs of Casts whose input is an initializer: their consumers count as the weight's.
+    const castOf = new Map<string, InitializerEntry>();
+    for (const n of nodes) {
+      if (n.opType === 'Cast' && n.inputs.length === 1 && n.outputs.length === 1) {
+        const init = byName.get(n.inputs[0]);
+        if (init) castOf.set(n.outputs[0], init);
+      }
+    }
+    for (const n of nodes) {
+      n.inputs.forEach((input, i) => {
+        const init = n.opType === 'Cast' ? undefined : (byName.get(input) ?? castOf.get(input));
+        if (!init) return;
+        const consumer: InitializerConsumer = { node: n.name, opType: n.opType, input: i };
+        if (n.opType === 'Gemm') consumer.transB = n.transB ?? 0;
+        init.consumers.push(consumer);
+      });
+    }
+    return { initializers, fileSize: size };
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /**

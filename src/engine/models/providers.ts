@@ -206,7 +206,14 @@ export async function createSession(
   modelPath: string,
   file: string,
   preference: ProviderPreference = 'auto',
-  opts: SessionOptionsInput & { baseDir?: string } = {},
+  opts: SessionOptionsInput & {
+    baseDir?: string;
+    /**
+     * Create from these bytes instead of reading `modelPath`: patched weights held in memory
+     * (adapters/lora.ts): the model as a buffer or its path, and external-data files by location.
+     */
+    source?: { model: string | Uint8Array; externalData: { path: string; data: Uint8Array }[] };
+  } = {},
 ): Promise<CreatedSession> {
   const order: ProviderName[] =
     preference === 'auto'
@@ -225,7 +232,14 @@ export async function createSession(
       }
     }
     try {
-      const session = await ort.InferenceSession.create(modelPath, sessionOptions(provider, opts));
+      const options = sessionOptions(provider, opts);
+      const src = opts.source;
+      if (src && src.externalData.length > 0) options.externalData = src.externalData;
+      const model = src?.model ?? modelPath;
+      const session =
+        typeof model === 'string'
+          ? await ort.InferenceSession.create(model, options)
+          : await ort.InferenceSession.create(model, options);
       // A later provider loaded the model, so the earlier ones failed for their own reasons.
       for (const [p, r] of failed) if (!/out of memory/i.test(r)) providerFailures.set(p, r);
       return { session, provider, fallbackReason: reasons.length > 0 ? reasons.join('; ') : null };

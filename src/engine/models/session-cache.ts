@@ -11,21 +11,35 @@ import {
   type ProviderPreference,
   type SessionOptionsInput,
 } from './providers';
+import type { SessionVariant } from '../adapters/lora';
 
 export interface SessionKey {
   /** Absolute path of the .onnx file. */
   modelPath: string;
   preference: ProviderPreference;
   options: SessionOptionsInput;
+  /**
+   * A patched variant of the file (LoRAs merged, adapters/lora.ts), cached apart under its id;
+   * absent for the file as it is.
+   */
+  variant?: SessionVariant;
 }
 
 interface Entry {
   modelPath: string;
   promise: Promise<CreatedSession>;
+  variant: boolean;
+  /** Buffers the session may read from (in-memory external data) for as long as it lives. */
+  keepAlive?: Uint8Array[];
 }
 
 function keyOf(k: SessionKey): string {
-  return JSON.stringify([resolve(k.modelPath), k.preference, k.options.threads ?? 0]);
+  return JSON.stringify([
+    resolve(k.modelPath),
+    k.preference,
+    k.options.threads ?? 0,
+    ...(k.variant ? [k.variant.id] : []),
+  ]);
 }
 
 export class SessionCache {
@@ -36,11 +50,23 @@ export class SessionCache {
     const k = keyOf(key);
     const hit = this.entries.get(k);
     if (hit) return hit.promise;
-    const promise = createSession(resolve(key.modelPath), file, key.preference, {
-      ...key.options,
-      ...(baseDir ? { baseDir } : {}),
-    });
-    const entry: Entry = { modelPath: resolve(key.modelPath), promise };
+    const variant = key.variant;
+    const entry: Entry = {
+      modelPath: resolve(key.modelPath),
+      promise: Promise.resolve(null as unknown as CreatedSession),
+      variant: variant !== undefined,
+    };
+    const create = async (): Promise<CreatedSession> => {
+      const source = variant ? await variant.source() : undefined;
+      if (source) entry.keepAlive = source.keepAlive;
+      return createSession(resolve(key.modelPath), file, key.preference, {
+        ...key.options,
+        ...(baseDir ? { baseDir } : {}),
+        ...(source ? { source } : {}),
+      });
+    };
+    const promise = create();
+    entry.promise = promise;
     this.entries.set(k, entry);
     // A failed creation is not cached: the next call tries again (after the user fixes the file).
     promise.catch(() => {
@@ -62,10 +88,11 @@ export class SessionCache {
    * Release sessions: those whose model file is `path` or lies under the folder `path`, or all
    * of them when no path is given. Resolves when every released session has been freed.
    */
-  async release(path?: string): Promise<number> {
+  async release(path?: string, which: 'all' | 'variants' | 'plain' = 'all'): Promise<number> {
     const prefix = path === undefined ? undefined : resolve(path);
     const victims: Entry[] = [];
     for (const [k, e] of this.entries) {
+      if ((which === 'variants' && !e.variant) || (which === 'plain' && e.variant)) continue;
       if (
         prefix === undefined ||
         e.modelPath === prefix ||
@@ -87,9 +114,15 @@ export class SessionCache {
           return; // never created
         }
         await session.release();
+        e.keepAlive = undefined;
       }),
     );
     return victims.length;
+  }
+
+  /** Release the patched variants (LoRAs) of files under `path`, keeping the plain sessions. */
+  releaseVariants(path: string): Promise<number> {
+    return this.release(path, 'variants');
   }
 
   releaseAll(): Promise<number> {
