@@ -9,7 +9,8 @@ import { doneJobs, fillForm, openStudio, view } from './helpers';
 // them, with a preview image beside one), picked from the list beside the prompt, the weight
 // set with the slider, generated, and found again by the gallery's LoRA filter.
 
-const TI_PT = path.join(import.meta.dirname, '../fixtures/reference/embeddings/tiny-ti.pt');
+/** 3 vectors 32 wide: fits the fixture model's text encoder (tiny-ti.pt is an SD 1.x one, 768). */
+const TI_PT = path.join(import.meta.dirname, '../fixtures/reference/embeddings/tiny-ti-32.pt');
 
 async function writeLora(file: string, seed: number): Promise<void> {
   fs.mkdirSync(path.dirname(file), { recursive: true });

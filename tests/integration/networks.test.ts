@@ -30,7 +30,8 @@ import { type FixtureInfo, fixtureModelInfo } from '../fixtures/models';
 import { bundleEntry } from './bundle';
 import { until } from './library-helpers';
 
-const TI_PT = path.join(import.meta.dirname, '../fixtures/reference/embeddings/tiny-ti.pt');
+/** 3 vectors 32 wide: fits the fixture model's text encoder (tiny-ti.pt is an SD 1.x one, 768). */
+const TI_PT = path.join(import.meta.dirname, '../fixtures/reference/embeddings/tiny-ti-32.pt');
 
 let workerPath: string;
 let cli: string;
