@@ -6,6 +6,7 @@
 import { GenerationSettings } from '../../shared';
 import type { Db } from './db';
 import { variantKeyOf } from './variant-key';
+import { downloadsSchema } from '../downloads/schema';
 
 export interface Migration {
   /** The user_version this step brings the database to (1, 2, ...). */
@@ -234,6 +235,11 @@ export const migrations: readonly Migration[] = [
     up: (db) => db.exec(v4),
   },
   { version: 5, description: 'the schedule apart from the sampler (settings, keys)', up: v5 },
+  {
+    version: 6,
+    description: 'model downloads and their files',
+    up: (db) => db.exec(downloadsSchema),
+  },
 ];
 
 export const schemaVersion = migrations[migrations.length - 1].version;
