@@ -14,6 +14,7 @@ import {
 import { retryAfterMs } from '../../src/main/downloads/http';
 import { fileNameOf, modelFilesOf } from '../../src/main/downloads/plan';
 import { safeJoin } from '../../src/main/downloads/safe-path';
+import { CatalogueEntry, type ModelFamily, modelCatalogue } from '../../src/shared';
 
 const HUB = path.join(import.meta.dirname, '..', 'fixtures', 'hub');
 const doc = (name: string): unknown => JSON.parse(fs.readFileSync(path.join(HUB, name), 'utf8'));
@@ -147,6 +148,9 @@ describe('the Hub documents', () => {
         'unet/diffusion_pytorch_model.safetensors',
         'text_encoder/pytorch_model.bin',
         'sample.png',
+        'safety_checker/model.onnx',
+        'feature_extractor/preprocessor_config.json',
+        'unet/openvino_model.xml',
         'tokenizer/vocab.json',
       ]),
     ).toEqual([
@@ -184,5 +188,23 @@ describe('HTTP details', () => {
     expect(() => hubConfigFrom({ HF_ENDPOINT: 'ftp://x' })).toThrow(
       'HF_ENDPOINT must be an http(s) address',
     );
+  });
+});
+
+describe('the curated catalogue', () => {
+  it('is valid data: repo ids, one entry per family it covers, sizes in GB', () => {
+    for (const e of modelCatalogue) {
+      expect(CatalogueEntry.parse(e)).toEqual(e);
+      expect(isRepoId(e.repo), e.repo).toBe(true);
+      expect(e.approxBytes).toBeGreaterThan(1e9);
+    }
+    expect(new Set(modelCatalogue.map((e) => e.repo)).size).toBe(modelCatalogue.length);
+    const families = new Set(modelCatalogue.map((e) => e.family));
+    for (const f of ['sd1', 'sd-turbo', 'sdxl-turbo', 'sdxl', 'lcm', 'inpaint', 'x4-upscaler'])
+      expect(families.has(f as ModelFamily), f).toBe(true);
+  });
+  it('says what it could not verify', () => {
+    for (const e of modelCatalogue.filter((x) => x.verified === 'unverified'))
+      expect(e.note, e.repo).toMatch(/upstream|estimated/);
   });
 });

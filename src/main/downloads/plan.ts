@@ -31,8 +31,12 @@ export interface DownloadPlan {
 /** Weights for other frameworks, which an ONNX folder does not load. */
 const otherFrameworkWeights =
   /\.(safetensors|bin|ckpt|pt|pth|msgpack|h5|gguf|tflite|mlmodel|mlpackage)$/i;
-/** Git and Hub bookkeeping, and pictures of the card. */
-const notModelFiles = /(^|\/)\.git|\.(png|jpe?g|gif|webp|mp4)$/i;
+/**
+ * Git and Hub bookkeeping, pictures of the card, the safety checker and its feature extractor
+ * (the engine does not run them), and OpenVINO's graphs.
+ */
+const notModelFiles =
+  /(^|\/)\.git|\.(png|jpe?g|gif|webp|mp4)$|^(safety_checker|feature_extractor)\/|(^|\/)openvino_/i;
 
 /** Files of a Hub repo that make an ONNX model folder: everything but other frameworks' weights. */
 export function modelFilesOf(paths: string[]): string[] {
