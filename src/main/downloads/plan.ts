@@ -51,6 +51,8 @@ export async function planDownload(
 ): Promise<DownloadPlan> {
   const ref = parseModelReference(reference, hub.config.endpoint);
   if (ref.kind === 'url') {
+    const hubFile = await hubFileOf(hub, ref.url, options.signal);
+    if (hubFile) return hubFile;
     const name = fileNameOf(ref.url);
     return {
       kind: 'url',
@@ -95,9 +97,56 @@ export async function planDownload(
   };
 }
 
+/**
+ * A file URL on the Hub ({endpoint}/{repo}/resolve/{rev}/{path}) planned like a repo file:
+ * pinned to the commit, with the size and sha256 the Hub publishes. Null for other URLs.
+ */
+async function hubFileOf(
+  hub: HubClient,
+  url: string,
+  signal?: AbortSignal,
+): Promise<DownloadPlan | null> {
+  const parsed = new URL(url);
+  if (parsed.origin !== new URL(hub.config.endpoint).origin) return null;
+  const m = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(parsed.pathname);
+  if (!m) return null;
+  const [repo, revision, file] = [
+    m[1],
+    decodeURIComponent(m[2]),
+    m[3].split('/').map(decodeURIComponent).join('/'),
+  ];
+  const info = await hub.revision(repo, revision, signal);
+  const entry = (await hub.files(repo, info.sha, signal)).find((f) => f.path === file);
+  if (!entry) throw new DownloadError('not-found', `${repo} has no file ${file} at that revision.`);
+  const name = fileNameOf(url);
+  return {
+    kind: 'url',
+    source: `${repo}/${file}`,
+    revision,
+    sha: info.sha,
+    name,
+    license: info.license,
+    files: [
+      {
+        path: name,
+        url: hub.fileUrl(repo, info.sha, file),
+        size: entry.size,
+        sha256: entry.sha256,
+        gitOid: entry.gitOid,
+      },
+    ],
+    bytesTotal: entry.size,
+  };
+}
+
 /** The last path segment of a URL as a safe file name. */
 export function fileNameOf(url: string): string {
-  const last = decodeURIComponent(new URL(url).pathname.split('/').filter(Boolean).pop() ?? '');
+  let last = '';
+  try {
+    last = decodeURIComponent(new URL(url).pathname.split('/').filter(Boolean).pop() ?? '');
+  } catch {
+    // a malformed %-escape: no usable name
+  }
   const name = path.posix.basename(last);
   try {
     safeJoin('/files', name);
