@@ -3,6 +3,8 @@
 // list shows where each model came from; remove deletes a downloaded folder; a checkpoint file
 // by URL goes through the checkpoint import; failures are one sentence and a non-zero exit.
 import { spawn } from 'node:child_process';
+import http from 'node:http';
+import net from 'node:net';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -45,7 +47,11 @@ beforeAll(async () => {
     { id: 'studio/tiny-sd', dir: fixtureDir, license: 'openrail' },
     {
       id: 'studio/checkpoints',
-      files: { 'tiny.safetensors': checkpoint, 'README.md': Buffer.from('# tiny') },
+      files: {
+        'tiny.safetensors': checkpoint,
+        'README.md': Buffer.from('# tiny'),
+        'extra/lookup.onnx_data': Buffer.alloc(40_000, 3),
+      },
     },
   ]);
 });
@@ -179,5 +185,69 @@ describe('npm run models', () => {
     const unknown = await run(['remove', 'no-such-model']);
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toContain('No model is called "no-such-model"');
+  });
+});
+
+/**
+ * A forward proxy on loopback (CONNECT tunnels and absolute-form requests), recording the
+ * hosts it was asked for.
+ */
+async function startProxy(): Promise<{ url: string; hosts: string[]; close(): Promise<void> }> {
+  const hosts: string[] = [];
+  const server = http.createServer((req, res) => {
+    const target = new URL(req.url ?? '');
+    hosts.push(target.host);
+    const upstream = http.request(target, { method: req.method, headers: req.headers }, (up) => {
+      res.writeHead(up.statusCode ?? 502, up.headers);
+      up.pipe(res);
+    });
+    upstream.on('error', () => res.destroy());
+    req.pipe(upstream);
+  });
+  server.on('connect', (req, socket, head) => {
+    hosts.push(req.url ?? '');
+    const [host, port] = (req.url ?? '').split(':');
+    const upstream = net.connect(Number(port), host, () => {
+      socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+      upstream.write(head);
+      upstream.pipe(socket);
+      socket.pipe(upstream);
+    });
+    upstream.on('error', () => socket.destroy());
+    socket.on('error', () => upstream.destroy());
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    hosts,
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}
+
+describe('proxies from the environment', () => {
+  it('sends the Hub and CDN requests through HTTP_PROXY, and keeps a file that is not a model', async () => {
+    const proxy = await startProxy();
+    try {
+      const url = `${hub.url}/studio/checkpoints/resolve/main/extra/lookup.onnx_data`;
+      const r = await run(['download', url, '--quiet'], {
+        env: { HTTP_PROXY: proxy.url, NO_PROXY: '', no_proxy: '' },
+      });
+      expect(r.code).toBe(0);
+      const saved = path.join(dataDir, 'files', 'lookup.onnx_data');
+      expect(r.stdout.trim()).toBe(saved);
+      expect(r.stderr.trim()).toBe(
+        `lookup.onnx_data was saved as ${saved}; it is not a checkpoint file, so it was kept as it is`,
+      );
+      expect(fs.readFileSync(saved).equals(Buffer.alloc(40_000, 3))).toBe(true);
+      const hubHost = new URL(hub.url).host;
+      const cdnHost = new URL(hub.cdnUrl).host;
+      expect(proxy.hosts).toContain(hubHost);
+      expect(proxy.hosts).toContain(cdnHost);
+    } finally {
+      await proxy.close();
+    }
   });
 });
