@@ -1,5 +1,6 @@
 import { type AppInfo, type EngineStatus, type StudioService, StudioError } from '../shared';
 import { getRuntimeInfo } from '../engine/runtime';
+import { DownloadService } from './downloads/service';
 import { EventHub } from './events';
 import { JobService } from './jobs/service';
 import { outputDirProblem } from './library/export';
@@ -32,6 +33,7 @@ export class StudioHost {
   readonly library: Library;
   readonly jobs: JobService;
   readonly imports: CheckpointImports;
+  readonly downloads: DownloadService;
   readonly service: StudioService;
   #engineStatus: EngineStatus;
 
@@ -63,6 +65,14 @@ export class StudioHost {
     this.library = new Library(context);
     this.jobs = new JobService(context, this.library);
     this.imports = new CheckpointImports(context, (folder) => this.library.addModel(folder));
+    this.downloads = new DownloadService(context, this.library, this.imports);
+    // Downloads a quit interrupted continue once the library has finished its start-up.
+    void this.library.ready
+      .then(() => {
+        if (!this.library.database.closed && !this.library.database.readOnly)
+          this.downloads.start();
+      })
+      .catch((err: unknown) => context.log(`downloads: ${(err as Error).message}`));
 
     this.service = {
       getAppInfo: () => this.appInfo(),
@@ -80,6 +90,7 @@ export class StudioHost {
       ...this.library.methods,
       ...this.jobs.methods,
       ...this.imports.methods,
+      ...this.downloads.methods,
     };
   }
 
@@ -102,6 +113,7 @@ export class StudioHost {
   /** Stops the queue (letting the step in flight finish), then closes the library. */
   async close(): Promise<void> {
     await this.jobs.close();
+    await this.downloads.close();
     this.library.close();
   }
 }

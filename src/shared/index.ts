@@ -9,3 +9,4 @@ export * from './families';
 export * from './checkpoint';
 export * from './network-tags';
 export * from './catalogue';
+export * from './downloads';

@@ -9,6 +9,7 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import type { DownloadProgress } from '../../shared';
 import { DownloadError, isDownloadError } from './errors';
 import { fetchFile } from './fetch-file';
 import type { HubClient } from './hub';
@@ -18,21 +19,7 @@ import { type DownloadFileRow, type DownloadRow, DownloadStore } from './store';
 import type { JobDatabase } from '../jobs/types';
 import { newId } from '../library/ids';
 
-/** One download's progress, as the studio and the command line show it. */
-export interface DownloadProgress {
-  id: string;
-  name: string;
-  state: DownloadRow['state'];
-  bytesDone: number;
-  /** Null while unknown (a URL that did not say its size). */
-  bytesTotal: number | null;
-  filesDone: number;
-  filesTotal: number;
-  /** Bytes per second over the last few seconds. */
-  bytesPerSecond: number;
-  etaSeconds: number | null;
-  error: string | null;
-}
+export type { DownloadProgress };
 
 /** What the queue needs from its host. */
 export interface DownloadHost {
