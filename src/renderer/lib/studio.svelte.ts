@@ -15,6 +15,7 @@ import { describeError } from './errors';
 import { Gallery } from './gallery.svelte';
 import { GenerateForm } from './generate.svelte';
 import { CheckpointImport } from './checkpoint-import.svelte';
+import { Downloads } from './downloads.svelte';
 import { Models } from './models.svelte';
 import { Notices } from './notices.svelte';
 import { Queue } from './queue.svelte';
@@ -47,6 +48,7 @@ export class Studio {
   readonly notices = new Notices();
   readonly models = new Models(this);
   readonly checkpointImport = new CheckpointImport(this);
+  readonly downloads = new Downloads(this);
   readonly form = new GenerateForm(this);
   readonly queue = new Queue(this);
   readonly canvas = new Canvas(this);
@@ -71,6 +73,7 @@ export class Studio {
       api.on('settingsChanged', (settings) => (this.settings = settings));
       api.on('modelsChanged', (models) => this.models.set(models));
       api.on('checkpointImport', (progress) => this.checkpointImport.onProgress(progress));
+      api.on('downloadProgress', (progress) => this.downloads.onProgress(progress));
       api.on('queueChanged', (queue) => this.queue.set(queue));
       api.on('jobProgress', (progress) => this.queue.onProgress(progress));
       api.on('galleryChanged', () => {
@@ -92,7 +95,12 @@ export class Studio {
       return;
     }
     // The library and the queue may not be there (yet); each area shows its own problem.
-    await Promise.all([this.models.load(), this.queue.load(), this.gallery.reload()]);
+    await Promise.all([
+      this.models.load(),
+      this.queue.load(),
+      this.gallery.reload(),
+      this.downloads.load(),
+    ]);
     this.#refreshLibraryStatus();
     this.form.ensureModel();
     // The work in progress of the last session (prompt, settings, canvas, mask), then saved as
