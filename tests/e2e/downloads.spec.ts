@@ -51,6 +51,9 @@ test('download a model from the catalogue, watch its progress, generate with it'
     .getByTestId('models-table')
     .getByRole('row', { name: /stable-diffusion-v1-5-ONNX/ });
   await expect(row).toContainText('Ready');
+  await expect(row.getByTestId('model-source')).toHaveText(
+    `Downloaded from ${repo}@${hub.repos.get(repo)!.sha}`,
+  );
   const models = await callApi<{ id: string; name: string; path: string }[]>(studio, 'listModels');
   const model = models.find((m) => m.name.includes('stable-diffusion-v1-5-ONNX'))!;
   expect(model.path).toBe(`${studio.dataDir}/models/onnx-community--stable-diffusion-v1-5-ONNX`);

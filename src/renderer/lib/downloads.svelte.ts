@@ -27,6 +27,12 @@ export class Downloads {
     }
   }
 
+  /** Where a model came from ("owner/name@sha"), when a download made it. */
+  sourceOf(modelId: string): string | null {
+    const d = this.list.find((x) => x.modelId === modelId && x.state === 'done');
+    return d ? (d.sha ? `${d.source}@${d.sha}` : d.source) : null;
+  }
+
   /** From the host's `downloadProgress` event. */
   onProgress(p: DownloadProgress): void {
     const before = this.progress[p.id]?.state;
