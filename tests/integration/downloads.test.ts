@@ -14,7 +14,7 @@ import {
   DownloadManager,
 } from '../../src/main/downloads/manager';
 import type { Library } from '../../src/main/library/service';
-import { type FakeHub, startFakeHub } from '../fixtures/hub-server';
+import { type FakeHub, readTree, startFakeHub } from '../fixtures/hub-server';
 import { type FixtureInfo, fixtureModel, loadFixtureInfo } from '../fixtures/models';
 import { expectKnown } from './known-answer';
 import { openLibrary, tempDir } from './library-helpers';
@@ -88,18 +88,7 @@ async function setup(
   return s;
 }
 
-function filesOf(dir: string): Map<string, Buffer> {
-  const out = new Map<string, Buffer>();
-  const walk = (d: string): void => {
-    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
-      const p = path.join(d, e.name);
-      if (e.isDirectory()) walk(p);
-      else out.set(path.relative(dir, p).split(path.sep).join('/'), fs.readFileSync(p));
-    }
-  };
-  walk(dir);
-  return out;
-}
+const filesOf = readTree;
 
 /** The downloaded folder holds exactly the fixture's files, byte for byte. */
 function expectSameFiles(dir: string): void {
