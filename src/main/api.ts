@@ -1,6 +1,7 @@
 import { type AppInfo, type EngineStatus, type StudioService, StudioError } from '../shared';
 import { getRuntimeInfo } from '../engine/runtime';
 import { NetworkService } from './adapters/service';
+import { DownloadService } from './downloads/service';
 import { EventHub } from './events';
 import { JobService } from './jobs/service';
 import { outputDirProblem } from './library/export';
@@ -36,6 +37,7 @@ export class StudioHost {
   readonly imports: CheckpointImports;
   readonly vaes: VaeService;
   readonly networks: NetworkService;
+  readonly downloads: DownloadService;
   readonly service: StudioService;
   #engineStatus: EngineStatus;
 
@@ -69,6 +71,14 @@ export class StudioHost {
     this.jobs = new JobService(context, this.library, { networks: this.networks });
     this.imports = new CheckpointImports(context, (folder) => this.library.addModel(folder));
     this.vaes = new VaeService(context);
+    this.downloads = new DownloadService(context, this.library, this.imports);
+    // Downloads a quit interrupted continue once the library has finished its start-up.
+    void this.library.ready
+      .then(() => {
+        if (!this.library.database.closed && !this.library.database.readOnly)
+          this.downloads.start();
+      })
+      .catch((err: unknown) => context.log(`downloads: ${(err as Error).message}`));
 
     this.service = {
       getAppInfo: () => this.appInfo(),
@@ -91,6 +101,7 @@ export class StudioHost {
       ...this.jobs.methods,
       ...this.imports.methods,
       ...this.vaes.methods,
+      ...this.downloads.methods,
     };
   }
 
@@ -113,6 +124,7 @@ export class StudioHost {
   /** Stops the queue (letting the step in flight finish), then closes the library. */
   async close(): Promise<void> {
     await this.jobs.close();
+    await this.downloads.close();
     this.library.close();
   }
 }

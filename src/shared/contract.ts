@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { CheckpointImportProgress, CheckpointImportRequest } from './checkpoint';
+import { DownloadEntry, DownloadProgress, DownloadRequest } from './downloads';
 import type { Envelope } from './errors';
 import { StudioError } from './errors';
 import { GenerationSettings } from './generation';
@@ -52,6 +53,16 @@ export const studioMethods = {
   },
   /** The replacement VAEs offered: the VAE-only files in the VAE folder (Settings.vaeDir). */
   listVaes: { input: none, output: VaeList },
+  /** Downloads, unfinished first; progress of the running one as `downloadProgress`. */
+  listDownloads: { input: none, output: z.array(DownloadEntry) },
+  /** Resolves a Hub repo (pinned to its commit) or a file URL, checks the disk, and queues it. */
+  startDownload: { input: DownloadRequest, output: DownloadEntry },
+  /** Stops a download, keeping its partial files. */
+  pauseDownload: { input: z.object({ id: Id }).strict(), output: DownloadEntry },
+  /** Queues a paused or failed download again; it resumes from its partial files. */
+  resumeDownload: { input: z.object({ id: Id }).strict(), output: DownloadEntry },
+  /** Stops a download and removes what it fetched. */
+  cancelDownload: { input: z.object({ id: Id }).strict(), output: DownloadEntry },
   /** Tokens per 75-token chunk of a prompt, with the model's own tokenizer. */
   countTokens: {
     input: z.object({ modelId: Id, prompt: z.string().max(20_000) }).strict(),
@@ -121,6 +132,7 @@ export const studioEvents = {
   settingsChanged: Settings,
   modelsChanged: z.array(ModelEntry),
   checkpointImport: CheckpointImportProgress,
+  downloadProgress: DownloadProgress,
   queueChanged: QueueState,
   jobProgress: JobProgress,
   /** Images added, changed (favorite, rating, tags) or removed, by image id. */

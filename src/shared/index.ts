@@ -10,3 +10,5 @@ export * from './checkpoint';
 export * from './network-tags';
 export * from './vae';
 export * from './networks';
+export * from './catalogue';
+export * from './downloads';

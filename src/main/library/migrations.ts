@@ -6,6 +6,7 @@
 import { GenerationSettings, parseNetworkTags } from '../../shared';
 import type { Db } from './db';
 import { variantKeyOf } from './variant-key';
+import { downloadsSchema } from '../downloads/schema';
 
 export interface Migration {
   /** The user_version this step brings the database to (1, 2, ...). */
@@ -270,6 +271,11 @@ export const migrations: readonly Migration[] = [
     version: 6,
     description: 'LoRAs and embeddings used by each generation (generation_networks)',
     up: v6,
+  },
+  {
+    version: 7,
+    description: 'model downloads and their files',
+    up: (db) => db.exec(downloadsSchema),
   },
 ];
 

@@ -15,6 +15,7 @@ import { describeError } from './errors';
 import { Gallery } from './gallery.svelte';
 import { GenerateForm } from './generate.svelte';
 import { CheckpointImport } from './checkpoint-import.svelte';
+import { Downloads } from './downloads.svelte';
 import { Models } from './models.svelte';
 import { Vaes } from './vaes.svelte';
 import { Networks } from './networks.svelte';
@@ -51,6 +52,7 @@ export class Studio {
   readonly vaes = new Vaes(this);
   readonly networks = new Networks(this);
   readonly checkpointImport = new CheckpointImport(this);
+  readonly downloads = new Downloads(this);
   readonly form = new GenerateForm(this);
   readonly queue = new Queue(this);
   readonly canvas = new Canvas(this);
@@ -84,6 +86,7 @@ export class Studio {
       });
       api.on('modelsChanged', (models) => this.models.set(models));
       api.on('checkpointImport', (progress) => this.checkpointImport.onProgress(progress));
+      api.on('downloadProgress', (progress) => this.downloads.onProgress(progress));
       api.on('queueChanged', (queue) => this.queue.set(queue));
       api.on('jobProgress', (progress) => this.queue.onProgress(progress));
       api.on('galleryChanged', () => {
@@ -111,6 +114,7 @@ export class Studio {
       this.gallery.reload(),
       this.vaes.load(),
       this.networks.load(),
+      this.downloads.load(),
     ]);
     this.#refreshLibraryStatus();
     this.form.ensureModel();

@@ -1,0 +1,138 @@
+/**
+ * The curated catalogue: ONNX Stable Diffusion repos on the Hugging Face Hub whose main branch
+ * holds a diffusers (or optimum) ONNX folder the engine loads as it is, with what a person
+ * needs to choose one. Data only; the download client (src/main/downloads) fetches them pinned
+ * to the commit their main points at when the download starts.
+ *
+ * Sizes are the ONNX files the download fetches (other frameworks' weights and the safety
+ * checker are left out), read from the Hub's file listings in 2025-2026 and rounded; the
+ * download itself uses the exact sizes the Hub reports. `verified` says what was checked:
+ * 'listing' = the repo's file listing was seen (layout and sizes); 'unverified' = taken from a
+ * listing of part of the repo only, or the licence is inferred from the upstream model. None of
+ * these was downloaded and generated with here (no network to the Hub from the build machine).
+ */
+import { z } from 'zod';
+import { SamplerName } from './generation';
+import { modelFamilies } from './families';
+
+export const CatalogueEntry = z.object({
+  /** The Hub repo id (owner/name). */
+  repo: z.string(),
+  /** What the studio lists it as. */
+  title: z.string(),
+  family: z.enum(modelFamilies),
+  /** About how many bytes the download fetches. */
+  approxBytes: z.number().int().positive(),
+  /** SPDX-like licence id as the repo's card gives it (or the upstream model's, see note). */
+  license: z.string(),
+  /** Native image size. */
+  width: z.number().int(),
+  height: z.number().int(),
+  recommended: z.object({
+    sampler: SamplerName,
+    steps: z.number().int().min(1),
+    guidance: z.number().min(0),
+  }),
+  /** fp32 or fp16 weights (fp16 needs a GPU provider to be fast; CPU runs fp32 best). */
+  precision: z.enum(['fp32', 'fp16']),
+  verified: z.enum(['listing', 'unverified']),
+  /** What a person should know: licence limits, what was not checked. */
+  note: z.string(),
+});
+export type CatalogueEntry = z.infer<typeof CatalogueEntry>;
+
+const GB = 1_000_000_000;
+
+export const modelCatalogue: readonly CatalogueEntry[] = [
+  {
+    repo: 'onnx-community/stable-diffusion-v1-5-ONNX',
+    title: 'Stable Diffusion 1.5',
+    family: 'sd1',
+    approxBytes: Math.round(4.3 * GB),
+    license: 'creativeml-openrail-m',
+    width: 512,
+    height: 512,
+    recommended: { sampler: 'dpmpp_2m', steps: 25, guidance: 7.5 },
+    precision: 'fp32',
+    verified: 'listing',
+    note: 'The classic general model; its safety checker (1.2 GB) is not downloaded.',
+  },
+  {
+    repo: 'jdp8/sd-turbo-onnx',
+    title: 'SD-Turbo',
+    family: 'sd-turbo',
+    approxBytes: Math.round(2.6 * GB),
+    license: 'sai-nc-community',
+    width: 512,
+    height: 512,
+    recommended: { sampler: 'euler_a', steps: 2, guidance: 0 },
+    precision: 'fp16',
+    verified: 'unverified',
+    note: "One to four steps. A community export of stabilityai/sd-turbo; the licence is the upstream model's (non-commercial community licence), the repo card states none. Size estimated from the UNet listing (1.74 GB).",
+  },
+  {
+    repo: 'stabilityai/sdxl-turbo',
+    title: 'SDXL-Turbo',
+    family: 'sdxl-turbo',
+    approxBytes: Math.round(13.9 * GB),
+    license: 'sai-nc-community',
+    width: 512,
+    height: 512,
+    recommended: { sampler: 'euler_a', steps: 1, guidance: 0 },
+    precision: 'fp32',
+    verified: 'listing',
+    note: "Stability AI's own ONNX export (in the repo beside the PyTorch weights); non-commercial community licence.",
+  },
+  {
+    repo: 'stabilityai/stable-diffusion-xl-base-1.0',
+    title: 'SDXL 1.0 base',
+    family: 'sdxl',
+    approxBytes: Math.round(13.9 * GB),
+    license: 'openrail++',
+    width: 1024,
+    height: 1024,
+    recommended: { sampler: 'dpmpp_2m', steps: 30, guidance: 6 },
+    precision: 'fp32',
+    verified: 'listing',
+    note: 'The ONNX export in the official repo (onnx-model, #18); the OpenVINO and PyTorch weights beside it are not downloaded.',
+  },
+  {
+    repo: 'SimianLuo/LCM_Dreamshaper_v7',
+    title: 'LCM Dreamshaper v7',
+    family: 'lcm',
+    approxBytes: Math.round(4.3 * GB),
+    license: 'mit',
+    width: 512,
+    height: 512,
+    recommended: { sampler: 'lcm', steps: 4, guidance: 8 },
+    precision: 'fp32',
+    verified: 'listing',
+    note: 'A latent consistency model: four to eight steps. ONNX added to the repo by Hugging Face (add-onnx, #11).',
+  },
+  {
+    repo: 'jdp8/optimum-sd-2-inpainting-onnx-fp32',
+    title: 'Stable Diffusion 2 inpainting',
+    family: 'inpaint',
+    approxBytes: Math.round(5.2 * GB),
+    license: 'openrail++',
+    width: 512,
+    height: 512,
+    recommended: { sampler: 'ddim', steps: 30, guidance: 7.5 },
+    precision: 'fp32',
+    verified: 'unverified',
+    note: 'A community optimum export of stabilityai/stable-diffusion-2-inpainting (9-channel UNet); licence from the upstream model; size estimated from the UNet listing (3.46 GB).',
+  },
+  {
+    repo: 'ssube/stable-diffusion-x4-upscaler-onnx',
+    title: 'x4 upscaler',
+    family: 'x4-upscaler',
+    approxBytes: Math.round(3.4 * GB),
+    license: 'openrail++',
+    width: 512,
+    height: 512,
+    recommended: { sampler: 'ddim', steps: 50, guidance: 9 },
+    precision: 'fp32',
+    verified: 'unverified',
+    note: 'A community export of stabilityai/stable-diffusion-x4-upscaler; enlarges an image four times. Layout and licence seen in its listing; total size estimated (text encoder 1.36 GB).',
+  },
+];
