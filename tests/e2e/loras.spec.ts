@@ -14,16 +14,22 @@ const TI_PT = path.join(import.meta.dirname, '../fixtures/reference/embeddings/t
 
 async function writeLora(file: string, seed: number): Promise<void> {
   fs.mkdirSync(path.dirname(file), { recursive: true });
+  // One attention pair that fits the fixture model's mid block (8 channels), so it is merged.
   await writeSafetensors(
     file,
     [
       {
         name: 'lora_unet_mid_block_attentions_0_proj_in.lora_down.weight',
         dtype: 'F32',
-        shape: [2, 768],
+        shape: [2, 8],
+      },
+      {
+        name: 'lora_unet_mid_block_attentions_0_proj_in.lora_up.weight',
+        dtype: 'F32',
+        shape: [8, 2],
       },
     ],
-    () => new Uint8Array(new Float32Array(2 * 768).fill(seed / 10).buffer),
+    (t) => new Uint8Array(new Float32Array(t.shape[0] * t.shape[1]).fill(seed / 10).buffer),
   );
 }
 
