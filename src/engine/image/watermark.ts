@@ -1,0 +1,360 @@
+/**
+ * The invisible watermark of Stable Diffusion's reference scripts: the `dwtDct` method of the
+ * invisible-watermark library (github.com/ShieldMnt/invisible-watermark, imwatermark/maxDct.py,
+ * v0.2.0), bit-compatible in both directions. Facts learnt by running that library (see
+ * tools/watermark/record.py); the code is ours.
+ *
+ * The library's layout, which any reader of these marks assumes:
+ *  - colour: OpenCV's 8-bit BGR->YUV; only U is marked (the library's scales are [0, 36, 36] but
+ *    its loop visits channels 0 and 1 only, and Y's scale is 0);
+ *  - the top-left `floor(h/4)*4 x floor(w/4)*4` pixels, one level of the Haar DWT, LL band only
+ *    (LL = sum of a 2x2 pixel patch / 2);
+ *  - LL is cut into 4x4 blocks, row-major; block number n carries bit `n mod length`;
+ *  - in a block, the coefficient of largest magnitude other than the block's first (index 0 of
+ *    the row-major 16) carries the bit: `|v| mod 36 > 18` reads 1. (Despite the name, no DCT is
+ *    taken in this mode.)
+ *  - decoding averages the block readings of each bit; `mean * 255 > 127` gives 1.
+ *
+ * Where we differ from the library's encoder, without changing what its decoder reads: we move
+ * each coefficient to the nearest level of its bit (`36k + 9 + 18*bit`, the library always takes
+ * the level at or below), keep it the block's largest (else the decoder reads another one), leave
+ * the detail bands alone (the library writes H and V back swapped, which costs about 4 dB) and
+ * check the rounded result, fixing the blocks that rounding or clipping flipped.
+ */
+import { EngineError } from '../errors';
+import type { PixelImage } from './pixels';
+
+/** A message the reference scripts write. */
+export interface WatermarkMessage {
+  /** Stable identifier, recorded in the history and our PNG JSON. */
+  id: 'sd1' | 'sdxl';
+  /** What a person reads: the text, or the bits in hex. */
+  label: string;
+  /** Who writes it. */
+  writer: string;
+  /** The bits, most significant first (numpy's unpackbits order). */
+  bits: Uint8Array;
+}
+
+function bytesToBits(bytes: Uint8Array): Uint8Array {
+  const bits = new Uint8Array(bytes.length * 8);
+  for (let i = 0; i < bits.length; i++) bits[i] = (bytes[i >> 3]! >> (7 - (i & 7))) & 1;
+  return bits;
+}
+
+function binaryToBits(binary: string): Uint8Array {
+  return Uint8Array.from(binary, (c) => (c === '1' ? 1 : 0));
+}
+
+/** SD 1.x/2.x scripts (CompVis/stable-diffusion scripts/txt2img.py): the UTF-8 text, 136 bits. */
+export const SD1_WATERMARK: WatermarkMessage = {
+  id: 'sd1',
+  label: 'StableDiffusionV1',
+  writer: 'Stable Diffusion 1/2 reference scripts',
+  bits: bytesToBits(new TextEncoder().encode('StableDiffusionV1')),
+};
+
+/**
+ * SDXL (Stability-AI/generative-models sgm/inference/helpers.py, also diffusers' SDXL
+ * watermarker): the fixed 48-bit message 0xB3EC907BB19E.
+ */
+export const SDXL_WATERMARK: WatermarkMessage = {
+  id: 'sdxl',
+  label: '0xB3EC907BB19E',
+  writer: 'SDXL reference scripts (sgm, diffusers)',
+  bits: binaryToBits('101100111110110010010000011110111011000110011110'),
+};
+
+export const WATERMARK_MESSAGES: readonly WatermarkMessage[] = [SD1_WATERMARK, SDXL_WATERMARK];
+
+/** The library refuses images under 256x256 pixels in area; so do we. */
+export const WATERMARK_MIN_PIXELS = 256 * 256;
+
+const SCALE = 36;
+const BLOCK = 4;
+
+/**
+ * OpenCV's 8-bit BGR->YUV U channel (modules/imgproc color_yuv: 14-bit fixed point, Y rounded
+ * first, then U = (B - Y) * 0.492 + 128 rounded and saturated), for every pixel of the region.
+ */
+function uChannel(img: PixelImage, w: number, h: number): Float32Array {
+  const { data, channels, width } = img;
+  const u = new Float32Array(w * h);
+  for (let y = 0; y < h; y++) {
+    let p = y * width * channels;
+    for (let x = 0; x < w; x++, p += channels) {
+      const r = data[p]!;
+      const g = data[p + 1]!;
+      const b = data[p + 2]!;
+      const luma = (r * 4899 + g * 9617 + b * 1868 + 8192) >> 14;
+      const v = ((b - luma) * 8061 + (128 << 14) + 8192) >> 14;
+      u[y * w + x] = v < 0 ? 0 : v > 255 ? 255 : v;
+    }
+  }
+  return u;
+}
+
+interface Layout {
+  /** Region in pixels (multiples of 4). */
+  w: number;
+  h: number;
+  /** LL band size. */
+  lw: number;
+  lh: number;
+  /** Blocks per LL row and column. */
+  bx: number;
+  by: number;
+}
+
+function layout(img: PixelImage, what: string): Layout {
+  if (img.channels !== 3 && img.channels !== 4)
+    throw new EngineError('bad-input', `The ${what} must be RGB or RGBA to carry a watermark.`);
+  if (img.width * img.height < WATERMARK_MIN_PIXELS)
+    throw new EngineError(
+      'bad-input',
+      `The ${what} is ${img.width}x${img.height}; a watermark needs at least 256x256 pixels.`,
+    );
+  const w = Math.floor(img.width / 4) * 4;
+  const h = Math.floor(img.height / 4) * 4;
+  const lw = w / 2;
+  const lh = h / 2;
+  return { w, h, lw, lh, bx: Math.floor(lw / BLOCK), by: Math.floor(lh / BLOCK) };
+}
+
+/** pywt's Haar analysis taps: float64 sqrt(2)/2. */
+const HAAR = Math.SQRT1_2;
+
+/**
+ * LL of one level of pywt's `dwt2(u, 'haar')`: columns first, then rows, each output
+ * `HAAR * a + HAAR * b` in float64 exactly as pywt sums it. (That is (a + b + c + d) / 2 up to
+ * the last bit, and the last bit decides readings that fall exactly on 18 mod 36.)
+ */
+function lowBand(u: Float32Array, l: Layout): Float64Array {
+  const ll = new Float64Array(l.lw * l.lh);
+  for (let i = 0; i < l.lh; i++) {
+    const top = 2 * i * l.w;
+    const bottom = top + l.w;
+    for (let j = 0; j < l.lw; j++) {
+      const x = 2 * j;
+      const left = HAAR * u[top + x]! + HAAR * u[bottom + x]!;
+      const right = HAAR * u[top + x + 1]! + HAAR * u[bottom + x + 1]!;
+      ll[i * l.lw + j] = HAAR * left + HAAR * right;
+    }
+  }
+  return ll;
+}
+
+/** The LL index of the block's carrier: largest magnitude except entry 0, first on ties. */
+function carrier(ll: Float64Array, l: Layout, bi: number, bj: number): number {
+  let best = -1;
+  let bestIndex = 0;
+  for (let k = 1; k < BLOCK * BLOCK; k++) {
+    const idx = (bi * BLOCK + (k >> 2)) * l.lw + bj * BLOCK + (k & 3);
+    const a = Math.abs(ll[idx]!);
+    if (a > best) {
+      best = a;
+      bestIndex = idx;
+    }
+  }
+  return bestIndex;
+}
+
+function readBit(value: number): number {
+  return Math.abs(value) % SCALE > SCALE / 2 ? 1 : 0;
+}
+
+/** The block's largest magnitude other than entry 0 and `except`. */
+function runnerUp(ll: Float64Array, l: Layout, bi: number, bj: number, except: number): number {
+  let best = 0;
+  for (let k = 1; k < BLOCK * BLOCK; k++) {
+    const idx = (bi * BLOCK + (k >> 2)) * l.lw + bj * BLOCK + (k & 3);
+    if (idx !== except) best = Math.max(best, Math.abs(ll[idx]!));
+  }
+  return best;
+}
+
+/** Margin kept between the carrier and the block's next largest, so rounding keeps it first. */
+const CARRIER_MARGIN = 2;
+/**
+ * How far inside its half-period a carrier is put: 8-bit rounding moves LL by about 1 and the
+ * check passes fix the rest, so 2.5 keeps the reading; a wider margin costs PSNR (the library's
+ * centre, 9, gives about 38 dB).
+ */
+const BIT_MARGIN = 2.5;
+
+/** Whether `magnitude` reads `bit` at least BIT_MARGIN inside its half-period. */
+function readsWithMargin(magnitude: number, bit: number): boolean {
+  const r = (magnitude % SCALE) - (bit * SCALE) / 2;
+  return r >= BIT_MARGIN && r <= SCALE / 2 - BIT_MARGIN;
+}
+
+/**
+ * The magnitude nearest to `magnitude` that reads `bit` with the margin and stays at least
+ * CARRIER_MARGIN above `floor` (the block's next largest), so the decoder finds it again.
+ */
+function targetMagnitude(magnitude: number, bit: number, floor: number): number {
+  const lo = (bit * SCALE) / 2 + BIT_MARGIN;
+  const hi = (bit * SCALE) / 2 + SCALE / 2 - BIT_MARGIN;
+  const base = Math.floor(magnitude / SCALE) * SCALE;
+  let best = Infinity;
+  for (let k = -1; k <= 1; k++) {
+    const t = Math.min(Math.max(magnitude, base + k * SCALE + lo), base + k * SCALE + hi);
+    if (t >= 0 && Math.abs(t - magnitude) < Math.abs(best - magnitude)) best = t;
+  }
+  let t = best;
+  while (t < floor + CARRIER_MARGIN) {
+    const up = Math.floor(t / SCALE) * SCALE + lo;
+    t = up > t ? up : up + SCALE;
+  }
+  return t;
+}
+
+/**
+ * U = 0.492 (B - Y) with Y = 0.299 R + 0.587 G + 0.114 B, so dU/d(R, G, B) = 0.492 (-0.299,
+ * -0.587, 0.886). Moving RGB along that gradient is the smallest RGB change (least squared
+ * error, about 1 dB better PSNR than holding Y and V) that moves U by a given amount.
+ */
+const U_GRADIENT = [-0.299 * 0.492, -0.587 * 0.492, 0.886 * 0.492] as const;
+const U_NORM2 = U_GRADIENT[0] ** 2 + U_GRADIENT[1] ** 2 + U_GRADIENT[2] ** 2;
+const U_STEP = U_GRADIENT.map((g) => g / U_NORM2);
+
+/** Adds `deltaU` to U over the 2x2 patch of LL entry `idx`. */
+function shiftPatch(
+  out: Float32Array,
+  img: PixelImage,
+  l: Layout,
+  idx: number,
+  deltaU: number,
+): void {
+  const i = Math.floor(idx / l.lw);
+  const j = idx - i * l.lw;
+  const c = img.channels;
+  for (let dy = 0; dy < 2; dy++) {
+    for (let dx = 0; dx < 2; dx++) {
+      const p = ((2 * i + dy) * img.width + 2 * j + dx) * c;
+      for (let ch = 0; ch < 3; ch++) out[p + ch] = out[p + ch]! + U_STEP[ch]! * deltaU;
+    }
+  }
+}
+
+function toBytes(values: Float32Array, like: PixelImage): Uint8Array {
+  const bytes = new Uint8Array(values.length);
+  for (let k = 0; k < values.length; k++) {
+    const v = Math.round(values[k]!);
+    bytes[k] = v < 0 ? 0 : v > 255 ? 255 : v;
+  }
+  if (like.channels === 4) for (let k = 3; k < bytes.length; k += 4) bytes[k] = like.data[k]!;
+  return bytes;
+}
+
+/** Whether an image is large enough to carry a mark (the library's own limit). */
+export function canWatermark(img: Pick<PixelImage, 'width' | 'height'>): boolean {
+  return img.width * img.height >= WATERMARK_MIN_PIXELS;
+}
+
+/**
+ * Returns a copy of `img` (RGB or RGBA; alpha kept) carrying `bits` in the library's dwtDct
+ * layout, readable by its `WatermarkDecoder('bits', bits.length).decode(bgr, 'dwtDct')`.
+ * Throws a bad-input EngineError for an image under 256x256 pixels or an empty message.
+ */
+export function embedWatermark(img: PixelImage, bits: ArrayLike<number>): PixelImage {
+  const l = layout(img, 'image');
+  if (bits.length === 0) throw new EngineError('bad-input', 'A watermark needs at least one bit.');
+  const work = Float32Array.from(img.data);
+  let current: PixelImage = img;
+  // A second and third pass fix the blocks that rounding to 8 bits or clipping at 0/255 flipped:
+  // each pass starts again from what the decoder would read.
+  for (let pass = 0; pass < 3; pass++) {
+    const ll = lowBand(uChannel(current, l.w, l.h), l);
+    let changed = false;
+    for (let bi = 0; bi < l.by; bi++) {
+      for (let bj = 0; bj < l.bx; bj++) {
+        const bit = bits[(bi * l.bx + bj) % bits.length]! & 1;
+        const idx = carrier(ll, l, bi, bj);
+        const v = ll[idx]!;
+        const floor = runnerUp(ll, l, bi, bj, idx);
+        const mag = Math.abs(v);
+        if (readsWithMargin(mag, bit) && mag >= floor + 1) continue;
+        const target = targetMagnitude(mag, bit, floor) * (v < 0 ? -1 : 1);
+        if (target === v) continue;
+        // LL is half the patch sum, so each of the four pixels moves by half the change.
+        shiftPatch(work, img, l, idx, (target - v) / 2);
+        changed = true;
+      }
+    }
+    if (!changed) break;
+    current = { ...img, data: toBytes(work, img) };
+  }
+  return current;
+}
+
+/** The bits the library's decoder reads from `img` for a message of `length` bits. */
+export function decodeWatermarkBits(img: PixelImage, length: number): Uint8Array {
+  const l = layout(img, 'image');
+  if (!Number.isInteger(length) || length < 1)
+    throw new EngineError('bad-input', 'A watermark length must be a whole number of bits.');
+  const ll = lowBand(uChannel(img, l.w, l.h), l);
+  const ones = new Float64Array(length);
+  const counts = new Float64Array(length);
+  for (let bi = 0; bi < l.by; bi++) {
+    for (let bj = 0; bj < l.bx; bj++) {
+      const n = (bi * l.bx + bj) % length;
+      ones[n]! += readBit(ll[carrier(ll, l, bi, bj)]!);
+      counts[n]! += 1;
+    }
+  }
+  // The library: `mean(scores) * 255 > 127`; a bit no block carries averages NaN, reading 0.
+  return Uint8Array.from(ones, (s, n) => (counts[n]! > 0 && (s / counts[n]!) * 255 > 127 ? 1 : 0));
+}
+
+/** What a check found. */
+export interface WatermarkCheck {
+  /** The message read, or null: no known mark (an unmarked image reads as chance). */
+  message: WatermarkMessage | null;
+  /** Of the best-matching known message: bits that agree, and its length. */
+  matchingBits: number;
+  totalBits: number;
+  /** The best-matching known message, found or not. */
+  closest: WatermarkMessage['id'];
+}
+
+/**
+ * Chance that an unmarked image passes for one message: an unmarked image agrees with a fixed
+ * message on about half its bits, so a message of n bits counts as found when so few bits differ
+ * that Binomial(n, 1/2) gives that few under this probability. The library's own encoder loses
+ * many bits (its H/V swap wraps 8-bit values), so the test is statistical, not exact.
+ */
+export const WATERMARK_FALSE_MATCH = 1e-6;
+
+/** The most differing bits for which a message of `n` bits still counts as found. */
+export function maxBitErrors(n: number): number {
+  let logC = 0; // log C(n, k)
+  let tail = 0;
+  for (let k = 0; k <= n; k++) {
+    if (k > 0) logC += Math.log((n - k + 1) / k);
+    tail += Math.exp(logC - n * Math.LN2);
+    if (tail >= WATERMARK_FALSE_MATCH) return k - 1;
+  }
+  return n;
+}
+
+/**
+ * Reads `img` for each known message and names the one it carries, if any. Images under
+ * 256x256 throw (bad-input) like the library.
+ */
+export function checkWatermark(
+  img: PixelImage,
+  messages: readonly WatermarkMessage[] = WATERMARK_MESSAGES,
+): WatermarkCheck {
+  let best: WatermarkCheck | null = null;
+  for (const m of messages) {
+    const read = decodeWatermarkBits(img, m.bits.length);
+    let same = 0;
+    for (let k = 0; k < read.length; k++) if (read[k] === m.bits[k]) same++;
+    const result = { message: null, matchingBits: same, totalBits: m.bits.length, closest: m.id };
+    if (m.bits.length - same <= maxBitErrors(m.bits.length)) return { ...result, message: m };
+    if (!best || same / m.bits.length > best.matchingBits / best.totalBits) best = result;
+  }
+  if (!best) throw new EngineError('bad-input', 'No watermark message to look for.');
+  return best;
+}
