@@ -19,6 +19,7 @@ const nodeEntries = {
 const optionalEntries = {
   cli: 'src/main/cli.ts',
   convert: 'src/main/convert-cli.ts',
+  watermark: 'src/main/watermark-cli.ts',
   'engine-worker': 'src/engine/worker.ts',
 };
 const { existsSync } = await import('node:fs');

@@ -1,4 +1,5 @@
 import { type AppInfo, type EngineStatus, type StudioService, StudioError } from '../shared';
+import { checkWatermarkFile } from './images/watermark';
 import { getRuntimeInfo } from '../engine/runtime';
 import { EventHub } from './events';
 import { JobService } from './jobs/service';
@@ -78,6 +79,10 @@ export class StudioHost {
         return next;
       },
       ...this.library.methods,
+      ...({
+        checkWatermark: ({ imageId }) =>
+          checkWatermarkFile(this.library.resolveImage(imageId).file),
+      } satisfies Pick<StudioService, 'checkWatermark'>),
       ...this.jobs.methods,
       ...this.imports.methods,
     };

@@ -8,3 +8,4 @@ export * from './library';
 export * from './families';
 export * from './checkpoint';
 export * from './network-tags';
+export * from './watermark';

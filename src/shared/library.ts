@@ -234,6 +234,8 @@ export const GenerationDetail = z.object({
   childIds: z.array(Id),
   /** The A1111 `parameters` text, for "copy parameters". */
   parametersText: z.string(),
+  /** The invisible watermark its images were saved with (e.g. "StableDiffusionV1"); null: none. */
+  watermark: z.string().nullable(),
 });
 export type GenerationDetail = z.infer<typeof GenerationDetail>;
 

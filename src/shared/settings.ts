@@ -17,6 +17,11 @@ export const Settings = z.object({
   outputDir: z.string().min(1).max(4096).nullable().default(null),
   /** Write generation parameters into PNGs (A1111 `parameters` text plus our JSON). */
   embedMetadata: z.boolean().default(true),
+  /**
+   * Mark every saved generation with the invisible watermark of Stable Diffusion's reference
+   * scripts (the invisible-watermark library's dwtDct; images of 256x256 pixels and more).
+   */
+  watermark: z.boolean().default(true),
 });
 export type Settings = z.infer<typeof Settings>;
 
@@ -28,6 +33,7 @@ export const SettingsPatch = z
     threads: Settings.shape.threads.unwrap(),
     outputDir: Settings.shape.outputDir.unwrap(),
     embedMetadata: Settings.shape.embedMetadata.unwrap(),
+    watermark: Settings.shape.watermark.unwrap(),
   })
   .partial()
   .strict();

@@ -67,6 +67,11 @@ export const SDXL_WATERMARK: WatermarkMessage = {
 
 export const WATERMARK_MESSAGES: readonly WatermarkMessage[] = [SD1_WATERMARK, SDXL_WATERMARK];
 
+/** The message the reference scripts of a model family write: SDXL's for SDXL, else SD 1/2's. */
+export function watermarkForFamily(family: string | null | undefined): WatermarkMessage {
+  return family?.startsWith('sdxl') ? SDXL_WATERMARK : SD1_WATERMARK;
+}
+
 /** The library refuses images under 256x256 pixels in area; so do we. */
 export const WATERMARK_MIN_PIXELS = 256 * 256;
 

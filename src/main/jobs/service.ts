@@ -22,6 +22,7 @@ import type { HostContext, JobMethods } from '../services';
 import { convertedModelFields } from '../models/checkpoint-cache';
 import { appVersion } from '../version';
 import { describeJobFailure, storageError } from './errors';
+import { markGenerated } from '../images/watermark';
 import { previewDataUrl, readPixels } from './images';
 import {
   DEFAULT_RETENTION,
@@ -552,9 +553,11 @@ export class JobService {
       cur.stage = 'saving';
       cur.step = cur.total;
       this.#emitProgress(cur, true);
+      const { images, watermark } = await this.#encode(settings, result, model);
       const saved = await this.library.saveGeneration({
         settings,
-        images: await this.#encode(settings, result, model),
+        images,
+        watermark,
         family: result.family,
         provider: result.provider,
         fallbackReason: result.fallbackReason,
@@ -634,10 +637,23 @@ export class JobService {
     settings: GenerationSettings,
     result: GenerateResult,
     model: ModelEntry,
-  ): Promise<SaveImageInput[]> {
+  ): Promise<{ images: SaveImageInput[]; watermark: string | null }> {
     const out: SaveImageInput[] = [];
+    const markOn = this.context.settings.get().watermark;
+    let watermark: string | null = null;
     for (const generated of result.images) {
-      const { image } = generated;
+      // Marked before it is encoded, as the reference scripts do; the PNG's text says so.
+      const marked = markGenerated(generated.image, result.family ?? model.family, markOn);
+      const image = marked.image;
+      if (marked.watermark) watermark = marked.watermark.label;
+      const metadata = imageMetadata(
+        settings,
+        generated,
+        model.name,
+        convertedModelFields(model.path),
+      );
+      if (marked.watermark)
+        metadata.extra = { ...metadata.extra, Watermark: marked.watermark.label };
       const png = await encodePngWithMetadata(
         toBytes(image),
         image.width,
@@ -646,14 +662,14 @@ export class JobService {
       );
       out.push({
         png,
-        metadata: imageMetadata(settings, generated, model.name, convertedModelFields(model.path)),
+        metadata,
         width: image.width,
         height: image.height,
         seed: generated.seed,
         batchIndex: generated.batchIndex,
       });
     }
-    return out;
+    return { images: out, watermark };
   }
 
   #cancelCurrent(): void {

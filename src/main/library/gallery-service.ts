@@ -34,6 +34,7 @@ interface GenerationRow {
   timings: string;
   created_at: number;
   parent_id: string | null;
+  watermark: string | null;
 }
 
 export class GalleryService {
@@ -129,6 +130,7 @@ export class GalleryService {
       parentId: g.parent_id,
       childIds,
       parametersText: formatA1111Parameters(settings, { modelName: g.model_name }),
+      watermark: g.watermark,
     };
   }
 
