@@ -80,7 +80,7 @@ export class StudioHost {
       },
       ...this.library.methods,
       ...({
-        checkWatermark: ({ imageId }) =>
+        checkWatermark: async ({ imageId }) =>
           checkWatermarkFile(this.library.resolveImage(imageId).file),
       } satisfies Pick<StudioService, 'checkWatermark'>),
       ...this.jobs.methods,
