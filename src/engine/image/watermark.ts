@@ -206,12 +206,12 @@ function targetMagnitude(magnitude: number, bit: number, floor: number): number 
     const t = Math.min(Math.max(magnitude, base + k * SCALE + lo), base + k * SCALE + hi);
     if (t >= 0 && Math.abs(t - magnitude) < Math.abs(best - magnitude)) best = t;
   }
-  let t = best;
-  while (t < floor + CARRIER_MARGIN) {
-    const up = Math.floor(t / SCALE) * SCALE + lo;
-    t = up > t ? up : up + SCALE;
-  }
-  return t;
+  if (best >= floor + CARRIER_MARGIN) return best;
+  // Else the smallest magnitude at least floor + margin that reads `bit`.
+  const f = floor + CARRIER_MARGIN;
+  const start = Math.floor(f / SCALE) * SCALE;
+  if (f <= start + hi) return Math.max(f, start + lo);
+  return start + SCALE + lo;
 }
 
 /**
@@ -265,7 +265,7 @@ export function canWatermark(img: Pick<PixelImage, 'width' | 'height'>): boolean
 export function embedWatermark(img: PixelImage, bits: ArrayLike<number>): PixelImage {
   const l = layout(img, 'image');
   if (bits.length === 0) throw new EngineError('bad-input', 'A watermark needs at least one bit.');
-  const work = Float32Array.from(img.data);
+  const work = new Float32Array(img.data);
   let current: PixelImage = img;
   // A second and third pass fix the blocks that rounding to 8 bits or clipping at 0/255 flipped:
   // each pass starts again from what the decoder would read.
@@ -276,14 +276,30 @@ export function embedWatermark(img: PixelImage, bits: ArrayLike<number>): PixelI
       for (let bj = 0; bj < l.bx; bj++) {
         const bit = bits[(bi * l.bx + bj) % bits.length]! & 1;
         const idx = carrier(ll, l, bi, bj);
-        const v = ll[idx]!;
-        const floor = runnerUp(ll, l, bi, bj, idx);
-        const mag = Math.abs(v);
-        if (readsWithMargin(mag, bit) && mag >= floor + 1) continue;
-        const target = targetMagnitude(mag, bit, floor) * (v < 0 ? -1 : 1);
+        const mag = Math.abs(ll[idx]!);
+        // An untouched block keeps its values, so a carrier that reads right stays the carrier.
+        if (readsWithMargin(mag, bit)) continue;
+        // The cheapest single change that makes the decoder read `bit` here: the carrier moved
+        // to its nearest reading level that stays above the next largest, or another
+        // coefficient raised to a reading level above the carrier (often far cheaper in smooth
+        // areas, where the block's values are close and the carrier would need a whole period).
+        let bestIdx = idx;
+        let bestTarget = targetMagnitude(mag, bit, runnerUp(ll, l, bi, bj, idx));
+        for (let k = 1; k < BLOCK * BLOCK; k++) {
+          const other = (bi * BLOCK + (k >> 2)) * l.lw + bj * BLOCK + (k & 3);
+          if (other === idx) continue;
+          const m = Math.abs(ll[other]!);
+          const t = targetMagnitude(m, bit, mag);
+          if (Math.abs(t - m) < Math.abs(bestTarget - Math.abs(ll[bestIdx]!))) {
+            bestIdx = other;
+            bestTarget = t;
+          }
+        }
+        const v = ll[bestIdx]!;
+        const target = bestTarget * (v < 0 ? -1 : 1);
         if (target === v) continue;
         // LL is half the patch sum, so each of the four pixels moves by half the change.
-        shiftPatch(work, img, l, idx, (target - v) / 2);
+        shiftPatch(work, img, l, bestIdx, (target - v) / 2);
         changed = true;
       }
     }
