@@ -252,6 +252,85 @@ function toBytes(values: Float32Array, like: PixelImage): Uint8Array {
   return bytes;
 }
 
+/**
+ * LL as it comes back from a JPEG with 4:2:0 chroma (the default of libjpeg, OpenCV and sharp)
+ * or from halving and restoring the size: the encoder averages each 2x2 chroma patch (exactly
+ * an LL entry, over 2) and the decoder's "fancy" upsampling (libjpeg jdsample.c: 3/4 nearer,
+ * 1/4 farther sample) spreads it back, so each patch mean becomes [1/8, 3/4, 1/8] of its
+ * neighbours along each axis. Edges repeat, as libjpeg does.
+ */
+function smoothLow(ll: Float64Array, l: Layout): Float64Array {
+  const rows = new Float64Array(ll.length);
+  for (let i = 0; i < l.lh; i++)
+    for (let j = 0; j < l.lw; j++) {
+      const c = ll[i * l.lw + j]!;
+      const left = j > 0 ? ll[i * l.lw + j - 1]! : c;
+      const right = j < l.lw - 1 ? ll[i * l.lw + j + 1]! : c;
+      rows[i * l.lw + j] = 0.75 * c + 0.125 * (left + right);
+    }
+  const out = new Float64Array(ll.length);
+  for (let i = 0; i < l.lh; i++)
+    for (let j = 0; j < l.lw; j++) {
+      const c = rows[i * l.lw + j]!;
+      const up = i > 0 ? rows[(i - 1) * l.lw + j]! : c;
+      const down = i < l.lh - 1 ? rows[(i + 1) * l.lw + j]! : c;
+      out[i * l.lw + j] = 0.75 * c + 0.125 * (up + down);
+    }
+  return out;
+}
+
+/** A carrier's own weight in smoothLow: 3/4 x 3/4. */
+const SMOOTH_SELF = 0.5625;
+/** Margins kept after smoothing: the bit inside its half-period, the carrier above the rest. */
+const SMOOTH_BIT_MARGIN = 2;
+const SMOOTH_CARRIER_MARGIN = 1;
+/** The largest LL change spent on a block for robustness; dearer blocks are left to the vote. */
+const ROBUST_MAX_CHANGE = SCALE / 2;
+
+/**
+ * The cheapest change of one coefficient of the block that the decoder reads as `bit` both as
+ * the image is and after 4:2:0 chroma (smoothLow): [index, new value], or null if none within
+ * a period and a half.
+ */
+function robustChange(
+  ll: Float64Array,
+  sm: Float64Array,
+  l: Layout,
+  bi: number,
+  bj: number,
+  bit: number,
+): [number, number] | null {
+  let best: [number, number] | null = null;
+  let bestCost = Infinity;
+  for (let k = 1; k < BLOCK * BLOCK; k++) {
+    const p = (bi * BLOCK + (k >> 2)) * l.lw + bj * BLOCK + (k & 3);
+    let rawFloor = 0;
+    let smFloor = 0;
+    for (let q = 1; q < BLOCK * BLOCK; q++) {
+      const idx = (bi * BLOCK + (q >> 2)) * l.lw + bj * BLOCK + (q & 3);
+      if (idx === p) continue;
+      rawFloor = Math.max(rawFloor, ll[idx]!);
+      smFloor = Math.max(smFloor, sm[idx]!);
+    }
+    const v = ll[p]!;
+    const s = sm[p]!;
+    for (let d = 0; d < Math.min(bestCost, ROBUST_MAX_CHANGE); d += 0.5) {
+      for (const t of [v + d, v - d]) {
+        if (t < 0 || t < rawFloor + CARRIER_MARGIN || !readsWithMargin(t, bit)) continue;
+        const f = s + SMOOTH_SELF * (t - v);
+        if (f < smFloor + SMOOTH_CARRIER_MARGIN) continue;
+        const r = (f % SCALE) - (bit * SCALE) / 2;
+        if (r < SMOOTH_BIT_MARGIN || r > SCALE / 2 - SMOOTH_BIT_MARGIN) continue;
+        best = [p, t];
+        bestCost = d;
+        break;
+      }
+      if (best && best[0] === p) break;
+    }
+  }
+  return best;
+}
+
 /** Whether an image is large enough to carry a mark (the library's own limit). */
 export function canWatermark(img: Pick<PixelImage, 'width' | 'height'>): boolean {
   return img.width * img.height >= WATERMARK_MIN_PIXELS;
@@ -271,30 +350,38 @@ export function embedWatermark(img: PixelImage, bits: ArrayLike<number>): PixelI
   // each pass starts again from what the decoder would read.
   for (let pass = 0; pass < 3; pass++) {
     const ll = lowBand(uChannel(current, l.w, l.h), l);
+    const sm = smoothLow(ll, l);
     let changed = false;
     for (let bi = 0; bi < l.by; bi++) {
       for (let bj = 0; bj < l.bx; bj++) {
         const bit = bits[(bi * l.bx + bj) % bits.length]! & 1;
         const idx = carrier(ll, l, bi, bj);
         const mag = Math.abs(ll[idx]!);
+        const smoothOk =
+          carrier(sm, l, bi, bj) === idx &&
+          readsWithMargin(sm[idx]!, bit) &&
+          sm[idx]! >= runnerUp(sm, l, bi, bj, idx) + SMOOTH_CARRIER_MARGIN;
         // An untouched block keeps its values, so a carrier that reads right stays the carrier.
-        if (readsWithMargin(mag, bit)) continue;
-        // The cheapest single change that makes the decoder read `bit` here: the carrier moved
-        // to its nearest reading level that stays above the next largest, or another
-        // coefficient raised to a reading level above the carrier (often far cheaper in smooth
-        // areas, where the block's values are close and the carrier would need a whole period).
-        let bestIdx = idx;
-        let bestTarget = targetMagnitude(mag, bit, runnerUp(ll, l, bi, bj, idx));
-        for (let k = 1; k < BLOCK * BLOCK; k++) {
-          const other = (bi * BLOCK + (k >> 2)) * l.lw + bj * BLOCK + (k & 3);
-          if (other === idx) continue;
-          const m = Math.abs(ll[other]!);
-          const t = targetMagnitude(m, bit, mag);
-          if (Math.abs(t - m) < Math.abs(bestTarget - Math.abs(ll[bestIdx]!))) {
-            bestIdx = other;
-            bestTarget = t;
+        if (readsWithMargin(mag, bit) && smoothOk) continue;
+        const robust = robustChange(ll, sm, l, bi, bj, bit);
+        // Else the cheapest change that at least reads right as the image is: the carrier
+        // moved to its nearest reading level above the next largest, or another coefficient
+        // raised to a reading level above the carrier.
+        let bestIdx = robust ? robust[0] : idx;
+        let bestTarget = robust
+          ? robust[1]
+          : targetMagnitude(mag, bit, runnerUp(ll, l, bi, bj, idx));
+        if (!robust)
+          for (let k = 1; k < BLOCK * BLOCK; k++) {
+            const other = (bi * BLOCK + (k >> 2)) * l.lw + bj * BLOCK + (k & 3);
+            if (other === idx) continue;
+            const m = Math.abs(ll[other]!);
+            const t = targetMagnitude(m, bit, mag);
+            if (Math.abs(t - m) < Math.abs(bestTarget - Math.abs(ll[bestIdx]!))) {
+              bestIdx = other;
+              bestTarget = t;
+            }
           }
-        }
         const v = ll[bestIdx]!;
         const target = bestTarget * (v < 0 ? -1 : 1);
         if (target === v) continue;
