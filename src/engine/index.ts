@@ -24,6 +24,7 @@ export {
   canWatermark,
   checkWatermark,
   embedWatermark,
+  findWatermark,
   watermarkForFamily,
 } from './image/watermark';
 export {

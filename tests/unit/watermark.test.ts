@@ -9,6 +9,7 @@ import {
   checkWatermark,
   decodeWatermarkBits,
   embedWatermark,
+  findWatermark,
   maxBitErrors,
   type PixelImage,
 } from '../../src/engine/image';
@@ -125,6 +126,46 @@ describe('watermark (invisible-watermark dwtDct)', () => {
     };
     expect(checkWatermark(again).message?.id).toBe('sdxl');
   });
+
+  it('is still read after JPEG q90 (4:4:4 chroma) and after resizing 0.5x to 2x', async () => {
+    // A 512x512 picture, so that its half is still 256x256 (the library's minimum).
+    const { data } = await sharp(path.join(dir, 'source-512x384.png'))
+      .resize(512, 512)
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    const source: PixelImage = { width: 512, height: 512, channels: 3, data: new Uint8Array(data) };
+    for (const m of WATERMARK_MESSAGES) {
+      const marked = embedWatermark(source, m.bits);
+      const raw = () => sharp(marked.data, { raw: { width: 512, height: 512, channels: 3 } });
+      const decode = async (buf: Buffer) => {
+        const out = await sharp(buf).raw().toBuffer({ resolveWithObject: true });
+        const { width, height } = out.info;
+        return { width, height, channels: 3 as const, data: new Uint8Array(out.data) };
+      };
+      const jpeg = await decode(
+        await raw().jpeg({ quality: 90, chromaSubsampling: '4:4:4' }).toBuffer(),
+      );
+      expect(checkWatermark(jpeg).message?.id, `${m.id} jpeg`).toBe(m.id);
+      for (const side of [256, 384, 768, 1024]) {
+        const resized = await decode(await raw().resize(side, side).png().toBuffer());
+        // At its new size the block grid no longer lines up (the library reads chance there)...
+        expect(checkWatermark(resized).message, `${m.id} ${side} as is`).toBeNull();
+        // ...so the search reads it back at its original size.
+        const found = findWatermark(resized);
+        expect(found.message?.id, `${m.id} ${side}`).toBe(m.id);
+        expect(found.readAt).toEqual({ width: 512, height: 512 });
+      }
+    }
+    // The search finds nothing in unmarked pictures, resized or not.
+    expect(findWatermark(source).message).toBeNull();
+    const { data: half } = await sharp(source.data, {
+      raw: { width: 512, height: 512, channels: 3 },
+    })
+      .resize(256, 256)
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    expect(findWatermark({ width: 256, height: 256, channels: 3, data: half }).message).toBeNull();
+  }, 60_000);
 
   it('refuses images under 256x256 pixels with one sentence', () => {
     const small: PixelImage = {

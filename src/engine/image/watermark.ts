@@ -23,6 +23,7 @@
  */
 import { EngineError } from '../errors';
 import type { PixelImage } from './pixels';
+import { resizeBilinear } from './resize';
 
 /** A message the reference scripts write. */
 export interface WatermarkMessage {
@@ -435,24 +436,27 @@ export interface WatermarkCheck {
 export const WATERMARK_FALSE_MATCH = 1e-6;
 
 /** The most differing bits for which a message of `n` bits still counts as found. */
-export function maxBitErrors(n: number): number {
+export function maxBitErrors(n: number, falseMatch = WATERMARK_FALSE_MATCH): number {
   let logC = 0; // log C(n, k)
   let tail = 0;
   for (let k = 0; k <= n; k++) {
     if (k > 0) logC += Math.log((n - k + 1) / k);
     tail += Math.exp(logC - n * Math.LN2);
-    if (tail >= WATERMARK_FALSE_MATCH) return k - 1;
+    if (tail >= falseMatch) return k - 1;
   }
   return n;
 }
 
-/**
- * Reads `img` for each known message and names the one it carries, if any. Images under
- * 256x256 throw (bad-input) like the library.
- */
-export function checkWatermark(
+/** What a check found, and at which size the image was read. */
+export interface WatermarkSearch extends WatermarkCheck {
+  /** The size the image was read at: its own, or the original size it was resized from. */
+  readAt: { width: number; height: number };
+}
+
+function matchMessages(
   img: PixelImage,
-  messages: readonly WatermarkMessage[] = WATERMARK_MESSAGES,
+  messages: readonly WatermarkMessage[],
+  falseMatch: number,
 ): WatermarkCheck {
   let best: WatermarkCheck | null = null;
   for (const m of messages) {
@@ -460,9 +464,72 @@ export function checkWatermark(
     let same = 0;
     for (let k = 0; k < read.length; k++) if (read[k] === m.bits[k]) same++;
     const result = { message: null, matchingBits: same, totalBits: m.bits.length, closest: m.id };
-    if (m.bits.length - same <= maxBitErrors(m.bits.length)) return { ...result, message: m };
+    if (m.bits.length - same <= maxBitErrors(m.bits.length, falseMatch))
+      return { ...result, message: m };
     if (!best || same / m.bits.length > best.matchingBits / best.totalBits) best = result;
   }
   if (!best) throw new EngineError('bad-input', 'No watermark message to look for.');
   return best;
+}
+
+/**
+ * Reads `img` for each known message and names the one it carries, if any, as the library's
+ * decoder would read it (at the image's own size). Images under 256x256 throw (bad-input).
+ */
+export function checkWatermark(
+  img: PixelImage,
+  messages: readonly WatermarkMessage[] = WATERMARK_MESSAGES,
+): WatermarkCheck {
+  return matchMessages(img, messages, WATERMARK_FALSE_MATCH);
+}
+
+/** Sizes a resized image may have been made at: multiples of 64, 0.5x to 2x, same aspect. */
+function originalSizes(img: PixelImage): Array<{ width: number; height: number }> {
+  const out: Array<{ width: number; height: number }> = [];
+  for (let width = 64 * Math.ceil(img.width / 128); width <= img.width * 2; width += 64) {
+    const height = Math.round((img.height * width) / img.width / 64) * 64;
+    if (width === img.width && height === img.height) continue;
+    // The aspect must agree within the rounding of the resize (a pixel or two).
+    if (Math.abs((height * img.width) / width - img.height) > 2) continue;
+    if (width * height >= WATERMARK_MIN_PIXELS) out.push({ width, height });
+  }
+  return out;
+}
+
+/**
+ * checkWatermark, and when nothing is found at the image's own size, again at each size it may
+ * have been resized from (0.5x to 2x, multiples of 64 as generators make them), resized back
+ * (bilinear): the block grid the mark lives on follows the pixels, so a resized mark is read at
+ * its original size. Each try is held to WATERMARK_FALSE_MATCH divided by the number of tries,
+ * so searching does not make chance matches likelier.
+ */
+export function findWatermark(
+  img: PixelImage,
+  messages: readonly WatermarkMessage[] = WATERMARK_MESSAGES,
+): WatermarkSearch {
+  const candidates = originalSizes(img);
+  const tries = candidates.length + 1;
+  const ownSize = { width: img.width, height: img.height };
+  let best: WatermarkSearch | null = null;
+  if (canWatermark(img)) {
+    best = { ...matchMessages(img, messages, WATERMARK_FALSE_MATCH / tries), readAt: ownSize };
+    if (best.message) return best;
+  }
+  const rgb: PixelImage = img.channels === 4 ? dropAlpha(img) : img;
+  for (const size of candidates) {
+    const back = resizeBilinear(rgb, size.width, size.height);
+    const found = matchMessages(back, messages, WATERMARK_FALSE_MATCH / tries);
+    if (found.message) return { ...found, readAt: size };
+    if (!best || found.matchingBits / found.totalBits > best.matchingBits / best.totalBits)
+      best = { ...found, readAt: size };
+  }
+  if (!best) layout(img, 'image'); // throws the size sentence
+  return best!;
+}
+
+function dropAlpha(img: PixelImage): PixelImage {
+  const data = new Uint8Array(img.width * img.height * 3);
+  for (let p = 0; p < img.width * img.height; p++)
+    data.set(img.data.subarray(p * 4, p * 4 + 3), p * 3);
+  return { width: img.width, height: img.height, channels: 3, data };
 }

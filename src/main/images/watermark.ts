@@ -7,8 +7,9 @@ import {
   type PixelImage,
   type WatermarkMessage,
   canWatermark,
-  checkWatermark,
   embedWatermark,
+  findWatermark,
+  isEngineError,
   watermarkForFamily,
 } from '../../engine';
 import { StudioError, type WatermarkReport } from '../../shared';
@@ -58,13 +59,21 @@ export async function checkWatermarkFile(
     const reason = (err as Error).message.split('\n')[0];
     throw new StudioError('invalid-argument', `${name} could not be read as an image (${reason}).`);
   }
-  if (!canWatermark(image))
+  let check;
+  try {
+    check = findWatermark(image);
+  } catch (err) {
+    if (!isEngineError(err, 'bad-input')) throw err;
     throw new StudioError(
       'invalid-argument',
       `${name} is ${image.width}x${image.height}; a watermark can only be read from 256x256 pixels or more.`,
     );
-  const check = checkWatermark(image);
+  }
   const m = check.message;
+  const resized =
+    check.readAt.width !== image.width || check.readAt.height !== image.height
+      ? ` (read at ${check.readAt.width}x${check.readAt.height}, the size it was resized from)`
+      : '';
   return {
     found: m !== null,
     message: m?.label ?? null,
@@ -72,7 +81,7 @@ export async function checkWatermarkFile(
     matchingBits: check.matchingBits,
     totalBits: check.totalBits,
     summary: m
-      ? `Watermarked: “${m.label}” (${m.writer}), ${check.matchingBits} of ${check.totalBits} bits read.`
+      ? `Watermarked: “${m.label}” (${m.writer}), ${check.matchingBits} of ${check.totalBits} bits read${resized}.`
       : `No watermark: the best match, ${check.matchingBits} of ${check.totalBits} bits, is what an unmarked image gives by chance.`,
   };
 }
