@@ -301,22 +301,34 @@ function robustChange(
   bj: number,
   bit: number,
 ): [number, number] | null {
+  // The two largest of the block (entry 0 aside), raw and smoothed: the floor a candidate must
+  // clear is the largest of the others, so the first, or the second for the first itself.
+  let r1 = -1;
+  let r2 = 0;
+  let rAt = -1;
+  let s1 = -1;
+  let s2 = 0;
+  let sAt = -1;
+  for (let q = 1; q < BLOCK * BLOCK; q++) {
+    const idx = (bi * BLOCK + (q >> 2)) * l.lw + bj * BLOCK + (q & 3);
+    const r = ll[idx]!;
+    if (r > r1) [r2, r1, rAt] = [r1 < 0 ? 0 : r1, r, idx];
+    else if (r > r2) r2 = r;
+    const v = sm[idx]!;
+    if (v > s1) [s2, s1, sAt] = [s1 < 0 ? 0 : s1, v, idx];
+    else if (v > s2) s2 = v;
+  }
   let best: [number, number] | null = null;
   let bestCost = Infinity;
   for (let k = 1; k < BLOCK * BLOCK; k++) {
     const p = (bi * BLOCK + (k >> 2)) * l.lw + bj * BLOCK + (k & 3);
-    let rawFloor = 0;
-    let smFloor = 0;
-    for (let q = 1; q < BLOCK * BLOCK; q++) {
-      const idx = (bi * BLOCK + (q >> 2)) * l.lw + bj * BLOCK + (q & 3);
-      if (idx === p) continue;
-      rawFloor = Math.max(rawFloor, ll[idx]!);
-      smFloor = Math.max(smFloor, sm[idx]!);
-    }
+    const rawFloor = p === rAt ? r2 : r1;
+    const smFloor = p === sAt ? s2 : s1;
     const v = ll[p]!;
     const s = sm[p]!;
     for (let d = 0; d < Math.min(bestCost, ROBUST_MAX_CHANGE); d += 0.5) {
-      for (const t of [v + d, v - d]) {
+      for (let sign = 1; sign >= -1; sign -= 2) {
+        const t = v + sign * d;
         if (t < 0 || t < rawFloor + CARRIER_MARGIN || !readsWithMargin(t, bit)) continue;
         const f = s + SMOOTH_SELF * (t - v);
         if (f < smFloor + SMOOTH_CARRIER_MARGIN) continue;
