@@ -20,6 +20,7 @@ const optionalEntries = {
   cli: 'src/main/cli.ts',
   convert: 'src/main/convert-cli.ts',
   models: 'src/main/models-cli.ts',
+  watermark: 'src/main/watermark-cli.ts',
   'engine-worker': 'src/engine/worker.ts',
 };
 const { existsSync } = await import('node:fs');

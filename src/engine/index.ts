@@ -19,7 +19,15 @@ export type { StageTimings } from './pipelines/stats';
 export { EngineError, isEngineError } from './errors';
 export type { EngineErrorCode } from './errors';
 export { describeEngineError } from './describe-error';
-export type { PixelImage } from './image';
+export type { PixelImage, WatermarkCheck, WatermarkMessage } from './image';
+export {
+  WATERMARK_MESSAGES,
+  canWatermark,
+  checkWatermark,
+  embedWatermark,
+  findWatermark,
+  watermarkForFamily,
+} from './image/watermark';
 export {
   openModelFolder,
   detectFamily,

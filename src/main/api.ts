@@ -1,4 +1,5 @@
 import { type AppInfo, type EngineStatus, type StudioService, StudioError } from '../shared';
+import { checkWatermarkFile } from './images/watermark';
 import { getRuntimeInfo } from '../engine/runtime';
 import { NetworkService } from './adapters/service';
 import { DownloadService } from './downloads/service';
@@ -98,6 +99,10 @@ export class StudioHost {
       },
       ...this.networks.methods,
       ...this.library.methods,
+      ...({
+        checkWatermark: async ({ imageId }) =>
+          checkWatermarkFile(this.library.resolveImage(imageId).file),
+      } satisfies Pick<StudioService, 'checkWatermark'>),
       ...this.jobs.methods,
       ...this.imports.methods,
       ...this.vaes.methods,

@@ -22,6 +22,7 @@ import { NetworkList, NetworkPreview, NetworkRef } from './networks';
 import { Settings, SettingsPatch } from './settings';
 import { AppInfo, EngineStatus } from './status';
 import { VaeList } from './vae';
+import { WatermarkReport } from './watermark';
 
 /**
  * The one contract between the studio and its host. Each method takes at most one argument,
@@ -124,6 +125,8 @@ export const studioMethods = {
   getLibraryStatus: { input: none, output: LibraryStatus },
   /** Restores the last automatic backup after a failed integrity check. */
   restoreBackup: { input: none, output: LibraryStatus },
+  /** Reads the invisible watermark of a library image (ours or Stable Diffusion's scripts'). */
+  checkWatermark: { input: z.object({ imageId: Id }).strict(), output: WatermarkReport },
 } as const satisfies Record<string, { input: z.ZodType; output: z.ZodType }>;
 
 /** Events pushed from the host; names are what `on()` takes. */

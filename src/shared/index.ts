@@ -12,3 +12,4 @@ export * from './vae';
 export * from './networks';
 export * from './catalogue';
 export * from './downloads';
+export * from './watermark';

@@ -254,6 +254,8 @@ export const GenerationDetail = z.object({
   parametersText: z.string(),
   /** The LoRAs and embeddings it used, with A1111's short hash when it was recorded. */
   networks: z.array(UsedNetwork).default([]),
+  /** The invisible watermark its images were saved with (e.g. "StableDiffusionV1"); null: none. */
+  watermark: z.string().nullable(),
 });
 export type GenerationDetail = z.infer<typeof GenerationDetail>;
 

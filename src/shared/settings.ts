@@ -38,6 +38,11 @@ export const Settings = z.object({
   loraDir: AbsoluteFolder.nullable().default(null),
   /** The textual-inversion embeddings folder (absolute path); null: `embeddings` in the data folder. */
   embeddingsDir: AbsoluteFolder.nullable().default(null),
+  /**
+   * Mark every saved generation with the invisible watermark of Stable Diffusion's reference
+   * scripts (the invisible-watermark library's dwtDct; images of 256x256 pixels and more).
+   */
+  watermark: z.boolean().default(true),
 });
 export type Settings = z.infer<typeof Settings>;
 
@@ -52,6 +57,7 @@ export const SettingsPatch = z
     vaeDir: Settings.shape.vaeDir.unwrap(),
     loraDir: Settings.shape.loraDir.unwrap(),
     embeddingsDir: Settings.shape.embeddingsDir.unwrap(),
+    watermark: Settings.shape.watermark.unwrap(),
   })
   .partial()
   .strict();

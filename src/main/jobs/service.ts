@@ -25,6 +25,7 @@ import { convertedModelFields } from '../models/checkpoint-cache';
 import { VaeService, type VaePrepareProgress, resolveVaeFile } from '../models/vaes';
 import { appVersion } from '../version';
 import { describeJobFailure, storageError } from './errors';
+import { markGenerated } from '../images/watermark';
 import { previewDataUrl, readPixels } from './images';
 import {
   DEFAULT_RETENTION,
@@ -595,9 +596,17 @@ export class JobService {
       cur.stage = 'saving';
       cur.step = cur.total;
       this.#emitProgress(cur, true);
+      const { images, watermark } = await this.#encode(
+        settings,
+        result,
+        model,
+        vae?.fields ?? {},
+        networks,
+      );
       const saved = await this.library.saveGeneration({
         settings,
-        images: await this.#encode(settings, result, model, vae?.fields ?? {}, networks),
+        images,
+        watermark,
         networks: networks ? networkUses(networks) : [],
         family: result.family,
         provider: result.provider,
@@ -680,10 +689,24 @@ export class JobService {
     model: ModelEntry,
     vaeFields: { VAE?: string; 'VAE hash'?: string },
     networks: ResolvedNetworks | null,
-  ): Promise<SaveImageInput[]> {
+  ): Promise<{ images: SaveImageInput[]; watermark: string | null }> {
     const out: SaveImageInput[] = [];
+    const markOn = this.context.settings.get().watermark;
+    let watermark: string | null = null;
     for (const generated of result.images) {
-      const { image } = generated;
+      // Marked before it is encoded, as the reference scripts do; the PNG's text says so.
+      const marked = markGenerated(generated.image, result.family ?? model.family, markOn);
+      const image = marked.image;
+      if (marked.watermark) watermark = marked.watermark.label;
+      const metadata = imageMetadata(
+        settings,
+        generated,
+        model.name,
+        { ...convertedModelFields(model.path), ...vaeFields },
+        networks ? networkInfotextFields(networks) : {},
+      );
+      if (marked.watermark)
+        metadata.extra = { ...metadata.extra, Watermark: marked.watermark.label };
       const png = await encodePngWithMetadata(
         toBytes(image),
         image.width,
@@ -692,20 +715,14 @@ export class JobService {
       );
       out.push({
         png,
-        metadata: imageMetadata(
-          settings,
-          generated,
-          model.name,
-          { ...convertedModelFields(model.path), ...vaeFields },
-          networks ? networkInfotextFields(networks) : {},
-        ),
+        metadata,
         width: image.width,
         height: image.height,
         seed: generated.seed,
         batchIndex: generated.batchIndex,
       });
     }
-    return out;
+    return { images: out, watermark };
   }
 
   #cancelCurrent(): void {

@@ -47,6 +47,7 @@ interface GenerationRow {
   timings: string;
   created_at: number;
   parent_id: string | null;
+  watermark: string | null;
 }
 
 export class GalleryService {
@@ -155,6 +156,7 @@ export class GalleryService {
         }),
       }),
       networks,
+      watermark: g.watermark,
     };
   }
 

@@ -184,6 +184,9 @@ CREATE TABLE pending_saves (
 // What a model's card recommends (ModelDefaults as JSON), read when the model is inspected.
 const v4 = `ALTER TABLE models ADD COLUMN defaults TEXT;`;
 
+/** The invisible watermark a generation's images carry (its message label); NULL: none. */
+const v8 = `ALTER TABLE generations ADD COLUMN watermark TEXT;`;
+
 /**
  * The schedule became a setting of its own (`dpmpp_2m_karras` is now dpmpp_2m with the karras
  * schedule; every setting gained `schedule`). Stored settings are rewritten as the current
@@ -277,6 +280,7 @@ export const migrations: readonly Migration[] = [
     description: 'model downloads and their files',
     up: (db) => db.exec(downloadsSchema),
   },
+  { version: 8, description: 'the watermark of a generation', up: (db) => db.exec(v8) },
 ];
 
 export const schemaVersion = migrations[migrations.length - 1].version;

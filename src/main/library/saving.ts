@@ -50,6 +50,8 @@ export interface SaveGenerationInput {
   parentId?: string | null;
   /** The job that made it: its row's generation_id is set in the same transaction. */
   jobId?: string | null;
+  /** The invisible watermark its images carry (the message label); absent or null: none. */
+  watermark?: string | null;
   /**
    * The LoRAs and embeddings it used (resolved by the job); when absent, the LoRAs of the
    * prompt's `<lora:…>` tags are recorded without hashes.
@@ -85,6 +87,8 @@ export interface PendingSave {
   images: ImageRecord[];
   /** Absent in records written before generation_networks existed. */
   networks?: GenerationNetwork[];
+  /** Absent in records written before the watermark existed. */
+  watermark?: string | null;
 }
 
 interface ImageRecord {
@@ -261,6 +265,7 @@ export class GenerationSaver {
         timings: input.timings,
         parentId: input.parentId ?? null,
         jobId: input.jobId ?? null,
+        watermark: input.watermark ?? null,
         created,
         images: prepared.map((p) => p.record),
         ...(input.networks ? { networks: input.networks } : {}),
@@ -362,8 +367,8 @@ export class GenerationSaver {
     db.prepare(
       `INSERT INTO generations (id, settings, prompt_id, model_id, model_name, seed, sampler, mode,
          steps, guidance, width, height, parent_id, variant_key, timings, provider,
-         fallback_reason, family, status, job_id, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'done', ?, ?)`,
+         fallback_reason, family, status, job_id, created_at, watermark)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'done', ?, ?, ?)`,
     ).run(
       g.generationId,
       JSON.stringify(s),
@@ -385,6 +390,7 @@ export class GenerationSaver {
       g.family ?? model?.family ?? null,
       g.jobId,
       g.created,
+      g.watermark ?? null,
     );
     const insertImage = db.prepare(
       `INSERT INTO images (id, generation_id, file, thumb, sha256, width, height, bytes, seed,

@@ -6,6 +6,7 @@ import type {
   GenerationMode,
   GenerationSettings,
   SamplerName,
+  WatermarkReport,
 } from '../../shared';
 import { defaultGalleryQuery } from '../../shared';
 import { describeError } from './errors';
@@ -99,6 +100,8 @@ export class Gallery {
   compared = $state.raw<[Opened, Opened] | null>(null);
   /** "Compare with…" was chosen on this image: the next image picked is compared with it. */
   comparingWith = $state.raw<GalleryItem | null>(null);
+  /** What "Check watermark" found, by image id, shown in the image's details. */
+  watermarkChecks = $state.raw<Record<string, WatermarkReport>>({});
 
   activeFilters = $derived(
     (this.filters.favorite ? 1 : 0) +
@@ -356,6 +359,16 @@ export class Gallery {
       await this.studio.api!.revealImage({ imageId: item.imageId });
     } catch (err) {
       this.studio.notices.error(err, 'Could not open the folder');
+    }
+  }
+
+  /** Reads the image's invisible watermark on the host (the file as it is on disk now). */
+  async checkWatermark(item: GalleryItem): Promise<void> {
+    try {
+      const report = await this.studio.api!.checkWatermark({ imageId: item.imageId });
+      this.watermarkChecks = { ...this.watermarkChecks, [item.imageId]: report };
+    } catch (err) {
+      this.studio.notices.error(err, 'Could not check the watermark');
     }
   }
 
