@@ -16,6 +16,7 @@ export const modelFamilies = [
   'sdxl',
   'sdxl-turbo',
   'inpaint',
+  'sdxl-inpaint',
   'x4-upscaler',
 ] as const;
 export type ModelFamily = (typeof modelFamilies)[number];
@@ -40,23 +41,34 @@ export interface FamilyDescription {
   /** The name people know the family by. */
   readonly label: string;
   readonly capabilities: FamilyCapabilities;
+  /**
+   * Built on SDXL: its latent space (previews), its training at about 1024 x 1024 in aspect
+   * buckets of the same area (size presets) and its UNet's shape (memory estimates).
+   */
+  readonly sdxl: boolean;
 }
 
 const generator: FamilyCapabilities = { generate: true, inpaint: false, upscale: false };
+const inpainter: FamilyCapabilities = { generate: true, inpaint: true, upscale: false };
 
 export const familyDescriptions: Readonly<Record<ModelFamily, FamilyDescription>> = {
-  sd1: { label: 'SD 1.x', capabilities: generator },
-  sd2: { label: 'SD 2.x', capabilities: generator },
-  'sd2-v': { label: 'SD 2.x (v)', capabilities: generator },
-  'sd-turbo': { label: 'SD Turbo', capabilities: generator },
-  lcm: { label: 'LCM', capabilities: generator },
-  sdxl: { label: 'SDXL', capabilities: generator },
-  'sdxl-turbo': { label: 'SDXL Turbo', capabilities: generator },
+  sd1: { label: 'SD 1.x', capabilities: generator, sdxl: false },
+  sd2: { label: 'SD 2.x', capabilities: generator, sdxl: false },
+  'sd2-v': { label: 'SD 2.x (v)', capabilities: generator, sdxl: false },
+  'sd-turbo': { label: 'SD Turbo', capabilities: generator, sdxl: false },
+  lcm: { label: 'LCM', capabilities: generator, sdxl: false },
+  sdxl: { label: 'SDXL', capabilities: generator, sdxl: true },
+  'sdxl-turbo': { label: 'SDXL Turbo', capabilities: generator, sdxl: true },
   // A 9-channel model also runs the other modes with everything masked (as in AUTOMATIC1111).
-  inpaint: { label: 'Inpainting', capabilities: { generate: true, inpaint: true, upscale: false } },
+  inpaint: { label: 'Inpainting', capabilities: inpainter, sdxl: false },
+  // The same for SDXL's: diffusers' StableDiffusionXLInpaintPipeline runs text to image with an
+  // all-white mask (the model was trained with fully masked samples too) and image to image at
+  // strength < 1, so it generates as well as inpaints.
+  'sdxl-inpaint': { label: 'SDXL Inpainting', capabilities: inpainter, sdxl: true },
   'x4-upscaler': {
     label: 'x4 upscaler',
     capabilities: { generate: false, inpaint: false, upscale: true },
+    sdxl: false,
   },
 };
 
@@ -77,4 +89,9 @@ export function familyCapabilities(family: string | null | undefined): FamilyCap
 export function familyLabel(family: string | null | undefined): string {
   if (!family) return 'unknown family';
   return isModelFamily(family) ? familyDescriptions[family].label : family;
+}
+
+/** Whether `family` is built on SDXL (FamilyDescription.sdxl); false for an unknown one. */
+export function isSdxlFamily(family: string | null | undefined): boolean {
+  return isModelFamily(family) && familyDescriptions[family].sdxl;
 }

@@ -18,9 +18,18 @@ import {
   maskFromImage,
 } from '../../src/engine/image';
 import { outpaintBand } from '../../src/engine/pipelines/outpaint';
-import { GenerationSettings, type GenerationInput } from '../../src/shared/generation';
+import type { GenerationInput } from '../../src/shared/generation';
 import { type FixtureInfo, SCHEDULER_CONFIGS, fixtureModelInfo } from '../fixtures/models';
 import { knownImage } from './known-answer';
+import {
+  type Rect,
+  compare,
+  inRect,
+  inpaintSettings,
+  paint,
+  rectMask,
+  texture,
+} from './inpaint-helpers';
 
 let ka: FixtureInfo;
 let ka9: FixtureInfo;
@@ -35,22 +44,7 @@ afterAll(async () => {
   await engine.release();
 });
 
-function settings(over: Partial<GenerationInput> = {}): GenerationSettings {
-  return GenerationSettings.parse({
-    mode: 'inpaint',
-    model: 'fixture',
-    prompt: 'fill the hole',
-    seed: 3,
-    sampler: 'euler',
-    steps: 12,
-    guidance: 1,
-    width: 64,
-    height: 64,
-    initImage: 'init.png',
-    mask: { image: 'mask.png', blur: 0 },
-    ...over,
-  });
-}
+const settings = inpaintSettings;
 
 async function gen(
   info: FixtureInfo,
@@ -59,55 +53,6 @@ async function gen(
   maskImage: PixelImage | null = null,
 ): Promise<GenerateResult> {
   return engine.generate({ modelDir: info.dir, settings: settings(over), initImage, maskImage });
-}
-
-type Rect = { x0: number; y0: number; x1: number; y1: number };
-const inRect = (r: Rect, x: number, y: number) => x >= r.x0 && x < r.x1 && y >= r.y0 && y < r.y1;
-
-function paint(img: PixelImage, r: Rect, rgb: [number, number, number]): PixelImage {
-  const data = Uint8Array.from(img.data);
-  for (let y = r.y0; y < r.y1; y++)
-    for (let x = r.x0; x < r.x1; x++) data.set(rgb, (y * img.width + x) * 3);
-  return { ...img, data };
-}
-
-function rectMask(width: number, height: number, r: Rect): PixelImage {
-  const data = new Uint8Array(width * height);
-  for (let y = 0; y < height; y++)
-    for (let x = 0; x < width; x++) data[y * width + x] = inRect(r, x, y) ? 255 : 0;
-  return { width, height, channels: 1, data };
-}
-
-/** A picture with detail everywhere (no 8x8 block is flat), so a VAE round trip changes it. */
-function texture(width: number, height: number, seed = 1): PixelImage {
-  const data = new Uint8Array(width * height * 3);
-  let s = seed;
-  for (let i = 0; i < data.length; i++) {
-    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
-    data[i] = 40 + ((s >>> 16) % 176);
-  }
-  return { width, height, channels: 3, data };
-}
-
-/** Max |a - b| over pixels where `where(x, y)`, and how many pixels differ at all there. */
-function compare(a: PixelImage, b: PixelImage, where: (x: number, y: number) => boolean) {
-  expect([a.width, a.height]).toEqual([b.width, b.height]);
-  let max = 0;
-  let differing = 0;
-  let count = 0;
-  for (let y = 0; y < a.height; y++)
-    for (let x = 0; x < a.width; x++) {
-      if (!where(x, y)) continue;
-      count++;
-      let d = 0;
-      for (let c = 0; c < 3; c++) {
-        const o = (y * a.width + x) * 3 + c;
-        d = Math.max(d, Math.abs(a.data[o] - b.data[o]));
-      }
-      max = Math.max(max, d);
-      if (d > 0) differing++;
-    }
-  return { max, differing, count };
 }
 
 /** Records the UNet's feeds (calling through to the real session). */

@@ -26,6 +26,7 @@ import {
 import { familyCapabilities } from '../../src/shared';
 import {
   fixtureModel,
+  isXLFixture,
   loadFixtureInfo,
   type FixtureFamily,
   type FixtureSpec,
@@ -38,6 +39,7 @@ const EXPECTED_FAMILY: Record<FixtureFamily, ModelFamily> = {
   lcm: 'lcm',
   sdxl: 'sdxl',
   inpaint: 'inpaint',
+  'sdxl-inpaint': 'sdxl-inpaint',
   x4: 'x4-upscaler',
 };
 
@@ -89,7 +91,7 @@ describe('family detection', () => {
     expect(f.contextDim).toBe(fx.ctx);
     expect(f.predictionType).toBe(fx.prediction);
     expect(f.vaeScalingFactor).toBe(fx.vaeScale);
-    expect(f.sdxlConditioning).toBe(family === 'sdxl');
+    expect(f.sdxlConditioning).toBe(isXLFixture(family));
     expect(f.classLabels).toBe(family === 'x4');
     expect(f.timestepCondDim).toBe(family === 'lcm' ? 256 : null);
     expect(f.latentScale).toBe(family === 'x4' ? 4 : 8);
@@ -112,6 +114,7 @@ describe('family detection', () => {
         lcm: 512,
         sdxl: 1024,
         inpaint: 512,
+        'sdxl-inpaint': 1024,
         x4: 128,
       };
       expect(f.nativeSize.width).toBe(defaults[family]);
@@ -121,7 +124,7 @@ describe('family detection', () => {
     // What the folder reader found.
     expect(info.schedulerConfig._class_name).toBeTypeOf('string');
     expect(info.tokenizers.tokenizer?.vocabPath).toMatch(/tokenizer[/\\]vocab\.json$/);
-    if (family === 'sdxl') {
+    if (isXLFixture(family)) {
       expect(info.components.text_encoder_2).toBeDefined();
       expect(info.tokenizers.tokenizer_2).toBeDefined();
       expect(info.extras.forceZerosForEmptyPrompt).toBe(true);

@@ -237,6 +237,7 @@ describe('latent preview', () => {
     const one = latentPreview(lat, [2, 4, 1, 1], SDXL_LATENT_RGB, { index: 1 });
     expect(Array.from(one.data)).toEqual([255, 255, 255]);
     expect(latentRgbFactorsFor('sdxl-turbo')).toBe(SDXL_LATENT_RGB);
+    expect(latentRgbFactorsFor('sdxl-inpaint')).toBe(SDXL_LATENT_RGB);
     expect(latentRgbFactorsFor('sd1')).toBe(SD15_LATENT_RGB);
   });
 });

@@ -6,6 +6,7 @@
  * and SD_X4; facts, fitted by regression of decoded RGB on latents). They apply to latents in
  * the sampler's (scaled) space; the result is in [-1, 1] and maps to bytes as (v + 1) / 2.
  */
+import { isSdxlFamily } from '../../shared';
 import { EngineError } from '../errors';
 import type { PixelImage } from './pixels';
 
@@ -50,7 +51,7 @@ export const X4_LATENT_RGB: LatentRgbFactors = {
 
 /** The preview factors for a model family name (see models/family.ts). */
 export function latentRgbFactorsFor(family: string): LatentRgbFactors {
-  if (family === 'sdxl' || family === 'sdxl-turbo') return SDXL_LATENT_RGB;
+  if (isSdxlFamily(family)) return SDXL_LATENT_RGB;
   if (family === 'x4-upscaler') return X4_LATENT_RGB;
   return SD15_LATENT_RGB;
 }

@@ -9,7 +9,7 @@ import type { IoSpec } from '../tensor';
 import { findInput, findOutput, staticDim } from './signature';
 import type { ComponentName, FamilyInfo, JsonObject, ModelInfo, Signature } from './types';
 
-export type PipelineHint = 'sd' | 'inpaint' | 'x4' | 'sdxl' | 'lcm';
+export type PipelineHint = 'sd' | 'inpaint' | 'x4' | 'sdxl' | 'sdxl-inpaint' | 'lcm';
 
 /** Pipeline classes of diffusers' ONNX pipelines, optimum's ORT pipelines and the PyTorch ones optimum writes. */
 const PIPELINE_HINTS: Record<string, PipelineHint> = {
@@ -24,7 +24,7 @@ const PIPELINE_HINTS: Record<string, PipelineHint> = {
   ORTStableDiffusionInpaintPipeline: 'inpaint',
   ORTStableDiffusionXLPipeline: 'sdxl',
   ORTStableDiffusionXLImg2ImgPipeline: 'sdxl',
-  ORTStableDiffusionXLInpaintPipeline: 'sdxl',
+  ORTStableDiffusionXLInpaintPipeline: 'sdxl-inpaint',
   ORTLatentConsistencyModelPipeline: 'lcm',
   ORTLatentConsistencyModelImg2ImgPipeline: 'lcm',
   StableDiffusionPipeline: 'sd',
@@ -33,7 +33,7 @@ const PIPELINE_HINTS: Record<string, PipelineHint> = {
   StableDiffusionUpscalePipeline: 'x4',
   StableDiffusionXLPipeline: 'sdxl',
   StableDiffusionXLImg2ImgPipeline: 'sdxl',
-  StableDiffusionXLInpaintPipeline: 'sdxl',
+  StableDiffusionXLInpaintPipeline: 'sdxl-inpaint',
   LatentConsistencyModelPipeline: 'lcm',
   LatentConsistencyModelImg2ImgPipeline: 'lcm',
 };
@@ -126,9 +126,10 @@ export function unetChannels(
     reasons.push(`the UNet's conv_in weight takes ${convIn} channels`);
     return convIn;
   }
-  const implied = hint === 'inpaint' ? 9 : hint === 'x4' || unet.classLabels ? 7 : 4;
+  const inpaintHint = hint === 'inpaint' || hint === 'sdxl-inpaint';
+  const implied = inpaintHint ? 9 : hint === 'x4' || unet.classLabels ? 7 : 4;
   reasons.push(
-    hint === 'inpaint' || hint === 'x4'
+    inpaintHint || hint === 'x4'
       ? `${implied} UNet channels, as ${info.pipelineClass} implies (the channel dim is dynamic)`
       : unet.classLabels
         ? '7 UNet channels, as class_labels implies (the channel dim is dynamic)'

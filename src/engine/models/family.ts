@@ -10,6 +10,7 @@
  * components it needs, and its native size and VAE scaling are settled. What each family can do
  * in the studio is declared with the families in src/shared/families.ts.
  */
+import { isSdxlFamily } from '../../shared';
 import { EngineError } from '../errors';
 import {
   contextWidth,
@@ -47,6 +48,7 @@ const FAMILY_DEFAULTS: Record<
   sdxl: { size: 1024, vaeScale: 0.13025, forceUpcast: true },
   'sdxl-turbo': { size: 512, vaeScale: 0.13025, forceUpcast: true },
   inpaint: { size: 512, vaeScale: 0.18215, forceUpcast: false },
+  'sdxl-inpaint': { size: 1024, vaeScale: 0.13025, forceUpcast: true },
   // The x4 upscaler's latents are the low-res image itself; its VAE breaks in fp16.
   'x4-upscaler': { size: 128, vaeScale: 0.08333, forceUpcast: true },
 };
@@ -68,29 +70,12 @@ function x4Family(unet: UNetInputs, file: string): ModelFamily {
   return 'x4-upscaler';
 }
 
-/** 9 channels: an SD inpainting UNet (SDXL and LCM inpainting are not run). */
-function inpaintFamily(unet: UNetInputs, file: string, reasons: string[]): ModelFamily {
-  if (unet.sdxl)
-    throw unsupported(
-      'SDXL inpainting UNets (9 channels with SDXL conditioning) are not supported yet.',
-      file,
-    );
-  if (unet.timestepCond)
-    throw unsupported(
-      'LCM inpainting UNets (9 channels with timestep_cond) are not supported.',
-      file,
-    );
-  reasons.push('9 input channels: an inpainting UNet (latents + mask + masked image)');
-  return 'inpaint';
-}
-
-/** 4 channels with SDXL conditioning: SDXL or SDXL-Turbo (base models with 6 time_ids only). */
-function sdxlFamily(
-  unet: UNetInputs,
-  file: string,
-  sched: SchedulerClues,
-  reasons: string[],
-): ModelFamily {
+/**
+ * SDXL conditioning as the engine runs it: both text_embeds and time_ids, no LCM timestep_cond,
+ * and the base models' 6 time_ids (original size, crop, target size). The refiner's 5 (original
+ * size, crop, aesthetic score: diffusers' requires_aesthetics_score) are not run.
+ */
+function checkSdxlConditioning(unet: UNetInputs, file: string): void {
   if (!unet.has('text_embeds') || !unet.has('time_ids')) {
     throw new EngineError(
       'model-shape',
@@ -110,6 +95,34 @@ function sdxlFamily(
       file,
     );
   }
+}
+
+/** 9 channels: an SD or SDXL inpainting UNet (LCM inpainting is not run). */
+function inpaintFamily(unet: UNetInputs, file: string, reasons: string[]): ModelFamily {
+  if (unet.sdxl) {
+    checkSdxlConditioning(unet, file);
+    reasons.push(
+      '9 input channels with SDXL conditioning: an SDXL inpainting UNet (latents + mask + masked image)',
+    );
+    return 'sdxl-inpaint';
+  }
+  if (unet.timestepCond)
+    throw unsupported(
+      'LCM inpainting UNets (9 channels with timestep_cond) are not supported.',
+      file,
+    );
+  reasons.push('9 input channels: an inpainting UNet (latents + mask + masked image)');
+  return 'inpaint';
+}
+
+/** 4 channels with SDXL conditioning: SDXL or SDXL-Turbo (base models with 6 time_ids only). */
+function sdxlFamily(
+  unet: UNetInputs,
+  file: string,
+  sched: SchedulerClues,
+  reasons: string[],
+): ModelFamily {
+  checkSdxlConditioning(unet, file);
   if (sched.turbo) reasons.push(turboReason(sched));
   return sched.turbo ? 'sdxl-turbo' : 'sdxl';
 }
@@ -178,6 +191,7 @@ function noteHintDisagreement(
     (hint === 'sdxl' && (family === 'sdxl' || family === 'sdxl-turbo')) ||
     (hint === 'lcm' && family === 'lcm') ||
     (hint === 'inpaint' && family === 'inpaint') ||
+    (hint === 'sdxl-inpaint' && family === 'sdxl-inpaint') ||
     (hint === 'x4' && family === 'x4-upscaler');
   if (!agrees) reasons.push(`${info.pipelineClass} suggests otherwise; the UNet's inputs decide`);
 }
@@ -192,7 +206,7 @@ function requireFamilyComponents(info: ModelInfo, family: ModelFamily): void {
         { file },
       );
   };
-  if (family === 'sdxl' || family === 'sdxl-turbo') {
+  if (isSdxlFamily(family)) {
     need(
       !!info.components.text_encoder_2,
       'text_encoder_2/model.onnx',
@@ -315,7 +329,7 @@ export function detectFamily(
     nativeSize,
     vaeScalingFactor,
     vaeForceUpcast,
-    sdxlConditioning: family === 'sdxl' || family === 'sdxl-turbo',
+    sdxlConditioning: isSdxlFamily(family),
     timestepCondDim: unet.timestepCond
       ? (staticDim(unet.timestepCond, 1) ?? num(ucfg.time_cond_proj_dim) ?? 256)
       : null,

@@ -14,6 +14,12 @@
  *   x = (1 - m) * (image_latents + noise * sigma_next) + m * x, with the batch's starting noise
  *   (diffusers' legacy inpaint pipeline and A1111 do the same), m being the mask at latent
  *   size where a cell counts as masked if any of its pixels is.
+ * A 9-channel SDXL inpainting UNet (diffusers' StableDiffusionXLInpaintPipeline, e.g.
+ * diffusers/stable-diffusion-xl-1.0-inpainting-0.1) takes the same 9 channels plus SDXL's
+ * conditioning, which the guided UNet call (unet.ts) builds for it as for text to image: both
+ * encoders' states, text_encoder_2's pooled text_embeds, and the base models' 6 time_ids
+ * (original size, crop (0, 0), target size: both the size generated here, the crop's under
+ * "only masked"; requires_aesthetics_score is false for that model, so no aesthetic score).
  * Both start like img2img (A1111): the encoded (filled) image noised to the first sigma of the
  * schedule cut by `strength`. (diffusers' inpaint pipeline starts from pure noise at strength
  * 1; here strength 1 still starts from the noised image, as A1111 does.)

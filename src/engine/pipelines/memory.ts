@@ -32,6 +32,7 @@
  * GPU provider set the budget to the device's memory, which the engine cannot query).
  */
 import os from 'node:os';
+import { isSdxlFamily } from '../../shared';
 import { EngineError } from '../errors';
 import type { LoadedModel } from '../models';
 import { floatTypeOf } from '../tensor';
@@ -61,7 +62,7 @@ function sizes(model: LoadedModel): ModelSizes {
     unetParams: (unet?.bytes ?? 0) / elem,
     vaeParams: (vae?.bytes ?? 0) / elem,
     elem,
-    attentionQuarter: fam === 'sdxl' || fam === 'sdxl-turbo' || fam === 'x4-upscaler',
+    attentionQuarter: isSdxlFamily(fam) || fam === 'x4-upscaler',
   };
 }
 

@@ -8,6 +8,7 @@ import {
   defaultOutpaintOptions,
   defaultUpscaleOptions,
   familyCapabilities,
+  isSdxlFamily,
   type SamplerName,
   type ScheduleName,
   type UpscaleOptions,
@@ -63,7 +64,7 @@ export function sizePresetsFor(
   family: string | null,
 ): SizePreset[] {
   const base = native ? Math.sqrt(native.width * native.height) : 512;
-  const sameArea = family === 'sdxl' || family === 'sdxl-turbo';
+  const sameArea = isSdxlFamily(family);
   const out: SizePreset[] = [];
   for (const [a, b] of presetRatios) {
     const portrait = a <= b;
