@@ -121,6 +121,8 @@ function resizeSeparable(
   width: number,
   height: number,
   kernel: Kernel,
+  /** Round and clamp to 0..255 between the passes, as Pillow's 8-bit resampling does. */
+  bytesBetween = false,
 ): PixelImage {
   checkImage(img);
   checkTarget(width, height);
@@ -141,7 +143,7 @@ function resizeSeparable(
       for (let ch = 0; ch < c; ch++) {
         let acc = 0;
         for (let j = 0; j < n; j++) acc += hx.weights[wo + j] * data[srcRow + (s0 + j) * c + ch];
-        mid[dstRow + x * c + ch] = acc;
+        mid[dstRow + x * c + ch] = bytesBetween ? clampByte(acc) : acc;
       }
     }
   }
@@ -167,9 +169,12 @@ export function resizeBilinear(img: PixelImage, width: number, height: number): 
   return resizeSeparable(img, width, height, TRIANGLE);
 }
 
-/** Bicubic (Keys, a = -0.5; antialiased when shrinking). Overshoot is clamped to 0..255. */
+/**
+ * Bicubic (Keys, a = -0.5; antialiased when shrinking), rounded to bytes after each pass as
+ * Pillow's Image.resize(BICUBIC) does, so CLIP's preprocessing sees the pixels Pillow gives.
+ */
 export function resizeBicubic(img: PixelImage, width: number, height: number): PixelImage {
-  return resizeSeparable(img, width, height, BICUBIC);
+  return resizeSeparable(img, width, height, BICUBIC, true);
 }
 
 /** Lanczos-3 (antialiased when shrinking). Overshoot at edges is clamped to 0..255. */
