@@ -3,7 +3,7 @@
 // onnxruntime-node, must reproduce the reference's image embeddings and cosines (relative error
 // max |ours - reference| / max |reference|) and diffusers' decisions for the same inputs.
 
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -12,6 +12,7 @@ import { detectArchitecture, detectSafetyChecker } from '../../src/engine/conver
 import { type AttentionKind, emitSafetyChecker } from '../../src/engine/convert/emit';
 import type { SafetyCheckerArchitecture } from '../../src/engine/convert/types';
 import { SafetyChecker, clipImageInput, safetyVerdicts } from '../../src/engine/safety';
+import { ensureSafetyCheckerConverted } from '../../src/main/models/checkpoint-cache';
 import { FixtureSafetensors } from '../fixtures/safetensors-fixture';
 
 const REF = path.join(__dirname, '../fixtures/reference');
@@ -170,5 +171,38 @@ describe('SafetyChecker on images', () => {
     await expect(SafetyChecker.open(bad)).rejects.toThrow(
       /bad\.onnx could not be loaded; convert the safety checker again\./,
     );
+  });
+});
+
+describe('the converted checker in the data folder', () => {
+  it('converts once into converted/safety-*, reuses it, and the result checks images', async () => {
+    const dataDir = path.join(tmp, 'data');
+    const file = path.join(REF, 'safety-checker.safetensors');
+    const first = await ensureSafetyCheckerConverted(file, { dataDir, precision: 'fp32' });
+    expect(first.converted).toBe(true);
+    expect(path.relative(dataDir, first.dir)).toMatch(/^converted\/safety-[0-9a-f]{16}-fp32\//);
+    expect(first.record.checker).toEqual(recorded.arch);
+    const again = await ensureSafetyCheckerConverted(file, { dataDir, precision: 'fp32' });
+    expect(again.converted).toBe(false);
+    expect(again.model).toBe(first.model);
+    const checker = await SafetyChecker.open(again.model);
+    try {
+      const [v] = await checker.check([
+        { width: 56, height: 56, channels: 3, data: new Uint8Array(56 * 56 * 3).fill(90) },
+      ]);
+      expect(v.conceptScores).toHaveLength(17);
+    } finally {
+      await checker.release();
+    }
+  });
+
+  it('refuses a diffusion checkpoint with a sentence and leaves nothing in the cache', async () => {
+    const dataDir = path.join(tmp, 'data-refused');
+    const file = path.join(REF, 'convert-sd1.safetensors');
+    await expect(ensureSafetyCheckerConverted(file, { dataDir })).rejects.toThrow(
+      "convert-sd1.safetensors is a diffusion checkpoint, not Stable Diffusion's safety checker.",
+    );
+    const converted = path.join(dataDir, 'converted');
+    expect(existsSync(converted) ? readdirSync(converted) : []).toEqual([]);
   });
 });
