@@ -8,6 +8,7 @@
 // - preprocessMs: CLIP preprocessing of one 512 x 512 image (bicubic to 224, crop, normalise);
 // - perImageMs: median over repeats of one check() of `batch` 512 x 512 images, per image,
 //   preprocessing included (what the host adds after each decode);
+// - cpuMsPerImage: CPU time per image over the repeats (all of ONNX Runtime's threads);
 // - peakRssMb: the process's peak resident memory (Linux VmHWM).
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -105,11 +106,16 @@ async function main(): Promise<void> {
     const images = Array.from({ length: batch }, () => image);
     await checker.check(images); // warm-up
     const times: number[] = [];
+    const cpu0 = process.cpuUsage();
     for (let r = 0; r < repeats; r++) {
       t = performance.now();
       await checker.check(images);
       times.push((performance.now() - t) / batch);
     }
+    const cpu = process.cpuUsage(cpu0);
+    // CPU time of this process (ONNX Runtime's threads included): on a shared machine, wall
+    // time also counts others' work.
+    const cpuMsPerImage = (cpu.user + cpu.system) / 1000 / repeats / batch;
     await checker.release();
     console.log(
       JSON.stringify(
@@ -122,6 +128,7 @@ async function main(): Promise<void> {
           preprocessMs: +preprocessMs.toFixed(1),
           perImageMs: Math.round(median(times)),
           minPerImageMs: Math.round(Math.min(...times)),
+          cpuMsPerImage: Math.round(cpuMsPerImage),
           cpus: os.cpus().length,
           cpu: os.cpus()[0]?.model,
           peakRssMb: Math.round(peakRssMb()),
