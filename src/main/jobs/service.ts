@@ -23,7 +23,9 @@ import type { ResolvedNetworks } from '../adapters/resolve';
 import { networkInfotextFields } from '../../shared';
 import { convertedModelFields } from '../models/checkpoint-cache';
 import { VaeService, type VaePrepareProgress, resolveVaeFile } from '../models/vaes';
+import type { SafetyVerdict } from '../../engine/safety';
 import { appVersion } from '../version';
+import { ContentFilter, contentFilterFields } from './content-filter';
 import { describeJobFailure, storageError } from './errors';
 import { previewDataUrl, readPixels } from './images';
 import {
@@ -146,6 +148,7 @@ export class JobService {
   #pauseReason: string | null = null;
   readonly #store: JobStore;
   readonly #vaes: VaeService;
+  readonly #filter: ContentFilter;
 
   constructor(
     readonly context: HostContext,
@@ -186,6 +189,7 @@ export class JobService {
     } satisfies JobMethods;
     this.#store = new JobStore(library.database);
     this.#vaes = new VaeService(context);
+    this.#filter = new ContentFilter(context.dataDir);
     // The restored database has its own jobs: recover them and run the queue again.
     library.onReopened(() => this.reload());
     this.reload();
@@ -381,6 +385,7 @@ export class JobService {
     await client?.close(this.#options.closeGraceMs);
     await this.#active;
     await this.#pruning;
+    await this.#filter.close();
   }
 
   // -------------------------------------------------------------------------------------------
@@ -389,6 +394,7 @@ export class JobService {
   async #validate(settings: GenerationSettings): Promise<GenerationSettings> {
     const model = await this.#model(settings.model, 'model');
     const frozen: GenerationSettings = { ...settings, model: model.id };
+    await this.#filter.validate(this.context.settings.get());
     const needsImage = settings.mode !== 'txt2img';
     if (needsImage && !settings.initImage)
       throw new StudioError(
@@ -595,9 +601,14 @@ export class JobService {
       cur.stage = 'saving';
       cur.step = cur.total;
       this.#emitProgress(cur, true);
+      // The content filter (issue 18), when on: one verdict per decoded image, into its PNG.
+      const verdicts = await this.#filter.check(
+        result.images.map((g) => g.image),
+        this.context.settings.get(),
+      );
       const saved = await this.library.saveGeneration({
         settings,
-        images: await this.#encode(settings, result, model, vae?.fields ?? {}, networks),
+        images: await this.#encode(settings, result, model, vae?.fields ?? {}, networks, verdicts),
         networks: networks ? networkUses(networks) : [],
         family: result.family,
         provider: result.provider,
@@ -680,9 +691,10 @@ export class JobService {
     model: ModelEntry,
     vaeFields: { VAE?: string; 'VAE hash'?: string },
     networks: ResolvedNetworks | null,
+    verdicts: SafetyVerdict[] | null = null,
   ): Promise<SaveImageInput[]> {
     const out: SaveImageInput[] = [];
-    for (const generated of result.images) {
+    for (const [i, generated] of result.images.entries()) {
       const { image } = generated;
       const png = await encodePngWithMetadata(
         toBytes(image),
@@ -697,7 +709,10 @@ export class JobService {
           generated,
           model.name,
           { ...convertedModelFields(model.path), ...vaeFields },
-          networks ? networkInfotextFields(networks) : {},
+          {
+            ...(networks ? networkInfotextFields(networks) : {}),
+            ...(verdicts ? contentFilterFields(verdicts[i]) : {}),
+          },
         ),
         width: image.width,
         height: image.height,
