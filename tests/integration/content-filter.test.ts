@@ -74,7 +74,7 @@ describe('content filter through the host', () => {
   it('is off by default: nothing is checked or recorded', async () => {
     const { host, model } = await openHost(path.join(tmp, 'off'));
     try {
-      expect(host.service.getSettings().contentFilter).toBe(false);
+      expect((await host.service.getSettings(undefined)).contentFilter).toBe(false);
       for (const raw of await generate(host, model)) expect(raw['Content filter']).toBeUndefined();
     } finally {
       await host.close();

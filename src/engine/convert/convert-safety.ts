@@ -1,16 +1,15 @@
 /**
  * Converting Stable Diffusion's safety checker (diffusers' StableDiffusionSafetyChecker, e.g.
  * CompVis/stable-diffusion-safety-checker's model.safetensors) into `safety_checker/model.onnx`
- * for the content filter (issue 18 item 2). As convertVae does, it writes into a temporary
- * folder beside `outDir` and renames it into place at the end, so a failed or cancelled
- * conversion leaves nothing.
+ * for the content filter (issue 18 item 2). As convertVae does, it writes through intoPlace, so a
+ * failed or cancelled conversion leaves nothing.
  */
-import { randomBytes } from 'node:crypto';
-import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { EngineError } from '../errors';
 import { describeOtherFile, detectSafetyChecker } from './detect';
 import { emitSafetyChecker } from './emit/index';
+import { intoPlace, newOutputDir } from './into-place';
 import { openCheckpoint } from './readers/index';
 import type { SafetyCheckerArchitecture } from './types';
 
@@ -46,14 +45,8 @@ export async function convertSafetyChecker(
   options: ConvertSafetyOptions = {},
 ): Promise<SafetyConversionRecord & { dir: string }> {
   const precision = options.precision ?? 'fp16';
-  const target = path.resolve(outDir);
-  if (await stat(target).catch(() => null)) {
-    throw new EngineError('bad-input', `${target} already exists; choose a new output folder.`, {
-      file: target,
-    });
-  }
+  const target = await newOutputDir(outDir);
   const { source } = await openCheckpoint(file);
-  let temp: string | undefined;
   try {
     const checker = detectSafetyChecker(source.list());
     if (!checker) {
@@ -64,16 +57,6 @@ export async function convertSafetyChecker(
         { file },
       );
     }
-    await mkdir(path.dirname(target), { recursive: true });
-    temp = path.join(
-      path.dirname(target),
-      `.${path.basename(target)}.partial-${randomBytes(4).toString('hex')}`,
-    );
-    await emitSafetyChecker(source, checker, {
-      dir: path.join(temp, 'safety_checker'),
-      precision,
-      ...(options.signal ? { signal: options.signal } : {}),
-    });
     const record: SafetyConversionRecord = {
       source: path.basename(file),
       sourceBytes: (await stat(file)).size,
@@ -81,14 +64,16 @@ export async function convertSafetyChecker(
       precision,
       checker,
     };
-    await writeFile(path.join(temp, SAFETY_RECORD), `${JSON.stringify(record, null, 2)}\n`);
-    if (options.signal?.aborted)
-      throw new EngineError('cancelled', 'The conversion was cancelled.');
-    await rename(temp, target);
-    temp = undefined;
+    await intoPlace(target, options.signal, async (temp) => {
+      await emitSafetyChecker(source, checker, {
+        dir: path.join(temp, 'safety_checker'),
+        precision,
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+      await writeFile(path.join(temp, SAFETY_RECORD), `${JSON.stringify(record, null, 2)}\n`);
+    });
     return { ...record, dir: target };
   } finally {
-    if (temp) await rm(temp, { recursive: true, force: true });
     await source.close();
   }
 }
