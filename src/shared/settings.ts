@@ -4,14 +4,16 @@ export const executionProviders = ['auto', 'cpu', 'cuda', 'dml', 'coreml', 'webg
 export const ExecutionProviderPreference = z.enum(executionProviders);
 export type ExecutionProviderPreference = z.infer<typeof ExecutionProviderPreference>;
 
-/** An absolute folder path, POSIX (`/…`) or Windows (`C:\\…`, `\\\\server\\share`). */
-const AbsoluteFolder = z
-  .string()
-  .min(1)
-  .max(4096)
-  .refine((p) => /^(\/|[A-Za-z]:[\\/]|\\\\)/.test(p), {
-    message: 'Give the folder as an absolute path (starting with / or a drive letter).',
-  });
+/** An absolute path, POSIX (`/…`) or Windows (`C:\\…`, `\\\\server\\share`), of a `what`. */
+const absolutePath = (what: string) =>
+  z
+    .string()
+    .min(1)
+    .max(4096)
+    .refine((p) => /^(\/|[A-Za-z]:[\\/]|\\\\)/.test(p), {
+      message: `Give the ${what} as an absolute path (starting with / or a drive letter).`,
+    });
+const AbsoluteFolder = absolutePath('folder');
 
 /** User settings, persisted by the host. Every field has a default so old files keep loading. */
 export const Settings = z.object({
@@ -43,6 +45,17 @@ export const Settings = z.object({
    * scripts (the invisible-watermark library's dwtDct; images of 256x256 pixels and more).
    */
   watermark: z.boolean().default(true),
+  /**
+   * The content filter (issue 18): Stable Diffusion's safety checker runs on every generated
+   * image after decoding; its decision and scores go into the history and the PNG. Off by default.
+   */
+  contentFilter: z.boolean().default(false),
+  /**
+   * The safety checker file (absolute path; diffusers' model.safetensors of
+   * CompVis/stable-diffusion-safety-checker), converted once into the data folder's cache; null:
+   * `models/safety_checker/model.safetensors` in the data folder.
+   */
+  contentFilterModel: absolutePath('safety checker file').nullable().default(null),
 });
 export type Settings = z.infer<typeof Settings>;
 
@@ -58,6 +71,8 @@ export const SettingsPatch = z
     loraDir: Settings.shape.loraDir.unwrap(),
     embeddingsDir: Settings.shape.embeddingsDir.unwrap(),
     watermark: Settings.shape.watermark.unwrap(),
+    contentFilter: Settings.shape.contentFilter.unwrap(),
+    contentFilterModel: Settings.shape.contentFilterModel.unwrap(),
   })
   .partial()
   .strict();

@@ -554,3 +554,84 @@ class OpenClip(nn.Module):
 def pool_eos(last, ids):
     """Features at the first position of the highest id (CLIP's text.argmax(dim=-1))."""
     return last[torch.arange(last.shape[0]), ids.argmax(dim=-1)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Stable Diffusion's safety checker: a CLIP vision tower (Radford et al. 2021; Dosovitskiy et al.
+# 2021, "An Image is Worth 16x16 Words": patches, a class token, learned positions) in Hugging
+# Face's naming, with `pre_layrnorm` (sic) before the encoder and `post_layernorm` on the class
+# token, then diffusers' StableDiffusionSafetyChecker head: a bias-free visual_projection and the
+# cosines against the concept embeddings.
+
+
+class HFVisionEmbeddings(nn.Module):
+    def __init__(self, d, patch, image):
+        super().__init__()
+        self.class_embedding = nn.Parameter(torch.randn(d) * 0.5)
+        self.patch_embedding = nn.Conv2d(3, d, patch, stride=patch, bias=False)
+        self.position_embedding = nn.Embedding((image // patch) ** 2 + 1, d)
+
+    def forward(self, x):
+        p = self.patch_embedding(x).flatten(2).transpose(1, 2)
+        cls = self.class_embedding.expand(x.shape[0], 1, -1)
+        return torch.cat([cls, p], dim=1) + self.position_embedding.weight
+
+
+class HFVisionTransformer(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        d = cfg["width"]
+        self.embeddings = HFVisionEmbeddings(d, cfg["patch"], cfg["imageSize"])
+        self.pre_layrnorm = nn.LayerNorm(d)
+        self.encoder = HFEncoder(d, cfg["layers"], cfg["heads"], quick_gelu)
+        self.post_layernorm = nn.LayerNorm(d)
+
+    def forward(self, x):
+        x = self.pre_layrnorm(self.embeddings(x))
+        for layer in self.encoder.layers:
+            x = layer(x, None)
+        return self.post_layernorm(x[:, 0])
+
+
+class HFVisionModel(nn.Module):
+    """transformers' CLIPVisionModel wraps the transformer as `.vision_model`."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.vision_model = HFVisionTransformer(cfg)
+
+
+class SafetyChecker(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.vision_model = HFVisionModel(cfg)
+        self.visual_projection = nn.Linear(cfg["width"], cfg["projectionDim"], bias=False)
+        self.concept_embeds = nn.Parameter(torch.randn(cfg["concepts"], cfg["projectionDim"]))
+        self.special_care_embeds = nn.Parameter(torch.randn(cfg["specialConcepts"], cfg["projectionDim"]))
+        self.concept_embeds_weights = nn.Parameter(torch.full((cfg["concepts"],), 0.2))
+        self.special_care_embeds_weights = nn.Parameter(torch.full((cfg["specialConcepts"],), 0.2))
+
+    def image_embeds(self, clip_input):
+        return self.visual_projection(self.vision_model.vision_model(clip_input))
+
+    def cosines(self, embeds):
+        """diffusers' cosine_distance against both concept sets."""
+        img = F.normalize(embeds)
+        return img @ F.normalize(self.special_care_embeds).t(), img @ F.normalize(self.concept_embeds).t()
+
+
+def safety_decisions(special_cos, cos, special_w, concept_w):
+    """The loop of diffusers' StableDiffusionSafetyChecker.forward, per image: (flagged,
+    special scores, concept scores)."""
+    out = []
+    for i in range(special_cos.shape[0]):
+        adjustment = 0.0
+        special = []
+        for k in range(special_cos.shape[1]):
+            s = round(float(special_cos[i, k]) - float(special_w[k]) + adjustment, 3)
+            special.append(s)
+            if s > 0:
+                adjustment = 0.01
+        concepts = [round(float(cos[i, k]) - float(concept_w[k]) + adjustment, 3) for k in range(cos.shape[1])]
+        out.append((any(c > 0 for c in concepts), special, concepts))
+    return out

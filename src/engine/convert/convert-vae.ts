@@ -6,13 +6,12 @@
  * failed or cancelled conversion leaves nothing. The latent scale is the model's, not the VAE's
  * (it is outside both graphs), so the configs written here carry none.
  */
-import { randomBytes } from 'node:crypto';
-import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { EngineError } from '../errors';
 import { type ConvertProgress, vaePrefixOf } from './convert';
 import { detectVae } from './detect';
 import { emitVaeDecoder, emitVaeEncoder } from './emit/index';
+import { intoPlace, newOutputDir } from './into-place';
 import { openCheckpoint } from './readers/index';
 import type { VaeArchitecture } from './types';
 
@@ -51,86 +50,72 @@ export async function convertVae(
   options: ConvertVaeOptions = {},
 ): Promise<VaeConversionRecord & { dir: string }> {
   const precision = options.precision ?? 'fp16';
-  const target = path.resolve(outDir);
-  if (await stat(target).catch(() => null)) {
-    throw new EngineError('bad-input', `${target} already exists; choose a new output folder.`, {
-      file: target,
-    });
-  }
+  const target = await newOutputDir(outDir);
   const { source } = await openCheckpoint(file);
-  let temp: string | undefined;
   try {
     const prefix = vaePrefixOf(source);
     const shapes = new Map(source.list().map((t) => [t.name, t.shape]));
     const { scalingFactor: _unused, ...vae } = detectVae(shapes, prefix, 0);
-    await mkdir(path.dirname(target), { recursive: true });
-    temp = path.join(
-      path.dirname(target),
-      `.${path.basename(target)}.partial-${randomBytes(4).toString('hex')}`,
-    );
-    const emitted = { precision, ...(options.signal ? { signal: options.signal } : {}) };
-    const graphs = { ...vae, scalingFactor: 0 };
-    // Totals come from dry runs (graphs built, nothing written), so progress counts both parts.
-    const encoderPlan = await emitVaeEncoder(source, graphs, prefix, {
-      dir: path.join(temp, 'vae_encoder'),
-      ...emitted,
-      dryRun: true,
-    });
-    const decoderPlan = await emitVaeDecoder(source, graphs, prefix, {
-      dir: path.join(temp, 'vae_decoder'),
-      ...emitted,
-      dryRun: true,
-    });
-    const tensorsTotal = encoderPlan.tensors + decoderPlan.tensors;
-    const bytesTotal = encoderPlan.bytes + decoderPlan.bytes;
-    const started = performance.now();
-    let tensorsDone = 0;
-    let bytesDone = 0;
-    const onTensor =
-      (phase: 'vae_encoder' | 'vae_decoder') =>
-      (p: { bytes: number }): void => {
-        tensorsDone++;
-        bytesDone += p.bytes;
-        if (!options.onProgress) return;
-        const rate = bytesDone / Math.max(1e-3, (performance.now() - started) / 1000);
-        options.onProgress({
-          phase,
-          tensorsDone,
-          tensorsTotal,
-          bytesDone,
-          bytesTotal,
-          mbPerSecond: rate / 1e6,
-          etaSeconds: rate > 0 ? Math.max(0, (bytesTotal - bytesDone) / rate) : null,
-        });
+    return await intoPlace(target, options.signal, async (temp) => {
+      const emitted = { precision, ...(options.signal ? { signal: options.signal } : {}) };
+      const graphs = { ...vae, scalingFactor: 0 };
+      // Totals come from dry runs (graphs built, nothing written), so progress counts both parts.
+      const encoderPlan = await emitVaeEncoder(source, graphs, prefix, {
+        dir: path.join(temp, 'vae_encoder'),
+        ...emitted,
+        dryRun: true,
+      });
+      const decoderPlan = await emitVaeDecoder(source, graphs, prefix, {
+        dir: path.join(temp, 'vae_decoder'),
+        ...emitted,
+        dryRun: true,
+      });
+      const tensorsTotal = encoderPlan.tensors + decoderPlan.tensors;
+      const bytesTotal = encoderPlan.bytes + decoderPlan.bytes;
+      const started = performance.now();
+      let tensorsDone = 0;
+      let bytesDone = 0;
+      const onTensor =
+        (phase: 'vae_encoder' | 'vae_decoder') =>
+        (p: { bytes: number }): void => {
+          tensorsDone++;
+          bytesDone += p.bytes;
+          if (!options.onProgress) return;
+          const rate = bytesDone / Math.max(1e-3, (performance.now() - started) / 1000);
+          options.onProgress({
+            phase,
+            tensorsDone,
+            tensorsTotal,
+            bytesDone,
+            bytesTotal,
+            mbPerSecond: rate / 1e6,
+            etaSeconds: rate > 0 ? Math.max(0, (bytesTotal - bytesDone) / rate) : null,
+          });
+        };
+      await emitVaeEncoder(source, graphs, prefix, {
+        dir: path.join(temp, 'vae_encoder'),
+        ...emitted,
+        onTensor: onTensor('vae_encoder'),
+      });
+      await emitVaeDecoder(source, graphs, prefix, {
+        dir: path.join(temp, 'vae_decoder'),
+        ...emitted,
+        onTensor: onTensor('vae_decoder'),
+      });
+      const config = `${JSON.stringify({ _class_name: 'AutoencoderKL', latent_channels: vae.zChannels }, null, 2)}\n`;
+      await writeFile(path.join(temp, 'vae_encoder', 'config.json'), config);
+      await writeFile(path.join(temp, 'vae_decoder', 'config.json'), config);
+      const record: VaeConversionRecord = {
+        source: path.basename(file),
+        sourceBytes: (await stat(file)).size,
+        sha256: options.sha256 ?? null,
+        precision,
+        vae,
       };
-    await emitVaeEncoder(source, graphs, prefix, {
-      dir: path.join(temp, 'vae_encoder'),
-      ...emitted,
-      onTensor: onTensor('vae_encoder'),
+      await writeFile(path.join(temp, VAE_RECORD), `${JSON.stringify(record, null, 2)}\n`);
+      return { ...record, dir: target };
     });
-    await emitVaeDecoder(source, graphs, prefix, {
-      dir: path.join(temp, 'vae_decoder'),
-      ...emitted,
-      onTensor: onTensor('vae_decoder'),
-    });
-    const config = `${JSON.stringify({ _class_name: 'AutoencoderKL', latent_channels: vae.zChannels }, null, 2)}\n`;
-    await writeFile(path.join(temp, 'vae_encoder', 'config.json'), config);
-    await writeFile(path.join(temp, 'vae_decoder', 'config.json'), config);
-    const record: VaeConversionRecord = {
-      source: path.basename(file),
-      sourceBytes: (await stat(file)).size,
-      sha256: options.sha256 ?? null,
-      precision,
-      vae,
-    };
-    await writeFile(path.join(temp, VAE_RECORD), `${JSON.stringify(record, null, 2)}\n`);
-    if (options.signal?.aborted)
-      throw new EngineError('cancelled', 'The conversion was cancelled.');
-    await rename(temp, target);
-    temp = undefined;
-    return { ...record, dir: target };
   } finally {
-    if (temp) await rm(temp, { recursive: true, force: true });
     await source.close();
   }
 }

@@ -22,6 +22,7 @@ import type {
   TensorInfo,
   TextEncoderArchitecture,
   UNetArchitecture,
+  SafetyCheckerArchitecture,
   VaeArchitecture,
 } from './types';
 
@@ -94,6 +95,9 @@ export function describeOtherFile(names: readonly string[]): string | undefined 
     (names.length <= 4 && has(/^clip_[lg]$/))
   ) {
     return 'a textual-inversion embedding (put it in the embeddings folder)';
+  }
+  if (has(/^vision_model\.vision_model\.encoder\.layers\./) && has(/^concept_embeds$/)) {
+    return "Stable Diffusion's safety checker (choose it as the content filter's model in Settings)";
   }
   if (has(/(^|\.)joint_blocks\.\d+\./)) return 'a Stable Diffusion 3 model';
   if (has(/(^|\.)double_blocks\.\d+\./)) return 'a Flux model';
@@ -421,5 +425,43 @@ export function detectArchitecture(
     vae,
     textEncoders,
     reasons,
+  };
+}
+
+const SAFETY = 'vision_model.vision_model.';
+
+/**
+ * The architecture of Stable Diffusion's safety checker (diffusers'
+ * StableDiffusionSafetyChecker: `vision_model.vision_model.*`, `visual_projection.weight`,
+ * `concept_embeds`, `special_care_embeds` and their `*_weights`), or undefined for any other
+ * file. Heads are not stored: CLIP's vision towers use 64-wide heads (ViT-L/14: 16 of them).
+ */
+export function detectSafetyChecker(
+  tensors: readonly TensorInfo[],
+): SafetyCheckerArchitecture | undefined {
+  const shapes: Shapes = new Map(tensors.map((t) => [t.name, t.shape]));
+  if (!shapes.has('concept_embeds') || !shapes.has(`${SAFETY}embeddings.patch_embedding.weight`)) {
+    return undefined;
+  }
+  const [width, , patch] = shapeOf(shapes, `${SAFETY}embeddings.patch_embedding.weight`);
+  const [positions] = shapeOf(shapes, `${SAFETY}embeddings.position_embedding.weight`);
+  const [projectionDim] = shapeOf(shapes, 'visual_projection.weight');
+  const grid = Math.round(Math.sqrt(positions - 1));
+  if (grid * grid + 1 !== positions || width % 64 !== 0) {
+    throw new EngineError(
+      'model-unsupported',
+      `This safety checker has ${positions} positions at width ${width}, which is not a CLIP vision tower the converter knows.`,
+    );
+  }
+  return {
+    prefix: SAFETY,
+    width,
+    layers: indices(shapes, `${SAFETY}encoder.layers.`).length,
+    heads: width / 64,
+    patch,
+    imageSize: grid * patch,
+    projectionDim,
+    concepts: shapeOf(shapes, 'concept_embeds')[0],
+    specialConcepts: shapeOf(shapes, 'special_care_embeds')[0],
   };
 }

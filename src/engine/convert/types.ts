@@ -106,3 +106,23 @@ export interface CheckpointArchitecture {
   textEncoders: TextEncoderArchitecture[];
   reasons: string[];
 }
+
+/**
+ * Stable Diffusion's safety checker (diffusers' StableDiffusionSafetyChecker, as
+ * CompVis/stable-diffusion-safety-checker stores it): a CLIP vision tower in Hugging Face naming
+ * under `prefix`, `visual_projection.weight`, and the concept embeddings with their thresholds.
+ */
+export interface SafetyCheckerArchitecture {
+  /** 'vision_model.vision_model.' (CLIPVisionModel inside the checker). */
+  prefix: string;
+  width: number; // 1024 for ViT-L/14
+  layers: number; // 24
+  heads: number; // 16 (head width 64)
+  patch: number; // 14
+  /** Input side in pixels: sqrt(positions - 1) x patch (224). */
+  imageSize: number;
+  projectionDim: number; // 768
+  /** Rows of concept_embeds (17) and special_care_embeds (3). */
+  concepts: number;
+  specialConcepts: number;
+}

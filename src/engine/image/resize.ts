@@ -1,5 +1,6 @@
 /**
- * Resizing 8-bit images: nearest (masks), bilinear and Lanczos-3 (init images, hires passes).
+ * Resizing 8-bit images: nearest (masks), bilinear and Lanczos-3 (init images, hires passes),
+ * bicubic (CLIP's image preprocessing, which resizes with Pillow's BICUBIC).
  *
  * Bilinear and Lanczos are separable convolutions in the style of Pillow's resampling
  * (Pillow's `ImagingResample`): each output pixel's centre maps to (i + 0.5) * scale in input
@@ -12,7 +13,7 @@
 import { EngineError } from '../errors';
 import { checkImage, type PixelImage } from './pixels';
 
-export type ResizeFilter = 'nearest' | 'bilinear' | 'lanczos3';
+export type ResizeFilter = 'nearest' | 'bilinear' | 'bicubic' | 'lanczos3';
 
 function checkTarget(width: number, height: number): void {
   if (!Number.isInteger(width) || !Number.isInteger(height) || width <= 0 || height <= 0) {
@@ -54,6 +55,18 @@ const TRIANGLE: Kernel = {
   fn: (x) => {
     const a = Math.abs(x);
     return a < 1 ? 1 - a : 0;
+  },
+};
+
+/** Keys' cubic convolution with a = -0.5 (Keys 1981), as Pillow's BICUBIC filter uses it. */
+const BICUBIC: Kernel = {
+  support: 2,
+  fn: (x) => {
+    const a = -0.5;
+    const t = Math.abs(x);
+    if (t < 1) return ((a + 2) * t - (a + 3)) * t * t + 1;
+    if (t < 2) return (((t - 5) * t + 8) * t - 4) * a;
+    return 0;
   },
 };
 
@@ -108,6 +121,8 @@ function resizeSeparable(
   width: number,
   height: number,
   kernel: Kernel,
+  /** Round and clamp to 0..255 between the passes, as Pillow's 8-bit resampling does. */
+  bytesBetween = false,
 ): PixelImage {
   checkImage(img);
   checkTarget(width, height);
@@ -128,7 +143,7 @@ function resizeSeparable(
       for (let ch = 0; ch < c; ch++) {
         let acc = 0;
         for (let j = 0; j < n; j++) acc += hx.weights[wo + j] * data[srcRow + (s0 + j) * c + ch];
-        mid[dstRow + x * c + ch] = acc;
+        mid[dstRow + x * c + ch] = bytesBetween ? clampByte(acc) : acc;
       }
     }
   }
@@ -154,6 +169,14 @@ export function resizeBilinear(img: PixelImage, width: number, height: number): 
   return resizeSeparable(img, width, height, TRIANGLE);
 }
 
+/**
+ * Bicubic (Keys, a = -0.5; antialiased when shrinking), rounded to bytes after each pass as
+ * Pillow's Image.resize(BICUBIC) does, so CLIP's preprocessing sees the pixels Pillow gives.
+ */
+export function resizeBicubic(img: PixelImage, width: number, height: number): PixelImage {
+  return resizeSeparable(img, width, height, BICUBIC, true);
+}
+
 /** Lanczos-3 (antialiased when shrinking). Overshoot at edges is clamped to 0..255. */
 export function resizeLanczos(img: PixelImage, width: number, height: number): PixelImage {
   return resizeSeparable(img, width, height, LANCZOS3);
@@ -170,6 +193,8 @@ export function resizeImage(
       return resizeNearest(img, width, height);
     case 'bilinear':
       return resizeBilinear(img, width, height);
+    case 'bicubic':
+      return resizeBicubic(img, width, height);
     case 'lanczos3':
       return resizeLanczos(img, width, height);
   }

@@ -23,7 +23,9 @@ import type { ResolvedNetworks } from '../adapters/resolve';
 import { networkInfotextFields } from '../../shared';
 import { convertedModelFields } from '../models/checkpoint-cache';
 import { VaeService, type VaePrepareProgress, resolveVaeFile } from '../models/vaes';
+import type { SafetyVerdict } from '../../engine/safety';
 import { appVersion } from '../version';
+import { ContentFilter, contentFilterFields } from './content-filter';
 import { describeJobFailure, storageError } from './errors';
 import { markGenerated } from '../images/watermark';
 import { previewDataUrl, readPixels } from './images';
@@ -147,6 +149,7 @@ export class JobService {
   #pauseReason: string | null = null;
   readonly #store: JobStore;
   readonly #vaes: VaeService;
+  readonly #filter: ContentFilter;
 
   constructor(
     readonly context: HostContext,
@@ -187,6 +190,7 @@ export class JobService {
     } satisfies JobMethods;
     this.#store = new JobStore(library.database);
     this.#vaes = new VaeService(context);
+    this.#filter = new ContentFilter(context.dataDir);
     // The restored database has its own jobs: recover them and run the queue again.
     library.onReopened(() => this.reload());
     this.reload();
@@ -382,6 +386,7 @@ export class JobService {
     await client?.close(this.#options.closeGraceMs);
     await this.#active;
     await this.#pruning;
+    await this.#filter.close();
   }
 
   // -------------------------------------------------------------------------------------------
@@ -390,6 +395,7 @@ export class JobService {
   async #validate(settings: GenerationSettings): Promise<GenerationSettings> {
     const model = await this.#model(settings.model, 'model');
     const frozen: GenerationSettings = { ...settings, model: model.id };
+    await this.#filter.validate(this.context.settings.get());
     const needsImage = settings.mode !== 'txt2img';
     if (needsImage && !settings.initImage)
       throw new StudioError(
@@ -596,12 +602,18 @@ export class JobService {
       cur.stage = 'saving';
       cur.step = cur.total;
       this.#emitProgress(cur, true);
+      // The content filter (issue 18), when on: one verdict per decoded image, into its PNG.
+      const verdicts = await this.#filter.check(
+        result.images.map((g) => g.image),
+        this.context.settings.get(),
+      );
       const { images, watermark } = await this.#encode(
         settings,
         result,
         model,
         vae?.fields ?? {},
         networks,
+        verdicts,
       );
       const saved = await this.library.saveGeneration({
         settings,
@@ -689,11 +701,12 @@ export class JobService {
     model: ModelEntry,
     vaeFields: { VAE?: string; 'VAE hash'?: string },
     networks: ResolvedNetworks | null,
+    verdicts: SafetyVerdict[] | null = null,
   ): Promise<{ images: SaveImageInput[]; watermark: string | null }> {
     const out: SaveImageInput[] = [];
     const markOn = this.context.settings.get().watermark;
     let watermark: string | null = null;
-    for (const generated of result.images) {
+    for (const [i, generated] of result.images.entries()) {
       // Marked before it is encoded, as the reference scripts do; the PNG's text says so.
       const marked = markGenerated(generated.image, result.family ?? model.family, markOn);
       const image = marked.image;
@@ -703,7 +716,10 @@ export class JobService {
         generated,
         model.name,
         { ...convertedModelFields(model.path), ...vaeFields },
-        networks ? networkInfotextFields(networks) : {},
+        {
+          ...(networks ? networkInfotextFields(networks) : {}),
+          ...(verdicts ? contentFilterFields(verdicts[i]) : {}),
+        },
       );
       if (marked.watermark)
         metadata.extra = { ...metadata.extra, Watermark: marked.watermark.label };

@@ -15,6 +15,12 @@ import {
   convertCheckpoint,
 } from '../../engine/convert/convert';
 import { VAE_RECORD, type VaeConversionRecord, convertVae } from '../../engine/convert/convert-vae';
+import {
+  SAFETY_MODEL,
+  SAFETY_RECORD,
+  type SafetyConversionRecord,
+  convertSafetyChecker,
+} from '../../engine/convert/convert-safety';
 import { convertCheckpointInWorker, convertVaeInWorker } from '../../engine/convert/in-worker';
 import { EngineError } from '../../engine/errors';
 import { checkpointFileExtensions, isCheckpointFileName } from '../../shared';
@@ -257,6 +263,59 @@ export async function ensureVaeConverted(
     return record;
   });
   return { ...found, sha256 };
+}
+
+export interface CachedSafetyChecker {
+  dir: string;
+  /** The converted graph: `<dir>/safety_checker/model.onnx`. */
+  model: string;
+  sha256: string;
+  record: SafetyConversionRecord;
+  /** False when an earlier conversion was reused. */
+  converted: boolean;
+}
+
+async function readSafetyRecord(dir: string): Promise<SafetyConversionRecord | null> {
+  try {
+    const record = JSON.parse(await readFile(path.join(dir, SAFETY_RECORD), 'utf8'));
+    await stat(path.join(dir, SAFETY_MODEL));
+    return record as SafetyConversionRecord;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The content filter's converted checker for `file` (Stable Diffusion's safety checker as
+ * diffusers saves it): reused when the cache has it, converted into
+ * `converted/safety-<sha256 prefix>-<precision>/<name>/` otherwise (in this thread: it is one
+ * component, a few seconds per GB).
+ */
+export async function ensureSafetyCheckerConverted(
+  file: string,
+  options: Pick<CachedConversionOptions, 'dataDir' | 'precision' | 'signal' | 'onProgress'>,
+): Promise<CachedSafetyChecker> {
+  const precision = options.precision ?? 'fp16';
+  const sha256 = await new KnownHashes(path.join(options.dataDir, HASHES_FILE)).hash(file, options);
+  const slot = path.join(
+    options.dataDir,
+    'converted',
+    `safety-${sha256.slice(0, 16)}-${precision}`,
+  );
+  const found = await inSlot(
+    slot,
+    folderName(file, 'safety-checker'),
+    readSafetyRecord,
+    async (dir) => {
+      const { dir: _dir, ...record } = await convertSafetyChecker(file, dir, {
+        precision,
+        sha256,
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+      return record;
+    },
+  );
+  return { ...found, model: path.join(found.dir, SAFETY_MODEL), sha256 };
 }
 
 /** Where resources/ is for the node entry points in out/main (LATENT_STUDIO_RESOURCES_DIR wins). */

@@ -6,12 +6,14 @@ import path from 'node:path';
 import { Graph, type SaveProgress, type WeightPrecision } from '../onnx/graph';
 import type {
   CheckpointFamily,
+  SafetyCheckerArchitecture,
   TensorSource,
   TextEncoderArchitecture,
   UNetArchitecture,
   VaeArchitecture,
 } from '../types';
 import type { AttentionKind } from './layers';
+import { buildSafetyChecker } from './safety-checker';
 import { buildTextEncoder } from './text-encoder';
 import { buildUNet } from './unet';
 import { buildVae } from './vae';
@@ -117,4 +119,17 @@ export function emitVaeDecoder(
   opts: EmitOptions,
 ): Promise<EmitResult> {
   return emit('vae_decoder', opts, (g, a) => buildVae('decoder', g, source, arch, prefix, a));
+}
+
+/**
+ * Stable Diffusion's safety checker (`safety_checker/`): clip_input [N, 3, S, S] ->
+ * image_embeds, special_cos_dist [N, 3], cos_dist [N, 17], and the thresholds
+ * special_care_embeds_weights [3] and concept_embeds_weights [17] (always stored float32).
+ */
+export function emitSafetyChecker(
+  source: TensorSource,
+  arch: SafetyCheckerArchitecture,
+  opts: EmitOptions,
+): Promise<EmitResult> {
+  return emit('safety_checker', opts, (g, a) => buildSafetyChecker(g, source, arch, a));
 }

@@ -82,6 +82,12 @@ export class Params {
     return this.g.weight(key, shape, () => this.source.readFloat32(key));
   }
 
+  /** As `plain`, but always stored float32, whatever the graph's weight precision. */
+  exact(key: string, shape: number[]): string {
+    this.info(key, shape);
+    return this.g.weight(key, shape, () => this.source.readFloat32(key), 'fp32');
+  }
+
   /** A [out, in] Linear weight (or a [out, in, 1, 1] 1x1 conv) as MatMul's [in, out]. */
   matmulWeight(key: string, inF: number, outF: number): string {
     this.info(key, [outF, inF], [outF, inF, 1, 1]);

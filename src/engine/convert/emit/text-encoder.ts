@@ -14,17 +14,8 @@
 
 import type { CheckpointFamily, TextEncoderArchitecture, TensorSource } from '../types';
 import type { Graph } from '../onnx/graph';
-import { gelu, quickGelu } from '../onnx/ops';
+import { clipLayer, clipLayerBase, type ClipLayerSpec } from './clip-layer';
 import { type AttentionKind, Layers, Params } from './layers';
-
-/** Key names of one transformer layer, per naming. */
-interface LayerKeys {
-  ln1: string;
-  ln2: string;
-  fc1: string;
-  fc2: string;
-  outProj: string;
-}
 
 export interface TextEncoderPlan {
   /** Transformer layers the graph runs. */
@@ -86,52 +77,22 @@ export function buildTextEncoder(
     'causal_mask',
   );
 
+  const spec: ClipLayerSpec = {
+    naming: arch.naming,
+    width: D,
+    heads: arch.heads,
+    activation: arch.activation,
+    attention,
+  };
   const hidden: string[] = [x];
   for (let l = 0; l < arch.layers; l++) {
-    const base = hf ? `${pre}encoder.layers.${l}.` : `${pre}transformer.resblocks.${l}.`;
-    const keys: LayerKeys = hf
-      ? {
-          ln1: `${base}layer_norm1`,
-          ln2: `${base}layer_norm2`,
-          fc1: `${base}mlp.fc1`,
-          fc2: `${base}mlp.fc2`,
-          outProj: `${base}self_attn.out_proj`,
-        }
-      : {
-          ln1: `${base}ln_1`,
-          ln2: `${base}ln_2`,
-          fc1: `${base}mlp.c_fc`,
-          fc2: `${base}mlp.c_proj`,
-          outProj: `${base}attn.out_proj`,
-        };
+    const base = clipLayerBase(pre, arch.naming, l);
     if (l >= plan.layers) {
       // SD 2.x's last layer: part of the file, not of the graph.
       for (const k of source.list()) if (k.name.startsWith(base)) p.consumed.add(k.name);
       continue;
     }
-    const h1 = nn.layerNorm(x, keys.ln1, D, 1e-5);
-    let q: string, k: string, v: string;
-    if (hf) {
-      q = nn.linear(h1, `${base}self_attn.q_proj`, D, D);
-      k = nn.linear(h1, `${base}self_attn.k_proj`, D, D);
-      v = nn.linear(h1, `${base}self_attn.v_proj`, D, D);
-    } else {
-      const [wq, wk, wv] = [0, 1, 2].map((i) =>
-        p.matmulWeightSlice(`${base}attn.in_proj_weight`, 3 * D, i * D, D, D),
-      );
-      const [bq, bk, bv] = [0, 1, 2].map((i) =>
-        p.vectorSlice(`${base}attn.in_proj_bias`, 3 * D, i * D, D),
-      );
-      q = g.op('Add', [g.op('MatMul', [h1, wq]), bq], {}, `${base}q`);
-      k = g.op('Add', [g.op('MatMul', [h1, wk]), bk], {}, `${base}k`);
-      v = g.op('Add', [g.op('MatMul', [h1, wv]), bv], {}, `${base}v`);
-    }
-    const attn = nn.attention(q, k, v, arch.heads, D, attention, mask);
-    x = g.op('Add', [x, nn.linear(attn, keys.outProj, D, D)], {}, `${base}attn_residual`);
-    const h2 = nn.layerNorm(x, keys.ln2, D, 1e-5);
-    const up = nn.linear(h2, keys.fc1, D, 4 * D);
-    const act = arch.activation === 'quick_gelu' ? quickGelu(g, up) : gelu(g, up);
-    x = g.op('Add', [x, nn.linear(act, keys.fc2, 4 * D, D)], {}, `${base}mlp_residual`);
+    x = clipLayer(g, nn, x, base, spec, mask);
     hidden.push(x);
   }
   const last = nn.layerNorm(x, hf ? `${pre}final_layer_norm` : `${pre}ln_final`, D, 1e-5);

@@ -158,12 +158,18 @@ export class Graph {
   /**
    * A float weight of `dims`, produced at save time. Returns a float32 tensor name: behind a
    * Cast when weights are stored as fp16 (ONNX Runtime folds the Cast at load, so compute stays
-   * float32, as tools/model/export.py does for the built-in model).
+   * float32, as tools/model/export.py does for the built-in model). `precision` overrides the
+   * graph's for values that must not be rounded (the safety checker's thresholds).
    */
-  weight(name: string, dims: number[], produce: WeightProducer): string {
+  weight(
+    name: string,
+    dims: number[],
+    produce: WeightProducer,
+    precision: WeightPrecision = this.precision,
+  ): string {
     if (this.names.has(name)) throw new Error(`weight ${name} registered twice`);
     this.names.add(name);
-    const stored = this.precision === 'fp16' ? 'float16' : 'float32';
+    const stored = precision === 'fp16' ? 'float16' : 'float32';
     this.weights.push({ name, dims, stored, produce });
     if (stored === 'float32') return name;
     return this.op('Cast', [name], { to: 1 }, name);
