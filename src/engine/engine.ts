@@ -4,6 +4,7 @@ import type { UsedEmbedding } from './adapters/embeddings';
 import { EngineError, throwIfAborted } from './errors';
 import type { PixelImage } from './image';
 import { type LoadedModel, type ProviderPreference, SessionCache, loadModel } from './models';
+import type { SessionOptionsInput } from './models/providers';
 import { type VaeFolder, checkVaeFits, openVaeFolder, withVae } from './models/vae';
 import { type GenerateProgress, type GeneratedImage, runDiffusion } from './pipelines/generate';
 import { runInpaint } from './pipelines/inpaint';
@@ -18,6 +19,11 @@ export interface EngineOptions {
   provider?: ProviderPreference;
   /** ONNX Runtime intra-op threads; 0 or absent: physical cores. */
   threads?: number;
+  /**
+   * Folder for ONNX Runtime's optimized graphs (models/optimized-cache.ts), so a model's second
+   * load skips graph optimization; the host passes one in its data folder. None when absent.
+   */
+  optimizedCacheDir?: string;
   /** Preview every N steps (default 4, 0 for none). */
   previewEvery?: number;
   /**
@@ -205,7 +211,7 @@ export class DiffusionEngine {
     const view = withVae(model, folder, {
       cache: this.#sessions,
       preference: this.options.provider ?? 'auto',
-      options: this.options.threads ? { threads: this.options.threads } : {},
+      options: this.#sessionOptions(),
     });
     // The decoder is created now, as loadModel does the model's own: a broken file fails here.
     await view.session('vae_decoder');
@@ -214,16 +220,25 @@ export class DiffusionEngine {
     return view;
   }
 
+  #sessionOptions(): SessionOptionsInput {
+    return {
+      ...(this.options.threads ? { threads: this.options.threads } : {}),
+      ...(this.options.optimizedCacheDir
+        ? { optimizedCacheDir: this.options.optimizedCacheDir }
+        : {}),
+    };
+  }
+
   async #model(dir: string, timings: StageTimings) {
     const resolved = path.resolve(dir);
-    const key = `${resolved}|${this.options.provider ?? 'auto'}|${this.options.threads ?? 0}`;
+    const key = JSON.stringify([resolved, this.options.provider ?? 'auto', this.#sessionOptions()]);
     if (this.#loaded?.key === key) return this.#loaded;
     await this.release();
     const started = performance.now();
     const model = await loadModel(resolved, {
       provider: this.options.provider ?? 'auto',
       cache: this.#sessions,
-      ...(this.options.threads ? { threads: this.options.threads } : {}),
+      ...this.#sessionOptions(),
     });
     timings.loadMs += performance.now() - started;
     this.#loaded = {

@@ -25,7 +25,12 @@ interface Entry {
 }
 
 function keyOf(k: SessionKey): string {
-  return JSON.stringify([resolve(k.modelPath), k.preference, k.options.threads ?? 0]);
+  return JSON.stringify([
+    resolve(k.modelPath),
+    k.preference,
+    k.options.threads ?? 0,
+    k.options.optimizedCacheDir ?? null,
+  ]);
 }
 
 export class SessionCache {
