@@ -14,6 +14,7 @@ import type {
 import type { AttentionKind } from './layers';
 import { buildTextEncoder } from './text-encoder';
 import { buildUNet } from './unet';
+import { buildTaesdDecoder } from './taesd';
 import { buildVae } from './vae';
 
 export type { AttentionKind } from './layers';
@@ -117,4 +118,12 @@ export function emitVaeDecoder(
   opts: EmitOptions,
 ): Promise<EmitResult> {
   return emit('vae_decoder', opts, (g, a) => buildVae('decoder', g, source, arch, prefix, a));
+}
+
+/**
+ * TAESD's tiny decoder (`taesd_decoder/`, emit/taesd.ts) from a taesd_decoder or
+ * taesdxl_decoder file: latent_sample (the UNet's latents, unscaled) -> sample in [-1, 1].
+ */
+export function emitTaesdDecoder(source: TensorSource, opts: EmitOptions): Promise<EmitResult> {
+  return emit('taesd_decoder', opts, (g) => buildTaesdDecoder(g, source));
 }
