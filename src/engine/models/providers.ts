@@ -13,7 +13,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import type { ExecutionProviderPreference } from '../../shared/settings';
@@ -105,6 +105,26 @@ export interface SessionOptionsInput {
    * Absent: no cache (every load optimizes).
    */
   optimizedCacheDir?: string;
+  /**
+   * Whether ONNX Runtime's intra-op threads spin while waiting for work
+   * (session.intra_op.allow_spinning). Spinning saves wake-ups on an idle machine but burns cores
+   * other programs need on a busy one; absent: decided by `spinByDefault()` when the session is
+   * created.
+   */
+  spinning?: boolean;
+}
+
+/**
+ * Spinning only when the machine is quiet: the 1-minute load average below the cores this
+ * process may use (measured on the mid UNet, README "Performance": spinning off was faster on a
+ * busy machine and no slower on a quiet one).
+ */
+export function spinByDefault(
+  load: number = loadavg()[0] ?? 0,
+  cores: number = availableParallelism(),
+): boolean {
+  // Windows reports a load average of 0: no signal, keep ORT's default (spinning).
+  return load < cores;
 }
 
 const GRAPH_LEVEL = 'all';
@@ -124,6 +144,9 @@ export function sessionOptions(
     // DirectML does not support memory patterns (ORT's DirectML EP docs); everything else does.
     enableMemPattern: provider !== 'dml',
     enableCpuMemArena: true,
+    extra: {
+      session: { intra_op: { allow_spinning: (opts.spinning ?? spinByDefault()) ? '1' : '0' } },
+    },
   };
 }
 
@@ -323,7 +346,9 @@ async function createOne(
     session = await ort.InferenceSession.create(modelPath, {
       ...options,
       optimizedModelFilePath: target.modelPath,
-      extra: { session: saveOptimizedConfig() },
+      extra: {
+        session: { ...(options.extra?.session as object | undefined), ...saveOptimizedConfig() },
+      },
     });
   } catch (e) {
     await rm(target.tmp, { recursive: true, force: true }).catch(() => undefined);

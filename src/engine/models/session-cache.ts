@@ -30,6 +30,7 @@ function keyOf(k: SessionKey): string {
     k.preference,
     k.options.threads ?? 0,
     k.options.optimizedCacheDir ?? null,
+    k.options.spinning ?? null,
   ]);
 }
 
