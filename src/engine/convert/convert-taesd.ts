@@ -6,11 +6,12 @@
  * failed conversion leaves nothing behind.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { EngineError } from '../errors';
 import { emitTaesdDecoder } from './emit/index';
 import { taesdLatentChannels } from './emit/taesd';
+import { newOutputFolder } from './output-folder';
 import { openCheckpoint } from './readers/index';
 
 export interface ConvertTaesdOptions {
@@ -29,12 +30,7 @@ export async function convertTaesd(
   outDir: string,
   options: ConvertTaesdOptions = {},
 ): Promise<{ dir: string; latentChannels: number }> {
-  const target = path.resolve(outDir);
-  if (await stat(target).catch(() => null)) {
-    throw new EngineError('bad-input', `${target} already exists; choose a new output folder.`, {
-      file: target,
-    });
-  }
+  const target = await newOutputFolder(outDir);
   const { source } = await openCheckpoint(file);
   let temp: string | undefined;
   try {

@@ -13,6 +13,7 @@ import { EngineError } from '../errors';
 import { type ConvertProgress, vaePrefixOf } from './convert';
 import { detectVae } from './detect';
 import { emitVaeDecoder, emitVaeEncoder } from './emit/index';
+import { newOutputFolder } from './output-folder';
 import { openCheckpoint } from './readers/index';
 import type { VaeArchitecture } from './types';
 
@@ -51,12 +52,7 @@ export async function convertVae(
   options: ConvertVaeOptions = {},
 ): Promise<VaeConversionRecord & { dir: string }> {
   const precision = options.precision ?? 'fp16';
-  const target = path.resolve(outDir);
-  if (await stat(target).catch(() => null)) {
-    throw new EngineError('bad-input', `${target} already exists; choose a new output folder.`, {
-      file: target,
-    });
-  }
+  const target = await newOutputFolder(outDir);
   const { source } = await openCheckpoint(file);
   let temp: string | undefined;
   try {
