@@ -11,6 +11,7 @@ import {
   loadModel,
   openModelFolder,
 } from './models';
+import type { SessionOptionsInput } from './models/providers';
 import { type VaeFolder, checkVaeFits, openVaeFolder, withVae } from './models/vae';
 import { type GenerateProgress, type GeneratedImage, runDiffusion } from './pipelines/generate';
 import { runInpaint } from './pipelines/inpaint';
@@ -25,6 +26,11 @@ export interface EngineOptions {
   provider?: ProviderPreference;
   /** ONNX Runtime intra-op threads; 0 or absent: physical cores. */
   threads?: number;
+  /**
+   * Folder for ONNX Runtime's optimized graphs (models/optimized-cache.ts), so a model's second
+   * load skips graph optimization; the host passes one in its data folder. None when absent.
+   */
+  optimizedCacheDir?: string;
   /** Preview every N steps (default 4, 0 for none). */
   previewEvery?: number;
   /**
@@ -238,7 +244,7 @@ export class DiffusionEngine {
     const view = withVae(model, folder, {
       cache: this.#sessions,
       preference: this.options.provider ?? 'auto',
-      options: this.options.threads ? { threads: this.options.threads } : {},
+      options: this.#sessionOptions(),
     });
     // The decoder is created now, as loadModel does the model's own: a broken file fails here.
     await view.session('vae_decoder');
@@ -247,9 +253,22 @@ export class DiffusionEngine {
     return view;
   }
 
+  #sessionOptions(): SessionOptionsInput {
+    return {
+      ...(this.options.threads ? { threads: this.options.threads } : {}),
+      ...(this.options.optimizedCacheDir
+        ? { optimizedCacheDir: this.options.optimizedCacheDir }
+        : {}),
+    };
+  }
+
   async #model(dir: string, timings: StageTimings, plan: LoraPlan | null = null) {
     const resolved = path.resolve(dir);
-    const baseKey = `${resolved}|${this.options.provider ?? 'auto'}|${this.options.threads ?? 0}`;
+    const baseKey = JSON.stringify([
+      resolved,
+      this.options.provider ?? 'auto',
+      this.#sessionOptions(),
+    ]);
     const key = `${baseKey}|${plan?.id ?? ''}`;
     if (this.#loaded?.key === key) return this.#loaded;
     if (this.#loaded?.baseKey === baseKey) {
@@ -267,7 +286,7 @@ export class DiffusionEngine {
     const model = await loadModel(resolved, {
       provider: this.options.provider ?? 'auto',
       cache: this.#sessions,
-      ...(this.options.threads ? { threads: this.options.threads } : {}),
+      ...this.#sessionOptions(),
       ...(plan ? { variants: plan.variants } : {}),
     });
     timings.loadMs += performance.now() - started;

@@ -14,22 +14,14 @@
 //   by a bare call, timed apart and taken out of the stage time: pairing step by step, rather
 //   than a separate loop after the run, keeps the ratio steady on a busy machine. Reported per
 //   run (whole denoise stage) and per step (median over all steps, the steadiest number).
-import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type * as ort from 'onnxruntime-node';
-import {
-  MID_UNET_CONFIG,
-  SD15_UNET_CONFIG,
-  type FixtureInfo,
-  type FixtureSpec,
-  buildFixtureModel,
-  loadFixtureInfo,
-} from '../../tests/fixtures/models';
+import { MID_UNET_CONFIG, SD15_UNET_CONFIG, type FixtureSpec } from '../../tests/fixtures/models';
+import { benchModel, repoRoot } from './fixture';
 import {
   DiffusionEngine,
   type StageTimings,
@@ -72,43 +64,6 @@ function median(xs: number[]): number {
 }
 
 const round = (x: number, digits = 2) => Number(x.toFixed(digits));
-
-/** The checkout's root (out/tools/bench.mjs -> ../..), else the working directory. */
-function repoRoot(): string {
-  const here = fileURLToPath(new URL('../../', import.meta.url));
-  return existsSync(path.join(here, 'tests', 'fixtures', 'models.ts')) ? here : process.cwd();
-}
-
-/**
- * The model folder, built once into tests/fixtures/.models/bench-<unet>-<hash>/. The hash covers
- * the spec and the builder's sources as they are in the checkout (the bundled builder cannot
- * read them beside itself), so a changed builder rebuilds.
- */
-async function benchModel(
-  root: string,
-  name: string,
-  spec: FixtureSpec,
-): Promise<{ info: FixtureInfo; built: boolean; buildMs: number }> {
-  const fixtures = path.join(root, 'tests', 'fixtures');
-  const h = createHash('sha256').update(JSON.stringify(spec));
-  for (const f of ['models.ts', 'unet.ts', 'components.ts', 'onnx-builder.ts', 'clip-tokenizer.ts'])
-    h.update(readFileSync(path.join(fixtures, f)));
-  const cache = process.env.LATENT_STUDIO_FIXTURE_CACHE ?? path.join(fixtures, '.models');
-  const dir = path.join(cache, `bench-${name}-${h.digest('hex').slice(0, 12)}`);
-  if (existsSync(path.join(dir, 'fixture-info.json')))
-    return { info: await loadFixtureInfo(dir), built: false, buildMs: 0 };
-  log(`building the ${name} fixture model into ${path.relative(root, dir)} (once)`);
-  const started = performance.now();
-  await mkdir(cache, { recursive: true });
-  const tmp = `${dir}.tmp-${process.pid}`;
-  try {
-    await buildFixtureModel(tmp, spec);
-    await rename(tmp, dir);
-  } finally {
-    await rm(tmp, { recursive: true, force: true });
-  }
-  return { info: await loadFixtureInfo(dir), built: true, buildMs: performance.now() - started };
-}
 
 interface RunRecord {
   wallMs: number;

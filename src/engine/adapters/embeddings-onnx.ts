@@ -387,11 +387,15 @@ export async function createGrownSession(
   provider: ProviderName,
   threads: number | undefined,
 ): Promise<ort.InferenceSession> {
-  const attempt = (p: ProviderName) =>
-    ort.InferenceSession.create(grown.bytes, {
-      ...sessionOptions(p, threads ? { threads } : {}),
-      extra: { session: { model_external_initializers_file_folder_path: dir } },
+  const attempt = (p: ProviderName) => {
+    const options = sessionOptions(p, threads ? { threads } : {});
+    // Added to the session entries sessionOptions sets (intra-op spinning), not in their place.
+    const session = (options.extra as { session?: Record<string, unknown> } | undefined)?.session;
+    return ort.InferenceSession.create(grown.bytes, {
+      ...options,
+      extra: { session: { ...session, model_external_initializers_file_folder_path: dir } },
     });
+  };
   try {
     return await attempt(provider);
   } catch (e) {

@@ -20,6 +20,8 @@ export interface LoadOptions {
   provider?: ProviderPreference;
   /** Intra-op threads; default: physical cores. */
   threads?: number;
+  /** The optimized-graph cache folder (providers.ts SessionOptionsInput); none when absent. */
+  optimizedCacheDir?: string;
   /** Session cache to use; default: the process-wide one. */
   cache?: SessionCache;
   /** Components to create from patched weights (LoRAs merged, adapters/lora.ts). */
@@ -76,7 +78,10 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
   const info = await openModelFolder(dir);
   const cache = opts.cache ?? defaultCache;
   const preference = opts.provider ?? 'auto';
-  const options = opts.threads !== undefined ? { threads: opts.threads } : {};
+  const options = {
+    ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
+    ...(opts.optimizedCacheDir ? { optimizedCacheDir: opts.optimizedCacheDir } : {}),
+  };
   const signatures: Partial<Record<ComponentName, Signature>> = {};
   for (const [name, c] of Object.entries(info.components))
     signatures[name as ComponentName] = c.signature;

@@ -11,12 +11,19 @@
  * still run); if that throws and CPU works, the session runs on CPU and the reason is recorded.
  */
 import { existsSync, readFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import type { ExecutionProviderPreference } from '../../shared/settings';
 import { EngineError, shortReason, wrapSessionCreateError } from '../errors';
+import {
+  OptimizedEntry,
+  cpuIdentity,
+  pruneOptimizedCache,
+  saveOptimizedConfig,
+} from './optimized-cache';
 
 // Provider fallbacks are recorded with their reason and shown to the user; ONNX Runtime's own
 // native error lines for them (a missing CUDA library, no WebGPU adapter) are noise on stderr.
@@ -92,7 +99,35 @@ export function physicalCoreCount(): number {
 
 export interface SessionOptionsInput {
   threads?: number;
+  /**
+   * Folder of the optimized-graph cache (optimized-cache.ts): the first session of a model file
+   * writes ONNX Runtime's optimized graph there, later ones open it with optimization off.
+   * Absent: no cache (every load optimizes).
+   */
+  optimizedCacheDir?: string;
+  /**
+   * Whether ONNX Runtime's intra-op threads spin while waiting for work
+   * (session.intra_op.allow_spinning). Spinning saves wake-ups on an idle machine but burns cores
+   * other programs need on a busy one; absent: decided by `spinByDefault()` when the session is
+   * created.
+   */
+  spinning?: boolean;
 }
+
+/**
+ * Spinning only when the machine is quiet: the 1-minute load average below the cores this
+ * process may use (measured on the mid UNet, README "Performance": spinning off was faster on a
+ * busy machine and no slower on a quiet one).
+ */
+export function spinByDefault(
+  load: number = loadavg()[0] ?? 0,
+  cores: number = availableParallelism(),
+): boolean {
+  // Windows reports a load average of 0: no signal, keep ORT's default (spinning).
+  return load < cores;
+}
+
+const GRAPH_LEVEL = 'all';
 
 /** Session options for one provider. */
 export function sessionOptions(
@@ -102,13 +137,16 @@ export function sessionOptions(
   const threads = opts.threads && opts.threads > 0 ? Math.floor(opts.threads) : physicalCoreCount();
   return {
     executionProviders: provider === 'cpu' ? ['cpu'] : [provider, 'cpu'],
-    graphOptimizationLevel: 'all',
+    graphOptimizationLevel: GRAPH_LEVEL,
     intraOpNumThreads: threads,
     interOpNumThreads: 1,
     executionMode: 'sequential',
     // DirectML does not support memory patterns (ORT's DirectML EP docs); everything else does.
     enableMemPattern: provider !== 'dml',
     enableCpuMemArena: true,
+    extra: {
+      session: { intra_op: { allow_spinning: (opts.spinning ?? spinByDefault()) ? '1' : '0' } },
+    },
   };
 }
 
@@ -195,7 +233,14 @@ export interface CreatedSession {
   provider: ProviderName;
   /** Why a preferred provider was not used (null when the first choice worked). */
   fallbackReason: string | null;
+  /**
+   * The optimized-graph cache: 'hit' (opened from it, optimization skipped), 'written' (optimized
+   * now and saved for next time), 'off' (no cache folder, or it could not be written).
+   */
+  cache: OptimizedCacheUse;
 }
+
+export type OptimizedCacheUse = 'hit' | 'written' | 'off';
 
 /**
  * Create a session for `modelPath` (`file` names it in errors, relative to the model folder),
@@ -212,7 +257,7 @@ export async function createSession(
      * Create from these bytes instead of reading `modelPath`: patched weights held in memory
      * (adapters/lora.ts): the model as a buffer or its path, and external-data files by location.
      */
-    source?: { model: string | Uint8Array; externalData: { path: string; data: Uint8Array }[] };
+    source?: SessionSourceInput;
   } = {},
 ): Promise<CreatedSession> {
   const order: ProviderName[] =
@@ -232,17 +277,11 @@ export async function createSession(
       }
     }
     try {
-      const options = sessionOptions(provider, opts);
-      const src = opts.source;
-      if (src && src.externalData.length > 0) options.externalData = src.externalData;
-      const model = src?.model ?? modelPath;
-      const session =
-        typeof model === 'string'
-          ? await ort.InferenceSession.create(model, options)
-          : await ort.InferenceSession.create(model, options);
+      const { session, cache } = await createOne(modelPath, provider, opts);
       // A later provider loaded the model, so the earlier ones failed for their own reasons.
       for (const [p, r] of failed) if (!/out of memory/i.test(r)) providerFailures.set(p, r);
-      return { session, provider, fallbackReason: reasons.length > 0 ? reasons.join('; ') : null };
+      const fallbackReason = reasons.length > 0 ? reasons.join('; ') : null;
+      return { session, provider, fallbackReason, cache };
     } catch (e) {
       if (provider === 'cpu') {
         throw wrapSessionCreateError(e, file, {
@@ -258,4 +297,96 @@ export async function createSession(
   }
   // Unreachable: the order always ends with cpu.
   throw new EngineError('provider', `No execution provider could load ${file}.`, { file });
+}
+
+const ortVersion = (): string => ort.env.versions.node ?? ort.env.versions.common ?? 'unknown';
+
+/** Patched weights held in memory: the model as a buffer or its path, external data by location. */
+export interface SessionSourceInput {
+  model: string | Uint8Array;
+  externalData: { path: string; data: Uint8Array }[];
+}
+
+/**
+ * One session on one provider: from the optimized-graph cache when it holds a valid entry,
+ * else optimized from `modelPath` (writing the entry when a cache folder is given).
+ */
+async function createOne(
+  modelPath: string,
+  provider: ProviderName,
+  opts: SessionOptionsInput & { source?: SessionSourceInput },
+): Promise<{ session: ort.InferenceSession; cache: OptimizedCacheUse }> {
+  const options = sessionOptions(provider, opts);
+  const src = opts.source;
+  if (src) {
+    // Patched weights (LoRAs) never use the optimized-graph cache: its entries are keyed by the
+    // files on disk, whose weights these are not.
+    if (src.externalData.length > 0) options.externalData = src.externalData;
+    const session =
+      typeof src.model === 'string'
+        ? await ort.InferenceSession.create(src.model, options)
+        : await ort.InferenceSession.create(src.model, options);
+    return { session, cache: 'off' };
+  }
+  const plain = async () => ({
+    session: await ort.InferenceSession.create(modelPath, options),
+    cache: 'off' as const,
+  });
+  if (!opts.optimizedCacheDir) return plain();
+  const entry = new OptimizedEntry(opts.optimizedCacheDir, {
+    modelPath,
+    provider,
+    ortVersion: ortVersion(),
+    level: GRAPH_LEVEL,
+    cpu: cpuIdentity(),
+  });
+  let cached: string | null = null;
+  try {
+    cached = await entry.lookup();
+  } catch {
+    // An unreadable cache is no cache.
+  }
+  if (cached) {
+    try {
+      const session = await ort.InferenceSession.create(cached, {
+        ...options,
+        graphOptimizationLevel: 'disabled',
+      });
+      return { session, cache: 'hit' };
+    } catch {
+      // A damaged entry (or one this ORT cannot read): rebuilt below from the source.
+      await entry.remove();
+    }
+  }
+  let target: { tmp: string; modelPath: string };
+  try {
+    target = await entry.prepare();
+  } catch {
+    // The cache folder cannot be written (read-only, full): load without it.
+    return plain();
+  }
+  let session: ort.InferenceSession;
+  try {
+    session = await ort.InferenceSession.create(modelPath, {
+      ...options,
+      optimizedModelFilePath: target.modelPath,
+      extra: {
+        session: { ...(options.extra?.session as object | undefined), ...saveOptimizedConfig() },
+      },
+    });
+  } catch (e) {
+    await rm(target.tmp, { recursive: true, force: true }).catch(() => undefined);
+    // Writing the optimized model failed, not the model: load without the cache.
+    if (/save|writ|serializ|no space|permission|denied|open file/i.test(shortReason(e)))
+      return plain();
+    throw e;
+  }
+  try {
+    await entry.commit(target.tmp);
+    await pruneOptimizedCache(opts.optimizedCacheDir);
+  } catch {
+    // The session works; the next load optimizes again.
+    return { session, cache: 'off' };
+  }
+  return { session, cache: 'written' };
 }

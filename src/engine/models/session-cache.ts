@@ -38,6 +38,8 @@ function keyOf(k: SessionKey): string {
     resolve(k.modelPath),
     k.preference,
     k.options.threads ?? 0,
+    k.options.optimizedCacheDir ?? null,
+    k.options.spinning ?? null,
     ...(k.variant ? [k.variant.id] : []),
   ]);
 }

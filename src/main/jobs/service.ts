@@ -1,3 +1,4 @@
+import path from 'node:path';
 import {
   EngineClient,
   type GenerateProgress,
@@ -513,6 +514,8 @@ export class JobService {
         provider: settings.executionProvider,
         threads: settings.threads,
         previewEvery: this.#options.previewEvery,
+        // ONNX Runtime's optimized graphs, so a model's second load skips optimization.
+        optimizedCacheDir: path.join(this.context.dataDir, 'cache', 'onnx'),
       });
     }
     return this.#client;

@@ -16,6 +16,7 @@ import type { AttentionKind } from './layers';
 import { buildSafetyChecker } from './safety-checker';
 import { buildTextEncoder } from './text-encoder';
 import { buildUNet } from './unet';
+import { buildTaesdDecoder } from './taesd';
 import { buildVae } from './vae';
 
 export type { AttentionKind } from './layers';
@@ -132,4 +133,12 @@ export function emitSafetyChecker(
   opts: EmitOptions,
 ): Promise<EmitResult> {
   return emit('safety_checker', opts, (g, a) => buildSafetyChecker(g, source, arch, a));
+}
+
+/**
+ * TAESD's tiny decoder (`taesd_decoder/`, emit/taesd.ts) from a taesd_decoder or
+ * taesdxl_decoder file: latent_sample (the UNet's latents, unscaled) -> sample in [-1, 1].
+ */
+export function emitTaesdDecoder(source: TensorSource, opts: EmitOptions): Promise<EmitResult> {
+  return emit('taesd_decoder', opts, (g) => buildTaesdDecoder(g, source));
 }

@@ -1,0 +1,24 @@
+// Intra-op spinning by situation (src/engine/models/providers.ts): off on a busy machine, on
+// when quiet, and an explicit choice wins; the choice reaches ONNX Runtime as the
+// session.intra_op.allow_spinning config entry.
+import { describe, expect, test } from 'vitest';
+import { sessionOptions, spinByDefault } from '../../src/engine/models/providers';
+
+const spinning = (o: ReturnType<typeof sessionOptions>) =>
+  (o.extra as { session: { intra_op: { allow_spinning: string } } }).session.intra_op
+    .allow_spinning;
+
+describe('intra-op spinning', () => {
+  test('spins only while the load average is below the usable cores', () => {
+    expect(spinByDefault(0.4, 2)).toBe(true);
+    expect(spinByDefault(1.9, 2)).toBe(true);
+    expect(spinByDefault(2, 2)).toBe(false);
+    expect(spinByDefault(17.9, 2)).toBe(false);
+  });
+
+  test('an explicit choice is written as ORT config, whatever the load', () => {
+    expect(spinning(sessionOptions('cpu', { spinning: false }))).toBe('0');
+    expect(spinning(sessionOptions('cpu', { spinning: true }))).toBe('1');
+    expect(['0', '1']).toContain(spinning(sessionOptions('cpu')));
+  });
+});
