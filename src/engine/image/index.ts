@@ -2,3 +2,4 @@ export * from './pixels';
 export * from './resize';
 export * from './preview';
 export * from './mask';
+export * from './canny';
