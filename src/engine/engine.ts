@@ -4,8 +4,11 @@ import type { UsedEmbedding } from './adapters/embeddings';
 import { EngineError, throwIfAborted } from './errors';
 import type { PixelImage } from './image';
 import { type LoadedModel, type ProviderPreference, SessionCache, loadModel } from './models';
+import { componentSession } from './models/load';
+import { signatureFromSession } from './models/signature';
 import { type VaeFolder, checkVaeFits, openVaeFolder, withVae } from './models/vae';
 import { type GenerateProgress, type GeneratedImage, runDiffusion } from './pipelines/generate';
+import { type ControlUnit, controlImage } from './pipelines/controlnet';
 import { runInpaint } from './pipelines/inpaint';
 import { runOutpaint } from './pipelines/outpaint';
 import { memoryBudgetBytes } from './pipelines/memory';
@@ -67,6 +70,11 @@ export interface GenerateRequest {
    * resolved by the host from settings.vae (ensureVaeConverted); the model's own when absent.
    */
   vaeDir?: string | null;
+  /**
+   * One entry per settings.controlnets unit, in order, resolved by the host: the converted
+   * ControlNet's model.onnx and the (not yet preprocessed) control image.
+   */
+  controlnets?: { file: string; image: PixelImage }[];
 }
 
 export interface GenerateResult {
@@ -147,6 +155,14 @@ export class DiffusionEngine {
         previewEvery: this.options.previewEvery ?? 4,
       };
       const init = request.initImage ?? null;
+      if (
+        settings.controlnets.length > 0 &&
+        (upscaling || (settings.mode !== 'txt2img' && settings.mode !== 'img2img'))
+      )
+        throw new EngineError(
+          'bad-input',
+          'ControlNet works with text-to-image and image-to-image for now, not with inpainting or upscaling.',
+        );
       if (settings.mode === 'inpaint')
         images = await runInpaint(ctx, settings, init, request.maskImage ?? null);
       else if (settings.mode === 'outpaint') images = await runOutpaint(ctx, settings, init);
@@ -156,7 +172,10 @@ export class DiffusionEngine {
           settings,
           init,
         );
-      else images = await runDiffusion(ctx, settings, init);
+      else {
+        const control = await this.#controlUnits(settings, request.controlnets ?? [], timings);
+        images = await runDiffusion(ctx, settings, init, { control });
+      }
     } catch (err) {
       // The samplers stop with a DOMException AbortError; callers get the engine's own code.
       if (isAbortError(err))
@@ -212,6 +231,49 @@ export class DiffusionEngine {
     timings.loadMs += performance.now() - started;
     this.#vae = { key: resolved, folder, model, view };
     return view;
+  }
+
+  /** The settings' ControlNet units with their sessions and preprocessed images (weight 0: none). */
+  async #controlUnits(
+    settings: GenerationSettings,
+    resolved: { file: string; image: PixelImage }[],
+    timings: StageTimings,
+  ): Promise<ControlUnit[]> {
+    if (resolved.length !== settings.controlnets.length) {
+      throw new EngineError(
+        'internal',
+        `${settings.controlnets.length} ControlNet units but ${resolved.length} resolved models and images.`,
+      );
+    }
+    const started = performance.now();
+    const units: ControlUnit[] = [];
+    for (const [i, unit] of settings.controlnets.entries()) {
+      if (unit.weight === 0) continue;
+      const { file, image } = resolved[i];
+      const modelPath = path.resolve(file);
+      const created = await this.#sessions.get(
+        {
+          modelPath,
+          preference: this.options.provider ?? 'auto',
+          options: this.options.threads ? { threads: this.options.threads } : {},
+        },
+        path.basename(path.dirname(modelPath)) + '/' + path.basename(modelPath),
+        path.dirname(modelPath),
+      );
+      const signature = signatureFromSession(created.session);
+      const session = componentSession(
+        'controlnet',
+        file,
+        created.session,
+        signature,
+        created.provider,
+        created.fallbackReason,
+      );
+      const { tensor } = controlImage(image, unit, settings.width, settings.height);
+      units.push({ ...unit, session, image: tensor });
+    }
+    timings.loadMs += performance.now() - started;
+    return units;
   }
 
   async #model(dir: string, timings: StageTimings) {

@@ -56,6 +56,13 @@ def main():
     hint = HINT + [cfg["modelChannels"]]
     cn = R.ControlNet(cfg, 3, hint).eval()
     M.randomize_norms_and_biases(cn, gen)
+    # PyTorch's default init shrinks a signal by about half per conv, so after the hint's eight
+    # convs the control image would barely show against the biases; a gain keeps it visible (the
+    # trained hint block does the same job), so tests can see the image decide the result.
+    with torch.no_grad():
+        for m in cn.input_hint_block:
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.mul_(3.0)
     ckpt = {"control_model." + k: v for k, v in cn.state_dict().items()}
 
     io = {}

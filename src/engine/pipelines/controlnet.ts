@@ -17,6 +17,8 @@ import type { ComponentSession } from '../models';
 import type { IoSpec } from '../tensor';
 import { isControlResidual } from '../models/signature';
 import { floatsToOrt, ortToFloat32, timestepToOrt } from '../tensor';
+import { type PixelImage, canny, resizeImage, toRgb } from '../image';
+import type { ControlNetUnit } from '../../shared/generation';
 import { type StageTimings, timedRun } from './stats';
 
 /** One ControlNet applied to a generation. */
@@ -175,4 +177,31 @@ export function makeControlResiduals(
     });
     return feeds;
   };
+}
+
+/**
+ * A unit's control image as the ControlNet takes it: resized (Lanczos) to the output size, then
+ * preprocessed (canny: OpenCV's edges as white lines on black, in all three channels), as
+ * [3, height, width] floats in [0, 1] (diffusers' ControlNet image processor, no normalisation).
+ * Also returns the preprocessed image (for previews and the record).
+ */
+export function controlImage(
+  image: PixelImage,
+  unit: Pick<ControlNetUnit, 'preprocessor' | 'lowThreshold' | 'highThreshold'>,
+  width: number,
+  height: number,
+): { tensor: Float32Array; preview: PixelImage } {
+  let rgb = toRgb(image);
+  if (rgb.width !== width || rgb.height !== height)
+    rgb = resizeImage(rgb, width, height, 'lanczos3');
+  const pre =
+    unit.preprocessor === 'canny' ? canny(rgb, unit.lowThreshold, unit.highThreshold) : rgb;
+  const plane = width * height;
+  const tensor = new Float32Array(3 * plane);
+  for (let p = 0; p < plane; p++) {
+    for (let c = 0; c < 3; c++) {
+      tensor[c * plane + p] = pre.data[pre.channels === 1 ? p : p * pre.channels + c] / 255;
+    }
+  }
+  return { tensor, preview: pre };
 }
