@@ -302,6 +302,22 @@ async function checkpointModel(values: {
 const dataDirOf = (values: { 'data-dir'?: string }): string =>
   path.resolve(values['data-dir'] ?? process.env.LATENT_STUDIO_DATA_DIR ?? defaultDataDir());
 
+/** Conversion progress of `file` on stderr (nothing with --quiet). */
+function conversionProgress(
+  file: string,
+  quiet: boolean | undefined,
+): (p: Parameters<typeof formatConvertProgress>[0]) => void {
+  return (p) => {
+    if (quiet) return;
+    const doing = p.phase === 'hashing' ? 'checking' : 'converting';
+    process.stderr.write(`\r${doing} ${path.basename(file)}: ${formatConvertProgress(p)}      `);
+  };
+}
+
+function reportConverted(result: { converted: boolean; dir: string }, quiet?: boolean): void {
+  if (!quiet && result.converted) process.stderr.write(`\nconverted into ${result.dir}\n`);
+}
+
 /**
  * `--vae FILE` with a model folder: the VAE converted into the data folder's cache (once, with
  * progress on stderr) for this generation, and its infotext fields.
@@ -320,13 +336,9 @@ async function replacementVae(values: {
     );
   const result = await ensureVaeConverted(file, {
     dataDir: dataDirOf(values),
-    onProgress: (p) => {
-      if (values.quiet) return;
-      const doing = p.phase === 'hashing' ? 'checking' : 'converting';
-      process.stderr.write(`\r${doing} ${path.basename(file)}: ${formatConvertProgress(p)}      `);
-    },
+    onProgress: conversionProgress(file, values.quiet),
   });
-  if (!values.quiet && result.converted) process.stderr.write(`\nconverted into ${result.dir}\n`);
+  reportConverted(result, values.quiet);
   return { file, dir: result.dir, fields: vaeInfotextFields({ file, sha256: result.sha256 }) };
 }
 
@@ -369,13 +381,9 @@ async function controlNetArgs(values: {
   const image = await readImage(path.resolve(values['control-image']), 'control-image');
   const result = await ensureControlNetConverted(file, {
     dataDir: dataDirOf(values),
-    onProgress: (p) => {
-      if (values.quiet) return;
-      const doing = p.phase === 'hashing' ? 'checking' : 'converting';
-      process.stderr.write(`\r${doing} ${path.basename(file)}: ${formatConvertProgress(p)}      `);
-    },
+    onProgress: conversionProgress(file, values.quiet),
   });
-  if (!values.quiet && result.converted) process.stderr.write(`\nconverted into ${result.dir}\n`);
+  reportConverted(result, values.quiet);
   const unit = {
     model: file,
     image: path.resolve(values['control-image']),

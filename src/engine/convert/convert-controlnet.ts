@@ -4,11 +4,11 @@
  * convertVae, it writes into a temporary folder beside `outDir` and renames it into place at the
  * end, so a failed or cancelled conversion leaves nothing.
  */
-import { randomBytes } from 'node:crypto';
-import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { EngineError } from '../errors';
 import type { ConvertProgress } from './convert';
+import { newOutputFolder, stagingFolderFor } from './convert-vae';
 import { detectControlNet } from './detect';
 import { emitControlNet } from './emit/index';
 import { openCheckpoint } from './readers/index';
@@ -53,21 +53,12 @@ export async function convertControlNet(
   options: ConvertControlNetOptions = {},
 ): Promise<ControlNetConversionRecord & { dir: string }> {
   const precision = options.precision ?? 'fp16';
-  const target = path.resolve(outDir);
-  if (await stat(target).catch(() => null)) {
-    throw new EngineError('bad-input', `${target} already exists; choose a new output folder.`, {
-      file: target,
-    });
-  }
+  const target = await newOutputFolder(outDir);
   const { source } = await openCheckpoint(file);
   let temp: string | undefined;
   try {
     const arch = options.architecture ?? detectControlNet(source.list(), path.basename(file));
-    await mkdir(path.dirname(target), { recursive: true });
-    temp = path.join(
-      path.dirname(target),
-      `.${path.basename(target)}.partial-${randomBytes(4).toString('hex')}`,
-    );
+    temp = await stagingFolderFor(target);
     const dir = path.join(temp, 'controlnet');
     const emitted = { dir, precision, ...(options.signal ? { signal: options.signal } : {}) };
     const plan = await emitControlNet(source, arch, { ...emitted, dryRun: true });

@@ -16,6 +16,26 @@ import { emitVaeDecoder, emitVaeEncoder } from './emit/index';
 import { openCheckpoint } from './readers/index';
 import type { VaeArchitecture } from './types';
 
+/** `outDir` resolved; throws 'bad-input' when it exists (a conversion never overwrites). */
+export async function newOutputFolder(outDir: string): Promise<string> {
+  const target = path.resolve(outDir);
+  if (await stat(target).catch(() => null)) {
+    throw new EngineError('bad-input', `${target} already exists; choose a new output folder.`, {
+      file: target,
+    });
+  }
+  return target;
+}
+
+/** A hidden temporary folder beside `target`, renamed into place when the conversion is done. */
+export async function stagingFolderFor(target: string): Promise<string> {
+  await mkdir(path.dirname(target), { recursive: true });
+  return path.join(
+    path.dirname(target),
+    `.${path.basename(target)}.partial-${randomBytes(4).toString('hex')}`,
+  );
+}
+
 /** Written beside vae_encoder/ and vae_decoder/; read back to reuse a conversion. */
 export const VAE_RECORD = 'vae.json';
 
@@ -51,23 +71,14 @@ export async function convertVae(
   options: ConvertVaeOptions = {},
 ): Promise<VaeConversionRecord & { dir: string }> {
   const precision = options.precision ?? 'fp16';
-  const target = path.resolve(outDir);
-  if (await stat(target).catch(() => null)) {
-    throw new EngineError('bad-input', `${target} already exists; choose a new output folder.`, {
-      file: target,
-    });
-  }
+  const target = await newOutputFolder(outDir);
   const { source } = await openCheckpoint(file);
   let temp: string | undefined;
   try {
     const prefix = vaePrefixOf(source);
     const shapes = new Map(source.list().map((t) => [t.name, t.shape]));
     const { scalingFactor: _unused, ...vae } = detectVae(shapes, prefix, 0);
-    await mkdir(path.dirname(target), { recursive: true });
-    temp = path.join(
-      path.dirname(target),
-      `.${path.basename(target)}.partial-${randomBytes(4).toString('hex')}`,
-    );
+    temp = await stagingFolderFor(target);
     const emitted = { precision, ...(options.signal ? { signal: options.signal } : {}) };
     const graphs = { ...vae, scalingFactor: 0 };
     // Totals come from dry runs (graphs built, nothing written), so progress counts both parts.
