@@ -12,8 +12,11 @@ import {
   openModelFolder,
 } from './models';
 import type { SessionOptionsInput } from './models/providers';
+import { componentSession } from './models/load';
+import { signatureFromSession } from './models/signature';
 import { type VaeFolder, checkVaeFits, openVaeFolder, withVae } from './models/vae';
 import { type GenerateProgress, type GeneratedImage, runDiffusion } from './pipelines/generate';
+import { type ControlUnit, controlImage } from './pipelines/controlnet';
 import { runInpaint } from './pipelines/inpaint';
 import { runOutpaint } from './pipelines/outpaint';
 import { memoryBudgetBytes } from './pipelines/memory';
@@ -80,6 +83,11 @@ export interface GenerateRequest {
    * resolved by the host from settings.vae (ensureVaeConverted); the model's own when absent.
    */
   vaeDir?: string | null;
+  /**
+   * One entry per settings.controlnets unit, in order, resolved by the host: the converted
+   * ControlNet's model.onnx and the (not yet preprocessed) control image.
+   */
+  controlnets?: { file: string; image: PixelImage }[];
 }
 
 export interface GenerateResult {
@@ -185,6 +193,14 @@ export class DiffusionEngine {
         previewEvery: this.options.previewEvery ?? 4,
       };
       const init = request.initImage ?? null;
+      if (
+        settings.controlnets.length > 0 &&
+        (upscaling || (settings.mode !== 'txt2img' && settings.mode !== 'img2img'))
+      )
+        throw new EngineError(
+          'bad-input',
+          'ControlNet works with text-to-image and image-to-image for now, not with inpainting or upscaling.',
+        );
       if (settings.mode === 'inpaint')
         images = await runInpaint(ctx, settings, init, request.maskImage ?? null);
       else if (settings.mode === 'outpaint') images = await runOutpaint(ctx, settings, init);
@@ -194,7 +210,10 @@ export class DiffusionEngine {
           settings,
           init,
         );
-      else images = await runDiffusion(ctx, settings, init);
+      else {
+        const control = await this.#controlUnits(settings, request.controlnets ?? [], timings);
+        images = await runDiffusion(ctx, settings, init, { control });
+      }
     } catch (err) {
       // The samplers stop with a DOMException AbortError; callers get the engine's own code.
       if (isAbortError(err))
@@ -260,6 +279,49 @@ export class DiffusionEngine {
         ? { optimizedCacheDir: this.options.optimizedCacheDir }
         : {}),
     };
+  }
+
+  /** The settings' ControlNet units with their sessions and preprocessed images (weight 0: none). */
+  async #controlUnits(
+    settings: GenerationSettings,
+    resolved: { file: string; image: PixelImage }[],
+    timings: StageTimings,
+  ): Promise<ControlUnit[]> {
+    if (resolved.length !== settings.controlnets.length) {
+      throw new EngineError(
+        'internal',
+        `${settings.controlnets.length} ControlNet units but ${resolved.length} resolved models and images.`,
+      );
+    }
+    const started = performance.now();
+    const units: ControlUnit[] = [];
+    for (const [i, unit] of settings.controlnets.entries()) {
+      if (unit.weight === 0) continue;
+      const { file, image } = resolved[i];
+      const modelPath = path.resolve(file);
+      const created = await this.#sessions.get(
+        {
+          modelPath,
+          preference: this.options.provider ?? 'auto',
+          options: this.#sessionOptions(),
+        },
+        path.basename(path.dirname(modelPath)) + '/' + path.basename(modelPath),
+        path.dirname(modelPath),
+      );
+      const signature = signatureFromSession(created.session);
+      const session = componentSession(
+        'controlnet',
+        file,
+        created.session,
+        signature,
+        created.provider,
+        created.fallbackReason,
+      );
+      const { tensor } = controlImage(image, unit, settings.width, settings.height);
+      units.push({ ...unit, session, image: tensor });
+    }
+    timings.loadMs += performance.now() - started;
+    return units;
   }
 
   async #model(dir: string, timings: StageTimings, plan: LoraPlan | null = null) {

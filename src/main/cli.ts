@@ -24,6 +24,7 @@ import { encodePngWithMetadata } from './library/png-metadata';
 import { vaeInfotextFields } from './models/vaes';
 import {
   ensureConverted,
+  ensureControlNetConverted,
   ensureVaeConverted,
   formatConvertProgress,
   isCheckpointFile,
@@ -31,6 +32,7 @@ import {
   shortHash,
   vocabularyIn,
 } from './models/checkpoint-cache';
+import { controlNetInfotext } from './models/controlnets';
 import { defaultDataDir } from './paths';
 import { appVersion } from './version';
 
@@ -87,6 +89,15 @@ const usage = `Usage: npm run generate -- --model DIR --prompt TEXT [options] --
   --memory-budget MB   memory the upscaler may use for activations (default 60% of free RAM)
   --provider NAME      auto, cpu, cuda, dml, coreml, webgpu (default auto)
   --threads N          CPU threads (default: physical cores)
+  --controlnet FILE    a ControlNet (.safetensors, ldm naming; SD 1.x/2.x/SDXL) guiding the image,
+                       converted once into the data folder's cache; a checkpoint --model is then
+                       converted with a UNet that takes its residuals
+  --control-image PNG  the control image (resized to the output size)
+  --preprocessor P     none (use the image as it is) or canny (default none)
+  --canny-low N, --canny-high N  canny's thresholds (default 100, 200)
+  --control-weight W   the unit's weight, 0..2 (default 1; 0 leaves the image as without it)
+  --control-start S, --control-end E  fractions of the steps the unit acts in (default 0, 1)
+  --control-guess      "ControlNet is more important" (A1111's control mode)
   --no-metadata        do not write the parameters into the PNG
   --quiet              no progress on stderr
   --out FILE.png       where to write; with several images, FILE-1.png, FILE-2.png, ...`;
@@ -258,6 +269,7 @@ async function checkpointModel(values: {
   model?: string;
   vae?: string;
   prediction?: string;
+  controlnet?: string;
   'data-dir'?: string;
   quiet?: boolean;
 }): Promise<{ dir: string; sha256: string; name: string; vae: string | null } | null> {
@@ -277,6 +289,7 @@ async function checkpointModel(values: {
     vocabularyFile: vocabularyIn(resourcesDirFrom(here)),
     ...(values.vae ? { vae: path.resolve(values.vae) } : {}),
     ...(prediction ? { prediction: prediction === 'epsilon' ? 'epsilon' : 'v_prediction' } : {}),
+    ...(values.controlnet ? { controlResiduals: true } : {}),
     onProgress: (p) => {
       if (values.quiet) return;
       const doing = p.phase === 'hashing' ? 'checking' : 'converting';
@@ -296,6 +309,22 @@ async function checkpointModel(values: {
 const dataDirOf = (values: { 'data-dir'?: string }): string =>
   path.resolve(values['data-dir'] ?? process.env.LATENT_STUDIO_DATA_DIR ?? defaultDataDir());
 
+/** Conversion progress of `file` on stderr (nothing with --quiet). */
+function conversionProgress(
+  file: string,
+  quiet: boolean | undefined,
+): (p: Parameters<typeof formatConvertProgress>[0]) => void {
+  return (p) => {
+    if (quiet) return;
+    const doing = p.phase === 'hashing' ? 'checking' : 'converting';
+    process.stderr.write(`\r${doing} ${path.basename(file)}: ${formatConvertProgress(p)}      `);
+  };
+}
+
+function reportConverted(result: { converted: boolean; dir: string }, quiet?: boolean): void {
+  if (!quiet && result.converted) process.stderr.write(`\nconverted into ${result.dir}\n`);
+}
+
 /**
  * `--vae FILE` with a model folder: the VAE converted into the data folder's cache (once, with
  * progress on stderr) for this generation, and its infotext fields.
@@ -314,15 +343,82 @@ async function replacementVae(values: {
     );
   const result = await ensureVaeConverted(file, {
     dataDir: dataDirOf(values),
-    onProgress: (p) => {
-      if (values.quiet) return;
-      const doing = p.phase === 'hashing' ? 'checking' : 'converting';
-      process.stderr.write(`\r${doing} ${path.basename(file)}: ${formatConvertProgress(p)}      `);
-    },
+    onProgress: conversionProgress(file, values.quiet),
   });
-  if (!values.quiet && result.converted) process.stderr.write(`\nconverted into ${result.dir}\n`);
+  reportConverted(result, values.quiet);
   return { file, dir: result.dir, fields: vaeInfotextFields({ file, sha256: result.sha256 }) };
 }
+
+/**
+ * `--controlnet FILE --control-image PNG`: the ControlNet converted into the data folder's cache
+ * (once), its unit's settings (checked by GenerationSettings), the control image and the
+ * infotext field; null without --controlnet.
+ */
+async function controlNetArgs(values: {
+  controlnet?: string;
+  'control-image'?: string;
+  preprocessor?: string;
+  'control-guess'?: boolean;
+  'data-dir'?: string;
+  quiet?: boolean;
+}): Promise<{
+  unit: Record<string, unknown>;
+  file: string;
+  image: PixelImage;
+  name: string;
+  sha256: string;
+} | null> {
+  if (!values.controlnet) {
+    for (const flag of [
+      'control-image',
+      'preprocessor',
+      'control-weight',
+      'control-start',
+      'control-end',
+    ])
+      if ((values as Record<string, unknown>)[flag] !== undefined)
+        throw new UsageError(`--${flag} needs --controlnet FILE.`);
+    return null;
+  }
+  if (!values['control-image'])
+    throw new UsageError('--controlnet needs --control-image PNG (the image that guides it).');
+  const file = path.resolve(values.controlnet);
+  const stat = await fs.stat(file).catch(() => null);
+  if (!stat?.isFile()) throw new UsageError(`--controlnet: ${file} does not exist.`);
+  const image = await readImage(path.resolve(values['control-image']), 'control-image');
+  const result = await ensureControlNetConverted(file, {
+    dataDir: dataDirOf(values),
+    onProgress: conversionProgress(file, values.quiet),
+  });
+  reportConverted(result, values.quiet);
+  const unit = {
+    model: file,
+    image: path.resolve(values['control-image']),
+    preprocessor: values.preprocessor,
+    lowThreshold: numberArg(values, 'canny-low'),
+    highThreshold: numberArg(values, 'canny-high'),
+    weight: numberArg(values, 'control-weight'),
+    start: numberArg(values, 'control-start'),
+    end: numberArg(values, 'control-end'),
+    guess: values['control-guess'],
+  };
+  return {
+    unit,
+    file: result.modelFile,
+    image,
+    name: path.basename(file, path.extname(file)),
+    sha256: result.sha256,
+  };
+}
+
+const controlFlags: Record<string, string> = {
+  preprocessor: 'preprocessor',
+  lowThreshold: 'canny-low',
+  highThreshold: 'canny-high',
+  weight: 'control-weight',
+  start: 'control-start',
+  end: 'control-end',
+};
 
 async function main(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -366,6 +462,15 @@ async function main(argv: string[]): Promise<number> {
       quiet: { type: 'boolean', default: false },
       vae: { type: 'string' },
       prediction: { type: 'string' },
+      controlnet: { type: 'string' },
+      'control-image': { type: 'string' },
+      preprocessor: { type: 'string' },
+      'canny-low': { type: 'string' },
+      'canny-high': { type: 'string' },
+      'control-weight': { type: 'string' },
+      'control-start': { type: 'string' },
+      'control-end': { type: 'string' },
+      'control-guess': { type: 'boolean', default: false },
       'data-dir': { type: 'string' },
       'lora-dir': { type: 'string' },
       'embeddings-dir': { type: 'string' },
@@ -410,6 +515,8 @@ async function main(argv: string[]): Promise<number> {
     memoryBudgetMb: numberArg(values, 'memory-budget'),
   });
   const upscaling = upscaleArgs(values);
+  // Before the model: its flags are checked first, and a checkpoint's conversion depends on it.
+  const control = await controlNetArgs(values);
   const checkpoint = await checkpointModel(values);
   if (checkpoint) values.model = checkpoint.dir;
   // A checkpoint's --vae is built into its conversion; a folder's is used per generation.
@@ -452,9 +559,14 @@ async function main(argv: string[]): Promise<number> {
     mask: masking.mask,
     outpaint: masking.outpaint,
     upscale: upscaling.upscale,
+    controlnets: control ? [control.unit] : [],
   });
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
+    if (issue.path[0] === 'controlnets')
+      throw new UsageError(
+        `--${controlFlags[String(issue.path[2])] ?? 'controlnet'}: ${issue.message}.`,
+      );
     const maskFlag =
       issue.path[0] === 'mask' && issue.path[1] !== undefined
         ? `mask-${String(issue.path[1])}`
@@ -489,6 +601,7 @@ async function main(argv: string[]): Promise<number> {
       vaeDir: vae?.dir ?? null,
       ...(networks.resolved.loras.length ? { loras: networks.resolved.loras } : {}),
       ...(networks.resolved.embeddings.length ? { embeddings: networks.resolved.embeddings } : {}),
+      controlnets: control ? [{ file: control.file, image: control.image }] : [],
     },
     {
       onProgress: (p) => {
@@ -524,6 +637,15 @@ async function main(argv: string[]): Promise<number> {
               ...(checkpoint?.vae ? { VAE: checkpoint.vae } : {}),
               ...vae?.fields,
               ...networkInfotextFields(networks.resolved),
+              ...(control
+                ? {
+                    'ControlNet 0': controlNetInfotext(
+                      settings.controlnets[0],
+                      control.name,
+                      control.sha256,
+                    ),
+                  }
+                : {}),
               version: `Latent Studio ${appVersion}`,
             },
           },

@@ -151,6 +151,43 @@ export const UpscaleOptions = z
   .strict();
 export type UpscaleOptions = z.infer<typeof UpscaleOptions>;
 
+/** Control-image preprocessors: 'none' uses the image as it is (a depth, pose or line map). */
+export const controlPreprocessors = ['none', 'canny'] as const;
+export const ControlPreprocessor = z.enum(controlPreprocessors);
+export type ControlPreprocessor = z.infer<typeof ControlPreprocessor>;
+
+const Fraction = z.number().min(0).max(1);
+
+/**
+ * One ControlNet unit (Zhang et al. 2023): a ControlNet model guiding the generation by a control
+ * image, with A1111's per-unit settings.
+ */
+export const ControlNetUnit = z
+  .object({
+    /** The ControlNet file (.safetensors) or converted folder: a path or a name. */
+    model: z.string().min(1).max(4096),
+    /** The control image: a path or a library image id. */
+    image: z.string().min(1).max(4096),
+    preprocessor: ControlPreprocessor.default('none'),
+    /** Canny's hysteresis thresholds on the gradient magnitude (OpenCV's, 0..255 images). */
+    lowThreshold: z.number().min(0).max(1000).default(100),
+    highThreshold: z.number().min(0).max(1000).default(200),
+    /** How strongly the residuals count; 0 leaves the generation exactly as without the unit. */
+    weight: z.number().min(0).max(2).default(1),
+    /** Fractions of the steps between which the unit acts. */
+    start: Fraction.default(0),
+    end: Fraction.default(1),
+    /** A1111's "ControlNet is more important": soft weights, conditional half only. */
+    guess: z.boolean().default(false),
+  })
+  .strict()
+  .refine((u) => u.start <= u.end, { message: 'start must not be after end', path: ['start'] })
+  .refine((u) => u.lowThreshold <= u.highThreshold, {
+    message: 'the low threshold must not exceed the high one',
+    path: ['lowThreshold'],
+  });
+export type ControlNetUnit = z.infer<typeof ControlNetUnit>;
+
 /** The fields of a generation (see GenerationSettings, which parses with them). */
 export const GenerationFields = z
   .object({
@@ -187,6 +224,8 @@ export const GenerationFields = z
     outpaint: OutpaintOptions.nullable().default(null),
     /** txt2img with upscale: the two-pass hires fix; mode 'upscale': enlarge initImage. */
     upscale: UpscaleOptions.nullable().default(null),
+    /** ControlNet units, applied together (their residuals summed); none by default. */
+    controlnets: z.array(ControlNetUnit).max(4, 'at most 4 ControlNet units').default([]),
   })
   .strict();
 

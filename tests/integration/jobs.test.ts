@@ -238,6 +238,15 @@ describe('job queue through the host', () => {
         message: 'Image-to-image needs a source image: add one first.',
       });
       await expect(
+        enq(o, {
+          model: o.models.ka,
+          controlnets: [{ model: '/tmp/cn.safetensors', image: '/tmp/edges.png' }],
+        }),
+      ).rejects.toMatchObject({
+        code: 'invalid-argument',
+        message: expect.stringMatching(/^ControlNet units run from the command line for now/),
+      });
+      await expect(
         o.host.jobs.enqueue({ ...settings({ model: o.models.ka }), steps: 0 }),
       ).rejects.toMatchObject({
         code: 'invalid-argument',

@@ -7,6 +7,10 @@ modules is a single-file checkpoint at whatever width the config asks for.
 - UNetModel: Rombach et al. 2022, "High-Resolution Image Synthesis with Latent Diffusion Models"
   (the ldm UNet: ResBlocks with a time embedding, SpatialTransformers with self- and
   cross-attention and a GEGLU feed-forward); SDXL's label embedding of Podell et al. 2023, sec. 2.2.
+- ControlNet: Zhang et al. 2023, "Adding Conditional Control to Text-to-Image Diffusion Models"
+  (a copy of the UNet's encoder and middle block, a hint conv stack, zero convs), in the key
+  naming of lllyasviel/ControlNet's cldm.py; UNetModel takes its residuals as cldm's
+  ControlledUnetModel does.
 - AutoencoderKL: the same paper, sec. 3.1 (ResnetBlocks, one mid attention, asymmetric padding
   before each stride-2 downsampling conv, quant_conv / post_quant_conv around the latent).
 - CLIP text transformers: Radford et al. 2021, sec. 2.4 (pre-LN causal transformer, EOS pooling),
@@ -215,6 +219,7 @@ class UNetModel(nn.Module):
                 self.input_blocks.append(Seq([Downsample(ch)]))
                 chans.append(ch)
         self.middle_block = Seq([ResBlock(ch, ch, emb), st(ch, cfg["transformerDepth"][-1]), ResBlock(ch, ch, emb)])
+        self.skip_channels = list(chans)
         self.output_blocks = nn.ModuleList()
         for level in reversed(range(levels)):
             mult = cfg["channelMult"][level]
@@ -228,22 +233,63 @@ class UNetModel(nn.Module):
                 self.output_blocks.append(Seq(layers))
         self.out = nn.Sequential(group_norm(ch, 1e-5), nn.SiLU(), nn.Conv2d(ch, cfg["outChannels"], 3, padding=1))
 
-    def forward(self, x, timesteps, context, y=None):
-        mc = self.cfg["modelChannels"]
-        emb = self.time_embed(timestep_embedding(timesteps, mc))
-        if y is not None:
-            emb = emb + self.label_emb(y)
+    def embed(self, timesteps, y):
+        emb = self.time_embed(timestep_embedding(timesteps, self.cfg["modelChannels"]))
+        return emb if y is None else emb + self.label_emb(y)
+
+    def forward(self, x, timesteps, context, y=None, control=None):
+        """control: a ControlNet's residuals, one per skip then the middle (cldm's ControlledUnetModel)."""
+        emb = self.embed(timesteps, y)
         hs = []
         h = x
         for blk in self.input_blocks:
             h = blk(h, emb, context)
             hs.append(h)
         h = self.middle_block(h, emb, context)
+        if control is not None:
+            hs = [s + c for s, c in zip(hs, control[:-1])]
+            h = h + control[-1]
         for blk in self.output_blocks:
             h = torch.cat([h, hs.pop()], dim=1)
             size = hs[-1].shape[-2:] if hs else None
             h = blk(h, emb, context, size)
         return self.out(h)
+
+
+class ControlNet(UNetModel):
+    """Zhang et al. 2023, "Adding Conditional Control to Text-to-Image Diffusion Models", sec. 3:
+    a trainable copy of the UNet's encoder and middle block; the control image passes a small conv
+    stack (the hint, cldm's input_hint_block: pairs of 3x3 convs, the second of each inner pair
+    stride 2, SiLU between) whose output is added after conv_in; each skip and the middle output
+    leave through a 1x1 "zero conv". Keys as lllyasviel/ControlNet's cldm.ControlNet."""
+
+    def __init__(self, cfg, hint_in, hint_channels):
+        super().__init__(cfg)
+        del self.output_blocks, self.out
+        layers, cin, n = [], hint_in, len(hint_channels)
+        for j, c in enumerate(hint_channels):
+            if j:
+                layers.append(nn.SiLU())
+            stride = 2 if j % 2 == 0 and 0 < j < n - 1 else 1
+            layers.append(nn.Conv2d(cin, c, 3, padding=1, stride=stride))
+            cin = c
+        self.input_hint_block = nn.Sequential(*layers)
+        self.zero_convs = nn.ModuleList([nn.Sequential(nn.Conv2d(c, c, 1)) for c in self.skip_channels])
+        ch = self.skip_channels[-1]
+        self.middle_block_out = nn.Sequential(nn.Conv2d(ch, ch, 1))
+
+    def forward(self, x, timesteps, context, hint, scale, y=None):
+        emb = self.embed(timesteps, y)
+        guided = self.input_hint_block(hint)
+        outs, h = [], x
+        for i, blk in enumerate(self.input_blocks):
+            h = blk(h, emb, context)
+            if i == 0:
+                h = h + guided
+            outs.append(self.zero_convs[i](h))
+        h = self.middle_block(h, emb, context)
+        outs.append(self.middle_block_out(h))
+        return [o * scale for o in outs]
 
 
 def sdxl_label(text_embeds, time_ids):

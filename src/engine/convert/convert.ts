@@ -64,6 +64,11 @@ export interface ConvertOptions {
   architecture?: CheckpointArchitecture;
   /** Attention as com.microsoft MultiHeadAttention (default) or plain MatMul + Softmax. */
   attention?: AttentionKind;
+  /**
+   * Emit a UNet that also takes ControlNet residuals (down_block_N_additional_residual,
+   * mid_block_additional_residual; zeros give the plain UNet's output exactly).
+   */
+  controlResiduals?: boolean;
   signal?: AbortSignal;
   onProgress?: (p: ConvertProgress) => void;
   /** The checkpoint's sha256 when the caller has it (recorded; A1111's short hash is its first 10 hex). */
@@ -327,7 +332,11 @@ export async function convertCheckpoint(
       );
     }
     const n = arch.textEncoders.length;
-    await run('unet', n, (o) => emitUnet(source, arch.unet, arch.unetPrefix, o));
+    await run('unet', n, (o) =>
+      emitUnet(source, arch.unet, arch.unetPrefix, o, {
+        controlResiduals: options.controlResiduals ?? false,
+      }),
+    );
     await run('vae_encoder', n + 1, (o) => emitVaeEncoder(vaeSource, vaeArch, vaePrefix, o));
     await run('vae_decoder', n + 2, (o) => emitVaeDecoder(vaeSource, vaeArch, vaePrefix, o));
     throwIfAborted(signal);

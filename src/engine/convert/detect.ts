@@ -18,6 +18,7 @@
 import { EngineError } from '../errors';
 import type {
   CheckpointArchitecture,
+  ControlNetArchitecture,
   CheckpointFamily,
   TensorInfo,
   TextEncoderArchitecture,
@@ -154,11 +155,17 @@ function indices(shapes: Shapes, prefix: string): number[] {
   return [...found].sort((a, b) => a - b);
 }
 
-function detectUnet(shapes: Shapes, family: CheckpointFamily, reasons: string[]): UNetArchitecture {
+function detectUnet(
+  shapes: Shapes,
+  family: CheckpointFamily,
+  reasons: string[],
+  UNET = 'model.diffusion_model.',
+): UNetArchitecture {
   const convIn = shapeOf(shapes, `${UNET}input_blocks.0.0.weight`);
   const modelChannels = convIn[0]!;
   const inChannels = convIn[1]!;
-  const outChannels = shapeOf(shapes, `${UNET}out.2.weight`)[0]!;
+  // A ControlNet has no output blocks: its "output" is the residuals, at the input's width.
+  const outChannels = shapes.get(`${UNET}out.2.weight`)?.[0] ?? inChannels;
   const channelMult: number[] = [];
   const attentionLevels: boolean[] = [];
   const transformerDepth: number[] = [];
@@ -463,5 +470,81 @@ export function detectSafetyChecker(
     projectionDim,
     concepts: shapeOf(shapes, 'concept_embeds')[0],
     specialConcepts: shapeOf(shapes, 'special_care_embeds')[0],
+  };
+}
+
+/** The family a UNet's context width (and SDXL's label_emb) implies, or undefined. */
+function familyOfContext(contextDim: number, adm: number | null): CheckpointFamily | undefined {
+  if (contextDim === 768 && adm === null) return 'sd1';
+  if (contextDim === 1024 && adm === null) return 'sd2';
+  if (contextDim === 2048 && adm === 2816) return 'sdxl';
+  return undefined;
+}
+
+/**
+ * Recognises a ControlNet file: lllyasviel/ControlNet's ldm naming (`input_hint_block`,
+ * `zero_convs`, `middle_block_out`, under `control_model.` or no prefix). A ControlNet in
+ * diffusers naming (`controlnet_cond_embedding`, `controlnet_down_blocks`) or a full model
+ * throws `model-unsupported` with one sentence saying why. A context width outside SD 1/2/XL
+ * (small test models) is accepted, with the family read from the projection and label_emb.
+ */
+export function detectControlNet(
+  tensors: readonly TensorInfo[],
+  file: string,
+): ControlNetArchitecture {
+  const shapes: Shapes = new Map(tensors.map((t) => [t.name, t.shape]));
+  const names = [...shapes.keys()];
+  const notControlNet = (what: string): EngineError =>
+    new EngineError('model-unsupported', `${file} is ${what}, not a ControlNet that can be used.`, {
+      file,
+    });
+  if (names.some((n) => n.startsWith('controlnet_cond_embedding.'))) {
+    throw notControlNet(
+      'a ControlNet in diffusers naming (controlnet_cond_embedding.*), which the converter does not read yet; use its ldm-named .safetensors or a diffusers ONNX export',
+    );
+  }
+  const prefix = shapes.has('control_model.input_hint_block.0.weight')
+    ? 'control_model.'
+    : shapes.has('input_hint_block.0.weight')
+      ? ''
+      : undefined;
+  if (prefix === undefined) {
+    throw notControlNet(describeOtherFile(names) ?? 'a Stable Diffusion model or other weights');
+  }
+  const reasons = [`${prefix}input_hint_block.*, zero_convs.*, middle_block_out.*: a ControlNet`];
+  const toK = names.find(
+    (n) => n.startsWith(prefix) && /transformer_blocks\.0\.attn2\.to_k\.weight$/.test(n),
+  );
+  if (!toK) throw notControlNet('a ControlNet without cross-attention layers');
+  const contextDim = shapes.get(toK)![1]!;
+  const adm = shapes.get(`${prefix}label_emb.0.0.weight`)?.[1] ?? null;
+  const projIn = names.find((n) => n.startsWith(prefix) && /\.proj_in\.weight$/.test(n));
+  const linear = projIn !== undefined && shapes.get(projIn)!.length === 2;
+  // Real files: the context width decides; small test models: the projection and label_emb do.
+  const family =
+    familyOfContext(contextDim, adm) ?? (adm !== null ? 'sdxl' : linear ? 'sd2' : 'sd1');
+  reasons.push(`context ${contextDim}${adm !== null ? `, label_emb ${adm}` : ''}: ${family}`);
+  const unet = detectUnet(shapes, family, reasons, prefix);
+  const hintChannels: number[] = [];
+  for (let j = 0; shapes.has(`${prefix}input_hint_block.${2 * j}.weight`); j++) {
+    hintChannels.push(shapes.get(`${prefix}input_hint_block.${2 * j}.weight`)![0]!);
+  }
+  if (hintChannels[hintChannels.length - 1] !== unet.modelChannels) {
+    throw notControlNet(
+      `a ControlNet whose hint block ends at ${hintChannels[hintChannels.length - 1]} channels where its UNet starts at ${unet.modelChannels}`,
+    );
+  }
+  for (let i = 0; i < indices(shapes, `${prefix}input_blocks.`).length; i++) {
+    if (!shapes.has(`${prefix}zero_convs.${i}.0.weight`)) {
+      throw notControlNet(`a ControlNet without zero_convs.${i} (a T2I-Adapter or a damaged file)`);
+    }
+  }
+  return {
+    family,
+    prefix,
+    unet,
+    hintInChannels: shapes.get(`${prefix}input_hint_block.0.weight`)![1]!,
+    hintChannels,
+    reasons,
   };
 }

@@ -126,3 +126,23 @@ export interface SafetyCheckerArchitecture {
   concepts: number;
   specialConcepts: number;
 }
+
+/**
+ * A ControlNet (Zhang et al. 2023, "Adding Conditional Control to Text-to-Image Diffusion
+ * Models"): a copy of a UNet's encoder and middle block, a small conv stack that turns the
+ * control image into a latent-sized feature (the "hint"), and a zero-initialised 1x1 conv per
+ * skip plus one for the middle block. Keys follow lllyasviel/ControlNet's ldm naming
+ * (`input_hint_block`, `zero_convs`, `middle_block_out`), under `prefix`.
+ */
+export interface ControlNetArchitecture {
+  family: CheckpointFamily;
+  /** '' or 'control_model.' (the prefix ControlNet 1.0 and most .safetensors files carry). */
+  prefix: string;
+  /** The encoder's hyper-parameters (outChannels is unused: a ControlNet has no output blocks). */
+  unet: UNetArchitecture;
+  /** Control image channels (3). */
+  hintInChannels: number;
+  /** Output channels of each conv of input_hint_block, in order (SD: 16,16,32,32,96,96,256,320). */
+  hintChannels: number[];
+  reasons: string[];
+}

@@ -3,3 +3,4 @@ export * from './resize';
 export * from './preview';
 export * from './mask';
 export * from './watermark';
+export * from './canny';

@@ -30,7 +30,8 @@ export interface LoadOptions {
 
 /** A created session of one component, with the signature the session reports. */
 export interface ComponentSession {
-  name: ComponentName;
+  /** The folder component, or 'controlnet' for a ControlNet guiding the model (its own file). */
+  name: ComponentName | 'controlnet';
   /** Relative to the model folder ("unet/model.onnx"), for messages. */
   file: string;
   session: ort.InferenceSession;
@@ -177,7 +178,7 @@ export async function createComponentSession(
 
 /** Wraps a created session with its signature and error-wrapping `run`. */
 export function componentSession(
-  name: ComponentName,
+  name: ComponentName | 'controlnet',
   file: string,
   session: ort.InferenceSession,
   signature: Signature,

@@ -42,6 +42,19 @@ export function staticDim(spec: IoSpec | undefined, axis: number): number | null
 }
 
 const FLOATS: readonly TensorType[] = ['float32', 'float16'];
+
+/**
+ * A ControlNet residual input of a ControlNet-ready UNet (`down_block_N_additional_residual`,
+ * `mid_block_additional_residual`: Olive's and OnnxStack's exports and our converter's), rank 4
+ * float. The pipeline feeds them (zeros without a ControlNet).
+ */
+export function isControlResidual(spec: IoSpec): boolean {
+  return (
+    /^(down_block_\d+|mid_block)_additional_residual$/.test(spec.name) &&
+    spec.shape.length === 4 &&
+    FLOATS.includes(spec.type)
+  );
+}
 const INTS: readonly TensorType[] = ['int32', 'int64'];
 const TIMESTEP: readonly TensorType[] = ['float32', 'float16', 'float64', 'int64', 'int32'];
 
@@ -179,7 +192,10 @@ export function validateSignature(component: ComponentName, sig: Signature, file
     }
   }
   const known = new Set(spec.inputs.map((e) => e.name));
-  const unknown = sig.inputs.filter((i) => !known.has(i.name)).map((i) => i.name);
+  const unknown = sig.inputs
+    .filter((i) => !known.has(i.name))
+    .filter((i) => !(component === 'unet' && isControlResidual(i)))
+    .map((i) => i.name);
   if (unknown.length > 0) {
     throw new EngineError(
       'model-unsupported',

@@ -16,6 +16,7 @@ import {
 } from './core';
 import { timedRun } from './stats';
 import type { Tile } from './tiling';
+import type { ControlUnit } from './controlnet';
 import { type ExtraChannels, type PredictOptions, makeUnetPredict } from './unet';
 
 export type { GenerateProgress, GeneratedImage, RunContext } from './core';
@@ -49,6 +50,8 @@ export interface DiffusionHooks {
    * UNet blends the known latents back here.
    */
   blend?: StepBlend;
+  /** ControlNet units guiding every UNet call (controlnet.ts). */
+  control?: readonly ControlUnit[];
 }
 
 const latentChannels = 4;
@@ -125,6 +128,11 @@ export async function runDiffusion(
     timings,
     signal,
     extra,
+    control: {
+      units: hooks.control ?? [],
+      steps: plan.timesteps.length,
+      stepOf: (t) => nearestIndex(plan.timesteps, t),
+    },
   };
   const unetPredict = makeUnetPredict(unet, predictOptions);
   const predict = hooks.wrapPredict
@@ -145,6 +153,14 @@ export async function runDiffusion(
       hooks.decode ? hooks.decode(latents, i, h, w) : decodeLatent(ctx, decoder, latents, i, h, w),
     onLatents: hooks.onLatents,
   });
+}
+
+/** The index of the value in `values` nearest to `t` (the step a timestep belongs to). */
+function nearestIndex(values: readonly number[], t: number): number {
+  let best = 0;
+  for (let i = 1; i < values.length; i++)
+    if (Math.abs(values[i] - t) < Math.abs(values[best] - t)) best = i;
+  return best;
 }
 
 /** Init image -> scaled latents [1,4,h,w], resized (Lanczos) to the requested size first. */

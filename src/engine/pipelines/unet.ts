@@ -8,6 +8,7 @@ import { EngineError } from '../errors';
 import type { ComponentSession } from '../models';
 import type { ModelPredict } from '../schedulers';
 import { floatsToOrt, ortToFloat32, timestepToOrt } from '../tensor';
+import { type ControlOptions, makeControlResiduals } from './controlnet';
 import { type StageTimings, timedRun } from './stats';
 import type { PromptEmbedding } from './text';
 import { type Tile, cropPlanes } from './tiling';
@@ -42,6 +43,8 @@ export interface PredictOptions {
   extra?: ExtraChannels;
   /** The x4 upscaler's class_labels (its noise level), int64 [rows]. */
   classLabels?: number;
+  /** ControlNet units (controlnet.ts); a UNet with residual inputs gets zeros without them. */
+  control?: Pick<ControlOptions, 'units' | 'stepOf' | 'steps'>;
 }
 
 /**
@@ -142,6 +145,26 @@ export function makeUnetPredict(
     extra = whole ? o.extra.data : cropPlanes(o.extra.data, images * extraC, o.h, o.w, region);
   }
   const extraPer = extraC * plane;
+  const wholeLatent = region.h === o.h && region.w === o.w;
+  if (!wholeLatent && o.control?.units.some((u) => u.weight !== 0)) {
+    throw new EngineError(
+      'bad-input',
+      'ControlNet does not work with tiled diffusion yet; generate at a size that needs no tiles.',
+    );
+  }
+  const residuals = makeControlResiduals(unet, {
+    units: [],
+    stepOf: () => 0,
+    steps: 1,
+    ...o.control,
+    rows,
+    batch: o.batch,
+    guided: copies === 2,
+    h,
+    w,
+    timings: o.timings,
+    signal: o.signal,
+  });
 
   return async (scaledX: Float32Array, timestep: number): Promise<Float32Array> => {
     let sample = scaledX;
@@ -170,6 +193,7 @@ export function makeUnetPredict(
       }),
       [timestepSpec.name]: timestepToOrt(timestep, rows, timestepSpec, unet.file),
     };
+    if (residuals) Object.assign(feeds, await residuals(sample, timestep, constant));
     const out = await timedRun(o.timings, unet, feeds, o.signal);
     const pred = ortToFloat32(out[outName], outName);
     if (copies === 1) return pred.length === n ? pred : pred.subarray(0, n);

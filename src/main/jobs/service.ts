@@ -397,6 +397,13 @@ export class JobService {
     const model = await this.#model(settings.model, 'model');
     const frozen: GenerationSettings = { ...settings, model: model.id };
     await this.#filter.validate(this.context.settings.get());
+    // The engine and the command line run ControlNet units (issue 19); the queue does not yet
+    // resolve their model files and control images, so it says so instead of failing later.
+    if (settings.controlnets.length > 0)
+      throw new StudioError(
+        'invalid-argument',
+        'ControlNet units run from the command line for now (npm run generate -- --controlnet FILE --control-image IMAGE); the studio queue does not take them yet.',
+      );
     const needsImage = settings.mode !== 'txt2img';
     if (needsImage && !settings.initImage)
       throw new StudioError(

@@ -14,6 +14,12 @@ import {
   type ConvertProgress,
   convertCheckpoint,
 } from '../../engine/convert/convert';
+import {
+  CONTROLNET_RECORD,
+  type ControlNetConversionRecord,
+  controlNetModelFile,
+  convertControlNet,
+} from '../../engine/convert/convert-controlnet';
 import { VAE_RECORD, type VaeConversionRecord, convertVae } from '../../engine/convert/convert-vae';
 import {
   SAFETY_MODEL,
@@ -121,6 +127,8 @@ export interface CachedConversionOptions {
   precision?: 'fp16' | 'fp32';
   vae?: string;
   prediction?: 'epsilon' | 'v_prediction';
+  /** A UNet that takes ControlNet residuals (cached apart: `-cn` in the key). */
+  controlResiduals?: boolean;
   signal?: AbortSignal;
   /**
    * The engine worker bundle: when given, the conversion runs in a worker thread of it, so this
@@ -197,6 +205,7 @@ export async function ensureConverted(
   let key = `${sha256.slice(0, 16)}-${precision}`;
   if (options.vae) key += `-vae-${(await known.hash(options.vae, {})).slice(0, 10)}`;
   if (options.prediction) key += `-${options.prediction === 'epsilon' ? 'eps' : 'v'}`;
+  if (options.controlResiduals) key += '-cn';
   // converted/<key>/<file name>: the folder's name is the model's name in the studio.
   const slot = path.join(options.dataDir, 'converted', key);
   const convertOptions = {
@@ -205,6 +214,7 @@ export async function ensureConverted(
     sha256,
     ...(options.vae ? { vae: options.vae } : {}),
     ...(options.prediction ? { prediction: options.prediction } : {}),
+    ...(options.controlResiduals ? { controlResiduals: true } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   };
@@ -232,6 +242,50 @@ async function readVaeRecord(dir: string): Promise<VaeConversionRecord | null> {
   } catch {
     return null;
   }
+}
+
+export interface CachedControlNet {
+  dir: string;
+  /** The ControlNet graph to hand the engine (GenerateRequest.controlnets[].file). */
+  modelFile: string;
+  sha256: string;
+  record: ControlNetConversionRecord;
+  converted: boolean;
+}
+
+/**
+ * The converted ControlNet of `file`: reused when the cache has it, converted into
+ * `converted/controlnet-<sha256 prefix>-<precision>/<name>/` otherwise (in this thread).
+ */
+export async function ensureControlNetConverted(
+  file: string,
+  options: Pick<CachedConversionOptions, 'dataDir' | 'precision' | 'signal' | 'onProgress'>,
+): Promise<CachedControlNet> {
+  const precision = options.precision ?? 'fp16';
+  const sha256 = await new KnownHashes(path.join(options.dataDir, HASHES_FILE)).hash(file, options);
+  const slot = path.join(
+    options.dataDir,
+    'converted',
+    `controlnet-${sha256.slice(0, 16)}-${precision}`,
+  );
+  const read = async (dir: string): Promise<ControlNetConversionRecord | null> => {
+    try {
+      const text = await readFile(path.join(dir, CONTROLNET_RECORD), 'utf8');
+      return JSON.parse(text) as ControlNetConversionRecord;
+    } catch {
+      return null;
+    }
+  };
+  const found = await inSlot(slot, folderName(file, 'controlnet'), read, async (dir) => {
+    const { dir: _dir, ...record } = await convertControlNet(file, dir, {
+      precision,
+      sha256,
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    });
+    return record;
+  });
+  return { ...found, modelFile: controlNetModelFile(found.dir), sha256 };
 }
 
 /**

@@ -7,6 +7,7 @@ import { Graph, type SaveProgress, type WeightPrecision } from '../onnx/graph';
 import type {
   CheckpointFamily,
   SafetyCheckerArchitecture,
+  ControlNetArchitecture,
   TensorSource,
   TextEncoderArchitecture,
   UNetArchitecture,
@@ -15,13 +16,15 @@ import type {
 import type { AttentionKind } from './layers';
 import { buildSafetyChecker } from './safety-checker';
 import { buildTextEncoder } from './text-encoder';
-import { buildUNet } from './unet';
+import { buildControlNet } from './controlnet';
 import { buildTaesdDecoder } from './taesd';
+import { buildUNet, type UNetBuildOptions } from './unet';
 import { buildVae } from './vae';
 
 export type { AttentionKind } from './layers';
 export type { SaveProgress, WeightPrecision } from '../onnx/graph';
 export { textEncoderPlan } from './text-encoder';
+export { controlResidualNames, type UNetBuildOptions } from './unet';
 
 export interface EmitOptions {
   /** The component folder (created if missing): model.onnx and model.onnx_data go there. */
@@ -79,14 +82,30 @@ async function emit(
   };
 }
 
-/** The UNet (`unet/`): keys under `prefix` (the architecture's unetPrefix). */
+/**
+ * The UNet (`unet/`): keys under `prefix` (the architecture's unetPrefix). With
+ * `unet.controlResiduals` it also takes a ControlNet's residuals as inputs.
+ */
 export function emitUnet(
   source: TensorSource,
   arch: UNetArchitecture,
   prefix: string,
   opts: EmitOptions,
+  unet: UNetBuildOptions = {},
 ): Promise<EmitResult> {
-  return emit('unet', opts, (g, a) => buildUNet(g, source, arch, prefix, a));
+  return emit('unet', opts, (g, a) => buildUNet(g, source, arch, prefix, a, unet));
+}
+
+/**
+ * A ControlNet (`controlnet/`): sample, timestep, encoder_hidden_states, controlnet_cond,
+ * conditioning_scale -> down_block_N_additional_residual, mid_block_additional_residual.
+ */
+export function emitControlNet(
+  source: TensorSource,
+  arch: ControlNetArchitecture,
+  opts: EmitOptions,
+): Promise<EmitResult> {
+  return emit('controlnet', opts, (g, a) => buildControlNet(g, source, arch, a));
 }
 
 /**

@@ -22,7 +22,8 @@ import { gelu, silu, timestepEmbedding, upsampleNearestLike } from '../onnx/ops'
 import type { TensorSource, UNetArchitecture } from '../types';
 import { type AttentionKind, Layers, Params } from './layers';
 
-class UNetEmitter {
+/** The ldm UNet's building blocks over one graph and one checkpoint's parameters. */
+export class UNetEmitter {
   readonly nn: Layers;
   constructor(
     readonly g: Graph,
@@ -113,15 +114,36 @@ class UNetEmitter {
   }
 }
 
-/** Builds the UNet graph into `g`; returns the keys it consumed. */
-export function buildUNet(
+/** The encoder half's results: the time embedding, the context, and every skip tensor. */
+export interface EncoderHalf {
+  readonly e: UNetEmitter;
+  /** The time (plus SDXL label) embedding, [batch, 4 * modelChannels]. */
+  readonly emb: string;
+  /** The encoder_hidden_states input. */
+  readonly ctx: string;
+  /** Each input block's output in order (conv_in first), with its channel count. */
+  readonly skips: { t: string; c: number }[];
+  /** The middle block's output and its channels. */
+  readonly mid: string;
+  readonly ch: number;
+}
+
+/**
+ * The part the UNet and the ControlNet share (Zhang et al. 2023, "Adding Conditional Control to
+ * Text-to-Image Diffusion Models", sec. 3.2: the ControlNet is a trainable copy of the encoder
+ * and middle block): the inputs sample, timestep, encoder_hidden_states (and SDXL's
+ * text_embeds, time_ids), the time embedding, the input blocks and the middle block.
+ * `afterConvIn` may change conv_in's output before the first skip is taken (the ControlNet adds
+ * its hint there).
+ */
+export function buildEncoderHalf(
   g: Graph,
-  source: TensorSource,
+  p: Params,
   arch: UNetArchitecture,
   prefix: string,
   attention: AttentionKind,
-): Set<string> {
-  const p = new Params(source, g, 'the UNet');
+  afterConvIn: (h: string) => string = (h) => h,
+): EncoderHalf {
   const e = new UNetEmitter(g, p, arch, prefix, attention);
   const nn = e.nn;
   const mc = arch.modelChannels;
@@ -156,7 +178,7 @@ export function buildUNet(
   }
 
   // Input blocks.
-  let h = nn.conv(sample, k('input_blocks.0.0'), arch.inChannels, mc, 3);
+  let h = afterConvIn(nn.conv(sample, k('input_blocks.0.0'), arch.inChannels, mc, 3));
   const skips: { t: string; c: number }[] = [{ t: h, c: mc }];
   let ch = mc;
   let block = 1;
@@ -187,6 +209,60 @@ export function buildUNet(
   h = e.resBlock(h, emb, k('middle_block.0'), ch, ch);
   h = e.spatialTransformer(h, ctx, k('middle_block.1'), ch, e.middleDepth());
   h = e.resBlock(h, emb, k('middle_block.2'), ch, ch);
+  return { e, emb, ctx, skips, mid: h, ch };
+}
+
+/** The names of the residual inputs a ControlNet-ready UNet takes (and a ControlNet emits). */
+export function controlResidualNames(downCount: number): { down: string[]; mid: string } {
+  const down = Array.from({ length: downCount }, (_, i) => `down_block_${i}_additional_residual`);
+  return { down, mid: 'mid_block_additional_residual' };
+}
+
+/** What buildUNet adds to the plain UNet. */
+export interface UNetBuildOptions {
+  /**
+   * Take a ControlNet's residuals as extra inputs (one per skip, `down_block_N_additional_residual`,
+   * and `mid_block_additional_residual`, the names of Olive's and OnnxStack's ControlNet exports),
+   * added to each skip and to the middle block's output as diffusers' UNet does with
+   * down_block_additional_residuals. Zeros give the plain UNet's result.
+   */
+  controlResiduals?: boolean;
+}
+
+/** Builds the UNet graph into `g`; returns the keys it consumed. */
+export function buildUNet(
+  g: Graph,
+  source: TensorSource,
+  arch: UNetArchitecture,
+  prefix: string,
+  attention: AttentionKind,
+  options: UNetBuildOptions = {},
+): Set<string> {
+  const p = new Params(source, g, 'the UNet');
+  const enc = buildEncoderHalf(g, p, arch, prefix, attention);
+  const { e, emb, ctx } = enc;
+  const nn = e.nn;
+  const mc = arch.modelChannels;
+  const levels = arch.channelMult.length;
+  const k = (s: string): string => `${prefix}${s}`;
+  let skips = enc.skips;
+  let h = enc.mid;
+  let ch = enc.ch;
+  if (options.controlResiduals) {
+    const names = controlResidualNames(skips.length);
+    skips = skips.map((s, i) => {
+      const r = g.input(names.down[i], 'float32', [
+        'batch',
+        s.c,
+        `down_${i}_height`,
+        `down_${i}_width`,
+      ]);
+      return { t: g.op('Add', [s.t, r], {}, `control_${i}`), c: s.c };
+    });
+    const r = g.input(names.mid, 'float32', ['batch', ch, 'mid_height', 'mid_width']);
+    h = g.op('Add', [h, r], {}, 'control_mid');
+  }
+  let block: number;
 
   // Output blocks.
   block = 0;

@@ -1,0 +1,166 @@
+// The ControlNet converter against the PyTorch reference (tools/convert-reference/reference.py
+// ControlNet, recorded by make_controlnet.py): a tiny ldm-named ControlNet for the sd1 fixture's
+// UNet, converted here and run in onnxruntime-node, must reproduce the recorded residuals, and the
+// residual UNet fed those residuals must reproduce the reference UNet's output with them.
+// Relative error is max |ours - reference| / max |reference| over each output.
+
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { afterAll, describe, expect, it } from 'vitest';
+import { detectControlNet } from '../../src/engine/convert/detect';
+import {
+  type AttentionKind,
+  controlResidualNames,
+  emitControlNet,
+  emitUnet,
+} from '../../src/engine/convert/emit';
+import type { ControlNetArchitecture, TensorInfo } from '../../src/engine/convert/types';
+import { signatureFromSession, validateSignature } from '../../src/engine/models/signature';
+import { FixtureSafetensors, type ReferenceArch } from '../fixtures/safetensors-fixture';
+
+const REF = path.join(__dirname, '../fixtures/reference');
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'convert-controlnet-'));
+const arch = JSON.parse(
+  readFileSync(path.join(REF, 'controlnet-sd1.json'), 'utf8'),
+) as ControlNetArchitecture;
+const unetArch = JSON.parse(
+  readFileSync(path.join(REF, 'convert-sd1.json'), 'utf8'),
+) as ReferenceArch;
+const source = new FixtureSafetensors(path.join(REF, 'controlnet-sd1.safetensors'));
+const unetSource = new FixtureSafetensors(path.join(REF, 'convert-sd1.safetensors'));
+const expected = new FixtureSafetensors(path.join(REF, 'controlnet-sd1.expected.safetensors'));
+afterAll(async () => {
+  await Promise.all([source.close(), unetSource.close(), expected.close()]);
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+const TOLERANCE = 1e-4;
+const names = controlResidualNames(arch.unet.numResBlocks * 3 + 3);
+let dirs = 0;
+
+async function f32(name: string): Promise<ort.Tensor> {
+  const info = expected.info(name)!;
+  return new ort.Tensor('float32', await expected.readFloat32(name), [...info.shape]);
+}
+
+async function relErr(got: ort.Tensor | undefined, name: string): Promise<number> {
+  if (!got) throw new Error(`no output ${name}`);
+  expect([...got.dims]).toEqual([...expected.info(name)!.shape]);
+  const want = await expected.readFloat32(name);
+  const data = got.data as Float32Array;
+  let diff = 0;
+  let ref = 0;
+  for (let i = 0; i < want.length; i++) {
+    diff = Math.max(diff, Math.abs(data[i] - want[i]));
+    ref = Math.max(ref, Math.abs(want[i]));
+  }
+  expect(ref).toBeGreaterThan(0);
+  return diff / ref;
+}
+
+async function session(model: string): Promise<ort.InferenceSession> {
+  return ort.InferenceSession.create(model, { executionProviders: ['cpu'] });
+}
+
+describe('ControlNet conversion matches the PyTorch reference', () => {
+  it.each<AttentionKind>(['fused', 'matmul'])(
+    'the residuals (%s attention) and consumes every key',
+    async (attention) => {
+      const result = await emitControlNet(source, arch, {
+        dir: path.join(tmp, `c${dirs++}`),
+        precision: 'fp32',
+        attention,
+      });
+      expect(source.list().filter((t: TensorInfo) => !result.consumed.has(t.name))).toEqual([]);
+      const s = await session(result.model);
+      try {
+        expect(s.inputNames).toEqual([
+          'sample',
+          'timestep',
+          'encoder_hidden_states',
+          'controlnet_cond',
+          'conditioning_scale',
+        ]);
+        expect(s.outputNames).toEqual([...names.down, names.mid]);
+        const feeds: Record<string, ort.Tensor> = {};
+        for (const n of s.inputNames) feeds[n] = await f32(n);
+        const out = await s.run(feeds);
+        for (const n of s.outputNames) expect(await relErr(out[n], n), n).toBeLessThan(TOLERANCE);
+      } finally {
+        await s.release();
+      }
+    },
+  );
+
+  it('the residual UNet adds them as the reference does, and zeros give the plain UNet', async () => {
+    const result = await emitUnet(
+      unetSource,
+      unetArch.unet,
+      unetArch.unetPrefix,
+      { dir: path.join(tmp, `u${dirs++}`), precision: 'fp32' },
+      { controlResiduals: true },
+    );
+    const s = await session(result.model);
+    try {
+      validateSignature('unet', signatureFromSession(s), result.model);
+      expect(s.inputNames).toEqual([
+        'sample',
+        'timestep',
+        'encoder_hidden_states',
+        ...names.down,
+        names.mid,
+      ]);
+      const feeds: Record<string, ort.Tensor> = {};
+      for (const n of s.inputNames) feeds[n] = await f32(n);
+      const out = await s.run(feeds);
+      expect(await relErr(out.out_sample, 'out_sample')).toBeLessThan(TOLERANCE);
+      for (const n of [...names.down, names.mid]) {
+        const t = feeds[n];
+        feeds[n] = new ort.Tensor('float32', new Float32Array(t.size), t.dims);
+      }
+      const plain = await s.run(feeds);
+      expect(await relErr(plain.out_sample, 'plain_out_sample')).toBeLessThan(TOLERANCE);
+      // The control changes the output by far more than the tolerance.
+      expect(await relErr(out.out_sample, 'plain_out_sample')).toBeGreaterThan(0.05);
+    } finally {
+      await s.release();
+    }
+  });
+});
+
+describe('detectControlNet', () => {
+  it('reads the architecture back from the ldm keys', () => {
+    const got = detectControlNet(source.list(), 'controlnet-sd1.safetensors');
+    expect(got.prefix).toBe('control_model.');
+    expect(got.family).toBe('sd1');
+    expect(got.hintInChannels).toBe(3);
+    expect(got.hintChannels).toEqual(arch.hintChannels);
+    for (const key of ['inChannels', 'modelChannels', 'channelMult', 'numResBlocks'] as const) {
+      expect(got.unet[key], key).toEqual(arch.unet[key]);
+    }
+    expect(got.unet.attentionLevels).toEqual(arch.unet.attentionLevels);
+    expect(got.unet.contextDim).toBe(arch.unet.contextDim);
+  });
+
+  it('reads files without the control_model. prefix (ControlNet 1.1 .pth naming)', () => {
+    const bare = source.list().map((t) => ({ ...t, name: t.name.slice('control_model.'.length) }));
+    expect(detectControlNet(bare, 'cn.safetensors').prefix).toBe('');
+  });
+
+  it('says what a full checkpoint or a diffusers-named ControlNet is, in one sentence', () => {
+    expect(() => detectControlNet(unetSource.list(), 'model.safetensors')).toThrow(
+      /^model\.safetensors is .*not a ControlNet that can be used\.$/,
+    );
+    const diffusers: TensorInfo[] = [
+      {
+        name: 'controlnet_cond_embedding.conv_in.weight',
+        dtype: 'F16',
+        shape: [16, 3, 3, 3],
+        byteLength: 864,
+      },
+    ];
+    expect(() => detectControlNet(diffusers, 'cn.safetensors')).toThrow(/diffusers naming/);
+  });
+});

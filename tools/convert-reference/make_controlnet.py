@@ -1,0 +1,93 @@
+"""Records the ControlNet reference fixtures: a tiny ldm-named ControlNet for the sd1 fixture's UNet
+(convert-sd1.safetensors) and the outputs of reference.py's ControlNet and residual UNet.
+
+    /usr/bin/python3 tools/convert-reference/make_controlnet.py [--out tests/fixtures/reference]
+
+Writes
+  controlnet-sd1.safetensors           the ControlNet (float32, `control_model.` keys as the
+                                       ControlNet 1.0 / 1.1 .safetensors files carry)
+  controlnet-sd1.expected.safetensors  inputs, the residuals, and the sd1 UNet's out_sample with them
+  controlnet-sd1.json                  the architecture (src/engine/convert/types.ts shapes)
+The zero convs get random weights (they are zero only before training) so every parameter shows in
+the residuals.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import make_fixtures as M
+import reference as R
+
+HINT = [4, 4, 8, 8, 12, 12, 16]  # cldm: 16, 16, 32, 32, 96, 96, 256, then the base width
+
+
+def read_safetensors(path):
+    raw = Path(path).read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    out = {}
+    for name, h in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = h["data_offsets"]
+        dtype = {"F32": np.float32, "F16": np.float16, "I64": np.int64}[h["dtype"]]
+        out[name] = torch.from_numpy(np.frombuffer(raw[8 + n + a : 8 + n + b], dtype=dtype).copy()).reshape(h["shape"])
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="tests/fixtures/reference")
+    out = Path(ap.parse_args().out)
+    sd1 = json.loads((out / "convert-sd1.json").read_text())
+    cfg = sd1["unet"]
+    torch.manual_seed(19)
+    gen = torch.Generator().manual_seed(1900)
+
+    unet = R.UNetModel(cfg).eval()
+    weights = read_safetensors(out / "convert-sd1.safetensors")
+    prefix = sd1["unetPrefix"]
+    unet.load_state_dict({k[len(prefix) :]: v.float() for k, v in weights.items() if k.startswith(prefix)})
+
+    hint = HINT + [cfg["modelChannels"]]
+    cn = R.ControlNet(cfg, 3, hint).eval()
+    M.randomize_norms_and_biases(cn, gen)
+    # PyTorch's default init shrinks a signal by about half per conv, so after the hint's eight
+    # convs the control image would barely show against the biases; a gain keeps it visible (the
+    # trained hint block does the same job), so tests can see the image decide the result.
+    with torch.no_grad():
+        for m in cn.input_hint_block:
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.mul_(3.0)
+    ckpt = {"control_model." + k: v for k, v in cn.state_dict().items()}
+
+    io = {}
+    with torch.no_grad():
+        b, h, w = 2, 8, 6  # a non-square latent: the hint's strides must land on it exactly
+        x = torch.randn(b, cfg["inChannels"], h, w, generator=gen)
+        ts = torch.tensor([999.0, 1.0])
+        ctx = torch.randn(b, 77, cfg["contextDim"], generator=gen)
+        cond = torch.rand(b, 3, 8 * h, 8 * w, generator=gen)
+        scale = torch.tensor(0.75)
+        res = cn(x, ts, ctx, cond, scale)
+        io.update({"sample": x, "timestep": ts, "encoder_hidden_states": ctx, "controlnet_cond": cond,
+                   "conditioning_scale": scale})
+        for i, r in enumerate(res[:-1]):
+            io[f"down_block_{i}_additional_residual"] = r
+        io["mid_block_additional_residual"] = res[-1]
+        io["out_sample"] = unet(x, ts, ctx, control=res)
+        io["plain_out_sample"] = unet(x, ts, ctx)
+
+    M.write_safetensors(out / "controlnet-sd1.safetensors", ckpt, {"format": "pt"})
+    M.write_safetensors(out / "controlnet-sd1.expected.safetensors", io)
+    arch = dict(family="sd1", prefix="control_model.", unet=cfg, hintInChannels=3, hintChannels=hint, reasons=[])
+    (out / "controlnet-sd1.json").write_text(json.dumps(arch, indent=2) + "\n")
+    print(f"controlnet-sd1: {len(ckpt)} tensors, {sum(v.numel() for v in ckpt.values())} values")
+
+
+if __name__ == "__main__":
+    main()
