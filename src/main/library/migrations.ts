@@ -253,6 +253,15 @@ CREATE INDEX generation_networks_by_name ON generation_networks (kind, name COLL
       if (tag.kind === 'lora' && !tag.error) insert.run(row.id, tag.name);
 }
 
+/**
+ * What each LoRA matched (issue 12): the tensors in its file and those that matched nothing in
+ * the model, as the engine reported them; NULL for embeddings and for earlier generations.
+ */
+const v8 = `
+ALTER TABLE generation_networks ADD COLUMN tensors INTEGER;
+ALTER TABLE generation_networks ADD COLUMN unmatched_tensors INTEGER;
+`;
+
 export const migrations: readonly Migration[] = [
   {
     version: 1,
@@ -276,6 +285,11 @@ export const migrations: readonly Migration[] = [
     version: 7,
     description: 'model downloads and their files',
     up: (db) => db.exec(downloadsSchema),
+  },
+  {
+    version: 8,
+    description: "what each generation's LoRAs matched (generation_networks tensor counts)",
+    up: (db) => db.exec(v8),
   },
 ];
 
