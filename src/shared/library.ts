@@ -68,8 +68,23 @@ export const UsedNetwork = z.object({
   name: z.string(),
   /** A1111's short hash (12 hex digits) when recorded. */
   hash: z.string().nullable(),
+  /**
+   * LoRAs: the tensors in the file and those that matched nothing in the model, as the engine
+   * reported them (absent for embeddings and for generations recorded before they were kept).
+   */
+  tensors: z.number().int().nonnegative().optional(),
+  unmatchedTensors: z.number().int().nonnegative().optional(),
 });
 export type UsedNetwork = z.infer<typeof UsedNetwork>;
+
+/**
+ * The sentence for a LoRA some of whose tensors matched nothing in the model it ran on, or null
+ * when all matched (or the counts were not recorded).
+ */
+export function unmatchedNetworkNote(n: UsedNetwork): string | null {
+  if (n.kind !== 'lora' || !n.unmatchedTensors || n.tensors === undefined) return null;
+  return `${n.unmatchedTensors} of ${n.tensors} tensors of LoRA ${n.name} matched nothing in this model — it may be for another model.`;
+}
 
 export const UploadedImage = z.object({
   imageId: Id,

@@ -12,12 +12,18 @@ import { doneJobs, fillForm, openStudio, view } from './helpers';
 /** 3 vectors 32 wide: fits the fixture model's text encoder (tiny-ti.pt is an SD 1.x one, 768). */
 const TI_PT = path.join(import.meta.dirname, '../fixtures/reference/embeddings/tiny-ti-32.pt');
 
+/**
+ * A LoRA whose text-encoder pair fits the fixture model (32 wide) and whose UNet tensor matches
+ * nothing there (the known-answer UNet has no weights): the studio says so.
+ */
 async function writeLora(file: string, seed: number): Promise<void> {
   fs.mkdirSync(path.dirname(file), { recursive: true });
-  // One attention pair that fits the fixture model's mid block (8 channels), so it is merged.
+  const te = 'lora_te_text_model_encoder_layers_0_self_attn_to_q';
   await writeSafetensors(
     file,
     [
+      { name: `${te}.lora_down.weight`, dtype: 'F32', shape: [2, 32] },
+      { name: `${te}.lora_up.weight`, dtype: 'F32', shape: [32, 2] },
       {
         name: 'lora_unet_mid_block_attentions_0_proj_in.lora_down.weight',
         dtype: 'F32',
@@ -99,6 +105,10 @@ test('pick a LoRA and an embedding beside the prompt, set the weight, generate, 
 
   await prompt.press('Control+Enter');
   await expect(doneJobs(page)).toHaveCount(2, { timeout: 90_000 });
+  // The finished job says what of the LoRA matched nothing in this model.
+  const unmatched =
+    '1 of 3 tensors of LoRA film_grain matched nothing in this model — it may be for another model.';
+  await expect(page.getByTestId('notice').filter({ hasText: unmatched })).toBeVisible();
   const page1 = await callApi<{ items: Array<{ generationId: string }> }>(studio, 'searchGallery', {
     lora: 'film_grain',
   });
@@ -120,6 +130,7 @@ test('pick a LoRA and an embedding beside the prompt, set the weight, generate, 
   // Its details name the LoRA and the embedding with their hashes.
   await page.getByTestId('gallery-item').first().click();
   await expect(page.getByTestId('detail-loras')).toHaveText(/^film_grain \([0-9a-f]{12}\)$/);
+  await expect(page.getByTestId('detail-unmatched')).toHaveText(unmatched);
   await expect(page.getByTestId('detail-embeddings')).toHaveText(/^tiny-ti \([0-9a-f]{12}\)$/);
 
   // The LoRA file goes away; reusing the generation restores the tag and says it is missing.

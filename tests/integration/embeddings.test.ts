@@ -18,7 +18,13 @@ import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DiffusionEngine, EngineClient, EngineError } from '../../src/engine';
 import { EmbeddingFiles, EmbeddingSessions } from '../../src/engine/adapters/embeddings';
-import { SessionCache, loadModel, type LoadedModel } from '../../src/engine/models';
+import { planLoras, type LoraPlan } from '../../src/engine/adapters/lora';
+import {
+  SessionCache,
+  loadModel,
+  openModelFolder,
+  type LoadedModel,
+} from '../../src/engine/models';
 import { emptyTimings } from '../../src/engine/pipelines/stats';
 import { TextConditioner, type PromptEmbedding } from '../../src/engine/pipelines/text';
 import { ClipTokenizer } from '../../src/engine/tokenizer';
@@ -46,8 +52,13 @@ afterAll(async () => {
   await rm(tmp, { recursive: true, force: true });
 });
 
-async function conditioner(dir: string): Promise<TextConditioner> {
-  const model = await loadModel(dir, { provider: 'cpu', threads: 1, cache: new SessionCache() });
+async function conditioner(dir: string, plan?: LoraPlan): Promise<TextConditioner> {
+  const model = await loadModel(dir, {
+    provider: 'cpu',
+    threads: 1,
+    cache: new SessionCache(),
+    ...(plan ? { variants: plan.variants } : {}),
+  });
   loaded.push(model);
   const text = new TextConditioner(model, { threads: 1 });
   conditioners.push(text);
@@ -323,6 +334,89 @@ describe('grown text-encoder sessions', () => {
     await expect(first!.session.session.run(feeds)).rejects.toThrow();
     await second!.session.session.run(feeds);
     await sessions.release();
+  });
+});
+
+describe('an embedding with a text-encoder LoRA', () => {
+  /** A kohya LoRA of random rank-2 factors on the first layer's q projection only. */
+  async function teLora(file: string, width: number): Promise<void> {
+    const rank = 2;
+    const down = vectors(rank, width, 21).map((v) => v * 0.3);
+    const up = vectors(width, rank, 22).map((v) => v * 0.3);
+    const m = 'lora_te_text_model_encoder_layers_0_self_attn_to_q';
+    const tensors = [
+      { name: `${m}.lora_down.weight`, shape: [rank, width], values: down },
+      { name: `${m}.lora_up.weight`, shape: [width, rank], values: up },
+      { name: `${m}.alpha`, shape: [], values: Float32Array.of(1) },
+    ];
+    await writeSafetensors(
+      file,
+      tensors.map((t) => ({ name: t.name, shape: t.shape, dtype: 'F32' as const })),
+      (t) => encodeFloats(tensors.find((x) => x.name === t.name)!.values, 'F32'),
+    );
+  }
+
+  /** A copy of `dir` whose text encoder is the LoRA-merged one the plan builds, on disk. */
+  async function mergedCopy(dir: string, name: string, plan: LoraPlan): Promise<string> {
+    const dst = path.join(tmp, name);
+    await cp(dir, dst, { recursive: true });
+    const source = await plan.variants.text_encoder!.source();
+    if (typeof source.model !== 'string')
+      await writeFile(path.join(dst, 'text_encoder', 'model.onnx'), source.model);
+    for (const f of source.externalData)
+      await writeFile(path.join(dst, 'text_encoder', f.path), f.data);
+    return dst;
+  }
+
+  it.each([
+    ['inline fp32', 'lora-ti-inline', { family: 'sd15' as const }, 1e-5],
+    [
+      'external fp16',
+      'lora-ti-external',
+      { family: 'sd15' as const, dtype: 'float16' as const, externalWeights: true },
+      2e-3,
+    ],
+  ])('%s: the grown encoder keeps the LoRA merged', async (_, name, fixture, tolerance) => {
+    const dir = await fixtureModel(name, fixture);
+    const info = await openModelFolder(dir);
+    const te = await readFile(info.components.text_encoder!.modelPath);
+    const table = onnx.ModelProto.decode(te).graph!.initializer!.find((t) => t.name === TABLE)!;
+    const width = Number(table.dims![1]);
+    const loraPath = path.join(tmp, `${name}-te.safetensors`);
+    await teLora(loraPath, width);
+    const plan = await planLoras(info, [
+      { path: loraPath, name: 'te', teWeight: 1, unetWeight: 1 },
+    ]);
+    expect(Object.keys(plan.variants)).toEqual(['text_encoder']);
+    const style = vectors(3, width, 31);
+    const stylePath = await embeddingFile(`${name}-style.safetensors`, [
+      { name: 'emb_params', rows: 3, width, values: style },
+    ]);
+    const withBoth = await conditioner(dir, plan);
+    withBoth.useEmbeddings([{ token: 'mystyle', path: stylePath }], [PROMPT]);
+    const got = await withBoth.encode(PROMPT, emptyTimings());
+
+    // The reference: the LoRA-merged encoder written to disk, the vectors written into its rows.
+    const merged = await mergedCopy(dir, `${name}-merged`, plan);
+    const reference = await conditioner(
+      await withRows(merged, `${name}-merged-rows`, [
+        { component: 'text_encoder', ids: await standIns(dir), values: style },
+      ]),
+    );
+    expectSame(got, await reference.encode(STANDIN_PROMPT, emptyTimings()), tolerance);
+
+    // The check can fail: the base encoder with the embedding gives something else.
+    const baseOnly = await conditioner(dir);
+    baseOnly.useEmbeddings([{ token: 'mystyle', path: stylePath }], [PROMPT]);
+    const base = await baseOnly.encode(PROMPT, emptyTimings());
+    expect(maxDiff(got.hidden, base.hidden)).toBeGreaterThan(0.01);
+    // And without the embedding the LoRA conditioner is the LoRA-merged encoder, as before.
+    const plain = 'a house on a hill, at night';
+    expectSame(
+      await withBoth.encode(plain, emptyTimings()),
+      await (await conditioner(merged)).encode(plain, emptyTimings()),
+      tolerance,
+    );
   });
 });
 

@@ -198,6 +198,30 @@ describe('merging into diffusers ONNX folders', () => {
   });
 });
 
+describe('a LoRA of which nothing matches', () => {
+  it('is refused in one sentence before any session is built (it would change nothing)', async () => {
+    const file = path.join(tmp, 'elsewhere.safetensors');
+    const m = 'lora_unet_down_blocks_5_attentions_0_proj_in';
+    await writeSafetensors(
+      file,
+      [
+        { name: `${m}.lora_down.weight`, dtype: 'F32', shape: [RANK, 4] },
+        { name: `${m}.lora_up.weight`, dtype: 'F32', shape: [4, RANK] },
+      ],
+      () => new Uint8Array(8 * 4),
+    );
+    const info = await openModelFolder(inlineDir);
+    await expect(
+      planLoras(info, [{ path: file, name: 'elsewhere', teWeight: 1, unetWeight: 1 }]),
+    ).rejects.toThrow(
+      /^None of the 2 tensors of the LoRA "elsewhere" matched this model, so it would change nothing/,
+    );
+    // Part of it matching is enough: the report counts the rest.
+    const plan = await planLoras(info, [spec(1, 1)]);
+    expect(plan.reports[0]).toMatchObject({ matchedTensors: 11, unmatchedTensors: 2 });
+  });
+});
+
 describe('the patched session runs the same graph', () => {
   it("after ONNX Runtime optimises both, the nodes and the weights' types and shapes are the same", async () => {
     const info = await openModelFolder(externalDir);

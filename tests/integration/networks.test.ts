@@ -24,6 +24,7 @@ import {
   GenerationSettings,
   type GenerationInput,
   type QueueState,
+  unmatchedNetworkNote,
 } from '../../src/shared';
 import { type TensorSpec, writeSafetensors } from '../fixtures/checkpoint';
 import { type FixtureInfo, fixtureModelInfo } from '../fixtures/models';
@@ -46,10 +47,21 @@ beforeAll(async () => {
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-/** A tiny kohya-style LoRA (one attention pair); the bytes differ by `seed`, so do the hashes. */
-async function writeLora(file: string, seed: number): Promise<void> {
+/**
+ * A tiny kohya-style LoRA; the bytes differ by `seed`, so do the hashes. Its text-encoder pair
+ * matches the fixture model, its UNet pair does not (the known-answer UNet has no weights), so
+ * 2 of its 4 tensors match nothing; `matching: false` leaves only the UNet pair.
+ */
+async function writeLora(file: string, seed: number, matching = true): Promise<void> {
   fs.mkdirSync(path.dirname(file), { recursive: true });
+  const te = 'lora_te_text_model_encoder_layers_0_self_attn_to_q';
   const specs: TensorSpec[] = [
+    ...(matching
+      ? [
+          { name: `${te}.lora_down.weight`, dtype: 'F32' as const, shape: [2, 32] },
+          { name: `${te}.lora_up.weight`, dtype: 'F32' as const, shape: [32, 2] },
+        ]
+      : []),
     {
       name: 'lora_unet_mid_block_attentions_0_proj_in.lora_down.weight',
       dtype: 'F32',
@@ -61,11 +73,14 @@ async function writeLora(file: string, seed: number): Promise<void> {
       shape: [8, 2],
     },
   ];
-  await writeSafetensors(file, specs, (t) =>
-    new Uint8Array(Float32Array.from({ length: 16 }, (_, i) => (i + seed) / 100).buffer).subarray(
-      0,
-      t.shape[0] * t.shape[1] * 4,
-    ),
+  await writeSafetensors(
+    file,
+    specs,
+    (t) =>
+      new Uint8Array(
+        Float32Array.from({ length: t.shape[0] * t.shape[1] }, (_, i) => ((i % 16) + seed) / 100)
+          .buffer,
+      ),
   );
 }
 
@@ -171,11 +186,16 @@ describe('LoRAs and embeddings in the studio host', () => {
       const ink = addnetShort(path.join(loraDir, 'styles', 'ink.safetensors'));
       const ti = wholeShort(TI_PT);
       const gen = await host.service.getGeneration({ id: job.generationId! });
+      // With what each LoRA matched, as the engine reported it.
       expect(gen.networks).toEqual([
-        { kind: 'lora', name: 'film_grain', hash: grain },
-        { kind: 'lora', name: 'ink', hash: ink },
+        { kind: 'lora', name: 'film_grain', hash: grain, tensors: 4, unmatchedTensors: 2 },
+        { kind: 'lora', name: 'ink', hash: ink, tensors: 4, unmatchedTensors: 2 },
         { kind: 'embedding', name: 'tiny-ti', hash: ti },
       ]);
+      expect(unmatchedNetworkNote(gen.networks[0]!)).toBe(
+        '2 of 4 tensors of LoRA film_grain matched nothing in this model — it may be for another model.',
+      );
+      expect(unmatchedNetworkNote(gen.networks[2]!)).toBeNull();
       const expectedLine = `Lora hashes: "film_grain: ${grain}, ink: ${ink}", TI hashes: "tiny-ti: ${ti}"`;
       expect(gen.parametersText).toContain(expectedLine);
       const file = host.library.resolveImage(gen.images[0].imageId).file;
@@ -218,6 +238,15 @@ describe('LoRAs and embeddings in the studio host', () => {
       await writeLora(path.join(loraDir, 'late.safetensors'), 3);
       expect((await run({ prompt: 'x <lora:late:0.3>' })).state).toBe('done');
       expect(requests[2].loras?.map((l) => l.name)).toEqual(['late']);
+
+      // A LoRA of which nothing matches would change nothing: the job fails before sampling.
+      await writeLora(path.join(loraDir, 'elsewhere.safetensors'), 4, false);
+      const useless = await run({ prompt: 'x <lora:elsewhere:1>' });
+      expect(useless.state).toBe('failed');
+      expect(useless.error?.message).toMatch(
+        /None of the 2 tensors of the LoRA "elsewhere" matched this model, so it would change nothing/,
+      );
+      expect(useless.generationId).toBeNull();
     } finally {
       recorder.mockRestore();
       await host.close();

@@ -56,28 +56,50 @@ export interface TokenTable {
   width: number;
 }
 
-/** A text encoder's model.onnx with its token table grown; `bytes` is what ORT creates from. */
+/** External-data files held in memory, by the location the model names them with. */
+type ExternalData = readonly { path: string; data: Uint8Array }[];
+
+/**
+ * A text encoder's model.onnx with its token table grown; `bytes` is what ORT creates from, with
+ * `externalData` (patched weight files held in memory) when the encoder came from a LoRA variant.
+ */
 export interface GrownTextEncoder extends TokenTable {
   bytes: Uint8Array;
+  externalData: ExternalData;
 }
 
 /**
- * Reads `modelPath` (a text encoder; `file` names it in messages) and appends `rows` (each
- * [n, width], in placeholder order) to its token table. Rows are narrowed to the table's type.
+ * The text encoder to grow when it is not the file on disk: a LoRA variant's patched model
+ * (adapters/lora.ts SessionSource): its model.onnx bytes or path, and its patched data files.
+ */
+export interface TextEncoderSource {
+  model: string | Uint8Array;
+  externalData: ExternalData;
+}
+
+/**
+ * Reads `modelPath` (a text encoder; `file` names it in messages), or `source` when given (the
+ * LoRA-patched encoder, so its merged weights stay applied), and appends `rows` (each [n, width],
+ * in placeholder order) to its token table. Rows are narrowed to the table's type.
  */
 export async function growTokenTable(
   modelPath: string,
   file: string,
   rows: readonly { name: string; vectors: EmbeddingVectors }[],
+  source?: TextEncoderSource,
 ): Promise<GrownTextEncoder> {
   // Room for the new rows in front of the file's bytes, so the grown model is assembled in the
   // same allocation (a full SD 1.x text encoder is 490 MB; a second copy costs seconds).
   const slack = 4 * rows.reduce((s, r) => s + r.vectors.data.length, 0) + 65536;
-  const whole = await readWhole(modelPath, file, slack);
+  const model = source?.model ?? modelPath;
+  const externalData = source?.externalData ?? [];
+  const whole =
+    typeof model === 'string' ? await readWhole(model, file, slack) : withSlack(model, slack);
   const buf = whole.subarray(slack);
   try {
-    const { parts, vocabRows, width } = await rewrite(buf, path.dirname(modelPath), file, rows);
-    return { bytes: assemble(whole, parts), vocabRows, width };
+    const dir = path.dirname(modelPath);
+    const { parts, vocabRows, width } = await rewrite(buf, dir, file, rows, externalData);
+    return { bytes: assemble(whole, parts), vocabRows, width, externalData };
   } catch (e) {
     if (e instanceof ProtoError)
       throw new EngineError(
@@ -120,6 +142,13 @@ function assemble(whole: Buffer, parts: readonly Uint8Array[]): Uint8Array {
     at += part.length;
   }
   return whole.subarray(0, at);
+}
+
+/** `bytes` copied behind `slack` free bytes (the patched model belongs to its variant). */
+function withSlack(bytes: Uint8Array, slack: number): Buffer {
+  const whole = Buffer.allocUnsafeSlow(slack + bytes.length);
+  whole.set(bytes, slack);
+  return whole;
 }
 
 async function readWhole(modelPath: string, file: string, slack: number): Promise<Buffer> {
@@ -165,6 +194,7 @@ async function rewrite(
   dir: string,
   file: string,
   rows: readonly { name: string; vectors: EmbeddingVectors }[],
+  externalData: ExternalData,
 ): Promise<TokenTable & { parts: Uint8Array[] }> {
   let graphField: Field | null = null;
   for (const f of fields(buf, 0, buf.length)) if (f.number === 7 && f.wire === 2) graphField = f;
@@ -233,7 +263,14 @@ async function rewrite(
         { file },
       );
 
-  const oldBytes = await tableBytes(buf, dir, file, table, vocabRows * width * itemBytes);
+  const oldBytes = await tableBytes(
+    buf,
+    dir,
+    file,
+    table,
+    vocabRows * width * itemBytes,
+    externalData,
+  );
   const added = rows.reduce((s, r) => s + r.vectors.rows, 0);
   const newRows = encodeRows(rows, table.dataType, added * width);
   const newTable = lenField(5, [
@@ -289,10 +326,23 @@ async function tableBytes(
   file: string,
   t: TensorInfo,
   expected: number,
+  externalData: ExternalData,
 ): Promise<Uint8Array> {
   let bytes: Uint8Array;
-  if (t.external) {
-    const location = t.external.get('location') ?? '';
+  const location = t.external?.get('location') ?? '';
+  const held = t.external ? externalData.find((f) => f.path === location) : undefined;
+  if (t.external && held) {
+    // The LoRA variant's data file, in memory (patched or not, it is what the session reads).
+    const offset = Number(t.external.get('offset') ?? 0);
+    const length = Number(t.external.get('length') ?? expected);
+    if (length !== expected || offset + length > held.data.length)
+      throw new EngineError(
+        'model-corrupt',
+        `The external weights of ${file} are truncated or do not match it (${location}).`,
+        { file },
+      );
+    bytes = held.data.subarray(offset, offset + length);
+  } else if (t.external) {
     const offset = Number(t.external.get('offset') ?? 0);
     const length = Number(t.external.get('length') ?? expected);
     const resolved = path.resolve(dir, location);
@@ -393,6 +443,9 @@ export async function createGrownSession(
     const session = (options.extra as { session?: Record<string, unknown> } | undefined)?.session;
     return ort.InferenceSession.create(grown.bytes, {
       ...options,
+      // A LoRA variant's data files come from memory: ORT 1.30 then reads no external file from
+      // disk, which is why a variant holds every data file its patched weights live in.
+      ...(grown.externalData.length > 0 ? { externalData: [...grown.externalData] } : {}),
       extra: { session: { ...session, model_external_initializers_file_folder_path: dir } },
     });
   };

@@ -70,6 +70,8 @@ export interface GrownEncoder {
   /** The first placeholder id (the original table's row count); ids from here are vectors. */
   placeholderBase: number;
   tokens: PromptEmbeddingTokens[];
+  /** Weight files ONNX Runtime reads from memory (a LoRA variant's) while the session lives. */
+  keepAlive: readonly Uint8Array[];
 }
 
 const ENCODERS: readonly ComponentName[] = ['text_encoder', 'text_encoder_2'];
@@ -134,7 +136,11 @@ export class EmbeddingSessions {
             `${name}/model.onnx is missing from the model folder.`,
             { file: `${name}/model.onnx` },
           );
-        const grown = await growTokenTable(component.modelPath, component.file, blocks[i]!);
+        // A LoRA with text-encoder weights patched this encoder: grow the patched one, or the
+        // embedding would silently drop the LoRA's text-encoder part.
+        const variant = this.model.variants?.[name];
+        const source = variant ? await variant.source() : undefined;
+        const grown = await growTokenTable(component.modelPath, component.file, blocks[i]!, source);
         const dir = path.dirname(component.modelPath);
         const session = await createGrownSession(
           grown,
@@ -161,6 +167,7 @@ export class EmbeddingSessions {
           ),
           placeholderBase: grown.vocabRows,
           tokens,
+          keepAlive: grown.externalData.map((f) => f.data),
         });
       }
     } catch (e) {

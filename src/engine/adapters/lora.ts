@@ -178,6 +178,13 @@ export async function planLoras(
     try {
       const stamp = `${path.resolve(spec.path)}:${await fileStamp(spec.path)}`;
       const { matched, report } = matchFile(spec, file, targets);
+      // Nothing matched: the LoRA would change nothing, which is never what a person asked for.
+      if (report.tensors > 0 && report.matchedTensors === 0)
+        throw new EngineError(
+          'model-unsupported',
+          `None of the ${report.tensors} tensors of the LoRA "${spec.name}" matched this model, so it would change nothing (it looks made for ${familyOfLora(file)}).`,
+          { file: spec.path },
+        );
       reports.push(report);
       for (const [component, list] of matched) {
         const weight = component === 'unet' ? spec.unetWeight : spec.teWeight;

@@ -63,6 +63,11 @@ export interface LoadedModel {
   tokenizerDirs: { tokenizer: string; tokenizer_2: string | null };
   /** 'vae' for the x4 upscaler, else 'vae_decoder'. */
   decoderName: 'vae_decoder' | 'vae';
+  /**
+   * Components created from patched weights (LoRAs merged); anything that builds its own
+   * session of such a component (the embeddings' grown text encoder) must start from these.
+   */
+  variants?: Partial<Record<ComponentName, SessionVariant>>;
   has(name: ComponentName): boolean;
   /** The component's session, created on first use and shared through the session cache. */
   session(name: ComponentName): Promise<ComponentSession>;
@@ -143,6 +148,7 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
       tokenizer_2: family.sdxlConditioning ? (info.tokenizers.tokenizer_2?.dir ?? null) : null,
     },
     decoderName,
+    ...(opts.variants ? { variants: opts.variants } : {}),
     has: (name) => info.components[name] !== undefined,
     session: open,
     async release() {

@@ -4,6 +4,7 @@ import {
   type GenerateProgress,
   type GenerateResult,
   type GeneratedImage,
+  type LoraReport,
   type PixelImage,
   isEngineError,
 } from '../../engine';
@@ -629,7 +630,7 @@ export class JobService {
         settings,
         images,
         watermark,
-        networks: networks ? networkUses(networks) : [],
+        networks: networks ? networkUses(networks, result.loras ?? []) : [],
         family: result.family,
         provider: result.provider,
         fallbackReason: result.fallbackReason,
@@ -930,17 +931,21 @@ export function imageMetadata(
 }
 
 /** The LoRAs and embeddings a generation used, for the history's rows (gallery filters). */
-function networkUses(n: ResolvedNetworks): GenerationNetwork[] {
+/** What the history records of the networks; `reports` (the engine's) add each LoRA's counts. */
+function networkUses(n: ResolvedNetworks, reports: readonly LoraReport[]): GenerationNetwork[] {
   const hashes = (list: ResolvedNetworks['loraHashes']) =>
     new Map(list.map((h) => [h.name, h.hash]));
   const lora = hashes(n.loraHashes);
   const ti = hashes(n.tiHashes);
   const strip = (name: string) => name.replace(/[:,]/g, '');
   return [
-    ...n.loras.map((l) => ({
+    ...n.loras.map((l, i) => ({
       kind: 'lora' as const,
       name: l.name,
       hash: lora.get(strip(l.name)) ?? null,
+      ...(reports[i]
+        ? { tensors: reports[i].tensors, unmatchedTensors: reports[i].unmatchedTensors }
+        : {}),
     })),
     ...n.embeddings.map((e) => ({
       kind: 'embedding' as const,

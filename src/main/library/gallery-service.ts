@@ -10,6 +10,7 @@ import {
   type ModelEntry,
   type StudioService,
   StudioError,
+  type UsedNetwork,
   networkInfotextFields,
 } from '../../shared';
 import type { HostContext, LibraryMethods } from '../services';
@@ -130,11 +131,22 @@ export class GalleryService {
         .prepare('SELECT id FROM generations WHERE parent_id = ? ORDER BY created_at, id')
         .all(g.id) as Array<{ id: string }>
     ).map((r) => r.id);
-    const networks = db
-      .prepare(
-        'SELECT kind, name, hash FROM generation_networks WHERE generation_id = ? ORDER BY rowid',
-      )
-      .all(g.id) as GenerationDetail['networks'];
+    const networks = (
+      db
+        .prepare(
+          `SELECT kind, name, hash, tensors, unmatched_tensors AS unmatchedTensors
+           FROM generation_networks WHERE generation_id = ? ORDER BY rowid`,
+        )
+        .all(g.id) as Array<
+        Pick<UsedNetwork, 'kind' | 'name' | 'hash'> & {
+          tensors: number | null;
+          unmatchedTensors: number | null;
+        }
+      >
+    ).map(({ tensors, unmatchedTensors, ...n }): UsedNetwork => ({
+      ...n,
+      ...(tensors !== null && unmatchedTensors !== null ? { tensors, unmatchedTensors } : {}),
+    }));
     return {
       generationId: g.id,
       settings,

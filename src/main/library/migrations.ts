@@ -256,6 +256,15 @@ CREATE INDEX generation_networks_by_name ON generation_networks (kind, name COLL
       if (tag.kind === 'lora' && !tag.error) insert.run(row.id, tag.name);
 }
 
+/**
+ * What each LoRA matched (issue 12): the tensors in its file and those that matched nothing in
+ * the model, as the engine reported them; NULL for embeddings and for earlier generations.
+ */
+const v9 = `
+ALTER TABLE generation_networks ADD COLUMN tensors INTEGER;
+ALTER TABLE generation_networks ADD COLUMN unmatched_tensors INTEGER;
+`;
+
 export const migrations: readonly Migration[] = [
   {
     version: 1,
@@ -281,6 +290,11 @@ export const migrations: readonly Migration[] = [
     up: (db) => db.exec(downloadsSchema),
   },
   { version: 8, description: 'the watermark of a generation', up: (db) => db.exec(v8) },
+  {
+    version: 9,
+    description: "what each generation's LoRAs matched (generation_networks tensor counts)",
+    up: (db) => db.exec(v9),
+  },
 ];
 
 export const schemaVersion = migrations[migrations.length - 1].version;

@@ -66,6 +66,9 @@ export interface GenerationNetwork {
   name: string;
   /** A1111's short hash (12 hex digits), when known. */
   hash: string | null;
+  /** LoRAs: tensors in the file and those that matched nothing (the engine's LoraReport). */
+  tensors?: number;
+  unmatchedTensors?: number;
 }
 
 export interface SaveGenerationResult {
@@ -417,15 +420,26 @@ export class GenerationSaver {
         g.created,
       );
     const insertNetwork = db.prepare(
-      `INSERT INTO generation_networks (generation_id, kind, name, hash) VALUES (?, ?, ?, ?)
-       ON CONFLICT DO UPDATE SET hash = coalesce(excluded.hash, hash)`,
+      `INSERT INTO generation_networks (generation_id, kind, name, hash, tensors, unmatched_tensors)
+       VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT DO UPDATE SET hash = coalesce(excluded.hash, hash),
+         tensors = coalesce(excluded.tensors, tensors),
+         unmatched_tensors = coalesce(excluded.unmatched_tensors, unmatched_tensors)`,
     );
-    const networks =
+    const networks: readonly GenerationNetwork[] =
       g.networks ??
       [...parseNetworkTags(s.prompt).tags, ...parseNetworkTags(s.negativePrompt).tags]
         .filter((t) => t.kind === 'lora' && !t.error)
         .map((t) => ({ kind: 'lora' as const, name: t.name, hash: null }));
-    for (const n of networks) insertNetwork.run(g.generationId, n.kind, n.name, n.hash);
+    for (const n of networks)
+      insertNetwork.run(
+        g.generationId,
+        n.kind,
+        n.name,
+        n.hash,
+        n.tensors ?? null,
+        n.unmatchedTensors ?? null,
+      );
     if (g.jobId)
       db.prepare('UPDATE jobs SET generation_id = ? WHERE id = ?').run(g.generationId, g.jobId);
   }

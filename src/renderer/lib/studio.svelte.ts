@@ -10,6 +10,7 @@ import type {
   SettingsPatch,
   StudioApi,
 } from '../../shared';
+import { unmatchedNetworkNote } from '../../shared';
 import { Canvas, imageFromItem, imageFromRef, metadataSourceLabels } from './canvas.svelte';
 import { describeError } from './errors';
 import { Gallery } from './gallery.svelte';
@@ -182,6 +183,11 @@ export class Studio {
       this.canvas.results = images;
       if (job.settings.mode === 'inpaint') this.canvas.maskShown = false;
       if (images[0]) this.canvas.setImage(imageFromItem(images[0]));
+      // A LoRA part of which matched nothing ran, but maybe not as the person meant: say so.
+      for (const n of detail.networks) {
+        const note = unmatchedNetworkNote(n);
+        if (note) this.notices.push('info', note, undefined, 15_000);
+      }
     } catch (err) {
       this.notices.error(err, 'The image was made but could not be shown');
     }
