@@ -108,7 +108,7 @@ describe('migrations', () => {
       `INSERT INTO models (id, path, name, family_reasons, bytes, file_hashes, built_in, status, added_at)
        VALUES ('m1', '/models/m1', 'm1', '[]', 1, '{}', 0, 'ok', 1)`,
     ).run();
-    expect(migrate(db)).toEqual([2, 3, 4, 5, 6]);
+    expect(migrate(db)).toEqual([2, 3, 4, 5, 6, 7]);
     expect(db.prepare('SELECT id FROM jobs').pluck().all()).toEqual(['j1']);
     // Models from before version 4 have no recommended settings.
     expect(db.prepare('SELECT id, defaults FROM models').all()).toEqual([
@@ -146,7 +146,7 @@ describe('migrations', () => {
        VALUES ('i1', 'g1', 'i1.png', 'x', 512, 512, 1, 1, 1, 'dpmpp_2m_karras', 'txt2img', 'old-key', 1)`,
     ).run();
 
-    expect(migrate(db)).toEqual([5, 6]);
+    expect(migrate(db)).toEqual([5, 6, 7]);
     const made = settingsOf({ steps: 30, sampler: 'dpmpp_2m', schedule: 'karras' });
     const g1 = db
       .prepare("SELECT settings, sampler, variant_key FROM generations WHERE id = 'g1'")

@@ -103,7 +103,7 @@ const samplers = [
   'euler',
   'ddim',
   'dpmpp_2m',
-  'dpmpp_2m_karras',
+  'ddpm',
   'heun',
   'lcm',
 ] as const;

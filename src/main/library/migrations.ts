@@ -5,6 +5,7 @@
  */
 import { GenerationSettings, parseNetworkTags } from '../../shared';
 import type { Db } from './db';
+import { addImageCounts } from './image-counts';
 import { variantKeyOf } from './variant-key';
 
 export interface Migration {
@@ -270,6 +271,11 @@ export const migrations: readonly Migration[] = [
     version: 6,
     description: 'LoRAs and embeddings used by each generation (generation_networks)',
     up: v6,
+  },
+  {
+    version: 7,
+    description: 'gallery totals per filter combination (image_counts), kept by triggers',
+    up: addImageCounts,
   },
 ];
 
