@@ -241,6 +241,8 @@ export class Gallery {
       this.#pages.add(p);
       this.#itemsVersion++;
       this.problem = null;
+      // A lookup for this check only, never rendered.
+      // eslint-disable-next-line svelte/prefer-svelte-reactivity
       const loaded = new Set(this.#loaded().map((i) => i.imageId));
       if (this.selected.some((id) => !loaded.has(id)))
         this.selected = this.selected.filter((id) => loaded.has(id));
