@@ -98,15 +98,7 @@ const negatives = [
   'watermark, text',
   'blurry, jpeg artifacts, deformed',
 ];
-const samplers = [
-  'euler_a',
-  'euler',
-  'ddim',
-  'dpmpp_2m',
-  'ddpm',
-  'heun',
-  'lcm',
-] as const;
+const samplers = ['euler_a', 'euler', 'ddim', 'dpmpp_2m', 'ddpm', 'heun', 'lcm'] as const;
 const modes = ['txt2img', 'txt2img', 'txt2img', 'img2img', 'inpaint', 'upscale'] as const;
 const sizes = [
   [512, 512],
