@@ -11,6 +11,7 @@ import {
   StudioError,
 } from '../../shared';
 import type { Db } from './db';
+import { countFromTotals } from './image-counts';
 
 /** Most terms of a search used (the rest are ignored). */
 const maxTerms = 16;
@@ -212,8 +213,10 @@ interface Filter {
   sql: string;
   key: string;
   usesText: boolean;
-  /** Text and tag searches count a lower bound (counting every match would take too long). */
+  /** Text, tag and LoRA searches count a lower bound (counting every match takes too long). */
   bounded: boolean;
+  /** Only conditions on countedColumns: the total is read from image_counts. */
+  fromTotals: boolean;
 }
 
 /**
@@ -293,7 +296,14 @@ function galleryFilter(db: Db, query: GalleryQuery): Filter {
     sql,
     key: JSON.stringify([sql, params]),
     usesText: match !== null,
-    bounded: match !== null || query.tag !== undefined,
+    bounded: match !== null || query.tag !== undefined || query.lora !== undefined,
+    fromTotals:
+      match === null &&
+      query.tag === undefined &&
+      query.lora === undefined &&
+      query.seedVariantsOf === undefined &&
+      query.from === undefined &&
+      query.to === undefined,
   };
 }
 
@@ -350,6 +360,11 @@ function countWithFirstPage(
 function countMatches(db: Db, query: GalleryQuery, filter: Filter, pageEnd: number): CountEntry {
   const { sql, params } = filter;
   const cap = pageEnd + countAhead;
+  if (filter.fromTotals) {
+    // where[0] is `i.deleted_at IS NULL`: image_counts holds live images only.
+    const total = countFromTotals(db, filter.where.slice(1), params);
+    return { filterSql: sql, params, total, exact: true };
+  }
   const n = filter.bounded
     ? (
         db
@@ -357,32 +372,13 @@ function countMatches(db: Db, query: GalleryQuery, filter: Filter, pageEnd: numb
           .get(...params, cap + 1) as { n: number }
       ).n
     : (
-        db
-          .prepare(`SELECT count(*) AS n FROM images i ${countHint(query, filter)} WHERE ${sql}`)
-          .get(...params) as { n: number }
+        db.prepare(`SELECT count(*) AS n FROM images i WHERE ${sql}`).get(...params) as {
+          n: number;
+        }
       ).n;
   return filter.bounded && n > cap
     ? { filterSql: sql, params, total: cap, exact: false }
     : { filterSql: sql, params, total: n, exact: true };
-}
-
-/** The planner picks the whole table for counts; the narrow indexes are several times faster. */
-function countHint(query: GalleryQuery, filter: Filter): string {
-  if (filter.where.length === 1) return 'INDEXED BY images_newest';
-  const columnsOnly =
-    !filter.usesText &&
-    query.tag === undefined &&
-    query.lora === undefined &&
-    query.seedVariantsOf === undefined &&
-    query.modelId === undefined &&
-    query.from === undefined &&
-    query.to === undefined;
-  const coveredColumn =
-    query.sampler !== undefined ||
-    query.mode !== undefined ||
-    query.width !== undefined ||
-    query.height !== undefined;
-  return columnsOnly && coveredColumn ? 'INDEXED BY images_cover' : '';
 }
 
 /** The joined rows of a page's keys, in the keys' order. */

@@ -5,6 +5,7 @@
  */
 import { GenerationSettings, parseNetworkTags } from '../../shared';
 import type { Db } from './db';
+import { addImageCounts } from './image-counts';
 import { variantKeyOf } from './variant-key';
 import { downloadsSchema } from '../downloads/schema';
 
@@ -294,6 +295,11 @@ export const migrations: readonly Migration[] = [
     version: 9,
     description: "what each generation's LoRAs matched (generation_networks tensor counts)",
     up: (db) => db.exec(v9),
+  },
+  {
+    version: 10,
+    description: 'gallery totals per filter combination (image_counts), kept by triggers',
+    up: addImageCounts,
   },
 ];
 
