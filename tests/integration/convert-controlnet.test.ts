@@ -37,7 +37,9 @@ afterAll(async () => {
 });
 
 const TOLERANCE = 1e-4;
-const names = controlResidualNames(arch.unet.numResBlocks * 3 + 3);
+// One residual per input block: conv_in, numResBlocks per level, a downsampler between levels.
+const levels = arch.unet.channelMult.length;
+const names = controlResidualNames(1 + levels * arch.unet.numResBlocks + (levels - 1));
 let dirs = 0;
 
 async function f32(name: string): Promise<ort.Tensor> {
