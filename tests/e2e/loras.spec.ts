@@ -18,6 +18,8 @@ const TI_PT = path.join(import.meta.dirname, '../fixtures/reference/embeddings/t
  */
 async function writeLora(file: string, seed: number): Promise<void> {
   fs.mkdirSync(path.dirname(file), { recursive: true });
+  // A text-encoder pair that fits the fixture model, and a mid-block pair its UNet lacks: the
+  // LoRA applies in part, and the studio says what matched nothing.
   const te = 'lora_te_text_model_encoder_layers_0_self_attn_to_q';
   await writeSafetensors(
     file,
@@ -107,7 +109,7 @@ test('pick a LoRA and an embedding beside the prompt, set the weight, generate, 
   await expect(doneJobs(page)).toHaveCount(2, { timeout: 90_000 });
   // The finished job says what of the LoRA matched nothing in this model.
   const unmatched =
-    '1 of 3 tensors of LoRA film_grain matched nothing in this model — it may be for another model.';
+    '2 of 4 tensors of LoRA film_grain matched nothing in this model — it may be for another model.';
   await expect(page.getByTestId('notice').filter({ hasText: unmatched })).toBeVisible();
   const page1 = await callApi<{ items: Array<{ generationId: string }> }>(studio, 'searchGallery', {
     lora: 'film_grain',
