@@ -5,13 +5,11 @@
  * writes into a temporary folder beside `outDir` and renames it into place at the end, so a
  * failed conversion leaves nothing behind.
  */
-import { randomBytes } from 'node:crypto';
-import { mkdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { EngineError } from '../errors';
 import { emitTaesdDecoder } from './emit/index';
 import { taesdLatentChannels } from './emit/taesd';
-import { newOutputDir } from './into-place';
+import { intoPlace, newOutputDir } from './into-place';
 import { openCheckpoint } from './readers/index';
 
 export interface ConvertTaesdOptions {
@@ -32,35 +30,28 @@ export async function convertTaesd(
 ): Promise<{ dir: string; latentChannels: number }> {
   const target = await newOutputDir(outDir);
   const { source } = await openCheckpoint(file);
-  let temp: string | undefined;
   try {
     const latentChannels = taesdLatentChannels(source);
-    await mkdir(path.dirname(target), { recursive: true });
-    temp = path.join(
-      path.dirname(target),
-      `.${path.basename(target)}.partial-${randomBytes(4).toString('hex')}`,
-    );
-    const result = await emitTaesdDecoder(source, {
-      dir: temp,
-      precision: options.precision ?? 'fp32',
-      ...(options.signal ? { signal: options.signal } : {}),
+    return await intoPlace(target, options.signal, async (temp) => {
+      const result = await emitTaesdDecoder(source, {
+        dir: temp,
+        precision: options.precision ?? 'fp32',
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+      const unknown = source.list().filter((t) => !result.consumed.has(t.name));
+      if (unknown.length > 0) {
+        throw new EngineError(
+          'model-unsupported',
+          `${path.basename(file)} has tensors a TAESD decoder does not have (${unknown
+            .slice(0, 3)
+            .map((t) => t.name)
+            .join(', ')}${unknown.length > 3 ? ', ...' : ''}); is it an encoder or another model?`,
+          { file },
+        );
+      }
+      return { dir: target, latentChannels };
     });
-    const unknown = source.list().filter((t) => !result.consumed.has(t.name));
-    if (unknown.length > 0) {
-      throw new EngineError(
-        'model-unsupported',
-        `${path.basename(file)} has tensors a TAESD decoder does not have (${unknown
-          .slice(0, 3)
-          .map((t) => t.name)
-          .join(', ')}${unknown.length > 3 ? ', ...' : ''}); is it an encoder or another model?`,
-        { file },
-      );
-    }
-    await rename(temp, target);
-    temp = undefined;
-    return { dir: target, latentChannels };
   } finally {
-    if (temp) await rm(temp, { recursive: true, force: true });
     await source.close();
   }
 }
