@@ -8,6 +8,7 @@ use. Not run in CI: it needs that library's source, OpenCV and PyWavelets
   python3 tools/watermark/record.py library LIBDIR    # the library marks the sources
   npm run watermark-fixtures                          # we mark the sources (ours-*.png)
   python3 tools/watermark/record.py check LIBDIR      # the library reads them all -> library-read.json
+                                                      # (and OpenCV's q90 JPEG of ours: *.q90.jpg)
 
 LIBDIR is a checkout of the library (the folder holding imwatermark/).
 """
@@ -99,8 +100,11 @@ def cmd_check(libdir):
         bgr = np.ascontiguousarray(read_rgb(name)[:, :, ::-1])
         variants = {'png': bgr}
         if name.startswith('ours-'):
+            # OpenCV's default JPEG has 4:2:0 chroma; the file is kept for our own reader's test.
             ok, jpg = cv2.imencode('.jpg', bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
             variants['jpeg90'] = cv2.imdecode(jpg, cv2.IMREAD_COLOR)
+            with open(os.path.join(OUT, name[:-4] + '.q90.jpg'), 'wb') as f:
+                f.write(jpg.tobytes())
         h, w = bgr.shape[:2]
         for s in (0.5, 2.0) if name.startswith('ours-') else ():
             small = cv2.resize(bgr, (int(w * s), int(h * s)), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
