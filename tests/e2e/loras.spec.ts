@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import sharp from 'sharp';
-import { writeSafetensors } from '../fixtures/checkpoint';
+import { writeFixtureLora } from '../fixtures/lora-file';
 import { addFixtureModel, callApi, expect, screenshotPath, test } from './fixtures';
 import { doneJobs, fillForm, openStudio, view } from './helpers';
 
@@ -16,30 +16,8 @@ const TI_PT = path.join(import.meta.dirname, '../fixtures/reference/embeddings/t
  * A LoRA whose text-encoder pair fits the fixture model (32 wide) and whose UNet tensor matches
  * nothing there (the known-answer UNet has no weights): the studio says so.
  */
-async function writeLora(file: string, seed: number): Promise<void> {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  // A text-encoder pair that fits the fixture model, and a mid-block pair its UNet lacks: the
-  // LoRA applies in part, and the studio says what matched nothing.
-  const te = 'lora_te_text_model_encoder_layers_0_self_attn_to_q';
-  await writeSafetensors(
-    file,
-    [
-      { name: `${te}.lora_down.weight`, dtype: 'F32', shape: [2, 32] },
-      { name: `${te}.lora_up.weight`, dtype: 'F32', shape: [32, 2] },
-      {
-        name: 'lora_unet_mid_block_attentions_0_proj_in.lora_down.weight',
-        dtype: 'F32',
-        shape: [2, 8],
-      },
-      {
-        name: 'lora_unet_mid_block_attentions_0_proj_in.lora_up.weight',
-        dtype: 'F32',
-        shape: [8, 2],
-      },
-    ],
-    (t) => new Uint8Array(new Float32Array(t.shape[0] * t.shape[1]).fill(seed / 10).buffer),
-  );
-}
+/** The fixture LoRA, every element seed / 10. */
+const writeLora = (file: string, seed: number) => writeFixtureLora(file, () => seed / 10);
 
 test('pick a LoRA and an embedding beside the prompt, set the weight, generate, filter the gallery by it', async ({
   page,

@@ -26,7 +26,7 @@ import {
   type QueueState,
   unmatchedNetworkNote,
 } from '../../src/shared';
-import { type TensorSpec, writeSafetensors } from '../fixtures/checkpoint';
+import { writeFixtureLora } from '../fixtures/lora-file';
 import { type FixtureInfo, fixtureModelInfo } from '../fixtures/models';
 import { bundleEntry } from './bundle';
 import { until } from './library-helpers';
@@ -52,37 +52,9 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
  * matches the fixture model, its UNet pair does not (the known-answer UNet has no weights), so
  * 2 of its 4 tensors match nothing; `matching: false` leaves only the UNet pair.
  */
-async function writeLora(file: string, seed: number, matching = true): Promise<void> {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  const te = 'lora_te_text_model_encoder_layers_0_self_attn_to_q';
-  const specs: TensorSpec[] = [
-    ...(matching
-      ? [
-          { name: `${te}.lora_down.weight`, dtype: 'F32' as const, shape: [2, 32] },
-          { name: `${te}.lora_up.weight`, dtype: 'F32' as const, shape: [32, 2] },
-        ]
-      : []),
-    {
-      name: 'lora_unet_mid_block_attentions_0_proj_in.lora_down.weight',
-      dtype: 'F32',
-      shape: [2, 8],
-    },
-    {
-      name: 'lora_unet_mid_block_attentions_0_proj_in.lora_up.weight',
-      dtype: 'F32',
-      shape: [8, 2],
-    },
-  ];
-  await writeSafetensors(
-    file,
-    specs,
-    (t) =>
-      new Uint8Array(
-        Float32Array.from({ length: t.shape[0] * t.shape[1] }, (_, i) => ((i % 16) + seed) / 100)
-          .buffer,
-      ),
-  );
-}
+/** The fixture LoRA, elements ((i mod 16) + seed) / 100; `matching: false` matches nothing. */
+const writeLora = (file: string, seed: number, matching = true) =>
+  writeFixtureLora(file, (i) => ((i % 16) + seed) / 100, { matching });
 
 /** The first 12 hex digits of the sha256 of the bytes after a safetensors header. */
 function addnetShort(file: string): string {
