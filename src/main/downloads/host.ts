@@ -24,6 +24,8 @@ export interface LibraryDownloadsOptions extends DownloadManagerOptions {
   settingsToken?: () => string | null;
   http?: Partial<HttpOptions>;
   onProgress?: (p: DownloadProgress) => void;
+  /** Switches a model to the verified folder of its update (see updates.ts). */
+  replaceModel?: (modelId: string, folder: string) => Promise<string>;
   /** Hears what happened to a downloaded file that is not a model (a LoRA, a VAE...). */
   onKeptFile?: (file: string, why: string) => void;
 }
@@ -37,12 +39,9 @@ export function libraryDownloads(
 ): DownloadManager {
   const host: DownloadHost = {
     dataDir: context.dataDir,
-    hub: () =>
-      new HubClient(
-        hubConfigFrom(options.env ?? process.env, options.settingsToken?.() ?? null),
-        options.http,
-      ),
+    hub: () => hubClientFor(options),
     addModel: async (folder) => (await library.addModel(folder)).id,
+    replaceModel: options.replaceModel,
     importFile: async (file) => {
       if (!isCheckpointFile(file)) {
         options.onKeptFile?.(file, 'it is not a checkpoint file, so it was kept as it is');
@@ -63,4 +62,14 @@ export function libraryDownloads(
     log: (line) => context.log(line),
   };
   return new DownloadManager(library.database, host, options);
+}
+
+/** A Hub client with the endpoint and token as they are now (Settings may change the token). */
+export function hubClientFor(
+  options: Pick<LibraryDownloadsOptions, 'env' | 'settingsToken' | 'http'>,
+): HubClient {
+  return new HubClient(
+    hubConfigFrom(options.env ?? process.env, options.settingsToken?.() ?? null),
+    options.http,
+  );
 }
