@@ -77,16 +77,17 @@ export class DownloadService {
         };
       },
       searchHub: async (input) =>
+        // A person is waiting on each keystroke's answer: one retry, not a minute of them.
         (
-          await hub().search({
+          await hubClientFor({ ...hubOptions, http: { retries: 1, ...hubOptions.http } }).search({
             query: input.query,
             tags: input.onnxOnly ? ['onnx'] : [],
             limit: input.limit,
           })
         ).map(searchHitOf),
-      getHubToken: () => this.tokens.status(),
-      setHubToken: (input) => this.tokens.set(input.token),
-      clearHubToken: () => this.tokens.clear(),
+      getHubToken: async () => this.tokens.status(),
+      setHubToken: async (input) => this.tokens.set(input.token),
+      clearHubToken: async () => this.tokens.clear(),
       checkModelUpdates: (input) => guard(() => this.updates.check(input.force)),
       updateModel: async (input) => toEntry(await guard(() => this.updates.update(input.modelId))),
       trashModel: (input) => guard(() => this.trash.trash(input.id)),
