@@ -163,13 +163,17 @@ describe('npm run models', () => {
     );
   });
 
-  it('removes a downloaded model and its folder', async () => {
+  it("removes a downloaded model, moving its folder to the app's trash", async () => {
     const r = await run(['remove', 'studio--tiny-sd']);
     expect(r.code).toBe(0);
     expect(r.stdout.trim()).toBe(
-      `removed studio--tiny-sd and deleted ${path.join(dataDir, 'models', 'studio--tiny-sd')}`,
+      `removed studio--tiny-sd and moved ${path.join(dataDir, 'models', 'studio--tiny-sd')} to ${path.join(dataDir, 'trash')}`,
     );
     expect(fs.existsSync(path.join(dataDir, 'models', 'studio--tiny-sd'))).toBe(false);
+    const trashed = fs
+      .readdirSync(path.join(dataDir, 'trash'))
+      .map((d) => path.join(dataDir, 'trash', d, 'studio--tiny-sd'));
+    expect(trashed.filter((d) => fs.existsSync(path.join(d, 'model_index.json')))).toHaveLength(1);
     expect((await run(['list'])).stdout).not.toContain('studio--tiny-sd');
   });
 
