@@ -11,11 +11,32 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { DownloadEntry } from '../../src/shared';
 import { StudioHost } from '../../src/main/api';
 import type { DesktopIntegration } from '../../src/main/services';
+import { type TensorSpec, safetensorsHeader } from '../fixtures/checkpoint';
 import { type FakeHub, startFakeHub } from '../fixtures/hub-server';
 import { fixtureModel } from '../fixtures/models';
 
 let hub: FakeHub;
 let fixtureDir: string;
+
+/** A .safetensors file of zeros with these tensors (F16). */
+function safetensors(tensors: Array<[string, number[]]>): Buffer {
+  const specs: TensorSpec[] = tensors.map(([name, shape]) => ({ name, dtype: 'F16', shape }));
+  const bytes = specs.reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1) * 2, 0);
+  return Buffer.concat([safetensorsHeader(specs), Buffer.alloc(bytes)]);
+}
+const addons = {
+  // Named like a checkpoint; its header says LoRA.
+  'model.safetensors': safetensors([
+    ['lora_unet_mid_block_attentions_0_proj_in.lora_down.weight', [4, 8]],
+    ['lora_unet_mid_block_attentions_0_proj_in.lora_up.weight', [8, 4]],
+  ]),
+  'vae-ft.safetensors': safetensors([
+    ['encoder.conv_in.weight', [4, 3, 3, 3]],
+    ['decoder.conv_out.weight', [3, 4, 3, 3]],
+  ]),
+  'style.safetensors': safetensors([['emb_params', [2, 768]]]),
+  'flux.safetensors': safetensors([['double_blocks.0.img_attn.qkv.weight', [4, 4]]]),
+};
 const savedEnv = { endpoint: process.env.HF_ENDPOINT, token: process.env.HF_TOKEN };
 
 beforeAll(async () => {
@@ -30,6 +51,7 @@ beforeAll(async () => {
       tags: ['onnx'],
     },
     { id: 'other/tiny-sd-torch', files: { 'unet/model.bin': Buffer.alloc(100) } },
+    { id: 'people/addons', files: addons },
   ]);
   process.env.HF_ENDPOINT = hub.url;
   delete process.env.HF_TOKEN;
@@ -373,5 +395,49 @@ describe('removing a model to the trash', () => {
     ]);
     expect(fs.existsSync(path.join(o.dataDir, 'trash', `models-${result.undoToken}`))).toBe(false);
     fs.rmSync(o.dataDir, { recursive: true, force: true });
+  });
+});
+
+describe('single files by URL, handed to their folders by what their header says', () => {
+  it('puts a LoRA, a VAE and an embedding in the folders Settings names, verified, and refuses a file the studio cannot use in a sentence', async () => {
+    const o = await open();
+    const { host, dataDir } = o;
+    const loraDir = path.join(dataDir, 'my-loras');
+    const vaeDir = path.join(dataDir, 'my-vaes');
+    fs.mkdirSync(loraDir);
+    fs.mkdirSync(vaeDir);
+    await host.service.updateSettings({ loraDir, vaeDir });
+    const url = (file: string) => `${hub.url}/people/addons/resolve/main/${file}`;
+
+    const lora = await download(o, url('model.safetensors'));
+    expect(lora.modelId).toBeNull();
+    const loraFile = path.join(loraDir, 'model.safetensors');
+    expect(fs.readFileSync(loraFile).equals(addons['model.safetensors'])).toBe(true);
+    const vae = await download(o, url('vae-ft.safetensors'));
+    expect(vae.modelId).toBeNull();
+    expect(fs.existsSync(path.join(vaeDir, 'vae-ft.safetensors'))).toBe(true);
+    // The embeddings folder is the default one (none set): <data>/embeddings.
+    await download(o, url('style.safetensors'));
+    expect(fs.existsSync(path.join(dataDir, 'embeddings', 'style.safetensors'))).toBe(true);
+    // Nothing was left in the data folder's files/ or given to the checkpoint import.
+    expect(fs.readdirSync(path.join(dataDir, 'files'))).toEqual([]);
+    expect(await host.service.listModels(undefined)).toEqual([]);
+    // The studio's LoRA list sees it.
+    const networks = await host.service.listNetworks({ refresh: true });
+    expect(networks.loras.map((l) => l.name)).toContain('model');
+
+    // A second LoRA of the same name keeps both.
+    const again = await host.service.startDownload({ reference: url('model.safetensors') });
+    await host.downloads.manager.wait(again.id);
+    expect(fs.readdirSync(loraDir).sort()).toEqual(['model-2.safetensors', 'model.safetensors']);
+
+    const flux = await host.service.startDownload({ reference: url('flux.safetensors') });
+    const failed = await host.downloads.manager.wait(flux.id);
+    expect(failed.state).toBe('failed');
+    const kept = path.join(dataDir, 'files', 'flux.safetensors');
+    expect(failed.error_message).toBe(
+      `flux.safetensors is a Flux model, not a checkpoint, LoRA, VAE or embedding, so the studio cannot use it. It was kept as ${kept}.`,
+    );
+    expect(fs.existsSync(kept)).toBe(true);
   });
 });

@@ -6,11 +6,12 @@
  * only when every file is verified, so a partial or wrong file never loads. Pause keeps the
  * partial files, cancel removes them, a restart picks up where the rows and files say.
  */
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { DownloadProgress } from '../../shared';
 import { DownloadError, isDownloadError } from './errors';
-import { freeBytes, freeName } from './disk';
+import { freeBytes, freeFileName, freeName, moveFile } from './disk';
 import { fetchFile } from './fetch-file';
 import type { HubClient } from './hub';
 import { type DownloadPlan, planDownload } from './plan';
@@ -35,8 +36,12 @@ export interface DownloadHost {
    * trash); returns the model's id. Absent: the update is added as a model of its own.
    */
   replaceModel?(modelId: string, folder: string): Promise<string>;
-  /** Hands a finished single file (a checkpoint) to the checkpoint import; returns the model id, or null when the file is kept as it is. */
-  importFile(file: string): Promise<string | null>;
+  /**
+   * Hands on a finished, verified single file: a checkpoint to the checkpoint import, a LoRA,
+   * VAE or embedding to its folder. Returns the model it became (or null) and where the file is
+   * now; throws a DownloadError with a sentence for a file the studio cannot use.
+   */
+  importFile(file: string): Promise<{ modelId: string | null; path: string }>;
   onProgress?(progress: DownloadProgress): void;
   log(line: string): void;
 }
@@ -355,10 +360,16 @@ export class DownloadManager {
   ): Promise<{ resultPath: string; modelId: string | null }> {
     const files = path.join(work, 'files');
     if (row.kind === 'url') {
-      const target = await freeName(path.join(this.host.dataDir, 'files'), row.name);
-      await fsp.mkdir(path.dirname(target), { recursive: true });
-      await fsp.rename(safeJoin(files, row.name), target);
-      return { resultPath: target, modelId: await this.host.importFile(target) };
+      const verified = safeJoin(files, row.name);
+      if (!fs.existsSync(verified))
+        throw new DownloadError(
+          'bad-input',
+          `${row.name} was already handed on by an earlier try; download it again to fetch it anew.`,
+        );
+      const target = freeFileName(path.join(this.host.dataDir, 'files'), row.name);
+      await moveFile(verified, target);
+      const handed = await this.host.importFile(target);
+      return { resultPath: handed.path, modelId: handed.modelId };
     }
     const target = await freeName(path.join(this.host.dataDir, 'models'), row.name);
     await fsp.mkdir(path.dirname(target), { recursive: true });
