@@ -93,8 +93,8 @@ export const HubSearchHit = z.object({
    * 'unknown': neither, as far as its file list shows.
    */
   layout: z.enum(['onnx', 'checkpoint', 'unknown']),
-  /** The checkpoint files, for a 'checkpoint' repo. */
-  checkpoints: z.array(z.string()),
+  /** The checkpoint files of a 'checkpoint' repo, with the URL that downloads each at main. */
+  checkpoints: z.array(z.object({ file: z.string(), url: z.string() })),
 });
 export type HubSearchHit = z.infer<typeof HubSearchHit>;
 

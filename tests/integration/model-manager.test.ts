@@ -122,10 +122,14 @@ describe('Hub search and the plan before a download', () => {
       layout: 'onnx',
       checkpoints: [],
     });
+    const url = `${hub.url}/studio/one-checkpoint/resolve/main/model.safetensors`;
     expect(hits.find((h) => h.id === 'studio/one-checkpoint')).toMatchObject({
       layout: 'checkpoint',
-      checkpoints: ['model.safetensors'],
+      checkpoints: [{ file: 'model.safetensors', url }],
     });
+    // Its URL plans as a Hub file: pinned, with the size the Hub publishes.
+    const plan = await host.service.planDownload({ reference: url });
+    expect(plan).toMatchObject({ kind: 'url', bytesTotal: 4096, name: 'model.safetensors' });
     const search = hub.requests.find((r) => r.url.startsWith('/api/models?'))!;
     const params = new URL(search.url, hub.url).searchParams;
     expect(params.getAll('filter')).toEqual(['onnx']);

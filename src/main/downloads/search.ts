@@ -4,11 +4,14 @@
  * and the ONNX repos of the catalogue have) or holds single checkpoint files to convert.
  */
 import type { HubSearchHit } from '../../shared';
-import type { HubSearchResult } from './hub';
+import type { HubClient, HubSearchResult } from './hub';
 
 const checkpointFile = /\.(safetensors|ckpt)$/i;
 
-export function searchHitOf(result: HubSearchResult): HubSearchHit {
+export function searchHitOf(
+  result: HubSearchResult,
+  hub: Pick<HubClient, 'fileUrl'>,
+): HubSearchHit {
   const files = new Set(result.siblings);
   const onnx = files.has('model_index.json') && files.has('unet/model.onnx');
   // Checkpoints at the top of the repo: those in subfolders are diffusers' per-part weights.
@@ -21,6 +24,6 @@ export function searchHitOf(result: HubSearchResult): HubSearchHit {
     likes: result.likes,
     lastModified: result.lastModified,
     layout: onnx ? 'onnx' : checkpoints.length ? 'checkpoint' : 'unknown',
-    checkpoints,
+    checkpoints: checkpoints.map((file) => ({ file, url: hub.fileUrl(result.id, 'main', file) })),
   };
 }

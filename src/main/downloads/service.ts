@@ -76,15 +76,16 @@ export class DownloadService {
           bytesTotal: plan.bytesTotal,
         };
       },
-      searchHub: async (input) =>
+      searchHub: async (input) => {
         // A person is waiting on each keystroke's answer: one retry, not a minute of them.
-        (
-          await hubClientFor({ ...hubOptions, http: { retries: 1, ...hubOptions.http } }).search({
-            query: input.query,
-            tags: input.onnxOnly ? ['onnx'] : [],
-            limit: input.limit,
-          })
-        ).map(searchHitOf),
+        const client = hubClientFor({ ...hubOptions, http: { retries: 1, ...hubOptions.http } });
+        const found = await client.search({
+          query: input.query,
+          tags: input.onnxOnly ? ['onnx'] : [],
+          limit: input.limit,
+        });
+        return found.map((r) => searchHitOf(r, client));
+      },
       getHubToken: async () => this.tokens.status(),
       setHubToken: async (input) => this.tokens.set(input.token),
       clearHubToken: async () => this.tokens.clear(),
