@@ -152,3 +152,25 @@ test('search the Hub, see the plan, download; an update badge when its main move
   ).toContainText('Ready');
   expect(consoleErrors).toEqual([]);
 });
+
+test('the Hugging Face token in Settings: set for the session headless, never shown again, cleared', async ({
+  page,
+  studio,
+}) => {
+  await openStudio(page, studio);
+  await view(page, 'Settings');
+  const status = page.getByTestId('settings-hub-token-status');
+  await expect(status).toHaveText(
+    'No token is set: gated and private models cannot be downloaded. The token is kept only until the server stops; set HF_TOKEN in its environment to keep one.',
+  );
+  const field = page.getByTestId('settings-hub-token');
+  await field.fill('hf_e2e_secret');
+  await page.getByRole('button', { name: 'Save token' }).click();
+  await expect(status).toHaveText(/^A token is set for this session\./);
+  await expect(field).toHaveValue('');
+  const reported = await callApi<Record<string, unknown>>(studio, 'getHubToken');
+  expect(reported.source).toBe('memory');
+  expect(JSON.stringify(reported)).not.toContain('hf_e2e_secret');
+  await page.getByRole('button', { name: 'Clear token' }).click();
+  await expect(status).toHaveText(/^No token is set/);
+});
