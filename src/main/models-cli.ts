@@ -9,6 +9,7 @@ import { parseArgs } from 'node:util';
 import { type ModelEntry, StudioError, modelCatalogue } from '../shared';
 import { UsageError, runCli } from './cli-run';
 import { libraryDownloads } from './downloads/host';
+import { ModelTrash } from './downloads/model-trash';
 import { type DownloadProgress, type DownloadManager, formatBytes } from './downloads/manager';
 import { EventHub } from './events';
 import { Library } from './library/service';
@@ -24,7 +25,7 @@ const usage = `Usage: npm run models -- COMMAND [options]
   catalogue                     ready ONNX models to download (repo ids)
   download REPO|URL             a Hub repo (owner/name or its page) or one file's URL;
     --revision REV              a branch, tag or commit of the repo (default main)
-  remove NAME                   a model by name or id; deletes its folder when it was downloaded
+  remove NAME                   a model by name or id; a downloaded folder goes to the trash
 
   --data-dir DIR                the data folder (default: the studio's, or LATENT_STUDIO_DATA_DIR)
   --quiet                       no progress on stderr
@@ -91,7 +92,7 @@ async function main(argv: string[]): Promise<number> {
   });
   try {
     if (command === 'list') return list(library, downloads);
-    if (command === 'remove') return await remove(library, downloads, rest[0], dataDir);
+    if (command === 'remove') return await remove(context, library, downloads, rest[0]);
     return await download(downloads, rest[0], values.revision ?? null, values.quiet);
   } catch (err) {
     // The download's own sentences are for a person as they are.
@@ -162,10 +163,10 @@ async function download(
 }
 
 async function remove(
+  context: HostContext,
   library: Library,
   downloads: DownloadManager,
   name: string,
-  dataDir: string,
 ): Promise<number> {
   const models = library.models.listModels();
   const matches = models.filter((m: ModelEntry) => m.id === name || m.name === name);
@@ -176,16 +177,19 @@ async function remove(
       `${matches.length} models are called "${name}"; remove one by its id (${matches.map((m) => m.id).join(', ')}).`,
     );
   const model = matches[0];
-  library.models.removeModel(model.id);
-  // Only what a download put in the data folder's models/ is deleted; an added folder stays.
-  const owned = path.join(dataDir, 'models');
-  const rel = path.relative(owned, model.path);
-  const downloaded = rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel);
-  if (downloaded) fs.rmSync(model.path, { recursive: true, force: true });
-  for (const d of downloads.list()) if (d.model_id === model.id) downloads.store.remove(d.id);
+  const downloaded = new Set(
+    downloads
+      .list()
+      .filter((d) => d.model_id === model.id)
+      .map((d) => d.id),
+  );
+  // Only a folder a download put in the data folder's models/ moves (to the app's trash, which
+  // empties itself after 30 days); an added folder stays where it is.
+  const { trashedTo } = await new ModelTrash(context, library).trash(model.id);
+  for (const id of downloaded) downloads.store.remove(id);
   console.log(
-    downloaded
-      ? `removed ${model.name} and deleted ${model.path}`
+    trashedTo
+      ? `removed ${model.name} and moved ${model.path} to ${path.join(context.dataDir, 'trash')}`
       : `removed ${model.name} (its folder ${model.path} was kept)`,
   );
   return 0;

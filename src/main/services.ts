@@ -1,4 +1,5 @@
 import type { EngineStatus, MethodName, StudioService } from '../shared';
+import type { SecretEncryptor } from './downloads/token';
 import type { EventHub } from './events';
 import type { SettingsStore } from './settings-store';
 
@@ -40,6 +41,8 @@ export interface DesktopIntegration {
   trash(file: string): Promise<void>;
   /** Shows a file in the OS file manager (shell.showItemInFolder). */
   reveal(file: string): void;
+  /** Encrypts secrets (the Hub token) for this user (Electron's safeStorage). */
+  secrets?: SecretEncryptor;
 }
 
 /** Everything a service gets from the host that composes it. */

@@ -1,6 +1,17 @@
 import { z } from 'zod';
 import { CheckpointImportProgress, CheckpointImportRequest } from './checkpoint';
-import { DownloadEntry, DownloadProgress, DownloadRequest } from './downloads';
+import {
+  DownloadEntry,
+  DownloadPlanSummary,
+  DownloadProgress,
+  DownloadRequest,
+  HubSearchHit,
+  HubSearchRequest,
+  HubTokenInput,
+  HubTokenStatus,
+  ModelTrashResult,
+  ModelUpdate,
+} from './downloads';
 import type { Envelope } from './errors';
 import { StudioError } from './errors';
 import { GenerationSettings } from './generation';
@@ -64,6 +75,29 @@ export const studioMethods = {
   resumeDownload: { input: z.object({ id: Id }).strict(), output: DownloadEntry },
   /** Stops a download and removes what it fetched. */
   cancelDownload: { input: z.object({ id: Id }).strict(), output: DownloadEntry },
+  /** What startDownload would fetch (files, size, licence), resolved but not queued. */
+  planDownload: { input: DownloadRequest, output: DownloadPlanSummary },
+  /** Hub repos by name (tagged onnx by default), most downloaded first. */
+  searchHub: { input: HubSearchRequest, output: z.array(HubSearchHit) },
+  /** Where the Hub token comes from (never the token). */
+  getHubToken: { input: none, output: HubTokenStatus },
+  /** Keeps a Hub token (encrypted where the desktop can); refused when HF_TOKEN is set. */
+  setHubToken: { input: HubTokenInput, output: HubTokenStatus },
+  clearHubToken: { input: none, output: HubTokenStatus },
+  /** Downloaded models whose repo's main moved; `force` asks the Hub now, else at most daily. */
+  checkModelUpdates: {
+    input: z.object({ force: z.boolean().default(false) }).strict(),
+    output: z.array(ModelUpdate),
+  },
+  /** Downloads the repo's main beside the model; the model switches to it once verified. */
+  updateModel: { input: z.object({ modelId: Id }).strict(), output: DownloadEntry },
+  /** Removes a model; a folder a download put in the models folder goes to the trash. */
+  trashModel: { input: z.object({ id: Id }).strict(), output: ModelTrashResult },
+  /** Brings back a model removed by trashModel (until the app closes). */
+  undoTrashModel: {
+    input: z.object({ token: z.string().min(1).max(200) }).strict(),
+    output: ModelEntry,
+  },
   /** Tokens per 75-token chunk of a prompt, with the model's own tokenizer. */
   countTokens: {
     input: z.object({ modelId: Id, prompt: z.string().max(20_000) }).strict(),

@@ -9,11 +9,20 @@ import { fillForm, galleryRows, generate, openStudio, view } from './helpers';
 // generate with it. A reference that is neither a repo id nor a URL gets its sentence.
 
 const repo = 'onnx-community/stable-diffusion-v1-5-ONNX';
+const found = 'people/searchable-sd-onnx';
 let hub: FakeHub;
 
 test.beforeAll(async () => {
   const dir = await fixtureModel('e2e-known-answer', { unet: 'known-answer', knownLatents: 8 });
-  hub = await startFakeHub([{ id: repo, dir, license: 'creativeml-openrail-m' }]);
+  hub = await startFakeHub([
+    { id: repo, dir, license: 'creativeml-openrail-m' },
+    { id: found, dir, license: 'mit', tags: ['onnx', 'text-to-image'] },
+    {
+      id: 'people/searchable-checkpoint',
+      files: { 'model.safetensors': Buffer.alloc(4096, 1) },
+      tags: ['onnx'],
+    },
+  ]);
   // The studio server is started for each test with this process's environment.
   process.env.HF_ENDPOINT = hub.url;
 });
@@ -79,4 +88,89 @@ test('a reference that is not a repo or URL is refused with a sentence', async (
     '"stable diffusion" is neither a Hub repo id (owner/name) nor a web address.',
   );
   expect(await callApi<unknown[]>(studio, 'listDownloads')).toEqual([]);
+});
+
+test('search the Hub, see the plan, download; an update badge when its main moves, and Update switches to it', async ({
+  page,
+  studio,
+  consoleErrors,
+}) => {
+  await openStudio(page, studio);
+  await view(page, 'Models');
+  await page.getByTestId('hub-search').fill('searchable');
+  const results = page.getByTestId('hub-results');
+  const hit = results.getByRole('listitem').filter({ hasText: found });
+  await expect(hit).toContainText('10 downloads · 1 likes · updated 2026-01-01');
+  await expect(hit).toContainText('ONNX, loads as it is');
+  const other = results.getByRole('listitem').filter({ hasText: 'people/searchable-checkpoint' });
+  await expect(other).toContainText('single checkpoint files');
+  await expect(other.getByRole('button', { name: /model\.safetensors/ })).toBeVisible();
+  // The search was debounced: one request for the whole word, with the onnx tag, by downloads.
+  const searches = hub.requests.filter((r) => r.url.startsWith('/api/models?'));
+  expect(searches).toHaveLength(1);
+  expect(searches[0].url).toContain('search=searchable');
+  expect(searches[0].url).toContain('filter=onnx');
+
+  await hit.getByRole('button', { name: `Choose ${found}` }).click();
+  const plan = page.getByTestId('download-plan');
+  const sha1 = hub.repos.get(found)!.sha;
+  await expect(plan).toContainText(`@${sha1.slice(0, 10)}`);
+  await expect(plan).toContainText(/\d+ files, \d+ KB · licence: mit/);
+  await plan.getByRole('button', { name: `Download ${found}` }).click();
+  const item = page.getByTestId('downloads').getByRole('listitem').filter({ hasText: found });
+  await expect(item.getByTestId('download-status')).toHaveText('Downloaded and verified', {
+    timeout: 60_000,
+  });
+  const row = page.getByTestId('models-table').getByRole('row', { name: /searchable-sd-onnx/ });
+  await expect(row).toContainText('Ready');
+  await expect(row.getByTestId('model-update')).toHaveCount(0);
+
+  // Main moves; asked now (not waiting a day), the model has an update.
+  const sha2 = 'e'.repeat(40);
+  hub.commit(found, { 'NOTES.txt': Buffer.from('a newer commit\n') }, sha2);
+  await page.getByRole('button', { name: 'Check for updates' }).click();
+  await expect(row.getByTestId('model-update')).toContainText('Update available');
+  await page.screenshot({ path: screenshotPath('model-update'), fullPage: true });
+  const before = (
+    await callApi<{ id: string; name: string; path: string }[]>(studio, 'listModels')
+  ).find((m) => m.name.includes('searchable-sd-onnx'))!;
+  await row.getByRole('button', { name: /^Update / }).click();
+  await expect(row.getByTestId('model-update')).toHaveCount(0, { timeout: 60_000 });
+  const after = (
+    await callApi<{ id: string; path: string; status: string }[]>(studio, 'listModels')
+  ).find((m) => m.id === before.id)!;
+  expect(after.status).toBe('ok');
+  expect(after.path).not.toBe(before.path);
+  await expect(row.getByTestId('model-source')).toHaveText(`Downloaded from ${found}@${sha2}`);
+
+  // Remove it to the trash, and undo.
+  await row.getByRole('button', { name: /^Remove / }).click();
+  await expect(row).toHaveCount(0);
+  await page.getByRole('button', { name: 'Undo' }).click();
+  await expect(
+    page.getByTestId('models-table').getByRole('row', { name: /searchable-sd-onnx/ }),
+  ).toContainText('Ready');
+  expect(consoleErrors).toEqual([]);
+});
+
+test('the Hugging Face token in Settings: set for the session headless, never shown again, cleared', async ({
+  page,
+  studio,
+}) => {
+  await openStudio(page, studio);
+  await view(page, 'Settings');
+  const status = page.getByTestId('settings-hub-token-status');
+  await expect(status).toHaveText(
+    'No token is set: gated and private models cannot be downloaded. The token is kept only until the server stops; set HF_TOKEN in its environment to keep one.',
+  );
+  const field = page.getByTestId('settings-hub-token');
+  await field.fill('hf_e2e_secret');
+  await page.getByRole('button', { name: 'Save token' }).click();
+  await expect(status).toHaveText(/^A token is set for this session\./);
+  await expect(field).toHaveValue('');
+  const reported = await callApi<Record<string, unknown>>(studio, 'getHubToken');
+  expect(reported.source).toBe('memory');
+  expect(JSON.stringify(reported)).not.toContain('hf_e2e_secret');
+  await page.getByRole('button', { name: 'Clear token' }).click();
+  await expect(status).toHaveText(/^No token is set/);
 });

@@ -23,7 +23,7 @@ beforeAll(async () => {
     knownLatents: 8,
   });
   hub = await startFakeHub([
-    { id: 'studio/tiny-sd', dir: fixtureDir, license: 'openrail' },
+    { id: 'studio/tiny-sd', dir: fixtureDir, license: 'openrail', tags: ['onnx'] },
     { id: 'studio/gated-sd', dir: fixtureDir, gated: true },
   ]);
   process.env.HF_ENDPOINT = hub.url;
@@ -158,6 +158,38 @@ describe('downloads through the contract', () => {
       const resumed = await call(ws, messages, 'cancelDownload', { id });
       expect((resumed!.value as { state: string }).state).toBe('cancelled');
       expect(fs.existsSync(path.join(dataDir, 'downloads', id))).toBe(false);
+    } finally {
+      ws.close();
+    }
+  });
+
+  it('searches the Hub and keeps a token over the socket, never sending the token back', async () => {
+    const { ws, messages } = await connect();
+    try {
+      const found = await call(ws, messages, 'searchHub', { query: 'tiny' });
+      expect(found?.ok).toBe(true);
+      expect(found!.value).toEqual([
+        expect.objectContaining({ id: 'studio/tiny-sd', layout: 'onnx', downloads: 10 }),
+      ]);
+      const set = await call(ws, messages, 'setHubToken', { token: 'hf_over_the_socket' });
+      expect(set).toEqual({
+        ok: true,
+        value: {
+          source: 'memory',
+          editable: true,
+          note: 'The token is kept only until the server stops; set HF_TOKEN in its environment to keep one.',
+        },
+      });
+      const bad = await call(ws, messages, 'setHubToken', { token: 'hf with spaces' });
+      expect(bad).toEqual({
+        ok: false,
+        error: {
+          code: 'invalid-argument',
+          message: 'A Hugging Face token is one word of letters and digits (it starts with hf_).',
+        },
+      });
+      expect(JSON.stringify(messages)).not.toContain('hf_over_the_socket');
+      expect((await call(ws, messages, 'clearHubToken'))!.value).toMatchObject({ source: 'none' });
     } finally {
       ws.close();
     }

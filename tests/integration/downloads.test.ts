@@ -76,7 +76,7 @@ async function setup(
           { backoffMs: 5, retries: 3 },
         ),
       addModel: async (folder) => (await library.addModel(folder)).id,
-      importFile: async () => null,
+      importFile: async (file) => ({ modelId: null, path: file }),
       onProgress: (p) => progress.push(p),
       log: (line) => context.logs.push(line),
     },

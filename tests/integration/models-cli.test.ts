@@ -163,13 +163,17 @@ describe('npm run models', () => {
     );
   });
 
-  it('removes a downloaded model and its folder', async () => {
+  it("removes a downloaded model, moving its folder to the app's trash", async () => {
     const r = await run(['remove', 'studio--tiny-sd']);
     expect(r.code).toBe(0);
     expect(r.stdout.trim()).toBe(
-      `removed studio--tiny-sd and deleted ${path.join(dataDir, 'models', 'studio--tiny-sd')}`,
+      `removed studio--tiny-sd and moved ${path.join(dataDir, 'models', 'studio--tiny-sd')} to ${path.join(dataDir, 'trash')}`,
     );
     expect(fs.existsSync(path.join(dataDir, 'models', 'studio--tiny-sd'))).toBe(false);
+    const trashed = fs
+      .readdirSync(path.join(dataDir, 'trash'))
+      .map((d) => path.join(dataDir, 'trash', d, 'studio--tiny-sd'));
+    expect(trashed.filter((d) => fs.existsSync(path.join(d, 'model_index.json')))).toHaveLength(1);
     expect((await run(['list'])).stdout).not.toContain('studio--tiny-sd');
   });
 
@@ -228,18 +232,18 @@ async function startProxy(): Promise<{ url: string; hosts: string[]; close(): Pr
 }
 
 describe('proxies from the environment', () => {
-  it('sends the Hub and CDN requests through HTTP_PROXY, and keeps a file that is not a model', async () => {
+  it('sends the Hub and CDN requests through HTTP_PROXY, and keeps a file the studio cannot use, saying so', async () => {
     const proxy = await startProxy();
     try {
       const url = `${hub.url}/studio/checkpoints/resolve/main/extra/lookup.onnx_data`;
       const r = await run(['download', url, '--quiet'], {
         env: { HTTP_PROXY: proxy.url, NO_PROXY: '', no_proxy: '' },
       });
-      expect(r.code).toBe(0);
+      expect(r.code).toBe(1);
       const saved = path.join(dataDir, 'files', 'lookup.onnx_data');
-      expect(r.stdout.trim()).toBe(saved);
+      expect(r.stdout.trim()).toBe('');
       expect(r.stderr.trim()).toBe(
-        `lookup.onnx_data was saved as ${saved}; it is not a checkpoint file, so it was kept as it is`,
+        `latent-studio models: lookup.onnx_data cannot be used: it is neither a .safetensors file nor a PyTorch file (.onnx_data). It was kept as ${saved}.`,
       );
       expect(fs.readFileSync(saved).equals(Buffer.alloc(40_000, 3))).toBe(true);
       const hubHost = new URL(hub.url).host;

@@ -11,6 +11,28 @@ export async function freeName(dir: string, name: string): Promise<string> {
   }
 }
 
+/** `dir/stem.ext`, or `dir/stem-2.ext`, `-3`... when that is taken (the extension kept). */
+export function freeFileName(dir: string, name: string): string {
+  const ext = path.extname(name);
+  const stem = name.slice(0, name.length - ext.length);
+  for (let i = 1; ; i++) {
+    const candidate = path.join(dir, i === 1 ? name : `${stem}-${i}${ext}`);
+    if (!fs.existsSync(candidate)) return candidate;
+  }
+}
+
+/** Moves a file, copying it when the target is on another disk (rename cannot cross them). */
+export async function moveFile(from: string, to: string): Promise<void> {
+  await fsp.mkdir(path.dirname(to), { recursive: true });
+  try {
+    await fsp.rename(from, to);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+    await fsp.copyFile(from, to, fs.constants.COPYFILE_EXCL);
+    await fsp.rm(from, { force: true });
+  }
+}
+
 /** Free bytes for this user on the disk that holds `dir` (or its nearest existing parent). */
 export async function freeBytes(dir: string): Promise<number> {
   let probe = path.resolve(dir);

@@ -1,14 +1,20 @@
 /**
- * The download queue over a library: finished model folders are added to it, single checkpoint
- * files go through the checkpoint import (models/imports.ts), the Hub's endpoint and token come
+ * The download queue over a library: finished model folders are added to it, a single file goes
+ * where its header says it belongs (a checkpoint to the checkpoint import, models/imports.ts; a
+ * LoRA, VAE or embedding to its folder in Settings; anything else fails with a sentence), the Hub's endpoint and token come
  * from HF_ENDPOINT and HF_TOKEN (then Settings' token). Shared by the studio host and
  * `npm run models`.
  */
+import path from 'node:path';
 import { StudioError } from '../../shared';
+import { networkFolders } from '../adapters/scan';
 import type { Library } from '../library/service';
 import type { CheckpointImports } from '../models/imports';
-import { isCheckpointFile } from '../models/checkpoint-cache';
+import { vaeFolder } from '../models/vaes';
 import type { HostContext } from '../services';
+import { freeFileName, moveFile } from './disk';
+import { DownloadError } from './errors';
+import { detectFileKind } from './file-kind';
 import { HubClient, hubConfigFrom } from './hub';
 import type { HttpOptions } from './http';
 import {
@@ -24,9 +30,13 @@ export interface LibraryDownloadsOptions extends DownloadManagerOptions {
   settingsToken?: () => string | null;
   http?: Partial<HttpOptions>;
   onProgress?: (p: DownloadProgress) => void;
+  /** Switches a model to the verified folder of its update (see updates.ts). */
+  replaceModel?: (modelId: string, folder: string) => Promise<string>;
   /** Hears what happened to a downloaded file that is not a model (a LoRA, a VAE...). */
   onKeptFile?: (file: string, why: string) => void;
 }
+
+const kindNames = { lora: 'a LoRA', embedding: 'an embedding', vae: 'a VAE' } as const;
 
 /** A DownloadManager that installs into `library`; call `start()` once the library is ready. */
 export function libraryDownloads(
@@ -37,30 +47,51 @@ export function libraryDownloads(
 ): DownloadManager {
   const host: DownloadHost = {
     dataDir: context.dataDir,
-    hub: () =>
-      new HubClient(
-        hubConfigFrom(options.env ?? process.env, options.settingsToken?.() ?? null),
-        options.http,
-      ),
+    hub: () => hubClientFor(options),
     addModel: async (folder) => (await library.addModel(folder)).id,
+    replaceModel: options.replaceModel,
     importFile: async (file) => {
-      if (!isCheckpointFile(file)) {
-        options.onKeptFile?.(file, 'it is not a checkpoint file, so it was kept as it is');
-        return null;
-      }
-      try {
-        return (await imports.import({ path: file })).id;
-      } catch (err) {
-        // A LoRA or a VAE is a file worth keeping; the import's sentence says what it is.
-        if (err instanceof StudioError && err.code === 'invalid-argument') {
-          options.onKeptFile?.(file, err.message);
-          return null;
+      // What the file is comes from its header, not its name (a LoRA is a .safetensors too).
+      const detected = await detectFileKind(file);
+      if (!detected.kind)
+        throw new DownloadError('bad-input', `${detected.problem} It was kept as ${file}.`);
+      if (detected.kind === 'checkpoint') {
+        try {
+          return { modelId: (await imports.import({ path: file })).id, path: file };
+        } catch (err) {
+          // The import's sentence says what is wrong with it; the file stays.
+          if (err instanceof StudioError && err.code === 'invalid-argument') {
+            options.onKeptFile?.(file, err.message);
+            return { modelId: null, path: file };
+          }
+          throw err;
         }
-        throw err;
       }
+      const settings = context.settings.get();
+      const folders = networkFolders(settings, context.dataDir);
+      const dir =
+        detected.kind === 'lora'
+          ? folders.loraDir
+          : detected.kind === 'embedding'
+            ? folders.embeddingsDir
+            : vaeFolder(settings, context.dataDir);
+      const target = freeFileName(dir, path.basename(file));
+      await moveFile(file, target);
+      options.onKeptFile?.(target, `it is ${kindNames[detected.kind]}, so it went to that folder`);
+      return { modelId: null, path: target };
     },
     onProgress: options.onProgress,
     log: (line) => context.log(line),
   };
   return new DownloadManager(library.database, host, options);
+}
+
+/** A Hub client with the endpoint and token as they are now (Settings may change the token). */
+export function hubClientFor(
+  options: Pick<LibraryDownloadsOptions, 'env' | 'settingsToken' | 'http'>,
+): HubClient {
+  return new HubClient(
+    hubConfigFrom(options.env ?? process.env, options.settingsToken?.() ?? null),
+    options.http,
+  );
 }

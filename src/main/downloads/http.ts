@@ -202,7 +202,9 @@ export async function statusError(
   if (status === 403)
     return new DownloadError(
       'forbidden',
-      `${new URL(url).host} refused access to ${what} (HTTP 403).`,
+      hadToken
+        ? `${new URL(url).host} refused access to ${what} (HTTP 403); check that the access token in Settings (or HF_TOKEN) may read it.`
+        : `${new URL(url).host} refused access to ${what} (HTTP 403); if it is gated or private, add a Hugging Face access token in Settings (or set HF_TOKEN).`,
     );
   if (status === 429)
     return new DownloadError(

@@ -133,6 +133,7 @@ const SearchEntry = z.object({
   tags: z.array(z.string()).optional(),
   pipeline_tag: z.string().optional(),
   lastModified: z.string().optional(),
+  siblings: z.array(z.object({ rfilename: z.string() }).passthrough()).optional(),
 });
 
 /** A revision of a repo, resolved to the commit every file of the download is pinned to. */
@@ -166,6 +167,8 @@ export interface HubSearchResult {
   tags: string[];
   pipelineTag: string | null;
   lastModified: string | null;
+  /** The repo's file paths (the search asks for them with full=true). */
+  siblings: string[];
 }
 
 export class HubClient {
@@ -223,6 +226,8 @@ export class HubClient {
     params.set('sort', 'downloads');
     params.set('direction', '-1');
     params.set('limit', String(Math.min(Math.max(options.limit ?? 20, 1), 100)));
+    // full=true adds each repo's file list (siblings), which tells whether it loads as it is.
+    params.set('full', 'true');
     const docs = await this.#json(
       `${this.config.endpoint}/api/models?${params}`,
       'the Hub search',
@@ -236,6 +241,7 @@ export class HubClient {
       tags: d.tags ?? [],
       pipelineTag: d.pipeline_tag ?? null,
       lastModified: d.lastModified ?? null,
+      siblings: (d.siblings ?? []).map((f) => f.rfilename),
     }));
   }
 

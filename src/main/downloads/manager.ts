@@ -6,11 +6,12 @@
  * only when every file is verified, so a partial or wrong file never loads. Pause keeps the
  * partial files, cancel removes them, a restart picks up where the rows and files say.
  */
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { DownloadProgress } from '../../shared';
 import { DownloadError, isDownloadError } from './errors';
-import { freeBytes, freeName } from './disk';
+import { freeBytes, freeFileName, freeName, moveFile } from './disk';
 import { fetchFile } from './fetch-file';
 import type { HubClient } from './hub';
 import { type DownloadPlan, planDownload } from './plan';
@@ -30,8 +31,17 @@ export interface DownloadHost {
   hub(): HubClient;
   /** Adds a finished model folder to the library; returns its id. */
   addModel(folder: string): Promise<string>;
-  /** Hands a finished single file (a checkpoint) to the checkpoint import; returns the model id, or null when the file is kept as it is. */
-  importFile(file: string): Promise<string | null>;
+  /**
+   * Points model `modelId` at the verified folder of its update (the old folder goes to the
+   * trash); returns the model's id. Absent: the update is added as a model of its own.
+   */
+  replaceModel?(modelId: string, folder: string): Promise<string>;
+  /**
+   * Hands on a finished, verified single file: a checkpoint to the checkpoint import, a LoRA,
+   * VAE or embedding to its folder. Returns the model it became (or null) and where the file is
+   * now; throws a DownloadError with a sentence for a file the studio cannot use.
+   */
+  importFile(file: string): Promise<{ modelId: string | null; path: string }>;
   onProgress?(progress: DownloadProgress): void;
   log(line: string): void;
 }
@@ -49,6 +59,8 @@ export interface DownloadManagerOptions {
   progressIntervalMs?: number;
   /** Free bytes on the data folder's disk (tests set it to simulate a full one). */
   freeBytes?: (dir: string) => Promise<number>;
+  /** Finished downloads kept in the history: the newest `keep`, none older than `days` (50, 30). */
+  history?: { keep: number; days: number };
 }
 
 /** Why a running download's controller was aborted. */
@@ -80,14 +92,22 @@ export class DownloadManager {
       retries: 5,
       backoffMs: 1000,
       progressIntervalMs: 250,
+      history: { keep: 50, days: 30 },
       ...options,
     };
+  }
+
+  /** Drops old finished downloads from the history (at start and after each one ends). */
+  prune(now = Date.now()): void {
+    const { keep, days } = this.#options.history;
+    this.store.prune({ keep, olderThan: now - days * 24 * 3600_000 });
   }
 
   /** Puts downloads a crash or quit left running back in the queue, and starts the queue. */
   start(): void {
     const requeued = this.store.requeueRunning();
     if (requeued.length) this.host.log(`resuming ${requeued.length} download(s) left running`);
+    this.prune();
     this.#kick();
   }
 
@@ -98,7 +118,7 @@ export class DownloadManager {
    */
   async add(
     reference: string,
-    options: { revision?: string | null; signal?: AbortSignal } = {},
+    options: { revision?: string | null; signal?: AbortSignal; replaces?: string | null } = {},
   ): Promise<DownloadRow> {
     const plan = await planDownload(this.host.hub(), reference, options);
     const existing = this.store.unfinished(plan.source, plan.sha);
@@ -123,6 +143,7 @@ export class DownloadManager {
       error_message: null,
       result_path: null,
       model_id: null,
+      replaces: options.replaces ?? null,
     };
     this.store.insert(
       row,
@@ -249,6 +270,11 @@ export class DownloadManager {
       .finally(() => {
         this.#running = null;
         this.#settle(row.id);
+        try {
+          this.prune();
+        } catch (err) {
+          this.host.log(`downloads: pruning the history failed: ${(err as Error).message}`);
+        }
         this.#kick();
       });
   }
@@ -334,10 +360,16 @@ export class DownloadManager {
   ): Promise<{ resultPath: string; modelId: string | null }> {
     const files = path.join(work, 'files');
     if (row.kind === 'url') {
-      const target = await freeName(path.join(this.host.dataDir, 'files'), row.name);
-      await fsp.mkdir(path.dirname(target), { recursive: true });
-      await fsp.rename(safeJoin(files, row.name), target);
-      return { resultPath: target, modelId: await this.host.importFile(target) };
+      const verified = safeJoin(files, row.name);
+      if (!fs.existsSync(verified))
+        throw new DownloadError(
+          'bad-input',
+          `${row.name} was already handed on by an earlier try; download it again to fetch it anew.`,
+        );
+      const target = freeFileName(path.join(this.host.dataDir, 'files'), row.name);
+      await moveFile(verified, target);
+      const handed = await this.host.importFile(target);
+      return { resultPath: handed.path, modelId: handed.modelId };
     }
     const target = await freeName(path.join(this.host.dataDir, 'models'), row.name);
     await fsp.mkdir(path.dirname(target), { recursive: true });
@@ -350,7 +382,11 @@ export class DownloadManager {
         2,
       ),
     );
-    return { resultPath: target, modelId: await this.host.addModel(target) };
+    const modelId =
+      row.replaces && this.host.replaceModel
+        ? await this.host.replaceModel(row.replaces, target)
+        : await this.host.addModel(target);
+    return { resultPath: target, modelId };
   }
 
   #emit(id: string): void {

@@ -32,3 +32,9 @@ CREATE TABLE download_files (
   PRIMARY KEY (download_id, path)
 );
 `;
+
+/**
+ * Library migration 11: the model a download replaces (an update of a downloaded model); the
+ * model switches to the new folder only once every file of it is verified.
+ */
+export const downloadsReplacesSchema = `ALTER TABLE downloads ADD COLUMN replaces TEXT;`;

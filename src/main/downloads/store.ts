@@ -25,6 +25,8 @@ export interface DownloadRow {
   /** Where the finished model (or file) is. */
   result_path: string | null;
   model_id: string | null;
+  /** The model this download updates (migration 11): it switches to the new folder when done. */
+  replaces: string | null;
 }
 
 /** A row of `download_files`. */
@@ -55,9 +57,10 @@ export class DownloadStore {
       this.#db
         .prepare(
           `INSERT INTO downloads (id, kind, source, revision, sha, name, license, state, bytes_total,
-             created_at, finished_at, error_code, error_message, result_path, model_id)
+             created_at, finished_at, error_code, error_message, result_path, model_id, replaces)
            VALUES (@id, @kind, @source, @revision, @sha, @name, @license, @state, @bytes_total,
-             @created_at, @finished_at, @error_code, @error_message, @result_path, @model_id)`,
+             @created_at, @finished_at, @error_code, @error_message, @result_path, @model_id,
+             @replaces)`,
         )
         .run(row);
       const add = this.#db.prepare(
@@ -162,6 +165,25 @@ export class DownloadStore {
       this.#db.prepare("UPDATE downloads SET state = 'queued' WHERE state = 'running'").run();
       return ids;
     });
+  }
+
+  /**
+   * Forgets finished downloads (done or cancelled) beyond the newest `keep`, and those finished
+   * before `olderThan` (ms since the epoch), so the panel's history stays short. Unfinished and
+   * failed ones stay: they can still be resumed. Returns how many rows went.
+   */
+  prune(options: { keep: number; olderThan: number }): number {
+    return this.database.transaction(
+      () =>
+        this.#db
+          .prepare(
+            `DELETE FROM downloads WHERE state IN ('done','cancelled') AND (
+               finished_at < ? OR id NOT IN (
+                 SELECT id FROM downloads WHERE state IN ('done','cancelled')
+                 ORDER BY finished_at DESC, id LIMIT ?))`,
+          )
+          .run(options.olderThan, options.keep).changes,
+    );
   }
 
   remove(id: string): void {

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BrowserWindow, Menu, app, session, shell } from 'electron';
+import { BrowserWindow, Menu, app, safeStorage, session, shell } from 'electron';
 import { StudioHost } from '../api';
 import { appVersion } from '../version';
 import { bindIpc, forwardEvents } from './ipc';
@@ -9,6 +9,7 @@ import { menuTemplate } from './menu';
 import { mayNavigate } from './navigation';
 import { appOrigin, handleAppProtocol, registerAppScheme } from './protocol';
 import { gracefulQuit, quitTimeoutMs } from './quit';
+import { safeStorageEncryptor } from './secrets';
 import { loadWindowState, trackWindowState } from './window-state';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -123,6 +124,7 @@ if (!app.requestSingleInstanceLock()) {
       desktop: {
         trash: (file) => shell.trashItem(file),
         reveal: (file) => shell.showItemInFolder(file),
+        secrets: safeStorageEncryptor(safeStorage),
       },
       versions: {
         electron: process.versions.electron ?? '',

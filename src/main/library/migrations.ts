@@ -7,7 +7,7 @@ import { GenerationSettings, parseNetworkTags } from '../../shared';
 import type { Db } from './db';
 import { addImageCounts } from './image-counts';
 import { variantKeyOf } from './variant-key';
-import { downloadsSchema } from '../downloads/schema';
+import { downloadsReplacesSchema, downloadsSchema } from '../downloads/schema';
 
 export interface Migration {
   /** The user_version this step brings the database to (1, 2, ...). */
@@ -300,6 +300,11 @@ export const migrations: readonly Migration[] = [
     version: 10,
     description: 'gallery totals per filter combination (image_counts), kept by triggers',
     up: addImageCounts,
+  },
+  {
+    version: 11,
+    description: 'the model a download replaces (model updates)',
+    up: (db) => db.exec(downloadsReplacesSchema),
   },
 ];
 

@@ -1,4 +1,4 @@
-import type { DownloadEntry, DownloadProgress } from '../../shared';
+import type { DownloadEntry, DownloadProgress, ModelUpdate } from '../../shared';
 import { describeError } from './errors';
 import type { Studio } from './studio.svelte';
 
@@ -14,6 +14,9 @@ export class Downloads {
   /** The last failure to start one, as a sentence. */
   problem = $state<string | null>(null);
   starting = $state(false);
+  /** Downloaded models and whether their repo's main moved, by model id. */
+  updates = $state.raw<Record<string, ModelUpdate>>({});
+  checkingUpdates = $state(false);
 
   constructor(private readonly studio: Studio) {}
 
@@ -27,6 +30,50 @@ export class Downloads {
     }
   }
 
+  /**
+   * Asks whether downloaded models have updates: `force` asks the Hub now; otherwise the host
+   * answers from what it learnt in the last day.
+   */
+  async checkUpdates(force = false): Promise<void> {
+    const api = this.studio.api;
+    if (!api) return;
+    this.checkingUpdates = true;
+    try {
+      const list = await api.checkModelUpdates({ force });
+      this.updates = Object.fromEntries(list.map((u) => [u.modelId, u]));
+    } catch (err) {
+      if (force) this.studio.notices.error(err, 'Could not check for updates');
+    } finally {
+      this.checkingUpdates = false;
+    }
+  }
+
+  /** Downloads the model's repo at main beside it; the model switches once it is verified. */
+  async update(modelId: string): Promise<void> {
+    const api = this.studio.api;
+    if (!api) return;
+    try {
+      await api.updateModel({ modelId });
+      await this.load();
+    } catch (err) {
+      this.studio.notices.error(err, 'Could not start the update');
+    }
+  }
+
+  /** An update of this model that is on its way (queued, running or paused). */
+  updating(modelId: string): boolean {
+    const u = this.updates[modelId];
+    return (
+      !!u?.latestSha &&
+      this.list.some(
+        (d) =>
+          d.sha === u.latestSha &&
+          d.source === u.source &&
+          (d.state === 'queued' || d.state === 'running' || d.state === 'paused'),
+      )
+    );
+  }
+
   /** Where a model came from ("owner/name@sha"), when a download made it. */
   sourceOf(modelId: string): string | null {
     const d = this.list.find((x) => x.modelId === modelId && x.state === 'done');
@@ -37,18 +84,23 @@ export class Downloads {
   onProgress(p: DownloadProgress): void {
     const before = this.progress[p.id]?.state;
     this.progress = { ...this.progress, [p.id]: p };
-    // A new state (done, failed, paused...) changes the list's row.
-    if (before !== p.state) void this.load();
+    // A new state (done, failed, paused...) changes the list's row; a finished update changes
+    // what the models table says about updates.
+    if (before !== p.state) {
+      void this.load();
+      if (p.state === 'done') void this.checkUpdates();
+    }
   }
 
-  async start(reference: string): Promise<boolean> {
+  /** Queues `reference` (at `revision`, a commit a plan showed, when given). */
+  async start(reference: string, revision: string | null = null): Promise<boolean> {
     const api = this.studio.api;
     const text = reference.trim();
     if (!api || !text) return false;
     this.starting = true;
     this.problem = null;
     try {
-      await api.startDownload({ reference: text });
+      await api.startDownload({ reference: text, ...(revision ? { revision } : {}) });
       await this.load();
       return true;
     } catch (err) {

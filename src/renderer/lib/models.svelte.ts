@@ -64,14 +64,43 @@ export class Models {
     }
   }
 
+  /**
+   * Removes a model: a folder a download put in the models folder goes to the trash (the OS
+   * trash in the desktop app); a folder added from elsewhere stays. Undo brings it back.
+   */
   async remove(id: string): Promise<void> {
     const api = this.studio.api;
     if (!api) return;
+    const name = this.byId(id)?.name ?? 'The model';
     try {
-      await api.removeModel({ id });
+      const { trashedTo, undoToken } = await api.trashModel({ id });
       this.#replace(this.list.filter((m) => m.id !== id));
+      const where =
+        trashedTo === 'os-trash'
+          ? '; its folder is in the trash'
+          : trashedTo === 'app-trash'
+            ? "; its folder is in the studio's trash folder"
+            : '; its folder was left where it is';
+      this.studio.notices.push(
+        'info',
+        `Removed ${name}${where}.`,
+        { label: 'Undo', run: () => this.undoRemove(undoToken) },
+        15_000,
+      );
     } catch (err) {
       this.studio.notices.error(err, 'Could not remove the model');
+    }
+  }
+
+  async undoRemove(token: string): Promise<void> {
+    const api = this.studio.api;
+    if (!api) return;
+    try {
+      const entry = await api.undoTrashModel({ token });
+      if (!this.list.some((m) => m.id === entry.id)) this.#replace([...this.list, entry]);
+      this.studio.notices.push('info', `${entry.name} is back.`);
+    } catch (err) {
+      this.studio.notices.error(err, 'Could not bring the model back');
     }
   }
 }
