@@ -11,10 +11,13 @@ import os from 'node:os';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
+import { CONVERSION_RECORD, convertCheckpoint } from '../../src/engine/convert/convert';
 import { type EmitOptions, emitUnet } from '../../src/engine/convert/emit';
 import { convWeightNhwc, packHeads } from '../../src/engine/convert/emit/cuda';
 import type { CheckpointFamily } from '../../src/engine/convert/types';
+import { readOnnxHeader } from '../../src/engine/models/onnx-file';
 import { FixtureSafetensors, type ReferenceArch } from '../fixtures/safetensors-fixture';
+import { VOCABULARY, smallCheckpoint } from '../fixtures/small-checkpoint';
 
 const REF = path.join(__dirname, '../fixtures/reference');
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'convert-cuda-'));
@@ -153,5 +156,35 @@ describe.each(FAMILIES)('%s CUDA variant', (family) => {
     ).rejects.toThrow(
       /Failed to find kernel for com\.microsoft\.(GroupNorm|NhwcConv|BiasSplitGelu|BiasAdd)\(1\)/,
     );
+  });
+});
+
+describe('convertCheckpoint with target cuda', () => {
+  it('writes the fused UNet, float16 inside and float32 at its inputs, and records the target', async () => {
+    const { file, arch } = await smallCheckpoint(tmp, 'sd1');
+    const out = path.join(tmp, 'converted-cuda');
+    const r = await convertCheckpoint(file, out, {
+      vocabularyFile: VOCABULARY,
+      architecture: arch,
+      target: 'cuda',
+    });
+    expect(r.target).toBe('cuda');
+    const record = JSON.parse(readFileSync(path.join(out, CONVERSION_RECORD), 'utf8'));
+    expect(record.target).toBe('cuda');
+    expect(readFileSync(path.join(out, 'README.md'), 'utf8')).toMatch(/CUDA provider only/);
+    const unet = path.join(out, 'unet', 'model.onnx');
+    expect(countOp(unet, 'GroupNorm')).toBeGreaterThan(0);
+    // The engine's contract: float32 in and out; the weights themselves are float16 (no Cast).
+    const header = readOnnxHeader(unet);
+    for (const io of [...header.inputs, ...header.outputs])
+      expect(io.type, io.name).toBe('float32');
+    expect(countOp(unet, 'Cast')).toBeLessThan(10);
+    // The other components are the plain graphs.
+    expect(countOp(path.join(out, 'vae_decoder', 'model.onnx'), 'GroupNorm')).toBe(0);
+    const plain = await convertCheckpoint(file, path.join(tmp, 'converted-cpu'), {
+      vocabularyFile: VOCABULARY,
+      architecture: arch,
+    });
+    expect(plain.target).toBeUndefined();
   });
 });
