@@ -1,5 +1,5 @@
 // `npm run bench -- --gpu [--steps N --repeats N --size N --models sd15,turbo --no-numerics
-//  --dry-run --work DIR --keep --out FILE]`: the GPU path (issue 17 item 6). Builds an
+//  --provider cuda|webgpu --dry-run --work DIR --keep --out FILE]`: the GPU path (issue 17 item 6). Builds an
 // SD-1.5-shaped and an SD-Turbo-shaped (SD 2.1) model from random-weight full-size checkpoints
 // with the converter's CUDA variant (fused operators, float16), and runs them through
 // DiffusionEngine on ONNX Runtime's CUDA provider: SD 1.5 at 512x512 with CFG (UNet batch 2)
@@ -16,11 +16,10 @@
 // Without CUDA (no NVIDIA GPU, or onnxruntime-node's CUDA add-on not installed) it is a dry run
 // on CPU: the converter's small recorded checkpoints, 64x64, 2 steps, plain UNets (the fused
 // operators have no CPU kernels) and the decomposed fused UNet in the numerics check; the JSON
-// says `"dryRun": true, "provider": "cpu"` and why.
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
+// says `"dryRun": true, "provider": "cpu"` and why. `--provider webgpu` runs the plain variant
+// (full size, no numerics check) on WebGPU instead: a GPU figure where CUDA cannot load.
+import { mkdtempSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -29,6 +28,7 @@ import { DiffusionEngine, getRuntimeInfo } from '../../src/engine';
 import { createSession } from '../../src/engine/models/providers';
 import { GenerationSettings } from '../../src/shared/generation';
 import { repoRoot } from './fixture';
+import { GpuMemory, cudaUnavailable, gpuName, rssSampler } from './gpu-probe';
 import { type GpuModelName, buildModel } from './gpu-models';
 
 const log = (msg: string) => process.stderr.write(`bench --gpu: ${msg}\n`);
@@ -41,98 +41,8 @@ const ANCHORS = {
   turbo: { steps: 1, size: 512, cfg: false, totalMs: [38, 38] },
 };
 
-/** Where onnxruntime-node keeps its native libraries on this platform. */
-export function ortBinDir(): string {
-  const main = createRequire(import.meta.url).resolve('onnxruntime-node');
-  return path.join(path.dirname(main), '..', 'bin', 'napi-v6', process.platform, process.arch);
-}
-
-/**
- * Why CUDA cannot run here, or null: linux/x64, the CUDA add-on beside onnxruntime-node's binding
- * (its install script downloads it from NuGet; ONNXRUNTIME_NODE_INSTALL=skip leaves it out), and
- * an NVIDIA driver.
- */
-export function cudaUnavailable(): string | null {
-  if (`${process.platform}/${process.arch}` !== 'linux/x64')
-    return `onnxruntime-node ships CUDA for linux/x64 only, not ${process.platform}/${process.arch}`;
-  const lib = path.join(ortBinDir(), 'libonnxruntime_providers_cuda.so');
-  if (!existsSync(lib))
-    return `onnxruntime-node's CUDA add-on is not installed (${lib} is missing: npm install downloads it unless ONNXRUNTIME_NODE_INSTALL=skip)`;
-  if (!existsSync('/proc/driver/nvidia/version')) return 'no NVIDIA driver is loaded';
-  return null;
-}
-
-/** Samples nvidia-smi every 100 ms: this process's and the device's memory in use (MiB). */
-class GpuMemory {
-  private child: ReturnType<typeof spawn> | null = null;
-  peakProcess = 0;
-  peakDevice = 0;
-  seenProcess = false;
-  start(): void {
-    try {
-      const child = spawn(
-        'sh',
-        [
-          '-c',
-          'while :; do nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits | sed "s/^/app,/"; nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | sed "s/^/dev,/"; sleep 0.1; done',
-        ],
-        { stdio: ['ignore', 'pipe', 'ignore'] },
-      );
-      child.stdout!.setEncoding('utf8');
-      let rest = '';
-      child.stdout!.on('data', (chunk: string) => {
-        const lines = (rest + chunk).split('\n');
-        rest = lines.pop() ?? '';
-        for (const line of lines) {
-          const [kind, a, b] = line.split(',').map((s) => s.trim());
-          if (kind === 'dev' && a) this.peakDevice = Math.max(this.peakDevice, Number(a) || 0);
-          if (kind === 'app' && Number(a) === process.pid && b) {
-            this.seenProcess = true;
-            this.peakProcess = Math.max(this.peakProcess, Number(b) || 0);
-          }
-        }
-      });
-      child.on('error', () => (this.child = null));
-      this.child = child;
-    } catch {
-      this.child = null;
-    }
-  }
-  reset(): void {
-    this.peakProcess = 0;
-    this.peakDevice = 0;
-  }
-  read(): { processMiB: number | null; deviceMiB: number | null } {
-    if (!this.child) return { processMiB: null, deviceMiB: null };
-    return {
-      processMiB: this.seenProcess ? this.peakProcess : null,
-      deviceMiB: this.peakDevice || null,
-    };
-  }
-  stop(): void {
-    this.child?.kill();
-  }
-}
-
-/** Peak resident set between start() and read() (10 ms samples). */
-function rssSampler(): { read: () => number; stop: () => void } {
-  let peak = process.memoryUsage().rss;
-  const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 10);
-  return {
-    read: () => round(Math.max(peak, process.memoryUsage().rss) / 2 ** 20),
-    stop: () => clearInterval(timer),
-  };
-}
-
-function gpuName(): Promise<string | null> {
-  return new Promise((resolve) => {
-    const child = spawn('nvidia-smi', ['--query-gpu=name,driver_version', '--format=csv,noheader']);
-    let out = '';
-    child.stdout.on('data', (d) => (out += String(d)));
-    child.on('error', () => resolve(null));
-    child.on('close', () => resolve(out.trim() || null));
-  });
-}
+/** cuda: the CUDA variant; webgpu: the plain variant on WebGPU; cpu: the dry run. */
+type BenchProvider = 'cuda' | 'webgpu' | 'cpu';
 
 interface ModelPlan {
   name: GpuModelName;
@@ -143,7 +53,7 @@ interface ModelPlan {
 async function benchModel(
   dir: string,
   plan: ModelPlan,
-  opts: { provider: 'cuda' | 'cpu'; size: number; repeats: number; cacheDir: string },
+  opts: { provider: BenchProvider; size: number; repeats: number; cacheDir: string },
   mem: GpuMemory,
 ): Promise<Record<string, unknown>> {
   mem.reset();
@@ -154,7 +64,15 @@ async function benchModel(
     const t0 = performance.now();
     const model = await engine.load(dir);
     await model.session('unet');
-    return { engine, ms: performance.now() - t0, provider: model.provider };
+    const ms = performance.now() - t0;
+    if (model.provider !== opts.provider) {
+      await engine.release();
+      // A full-size model on the CPU fallback would run for hours: stop with the reason.
+      throw new Error(
+        `the ${opts.provider} provider did not load the model: ${model.fallbackReason ?? 'unknown reason'}`,
+      );
+    }
+    return { engine, ms, provider: model.provider };
   };
   const cold = await load();
   await cold.engine.release();
@@ -252,7 +170,7 @@ async function benchModel(
 /** The fused UNet against the plain one: same random feeds, same provider. */
 async function numerics(
   unets: { fused: string; plain: string; contextDim: number },
-  provider: 'cuda' | 'cpu',
+  provider: BenchProvider,
   size: number,
 ): Promise<Record<string, unknown>> {
   const ctxDim = unets.contextDim;
@@ -319,11 +237,21 @@ export async function gpuMain(argv: string[]): Promise<void> {
       work: { type: 'string' },
       keep: { type: 'boolean', default: false },
       out: { type: 'string' },
+      provider: { type: 'string', default: 'cuda' },
     },
   });
-  const unavailable = values['dry-run'] ? 'asked for (--dry-run)' : cudaUnavailable();
+  const wanted = values.provider;
+  if (wanted !== 'cuda' && wanted !== 'webgpu')
+    throw new Error(`--provider must be cuda or webgpu, not "${wanted}".`);
+  const unavailable = values['dry-run']
+    ? 'asked for (--dry-run)'
+    : wanted === 'cuda'
+      ? cudaUnavailable()
+      : null;
   const dryRun = unavailable !== null;
-  const provider = dryRun ? 'cpu' : 'cuda';
+  const provider: BenchProvider = dryRun ? 'cpu' : wanted;
+  // The fused operators are CUDA's (and ROCm's); other providers run the plain graph.
+  const target = provider === 'cuda' ? 'cuda' : 'cpu';
   if (dryRun) log(`dry run on CPU: ${unavailable}`);
   const int = (raw: string | undefined, name: string, fallback: number, min: number) => {
     if (raw === undefined) return fallback;
@@ -359,12 +287,13 @@ export async function gpuMain(argv: string[]): Promise<void> {
     for (const name of names as GpuModelName[]) {
       const plan: ModelPlan =
         name === 'sd15' ? { name, steps, guidance: 7.5 } : { name, steps: 1, guidance: 0 };
-      const wantNumerics = !values['no-numerics'] && name === 'sd15';
+      // The numerics check compares the fused UNet with the plain one: CUDA, or decomposed on CPU.
+      const wantNumerics = !values['no-numerics'] && name === 'sd15' && provider !== 'webgpu';
       log(
-        `${name}: building (${dryRun ? 'small recorded checkpoint' : 'random full-size checkpoint'}, ${dryRun ? 'plain' : 'CUDA'} variant)`,
+        `${name}: building (${dryRun ? 'small recorded checkpoint' : 'random full-size checkpoint'}, ${target === 'cuda' ? 'CUDA' : 'plain'} variant)`,
       );
       const rss = rssSampler();
-      const built = await buildModel(work, name, dryRun ? 'cpu' : 'cuda', dryRun, wantNumerics);
+      const built = await buildModel(work, name, target, dryRun, wantNumerics);
       rss.stop();
       log(`${name}: built in ${((built.checkpointMs + built.convertMs) / 1000).toFixed(1)} s`);
       const result = await benchModel(
@@ -376,7 +305,7 @@ export async function gpuMain(argv: string[]): Promise<void> {
       models[name] = {
         build: {
           checkpoint: built.checkpoint,
-          target: dryRun ? 'cpu' : 'cuda',
+          target,
           checkpointMs: round(built.checkpointMs),
           convertMs: round(built.convertMs),
           peakRssMiB: rss.read(),
