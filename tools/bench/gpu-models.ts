@@ -86,9 +86,9 @@ export interface BuiltModel {
 
 /**
  * Builds `name` under `work`: a random full-size checkpoint (or, `tiny`, the converter's small
- * recorded one of the same family), converted for `target`. With `numerics`, also the UNet in
- * both variants from the same checkpoint (the fused one decomposed when `target` is 'cpu', so a
- * CPU can run it).
+ * recorded SD 1.x one), converted for `target`. With `numerics`, also the UNet's other variant
+ * from the same checkpoint: plain beside a CUDA conversion, or the fused one decomposed (so a
+ * CPU can run it) beside a plain one.
  */
 export async function buildModel(
   work: string,
@@ -126,19 +126,19 @@ export async function buildModel(
     const { source } = await openCheckpoint(file);
     try {
       const arch = architecture ?? detectArchitecture(source.list(), source.path);
-      const fused = path.join(work, `${name}-numerics-fused`);
-      const plain = path.join(work, `${name}-numerics-plain`);
+      // The converted folder's UNet is one of the two; the other is written beside it.
+      const other = path.join(work, `${name}-numerics-unet`);
       await emitUnet(source, arch.unet, arch.unetPrefix, {
-        dir: fused,
-        target: 'cuda',
-        decomposeFused: target === 'cpu',
+        dir: other,
+        ...(target === 'cpu' ? { target: 'cuda', decomposeFused: true } : {}),
       });
-      await emitUnet(source, arch.unet, arch.unetPrefix, { dir: plain });
+      const converted = path.join(dir, 'unet', 'model.onnx');
+      const written = path.join(other, 'model.onnx');
       return {
         dir,
         numerics: {
-          fused: path.join(fused, 'model.onnx'),
-          plain: path.join(plain, 'model.onnx'),
+          fused: target === 'cuda' ? converted : written,
+          plain: target === 'cuda' ? written : converted,
           contextDim: arch.unet.contextDim,
         },
         checkpoint,

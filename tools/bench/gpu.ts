@@ -261,7 +261,7 @@ export async function gpuMain(argv: string[]): Promise<void> {
     return n;
   };
   const steps = int(values.steps, 'steps', dryRun ? 2 : 50, 1);
-  const repeats = int(values.repeats, 'repeats', dryRun ? 1 : 3, 1);
+  const repeats = int(values.repeats, 'repeats', dryRun ? 1 : 2, 1);
   const size = int(values.size, 'size', dryRun ? 64 : 512, 64);
   if (size % 8) throw new Error(`--size must be a multiple of 8, not ${size}.`);
   const names = values.models.split(',').map((x) => x.trim());
