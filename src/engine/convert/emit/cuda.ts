@@ -144,43 +144,33 @@ export class FusedLayers {
 
   /** Self-attention from tokens `x` [B, N, c] with to_q/to_k/to_v packed into one MatMul. */
   selfAttention(x: string, key: string, c: number, heads: number): string {
-    const { g, p } = this;
-    const names = ['to_q', 'to_k', 'to_v'].map((n) => `${key}.${n}.weight`);
-    for (const n of names) p.info(n, [c, c]);
-    const dh = c / heads;
-    const w = g.weight(`${key}.to_qkv.weight`, [c, 3 * c], async () =>
-      packHeads(await Promise.all(names.map((n) => p.source.readFloat32(n))), c, heads, dh),
-    );
-    const qkv = g.op(
-      'Reshape',
-      [g.op('MatMul', [x, w], {}, key), g.i64([0, 0, heads, 3, dh])],
-      {},
-      key,
-    );
-    if (!this.decompose) return this.mha([qkv], heads, dh, key);
+    const qkv = this.packed(x, key, ['to_q', 'to_k', 'to_v'], c, c, heads);
+    if (!this.decompose) return this.mha([qkv], heads, c / heads, key);
     const [q, k, v] = [0, 1, 2].map((i) => this.unpack(qkv, i, c, key));
     return this.nn.attention(q!, k!, v!, heads, c, 'matmul');
   }
 
   /** Cross-attention: q from `x` [B, N, c]; to_k/to_v of `ctx` [B, M, ctxDim] packed as KV. */
   crossAttention(x: string, ctx: string, key: string, c: number, ctxDim: number, heads: number) {
-    const { g, p } = this;
     const q = this.nn.linear(x, `${key}.to_q`, c, c, false);
-    const names = ['to_k', 'to_v'].map((n) => `${key}.${n}.weight`);
-    for (const n of names) p.info(n, [c, ctxDim]);
-    const dh = c / heads;
-    const w = g.weight(`${key}.to_kv.weight`, [ctxDim, 2 * c], async () =>
-      packHeads(await Promise.all(names.map((n) => p.source.readFloat32(n))), ctxDim, heads, dh),
-    );
-    const kv = g.op(
-      'Reshape',
-      [g.op('MatMul', [ctx, w], {}, key), g.i64([0, 0, heads, 2, dh])],
-      {},
-      key,
-    );
-    if (!this.decompose) return this.mha([q, kv], heads, dh, key);
+    const kv = this.packed(ctx, key, ['to_k', 'to_v'], ctxDim, c, heads);
+    if (!this.decompose) return this.mha([q, kv], heads, c / heads, key);
     const [k, v] = [0, 1].map((i) => this.unpack(kv, i, c, key));
     return this.nn.attention(q, k!, v!, heads, c, 'matmul');
+  }
+
+  /** `parts` bias-free projections of `x` [B, N, inF] as one MatMul: [B, N, heads, parts, head]. */
+  private packed(x: string, key: string, parts: string[], inF: number, c: number, heads: number) {
+    const { g, p } = this;
+    const names = parts.map((n) => `${key}.${n}.weight`);
+    for (const n of names) p.info(n, [c, inF]);
+    const dh = c / heads;
+    const suffix = parts.map((n) => n.slice(3)).join('');
+    const w = g.weight(`${key}.to_${suffix}.weight`, [inF, parts.length * c], async () =>
+      packHeads(await Promise.all(names.map((n) => p.source.readFloat32(n))), inF, heads, dh),
+    );
+    const y = g.op('MatMul', [x, w], {}, key);
+    return g.op('Reshape', [y, g.i64([0, 0, heads, parts.length, dh])], {}, key);
   }
 
   private mha(inputs: string[], heads: number, dh: number, hint: string): string {
