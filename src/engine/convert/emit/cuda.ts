@@ -9,7 +9,11 @@
 //    packed KV for cross-attention (key [B, M, heads, 2, head]), from one MatMul each;
 //  - BiasSplitGelu for GEGLU's bias, split and gate, and BiasAdd for each projection's bias
 //    plus the residual.
-// Schemas: onnxruntime docs/ContribOperators.md. Only MultiHeadAttention has a CPU kernel; the
+// Schemas: onnxruntime docs/ContribOperators.md. The CUDA kernels (contrib_ops/cuda/diffusion)
+// take what SD 1.x, 2.x and SDXL have and nothing else: BiasAdd 320, 640 or 1280 channels,
+// BiasSplitGelu 2560, 5120 or 10240 (8 x those), GroupNorm gamma and beta float32 and channels
+// last; another width is refused at run time with ONNX Runtime's own message naming it.
+// Only MultiHeadAttention has a CPU kernel; the
 // others run on CUDA (and ROCm) alone. `decompose` writes each fused operator as the standard
 // operators its schema defines instead, computed in float32, so the CPU provider can check
 // everything on our side (weight packing, layouts, which tensors meet where) against the plain
