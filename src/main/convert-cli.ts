@@ -1,5 +1,5 @@
 // `npm run convert -- --checkpoint FILE --out DIR [--vae FILE] [--precision fp16|fp32]
-//  [--prediction epsilon|v]`: a single-file checkpoint (.safetensors, .ckpt) into a diffusers
+//  [--prediction epsilon|v] [--target cpu|cuda]`: a single-file checkpoint (.safetensors, .ckpt) into a diffusers
 // ONNX folder that `npm run generate -- --model DIR` and the studio open. One line on stderr
 // and a non-zero exit on any error; the output folder appears only when the conversion finished.
 import path from 'node:path';
@@ -22,6 +22,8 @@ const usage = `Usage: npm run convert -- --checkpoint FILE --out DIR [options]
   --vae FILE           a VAE-only file to use instead of the checkpoint's own (e.g. ft-MSE)
   --precision P        fp16 (default, half the size) or fp32 weights
   --prediction P       epsilon or v: for SD 2.x files that do not say which they are
+  --target T           cpu (default: runs everywhere) or cuda (a float16 UNet with ONNX
+                       Runtime's fused CUDA operators; runs on the CUDA provider only)
   --quiet              no progress on stderr`;
 
 async function main(argv: string[]): Promise<number> {
@@ -33,6 +35,7 @@ async function main(argv: string[]): Promise<number> {
       vae: { type: 'string' },
       precision: { type: 'string' },
       prediction: { type: 'string' },
+      target: { type: 'string' },
       quiet: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
@@ -50,6 +53,10 @@ async function main(argv: string[]): Promise<number> {
   if (prediction !== undefined && !['epsilon', 'v', 'v_prediction'].includes(prediction))
     throw new UsageError(`--prediction must be epsilon or v, not "${prediction}".`);
 
+  const target = values.target ?? 'cpu';
+  if (target !== 'cpu' && target !== 'cuda')
+    throw new UsageError(`--target must be cpu or cuda, not "${target}".`);
+
   const here = path.dirname(fileURLToPath(import.meta.url));
   const controller = new AbortController();
   process.once('SIGINT', () => controller.abort());
@@ -61,6 +68,7 @@ async function main(argv: string[]): Promise<number> {
     sha256,
     signal: controller.signal,
     ...(values.vae ? { vae: path.resolve(values.vae) } : {}),
+    ...(target === 'cuda' ? { target } : {}),
     ...(prediction ? { prediction: prediction === 'epsilon' ? 'epsilon' : 'v_prediction' } : {}),
     onProgress: (p) => {
       if (!values.quiet) process.stderr.write(`\r${formatConvertProgress(p)}      `);

@@ -22,6 +22,7 @@ import { parseArgs } from 'node:util';
 import type * as ort from 'onnxruntime-node';
 import { MID_UNET_CONFIG, SD15_UNET_CONFIG, type FixtureSpec } from '../../tests/fixtures/models';
 import { benchModel, repoRoot } from './fixture';
+import { gpuMain } from './gpu';
 import {
   DiffusionEngine,
   type StageTimings,
@@ -34,6 +35,7 @@ import { GenerationSettings, type SamplerName, samplerNames } from '../../src/sh
 import type { ExecutionProviderPreference } from '../../src/shared/settings';
 
 const usage = `Usage: npm run bench -- [options]
+       npm run bench -- --gpu [options]   (the GPU benchmark: see tools/bench/gpu.ts)
 
   --unet mid|sd15      mid: 18 M-parameter UNet (default); sd15: the full SD 1.5 shape with
                        random weights (3.4 GB, builds for many minutes; only on request)
@@ -127,6 +129,9 @@ function stepRatios(marks: number[], calls: { at: number; ms: number }[]): numbe
 }
 
 async function main(): Promise<void> {
+  // `--gpu`: the GPU benchmark (tools/bench/gpu.ts), with its own options.
+  const argv = process.argv.slice(2);
+  if (argv.includes('--gpu')) return gpuMain(argv.filter((a) => a !== '--gpu'));
   const { values } = parseArgs({
     options: {
       steps: { type: 'string' },

@@ -16,6 +16,7 @@ import { EngineError, isEngineError } from '../errors';
 import { detectArchitecture, detectVae } from './detect';
 import {
   type AttentionKind,
+  type ConvertTarget,
   type EmitOptions,
   type EmitResult,
   emitTextEncoder,
@@ -65,6 +66,11 @@ export interface ConvertOptions {
   /** Attention as com.microsoft MultiHeadAttention (default) or plain MatMul + Softmax. */
   attention?: AttentionKind;
   /**
+   * The UNet's variant: 'cpu' (default) runs on every provider; 'cuda' computes in float16 with
+   * ONNX Runtime's fused CUDA operators (emit/cuda.ts) and runs on the CUDA provider only.
+   */
+  target?: ConvertTarget;
+  /**
    * Emit a UNet that also takes ControlNet residuals (down_block_N_additional_residual,
    * mid_block_additional_residual; zeros give the plain UNet's output exactly).
    */
@@ -94,6 +100,8 @@ export interface ConversionRecord {
   reasons: string[];
   /** Keys of the file that no graph used and that are not known training leftovers. */
   unusedKeys: string[];
+  /** 'cuda' when the UNet is the CUDA variant (runs on the CUDA provider only); absent: 'cpu'. */
+  target?: ConvertTarget;
 }
 
 export interface ConvertResult extends ConversionRecord {
@@ -111,7 +119,11 @@ function modelCard(r: ConversionRecord): string {
   return (
     `# ${path.basename(r.source, path.extname(r.source))}\n\n` +
     `Converted from ${r.source} by Latent Studio: ${FAMILY_NAMES[r.family]}${r.inpainting ? ' inpainting' : ''}, ` +
-    `${r.prediction}, ${r.sampleSize} px, ${r.precision} weights${vae}.${hash}\n\n` +
+    `${r.prediction}, ${r.sampleSize} px, ${r.precision} weights${vae}.${hash}` +
+    (r.target === 'cuda'
+      ? ' The UNet is the CUDA variant: it runs on the CUDA provider only.'
+      : '') +
+    `\n\n` +
     `Recognised by: ${r.reasons.join('; ')}.\n`
   );
 }
@@ -310,6 +322,7 @@ export async function convertCheckpoint(
         dir: path.join(temp!, phase),
         precision,
         ...(options.attention ? { attention: options.attention } : {}),
+        ...(options.target ? { target: options.target } : {}),
         ...(signal ? { signal } : {}),
         onTensor: (p) => {
           tensorsDone++;
@@ -379,6 +392,7 @@ export async function convertCheckpoint(
       sampleSize,
       reasons: arch.reasons,
       unusedKeys,
+      ...(options.target === 'cuda' ? { target: 'cuda' as const } : {}),
     };
     await writeJson(CONVERSION_RECORD, record);
     await writeFile(path.join(temp, 'README.md'), modelCard(record));

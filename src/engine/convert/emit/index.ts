@@ -3,7 +3,7 @@
 
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { Graph, type SaveProgress, type WeightPrecision } from '../onnx/graph';
+import { type ComputeType, Graph, type SaveProgress, type WeightPrecision } from '../onnx/graph';
 import type {
   CheckpointFamily,
   SafetyCheckerArchitecture,
@@ -13,6 +13,7 @@ import type {
   UNetArchitecture,
   VaeArchitecture,
 } from '../types';
+import type { ConvertTarget } from './cuda';
 import type { AttentionKind } from './layers';
 import { buildSafetyChecker } from './safety-checker';
 import { buildTextEncoder } from './text-encoder';
@@ -22,6 +23,7 @@ import { buildUNet, type UNetBuildOptions } from './unet';
 import { buildVae } from './vae';
 
 export type { AttentionKind } from './layers';
+export type { ConvertTarget } from './cuda';
 export type { SaveProgress, WeightPrecision } from '../onnx/graph';
 export { textEncoderPlan } from './text-encoder';
 export { controlResidualNames, type UNetBuildOptions } from './unet';
@@ -33,6 +35,18 @@ export interface EmitOptions {
   precision?: WeightPrecision;
   /** Default 'fused' (com.microsoft MultiHeadAttention); 'matmul' writes MatMul + Softmax. */
   attention?: AttentionKind;
+  /**
+   * The UNet's variant (other components ignore it): 'cpu' (default) the plain float32-compute
+   * graph any provider runs; 'cuda' computed in float16 with the fused operators ONNX Runtime's
+   * CUDA provider runs (emit/cuda.ts; they have no CPU kernels). Inputs and outputs are float32
+   * either way.
+   */
+  target?: ConvertTarget;
+  /**
+   * With target 'cuda', for checking on a CPU: each fused operator written as the standard
+   * operators its schema defines, computed in float32 (a slow graph; not for use).
+   */
+  decomposeFused?: boolean;
   /** Checked before each tensor; an abort rejects with EngineError 'cancelled'. */
   signal?: AbortSignal;
   /** Called after each tensor is written. */
@@ -60,8 +74,9 @@ async function emit(
   name: string,
   opts: EmitOptions,
   build: (g: Graph, attention: AttentionKind) => Set<string>,
+  compute: ComputeType = 'float32',
 ): Promise<EmitResult> {
-  const g = new Graph(name, opts.precision ?? 'fp16');
+  const g = new Graph(name, opts.precision ?? 'fp16', compute);
   const consumed = build(g, opts.attention ?? 'fused');
   const model = path.join(opts.dir, 'model.onnx');
   const data = path.join(opts.dir, 'model.onnx_data');
@@ -93,7 +108,15 @@ export function emitUnet(
   opts: EmitOptions,
   unet: UNetBuildOptions = {},
 ): Promise<EmitResult> {
-  return emit('unet', opts, (g, a) => buildUNet(g, source, arch, prefix, a, unet));
+  if (opts.target !== 'cuda')
+    return emit('unet', opts, (g, a) => buildUNet(g, source, arch, prefix, a, unet));
+  const decompose = opts.decomposeFused ?? false;
+  return emit(
+    'unet',
+    opts,
+    (g, a) => buildUNet(g, source, arch, prefix, a, { ...unet, cuda: { decompose } }),
+    decompose ? 'float32' : 'float16',
+  );
 }
 
 /**

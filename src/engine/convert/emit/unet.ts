@@ -20,19 +20,30 @@
 import type { Graph } from '../onnx/graph';
 import { gelu, silu, timestepEmbedding, upsampleNearestLike } from '../onnx/ops';
 import type { TensorSource, UNetArchitecture } from '../types';
+import { FusedLayers } from './cuda';
 import { type AttentionKind, Layers, Params } from './layers';
+import { resBlockCuda, spatialTransformerCuda } from './unet-cuda';
+
+/** The CUDA variant's fused operators (cuda.ts); `decompose` writes their decompositions. */
+export interface CudaBuild {
+  decompose: boolean;
+}
 
 /** The ldm UNet's building blocks over one graph and one checkpoint's parameters. */
 export class UNetEmitter {
   readonly nn: Layers;
+  /** Set for the CUDA variant: ResBlocks and SpatialTransformers use fused operators. */
+  readonly fused: FusedLayers | null;
   constructor(
     readonly g: Graph,
     readonly p: Params,
     readonly arch: UNetArchitecture,
     readonly pre: string,
     readonly attention: AttentionKind,
+    cuda: CudaBuild | null = null,
   ) {
     this.nn = new Layers(g, p);
+    this.fused = cuda ? new FusedLayers(g, p, this.nn, cuda.decompose) : null;
   }
 
   get embDim(): number {
@@ -40,6 +51,7 @@ export class UNetEmitter {
   }
 
   resBlock(x: string, emb: string, key: string, inC: number, outC: number): string {
+    if (this.fused) return resBlockCuda(this, this.fused, x, emb, key, inC, outC);
     const { g, nn } = this;
     let h = nn.groupNorm(x, `${key}.in_layers.0`, inC, 1e-5);
     h = nn.conv(silu(g, h), `${key}.in_layers.2`, inC, outC, 3);
@@ -60,6 +72,7 @@ export class UNetEmitter {
   }
 
   spatialTransformer(x: string, ctx: string, key: string, c: number, depth: number): string {
+    if (this.fused) return spatialTransformerCuda(this, this.fused, x, ctx, key, c, depth);
     const { g, nn, arch } = this;
     const heads = this.heads(c);
     let h = nn.groupNorm(x, `${key}.norm`, c, 1e-6);
@@ -143,20 +156,32 @@ export function buildEncoderHalf(
   prefix: string,
   attention: AttentionKind,
   afterConvIn: (h: string) => string = (h) => h,
+  cuda: CudaBuild | null = null,
 ): EncoderHalf {
-  const e = new UNetEmitter(g, p, arch, prefix, attention);
+  const e = new UNetEmitter(g, p, arch, prefix, attention, cuda);
   const nn = e.nn;
   const mc = arch.modelChannels;
   const levels = arch.channelMult.length;
   const k = (s: string): string => `${prefix}${s}`;
 
+  // Inputs and output stay float32 in a float16 graph (the engine's contract); the sinusoidal
+  // embeddings are computed in float32 too (t x frequency needs more than fp16's 11 bits).
   const sample = g.input('sample', 'float32', ['batch', 'channels', 'height', 'width']);
   const tIn = g.input('timestep', 'float32', ['batch']);
-  const ctx = g.input('encoder_hidden_states', 'float32', ['batch', 'sequence', arch.contextDim]);
+  const ctxIn = g.input('encoder_hidden_states', 'float32', ['batch', 'sequence', arch.contextDim]);
+  const ctx = g.toCompute(ctxIn, 'encoder_hidden_states');
   const t = g.op('Reshape', [tIn, g.i64([-1])], {}, 'timestep_flat');
 
   let emb = nn.linear(
-    silu(g, nn.linear(timestepEmbedding(g, t, mc, 'time_proj'), k('time_embed.0'), mc, 4 * mc)),
+    silu(
+      g,
+      nn.linear(
+        g.toCompute(timestepEmbedding(g, t, mc, 'time_proj'), 'time_proj'),
+        k('time_embed.0'),
+        mc,
+        4 * mc,
+      ),
+    ),
     k('time_embed.2'),
     4 * mc,
     4 * mc,
@@ -167,7 +192,7 @@ export function buildEncoderHalf(
     const timeIds = g.input('time_ids', 'float32', ['batch', 6]);
     const ids = timestepEmbedding(g, g.op('Reshape', [timeIds, g.i64([-1])]), 256, 'time_ids');
     const idsFlat = g.op('Reshape', [ids, g.i64([-1, 6 * 256])], {}, 'time_ids');
-    const y = g.op('Concat', [textEmbeds, idsFlat], { axis: 1 }, 'label');
+    const y = g.toCompute(g.op('Concat', [textEmbeds, idsFlat], { axis: 1 }, 'label'), 'label');
     const label = nn.linear(
       silu(g, nn.linear(y, k('label_emb.0.0'), arch.admInChannels, 4 * mc)),
       k('label_emb.0.2'),
@@ -178,7 +203,9 @@ export function buildEncoderHalf(
   }
 
   // Input blocks.
-  let h = afterConvIn(nn.conv(sample, k('input_blocks.0.0'), arch.inChannels, mc, 3));
+  let h = afterConvIn(
+    nn.conv(g.toCompute(sample, 'sample'), k('input_blocks.0.0'), arch.inChannels, mc, 3),
+  );
   const skips: { t: string; c: number }[] = [{ t: h, c: mc }];
   let ch = mc;
   let block = 1;
@@ -227,6 +254,8 @@ export interface UNetBuildOptions {
    * down_block_additional_residuals. Zeros give the plain UNet's result.
    */
   controlResiduals?: boolean;
+  /** The CUDA variant (fused operators, channels-last ResBlocks); absent: the plain graph. */
+  cuda?: CudaBuild;
 }
 
 /** Builds the UNet graph into `g`; returns the keys it consumed. */
@@ -239,7 +268,7 @@ export function buildUNet(
   options: UNetBuildOptions = {},
 ): Set<string> {
   const p = new Params(source, g, 'the UNet');
-  const enc = buildEncoderHalf(g, p, arch, prefix, attention);
+  const enc = buildEncoderHalf(g, p, arch, prefix, attention, undefined, options.cuda ?? null);
   const { e, emb, ctx } = enc;
   const nn = e.nn;
   const mc = arch.modelChannels;
@@ -257,10 +286,10 @@ export function buildUNet(
         `down_${i}_height`,
         `down_${i}_width`,
       ]);
-      return { t: g.op('Add', [s.t, r], {}, `control_${i}`), c: s.c };
+      return { t: g.op('Add', [s.t, g.toCompute(r)], {}, `control_${i}`), c: s.c };
     });
     const r = g.input(names.mid, 'float32', ['batch', ch, 'mid_height', 'mid_width']);
-    h = g.op('Add', [h, r], {}, 'control_mid');
+    h = g.op('Add', [h, g.toCompute(r)], {}, 'control_mid');
   }
   let block: number;
 
@@ -292,8 +321,15 @@ export function buildUNet(
     }
   }
 
-  h = silu(g, nn.groupNorm(h, k('out.0'), ch, 1e-5));
-  h = nn.conv(h, k('out.2'), ch, arch.outChannels, 3);
+  const f = e.fused;
+  if (f) {
+    const n = f.groupNorm(f.nhwc(h), k('out.0'), ch, 1e-5, true);
+    h = f.nchw(f.conv(n, k('out.2'), ch, arch.outChannels, 3));
+  } else {
+    h = silu(g, nn.groupNorm(h, k('out.0'), ch, 1e-5));
+    h = nn.conv(h, k('out.2'), ch, arch.outChannels, 3);
+  }
+  h = g.toFloat32(h, 'out_sample');
   g.output(h, 'out_sample', 'float32', ['batch', arch.outChannels, 'height', 'width']);
   return p.consumed;
 }

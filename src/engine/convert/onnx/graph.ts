@@ -26,6 +26,12 @@ export const MS_DOMAIN = 'com.microsoft';
 /** How float weights are stored: fp16 is converted back to float32 by a Cast node at load. */
 export type WeightPrecision = 'fp16' | 'fp32';
 
+/**
+ * The float type activations are computed in: float32 (every CPU graph), or float16 (the
+ * converter's CUDA variant, whose weights then need no Cast).
+ */
+export type ComputeType = 'float32' | 'float16';
+
 /** A weight's values, produced when the writer reaches it. */
 export type WeightProducer = () => Promise<Float32Array>;
 
@@ -76,6 +82,7 @@ export class Graph {
   constructor(
     readonly name: string,
     readonly precision: WeightPrecision,
+    readonly compute: ComputeType = 'float32',
   ) {}
 
   /** A fresh tensor name built from a hint. */
@@ -159,20 +166,34 @@ export class Graph {
    * A float weight of `dims`, produced at save time. Returns a float32 tensor name: behind a
    * Cast when weights are stored as fp16 (ONNX Runtime folds the Cast at load, so compute stays
    * float32, as tools/model/export.py does for the built-in model). `precision` overrides the
-   * graph's for values that must not be rounded (the safety checker's thresholds).
+   * graph's for values that must not be rounded (the safety checker's thresholds). In a float16
+   * graph the tensor is float16 instead: fp16 weights as stored, others behind a Cast; `asStored`
+   * returns the stored tensor whatever the compute type (operators whose parameters are float32
+   * in a float16 graph).
    */
   weight(
     name: string,
     dims: number[],
     produce: WeightProducer,
     precision: WeightPrecision = this.precision,
+    asStored = false,
   ): string {
     if (this.names.has(name)) throw new Error(`weight ${name} registered twice`);
     this.names.add(name);
     const stored = precision === 'fp16' ? 'float16' : 'float32';
     this.weights.push({ name, dims, stored, produce });
-    if (stored === 'float32') return name;
-    return this.op('Cast', [name], { to: 1 }, name);
+    if (asStored || stored === this.compute) return name;
+    return this.op('Cast', [name], { to: this.compute === 'float16' ? 10 : 1 }, name);
+  }
+
+  /** `x` (float32) in the compute type: itself, or behind a Cast in a float16 graph. */
+  toCompute(x: string, hint?: string): string {
+    return this.compute === 'float16' ? this.op('Cast', [x], { to: 10 }, hint) : x;
+  }
+
+  /** `x` (in the compute type) as float32: for the graph's float32 outputs. */
+  toFloat32(x: string, hint?: string): string {
+    return this.compute === 'float16' ? this.op('Cast', [x], { to: 1 }, hint) : x;
   }
 
   /** Stored weight bytes (what the external data file will hold, before alignment). */
