@@ -9,6 +9,10 @@ import os from 'node:os';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
+import {
+  convertControlNet,
+  controlNetModelFile,
+} from '../../src/engine/convert/convert-controlnet';
 import { detectControlNet } from '../../src/engine/convert/detect';
 import {
   type AttentionKind,
@@ -16,6 +20,7 @@ import {
   emitControlNet,
   emitUnet,
 } from '../../src/engine/convert/emit';
+import { ldmControlNetNames } from '../../src/engine/convert/readers/diffusers-controlnet';
 import type { ControlNetArchitecture, TensorInfo } from '../../src/engine/convert/types';
 import { signatureFromSession, validateSignature } from '../../src/engine/models/signature';
 import { FixtureSafetensors, type ReferenceArch } from '../fixtures/safetensors-fixture';
@@ -31,8 +36,16 @@ const unetArch = JSON.parse(
 const source = new FixtureSafetensors(path.join(REF, 'controlnet-sd1.safetensors'));
 const unetSource = new FixtureSafetensors(path.join(REF, 'convert-sd1.safetensors'));
 const expected = new FixtureSafetensors(path.join(REF, 'controlnet-sd1.expected.safetensors'));
+// The same weights under diffusers' ControlNetModel names (make_controlnet.py diffusers_name).
+const DIFFUSERS = path.join(REF, 'controlnet-sd1.diffusers.safetensors');
+const diffusersSource = new FixtureSafetensors(DIFFUSERS);
 afterAll(async () => {
-  await Promise.all([source.close(), unetSource.close(), expected.close()]);
+  await Promise.all([
+    source.close(),
+    unetSource.close(),
+    expected.close(),
+    diffusersSource.close(),
+  ]);
   rmSync(tmp, { recursive: true, force: true });
 });
 
@@ -66,6 +79,27 @@ async function session(model: string): Promise<ort.InferenceSession> {
   return ort.InferenceSession.create(model, { executionProviders: ['cpu'] });
 }
 
+/** Runs the ControlNet `model` on the recorded inputs: every residual within TOLERANCE. */
+async function expectReferenceResiduals(model: string): Promise<void> {
+  const s = await session(model);
+  try {
+    expect(s.inputNames).toEqual([
+      'sample',
+      'timestep',
+      'encoder_hidden_states',
+      'controlnet_cond',
+      'conditioning_scale',
+    ]);
+    expect(s.outputNames).toEqual([...names.down, names.mid]);
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const n of s.inputNames) feeds[n] = await f32(n);
+    const out = await s.run(feeds);
+    for (const n of s.outputNames) expect(await relErr(out[n], n), n).toBeLessThan(TOLERANCE);
+  } finally {
+    await s.release();
+  }
+}
+
 describe('ControlNet conversion matches the PyTorch reference', () => {
   it.each<AttentionKind>(['fused', 'matmul'])(
     'the residuals (%s attention) and consumes every key',
@@ -76,25 +110,21 @@ describe('ControlNet conversion matches the PyTorch reference', () => {
         attention,
       });
       expect(source.list().filter((t: TensorInfo) => !result.consumed.has(t.name))).toEqual([]);
-      const s = await session(result.model);
-      try {
-        expect(s.inputNames).toEqual([
-          'sample',
-          'timestep',
-          'encoder_hidden_states',
-          'controlnet_cond',
-          'conditioning_scale',
-        ]);
-        expect(s.outputNames).toEqual([...names.down, names.mid]);
-        const feeds: Record<string, ort.Tensor> = {};
-        for (const n of s.inputNames) feeds[n] = await f32(n);
-        const out = await s.run(feeds);
-        for (const n of s.outputNames) expect(await relErr(out[n], n), n).toBeLessThan(TOLERANCE);
-      } finally {
-        await s.release();
-      }
+      await expectReferenceResiduals(result.model);
     },
   );
+
+  it('a diffusers-named file (ControlNetModel.save_pretrained) converts to the same residuals', async () => {
+    const out = path.join(tmp, `d${dirs++}`);
+    // The fixture's head count cannot be read from its keys (detection assumes SD 1's 8), so the
+    // architecture is given; detection of this file is tested below.
+    const record = await convertControlNet(DIFFUSERS, out, {
+      precision: 'fp32',
+      architecture: { ...arch, prefix: '' },
+    });
+    expect(record.architecture.prefix).toBe('');
+    await expectReferenceResiduals(controlNetModelFile(out));
+  });
 
   it('the residual UNet adds them as the reference does, and zeros give the plain UNet', async () => {
     const result = await emitUnet(
@@ -151,18 +181,53 @@ describe('detectControlNet', () => {
     expect(detectControlNet(bare, 'cn.safetensors').prefix).toBe('');
   });
 
-  it('says what a full checkpoint or a diffusers-named ControlNet is, in one sentence', () => {
+  it('reads the same architecture from the diffusers-named file', () => {
+    const got = detectControlNet(diffusersSource.list(), 'diffusion_pytorch_model.safetensors');
+    const ldm = detectControlNet(source.list(), 'controlnet-sd1.safetensors');
+    expect(got.prefix).toBe('');
+    expect({ ...got, reasons: [] }).toEqual({ ...ldm, prefix: '', reasons: [] });
+  });
+
+  it('says what a full checkpoint or a damaged diffusers-named ControlNet is, in one sentence', () => {
     expect(() => detectControlNet(unetSource.list(), 'model.safetensors')).toThrow(
       /^model\.safetensors is .*not a ControlNet that can be used\.$/,
     );
-    const diffusers: TensorInfo[] = [
-      {
-        name: 'controlnet_cond_embedding.conv_in.weight',
-        dtype: 'F16',
-        shape: [16, 3, 3, 3],
-        byteLength: 864,
-      },
-    ];
-    expect(() => detectControlNet(diffusers, 'cn.safetensors')).toThrow(/diffusers naming/);
+    // The hint and zero convs of a diffusers ControlNet without its encoder copy.
+    const partial: TensorInfo[] = diffusersSource
+      .list()
+      .filter((t) => t.name.startsWith('controlnet_'));
+    expect(() => detectControlNet(partial, 'cn.safetensors')).toThrow(
+      /^cn\.safetensors is a ControlNet without cross-attention layers, not a ControlNet that can be used\.$/,
+    );
+  });
+});
+
+describe('diffusers ControlNet names', () => {
+  it('map onto the ldm names for any resnets per level, shortcut and downsampler included', () => {
+    // Three resnets per level (a layout the fixture does not have): level 1 starts at block 5.
+    const map = ldmControlNetNames([
+      'down_blocks.0.resnets.2.norm1.weight',
+      'down_blocks.0.downsamplers.0.conv.weight',
+      'down_blocks.1.resnets.0.conv_shortcut.bias',
+      'down_blocks.1.attentions.1.transformer_blocks.0.attn2.to_k.weight',
+      'mid_block.resnets.1.time_emb_proj.weight',
+      'add_embedding.linear_2.bias',
+      'controlnet_cond_embedding.blocks.5.weight',
+      'controlnet_cond_embedding.conv_out.weight',
+      'controlnet_down_blocks.11.bias',
+      'controlnet_mid_block.weight',
+    ]);
+    expect([...map.values()]).toEqual([
+      'input_blocks.3.0.in_layers.0.weight',
+      'input_blocks.4.0.op.weight',
+      'input_blocks.5.0.skip_connection.bias',
+      'input_blocks.6.1.transformer_blocks.0.attn2.to_k.weight',
+      'middle_block.2.emb_layers.1.weight',
+      'label_emb.0.2.bias',
+      'input_hint_block.12.weight',
+      'input_hint_block.14.weight',
+      'zero_convs.11.0.bias',
+      'middle_block_out.0.weight',
+    ]);
   });
 });

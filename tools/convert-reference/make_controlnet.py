@@ -8,6 +8,8 @@ Writes
                                        ControlNet 1.0 / 1.1 .safetensors files carry)
   controlnet-sd1.expected.safetensors  inputs, the residuals, and the sd1 UNet's out_sample with them
   controlnet-sd1.json                  the architecture (src/engine/convert/types.ts shapes)
+  controlnet-sd1.diffusers.safetensors the same weights under diffusers' ControlNetModel names (as
+                                       save_pretrained writes them; diffusers_names below)
 The zero convs get random weights (they are zero only before training) so every parameter shows in
 the residuals.
 """
@@ -37,6 +39,51 @@ def read_safetensors(path):
         dtype = {"F32": np.float32, "F16": np.float16, "I64": np.int64}[h["dtype"]]
         out[name] = torch.from_numpy(np.frombuffer(raw[8 + n + a : 8 + n + b], dtype=dtype).copy()).reshape(h["shape"])
     return out
+
+
+RESNET = {"in_layers.0": "norm1", "in_layers.2": "conv1", "emb_layers.1": "time_emb_proj",
+          "out_layers.0": "norm2", "out_layers.3": "conv2", "skip_connection": "conv_shortcut"}
+
+
+def diffusers_name(key, per_level, hint_last):
+    """ldm ControlNet key -> diffusers ControlNetModel key, the inverse of diffusers'
+    single_file_utils.convert_controlnet_checkpoint (which maps diffusers' modules onto cldm's)."""
+    def resnet(rest):
+        for old, new in RESNET.items():
+            if rest.startswith(old + "."):
+                return new + rest[len(old):]
+        return rest
+
+    p = key.split(".")
+    if p[0] == "time_embed":
+        return f"time_embedding.linear_{1 if p[1] == '0' else 2}." + ".".join(p[2:])
+    if p[0] == "label_emb":
+        return f"add_embedding.linear_{1 if p[2] == '0' else 2}." + ".".join(p[3:])
+    if p[0] == "input_hint_block":
+        j = int(p[1])
+        part = "conv_in" if j == 0 else "conv_out" if j == hint_last else f"blocks.{j // 2 - 1}"
+        return f"controlnet_cond_embedding.{part}." + ".".join(p[2:])
+    if p[0] == "zero_convs":
+        return f"controlnet_down_blocks.{p[1]}." + ".".join(p[3:])
+    if p[0] == "middle_block_out":
+        return "controlnet_mid_block." + ".".join(p[2:])
+    if p[0] == "middle_block":
+        rest = ".".join(p[2:])
+        if p[1] == "1":
+            return "mid_block.attentions.0." + rest
+        return f"mid_block.resnets.{0 if p[1] == '0' else 1}." + resnet(rest)
+    if p[0] == "input_blocks":
+        b = int(p[1])
+        if b == 0:
+            return "conv_in." + ".".join(p[3:])
+        level, j = (b - 1) // (per_level + 1), (b - 1) % (per_level + 1)
+        if j == per_level:
+            return f"down_blocks.{level}.downsamplers.0.conv." + ".".join(p[4:])
+        rest = ".".join(p[3:])
+        if p[2] == "1":
+            return f"down_blocks.{level}.attentions.{j}." + rest
+        return f"down_blocks.{level}.resnets.{j}." + resnet(rest)
+    raise KeyError(key)
 
 
 def main():
@@ -84,6 +131,10 @@ def main():
 
     M.write_safetensors(out / "controlnet-sd1.safetensors", ckpt, {"format": "pt"})
     M.write_safetensors(out / "controlnet-sd1.expected.safetensors", io)
+    hint_last = 2 * (len(hint) - 1)
+    named = {diffusers_name(k, cfg["numResBlocks"], hint_last): v for k, v in cn.state_dict().items()}
+    assert len(named) == len(ckpt)
+    M.write_safetensors(out / "controlnet-sd1.diffusers.safetensors", named, {"format": "pt"})
     arch = dict(family="sd1", prefix="control_model.", unet=cfg, hintInChannels=3, hintChannels=hint, reasons=[])
     (out / "controlnet-sd1.json").write_text(json.dumps(arch, indent=2) + "\n")
     print(f"controlnet-sd1: {len(ckpt)} tensors, {sum(v.numel() for v in ckpt.values())} values")
