@@ -138,7 +138,7 @@ describe('ControlNet in the engine', () => {
 
   it('a model whose UNet takes no residuals refuses a unit in one sentence', async () => {
     await expect(generate(plain, [{}], [shape('square')])).rejects.toThrow(
-      /takes no ControlNet residuals; .*\.$/,
+      /takes no ControlNet residuals and the folder has no ControlNet UNet .*\.$/,
     );
     // Weight 0 asks nothing of the UNet.
     expect(await generate(plain, [{ weight: 0 }], [shape('square')])).toEqual(

@@ -14,11 +14,10 @@
 import type * as ort from 'onnxruntime-node';
 import { EngineError } from '../errors';
 import type { ComponentSession } from '../models';
-import type { IoSpec } from '../tensor';
-import { isControlResidual } from '../models/signature';
 import { floatsToOrt, ortToFloat32, timestepToOrt } from '../tensor';
 import { type PixelImage, canny, resizeImage, toRgb } from '../image';
 import type { ControlNetUnit } from '../../shared/generation';
+import { controlNetOutputsFor, residualInputs } from './controlnet-io';
 import { type StageTimings, timedRun } from './stats';
 
 /** One ControlNet applied to a generation. */
@@ -66,16 +65,6 @@ export function unitActive(
   return unit.weight !== 0 && done >= unit.start && done <= unit.end;
 }
 
-/** The UNet's residual inputs in order (down 0..N-1, then mid); empty for a plain UNet. */
-export function residualInputs(unet: ComponentSession): IoSpec[] {
-  const specs = unet.signature.inputs.filter(isControlResidual);
-  const index = (s: IoSpec): number => {
-    const m = /^down_block_(\d+)_/.exec(s.name);
-    return m ? Number(m[1]) : Number.MAX_SAFE_INTEGER;
-  };
-  return specs.sort((a, b) => index(a) - index(b));
-}
-
 type Feeds = Record<string, ort.Tensor>;
 
 /**
@@ -108,6 +97,8 @@ export function makeControlResiduals(
       model: unet.file,
     });
   }
+  // Which ControlNet output feeds which residual input, read once per unit (controlnet-io.ts).
+  const outputs = units.map((u) => controlNetOutputsFor(u.session, specs, unet.file));
   const images = units.map((u) => {
     const per = u.image.length;
     const all = new Float32Array(o.rows * per);
@@ -139,30 +130,26 @@ export function makeControlResiduals(
       for (const name of ['encoder_hidden_states', 'text_embeds', 'time_ids']) {
         if (cn.input(name) && constant[name]) feeds[name] = constant[name];
       }
-      const cond = cn.input('controlnet_cond');
+      const cond = cn.input('controlnet_cond')!;
       const scale = cn.input('conditioning_scale');
-      if (!cond) {
-        throw new EngineError('model-shape', `${cn.file} has no controlnet_cond input.`, {
-          file: cn.file,
-        });
-      }
-      const img = images[units.indexOf(unit)];
+      const u = units.indexOf(unit);
+      const img = images[u];
       feeds[cond.name] = floatsToOrt(img, [o.rows, 3, o.h * 8, o.w * 8], cond, { model: cn.file });
       if (scale) feeds[scale.name] = floatsToOrt([1], scale.shape.length === 0 ? [] : [1], scale);
       const out = await timedRun(o.timings, cn, feeds, o.signal);
       specs.forEach((s, i) => {
-        const t = out[s.name];
-        if (!t) {
-          throw new EngineError(
-            'model-shape',
-            `${cn.file} has no output "${s.name}", which ${unet.file} takes.`,
-            { file: cn.file },
-          );
-        }
-        const r = ortToFloat32(t, s.name);
+        const name = outputs[u][i];
+        const t = out[name];
+        const r = ortToFloat32(t, name);
         if (sums[i].length === 0) {
           sums[i] = new Float32Array(r.length);
           dims[i] = [...t.dims];
+        } else if (sums[i].length !== r.length) {
+          throw new EngineError(
+            'model-shape',
+            `${cn.file} gives residual ${i} shaped [${t.dims.join(', ')}] where another unit gave [${dims[i].join(', ')}]; the ControlNets were made for different model families.`,
+            { file: cn.file },
+          );
         }
         const k = unit.weight * (unit.guess ? softWeight(i, specs.length) : 1);
         // Guess mode: the unconditional rows (the first half) get no control.

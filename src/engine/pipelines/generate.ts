@@ -52,6 +52,8 @@ export interface DiffusionHooks {
   blend?: StepBlend;
   /** ControlNet units guiding every UNet call (controlnet.ts). */
   control?: readonly ControlUnit[];
+  /** The UNet to run instead of the folder's: its ControlNet UNet (controlnet-io.ts). */
+  controlUnet?: ComponentSession;
 }
 
 const latentChannels = 4;
@@ -111,7 +113,7 @@ export async function runDiffusion(
   reportStage(ctx, 0, settings.batchCount, 'text', 0, plan.timesteps.length);
   const { cond, uncond } = await encodePrompts(ctx, settings, useCfg);
 
-  const unet = await model.session('unet');
+  const unet = hooks.controlUnet ?? (await model.session('unet'));
   const decoder = await model.session(model.decoderName);
   const extra = wholeMask ? await wholeMaskChannels(ctx, width, height) : hooks.extraChannels;
   const initLatents =
