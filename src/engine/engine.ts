@@ -15,8 +15,13 @@ import type { SessionOptionsInput } from './models/providers';
 import { type ComponentSession, componentSession } from './models/load';
 import { isControlResidual, signatureFromSession } from './models/signature';
 import { type VaeFolder, checkVaeFits, openVaeFolder, withVae } from './models/vae';
-import { type GenerateProgress, type GeneratedImage, runDiffusion } from './pipelines/generate';
-import { type ControlUnit, controlImage } from './pipelines/controlnet';
+import {
+  type ControlSetup,
+  type GenerateProgress,
+  type GeneratedImage,
+  runDiffusion,
+} from './pipelines/generate';
+import type { ControlUnit } from './pipelines/controlnet';
 import { controlNetModelPath, controlUnetPath } from './pipelines/controlnet-io';
 import { runInpaint } from './pipelines/inpaint';
 import { runOutpaint } from './pipelines/outpaint';
@@ -194,31 +199,31 @@ export class DiffusionEngine {
         previewEvery: this.options.previewEvery ?? 4,
       };
       const init = request.initImage ?? null;
-      if (
-        settings.controlnets.length > 0 &&
-        (upscaling || (settings.mode !== 'txt2img' && settings.mode !== 'img2img'))
-      )
+      const controlled = settings.controlnets.some((u) => u.weight !== 0);
+      if (controlled && settings.mode === 'outpaint')
         throw new EngineError(
           'bad-input',
-          'ControlNet works with text-to-image and image-to-image for now, not with inpainting or upscaling.',
+          'ControlNet does not work with outpainting yet; outpaint without a unit, then inpaint or generate with it.',
         );
+      if (controlled && x4)
+        throw new EngineError(
+          'bad-input',
+          'The x4 upscaler takes no ControlNet (no ControlNet is made for its UNet); use the hires upscaler with a unit, or the x4 upscaler without one.',
+        );
+      const units = await this.#controlUnits(settings, request.controlnets ?? [], timings);
+      const unet = await this.#controlUnet(model, units, plan !== null, timings);
+      const control: ControlSetup = { units, ...(unet ? { unet } : {}) };
       if (settings.mode === 'inpaint')
-        images = await runInpaint(ctx, settings, init, request.maskImage ?? null);
+        images = await runInpaint(ctx, settings, init, request.maskImage ?? null, control);
       else if (settings.mode === 'outpaint') images = await runOutpaint(ctx, settings, init);
       else if (upscaling)
         images = await runUpscale(
           { ...ctx, memoryBudgetBytes: memoryBudgetBytes(this.options.memoryBudgetMb) },
           settings,
           init,
-        );
-      else {
-        const control = await this.#controlUnits(settings, request.controlnets ?? [], timings);
-        const controlUnet = await this.#controlUnet(model, control, plan !== null, timings);
-        images = await runDiffusion(ctx, settings, init, {
           control,
-          ...(controlUnet ? { controlUnet } : {}),
-        });
-      }
+        );
+      else images = await runDiffusion(ctx, settings, init, { control });
     } catch (err) {
       // The samplers stop with a DOMException AbortError; callers get the engine's own code.
       if (isAbortError(err))
@@ -306,8 +311,7 @@ export class DiffusionEngine {
       // A converted folder or a diffusers ONNX ControlNet folder names its model.onnx.
       const modelPath = path.resolve(await controlNetModelPath(file));
       const session = await this.#extraSession('controlnet', modelPath, file);
-      const { tensor } = controlImage(image, unit, settings.width, settings.height);
-      units.push({ ...unit, session, image: tensor });
+      units.push({ ...unit, session, source: image });
     }
     timings.loadMs += performance.now() - started;
     return units;
