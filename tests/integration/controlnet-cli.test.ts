@@ -108,6 +108,35 @@ describe('npm run generate -- --controlnet', () => {
     expect(diff / a.length).toBeGreaterThan(1);
   });
 
+  it('uses an ONNX ControlNet folder as it is, named by the folder and hashed by its model.onnx', async () => {
+    // The torch export of the same ControlNet (make_controlnet_onnx.py), outputs by position.
+    const folder = path.join(tmp, 'canny-onnx');
+    fs.cpSync(
+      path.join(REF, 'controlnet-sd1-onnx', 'controlnet'),
+      path.join(folder, 'controlnet'),
+      {
+        recursive: true,
+      },
+    );
+    const control = ['--controlnet', folder, '--control-image', controlImage];
+    const guided = path.join(tmp, 'onnx-guided.png');
+    const r = generate(guided, control);
+    expect(r.stderr).not.toMatch(/converting/);
+    expect(r.code).toBe(0);
+    const text = readPngTextChunks(fs.readFileSync(guided)).find((c) => c.keyword === 'parameters');
+    const sum = sha(path.join(folder, 'controlnet', 'model.onnx')).slice(0, 8);
+    expect(parseA1111Parameters(text!.text).params['ControlNet 0']).toMatch(
+      new RegExp(`^Module: none, Model: canny-onnx \\[${sum}\\], Weight: 1, `),
+    );
+    const off = path.join(tmp, 'onnx-off.png');
+    expect(generate(off, [...control, '--control-weight', '0']).code).toBe(0);
+    const pixels = async (f: string) => (await sharp(f).raw().toBuffer()).valueOf();
+    const [a, b] = [await pixels(guided), await pixels(off)];
+    let diff = 0;
+    for (let i = 0; i < a.length; i++) diff += Math.abs(a[i] - b[i]);
+    expect(diff / a.length).toBeGreaterThan(1);
+  });
+
   it('says what is missing, in one sentence', () => {
     const r = generate(path.join(tmp, 'x.png'), ['--controlnet', controlnet]);
     expect(r.code).toBe(2);
