@@ -4,27 +4,27 @@
 // (both passes) and the hires upscaler under tiled diffusion (each tile's ControlNet call sees its
 // part of the control image). In each, weight 0 must give the plain result bit for bit and a
 // unit must change it; x4 upscaling and outpainting refuse a unit in one sentence.
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { DiffusionEngine, type PixelImage } from '../../src/engine';
-import { convertCheckpoint } from '../../src/engine/convert/convert';
-import { emitControlNet } from '../../src/engine/convert/emit';
-import type { ControlNetArchitecture } from '../../src/engine/convert/types';
+import { controlImage } from '../../src/engine/pipelines/controlnet';
+import { cropPlanes } from '../../src/engine/pipelines/tiling';
 import {
   type ControlNetUnit,
   GenerationSettings,
   type GenerationInput,
 } from '../../src/shared/generation';
-import { controlImage } from '../../src/engine/pipelines/controlnet';
-import { cropPlanes } from '../../src/engine/pipelines/tiling';
+import {
+  convertedFixture,
+  fixtureControlNet,
+  meanAbsDiff as valuesDiff,
+  squareImage as square,
+} from '../fixtures/controlnet-fixture';
 import { fixtureModelInfo } from '../fixtures/models';
-import { FixtureSafetensors } from '../fixtures/safetensors-fixture';
-import { VOCABULARY, smallCheckpoint } from '../fixtures/small-checkpoint';
 
-const REF = path.join(__dirname, '../fixtures/reference');
 let dir: string;
 let four: string;
 let nine: string;
@@ -33,24 +33,13 @@ const engine = new DiffusionEngine({ previewEvery: 0 });
 
 beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'controlnet-modes-'));
-  const sd1 = await smallCheckpoint(dir, 'sd1');
-  const inpainting = await smallCheckpoint(dir, 'sd1', undefined, { inpainting: true });
-  four = path.join(dir, 'sd1-control');
-  nine = path.join(dir, 'sd1-inpainting-control');
-  const opts = { vocabularyFile: VOCABULARY, precision: 'fp32' as const, controlResiduals: true };
-  await convertCheckpoint(sd1.file, four, { ...opts, architecture: sd1.arch });
-  await convertCheckpoint(inpainting.file, nine, { ...opts, architecture: inpainting.arch });
-  const cnArch = JSON.parse(
-    await readFile(path.join(REF, 'controlnet-sd1.json'), 'utf8'),
-  ) as ControlNetArchitecture;
-  const source = new FixtureSafetensors(path.join(REF, 'controlnet-sd1.safetensors'));
-  try {
-    controlnet = (
-      await emitControlNet(source, cnArch, { dir: path.join(dir, 'cn'), precision: 'fp32' })
-    ).model;
-  } finally {
-    await source.close();
-  }
+  const residuals = { controlResiduals: true };
+  four = await convertedFixture(dir, 'sd1', path.join(dir, 'sd1-control'), residuals);
+  nine = await convertedFixture(dir, 'sd1', path.join(dir, 'sd1-inpainting-control'), {
+    ...residuals,
+    inpainting: true,
+  });
+  controlnet = await fixtureControlNet(path.join(dir, 'cn'), 'sd1');
 }, 180_000);
 afterAll(async () => {
   await engine.release();
@@ -58,15 +47,6 @@ afterAll(async () => {
 });
 
 const SIZE = 64;
-
-/** A white square on black, `size` pixels wide. */
-function square(size = SIZE): PixelImage {
-  const data = new Uint8Array(size * size * 3);
-  const a = size / 4;
-  const b = (3 * size) / 4;
-  for (let y = a; y < b; y++) data.fill(255, (y * size + a) * 3, (y * size + b) * 3);
-  return { width: size, height: size, channels: 3, data };
-}
 
 /** A smooth colour ramp: the picture to repaint or enlarge. */
 function picture(): PixelImage {
@@ -134,9 +114,7 @@ function spyOnControlNet() {
 
 function meanAbsDiff(a: PixelImage, b: PixelImage): number {
   expect([a.width, a.height]).toEqual([b.width, b.height]);
-  let s = 0;
-  for (let i = 0; i < a.data.length; i++) s += Math.abs(a.data[i] - b.data[i]);
-  return s / a.data.length;
+  return valuesDiff(a.data, b.data);
 }
 
 /** Weight 0 gives `plain` bit for bit; weight 1 moves the picture. Returns the controlled one. */

@@ -5,25 +5,26 @@
 // UNet inputs down_block_add_resNN / mid_block_res_sample), and a model folder in OnnxStack's
 // layout (plain unet/ plus the ControlNet UNet in controlnet/). Each must give what the
 // converter's own graphs give.
-import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { cp, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DiffusionEngine, type PixelImage } from '../../src/engine';
-import { convertCheckpoint } from '../../src/engine/convert/convert';
-import { emitControlNet } from '../../src/engine/convert/emit';
-import type { ControlNetArchitecture } from '../../src/engine/convert/types';
+import { DiffusionEngine } from '../../src/engine';
 import { controlNetModelPath } from '../../src/engine/pipelines/controlnet-io';
 import {
   type ControlNetUnit,
   GenerationSettings,
   type GenerationInput,
 } from '../../src/shared/generation';
-import { FixtureSafetensors } from '../fixtures/safetensors-fixture';
-import { VOCABULARY, smallCheckpoint } from '../fixtures/small-checkpoint';
+import {
+  REFERENCE,
+  convertedFixture,
+  fixtureControlNet,
+  meanAbsDiff,
+  squareImage,
+} from '../fixtures/controlnet-fixture';
 
-const REF = path.join(__dirname, '../fixtures/reference');
-const EXPORTED = path.join(REF, 'controlnet-sd1-onnx');
+const EXPORTED = path.join(REFERENCE, 'controlnet-sd1-onnx');
 let dir: string;
 let withResiduals: string;
 let plain: string;
@@ -34,12 +35,10 @@ const engine = new DiffusionEngine({ previewEvery: 0 });
 
 beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'controlnet-onnx-'));
-  const { file, arch } = await smallCheckpoint(dir, 'sd1');
-  withResiduals = path.join(dir, 'sd1-control');
-  plain = path.join(dir, 'sd1-plain');
-  const opts = { vocabularyFile: VOCABULARY, architecture: arch, precision: 'fp32' as const };
-  await convertCheckpoint(file, withResiduals, { ...opts, controlResiduals: true });
-  await convertCheckpoint(file, plain, opts);
+  withResiduals = await convertedFixture(dir, 'sd1', path.join(dir, 'sd1-control'), {
+    controlResiduals: true,
+  });
+  plain = await convertedFixture(dir, 'sd1', path.join(dir, 'sd1-plain'));
   // OnnxStack's layout: the plain UNet in unet/, the UNet with residual inputs in controlnet/.
   stack = path.join(dir, 'sd1-stack');
   await cp(plain, stack, { recursive: true });
@@ -49,16 +48,7 @@ beforeAll(async () => {
   await cp(plain, exportedUnet, { recursive: true });
   await rm(path.join(exportedUnet, 'unet'), { recursive: true });
   await cp(path.join(EXPORTED, 'unet'), path.join(exportedUnet, 'unet'), { recursive: true });
-  const cnArch = JSON.parse(
-    await readFile(path.join(REF, 'controlnet-sd1.json'), 'utf8'),
-  ) as ControlNetArchitecture;
-  const source = new FixtureSafetensors(path.join(REF, 'controlnet-sd1.safetensors'));
-  try {
-    ours = (await emitControlNet(source, cnArch, { dir: path.join(dir, 'cn'), precision: 'fp32' }))
-      .model;
-  } finally {
-    await source.close();
-  }
+  ours = await fixtureControlNet(path.join(dir, 'cn'), 'sd1');
 }, 120_000);
 afterAll(async () => {
   await engine.release();
@@ -66,13 +56,6 @@ afterAll(async () => {
 });
 
 const SIZE = 64;
-
-/** A white square on black. */
-function square(): PixelImage {
-  const data = new Uint8Array(SIZE * SIZE * 3);
-  for (let y = 16; y < 48; y++) data.fill(255, (y * SIZE + 16) * 3, (y * SIZE + 48) * 3);
-  return { width: SIZE, height: SIZE, channels: 3, data };
-}
 
 async function generate(
   modelDir: string,
@@ -95,15 +78,9 @@ async function generate(
   const result = await engine.generate({
     modelDir,
     settings,
-    controlnets: controlnet ? [{ file: controlnet, image: square() }] : [],
+    controlnets: controlnet ? [{ file: controlnet, image: squareImage() }] : [],
   });
   return result.images[0]!.image.data;
-}
-
-function meanAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += Math.abs(a[i] - b[i]);
-  return s / a.length;
 }
 
 describe('ONNX ControlNet exports used as they are', () => {
