@@ -12,16 +12,13 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { DiffusionEngine, type PixelImage } from '../../src/engine';
 import { controlImage } from '../../src/engine/pipelines/controlnet';
 import { cropPlanes } from '../../src/engine/pipelines/tiling';
-import {
-  type ControlNetUnit,
-  GenerationSettings,
-  type GenerationInput,
-} from '../../src/shared/generation';
+import { type ControlNetUnit, type GenerationInput } from '../../src/shared/generation';
 import {
   convertedFixture,
   fixtureControlNet,
   meanAbsDiff as valuesDiff,
   squareImage as square,
+  controlSettings,
 } from '../fixtures/controlnet-fixture';
 import { fixtureModelInfo } from '../fixtures/models';
 
@@ -69,18 +66,7 @@ async function generate(
   unit: Partial<ControlNetUnit> | null,
   e: DiffusionEngine = engine,
 ): Promise<PixelImage> {
-  const settings = GenerationSettings.parse({
-    model: 'fixture',
-    prompt: 'a red house on a hill',
-    seed: 7,
-    sampler: 'euler',
-    steps: 4,
-    guidance: 5,
-    width: SIZE,
-    height: SIZE,
-    controlnets: unit ? [{ model: 'cn', image: 'control.png', ...unit }] : [],
-    ...over,
-  });
+  const settings = controlSettings(unit ? [unit] : [], { seed: 7, ...over });
   const result = await e.generate({
     modelDir,
     settings,

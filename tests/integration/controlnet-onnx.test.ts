@@ -11,17 +11,14 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DiffusionEngine } from '../../src/engine';
 import { controlNetModelPath } from '../../src/engine/pipelines/controlnet-io';
-import {
-  type ControlNetUnit,
-  GenerationSettings,
-  type GenerationInput,
-} from '../../src/shared/generation';
+import { type ControlNetUnit, type GenerationInput } from '../../src/shared/generation';
 import {
   REFERENCE,
   convertedFixture,
   fixtureControlNet,
   meanAbsDiff,
   squareImage,
+  controlSettings,
 } from '../fixtures/controlnet-fixture';
 
 const EXPORTED = path.join(REFERENCE, 'controlnet-sd1-onnx');
@@ -55,26 +52,13 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const SIZE = 64;
-
 async function generate(
   modelDir: string,
   controlnet: string | null,
   unit: Partial<ControlNetUnit> = {},
   extra: Partial<GenerationInput> = {},
 ): Promise<Uint8Array | Uint8ClampedArray> {
-  const settings = GenerationSettings.parse({
-    model: 'fixture',
-    prompt: 'a red house on a hill',
-    seed: 11,
-    sampler: 'euler',
-    steps: 4,
-    guidance: 5,
-    width: SIZE,
-    height: SIZE,
-    controlnets: controlnet ? [{ model: 'cn', image: 'control.png', ...unit }] : [],
-    ...extra,
-  });
+  const settings = controlSettings(controlnet ? [unit] : [], extra);
   const result = await engine.generate({
     modelDir,
     settings,

@@ -7,12 +7,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DiffusionEngine } from '../../src/engine';
-import { type ControlNetUnit, GenerationSettings } from '../../src/shared/generation';
+import type { ControlNetUnit } from '../../src/shared/generation';
 import {
   convertedFixture,
   fixtureControlNet,
   meanAbsDiff,
   squareImage,
+  controlSettings,
 } from '../fixtures/controlnet-fixture';
 
 let dir: string;
@@ -32,22 +33,10 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const SIZE = 64;
-
 async function generate(
   units: Partial<ControlNetUnit>[] = [],
 ): Promise<Uint8Array | Uint8ClampedArray> {
-  const settings = GenerationSettings.parse({
-    model: 'fixture',
-    prompt: 'a red house on a hill',
-    seed: 5,
-    sampler: 'euler',
-    steps: 4,
-    guidance: 5,
-    width: SIZE,
-    height: SIZE,
-    controlnets: units.map((u) => ({ model: 'cn', image: 'control.png', ...u })),
-  });
+  const settings = controlSettings(units, { seed: 5 });
   const result = await engine.generate({
     modelDir: model,
     settings,

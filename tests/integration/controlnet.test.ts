@@ -8,12 +8,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DiffusionEngine, type PixelImage } from '../../src/engine';
+import { type ControlNetUnit, type GenerationInput } from '../../src/shared/generation';
 import {
-  type ControlNetUnit,
-  GenerationSettings,
-  type GenerationInput,
-} from '../../src/shared/generation';
-import { convertedFixture, fixtureControlNet, meanAbsDiff } from '../fixtures/controlnet-fixture';
+  controlSettings,
+  convertedFixture,
+  fixtureControlNet,
+  meanAbsDiff,
+} from '../fixtures/controlnet-fixture';
 
 let dir: string;
 let withResiduals: string;
@@ -57,18 +58,7 @@ async function generate(
   images: PixelImage[] = [],
   extra: Partial<GenerationInput> = {},
 ): Promise<Uint8Array | Uint8ClampedArray> {
-  const settings = GenerationSettings.parse({
-    model: 'fixture',
-    prompt: 'a red house on a hill',
-    seed: 11,
-    sampler: 'euler',
-    steps: 4,
-    guidance: 5,
-    width: SIZE,
-    height: SIZE,
-    controlnets: units.map((u) => ({ model: 'cn', image: 'control.png', ...u })),
-    ...extra,
-  });
+  const settings = controlSettings(units, extra);
   const result = await engine.generate({
     modelDir,
     settings,
