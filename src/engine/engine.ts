@@ -12,11 +12,17 @@ import {
   openModelFolder,
 } from './models';
 import type { SessionOptionsInput } from './models/providers';
-import { componentSession } from './models/load';
-import { signatureFromSession } from './models/signature';
+import { type ComponentSession, componentSession } from './models/load';
+import { isControlResidual, signatureFromSession } from './models/signature';
 import { type VaeFolder, checkVaeFits, openVaeFolder, withVae } from './models/vae';
-import { type GenerateProgress, type GeneratedImage, runDiffusion } from './pipelines/generate';
-import { type ControlUnit, controlImage } from './pipelines/controlnet';
+import {
+  type ControlSetup,
+  type GenerateProgress,
+  type GeneratedImage,
+  runDiffusion,
+} from './pipelines/generate';
+import type { ControlUnit } from './pipelines/controlnet';
+import { controlNetModelPath, controlUnetPath } from './pipelines/controlnet-io';
 import { runInpaint } from './pipelines/inpaint';
 import { runOutpaint } from './pipelines/outpaint';
 import { memoryBudgetBytes } from './pipelines/memory';
@@ -193,27 +199,31 @@ export class DiffusionEngine {
         previewEvery: this.options.previewEvery ?? 4,
       };
       const init = request.initImage ?? null;
-      if (
-        settings.controlnets.length > 0 &&
-        (upscaling || (settings.mode !== 'txt2img' && settings.mode !== 'img2img'))
-      )
+      const controlled = settings.controlnets.some((u) => u.weight !== 0);
+      if (controlled && settings.mode === 'outpaint')
         throw new EngineError(
           'bad-input',
-          'ControlNet works with text-to-image and image-to-image for now, not with inpainting or upscaling.',
+          'ControlNet does not work with outpainting yet; outpaint without a unit, then inpaint or generate with it.',
         );
+      if (controlled && x4)
+        throw new EngineError(
+          'bad-input',
+          'The x4 upscaler takes no ControlNet (no ControlNet is made for its UNet); use the hires upscaler with a unit, or the x4 upscaler without one.',
+        );
+      const units = await this.#controlUnits(settings, request.controlnets ?? [], timings);
+      const unet = await this.#controlUnet(model, units, plan !== null, timings);
+      const control: ControlSetup = { units, ...(unet ? { unet } : {}) };
       if (settings.mode === 'inpaint')
-        images = await runInpaint(ctx, settings, init, request.maskImage ?? null);
+        images = await runInpaint(ctx, settings, init, request.maskImage ?? null, control);
       else if (settings.mode === 'outpaint') images = await runOutpaint(ctx, settings, init);
       else if (upscaling)
         images = await runUpscale(
           { ...ctx, memoryBudgetBytes: memoryBudgetBytes(this.options.memoryBudgetMb) },
           settings,
           init,
+          control,
         );
-      else {
-        const control = await this.#controlUnits(settings, request.controlnets ?? [], timings);
-        images = await runDiffusion(ctx, settings, init, { control });
-      }
+      else images = await runDiffusion(ctx, settings, init, { control });
     } catch (err) {
       // The samplers stop with a DOMException AbortError; callers get the engine's own code.
       if (isAbortError(err))
@@ -298,30 +308,85 @@ export class DiffusionEngine {
     for (const [i, unit] of settings.controlnets.entries()) {
       if (unit.weight === 0) continue;
       const { file, image } = resolved[i];
-      const modelPath = path.resolve(file);
-      const created = await this.#sessions.get(
-        {
-          modelPath,
-          preference: this.options.provider ?? 'auto',
-          options: this.#sessionOptions(),
-        },
-        path.basename(path.dirname(modelPath)) + '/' + path.basename(modelPath),
-        path.dirname(modelPath),
-      );
-      const signature = signatureFromSession(created.session);
-      const session = componentSession(
-        'controlnet',
-        file,
-        created.session,
-        signature,
-        created.provider,
-        created.fallbackReason,
-      );
-      const { tensor } = controlImage(image, unit, settings.width, settings.height);
-      units.push({ ...unit, session, image: tensor });
+      // A converted folder or a diffusers ONNX ControlNet folder names its model.onnx.
+      const modelPath = path.resolve(await controlNetModelPath(file));
+      const session = await this.#extraSession('controlnet', modelPath, file);
+      units.push({ ...unit, session, source: image });
     }
     timings.loadMs += performance.now() - started;
     return units;
+  }
+
+  /**
+   * The UNet to run with ControlNet `units`: undefined for the folder's own UNet (it takes the
+   * residuals, or no unit acts), else the folder's ControlNet UNet (OnnxStack's
+   * `controlnet/model.onnx`). Throws one sentence when the folder has neither.
+   */
+  async #controlUnet(
+    model: LoadedModel,
+    units: readonly ControlUnit[],
+    withLoras: boolean,
+    timings: StageTimings,
+  ): Promise<ComponentSession | undefined> {
+    if (units.length === 0) return undefined;
+    if ((model.signatures.unet?.inputs ?? []).some(isControlResidual)) return undefined;
+    const variant = await controlUnetPath(model.dir);
+    const hint =
+      'convert the model from its .safetensors with ControlNet support, or use an ONNX export whose UNet takes down_block_N_additional_residual inputs';
+    if (!variant) {
+      throw new EngineError(
+        'model-unsupported',
+        `${model.info.name}'s UNet takes no ControlNet residuals and the folder has no ControlNet UNet (controlnet/model.onnx); ${hint}.`,
+        { file: model.dir },
+      );
+    }
+    if (withLoras) {
+      throw new EngineError(
+        'bad-input',
+        `LoRAs cannot be merged into ${model.info.name}'s ControlNet UNet (controlnet/model.onnx) yet; generate without the LoRA or ${hint}.`,
+        { file: model.dir },
+      );
+    }
+    const started = performance.now();
+    const session = await this.#extraSession(
+      'unet',
+      path.resolve(variant),
+      'controlnet/model.onnx',
+    );
+    timings.loadMs += performance.now() - started;
+    if (!session.signature.inputs.some(isControlResidual) || !session.output('out_sample')) {
+      throw new EngineError(
+        'model-unsupported',
+        `${model.info.name}'s UNet takes no ControlNet residuals and its controlnet/model.onnx is not a UNet that does; ${hint}.`,
+        { file: variant },
+      );
+    }
+    return session;
+  }
+
+  /** A session of a file outside the model's components (a ControlNet, a ControlNet UNet). */
+  async #extraSession(
+    name: 'controlnet' | 'unet',
+    modelPath: string,
+    file: string,
+  ): Promise<ComponentSession> {
+    const created = await this.#sessions.get(
+      {
+        modelPath,
+        preference: this.options.provider ?? 'auto',
+        options: this.#sessionOptions(),
+      },
+      path.basename(path.dirname(modelPath)) + '/' + path.basename(modelPath),
+      path.dirname(modelPath),
+    );
+    return componentSession(
+      name,
+      file,
+      created.session,
+      signatureFromSession(created.session),
+      created.provider,
+      created.fallbackReason,
+    );
   }
 
   async #model(dir: string, timings: StageTimings, plan: LoraPlan | null = null) {

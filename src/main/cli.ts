@@ -29,9 +29,11 @@ import {
   formatConvertProgress,
   isCheckpointFile,
   resourcesDirFrom,
+  sha256File,
   shortHash,
   vocabularyIn,
 } from './models/checkpoint-cache';
+import { controlNetModelPath } from '../engine/pipelines/controlnet-io';
 import { controlNetInfotext } from './models/controlnets';
 import { defaultDataDir } from './paths';
 import { appVersion } from './version';
@@ -89,9 +91,10 @@ const usage = `Usage: npm run generate -- --model DIR --prompt TEXT [options] --
   --memory-budget MB   memory the upscaler may use for activations (default 60% of free RAM)
   --provider NAME      auto, cpu, cuda, dml, coreml, webgpu (default auto)
   --threads N          CPU threads (default: physical cores)
-  --controlnet FILE    a ControlNet (.safetensors, ldm naming; SD 1.x/2.x/SDXL) guiding the image,
-                       converted once into the data folder's cache; a checkpoint --model is then
-                       converted with a UNet that takes its residuals
+  --controlnet FILE    a ControlNet guiding the image: a .safetensors (ldm or diffusers naming;
+                       SD 1.x/2.x/SDXL), converted once into the data folder's cache, or an
+                       ONNX ControlNet (.onnx or its folder) used as it is; a checkpoint --model
+                       is then converted with a UNet that takes its residuals
   --control-image PNG  the control image (resized to the output size)
   --preprocessor P     none (use the image as it is) or canny (default none)
   --canny-low N, --canny-high N  canny's thresholds (default 100, 200)
@@ -384,13 +387,21 @@ async function controlNetArgs(values: {
     throw new UsageError('--controlnet needs --control-image PNG (the image that guides it).');
   const file = path.resolve(values.controlnet);
   const stat = await fs.stat(file).catch(() => null);
-  if (!stat?.isFile()) throw new UsageError(`--controlnet: ${file} does not exist.`);
+  if (!stat) throw new UsageError(`--controlnet: ${file} does not exist.`);
   const image = await readImage(path.resolve(values['control-image']), 'control-image');
-  const result = await ensureControlNetConverted(file, {
-    dataDir: dataDirOf(values),
-    onProgress: conversionProgress(file, values.quiet),
-  });
-  reportConverted(result, values.quiet);
+  let result: { modelFile: string; sha256: string };
+  if (stat.isDirectory() || /\.onnx$/i.test(file)) {
+    // An ONNX ControlNet (a diffusers ONNX folder, its controlnet/ or model.onnx): as it is.
+    const modelFile = await controlNetModelPath(file);
+    result = { modelFile, sha256: await sha256File(modelFile) };
+  } else {
+    const converted = await ensureControlNetConverted(file, {
+      dataDir: dataDirOf(values),
+      onProgress: conversionProgress(file, values.quiet),
+    });
+    reportConverted(converted, values.quiet);
+    result = converted;
+  }
   const unit = {
     model: file,
     image: path.resolve(values['control-image']),

@@ -13,6 +13,7 @@ import { convertCheckpoint } from '../../src/engine/convert/convert';
 import { convertControlNet } from '../../src/engine/convert/convert-controlnet';
 import type { ControlNetArchitecture } from '../../src/engine/convert/types';
 import { parseA1111Parameters, readPngTextChunks } from '../../src/main/library/png-metadata';
+import { meanAbsDiff } from '../fixtures/controlnet-fixture';
 import { VOCABULARY, smallCheckpoint } from '../fixtures/small-checkpoint';
 import { bundleEntry } from './bundle';
 
@@ -80,6 +81,12 @@ function generate(out: string, extra: string[]) {
   return { code: r.status, stderr: r.stderr };
 }
 
+/** Mean absolute difference of two PNGs' pixels. */
+async function pictureDiff(a: string, b: string): Promise<number> {
+  const pixels = async (f: string) => (await sharp(f).raw().toBuffer()).valueOf();
+  return meanAbsDiff(await pixels(a), await pixels(b));
+}
+
 describe('npm run generate -- --controlnet', () => {
   it('guides the image by the control and records the unit in the infotext', async () => {
     const control = [
@@ -101,11 +108,32 @@ describe('npm run generate -- --controlnet', () => {
     );
     const off = path.join(tmp, 'off.png');
     expect(generate(off, [...control, '--control-weight', '0']).code).toBe(0);
-    const pixels = async (f: string) => (await sharp(f).raw().toBuffer()).valueOf();
-    const [a, b] = [await pixels(guided), await pixels(off)];
-    let diff = 0;
-    for (let i = 0; i < a.length; i++) diff += Math.abs(a[i] - b[i]);
-    expect(diff / a.length).toBeGreaterThan(1);
+    expect(await pictureDiff(guided, off)).toBeGreaterThan(1);
+  });
+
+  it('uses an ONNX ControlNet folder as it is, named by the folder and hashed by its model.onnx', async () => {
+    // The torch export of the same ControlNet (make_controlnet_onnx.py), outputs by position.
+    const folder = path.join(tmp, 'canny-onnx');
+    fs.cpSync(
+      path.join(REF, 'controlnet-sd1-onnx', 'controlnet'),
+      path.join(folder, 'controlnet'),
+      {
+        recursive: true,
+      },
+    );
+    const control = ['--controlnet', folder, '--control-image', controlImage];
+    const guided = path.join(tmp, 'onnx-guided.png');
+    const r = generate(guided, control);
+    expect(r.stderr).not.toMatch(/converting/);
+    expect(r.code).toBe(0);
+    const text = readPngTextChunks(fs.readFileSync(guided)).find((c) => c.keyword === 'parameters');
+    const sum = sha(path.join(folder, 'controlnet', 'model.onnx')).slice(0, 8);
+    expect(parseA1111Parameters(text!.text).params['ControlNet 0']).toMatch(
+      new RegExp(`^Module: none, Model: canny-onnx \\[${sum}\\], Weight: 1, `),
+    );
+    const off = path.join(tmp, 'onnx-off.png');
+    expect(generate(off, [...control, '--control-weight', '0']).code).toBe(0);
+    expect(await pictureDiff(guided, off)).toBeGreaterThan(1);
   });
 
   it('says what is missing, in one sentence', () => {

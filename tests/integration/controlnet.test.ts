@@ -3,23 +3,19 @@
 // generations through DiffusionEngine. Weight 0 and a unit outside its start/end must give the
 // plain generation bit for bit; the control image must change the picture, and a plain UNet
 // must refuse a unit with one sentence.
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DiffusionEngine, type PixelImage } from '../../src/engine';
-import { convertCheckpoint } from '../../src/engine/convert/convert';
-import { emitControlNet } from '../../src/engine/convert/emit';
-import type { ControlNetArchitecture } from '../../src/engine/convert/types';
+import { type ControlNetUnit, type GenerationInput } from '../../src/shared/generation';
 import {
-  type ControlNetUnit,
-  GenerationSettings,
-  type GenerationInput,
-} from '../../src/shared/generation';
-import { FixtureSafetensors } from '../fixtures/safetensors-fixture';
-import { VOCABULARY, smallCheckpoint } from '../fixtures/small-checkpoint';
+  controlSettings,
+  convertedFixture,
+  fixtureControlNet,
+  meanAbsDiff,
+} from '../fixtures/controlnet-fixture';
 
-const REF = path.join(__dirname, '../fixtures/reference');
 let dir: string;
 let withResiduals: string;
 let plain: string;
@@ -28,25 +24,11 @@ const engine = new DiffusionEngine({ previewEvery: 0 });
 
 beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'controlnet-'));
-  const { file, arch } = await smallCheckpoint(dir, 'sd1');
-  withResiduals = path.join(dir, 'sd1-control');
-  plain = path.join(dir, 'sd1-plain');
-  const opts = { vocabularyFile: VOCABULARY, architecture: arch, precision: 'fp32' as const };
-  await convertCheckpoint(file, withResiduals, { ...opts, controlResiduals: true });
-  await convertCheckpoint(file, plain, opts);
-  const cnArch = JSON.parse(
-    await readFile(path.join(REF, 'controlnet-sd1.json'), 'utf8'),
-  ) as ControlNetArchitecture;
-  const source = new FixtureSafetensors(path.join(REF, 'controlnet-sd1.safetensors'));
-  try {
-    const out = await emitControlNet(source, cnArch, {
-      dir: path.join(dir, 'cn'),
-      precision: 'fp32',
-    });
-    controlnet = out.model;
-  } finally {
-    await source.close();
-  }
+  withResiduals = await convertedFixture(dir, 'sd1', path.join(dir, 'sd1-control'), {
+    controlResiduals: true,
+  });
+  plain = await convertedFixture(dir, 'sd1', path.join(dir, 'sd1-plain'));
+  controlnet = await fixtureControlNet(path.join(dir, 'cn'), 'sd1');
 }, 120_000);
 afterAll(async () => {
   await engine.release();
@@ -76,30 +58,13 @@ async function generate(
   images: PixelImage[] = [],
   extra: Partial<GenerationInput> = {},
 ): Promise<Uint8Array | Uint8ClampedArray> {
-  const settings = GenerationSettings.parse({
-    model: 'fixture',
-    prompt: 'a red house on a hill',
-    seed: 11,
-    sampler: 'euler',
-    steps: 4,
-    guidance: 5,
-    width: SIZE,
-    height: SIZE,
-    controlnets: units.map((u) => ({ model: 'cn', image: 'control.png', ...u })),
-    ...extra,
-  });
+  const settings = controlSettings(units, extra);
   const result = await engine.generate({
     modelDir,
     settings,
     controlnets: images.map((image) => ({ file: controlnet, image })),
   });
   return result.images[0]!.image.data;
-}
-
-function meanAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += Math.abs(a[i] - b[i]);
-  return s / a.length;
 }
 
 describe('ControlNet in the engine', () => {
@@ -138,7 +103,7 @@ describe('ControlNet in the engine', () => {
 
   it('a model whose UNet takes no residuals refuses a unit in one sentence', async () => {
     await expect(generate(plain, [{}], [shape('square')])).rejects.toThrow(
-      /takes no ControlNet residuals; .*\.$/,
+      /takes no ControlNet residuals and the folder has no ControlNet UNet .*\.$/,
     );
     // Weight 0 asks nothing of the UNet.
     expect(await generate(plain, [{ weight: 0 }], [shape('square')])).toEqual(

@@ -1,32 +1,31 @@
-// `node scripts/run-tool.mjs tools/bench/controlnet.ts [--steps N] [--repeats N] [--size N]`
-// The per-step cost of one ControlNet unit (issue 19): the recorded small sd1 fixture converted
-// with a residual UNet and the fixture ControlNet, both fp32, generating with no unit and with
+// `node scripts/run-tool.mjs tools/bench/controlnet.ts [--steps N] [--repeats N] [--size N]
+//   [--family sd1|sdxl]`
+// The per-step cost of one ControlNet unit (issue 19): the recorded small sd1 (or sdxl) fixture
+// converted with a residual UNet and the fixture ControlNet, both fp32, generating with no unit and with
 // one unit in the same run (medians over the repeats after a warm-up). Prints denoise ms per step
 // for each and their ratio; the ratio, not the absolute time, is what carries to full-size
 // models, where the ControlNet is about half the UNet's encoder and middle block.
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
+import { mkdtemp, rm, symlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { DiffusionEngine, type PixelImage } from '../../src/engine';
-import { convertCheckpoint } from '../../src/engine/convert/convert';
-import { emitControlNet } from '../../src/engine/convert/emit';
-import type { ControlNetArchitecture } from '../../src/engine/convert/types';
 import { GenerationSettings } from '../../src/shared/generation';
-import { FixtureSafetensors } from '../../tests/fixtures/safetensors-fixture';
-import { VOCABULARY, smallCheckpoint } from '../../tests/fixtures/small-checkpoint';
+import { convertedFixture, fixtureControlNet } from '../../tests/fixtures/controlnet-fixture';
 
 const { values } = parseArgs({
   options: {
     steps: { type: 'string', default: '10' },
     repeats: { type: 'string', default: '5' },
     size: { type: 'string', default: '256' },
+    family: { type: 'string', default: 'sd1' },
   },
 });
 const steps = Number(values.steps);
 const repeats = Number(values.repeats);
 const size = Number(values.size);
+const family = values.family === 'sdxl' ? 'sdxl' : 'sd1';
 const REF = path.resolve('tests', 'fixtures', 'reference');
 
 // run-tool bundles this file into out/tools, where the fixture helper looks for `reference/`
@@ -36,20 +35,10 @@ if (!existsSync(bundledReference)) await symlink(REF, bundledReference, 'dir');
 
 const dir = await mkdtemp(path.join(os.tmpdir(), 'bench-controlnet-'));
 try {
-  const { file, arch } = await smallCheckpoint(dir, 'sd1');
-  const modelDir = path.join(dir, 'model');
-  await convertCheckpoint(file, modelDir, {
-    vocabularyFile: VOCABULARY,
-    architecture: arch,
-    precision: 'fp32',
+  const modelDir = await convertedFixture(dir, family, path.join(dir, 'model'), {
     controlResiduals: true,
   });
-  const cnArch = JSON.parse(
-    await readFile(path.join(REF, 'controlnet-sd1.json'), 'utf8'),
-  ) as ControlNetArchitecture;
-  const source = new FixtureSafetensors(path.join(REF, 'controlnet-sd1.safetensors'));
-  const cn = await emitControlNet(source, cnArch, { dir: path.join(dir, 'cn'), precision: 'fp32' });
-  await source.close();
+  const cn = { model: await fixtureControlNet(path.join(dir, 'cn'), family) };
   const image: PixelImage = {
     width: size,
     height: size,
@@ -87,6 +76,7 @@ try {
   console.log(
     JSON.stringify(
       {
+        family,
         size,
         steps,
         repeats,

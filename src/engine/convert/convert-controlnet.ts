@@ -1,5 +1,6 @@
 /**
- * Converting a ControlNet file (ldm naming, lllyasviel/ControlNet's .safetensors / .pth) into a
+ * Converting a ControlNet file (lllyasviel/ControlNet's ldm naming, .safetensors / .pth, or
+ * diffusers' ControlNetModel naming) into a
  * folder holding `controlnet/model.onnx` (emit/controlnet.ts) and `controlnet.json`. Like
  * convertVae, it writes into a temporary folder beside `outDir` and renames it into place at the
  * end, so a failed or cancelled conversion leaves nothing.
@@ -10,6 +11,7 @@ import type { ConvertProgress } from './convert';
 import { intoPlace, newOutputDir } from './into-place';
 import { detectControlNet } from './detect';
 import { emitControlNet } from './emit/index';
+import { withLdmControlNetNames } from './readers/diffusers-controlnet';
 import { openCheckpoint } from './readers/index';
 import type { ControlNetArchitecture } from './types';
 
@@ -43,7 +45,7 @@ export const controlNetModelFile = (dir: string): string =>
 
 /**
  * Converts the ControlNet `file` into `outDir` (which must not exist yet). Throws EngineError
- * 'model-unsupported' for a file that is not an ldm-named ControlNet, 'bad-input' when `outDir`
+ * 'model-unsupported' for a file that is not a ControlNet in ldm or diffusers naming, 'bad-input' when `outDir`
  * exists, 'cancelled' on abort.
  */
 export async function convertControlNet(
@@ -53,9 +55,11 @@ export async function convertControlNet(
 ): Promise<ControlNetConversionRecord & { dir: string }> {
   const precision = options.precision ?? 'fp16';
   const target = await newOutputDir(outDir);
-  const { source } = await openCheckpoint(file);
+  // A diffusers-named file is read under the ldm names: one emitter serves both namings.
+  const raw = (await openCheckpoint(file)).source;
+  const source = withLdmControlNetNames(raw);
   try {
-    const arch = options.architecture ?? detectControlNet(source.list(), path.basename(file));
+    const arch = options.architecture ?? detectControlNet(raw.list(), path.basename(file));
     return await intoPlace(target, options.signal, async (temp) => {
       const dir = path.join(temp, 'controlnet');
       const emitted = { dir, precision, ...(options.signal ? { signal: options.signal } : {}) };

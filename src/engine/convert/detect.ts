@@ -16,6 +16,7 @@
  * - Inpainting variants: 9 UNet input channels (4 latent + 1 mask + 4 masked-image latent).
  */
 import { EngineError } from '../errors';
+import { isDiffusersControlNet, ldmControlNetNames } from './readers/diffusers-controlnet';
 import type {
   CheckpointArchitecture,
   ControlNetArchitecture,
@@ -483,8 +484,9 @@ function familyOfContext(contextDim: number, adm: number | null): CheckpointFami
 
 /**
  * Recognises a ControlNet file: lllyasviel/ControlNet's ldm naming (`input_hint_block`,
- * `zero_convs`, `middle_block_out`, under `control_model.` or no prefix). A ControlNet in
- * diffusers naming (`controlnet_cond_embedding`, `controlnet_down_blocks`) or a full model
+ * `zero_convs`, `middle_block_out`, under `control_model.` or no prefix) or diffusers' naming
+ * (`controlnet_cond_embedding`, `controlnet_down_blocks`; read under the ldm names, see
+ * readers/diffusers-controlnet.ts, which the converter reads through as well). Anything else
  * throws `model-unsupported` with one sentence saying why. A context width outside SD 1/2/XL
  * (small test models) is accepted, with the family read from the projection and label_emb.
  */
@@ -492,17 +494,17 @@ export function detectControlNet(
   tensors: readonly TensorInfo[],
   file: string,
 ): ControlNetArchitecture {
+  const diffusers = isDiffusersControlNet(tensors.map((t) => t.name));
+  if (diffusers) {
+    const toLdm = ldmControlNetNames(tensors.map((t) => t.name));
+    tensors = tensors.map((t) => ({ ...t, name: toLdm.get(t.name)! }));
+  }
   const shapes: Shapes = new Map(tensors.map((t) => [t.name, t.shape]));
   const names = [...shapes.keys()];
   const notControlNet = (what: string): EngineError =>
     new EngineError('model-unsupported', `${file} is ${what}, not a ControlNet that can be used.`, {
       file,
     });
-  if (names.some((n) => n.startsWith('controlnet_cond_embedding.'))) {
-    throw notControlNet(
-      'a ControlNet in diffusers naming (controlnet_cond_embedding.*), which the converter does not read yet; use its ldm-named .safetensors or a diffusers ONNX export',
-    );
-  }
   const prefix = shapes.has('control_model.input_hint_block.0.weight')
     ? 'control_model.'
     : shapes.has('input_hint_block.0.weight')
@@ -511,7 +513,11 @@ export function detectControlNet(
   if (prefix === undefined) {
     throw notControlNet(describeOtherFile(names) ?? 'a Stable Diffusion model or other weights');
   }
-  const reasons = [`${prefix}input_hint_block.*, zero_convs.*, middle_block_out.*: a ControlNet`];
+  const reasons = [
+    diffusers
+      ? 'controlnet_cond_embedding.*, controlnet_down_blocks.*: a ControlNet in diffusers naming'
+      : `${prefix}input_hint_block.*, zero_convs.*, middle_block_out.*: a ControlNet`,
+  ];
   const toK = names.find(
     (n) => n.startsWith(prefix) && /transformer_blocks\.0\.attn2\.to_k\.weight$/.test(n),
   );

@@ -44,13 +44,17 @@ export function staticDim(spec: IoSpec | undefined, axis: number): number | null
 const FLOATS: readonly TensorType[] = ['float32', 'float16'];
 
 /**
- * A ControlNet residual input of a ControlNet-ready UNet (`down_block_N_additional_residual`,
- * `mid_block_additional_residual`: Olive's and OnnxStack's exports and our converter's), rank 4
- * float. The pipeline feeds them (zeros without a ControlNet).
+ * A ControlNet residual input of a ControlNet-ready UNet, rank 4 float: `down_block_N_additional
+ * _residual` and `mid_block_additional_residual` (Olive's and OnnxStack's exports, our
+ * converter's) or `down_block_add_resNN` and `mid_block_res_sample` (the diffusers-based ONNX
+ * scripts of Amblyopius' Stable-Diffusion-ONNX-FP16 and its forks). The pipeline feeds them
+ * (zeros without a ControlNet).
  */
 export function isControlResidual(spec: IoSpec): boolean {
   return (
-    /^(down_block_\d+|mid_block)_additional_residual$/.test(spec.name) &&
+    /^(down_block_\d+_additional_residual|down_block_add_res\d+|mid_block_additional_residual|mid_block_res_sample)$/.test(
+      spec.name,
+    ) &&
     spec.shape.length === 4 &&
     FLOATS.includes(spec.type)
   );

@@ -14,30 +14,79 @@
 import type * as ort from 'onnxruntime-node';
 import { EngineError } from '../errors';
 import type { ComponentSession } from '../models';
-import type { IoSpec } from '../tensor';
-import { isControlResidual } from '../models/signature';
 import { floatsToOrt, ortToFloat32, timestepToOrt } from '../tensor';
-import { type PixelImage, canny, resizeImage, toRgb } from '../image';
+import { type Box, type PixelImage, canny, cropImage, resizeImage, toRgb } from '../image';
 import type { ControlNetUnit } from '../../shared/generation';
+import { controlNetOutputsFor, residualInputs } from './controlnet-io';
 import { type StageTimings, timedRun } from './stats';
+import { cropPlanes } from './tiling';
 
-/** One ControlNet applied to a generation. */
-export interface ControlUnit {
+/**
+ * One ControlNet applied to a generation, as the host resolved it: the session, the control image
+ * as given (any size) and how to preprocess it. Each pipeline fits the image to what it generates
+ * (prepareUnits): the output size, inpainting's crop, the hires pass's size.
+ */
+export interface ControlUnit extends Pick<
+  ControlNetUnit,
+  'preprocessor' | 'lowThreshold' | 'highThreshold' | 'weight' | 'start' | 'end' | 'guess'
+> {
   /** The ControlNet's session (controlnet_cond, conditioning_scale and the residual outputs). */
   session: ComponentSession;
-  /** The preprocessed control image, [3, height, width] in [0, 1] at the output size. */
+  /** The control image as given. */
+  source: PixelImage;
+}
+
+/** A unit with its control image fitted to one generation (prepareUnits). */
+export interface PreparedUnit extends Pick<
+  ControlUnit,
+  'session' | 'weight' | 'start' | 'end' | 'guess'
+> {
+  /** The preprocessed control image, [3, height, width] in [0, 1] at the generated size. */
   image: Float32Array;
-  weight: number;
-  /** Fractions of the steps between which the unit acts (0 .. 1). */
-  start: number;
-  end: number;
-  /** "ControlNet is more important": soft weights, conditional half only. */
-  guess: boolean;
+}
+
+/**
+ * Where a generation lies on the picture the control images describe: inpainting's "only
+ * masked" generates `box` of a `width` x `height` picture (the control image is resized to the
+ * picture, then cropped to the box, as the input image is).
+ */
+export interface ControlCrop {
+  width: number;
+  height: number;
+  box: Box;
+}
+
+/** The active units (weight not 0) with their control images at `width` x `height`. */
+export function prepareUnits(
+  units: readonly ControlUnit[],
+  width: number,
+  height: number,
+  crop?: ControlCrop,
+): PreparedUnit[] {
+  return units
+    .filter((u) => u.weight !== 0)
+    .map((u) => {
+      let source = toRgb(u.source);
+      if (crop) {
+        if (source.width !== crop.width || source.height !== crop.height)
+          source = resizeImage(source, crop.width, crop.height, 'lanczos3');
+        source = cropImage(source, crop.box);
+      }
+      const { tensor } = controlImage(source, u, width, height);
+      return {
+        session: u.session,
+        weight: u.weight,
+        start: u.start,
+        end: u.end,
+        guess: u.guess,
+        image: tensor,
+      };
+    });
 }
 
 /** What makeControlResiduals needs of the generation. */
 export interface ControlOptions {
-  units: readonly ControlUnit[];
+  units: readonly PreparedUnit[];
   /** The step index (0-based) a timestep belongs to, and the step count. */
   stepOf: (timestep: number) => number;
   steps: number;
@@ -45,8 +94,14 @@ export interface ControlOptions {
   rows: number;
   batch: number;
   guided: boolean;
+  /** The latent size of the call (a tile's under tiled diffusion). */
   h: number;
   w: number;
+  /**
+   * Under tiled diffusion: the tile within the whole latent (`full`), whose part of each control
+   * image the ControlNet sees (8 pixels per latent cell).
+   */
+  tile?: { y: number; x: number; full: { h: number; w: number } };
   timings: StageTimings;
   signal?: AbortSignal;
 }
@@ -64,16 +119,6 @@ export function unitActive(
 ): boolean {
   const done = step / steps;
   return unit.weight !== 0 && done >= unit.start && done <= unit.end;
-}
-
-/** The UNet's residual inputs in order (down 0..N-1, then mid); empty for a plain UNet. */
-export function residualInputs(unet: ComponentSession): IoSpec[] {
-  const specs = unet.signature.inputs.filter(isControlResidual);
-  const index = (s: IoSpec): number => {
-    const m = /^down_block_(\d+)_/.exec(s.name);
-    return m ? Number(m[1]) : Number.MAX_SAFE_INTEGER;
-  };
-  return specs.sort((a, b) => index(a) - index(b));
 }
 
 type Feeds = Record<string, ort.Tensor>;
@@ -108,10 +153,28 @@ export function makeControlResiduals(
       model: unet.file,
     });
   }
+  // Which ControlNet output feeds which residual input, read once per unit (controlnet-io.ts).
+  const outputs = units.map((u) => controlNetOutputsFor(u.session, specs, unet.file));
   const images = units.map((u) => {
-    const per = u.image.length;
+    // Under tiled diffusion each ControlNet call sees the tile's part of the control image.
+    const t = o.tile;
+    const img = t
+      ? cropPlanes(u.image, 3, t.full.h * 8, t.full.w * 8, {
+          y: t.y * 8,
+          x: t.x * 8,
+          h: o.h * 8,
+          w: o.w * 8,
+        })
+      : u.image;
+    if (img.length !== 3 * o.h * 8 * o.w * 8) {
+      throw new EngineError(
+        'internal',
+        `A control image holds ${img.length} values, not 3x${o.h * 8}x${o.w * 8}.`,
+      );
+    }
+    const per = img.length;
     const all = new Float32Array(o.rows * per);
-    for (let r = 0; r < o.rows; r++) all.set(u.image, r * per);
+    for (let r = 0; r < o.rows; r++) all.set(img, r * per);
     return all;
   });
   const per = 4 * o.h * o.w;
@@ -139,30 +202,26 @@ export function makeControlResiduals(
       for (const name of ['encoder_hidden_states', 'text_embeds', 'time_ids']) {
         if (cn.input(name) && constant[name]) feeds[name] = constant[name];
       }
-      const cond = cn.input('controlnet_cond');
+      const cond = cn.input('controlnet_cond')!;
       const scale = cn.input('conditioning_scale');
-      if (!cond) {
-        throw new EngineError('model-shape', `${cn.file} has no controlnet_cond input.`, {
-          file: cn.file,
-        });
-      }
-      const img = images[units.indexOf(unit)];
+      const u = units.indexOf(unit);
+      const img = images[u];
       feeds[cond.name] = floatsToOrt(img, [o.rows, 3, o.h * 8, o.w * 8], cond, { model: cn.file });
       if (scale) feeds[scale.name] = floatsToOrt([1], scale.shape.length === 0 ? [] : [1], scale);
       const out = await timedRun(o.timings, cn, feeds, o.signal);
       specs.forEach((s, i) => {
-        const t = out[s.name];
-        if (!t) {
-          throw new EngineError(
-            'model-shape',
-            `${cn.file} has no output "${s.name}", which ${unet.file} takes.`,
-            { file: cn.file },
-          );
-        }
-        const r = ortToFloat32(t, s.name);
+        const name = outputs[u][i];
+        const t = out[name];
+        const r = ortToFloat32(t, name);
         if (sums[i].length === 0) {
           sums[i] = new Float32Array(r.length);
           dims[i] = [...t.dims];
+        } else if (sums[i].length !== r.length) {
+          throw new EngineError(
+            'model-shape',
+            `${cn.file} gives residual ${i} shaped [${t.dims.join(', ')}] where another unit gave [${dims[i].join(', ')}]; the ControlNets were made for different model families.`,
+            { file: cn.file },
+          );
         }
         const k = unit.weight * (unit.guess ? softWeight(i, specs.length) : 1);
         // Guess mode: the unconditional rows (the first half) get no control.

@@ -16,7 +16,7 @@ import {
 } from './core';
 import { timedRun } from './stats';
 import type { Tile } from './tiling';
-import type { ControlUnit } from './controlnet';
+import { type ControlCrop, type ControlUnit, prepareUnits } from './controlnet';
 import { type ExtraChannels, type PredictOptions, makeUnetPredict } from './unet';
 
 export type { GenerateProgress, GeneratedImage, RunContext } from './core';
@@ -51,7 +51,16 @@ export interface DiffusionHooks {
    */
   blend?: StepBlend;
   /** ControlNet units guiding every UNet call (controlnet.ts). */
-  control?: readonly ControlUnit[];
+  control?: ControlSetup;
+}
+
+/** The ControlNet side of a generation, as the engine resolved it. */
+export interface ControlSetup {
+  units: readonly ControlUnit[];
+  /** The UNet to run instead of the folder's: its ControlNet UNet (controlnet-io.ts). */
+  unet?: ComponentSession;
+  /** Where the generated region lies on the control images' picture (inpainting's crop). */
+  crop?: ControlCrop;
 }
 
 const latentChannels = 4;
@@ -111,7 +120,7 @@ export async function runDiffusion(
   reportStage(ctx, 0, settings.batchCount, 'text', 0, plan.timesteps.length);
   const { cond, uncond } = await encodePrompts(ctx, settings, useCfg);
 
-  const unet = await model.session('unet');
+  const unet = hooks.control?.unet ?? (await model.session('unet'));
   const decoder = await model.session(model.decoderName);
   const extra = wholeMask ? await wholeMaskChannels(ctx, width, height) : hooks.extraChannels;
   const initLatents =
@@ -129,7 +138,7 @@ export async function runDiffusion(
     signal,
     extra,
     control: {
-      units: hooks.control ?? [],
+      units: prepareUnits(hooks.control?.units ?? [], width, height, hooks.control?.crop),
       steps: plan.timesteps.length,
       stepOf: (t) => nearestIndex(plan.timesteps, t),
     },

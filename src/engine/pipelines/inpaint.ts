@@ -60,6 +60,7 @@ import {
   toRgb,
 } from '../image';
 import {
+  type ControlSetup,
   type DiffusionHooks,
   type GeneratedImage,
   type RunContext,
@@ -106,6 +107,7 @@ export async function runInpaint(
   settings: GenerationSettings,
   initImage: PixelImage | null,
   maskImage: PixelImage | null,
+  control?: ControlSetup,
 ): Promise<GeneratedImage[]> {
   if (!initImage)
     throw new EngineError('bad-input', 'Inpainting needs an input image: the picture to repaint.');
@@ -119,7 +121,7 @@ export async function runInpaint(
   const image = toRgb(initImage);
   const opts = settings.mask ?? defaultMaskUse;
   const binary = prepareMask(maskImage, image.width, image.height, opts);
-  return inpaintRegion(ctx, settings, image, binary, opts);
+  return inpaintRegion(ctx, settings, image, binary, opts, control);
 }
 
 function roundTo(v: number, m: number): number {
@@ -128,7 +130,10 @@ function roundTo(v: number, m: number): number {
 
 /**
  * Inpaint `image` (RGB) where `binary` is 1, with the mask options `use`; returns images of
- * `image`'s size. Shared by inpainting and outpainting.
+ * `image`'s size. Shared by inpainting and outpainting. ControlNet units see the control image
+ * fitted to the picture and cropped as the picture is (A1111 crops the control image with the
+ * input under "only masked"); the ControlNet takes the 4 latent channels even of a 9-channel
+ * UNet (diffusers' StableDiffusionControlNetInpaintPipeline feeds it the latents alone).
  */
 export async function inpaintRegion(
   ctx: RunContext,
@@ -136,6 +141,7 @@ export async function inpaintRegion(
   image: PixelImage,
   binary: MaskPlane,
   use: MaskUse,
+  control?: ControlSetup,
 ): Promise<GeneratedImage[]> {
   const { model } = ctx;
   const family = model.family;
@@ -168,6 +174,8 @@ export async function inpaintRegion(
 
   const imageLatents = await encodeImage(ctx, work, W, H);
   const hooks: DiffusionHooks = { initLatents: () => imageLatents };
+  if (control)
+    hooks.control = { ...control, crop: { width: image.width, height: image.height, box } };
   if (channels === 9) {
     // diffusers: mask binarized, masked_image = image * (mask < 0.5), both at the work size;
     // the mask goes to latent size with nearest interpolation.

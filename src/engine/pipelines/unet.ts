@@ -146,12 +146,6 @@ export function makeUnetPredict(
   }
   const extraPer = extraC * plane;
   const wholeLatent = region.h === o.h && region.w === o.w;
-  if (!wholeLatent && o.control?.units.some((u) => u.weight !== 0)) {
-    throw new EngineError(
-      'bad-input',
-      'ControlNet does not work with tiled diffusion yet; generate at a size that needs no tiles.',
-    );
-  }
   const residuals = makeControlResiduals(unet, {
     units: [],
     stepOf: () => 0,
@@ -162,6 +156,7 @@ export function makeUnetPredict(
     guided: copies === 2,
     h,
     w,
+    ...(wholeLatent ? {} : { tile: { y: region.y, x: region.x, full: { h: o.h, w: o.w } } }),
     timings: o.timings,
     signal: o.signal,
   });

@@ -36,7 +36,7 @@ import {
   encodePrompts,
   reportStage,
 } from './core';
-import { type DiffusionHooks, runDiffusion } from './generate';
+import { type ControlSetup, type DiffusionHooks, runDiffusion } from './generate';
 import { type MemoryPlan, planMemory } from './memory';
 import { decodeLatents, encodeImageTensor, resizeLatentBilinear, tiledPredict } from './tiling';
 import { makeUnetPredict } from './unet';
@@ -76,6 +76,7 @@ export async function runUpscale(
   ctx: UpscaleContext,
   settings: GenerationSettings,
   initImage: PixelImage | null,
+  control?: ControlSetup,
 ): Promise<GeneratedImage[]> {
   const up = settings.upscale ?? UpscaleOptions.parse({});
   if (settings.mode === 'txt2img') {
@@ -84,13 +85,14 @@ export async function runUpscale(
         'bad-input',
         'The x4 upscaler enlarges an existing image; use the upscale mode with an input image.',
       );
-    return runHires(ctx, settings, up);
+    return runHires(ctx, settings, up, control);
   }
   if (settings.mode !== 'upscale')
     throw new EngineError('bad-input', `Upscaling does not apply to the ${settings.mode} mode.`);
   if (!initImage) throw new EngineError('bad-input', 'Upscaling needs an input image.');
+  // The engine refuses ControlNet units for x4 before loading them.
   if (up.method === 'x4') return runX4(ctx, settings, up, initImage);
-  return runHiresImage(ctx, settings, up, initImage);
+  return runHiresImage(ctx, settings, up, initImage, control);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -129,11 +131,13 @@ function tilingHooks(
   const grid = plan.unetGrid;
   if (grid) {
     hooks.wrapPredict = (full, at) => {
-      const bySize = new Map<string, ModelPredict>();
+      // One call per tile position: a tile's call crops what depends on where it lies (the
+      // extra channels, the ControlNet's control image).
+      const byTile = new Map<string, ModelPredict>();
       return tiledPredict(grid, batch, 4, (t) => {
-        const key = `${t.h}x${t.w}`;
-        let p = bySize.get(key);
-        if (!p) bySize.set(key, (p = t.h === grid.h && t.w === grid.w ? full : at(t)));
+        const key = `${t.y},${t.x},${t.h}x${t.w}`;
+        let p = byTile.get(key);
+        if (!p) byTile.set(key, (p = t.h === grid.h && t.w === grid.w ? full : at(t)));
         return p;
       });
     };
@@ -203,10 +207,15 @@ async function encodeResized(
   return latents;
 }
 
+/**
+ * ControlNet units act in both passes, the control image fitted to each pass's size (A1111's
+ * hires fix does the same); under tiled diffusion each tile's ControlNet call sees its part.
+ */
 async function runHires(
   ctx: UpscaleContext,
   settings: GenerationSettings,
   up: UpscaleOptions,
+  control?: ControlSetup,
 ): Promise<GeneratedImage[]> {
   const { width, height } = settings;
   const B = settings.batchSize;
@@ -225,6 +234,7 @@ async function runHires(
   const baseLatents: Float32Array[] = [];
   const baseImages = await runDiffusion(passContext(ctx, 0, total, hiresSteps * work), base, null, {
     onLatents: (n, l) => (baseLatents[n] = l),
+    ...(control ? { control } : {}),
   });
   // The low-resolution result first, as the preview of the request.
   ctx.onProgress?.({
@@ -258,6 +268,7 @@ async function runHires(
   return runDiffusion(passContext(ctx, baseSteps, total, 0), hires, null, {
     initLatents: (n) => enlarged[n],
     ...tilingHooks(ctx, plan, B, decoder),
+    ...(control ? { control } : {}),
   });
 }
 
@@ -266,6 +277,7 @@ async function runHiresImage(
   settings: GenerationSettings,
   up: UpscaleOptions,
   initImage: PixelImage,
+  control?: ControlSetup,
 ): Promise<GeneratedImage[]> {
   // Before any work: an x4 upscaler cannot make the img2img pass (runDiffusion would say so only
   // after the encode). A 9-channel inpainting model can: runDiffusion masks everything for it.
@@ -283,6 +295,7 @@ async function runHiresImage(
   return runDiffusion(ctx, hires, null, {
     initLatents: () => latents,
     ...tilingHooks(ctx, plan, settings.batchSize, decoder),
+    ...(control ? { control } : {}),
   });
 }
 
