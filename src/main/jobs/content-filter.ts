@@ -1,15 +1,16 @@
 // The content filter (issue 18 item 2): Stable Diffusion's safety checker, converted once into
-// the data folder's cache, run on each generated image after decoding. Its verdict goes into
-// the image's PNG metadata (`Content filter`, `Content filter scores`).
+// the data folder's cache (in a converter thread), run by the engine worker on each generated
+// image after decoding (GenerateRequest.contentFilter): the host holds no ONNX session for it.
+// Its verdict goes into the image's PNG metadata (`Content filter`, `Content filter scores`) and
+// the history (images.content_filter).
 
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { PixelImage } from '../../engine';
-import { SafetyChecker, type SafetyVerdict } from '../../engine/safety';
+import type { SafetyVerdict } from '../../engine/safety/decision';
 import { type Settings, StudioError } from '../../shared';
 import { ensureSafetyCheckerConverted } from '../models/checkpoint-cache';
 
-/** Where the checker is looked for when Settings names none. */
+/** Where the checker is looked for when Settings names none (the catalogue's download lands here). */
 export const DEFAULT_CHECKER = path.join('models', 'safety_checker', 'model.safetensors');
 
 /** The checker file Settings selects (absolute). */
@@ -17,11 +18,13 @@ export function checkerFile(settings: Settings, dataDir: string): string {
   return settings.contentFilterModel ?? path.join(dataDir, DEFAULT_CHECKER);
 }
 
-/** Runs the selected checker; keeps the last one loaded until the selection changes. */
+/** Prepares the selected checker for the engine: validated at enqueue, converted at run time. */
 export class ContentFilter {
-  #loaded: { file: string; checker: Promise<SafetyChecker> } | null = null;
-
-  constructor(private readonly dataDir: string) {}
+  constructor(
+    private readonly dataDir: string,
+    /** The engine worker bundle, whose converter thread converts the checker; none: this thread. */
+    private readonly workerPath: string | null = null,
+  ) {}
 
   /**
    * Refuses, with a sentence, a job whose filter is on but whose checker file is missing (at
@@ -34,33 +37,24 @@ export class ContentFilter {
     if (!st?.isFile()) {
       throw new StudioError(
         'invalid-argument',
-        `The content filter is on but its model ${file} is missing; put Stable Diffusion's safety checker (model.safetensors) there, choose another file in Settings, or turn the filter off.`,
+        `The content filter is on but its model ${file} is missing; download it or choose the safety checker's model.safetensors in Settings, or turn the filter off.`,
       );
     }
   }
 
-  /** One verdict per image, or null when the filter is off. */
-  async check(images: readonly PixelImage[], settings: Settings): Promise<SafetyVerdict[] | null> {
+  /**
+   * The engine request's `contentFilter` for these settings: the converted checker's graph
+   * (converted on first use, then reused from the cache), or null when the filter is off.
+   */
+  async prepare(settings: Settings, signal?: AbortSignal): Promise<{ modelFile: string } | null> {
     if (!settings.contentFilter) return null;
-    const file = checkerFile(settings, this.dataDir);
-    if (this.#loaded?.file !== file) {
-      await this.close();
-      const checker = ensureSafetyCheckerConverted(file, { dataDir: this.dataDir }).then((c) =>
-        SafetyChecker.open(c.model),
-      );
-      // A failed load is not kept: the next job tries again.
-      checker.catch(() => {
-        if (this.#loaded?.checker === checker) this.#loaded = null;
-      });
-      this.#loaded = { file, checker };
-    }
-    return (await this.#loaded.checker).check(images);
-  }
-
-  async close(): Promise<void> {
-    const loaded = this.#loaded;
-    this.#loaded = null;
-    if (loaded) await (await loaded.checker.catch(() => null))?.release();
+    await this.validate(settings);
+    const converted = await ensureSafetyCheckerConverted(checkerFile(settings, this.dataDir), {
+      dataDir: this.dataDir,
+      ...(this.workerPath ? { workerPath: this.workerPath } : {}),
+      ...(signal ? { signal } : {}),
+    });
+    return { modelFile: converted.model };
   }
 }
 
