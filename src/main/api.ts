@@ -6,6 +6,7 @@ import { DownloadService } from './downloads/service';
 import { EventHub } from './events';
 import { JobService } from './jobs/service';
 import { outputDirProblem } from './library/export';
+import { checkerFileProblem, contentFilterStatus } from './jobs/content-filter';
 import { Library } from './library/service';
 import { CheckpointImports } from './models/imports';
 import { VaeService, vaeFolderProblem } from './models/vaes';
@@ -85,11 +86,13 @@ export class StudioHost {
       getAppInfo: () => this.appInfo(),
       getEngineStatus: () => structuredClone(this.#engineStatus),
       getSettings: () => this.settings.get(),
+      getContentFilterStatus: () => contentFilterStatus(this.settings.get(), options.dataDir),
       updateSettings: (patch) => {
         // Checked when it is set, so a folder that cannot take images is refused at once.
         const problem =
           (patch.outputDir ? outputDirProblem(patch.outputDir) : null) ??
-          (patch.vaeDir ? vaeFolderProblem(patch.vaeDir) : null);
+          (patch.vaeDir ? vaeFolderProblem(patch.vaeDir) : null) ??
+          (patch.contentFilterModel ? checkerFileProblem(patch.contentFilterModel) : null);
         if (problem) throw new StudioError('invalid-argument', problem);
         const next = this.settings.update(patch);
         this.events.emit('settingsChanged', next);

@@ -19,7 +19,7 @@ import {
   UploadedImage,
 } from './library';
 import { NetworkList, NetworkPreview, NetworkRef } from './networks';
-import { Settings, SettingsPatch } from './settings';
+import { ContentFilterStatus, Settings, SettingsPatch } from './settings';
 import { AppInfo, EngineStatus } from './status';
 import { VaeList } from './vae';
 import { WatermarkReport } from './watermark';
@@ -37,6 +37,8 @@ export const studioMethods = {
   // App and settings
   getAppInfo: { input: none, output: AppInfo },
   getEngineStatus: { input: none, output: EngineStatus },
+  /** Where the content filter's checker file is and whether it is present. */
+  getContentFilterStatus: { input: none, output: ContentFilterStatus },
   getSettings: { input: none, output: Settings },
   updateSettings: { input: SettingsPatch, output: Settings },
 

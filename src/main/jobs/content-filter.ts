@@ -4,10 +4,11 @@
 // Its verdict goes into the image's PNG metadata (`Content filter`, `Content filter scores`) and
 // the history (images.content_filter).
 
+import { statSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { SafetyVerdict } from '../../engine/safety/decision';
-import { type Settings, StudioError } from '../../shared';
+import { type ContentFilterStatus, type Settings, StudioError } from '../../shared';
 import { ensureSafetyCheckerConverted } from '../models/checkpoint-cache';
 
 /** Where the checker is looked for when Settings names none (the catalogue's download lands here). */
@@ -16,6 +17,30 @@ export const DEFAULT_CHECKER = path.join('models', 'safety_checker', 'model.safe
 /** The checker file Settings selects (absolute). */
 export function checkerFile(settings: Settings, dataDir: string): string {
   return settings.contentFilterModel ?? path.join(dataDir, DEFAULT_CHECKER);
+}
+
+/** Where the selected checker is and whether it is there. */
+export function contentFilterStatus(settings: Settings, dataDir: string): ContentFilterStatus {
+  const file = checkerFile(settings, dataDir);
+  return {
+    file,
+    isDefault: settings.contentFilterModel === null,
+    present: statSync(file, { throwIfNoEntry: false })?.isFile() ?? false,
+  };
+}
+
+/**
+ * Why `file` cannot be the content filter's checker (a sentence), or null: checked when Settings
+ * set it, so a wrong path is refused at once rather than at the next Generate.
+ */
+export function checkerFileProblem(file: string): string | null {
+  const st = statSync(file, { throwIfNoEntry: false });
+  if (!st) return `There is no file at ${file}; choose the safety checker's model.safetensors.`;
+  if (!st.isFile())
+    return `${file} is a folder; choose the safety checker's model.safetensors inside it.`;
+  if (!/\.safetensors$/i.test(file))
+    return `${path.basename(file)} is not a .safetensors file; the content filter takes the safety checker's model.safetensors (CompVis/stable-diffusion-safety-checker).`;
+  return null;
 }
 
 /** Prepares the selected checker for the engine: validated at enqueue, converted at run time. */
