@@ -1,4 +1,10 @@
-import { type AppInfo, type EngineStatus, type StudioService, StudioError } from '../shared';
+import {
+  type AppInfo,
+  type EngineStatus,
+  type StudioService,
+  StudioError,
+  safetyCheckerFile,
+} from '../shared';
 import { checkWatermarkFile } from './images/watermark';
 import { getRuntimeInfo } from '../engine/runtime';
 import { NetworkService } from './adapters/service';
@@ -87,6 +93,7 @@ export class StudioHost {
       getEngineStatus: () => structuredClone(this.#engineStatus),
       getSettings: () => this.settings.get(),
       getContentFilterStatus: () => contentFilterStatus(this.settings.get(), options.dataDir),
+      downloadContentFilterModel: () => this.downloads.startFile(safetyCheckerFile),
       updateSettings: (patch) => {
         // Checked when it is set, so a folder that cannot take images is refused at once.
         const problem =

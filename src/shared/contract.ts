@@ -39,6 +39,8 @@ export const studioMethods = {
   getEngineStatus: { input: none, output: EngineStatus },
   /** Where the content filter's checker file is and whether it is present. */
   getContentFilterStatus: { input: none, output: ContentFilterStatus },
+  /** Queues the download of the content filter's checker to where the filter looks for it. */
+  downloadContentFilterModel: { input: none, output: DownloadEntry },
   getSettings: { input: none, output: Settings },
   updateSettings: { input: SettingsPatch, output: Settings },
 

@@ -4,7 +4,8 @@
  * from HF_ENDPOINT and HF_TOKEN (then Settings' token). Shared by the studio host and
  * `npm run models`.
  */
-import { StudioError } from '../../shared';
+import path from 'node:path';
+import { StudioError, catalogueFiles } from '../../shared';
 import type { Library } from '../library/service';
 import type { CheckpointImports } from '../models/imports';
 import { isCheckpointFile } from '../models/checkpoint-cache';
@@ -58,6 +59,11 @@ export function libraryDownloads(
         }
         throw err;
       }
+    },
+    // A catalogue file (the content filter's checker) goes where the studio looks for it.
+    placeFile: (row) => {
+      const entry = catalogueFiles.find((f) => row.source === `${f.repo}/${f.file}`);
+      return entry ? path.join(context.dataDir, ...entry.target.split('/')) : null;
     },
     onProgress: options.onProgress,
     log: (line) => context.log(line),

@@ -32,6 +32,11 @@ export interface DownloadHost {
   addModel(folder: string): Promise<string>;
   /** Hands a finished single file (a checkpoint) to the checkpoint import; returns the model id, or null when the file is kept as it is. */
   importFile(file: string): Promise<string | null>;
+  /**
+   * Where a finished single file goes instead of files/ and the import (a catalogue file such as
+   * the content filter's checker), or null for the usual way.
+   */
+  placeFile?(row: DownloadRow): string | null;
   onProgress?(progress: DownloadProgress): void;
   log(line: string): void;
 }
@@ -333,6 +338,12 @@ export class DownloadManager {
     work: string,
   ): Promise<{ resultPath: string; modelId: string | null }> {
     const files = path.join(work, 'files');
+    const placed = row.kind === 'url' ? (this.host.placeFile?.(row) ?? null) : null;
+    if (placed) {
+      await fsp.mkdir(path.dirname(placed), { recursive: true });
+      await fsp.rename(safeJoin(files, row.name), placed);
+      return { resultPath: placed, modelId: null };
+    }
     if (row.kind === 'url') {
       const target = await freeName(path.join(this.host.dataDir, 'files'), row.name);
       await fsp.mkdir(path.dirname(target), { recursive: true });

@@ -8,11 +8,16 @@ import { statSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { SafetyVerdict } from '../../engine/safety/decision';
-import { type ContentFilterStatus, type Settings, StudioError } from '../../shared';
+import {
+  type ContentFilterStatus,
+  type Settings,
+  StudioError,
+  safetyCheckerFile,
+} from '../../shared';
 import { ensureSafetyCheckerConverted } from '../models/checkpoint-cache';
 
 /** Where the checker is looked for when Settings names none (the catalogue's download lands here). */
-export const DEFAULT_CHECKER = path.join('models', 'safety_checker', 'model.safetensors');
+export const DEFAULT_CHECKER = path.join(...safetyCheckerFile.target.split('/'));
 
 /** The checker file Settings selects (absolute). */
 export function checkerFile(settings: Settings, dataDir: string): string {
