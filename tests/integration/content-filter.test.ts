@@ -82,12 +82,26 @@ async function generate(host: StudioHost, model: string) {
   }
 }
 
+/** The live previews the host sends out (jobProgress events that carry one). */
+function previewsOf(host: StudioHost): string[] {
+  const seen: string[] = [];
+  host.events.subscribe((event, payload) => {
+    const preview =
+      event === 'jobProgress' ? (payload as { preview: string | null }).preview : null;
+    if (preview) seen.push(preview);
+  });
+  return seen;
+}
+
 describe('content filter through the host', () => {
   it('is off by default: nothing is checked or recorded', async () => {
     const { host, model } = await openHost(path.join(tmp, 'off'));
+    const previews = previewsOf(host);
     try {
       expect((await host.service.getSettings(undefined)).contentFilter).toBe(false);
       const raws = await generate(host, model);
+      // Off, the live preview shows the picture forming.
+      expect(previews.length).toBeGreaterThan(0);
       for (const raw of raws) expect(raw['Content filter']).toBeUndefined();
       expect(raws.gen.contentFilter).toEqual({});
       for (const item of raws.gen.images) expect(item.contentFilter).toBe('unchecked');
@@ -99,9 +113,12 @@ describe('content filter through the host', () => {
   it('on: each image carries its verdict and the 3 + 17 scores; the checker is converted once', async () => {
     const dataDir = path.join(tmp, 'on');
     const { host, model } = await openHost(dataDir);
+    const previews = previewsOf(host);
     try {
       host.service.updateSettings({ contentFilter: true, contentFilterModel: CHECKER });
       const raws = await generate(host, model);
+      // On, no preview leaves the engine: it would show an image before it was checked.
+      expect(previews).toEqual([]);
       expect(raws).toHaveLength(2);
       for (const raw of raws) {
         expect(raw['Content filter']).toMatch(/^(passed|flagged \(concepts [\d ]+\))$/);
