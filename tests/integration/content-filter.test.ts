@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import * as ort from 'onnxruntime-node';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { StudioHost } from '../../src/main/api';
@@ -139,6 +140,8 @@ describe('content filter through the host', () => {
 
   it('records a flagged image flagged with its scores and a clean one clean; the host makes no ONNX session', async () => {
     const created = vi.spyOn(ort.InferenceSession, 'create');
+    const ids = { flagged: '', clean: '' };
+    let k = 0;
     const dataDir = path.join(tmp, 'thresholds');
     const { host, model } = await openHost(dataDir);
     try {
@@ -154,7 +157,6 @@ describe('content filter through the host', () => {
       };
       const [ca, cb] = [cosines(a), cosines(b)];
       // The concept that tells the two images apart most; its threshold halfway between them.
-      let k = 0;
       for (let j = 1; j < ca.length; j++)
         if (Math.abs(ca[j] - cb[j]) > Math.abs(ca[k] - cb[k])) k = j;
       expect(Math.abs(ca[k] - cb[k])).toBeGreaterThan(0.004);
@@ -170,6 +172,8 @@ describe('content filter through the host', () => {
       const flaggedIndex = ca[k] > cb[k] ? 0 : 1;
       const flagged = gen.images[flaggedIndex];
       const clean = gen.images[1 - flaggedIndex];
+      ids.flagged = flagged.imageId;
+      ids.clean = clean.imageId;
       // The history: the gallery item's state, the detail's verdict and scores, the filter.
       expect(flagged.contentFilter).toBe('flagged');
       expect(clean.contentFilter).toBe('clean');
@@ -195,6 +199,23 @@ describe('content filter through the host', () => {
       expect(created).not.toHaveBeenCalled();
     } finally {
       await host.close();
+    }
+    // A crash that lost the rows but kept the files: the reconciler rebuilds them from the PNGs,
+    // and the flagged image is flagged (blurred) again, with its scores.
+    const db = new Database(path.join(dataDir, 'library.sqlite'));
+    db.prepare('DELETE FROM generations').run();
+    db.close();
+    const again = await openHost(dataDir);
+    try {
+      const items = (await again.host.service.searchGallery(GalleryQuery.parse({}))).items;
+      const byId = new Map(items.map((i) => [i.imageId, i.contentFilter]));
+      expect(byId.get(ids.flagged)).toBe('flagged');
+      expect(byId.get(ids.clean)).toBe('clean');
+      const detail = await again.host.service.getGeneration({ id: ids.flagged });
+      expect(detail.contentFilter[ids.flagged]).toMatchObject({ flagged: true, badConcepts: [k] });
+      expect(detail.contentFilter[ids.flagged].conceptScores).toHaveLength(17);
+    } finally {
+      await again.host.close();
     }
   });
 
