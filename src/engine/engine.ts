@@ -30,6 +30,7 @@ import { type StageTimings, emptyTimings } from './pipelines/stats';
 import { TextConditioner } from './pipelines/text';
 import { runUpscale } from './pipelines/upscale';
 import { isAbortError } from './schedulers';
+import { SafetyChecker, type SafetyVerdict } from './safety';
 
 export interface EngineOptions {
   provider?: ProviderPreference;
@@ -94,6 +95,13 @@ export interface GenerateRequest {
    * ControlNet's model.onnx and the (not yet preprocessed) control image.
    */
   controlnets?: { file: string; image: PixelImage }[];
+  /**
+   * The content filter (issue 18): the converted safety checker's model.onnx, resolved (and
+   * converted) by the host. Each decoded image is checked here, in the engine's thread, and the
+   * result carries one verdict per image; no live previews are sent (they would show an image
+   * before it was checked). Off when absent.
+   */
+  contentFilter?: { modelFile: string } | null;
 }
 
 export interface GenerateResult {
@@ -113,6 +121,8 @@ export interface GenerateResult {
    * matched nothing (absent when the request had no LoRAs).
    */
   loras?: LoraReport[];
+  /** One verdict per image, in `images` order, when the request set `contentFilter`. */
+  contentFilter?: SafetyVerdict[];
 }
 
 export interface RunOptions {
@@ -142,6 +152,8 @@ export class DiffusionEngine {
    * with another engine (or loadModel caller) in the process that still uses them.
    */
   readonly #sessions = new SessionCache();
+  /** The content filter's checker, kept until another file is asked for or release(). */
+  #checker: { file: string; checker: Promise<SafetyChecker> } | null = null;
 
   constructor(private options: EngineOptions = {}) {}
 
@@ -196,7 +208,8 @@ export class DiffusionEngine {
         timings,
         signal: run.signal,
         onProgress: run.onProgress,
-        previewEvery: this.options.previewEvery ?? 4,
+        // A preview would show the image before the content filter has seen it.
+        previewEvery: request.contentFilter ? 0 : (this.options.previewEvery ?? 4),
       };
       const init = request.initImage ?? null;
       const controlled = settings.controlnets.some((u) => u.weight !== 0);
@@ -230,6 +243,9 @@ export class DiffusionEngine {
         throw new EngineError('cancelled', 'Generation was cancelled.', { cause: err });
       throw err;
     }
+    const verdicts = request.contentFilter
+      ? await this.#checkContent(request.contentFilter.modelFile, images, timings, run.signal)
+      : null;
     timings.totalMs = performance.now() - started;
     return {
       images,
@@ -240,7 +256,40 @@ export class DiffusionEngine {
       timings,
       embeddings: loaded.text.usedEmbeddings(),
       ...(plan ? { loras: plan.reports } : {}),
+      ...(verdicts ? { contentFilter: verdicts } : {}),
     };
+  }
+
+  /** The content filter's verdicts on `images` (its session counts as loading the first time). */
+  async #checkContent(
+    file: string,
+    images: GeneratedImage[],
+    timings: StageTimings,
+    signal: AbortSignal | undefined,
+  ): Promise<SafetyVerdict[]> {
+    throwIfAborted(signal, 'Generation');
+    const resolved = path.resolve(file);
+    if (this.#checker?.file !== resolved) {
+      await this.#releaseChecker();
+      const started = performance.now();
+      const checker = SafetyChecker.open(resolved);
+      this.#checker = { file: resolved, checker };
+      try {
+        await checker;
+      } catch (err) {
+        // A checker that failed to load is not kept: the next generation tries again.
+        if (this.#checker?.checker === checker) this.#checker = null;
+        throw err;
+      }
+      timings.loadMs += performance.now() - started;
+    }
+    return (await this.#checker!.checker).check(images.map((g) => g.image));
+  }
+
+  async #releaseChecker(): Promise<void> {
+    const loaded = this.#checker;
+    this.#checker = null;
+    if (loaded) await (await loaded.checker.catch(() => null))?.release();
   }
 
   /** Loads (or reuses) a model without generating, e.g. to show its family. */
@@ -248,7 +297,13 @@ export class DiffusionEngine {
     return (await this.#model(modelDir, emptyTimings())).model;
   }
 
+  /** Releases every session: the model's, the replacement VAE's and the content filter's. */
   async release(): Promise<void> {
+    await this.#releaseChecker();
+    await this.#releaseModel();
+  }
+
+  async #releaseModel(): Promise<void> {
     const current = this.#loaded;
     this.#loaded = null;
     await current?.text.release();
@@ -405,7 +460,7 @@ export class DiffusionEngine {
       this.#loaded = null;
       await previous.text.release();
       await this.#sessions.releaseVariants(resolved);
-    } else await this.release();
+    } else await this.#releaseModel();
     // A patched component replaces its plain session: holding both would keep two UNets in
     // memory (7 GB for SD 1.5 in float32). Going back to no LoRA creates the plain one again.
     for (const file of plan?.patchedFiles ?? []) await this.#sessions.release(file, 'plain');

@@ -1,4 +1,10 @@
-import { type AppInfo, type EngineStatus, type StudioService, StudioError } from '../shared';
+import {
+  type AppInfo,
+  type EngineStatus,
+  type StudioService,
+  StudioError,
+  safetyCheckerFile,
+} from '../shared';
 import { checkWatermarkFile } from './images/watermark';
 import { getRuntimeInfo } from '../engine/runtime';
 import { NetworkService } from './adapters/service';
@@ -6,6 +12,7 @@ import { DownloadService } from './downloads/service';
 import { EventHub } from './events';
 import { JobService } from './jobs/service';
 import { outputDirProblem } from './library/export';
+import { checkerFileProblem, contentFilterStatus } from './jobs/content-filter';
 import { Library } from './library/service';
 import { CheckpointImports } from './models/imports';
 import { VaeService, vaeFolderProblem } from './models/vaes';
@@ -85,11 +92,14 @@ export class StudioHost {
       getAppInfo: () => this.appInfo(),
       getEngineStatus: () => structuredClone(this.#engineStatus),
       getSettings: () => this.settings.get(),
+      getContentFilterStatus: () => contentFilterStatus(this.settings.get(), options.dataDir),
+      downloadContentFilterModel: () => this.downloads.startFile(safetyCheckerFile),
       updateSettings: (patch) => {
         // Checked when it is set, so a folder that cannot take images is refused at once.
         const problem =
           (patch.outputDir ? outputDirProblem(patch.outputDir) : null) ??
-          (patch.vaeDir ? vaeFolderProblem(patch.vaeDir) : null);
+          (patch.vaeDir ? vaeFolderProblem(patch.vaeDir) : null) ??
+          (patch.contentFilterModel ? checkerFileProblem(patch.contentFilterModel) : null);
         if (problem) throw new StudioError('invalid-argument', problem);
         const next = this.settings.update(patch);
         this.events.emit('settingsChanged', next);

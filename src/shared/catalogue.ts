@@ -136,3 +136,43 @@ export const modelCatalogue: readonly CatalogueEntry[] = [
     note: 'A community export of stabilityai/stable-diffusion-x4-upscaler; enlarges an image four times. Layout and licence seen in its listing; total size estimated (text encoder 1.36 GB).',
   },
 ];
+
+/**
+ * A single file the studio itself uses (not a model to generate with), fetched through the
+ * download queue from a Hub repo and put at `target` (relative to the data folder) instead of
+ * being imported.
+ */
+export const CatalogueFile = z.object({
+  kind: z.enum(['safety-checker']),
+  repo: z.string(),
+  /** The file's path in the repo. */
+  file: z.string(),
+  revision: z.string(),
+  title: z.string(),
+  approxBytes: z.number().int().positive(),
+  license: z.string(),
+  /** Where it goes, relative to the data folder, '/'-separated. */
+  target: z.string(),
+  note: z.string(),
+});
+export type CatalogueFile = z.infer<typeof CatalogueFile>;
+
+/**
+ * The content filter's checker (issue 18): diffusers' StableDiffusionSafetyChecker weights,
+ * 1.22 GB (CLIP ViT-L/14's vision tower, its projection and the concept embeddings), put where
+ * the filter looks when Settings names no file.
+ */
+export const safetyCheckerFile: CatalogueFile = {
+  kind: 'safety-checker',
+  repo: 'CompVis/stable-diffusion-safety-checker',
+  file: 'model.safetensors',
+  revision: 'main',
+  title: "Stable Diffusion's safety checker",
+  approxBytes: Math.round(1.22 * GB),
+  license: 'unknown',
+  target: 'models/safety_checker/model.safetensors',
+  note: 'Converted on first use for the content filter; the repo card names no licence.',
+};
+
+/** The single files downloads put in place (DownloadHost.placeFile). */
+export const catalogueFiles: readonly CatalogueFile[] = [safetyCheckerFile];

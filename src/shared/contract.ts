@@ -30,7 +30,7 @@ import {
   UploadedImage,
 } from './library';
 import { NetworkList, NetworkPreview, NetworkRef } from './networks';
-import { Settings, SettingsPatch } from './settings';
+import { ContentFilterStatus, Settings, SettingsPatch } from './settings';
 import { AppInfo, EngineStatus } from './status';
 import { VaeList } from './vae';
 import { WatermarkReport } from './watermark';
@@ -48,6 +48,10 @@ export const studioMethods = {
   // App and settings
   getAppInfo: { input: none, output: AppInfo },
   getEngineStatus: { input: none, output: EngineStatus },
+  /** Where the content filter's checker file is and whether it is present. */
+  getContentFilterStatus: { input: none, output: ContentFilterStatus },
+  /** Queues the download of the content filter's checker to where the filter looks for it. */
+  downloadContentFilterModel: { input: none, output: DownloadEntry },
   getSettings: { input: none, output: Settings },
   updateSettings: { input: SettingsPatch, output: Settings },
 

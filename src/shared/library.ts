@@ -110,6 +110,25 @@ export const UploadedImage = z.object({
 export type UploadedImage = z.infer<typeof UploadedImage>;
 
 /**
+ * The content filter's verdict on one image (issue 18): diffusers' safety checker decision with
+ * every score (round(cosine - threshold + adjustment, 3); above 0 flags a concept).
+ */
+export const ContentFilterVerdict = z.object({
+  flagged: z.boolean(),
+  /** The concepts whose score is above 0. */
+  badConcepts: z.array(z.number().int()),
+  /** One per special-care concept (3 in Stable Diffusion's checker). */
+  specialScores: z.array(z.number()),
+  /** One per concept (17 in Stable Diffusion's checker). */
+  conceptScores: z.array(z.number()),
+});
+export type ContentFilterVerdict = z.infer<typeof ContentFilterVerdict>;
+
+/** What the content filter said of an image; 'unchecked': the filter was off when it was made. */
+export const ContentFilterState = z.enum(['flagged', 'clean', 'unchecked']);
+export type ContentFilterState = z.infer<typeof ContentFilterState>;
+
+/**
  * Any image a generation can name by id (`initImage`, `mask.image`): a library image or an
  * upload. What the studio needs to show it again (reusing a generation, after a reload).
  */
@@ -121,6 +140,8 @@ export const ImageRef = z.object({
   height: z.number().int(),
   /** The generation a library image belongs to; null for uploads. */
   generationId: Id.nullable(),
+  /** A 'flagged' image is shown blurred until revealed; uploads are 'unchecked'. */
+  contentFilter: ContentFilterState.default('unchecked'),
 });
 export type ImageRef = z.infer<typeof ImageRef>;
 
@@ -200,6 +221,8 @@ export const GalleryItem = z.object({
   tags: z.array(z.string()),
   /** The file is gone from disk (found by the reconciler). */
   missing: z.boolean(),
+  /** A 'flagged' image is shown blurred until the person reveals it. */
+  contentFilter: ContentFilterState.default('unchecked'),
 });
 export type GalleryItem = z.infer<typeof GalleryItem>;
 
@@ -221,6 +244,8 @@ export const GalleryQuery = z
     tag: z.string().max(100).optional(),
     /** Images whose prompt used this LoRA (`<lora:name:…>`, the name as tagged; any case). */
     lora: z.string().trim().min(1).max(1000).optional(),
+    /** Only images the content filter flagged. */
+    flagged: z.literal(true).optional(),
     /** Images made from the same prompt and settings with nearby seeds, grouped. */
     seedVariantsOf: Id.optional(),
     sort: GallerySort.default('newest'),
@@ -271,6 +296,8 @@ export const GenerationDetail = z.object({
   networks: z.array(UsedNetwork).default([]),
   /** The invisible watermark its images were saved with (e.g. "StableDiffusionV1"); null: none. */
   watermark: z.string().nullable(),
+  /** The content filter's verdict and scores per image id (images it checked only). */
+  contentFilter: z.record(z.string(), ContentFilterVerdict).default({}),
 });
 export type GenerationDetail = z.infer<typeof GenerationDetail>;
 

@@ -59,6 +59,17 @@ export const Settings = z.object({
 });
 export type Settings = z.infer<typeof Settings>;
 
+/** Where the content filter's checker is and whether it is there (for Settings to show). */
+export const ContentFilterStatus = z.object({
+  /** The checker file Settings selects: `contentFilterModel`, or the default in the data folder. */
+  file: z.string(),
+  /** True when `file` is the default place (where "Download the checker" puts it). */
+  isDefault: z.boolean(),
+  /** The file exists. */
+  present: z.boolean(),
+});
+export type ContentFilterStatus = z.infer<typeof ContentFilterStatus>;
+
 /** A partial update; unknown keys are refused rather than silently dropped. */
 export const SettingsPatch = z
   .object({

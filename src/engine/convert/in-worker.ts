@@ -22,6 +22,11 @@ import {
   convertCheckpoint,
 } from './convert';
 import { type ConvertVaeOptions, type VaeConversionRecord, convertVae } from './convert-vae';
+import {
+  type ConvertSafetyOptions,
+  type SafetyConversionRecord,
+  convertSafetyChecker,
+} from './convert-safety';
 
 /** What a conversion in a worker takes: ConvertOptions less what cannot cross a thread. */
 export type WorkerConvertOptions = Omit<ConvertOptions, 'freeBytes'>;
@@ -38,16 +43,19 @@ type ConvertRequest = {
 } & (
   | { kind?: 'checkpoint'; options: Omit<WorkerConvertOptions, 'signal' | 'onProgress'> }
   | { kind: 'vae'; options: Omit<ConvertVaeOptions, 'signal' | 'onProgress'> }
+  | { kind: 'safety'; options: Omit<ConvertSafetyOptions, 'signal'> }
 );
 
 /** What convertVae gives. */
 export type VaeConversionResult = VaeConversionRecord & { dir: string };
+/** What convertSafetyChecker gives. */
+export type SafetyConversionResult = SafetyConversionRecord & { dir: string };
 
 type ToConverter = { type: 'cancel' };
 
 type FromConverter =
   | { type: 'progress'; progress: ConvertProgress }
-  | { type: 'converted'; result: ConvertResult | VaeConversionResult }
+  | { type: 'converted'; result: ConvertResult | VaeConversionResult | SafetyConversionResult }
   | { type: 'convert-failed'; error: EngineErrorInfo };
 
 function isConvertRequest(data: unknown): data is ConvertRequest {
@@ -77,10 +85,15 @@ export function answerConversion(port: MessagePort | null, data: unknown): boole
     signal: controller.signal,
     onProgress: (progress: ConvertProgress) => send({ type: 'progress', progress }),
   };
-  const converting: Promise<ConvertResult | VaeConversionResult> =
+  const converting: Promise<ConvertResult | VaeConversionResult | SafetyConversionResult> =
     data.kind === 'vae'
       ? convertVae(data.file, data.outDir, { ...data.options, ...callbacks })
-      : convertCheckpoint(data.file, data.outDir, { ...data.options, ...callbacks });
+      : data.kind === 'safety'
+        ? convertSafetyChecker(data.file, data.outDir, {
+            ...data.options,
+            signal: controller.signal,
+          })
+        : convertCheckpoint(data.file, data.outDir, { ...data.options, ...callbacks });
   converting.then(
     (result) => send({ type: 'converted', result }),
     (err: unknown) => send({ type: 'convert-failed', error: describeEngineError(err) }),
@@ -134,6 +147,25 @@ export function convertVaeInWorker(
     workerPath,
     { role, kind: 'vae', file, outDir, options: rest },
     { signal, onProgress },
+  );
+}
+
+/**
+ * convertSafetyChecker(file, outDir, options) in a new worker thread of `workerPath`, as
+ * convertCheckpointInWorker does for checkpoints (same cancel and clean-up): the content filter's
+ * checker is a 1.2 GB file whose conversion would otherwise stall the host for seconds.
+ */
+export function convertSafetyCheckerInWorker(
+  workerPath: string,
+  file: string,
+  outDir: string,
+  options: ConvertSafetyOptions,
+): Promise<SafetyConversionResult> {
+  const { signal, ...rest } = options;
+  return inWorker<SafetyConversionResult>(
+    workerPath,
+    { role, kind: 'safety', file, outDir, options: rest },
+    { signal },
   );
 }
 

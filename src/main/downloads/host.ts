@@ -6,7 +6,7 @@
  * `npm run models`.
  */
 import path from 'node:path';
-import { StudioError } from '../../shared';
+import { StudioError, catalogueFiles } from '../../shared';
 import { networkFolders } from '../adapters/scan';
 import type { Library } from '../library/service';
 import type { CheckpointImports } from '../models/imports';
@@ -79,6 +79,11 @@ export function libraryDownloads(
       await moveFile(file, target);
       options.onKeptFile?.(target, `it is ${kindNames[detected.kind]}, so it went to that folder`);
       return { modelId: null, path: target };
+    },
+    // A catalogue file (the content filter's checker) goes where the studio looks for it.
+    placeFile: (row) => {
+      const entry = catalogueFiles.find((f) => row.source === `${f.repo}/${f.file}`);
+      return entry ? path.join(context.dataDir, ...entry.target.split('/')) : null;
     },
     onProgress: options.onProgress,
     log: (line) => context.log(line),

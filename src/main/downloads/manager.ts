@@ -42,6 +42,11 @@ export interface DownloadHost {
    * now; throws a DownloadError with a sentence for a file the studio cannot use.
    */
   importFile(file: string): Promise<{ modelId: string | null; path: string }>;
+  /**
+   * Where a finished single file goes instead of files/ and the import (a catalogue file such as
+   * the content filter's checker), or null for the usual way.
+   */
+  placeFile?(row: DownloadRow): string | null;
   onProgress?(progress: DownloadProgress): void;
   log(line: string): void;
 }
@@ -359,6 +364,12 @@ export class DownloadManager {
     work: string,
   ): Promise<{ resultPath: string; modelId: string | null }> {
     const files = path.join(work, 'files');
+    const placed = row.kind === 'url' ? (this.host.placeFile?.(row) ?? null) : null;
+    if (placed) {
+      await fsp.mkdir(path.dirname(placed), { recursive: true });
+      await fsp.rename(safeJoin(files, row.name), placed);
+      return { resultPath: placed, modelId: null };
+    }
     if (row.kind === 'url') {
       const verified = safeJoin(files, row.name);
       if (!fs.existsSync(verified))

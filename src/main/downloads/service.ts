@@ -4,7 +4,7 @@
  * updates of downloaded models, and removing a model to the trash with undo. Progress goes out
  * as `downloadProgress` events, at most a few per second per download.
  */
-import type { DownloadEntry, StudioService } from '../../shared';
+import type { CatalogueFile, DownloadEntry, StudioService } from '../../shared';
 import type { Library } from '../library/service';
 import type { CheckpointImports } from '../models/imports';
 import type { HostContext } from '../services';
@@ -98,6 +98,18 @@ export class DownloadService {
 
   /** This service's slice of the contract (a contract change fails the type check here). */
   readonly methods: Pick<StudioService, DownloadMethodName>;
+
+  /**
+   * Queues a catalogue file from the Hub the host is configured for (HF_ENDPOINT), pinned like
+   * any Hub file; the download puts it at its target (DownloadHost.placeFile).
+   */
+  async startFile(entry: CatalogueFile): Promise<DownloadEntry> {
+    const endpoint = this.manager.host.hub().config.endpoint;
+    const file = entry.file.split('/').map(encodeURIComponent).join('/');
+    return toEntry(
+      await this.manager.add(`${endpoint}/${entry.repo}/resolve/${entry.revision}/${file}`),
+    );
+  }
 
   /** Starts the queue (after the library is ready): downloads a stop interrupted continue. */
   start(): void {

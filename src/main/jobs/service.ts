@@ -25,7 +25,7 @@ import type { ResolvedNetworks } from '../adapters/resolve';
 import { networkInfotextFields } from '../../shared';
 import { convertedModelFields } from '../models/checkpoint-cache';
 import { VaeService, type VaePrepareProgress, resolveVaeFile } from '../models/vaes';
-import type { SafetyVerdict } from '../../engine/safety';
+import type { SafetyVerdict } from '../../engine/safety/decision';
 import { appVersion } from '../version';
 import { ContentFilter, contentFilterFields } from './content-filter';
 import { describeJobFailure, storageError } from './errors';
@@ -192,7 +192,7 @@ export class JobService {
     } satisfies JobMethods;
     this.#store = new JobStore(library.database);
     this.#vaes = new VaeService(context);
-    this.#filter = new ContentFilter(context.dataDir);
+    this.#filter = new ContentFilter(context.dataDir, context.workerPath);
     // The restored database has its own jobs: recover them and run the queue again.
     library.onReopened(() => this.reload());
     this.reload();
@@ -388,7 +388,6 @@ export class JobService {
     await client?.close(this.#options.closeGraceMs);
     await this.#active;
     await this.#pruning;
-    await this.#filter.close();
   }
 
   // -------------------------------------------------------------------------------------------
@@ -590,6 +589,11 @@ export class JobService {
             },
           })
         : null;
+      // The content filter's checker, converted on first use; the engine worker runs it.
+      const contentFilter = await this.#filter.prepare(
+        this.context.settings.get(),
+        cur.controller.signal,
+      );
       if (cur.controller.signal.aborted)
         throw new StudioError('cancelled', 'The job was cancelled.');
       const result = await this.#engine().generate(
@@ -601,6 +605,7 @@ export class JobService {
           ...(vae ? { vaeDir: vae.dir } : {}),
           ...(networks?.loras.length ? { loras: networks.loras } : {}),
           ...(networks?.embeddings.length ? { embeddings: networks.embeddings } : {}),
+          ...(contentFilter ? { contentFilter } : {}),
         },
         { signal: cur.controller.signal, onProgress: (p) => this.#onProgress(cur, p) },
       );
@@ -613,11 +618,10 @@ export class JobService {
       cur.stage = 'saving';
       cur.step = cur.total;
       this.#emitProgress(cur, true);
-      // The content filter (issue 18), when on: one verdict per decoded image, into its PNG.
-      const verdicts = await this.#filter.check(
-        result.images.map((g) => g.image),
-        this.context.settings.get(),
-      );
+      // The content filter (issue 18), when on: the worker's verdict per image, into its PNG.
+      const verdicts = contentFilter ? (result.contentFilter ?? null) : null;
+      if (contentFilter && verdicts?.length !== result.images.length)
+        throw new StudioError('internal', 'The content filter gave no verdict for some images.');
       const { images, watermark } = await this.#encode(
         settings,
         result,
@@ -747,6 +751,7 @@ export class JobService {
         height: image.height,
         seed: generated.seed,
         batchIndex: generated.batchIndex,
+        contentFilter: verdicts ? verdicts[i] : null,
       });
     }
     return { images: out, watermark };

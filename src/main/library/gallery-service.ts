@@ -5,6 +5,7 @@
  */
 import {
   type GalleryPage,
+  ContentFilterVerdict,
   type GenerationDetail,
   GenerationSettings,
   type ModelEntry,
@@ -147,6 +148,17 @@ export class GalleryService {
       ...n,
       ...(tensors !== null && unmatchedTensors !== null ? { tensors, unmatchedTensors } : {}),
     }));
+    // The content filter's scores of the images it checked (images.content_filter_scores).
+    const contentFilter: GenerationDetail['contentFilter'] = {};
+    for (const r of db
+      .prepare(
+        `SELECT id, content_filter_scores AS scores FROM images
+         WHERE generation_id = ? AND deleted_at IS NULL AND content_filter_scores IS NOT NULL`,
+      )
+      .all(g.id) as Array<{ id: string; scores: string }>) {
+      const parsed = ContentFilterVerdict.safeParse(JSON.parse(r.scores));
+      if (parsed.success) contentFilter[r.id] = parsed.data;
+    }
     return {
       generationId: g.id,
       settings,
@@ -169,6 +181,7 @@ export class GalleryService {
       }),
       networks,
       watermark: g.watermark,
+      contentFilter,
     };
   }
 

@@ -84,7 +84,7 @@ const ftsFilter = 'i.prompt_id IN (SELECT rowid FROM prompts_fts WHERE prompts_f
 
 export const itemSelect = `
   SELECT i.id, i.generation_id, i.width, i.height, i.seed, i.batch_index, i.sampler, i.mode, i.created_at,
-         i.favorite, i.rating, i.missing, p.text AS prompt, p.negative AS negative,
+         i.favorite, i.rating, i.missing, i.content_filter, p.text AS prompt, p.negative AS negative,
          g.steps, g.guidance, g.model_name
   FROM images i
   JOIN generations g ON g.id = i.generation_id
@@ -103,6 +103,7 @@ export interface ItemRow {
   favorite: number;
   rating: number;
   missing: number;
+  content_filter: 'flagged' | 'clean' | null;
   prompt: string;
   negative: string;
   steps: number;
@@ -136,6 +137,7 @@ export function toItems(db: Db, rows: ItemRow[]): GalleryItem[] {
     rating: r.rating,
     tags: tags.get(r.id) ?? [],
     missing: r.missing === 1,
+    contentFilter: r.content_filter ?? 'unchecked',
   }));
 }
 
@@ -276,6 +278,7 @@ function galleryFilter(db: Db, query: GalleryQuery): Filter {
                            WHERE kind = 'lora' AND name = ? COLLATE NOCASE)`,
       query.lora.trim(),
     );
+  if (query.flagged) add("i.content_filter = 'flagged'");
   if (query.seedVariantsOf !== undefined) {
     const key = db
       .prepare(
@@ -301,6 +304,7 @@ function galleryFilter(db: Db, query: GalleryQuery): Filter {
       match === null &&
       query.tag === undefined &&
       query.lora === undefined &&
+      !query.flagged &&
       query.seedVariantsOf === undefined &&
       query.from === undefined &&
       query.to === undefined,

@@ -266,6 +266,19 @@ ALTER TABLE generation_networks ADD COLUMN tensors INTEGER;
 ALTER TABLE generation_networks ADD COLUMN unmatched_tensors INTEGER;
 `;
 
+/**
+ * The content filter's verdict on each image (issue 18): 'flagged' or 'clean', NULL when it was
+ * not checked (the filter was off, or the image came before it); its scores as JSON
+ * ({ flagged, badConcepts, specialScores, conceptScores }). Per image, not per generation: the
+ * checker decides image by image, and one image of a batch can be flagged alone. The partial
+ * index serves the gallery's "flagged" filter, which stays small.
+ */
+const v12 = `
+ALTER TABLE images ADD COLUMN content_filter TEXT CHECK (content_filter IN ('flagged', 'clean'));
+ALTER TABLE images ADD COLUMN content_filter_scores TEXT;
+CREATE INDEX images_flagged ON images (created_at) WHERE content_filter = 'flagged';
+`;
+
 export const migrations: readonly Migration[] = [
   {
     version: 1,
@@ -305,6 +318,11 @@ export const migrations: readonly Migration[] = [
     version: 11,
     description: 'the model a download replaces (model updates)',
     up: (db) => db.exec(downloadsReplacesSchema),
+  },
+  {
+    version: 12,
+    description: "the content filter's verdict and scores of each image",
+    up: (db) => db.exec(v12),
   },
 ];
 

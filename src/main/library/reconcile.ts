@@ -4,7 +4,7 @@
  */
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { GenerationSettings } from '../../shared';
+import { ContentFilterVerdict, GenerationSettings } from '../../shared';
 import { checkStudioPng } from '../images/decode';
 import type { HostContext } from '../services';
 import type { LibraryDatabase } from './database';
@@ -206,10 +206,39 @@ export class Reconciler {
             bytes: png.length,
             seed: settings.seed,
             batchIndex: 0,
+            // A flagged image stays flagged (blurred) when its row is rebuilt from its PNG.
+            contentFilter: contentFilterOf(read.raw),
           },
         ],
       }),
     );
     return id;
   }
+}
+
+/**
+ * The content filter's verdict as the PNG recorded it (`Content filter`: `passed` or
+ * `flagged (concepts 1 4)`, `Content filter scores`: { special, concepts }), or null when it
+ * was not checked or the fields do not read.
+ */
+export function contentFilterOf(raw: Record<string, string>): ContentFilterVerdict | null {
+  const said = raw['Content filter'];
+  if (said === undefined) return null;
+  const flagged = said.startsWith('flagged');
+  let scores: unknown = null;
+  try {
+    scores = JSON.parse(raw['Content filter scores'] ?? 'null');
+  } catch {
+    // scores unreadable: the verdict alone still decides the blur
+  }
+  const s = scores as { special?: unknown; concepts?: unknown } | null;
+  const parsed = ContentFilterVerdict.safeParse({
+    flagged,
+    badConcepts: flagged
+      ? (/\(concepts ([\d ]*)\)/.exec(said)?.[1] ?? '').split(' ').filter(Boolean).map(Number)
+      : [],
+    specialScores: Array.isArray(s?.special) ? s.special : [],
+    conceptScores: Array.isArray(s?.concepts) ? s.concepts : [],
+  });
+  return parsed.success ? parsed.data : null;
 }

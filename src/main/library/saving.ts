@@ -6,7 +6,12 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { GenerationSettings, StudioError, parseNetworkTags } from '../../shared';
+import {
+  type ContentFilterVerdict,
+  GenerationSettings,
+  StudioError,
+  parseNetworkTags,
+} from '../../shared';
 import type { ModelRow } from '../models/models';
 import type { HostContext } from '../services';
 import type { LibraryDatabase } from './database';
@@ -37,6 +42,8 @@ export interface SaveImageInput {
   height: number;
   seed: number;
   batchIndex: number;
+  /** The content filter's verdict on it; absent or null: not checked (the filter was off). */
+  contentFilter?: ContentFilterVerdict | null;
 }
 
 export interface SaveGenerationInput {
@@ -104,6 +111,8 @@ interface ImageRecord {
   bytes: number;
   seed: number;
   batchIndex: number;
+  /** Absent in records written before the content filter existed, and when not checked. */
+  contentFilter?: ContentFilterVerdict | null;
 }
 
 /** Ids the library makes (newId) and accepts from outside (uploads, file names). */
@@ -256,6 +265,7 @@ export class GenerationSaver {
             bytes: png.length,
             seed: image.seed,
             batchIndex: image.batchIndex,
+            ...(image.contentFilter ? { contentFilter: image.contentFilter } : {}),
           },
         });
       }
@@ -397,8 +407,9 @@ export class GenerationSaver {
     );
     const insertImage = db.prepare(
       `INSERT INTO images (id, generation_id, file, thumb, sha256, width, height, bytes, seed,
-         batch_index, prompt_id, model_id, sampler, mode, variant_key, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+         batch_index, prompt_id, model_id, sampler, mode, variant_key, created_at,
+         content_filter, content_filter_scores)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
     for (const i of g.images)
       insertImage.run(
@@ -418,6 +429,8 @@ export class GenerationSaver {
         s.mode,
         variantKey,
         g.created,
+        i.contentFilter ? (i.contentFilter.flagged ? 'flagged' : 'clean') : null,
+        i.contentFilter ? JSON.stringify(i.contentFilter) : null,
       );
     const insertNetwork = db.prepare(
       `INSERT INTO generation_networks (generation_id, kind, name, hash, tensors, unmatched_tensors)

@@ -126,10 +126,18 @@ export class UploadService {
   getImage(id: string): ImageRef {
     const image = this.#db
       .prepare(
-        'SELECT file, width, height, generation_id FROM images WHERE id = ? AND deleted_at IS NULL',
+        `SELECT file, width, height, generation_id, content_filter FROM images
+         WHERE id = ? AND deleted_at IS NULL`,
       )
       .get(id) as
-      { file: string; width: number; height: number; generation_id: string } | undefined;
+      | {
+          file: string;
+          width: number;
+          height: number;
+          generation_id: string;
+          content_filter: 'flagged' | 'clean' | null;
+        }
+      | undefined;
     const upload = image
       ? undefined
       : (this.#db.prepare('SELECT file, width, height FROM uploads WHERE id = ?').get(id) as
@@ -148,6 +156,7 @@ export class UploadService {
           width: image.width,
           height: image.height,
           generationId: image.generation_id,
+          contentFilter: image.content_filter ?? 'unchecked',
         }
       : {
           imageId: id,
@@ -156,6 +165,7 @@ export class UploadService {
           width: row.width,
           height: row.height,
           generationId: null,
+          contentFilter: 'unchecked',
         };
   }
 }

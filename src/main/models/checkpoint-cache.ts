@@ -27,7 +27,11 @@ import {
   type SafetyConversionRecord,
   convertSafetyChecker,
 } from '../../engine/convert/convert-safety';
-import { convertCheckpointInWorker, convertVaeInWorker } from '../../engine/convert/in-worker';
+import {
+  convertCheckpointInWorker,
+  convertSafetyCheckerInWorker,
+  convertVaeInWorker,
+} from '../../engine/convert/in-worker';
 import { EngineError } from '../../engine/errors';
 import { checkpointFileExtensions, isCheckpointFileName } from '../../shared';
 
@@ -342,12 +346,12 @@ async function readSafetyRecord(dir: string): Promise<SafetyConversionRecord | n
 /**
  * The content filter's converted checker for `file` (Stable Diffusion's safety checker as
  * diffusers saves it): reused when the cache has it, converted into
- * `converted/safety-<sha256 prefix>-<precision>/<name>/` otherwise (in this thread: it is one
- * component, a few seconds per GB).
+ * `converted/safety-<sha256 prefix>-<precision>/<name>/` otherwise (in a worker thread of
+ * `workerPath` when given, else in this thread).
  */
 export async function ensureSafetyCheckerConverted(
   file: string,
-  options: Pick<CachedConversionOptions, 'dataDir' | 'precision' | 'signal' | 'onProgress'>,
+  options: Pick<CachedConversionOptions, 'dataDir' | 'precision' | 'signal' | 'workerPath'>,
 ): Promise<CachedSafetyChecker> {
   const precision = options.precision ?? 'fp16';
   const sha256 = await new KnownHashes(path.join(options.dataDir, HASHES_FILE)).hash(file, options);
@@ -361,11 +365,15 @@ export async function ensureSafetyCheckerConverted(
     folderName(file, 'safety-checker'),
     readSafetyRecord,
     async (dir) => {
-      const { dir: _dir, ...record } = await convertSafetyChecker(file, dir, {
+      const safetyOptions = {
         precision,
         sha256,
         ...(options.signal ? { signal: options.signal } : {}),
-      });
+      };
+      // In a worker thread when given one, as checkpoints and VAEs are: the host keeps answering.
+      const { dir: _dir, ...record } = options.workerPath
+        ? await convertSafetyCheckerInWorker(options.workerPath, file, dir, safetyOptions)
+        : await convertSafetyChecker(file, dir, safetyOptions);
       return record;
     },
   );

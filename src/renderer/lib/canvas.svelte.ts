@@ -1,4 +1,5 @@
 import type {
+  ContentFilterState,
   GalleryItem,
   GenerationSettings,
   ImageRef,
@@ -15,6 +16,8 @@ export interface CanvasImage {
   width: number;
   height: number;
   generationId: string | null;
+  /** The content filter's verdict: a 'flagged' image is shown blurred until revealed. */
+  contentFilter?: ContentFilterState;
 }
 
 export type Tool = 'brush' | 'eraser';
@@ -60,6 +63,7 @@ export function imageFromRef(ref: ImageRef): CanvasImage {
     width: ref.width,
     height: ref.height,
     generationId: ref.generationId,
+    contentFilter: ref.contentFilter,
   };
 }
 
@@ -70,6 +74,7 @@ export function imageFromItem(item: GalleryItem): CanvasImage {
     width: item.width,
     height: item.height,
     generationId: item.generationId,
+    contentFilter: item.contentFilter,
   };
 }
 

@@ -22,6 +22,8 @@ export interface GalleryFilters {
   tag: string;
   /** A LoRA name as tagged in prompts (`<lora:name:…>`); '' for any. */
   lora: string;
+  /** Only images the content filter flagged. */
+  flagged: boolean;
   sort: GallerySort;
 }
 
@@ -84,6 +86,7 @@ export class Gallery {
     mode: '',
     tag: '',
     lora: '',
+    flagged: false,
     sort: defaultGalleryQuery.sort,
   });
   /**
@@ -125,7 +128,8 @@ export class Gallery {
       (this.filters.sampler ? 1 : 0) +
       (this.filters.mode ? 1 : 0) +
       (this.filters.tag ? 1 : 0) +
-      (this.filters.lora ? 1 : 0),
+      (this.filters.lora ? 1 : 0) +
+      (this.filters.flagged ? 1 : 0),
   );
   selectedItems = $derived.by(() => {
     void this.#itemsVersion;
@@ -164,6 +168,7 @@ export class Gallery {
     const q: GalleryQuery = { sort: f.sort, limit: pageSize };
     if (f.text.trim()) q.text = f.text.trim();
     if (f.favorite) q.favorite = true;
+    if (f.flagged) q.flagged = true;
     if (f.minRating > 0) q.minRating = f.minRating;
     if (f.modelId) q.modelId = f.modelId;
     if (f.sampler) q.sampler = f.sampler;

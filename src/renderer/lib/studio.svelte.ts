@@ -22,6 +22,7 @@ import { Vaes } from './vaes.svelte';
 import { Networks } from './networks.svelte';
 import { Notices } from './notices.svelte';
 import { Queue } from './queue.svelte';
+import { Reveals } from './reveals.svelte';
 import { type TransportKind, connectStudio } from './transport';
 import { Workspace } from './workspace.svelte';
 
@@ -49,6 +50,8 @@ export class Studio {
   blockerNudges = $state(0);
 
   readonly notices = new Notices();
+  /** Flagged images revealed this session (issue 18). */
+  readonly reveals = new Reveals();
   readonly models = new Models(this);
   readonly vaes = new Vaes(this);
   readonly networks = new Networks(this);
