@@ -9,6 +9,7 @@ import { outputDirProblem } from './library/export';
 import { Library } from './library/service';
 import { CheckpointImports } from './models/imports';
 import { VaeService, vaeFolderProblem } from './models/vaes';
+import { ControlNetService, controlNetFolderProblem } from './models/controlnets';
 import type { DesktopIntegration, HostContext } from './services';
 import { SettingsStore } from './settings-store';
 
@@ -37,6 +38,7 @@ export class StudioHost {
   readonly jobs: JobService;
   readonly imports: CheckpointImports;
   readonly vaes: VaeService;
+  readonly controlNets: ControlNetService;
   readonly networks: NetworkService;
   readonly downloads: DownloadService;
   readonly service: StudioService;
@@ -72,6 +74,7 @@ export class StudioHost {
     this.jobs = new JobService(context, this.library, { networks: this.networks });
     this.imports = new CheckpointImports(context, (folder) => this.library.addModel(folder));
     this.vaes = new VaeService(context);
+    this.controlNets = new ControlNetService(context, (id) => this.library.resolveImage(id));
     this.downloads = new DownloadService(context, this.library, this.imports);
     // Downloads a quit interrupted continue once the library has finished its start-up.
     void this.library.ready
@@ -89,7 +92,8 @@ export class StudioHost {
         // Checked when it is set, so a folder that cannot take images is refused at once.
         const problem =
           (patch.outputDir ? outputDirProblem(patch.outputDir) : null) ??
-          (patch.vaeDir ? vaeFolderProblem(patch.vaeDir) : null);
+          (patch.vaeDir ? vaeFolderProblem(patch.vaeDir) : null) ??
+          (patch.controlnetDir ? controlNetFolderProblem(patch.controlnetDir) : null);
         if (problem) throw new StudioError('invalid-argument', problem);
         const next = this.settings.update(patch);
         this.events.emit('settingsChanged', next);
@@ -106,6 +110,10 @@ export class StudioHost {
       ...this.jobs.methods,
       ...this.imports.methods,
       ...this.vaes.methods,
+      ...({
+        listControlNets: () => this.controlNets.list(),
+        previewControlImage: (input) => this.controlNets.preview(input),
+      } satisfies Pick<StudioService, 'listControlNets' | 'previewControlImage'>),
       ...this.downloads.methods,
     };
   }
