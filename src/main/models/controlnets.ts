@@ -13,6 +13,7 @@ import {
   type ControlNetFile,
   type ControlNetList,
   type ControlPreview,
+  type ImportedControlUnit,
   type Settings,
   StudioError,
   controlNetFileExtensions,
@@ -105,6 +106,47 @@ export function parseControlNetInfotext(value: string): ImportedControlNet {
   const named = fields.get('model')?.match(/^(.*?)\s*(?:\[([0-9a-f]+)\])?$/i);
   const model = named?.[1] && named[1] !== 'None' ? named[1] : null;
   return { model, hash: named?.[2]?.toLowerCase() ?? null, unit, unsupportedModule };
+}
+
+/**
+ * The units an imported A1111 image names (`ControlNet 0`, `ControlNet 1`, ...), each model
+ * matched by name to a file of the ControlNet folder, and one sentence for each thing that could
+ * not be restored (the control images always: A1111 does not store them).
+ */
+export async function controlNetsFromImported(
+  raw: Record<string, string>,
+  folder: string,
+): Promise<{ units: ImportedControlUnit[]; notes: string[] }> {
+  const keys = Object.keys(raw)
+    .filter((k) => /^ControlNet \d+$/.test(k))
+    .sort((a, b) => Number(a.slice(11)) - Number(b.slice(11)));
+  if (keys.length === 0) return { units: [], notes: [] };
+  const files = await listControlNetFiles(folder);
+  const stem = (n: string) => n.slice(0, n.length - path.extname(n).length).toLowerCase();
+  const units: ImportedControlUnit[] = [];
+  const notes: string[] = [];
+  for (const key of keys.slice(0, 4)) {
+    const read = parseControlNetInfotext(raw[key]);
+    const found = read.model
+      ? files.find((f) => stem(f.name) === read.model!.toLowerCase() || f.name === read.model)
+      : undefined;
+    const n = units.length + 1;
+    if (read.unsupportedModule)
+      notes.push(
+        `ControlNet unit ${n} used the ${read.unsupportedModule} preprocessor, which this studio does not have: give it an already preprocessed control image.`,
+      );
+    if (read.model && !found)
+      notes.push(
+        `ControlNet unit ${n} used the model ${read.model}, which is not in the ControlNet folder ${folder}; put it there to use it.`,
+      );
+    notes.push(
+      `ControlNet unit ${n} needs its control image again: A1111 does not store it in the image.`,
+    );
+    units.push({ model: found?.name ?? null, ...read.unit });
+  }
+  if (keys.length > 4)
+    notes.push(`The image names ${keys.length} ControlNet units; the first 4 were restored.`);
+  return { units, notes };
 }
 
 /** The ControlNet folder the settings name: Settings.controlnetDir, else `models/controlnet`. */
