@@ -41,6 +41,7 @@ let plainModelId: string;
 let cnSha: string;
 let square: string;
 let disc: string;
+let checkpoint: Awaited<ReturnType<typeof smallCheckpoint>>;
 const folder = () => path.join(dir, 'data', 'models', 'controlnet');
 
 /** A white square or disc on black, 64 x 64, as a PNG (what canny or a line drawing gives). */
@@ -65,7 +66,8 @@ const upload = async (png: Buffer, purpose: 'init' | 'import' = 'init') =>
 beforeAll(async () => {
   dir = tempDir('ls-cn-studio-');
   const dataDir = path.join(dir, 'data');
-  const { file, arch } = await smallCheckpoint(dir, 'sd1');
+  checkpoint = await smallCheckpoint(dir, 'sd1');
+  const { file, arch } = checkpoint;
   const opts = { vocabularyFile: VOCABULARY, architecture: arch, precision: 'fp32' as const };
   await convertCheckpoint(file, path.join(dir, 'sd1-control'), { ...opts, controlResiduals: true });
   await convertCheckpoint(file, path.join(dir, 'sd1-plain'), opts);
@@ -88,6 +90,7 @@ beforeAll(async () => {
     dataDir,
     version: '0.0.0-test',
     workerPath,
+    resourcesDir: path.join(import.meta.dirname, '..', '..', 'resources'),
     log: () => undefined,
   });
   await host.library.ready;
@@ -199,6 +202,22 @@ describe('ControlNet units through the queue', () => {
     const again = await run({ ...gen.settings, model: modelId });
     expect((await pixelsOf(again)).equals(guidedPixels)).toBe(true);
   }, 300_000);
+
+  it('a checkpoint imported with ControlNet support is a model units can guide', async () => {
+    const { file, arch } = checkpoint;
+    const fileSha = sha(file);
+    const name = path.basename(file, '.safetensors');
+    // Seeded where the import looks for its residual UNet (the small config cannot be detected).
+    await convertCheckpoint(
+      file,
+      path.join(dir, 'data', 'converted', `${fileSha.slice(0, 16)}-fp16-cn`, name),
+      { vocabularyFile: VOCABULARY, architecture: arch, sha256: fileSha, controlResiduals: true },
+    );
+    const entry = await host.service.importCheckpoint({ path: file, controlnet: true });
+    expect(entry.path).toContain(`${fileSha.slice(0, 16)}-fp16-cn`);
+    const job = await run({ model: entry.id, controlnets: [unit()] });
+    expect(job).toMatchObject({ state: 'done', error: null });
+  }, 120_000);
 
   it('refuses units it cannot run, in one sentence, and a broken image fails the job', async () => {
     const enqueue = (over: Partial<GenerationInput>) =>
