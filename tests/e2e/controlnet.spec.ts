@@ -11,8 +11,8 @@ import { fillForm, generate, openStudio, view } from './helpers';
 
 // ControlNet in the studio (issue 19): a unit added in the Generate form with a ControlNet of
 // the ControlNet folder and an uploaded control image, its canny preview shown beside it, the
-// generation recorded with the unit, and "Reuse all settings" bringing the unit back (its image
-// too), which makes the same picture again.
+// generation recorded with the unit, "Reuse all settings" bringing the unit back (its image
+// too), which makes the same picture again, and a reload keeping it.
 
 const REF = path.join(import.meta.dirname, '..', 'fixtures', 'reference');
 
@@ -113,5 +113,21 @@ test('add a ControlNet unit, see its preview, generate, and reuse it', async ({
   const againId = await generate(page, 3);
   const again = await imagePixels(page, `/media/images/${againId}`);
   expect(again.data).toEqual(guided.data);
+
+  // The unit is part of the work in progress: a reload brings it back with its preview.
+  const savedUnits = () =>
+    page.evaluate(
+      () =>
+        (
+          JSON.parse(localStorage.getItem('latent-studio:workspace') ?? '{}') as {
+            controlnets?: unknown[];
+          }
+        ).controlnets?.length ?? 0,
+    );
+  await expect.poll(savedUnits).toBe(1);
+  await page.reload();
+  await expect(page.getByTestId('connection')).toHaveText('Connected');
+  await expect(unit).toHaveCount(1);
+  await expect(unit.getByTestId('controlnet-preview')).toHaveAttribute('src', /^data:image\/png/);
   expect(consoleErrors).toEqual([]);
 });
