@@ -110,8 +110,11 @@ export const UploadedImage = z.object({
       notes: z.array(z.string()).optional(),
       /** The `Lora hashes` and `TI hashes` it names (A1111 infotext), to say which are missing. */
       networks: z.array(UsedNetwork).default([]),
-      /** A1111's `ControlNet N` units, without their control images (ours are in settings). */
-      controlnets: z.array(ImportedControlUnit).default([]),
+      /**
+       * A1111's `ControlNet N` units, without their control images (ours are in settings);
+       * absent when it names none.
+       */
+      controlnets: z.array(ImportedControlUnit).optional(),
     })
     .nullable(),
 });

@@ -113,7 +113,6 @@ export class UploadService {
             ...h,
           })),
         ],
-        controlnets: [],
       };
       // The VAE it names (ours: settings.vae; A1111: `VAE:`) is chosen when the folder has it.
       const named = read.source === 'a1111' ? read.raw.VAE : read.settings.vae;

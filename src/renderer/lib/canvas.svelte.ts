@@ -548,7 +548,7 @@ export class Canvas {
               settings: found.settings,
               notes: found.notes ?? [],
               networks: found.networks,
-              controlnets: found.controlnets,
+              controlnets: found.controlnets ?? [],
             }
           : null;
       this.setImage({
