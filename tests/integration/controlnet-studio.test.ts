@@ -225,7 +225,7 @@ describe('ControlNet units through the queue', () => {
         settings: GenerationSettings.parse({ ...base, model: modelId, ...over }),
       });
     await expect(enqueue({ controlnets: [unit({ model: 'gone.safetensors' })] })).rejects.toThrow(
-      `The ControlNet "gone.safetensors" is not in the ControlNet folder ${folder()}: put the file there or choose another.`,
+      `The ControlNet "gone.safetensors" is not in the ControlNet folder ${folder()}: put the file there or choose another ControlNet.`,
     );
     await expect(enqueue({ controlnets: [unit({ image: 'x'.repeat(26) })] })).rejects.toThrow(
       /^The control image of ControlNet unit 1 "x+" is not in the library/,

@@ -6,8 +6,6 @@
  * AUTOMATIC1111's sd-webui-controlnet does: one `ControlNet N: "Module: ..., Model: name [hash],
  * Weight: ..., ..."` field per enabled unit, so that A1111 and tools reading its PNGs see it.
  */
-import { statSync } from 'node:fs';
-import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import {
   type ControlNetFile,
@@ -28,6 +26,7 @@ import type { CheckpointFamily } from '../../engine/convert/types';
 import { previewDataUrl, readPixels } from '../jobs/images';
 import { isLibraryError } from '../library/errors';
 import { type CachedControlNet, ensureControlNetConverted } from './checkpoint-cache';
+import { folderProblem, listFolderFiles, resolveFolderFile } from './folder-files';
 import type { VaePrepareProgress } from './vaes';
 
 /** The value of the `ControlNet N` field for `unit`, whose model file is `name` with `sha256`. */
@@ -157,56 +156,24 @@ export function controlNetFolder(
   return path.resolve(settings.controlnetDir ?? path.join(dataDir, 'models', 'controlnet'));
 }
 
+const controlNetKind = { what: 'ControlNet', extensions: controlNetFileExtensions };
+
 /** Why `dir` cannot be the ControlNet folder (one sentence), or null; checked when it is set. */
 export function controlNetFolderProblem(dir: string): string | null {
-  const shown = dir.length > 200 ? `${dir.slice(0, 200)}…` : dir;
-  let st;
-  try {
-    st = statSync(dir);
-  } catch {
-    return `The ControlNet folder ${shown} does not exist: create it first, or choose another.`;
-  }
-  if (!st.isDirectory())
-    return `${shown} is a file, not a folder: choose the folder that holds the ControlNet files.`;
-  return null;
+  return folderProblem(dir, controlNetKind);
 }
 
-const isControlNetFileName = (name: string): boolean =>
-  (controlNetFileExtensions as readonly string[]).includes(path.extname(name).toLowerCase());
-
 /** The ControlNet files directly in `folder`, by name; none when the folder does not exist. */
-export async function listControlNetFiles(folder: string): Promise<ControlNetFile[]> {
-  const entries = await readdir(folder, { withFileTypes: true }).catch(() => []);
-  const files: ControlNetFile[] = [];
-  for (const e of entries) {
-    if (e.name.startsWith('.') || !isControlNetFileName(e.name)) continue;
-    const st = await stat(path.join(folder, e.name)).catch(() => null);
-    if (st?.isFile()) files.push({ name: e.name, bytes: st.size });
-  }
-  return files.sort((a, b) => a.name.localeCompare(b.name));
+export function listControlNetFiles(folder: string): Promise<ControlNetFile[]> {
+  return listFolderFiles(folder, controlNetKind);
 }
 
 /**
  * The file a unit's `model` names: a path (absolute, or with a folder in it) as it is, a bare
  * name inside `folder`. Throws StudioError 'not-found' with one sentence when it is not there.
  */
-export async function resolveControlNetFile(model: string, folder: string): Promise<string> {
-  const bare = path.basename(model) === model && !path.isAbsolute(model);
-  const file = bare ? path.join(folder, model) : path.resolve(model);
-  const st = await stat(file).catch(() => null);
-  if (!st?.isFile())
-    throw new StudioError(
-      'not-found',
-      bare
-        ? `The ControlNet "${model}" is not in the ControlNet folder ${folder}: put the file there or choose another.`
-        : `The ControlNet file ${file} does not exist.`,
-    );
-  if (!isControlNetFileName(file))
-    throw new StudioError(
-      'invalid-argument',
-      `${path.basename(file)} is not a ControlNet file (.safetensors).`,
-    );
-  return file;
+export function resolveControlNetFile(model: string, folder: string): Promise<string> {
+  return resolveFolderFile(model, folder, controlNetKind);
 }
 
 /**
