@@ -16,6 +16,7 @@ import { checkerFileProblem, contentFilterStatus } from './jobs/content-filter';
 import { Library } from './library/service';
 import { CheckpointImports } from './models/imports';
 import { VaeService, vaeFolderProblem } from './models/vaes';
+import { ControlNetService, controlNetFolderProblem } from './models/controlnets';
 import type { DesktopIntegration, HostContext } from './services';
 import { SettingsStore } from './settings-store';
 
@@ -44,6 +45,7 @@ export class StudioHost {
   readonly jobs: JobService;
   readonly imports: CheckpointImports;
   readonly vaes: VaeService;
+  readonly controlNets: ControlNetService;
   readonly networks: NetworkService;
   readonly downloads: DownloadService;
   readonly service: StudioService;
@@ -79,6 +81,7 @@ export class StudioHost {
     this.jobs = new JobService(context, this.library, { networks: this.networks });
     this.imports = new CheckpointImports(context, (folder) => this.library.addModel(folder));
     this.vaes = new VaeService(context);
+    this.controlNets = new ControlNetService(context, (id) => this.library.resolveImage(id));
     this.downloads = new DownloadService(context, this.library, this.imports);
     // Downloads a quit interrupted continue once the library has finished its start-up.
     void this.library.ready
@@ -99,7 +102,8 @@ export class StudioHost {
         const problem =
           (patch.outputDir ? outputDirProblem(patch.outputDir) : null) ??
           (patch.vaeDir ? vaeFolderProblem(patch.vaeDir) : null) ??
-          (patch.contentFilterModel ? checkerFileProblem(patch.contentFilterModel) : null);
+          (patch.contentFilterModel ? checkerFileProblem(patch.contentFilterModel) : null) ??
+          (patch.controlnetDir ? controlNetFolderProblem(patch.controlnetDir) : null);
         if (problem) throw new StudioError('invalid-argument', problem);
         const next = this.settings.update(patch);
         this.events.emit('settingsChanged', next);
@@ -116,6 +120,10 @@ export class StudioHost {
       ...this.jobs.methods,
       ...this.imports.methods,
       ...this.vaes.methods,
+      ...({
+        listControlNets: () => this.controlNets.list(),
+        previewControlImage: (input) => this.controlNets.preview(input),
+      } satisfies Pick<StudioService, 'listControlNets' | 'previewControlImage'>),
       ...this.downloads.methods,
     };
   }

@@ -28,6 +28,11 @@ export const CheckpointImportRequest = z
     precision: z.enum(['fp16', 'fp32']).optional(),
     /** For SD 2.x files that do not say which they are. */
     prediction: z.enum(['epsilon', 'v_prediction']).optional(),
+    /**
+     * A UNet that takes ControlNet residuals (issue 19): the model ControlNet units can guide.
+     * Converted and cached apart from the plain one; without units it gives the same images.
+     */
+    controlnet: z.boolean().optional(),
   })
   .strict();
 export type CheckpointImportRequest = z.infer<typeof CheckpointImportRequest>;

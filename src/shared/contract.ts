@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { CheckpointImportProgress, CheckpointImportRequest } from './checkpoint';
+import { ControlNetList, ControlPreview, ControlPreviewRequest } from './controlnets';
 import {
   DownloadEntry,
   DownloadPlanSummary,
@@ -69,6 +70,10 @@ export const studioMethods = {
   },
   /** The replacement VAEs offered: the VAE-only files in the VAE folder (Settings.vaeDir). */
   listVaes: { input: none, output: VaeList },
+  /** The ControlNet models offered: the .safetensors files in the ControlNet folder (Settings.controlnetDir). */
+  listControlNets: { input: none, output: ControlNetList },
+  /** A control image preprocessed as a unit would (at the output size): what the ControlNet sees. */
+  previewControlImage: { input: ControlPreviewRequest, output: ControlPreview },
   /** Downloads, unfinished first; progress of the running one as `downloadProgress`. */
   listDownloads: { input: none, output: z.array(DownloadEntry) },
   /** Resolves a Hub repo (pinned to its commit) or a file URL, checks the disk, and queues it. */

@@ -188,6 +188,23 @@ export const ControlNetUnit = z
   });
 export type ControlNetUnit = z.infer<typeof ControlNetUnit>;
 
+/**
+ * A ControlNet unit read from an imported image's infotext (A1111's `ControlNet N`): its settings
+ * without the control image, which A1111 does not store; `model` is the file of the ControlNet
+ * folder of that name, null when the folder has none.
+ */
+export const ImportedControlUnit = z.object({
+  model: z.string().nullable(),
+  preprocessor: ControlPreprocessor.optional(),
+  lowThreshold: z.number().optional(),
+  highThreshold: z.number().optional(),
+  weight: z.number().optional(),
+  start: Fraction.optional(),
+  end: Fraction.optional(),
+  guess: z.boolean().optional(),
+});
+export type ImportedControlUnit = z.infer<typeof ImportedControlUnit>;
+
 /** The fields of a generation (see GenerationSettings, which parses with them). */
 export const GenerationFields = z
   .object({

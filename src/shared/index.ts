@@ -9,6 +9,7 @@ export * from './families';
 export * from './checkpoint';
 export * from './network-tags';
 export * from './vae';
+export * from './controlnets';
 export * from './networks';
 export * from './catalogue';
 export * from './downloads';

@@ -1,5 +1,11 @@
 import { z } from 'zod';
-import { GenerationFields, GenerationMode, GenerationSettings, SamplerName } from './generation';
+import {
+  GenerationFields,
+  GenerationMode,
+  GenerationSettings,
+  ImportedControlUnit,
+  SamplerName,
+} from './generation';
 
 /** Ids are opaque strings made by the host (UUIDs or integers as text). */
 export const Id = z
@@ -104,6 +110,11 @@ export const UploadedImage = z.object({
       notes: z.array(z.string()).optional(),
       /** The `Lora hashes` and `TI hashes` it names (A1111 infotext), to say which are missing. */
       networks: z.array(UsedNetwork).default([]),
+      /**
+       * A1111's `ControlNet N` units, without their control images (ours are in settings);
+       * absent when it names none.
+       */
+      controlnets: z.array(ImportedControlUnit).optional(),
     })
     .nullable(),
 });

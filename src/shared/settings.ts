@@ -40,6 +40,8 @@ export const Settings = z.object({
   loraDir: AbsoluteFolder.nullable().default(null),
   /** The textual-inversion embeddings folder (absolute path); null: `embeddings` in the data folder. */
   embeddingsDir: AbsoluteFolder.nullable().default(null),
+  /** The ControlNet folder (absolute path) the studio offers models from; null: `models/controlnet`. */
+  controlnetDir: AbsoluteFolder.nullable().default(null),
   /**
    * Mark every saved generation with the invisible watermark of Stable Diffusion's reference
    * scripts (the invisible-watermark library's dwtDct; images of 256x256 pixels and more).
@@ -81,6 +83,7 @@ export const SettingsPatch = z
     vaeDir: Settings.shape.vaeDir.unwrap(),
     loraDir: Settings.shape.loraDir.unwrap(),
     embeddingsDir: Settings.shape.embeddingsDir.unwrap(),
+    controlnetDir: Settings.shape.controlnetDir.unwrap(),
     watermark: Settings.shape.watermark.unwrap(),
     contentFilter: Settings.shape.contentFilter.unwrap(),
     contentFilterModel: Settings.shape.contentFilterModel.unwrap(),

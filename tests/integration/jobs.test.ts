@@ -243,8 +243,8 @@ describe('job queue through the host', () => {
           controlnets: [{ model: '/tmp/cn.safetensors', image: '/tmp/edges.png' }],
         }),
       ).rejects.toMatchObject({
-        code: 'invalid-argument',
-        message: expect.stringMatching(/^ControlNet units run from the command line for now/),
+        code: 'not-found',
+        message: `The ControlNet file ${path.resolve('/tmp/cn.safetensors')} does not exist.`,
       });
       await expect(
         o.host.jobs.enqueue({ ...settings({ model: o.models.ka }), steps: 0 }),

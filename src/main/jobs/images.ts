@@ -7,8 +7,11 @@ import { ImageTooLargeError, withImage } from '../images/decode';
  * An image file as the engine takes it: RGB for a source image (alpha dropped), one grey
  * channel for a mask (transparent areas count as black, i.e. kept).
  */
-export async function readPixels(file: string, kind: 'init' | 'mask'): Promise<PixelImage> {
-  const what = kind === 'mask' ? 'mask image' : 'source image';
+export async function readPixels(
+  file: string,
+  kind: 'init' | 'mask' | 'control',
+): Promise<PixelImage> {
+  const what = { init: 'source image', mask: 'mask image', control: 'control image' }[kind];
   try {
     const { data, info } = await withImage(file, { what: `The ${what}` }, (image) =>
       (kind === 'mask'

@@ -26,6 +26,8 @@ import { networkInfotextFields } from '../../shared';
 import { convertedModelFields } from '../models/checkpoint-cache';
 import { VaeService, type VaePrepareProgress, resolveVaeFile } from '../models/vaes';
 import type { SafetyVerdict } from '../../engine/safety/decision';
+import { ControlNetService } from '../models/controlnets';
+import { prepareControlUnits, validateControlUnits } from './controlnet-units';
 import { appVersion } from '../version';
 import { ContentFilter, contentFilterFields } from './content-filter';
 import { describeJobFailure, storageError } from './errors';
@@ -152,6 +154,7 @@ export class JobService {
   readonly #store: JobStore;
   readonly #vaes: VaeService;
   readonly #filter: ContentFilter;
+  readonly #controlNets: ControlNetService;
 
   constructor(
     readonly context: HostContext,
@@ -193,6 +196,7 @@ export class JobService {
     this.#store = new JobStore(library.database);
     this.#vaes = new VaeService(context);
     this.#filter = new ContentFilter(context.dataDir, context.workerPath);
+    this.#controlNets = new ControlNetService(context, (id) => library.resolveImage(id));
     // The restored database has its own jobs: recover them and run the queue again.
     library.onReopened(() => this.reload());
     this.reload();
@@ -397,13 +401,7 @@ export class JobService {
     const model = await this.#model(settings.model, 'model');
     const frozen: GenerationSettings = { ...settings, model: model.id };
     await this.#filter.validate(this.context.settings.get());
-    // The engine and the command line run ControlNet units (issue 19); the queue does not yet
-    // resolve their model files and control images, so it says so instead of failing later.
-    if (settings.controlnets.length > 0)
-      throw new StudioError(
-        'invalid-argument',
-        'ControlNet units run from the command line for now (npm run generate -- --controlnet FILE --control-image IMAGE); the studio queue does not take them yet.',
-      );
+    await validateControlUnits(settings, this.#controlNets, (id, what) => this.#image(id, what));
     const needsImage = settings.mode !== 'txt2img';
     if (needsImage && !settings.initImage)
       throw new StudioError(
@@ -589,6 +587,21 @@ export class JobService {
             },
           })
         : null;
+      // Each unit's ControlNet is converted on first use (cached by its sha256): part of loading.
+      let controlPhase = '';
+      const control = await prepareControlUnits(
+        settings,
+        model,
+        this.#controlNets,
+        (id, what) => this.#image(id, what),
+        {
+          signal: cur.controller.signal,
+          onProgress: (p) => {
+            this.#onLoadingProgress(cur, p, p.phase !== controlPhase);
+            controlPhase = p.phase;
+          },
+        },
+      );
       // The content filter's checker, converted on first use; the engine worker runs it.
       const contentFilter = await this.#filter.prepare(
         this.context.settings.get(),
@@ -606,6 +619,7 @@ export class JobService {
           ...(networks?.loras.length ? { loras: networks.loras } : {}),
           ...(networks?.embeddings.length ? { embeddings: networks.embeddings } : {}),
           ...(contentFilter ? { contentFilter } : {}),
+          ...(control.controlnets.length ? { controlnets: control.controlnets } : {}),
         },
         { signal: cur.controller.signal, onProgress: (p) => this.#onProgress(cur, p) },
       );
@@ -629,6 +643,7 @@ export class JobService {
         vae?.fields ?? {},
         networks,
         verdicts,
+        control.fields,
       );
       const saved = await this.library.saveGeneration({
         settings,
@@ -717,6 +732,8 @@ export class JobService {
     vaeFields: { VAE?: string; 'VAE hash'?: string },
     networks: ResolvedNetworks | null,
     verdicts: SafetyVerdict[] | null = null,
+    /** A1111's `ControlNet N` fields of the job's units. */
+    controlFields: Record<string, string> = {},
   ): Promise<{ images: SaveImageInput[]; watermark: string | null }> {
     const out: SaveImageInput[] = [];
     const markOn = this.context.settings.get().watermark;
@@ -733,6 +750,7 @@ export class JobService {
         { ...convertedModelFields(model.path), ...vaeFields },
         {
           ...(networks ? networkInfotextFields(networks) : {}),
+          ...controlFields,
           ...(verdicts ? contentFilterFields(verdicts[i]) : {}),
         },
       );

@@ -178,6 +178,7 @@ export class GalleryService {
           loraHashes: hashed(networks, 'lora'),
           tiHashes: hashed(networks, 'embedding'),
         }),
+        ...this.#controlNetFields(g.id, settings),
       }),
       networks,
       watermark: g.watermark,
@@ -192,24 +193,37 @@ export class GalleryService {
   #vaeFields(generationId: string, settings: GenerationSettings): Record<string, string> {
     if (!settings.vae) return {};
     const name = path.basename(settings.vae);
+    const raw = this.#firstImageFields(generationId);
+    const hash =
+      raw.VAE === name && /^[0-9a-f]{10}$/.test(raw['VAE hash'] ?? '') ? raw['VAE hash'] : null;
+    return hash ? { 'VAE hash': hash, VAE: name } : { VAE: name };
+  }
+
+  /**
+   * The `ControlNet N` fields of the units (their model names and hashes are known only once the
+   * files were hashed for the job), from the first image's own metadata.
+   */
+  #controlNetFields(generationId: string, settings: GenerationSettings): Record<string, string> {
+    if (!settings.controlnets.length) return {};
+    const raw = this.#firstImageFields(generationId);
+    return Object.fromEntries(Object.entries(raw).filter(([k]) => /^ControlNet \d+$/.test(k)));
+  }
+
+  /** The infotext fields of the generation's first image; none when its file is missing. */
+  #firstImageFields(generationId: string): Record<string, string> {
     const row = this.#db
       .prepare(
         'SELECT file FROM images WHERE generation_id = ? AND deleted_at IS NULL ORDER BY batch_index LIMIT 1',
       )
       .get(generationId) as { file: string } | undefined;
-    let hash: string | undefined;
     try {
-      if (row) {
-        const raw = readGenerationMetadata(
-          fs.readFileSync(path.resolve(this.context.dataDir, row.file)),
-        ).raw;
-        if (raw.VAE === name && /^[0-9a-f]{10}$/.test(raw['VAE hash'] ?? ''))
-          hash = raw['VAE hash'];
-      }
+      if (row)
+        return readGenerationMetadata(fs.readFileSync(path.resolve(this.context.dataDir, row.file)))
+          .raw;
     } catch {
-      // a missing file: the name alone
+      // a missing file: no fields
     }
-    return hash ? { 'VAE hash': hash, VAE: name } : { VAE: name };
+    return {};
   }
 
   #liveIds(ids: string[]): string[] {

@@ -27,6 +27,7 @@ import { GenerationSaver, type SaveGenerationInput, type SaveGenerationResult } 
 import { TrashService } from './trash';
 import { UploadService } from './uploads';
 import { vaeFolder } from '../models/vaes';
+import { controlNetFolder } from '../models/controlnets';
 
 export type { MediaFile, ResolvedImage } from './media';
 export type {
@@ -92,8 +93,11 @@ export class Library {
       added: (ids) => changed(ids, [], [], { countNew: true }),
     });
     this.media = new MediaResolver(database, this.store);
-    this.uploads = new UploadService(database, this.store, () =>
-      vaeFolder(context.settings.get(), context.dataDir),
+    this.uploads = new UploadService(
+      database,
+      this.store,
+      () => vaeFolder(context.settings.get(), context.dataDir),
+      () => controlNetFolder(context.settings.get(), context.dataDir),
     );
     this.trash = new TrashService(context, database, this.store, this.media, changed);
     this.reconciler = new Reconciler(context, database, this.store, this.saver, changed);

@@ -17,6 +17,7 @@ import { type FileStore, existsFile } from './file-store';
 import { newId, sha256 } from './ids';
 import { readImageMetadata } from './metadata';
 import { vaeFromImported } from '../models/vaes';
+import { controlNetsFromImported } from '../models/controlnets';
 
 const uploadFormats: Record<string, string> = { png: 'png', jpeg: 'jpg', webp: 'webp' };
 
@@ -29,6 +30,8 @@ export class UploadService {
     readonly store: FileStore,
     /** The studio's VAE folder, where an imported image's VAE is looked for. */
     readonly vaeFolder: (() => string) | null = null,
+    /** The studio's ControlNet folder, where an imported image's ControlNets are looked for. */
+    readonly controlNetFolder: (() => string) | null = null,
   ) {
     const guard = database.guard.bind(database);
     this.methods = {
@@ -117,6 +120,13 @@ export class UploadService {
         const { vae, note } = await vaeFromImported(named, this.vaeFolder());
         metadata.settings = { ...read.settings, vae };
         if (note) metadata.notes = [note];
+      }
+      if (read.source === 'a1111' && this.controlNetFolder) {
+        const found = await controlNetsFromImported(read.raw, this.controlNetFolder());
+        if (found.units.length) {
+          metadata.controlnets = found.units;
+          metadata.notes = [...(metadata.notes ?? []), ...found.notes];
+        }
       }
     }
     return { imageId, url: `/media/uploads/${imageId}`, width, height, metadata };

@@ -93,6 +93,7 @@ export class CheckpointImports {
         ...(input.vae ? { vae: path.resolve(input.vae) } : {}),
         ...(input.precision ? { precision: input.precision } : {}),
         ...(input.prediction ? { prediction: input.prediction } : {}),
+        ...(input.controlnet ? { controlResiduals: true } : {}),
         onProgress: (p) => emit(p),
       });
       const entry = await this.addModel(result.dir);

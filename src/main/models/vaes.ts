@@ -6,8 +6,7 @@
  * The infotext records it as A1111 does: `VAE: <file name>` and `VAE hash: <first 10 hex of the
  * file's sha256>` (modules/sd_vae.py get_loaded_vae_name / get_loaded_vae_hash).
  */
-import { statSync } from 'node:fs';
-import { readdir, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import {
   type Settings,
@@ -22,43 +21,23 @@ import { describeEngineError } from '../../engine/describe-error';
 import type { ConvertProgress } from '../../engine/convert/convert';
 import type { HostContext } from '../services';
 import { type CachedVae, ensureVaeConverted, shortHash } from './checkpoint-cache';
+import { folderProblem, listFolderFiles, resolveFolderFile } from './folder-files';
 
 /** The VAE folder the settings name: Settings.vaeDir, else `<data folder>/vae`. */
 export function vaeFolder(settings: Pick<Settings, 'vaeDir'>, dataDir: string): string {
   return path.resolve(settings.vaeDir ?? path.join(dataDir, 'vae'));
 }
 
+const vaeKind = { what: 'VAE', extensions: vaeFileExtensions };
+
 /** Why `dir` cannot be the VAE folder (one sentence), or null; checked when it is set. */
 export function vaeFolderProblem(dir: string): string | null {
-  const shown = dir.length > 200 ? `${dir.slice(0, 200)}…` : dir;
-  if (!path.isAbsolute(dir))
-    return `The VAE folder must be a full path (such as ${path.resolve('/', 'models', 'VAE')}), not "${shown}".`;
-  const st = (() => {
-    try {
-      return statSync(dir);
-    } catch {
-      return null;
-    }
-  })();
-  if (!st) return `The VAE folder ${shown} does not exist: create it first, or choose another.`;
-  if (!st.isDirectory())
-    return `${shown} is a file, not a folder: choose the folder that holds the VAE files.`;
-  return null;
+  return folderProblem(dir, vaeKind);
 }
 
-const isVaeFileName = (name: string): boolean =>
-  (vaeFileExtensions as readonly string[]).includes(path.extname(name).toLowerCase());
-
 /** The VAE-only files directly in `folder`, by name; none when the folder does not exist. */
-export async function listVaeFiles(folder: string): Promise<VaeFile[]> {
-  const entries = await readdir(folder, { withFileTypes: true }).catch(() => []);
-  const files: VaeFile[] = [];
-  for (const e of entries) {
-    if (e.name.startsWith('.') || !isVaeFileName(e.name)) continue;
-    const st = await stat(path.join(folder, e.name)).catch(() => null);
-    if (st?.isFile()) files.push({ name: e.name, bytes: st.size });
-  }
-  return files.sort((a, b) => a.name.localeCompare(b.name));
+export function listVaeFiles(folder: string): Promise<VaeFile[]> {
+  return listFolderFiles(folder, vaeKind);
 }
 
 /**
@@ -66,23 +45,8 @@ export async function listVaeFiles(folder: string): Promise<VaeFile[]> {
  * bare name inside `folder`. Throws StudioError 'not-found' with one sentence when it is not a
  * file there.
  */
-export async function resolveVaeFile(vae: string, folder: string): Promise<string> {
-  const bare = path.basename(vae) === vae && !path.isAbsolute(vae);
-  const file = bare ? path.join(folder, vae) : path.resolve(vae);
-  const st = await stat(file).catch(() => null);
-  if (!st?.isFile())
-    throw new StudioError(
-      'not-found',
-      bare
-        ? `The VAE "${vae}" is not in the VAE folder ${folder}: put the file there or choose another VAE.`
-        : `The VAE file ${file} does not exist.`,
-    );
-  if (!isVaeFileName(file))
-    throw new StudioError(
-      'invalid-argument',
-      `${path.basename(file)} is not a VAE file (.safetensors, .ckpt, .pt, .pth).`,
-    );
-  return file;
+export function resolveVaeFile(vae: string, folder: string): Promise<string> {
+  return resolveFolderFile(vae, folder, vaeKind);
 }
 
 /** The infotext fields of a replacement VAE, as A1111 writes them. */

@@ -3,6 +3,7 @@ import type {
   GalleryItem,
   GenerationSettings,
   ImageRef,
+  ImportedControlUnit,
   UploadedImage,
   UsedNetwork,
 } from '../../shared';
@@ -32,6 +33,8 @@ export interface ImportedSettings {
   notes: string[];
   /** The LoRAs and embeddings its infotext lists (`Lora hashes`, `TI hashes`). */
   networks: UsedNetwork[];
+  /** A1111's `ControlNet N` units, without control images (ours are in `settings`). */
+  controlnets: ImportedControlUnit[];
 }
 
 export const metadataSourceLabels: Record<ImportedSettings['source'], string> = {
@@ -550,6 +553,7 @@ export class Canvas {
               settings: found.settings,
               notes: found.notes ?? [],
               networks: found.networks,
+              controlnets: found.controlnets ?? [],
             }
           : null;
       this.setImage({

@@ -113,7 +113,7 @@ export class CheckpointImport {
 
   /** Uploads what was chosen as files (browser), then imports; the entry, or null on failure. */
   async start(
-    options: Pick<CheckpointImportRequest, 'precision' | 'prediction'> = {},
+    options: Pick<CheckpointImportRequest, 'precision' | 'prediction' | 'controlnet'> = {},
   ): Promise<ModelEntry | null> {
     const api = this.studio.api;
     const path = this.path.trim();

@@ -166,7 +166,7 @@ export class GenerateForm {
       return 'Paint the area to repaint on the canvas first.';
     if (this.mode === 'upscale' && this.upscale.method === 'x4' && !this.upscale.model)
       return 'Choose an x4 upscaler model.';
-    return null;
+    return this.studio.controlnets.blocker;
   });
 
   #tokenTimers: Record<'prompt' | 'negative', ReturnType<typeof setTimeout> | undefined> = {
@@ -310,6 +310,7 @@ export class GenerateForm {
         this.mode === 'upscale' || (this.mode === 'txt2img' && this.hiresFix)
           ? { ...this.upscale }
           : null,
+      controlnets: this.studio.controlnets.settings(),
     };
     return settings;
   }

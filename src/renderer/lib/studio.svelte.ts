@@ -19,6 +19,7 @@ import { CheckpointImport } from './checkpoint-import.svelte';
 import { Downloads } from './downloads.svelte';
 import { Models } from './models.svelte';
 import { Vaes } from './vaes.svelte';
+import { ControlNets } from './controlnets.svelte';
 import { Networks } from './networks.svelte';
 import { Notices } from './notices.svelte';
 import { Queue } from './queue.svelte';
@@ -54,6 +55,7 @@ export class Studio {
   readonly reveals = new Reveals();
   readonly models = new Models(this);
   readonly vaes = new Vaes(this);
+  readonly controlnets = new ControlNets(this);
   readonly networks = new Networks(this);
   readonly checkpointImport = new CheckpointImport(this);
   readonly downloads = new Downloads(this);
@@ -80,12 +82,15 @@ export class Studio {
       api.on('engineStatus', (status) => (this.engine = status));
       api.on('settingsChanged', (settings) => {
         const folderChanged = settings.vaeDir !== this.settings?.vaeDir;
+        const controlNetFolderChanged =
+          this.settings !== null && settings.controlnetDir !== this.settings.controlnetDir;
         const folders = (s: Settings | null) => `${s?.loraDir}|${s?.embeddingsDir}`;
         // Other folders: list them again (the first listing comes with the rest below).
         const networkFoldersChanged =
           this.settings !== null && folders(settings) !== folders(this.settings);
         this.settings = settings;
         if (folderChanged) void this.vaes.load();
+        if (controlNetFolderChanged) void this.controlnets.load();
         if (networkFoldersChanged) void this.networks.load();
       });
       api.on('modelsChanged', (models) => this.models.set(models));
@@ -117,6 +122,7 @@ export class Studio {
       this.queue.load(),
       this.gallery.reload(),
       this.vaes.load(),
+      this.controlnets.load(),
       this.networks.load(),
       this.downloads.load(),
     ]);
@@ -239,6 +245,7 @@ export class Studio {
       3000,
     );
     if (what === 'all') void this.networks.reportMissing(detail.settings, detail.networks);
+    if (what === 'all') void this.controlnets.apply(detail.settings.controlnets ?? []);
     if (what === 'all' && detail.settings.mode !== 'txt2img')
       await this.#restoreImages(detail.settings.initImage, detail.settings.mask?.image ?? null);
   }
@@ -270,8 +277,11 @@ export class Studio {
   useImportedSettings(): void {
     const found = this.canvas.imported;
     if (!found) return;
-    const { initImage: _init, mask: _mask, mode, ...settings } = found.settings;
+    const { initImage: _init, mask: _mask, mode, controlnets, ...settings } = found.settings;
     this.form.apply(settings);
+    // Ours carry the units with their control images (ids of this library); A1111's without.
+    if (controlnets?.length) void this.controlnets.apply(controlnets);
+    else this.controlnets.applyImported(found.controlnets);
     // The image was the result: make it again from the prompt unless it was made from an image.
     this.form.mode = !mode || mode === 'txt2img' ? 'txt2img' : this.form.mode;
     if (mode === 'txt2img' || !mode) this.form.hiresFix = !!settings.upscale;

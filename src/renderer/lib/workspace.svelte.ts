@@ -10,13 +10,15 @@ import type { Studio } from './studio.svelte';
  */
 export interface SavedWorkspace {
   version: 1;
-  // ControlNet units are not in the studio's form yet (issue 19's studio side).
+  // The units live apart from the form (controlnets.svelte.ts): `controlnets` below.
   form: Omit<GenerationSettings, 'initImage' | 'mask' | 'controlnets'> & {
     mask: Omit<NonNullable<GenerationSettings['mask']>, 'image'>;
     seedChoice: SeedMode;
     hiresFix: boolean;
   };
   imageId: string | null;
+  /** The ControlNet units with a model and a control image (absent in older saved work). */
+  controlnets?: GenerationSettings['controlnets'];
   /** The mask as exportMask writes it (base64 PNG), or null when nothing is painted. */
   mask: string | null;
 }
@@ -70,6 +72,7 @@ export class Workspace {
         hiresFix: f.hiresFix,
       },
       imageId: this.studio.canvas.image?.imageId ?? null,
+      controlnets: this.studio.controlnets.settings(),
     };
   }
 
@@ -81,6 +84,7 @@ export class Workspace {
     studio.form.apply({ ...settings, mask: { ...mask, image: '' } });
     studio.form.seedMode = seedChoice;
     studio.form.hiresFix = hiresFix;
+    if (saved.controlnets?.length) await studio.controlnets.apply(saved.controlnets);
     const api = studio.api;
     if (!api || !saved.imageId) return;
     try {
