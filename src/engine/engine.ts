@@ -1,5 +1,7 @@
+import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { GenerationSettings } from '../shared/generation';
+import { type PreviewDecoder, taesdVariantFor } from '../shared/taesd';
 import type { UsedEmbedding } from './adapters/embeddings';
 import { type LoraPlan, type LoraReport, planLoras } from './adapters/lora';
 import { EngineError, throwIfAborted } from './errors';
@@ -13,7 +15,7 @@ import {
 } from './models';
 import type { SessionOptionsInput } from './models/providers';
 import { componentSession } from './models/load';
-import { signatureFromSession } from './models/signature';
+import { signatureFromSession, staticDim } from './models/signature';
 import { type VaeFolder, checkVaeFits, openVaeFolder, withVae } from './models/vae';
 import { type GenerateProgress, type GeneratedImage, runDiffusion } from './pipelines/generate';
 import { type ControlUnit, controlImage } from './pipelines/controlnet';
@@ -23,6 +25,7 @@ import { memoryBudgetBytes } from './pipelines/memory';
 import { type StageTimings, emptyTimings } from './pipelines/stats';
 import { TextConditioner } from './pipelines/text';
 import { runUpscale } from './pipelines/upscale';
+import { TaesdDecoder, defaultTaesdPreviewShare } from './pipelines/taesd';
 import { isAbortError } from './schedulers';
 
 export interface EngineOptions {
@@ -36,6 +39,11 @@ export interface EngineOptions {
   optimizedCacheDir?: string;
   /** Preview every N steps (default 4, 0 for none). */
   previewEvery?: number;
+  /**
+   * The share of sampling time TAESD previews may take (default 0.1): a wanted preview is
+   * decoded by TAESD only while the time spent on them stays within it (pipelines/taesd.ts).
+   */
+  taesdPreviewShare?: number;
   /**
    * Activation memory (MB) the upscale pipelines plan tiling against; default 60% of free RAM.
    * Set it to the GPU's memory on a GPU provider (the engine cannot query it).
@@ -88,6 +96,25 @@ export interface GenerateRequest {
    * ControlNet's model.onnx and the (not yet preprocessed) control image.
    */
   controlnets?: { file: string; image: PixelImage }[];
+  /**
+   * A converted TAESD decoder folder (model.onnx, convertTaesd) for the model's family
+   * (taesdVariantFor), resolved by the host: it makes the live previews and, with
+   * settings.fastDecode, the final images. Without it, latent-RGB previews and the VAE.
+   */
+  taesdDir?: string | null;
+  /** What the live previews show (default 'taesd': TAESD when taesdDir is given). */
+  previewDecoder?: PreviewDecoder;
+}
+
+/** What TAESD did in a generation (GenerateResult.taesd). */
+export interface TaesdReport {
+  /** Previews TAESD decoded, and the milliseconds they took (within the denoise stage). */
+  previews: number;
+  previewMs: number;
+  /** True when TAESD, not the VAE, decoded the final images (settings.fastDecode). */
+  fastDecode: boolean;
+  /** Why the TAESD decoder given could not be used (one sentence), or null. */
+  problem: string | null;
 }
 
 export interface GenerateResult {
@@ -107,6 +134,8 @@ export interface GenerateResult {
    * matched nothing (absent when the request had no LoRAs).
    */
   loras?: LoraReport[];
+  /** Present when the request gave a TAESD decoder (taesdDir). */
+  taesd?: TaesdReport;
 }
 
 export interface RunOptions {
@@ -131,6 +160,8 @@ export class DiffusionEngine {
   } | null = null;
   /** The replacement VAE last used, with the model it was checked against. */
   #vae: { key: string; folder: VaeFolder; model: LoadedModel; view: LoadedModel } | null = null;
+  /** The folder of the TAESD decoder whose session is held, if any. */
+  #taesdDir: string | null = null;
   /**
    * This engine's own sessions. Releasing a model ends its sessions, so they must not be shared
    * with another engine (or loadModel caller) in the process that still uses them.
@@ -182,6 +213,13 @@ export class DiffusionEngine {
     const model = request.vaeDir
       ? await this.#withVae(loaded.model, request.vaeDir, timings)
       : loaded.model;
+    const previewEvery = this.options.previewEvery ?? 4;
+    const taesd = await this.#taesdFor(request, model, {
+      previews: (request.previewDecoder ?? 'taesd') === 'taesd' && !!run.onProgress,
+      // The tiled upscales decode by their own hooks; the x4 upscaler has no TAESD (its family).
+      fastDecode: settings.fastDecode && !upscaling,
+      timings,
+    });
     let images: GeneratedImage[];
     try {
       const ctx = {
@@ -190,7 +228,9 @@ export class DiffusionEngine {
         timings,
         signal: run.signal,
         onProgress: run.onProgress,
-        previewEvery: this.options.previewEvery ?? 4,
+        previewEvery,
+        taesd: taesd.previews && previewEvery > 0 ? taesd.decoder : null,
+        fastDecode: taesd.fastDecode ? taesd.decoder : null,
       };
       const init = request.initImage ?? null;
       if (
@@ -230,7 +270,90 @@ export class DiffusionEngine {
       timings,
       embeddings: loaded.text.usedEmbeddings(),
       ...(plan ? { loras: plan.reports } : {}),
+      ...(request.taesdDir
+        ? {
+            taesd: {
+              previews: taesd.decoder?.previews ?? 0,
+              previewMs: taesd.decoder?.previewMs ?? 0,
+              fastDecode: (taesd.decoder?.finalDecodes ?? 0) > 0,
+              problem: taesd.problem,
+            },
+          }
+        : {}),
     };
+  }
+
+  /**
+   * The request's TAESD decoder for this model, when it is wanted (previews or fast decode) and
+   * fits: a family with a TAESD variant, a decoder taking the model's latent channels. A decoder
+   * that cannot be used is no error: the run falls back (latent-RGB previews, the VAE) and
+   * `problem` says why.
+   */
+  async #taesdFor(
+    request: GenerateRequest,
+    model: LoadedModel,
+    want: { previews: boolean; fastDecode: boolean; timings: StageTimings },
+  ): Promise<{
+    decoder: TaesdDecoder | null;
+    previews: boolean;
+    fastDecode: boolean;
+    problem: string | null;
+  }> {
+    const none = { decoder: null, previews: false, fastDecode: false };
+    if (!request.taesdDir || (!want.previews && !want.fastDecode)) return { ...none, problem: null };
+    if (taesdVariantFor(model.family.family) === null)
+      return {
+        ...none,
+        problem: `No TAESD decoder fits ${model.info.name} (${model.family.family}); the latent previews and its VAE are used.`,
+      };
+    const started = performance.now();
+    try {
+      const dir = path.resolve(request.taesdDir);
+      const modelPath = path.join(dir, 'model.onnx');
+      if (!(await stat(modelPath).catch(() => null))?.isFile())
+        throw new EngineError(
+          'model-missing-file',
+          `The TAESD decoder folder ${dir} has no model.onnx.`,
+          { file: modelPath },
+        );
+      if (this.#taesdDir !== null && this.#taesdDir !== dir) await this.#releaseTaesd();
+      const created = await this.#sessions.get(
+        { modelPath, preference: this.options.provider ?? 'auto', options: this.#sessionOptions() },
+        `${path.basename(dir)}/model.onnx`,
+        dir,
+      );
+      this.#taesdDir = dir;
+      const session = componentSession(
+        'vae_decoder',
+        `${path.basename(dir)}/model.onnx`,
+        created.session,
+        signatureFromSession(created.session),
+        created.provider,
+        created.fallbackReason,
+      );
+      const channels = staticDim(session.input('latent_sample') ?? session.signature.inputs[0], 1);
+      if (channels !== null && channels !== model.family.latentChannels)
+        throw new EngineError(
+          'model-unsupported',
+          `The TAESD decoder in ${dir} takes ${channels}-channel latents but ${model.info.name} makes ${model.family.latentChannels}-channel ones.`,
+        );
+      const decoder = new TaesdDecoder(
+        session,
+        this.options.taesdPreviewShare ?? defaultTaesdPreviewShare,
+      );
+      return { decoder, previews: want.previews, fastDecode: want.fastDecode, problem: null };
+    } catch (err) {
+      if (!(err instanceof EngineError)) throw err;
+      return { ...none, problem: err.message };
+    } finally {
+      want.timings.loadMs += performance.now() - started;
+    }
+  }
+
+  async #releaseTaesd(): Promise<void> {
+    const dir = this.#taesdDir;
+    this.#taesdDir = null;
+    if (dir) await this.#sessions.release(dir);
   }
 
   /** Loads (or reuses) a model without generating, e.g. to show its family. */
@@ -243,6 +366,7 @@ export class DiffusionEngine {
     this.#loaded = null;
     await current?.text.release();
     await this.#releaseVae();
+    await this.#releaseTaesd();
     await current?.model.release();
   }
 

@@ -13,3 +13,4 @@ export * from './networks';
 export * from './catalogue';
 export * from './downloads';
 export * from './watermark';
+export * from './taesd';
