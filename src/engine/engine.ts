@@ -300,7 +300,8 @@ export class DiffusionEngine {
     problem: string | null;
   }> {
     const none = { decoder: null, previews: false, fastDecode: false };
-    if (!request.taesdDir || (!want.previews && !want.fastDecode)) return { ...none, problem: null };
+    if (!request.taesdDir || (!want.previews && !want.fastDecode))
+      return { ...none, problem: null };
     if (taesdVariantFor(model.family.family) === null)
       return {
         ...none,

@@ -25,6 +25,7 @@ import type { ResolvedNetworks } from '../adapters/resolve';
 import { networkInfotextFields } from '../../shared';
 import { convertedModelFields } from '../models/checkpoint-cache';
 import { VaeService, type VaePrepareProgress, resolveVaeFile } from '../models/vaes';
+import { TaesdService } from '../models/taesd';
 import type { SafetyVerdict } from '../../engine/safety';
 import { appVersion } from '../version';
 import { ContentFilter, contentFilterFields } from './content-filter';
@@ -151,6 +152,7 @@ export class JobService {
   #pauseReason: string | null = null;
   readonly #store: JobStore;
   readonly #vaes: VaeService;
+  readonly #taesd: TaesdService;
   readonly #filter: ContentFilter;
 
   constructor(
@@ -192,6 +194,7 @@ export class JobService {
     } satisfies JobMethods;
     this.#store = new JobStore(library.database);
     this.#vaes = new VaeService(context);
+    this.#taesd = new TaesdService(context);
     this.#filter = new ContentFilter(context.dataDir);
     // The restored database has its own jobs: recover them and run the queue again.
     library.onReopened(() => this.reload());
@@ -590,6 +593,12 @@ export class JobService {
             },
           })
         : null;
+      // TAESD (previews, fast decode), when its decoder for the family is in models/taesd/.
+      const taesdPreviews = this.context.settings.get().taesdPreviews;
+      const taesd =
+        taesdPreviews || settings.fastDecode
+          ? await this.#taesd.prepare(model.family, { signal: cur.controller.signal })
+          : null;
       if (cur.controller.signal.aborted)
         throw new StudioError('cancelled', 'The job was cancelled.');
       const result = await this.#engine().generate(
@@ -599,12 +608,16 @@ export class JobService {
           initImage,
           maskImage,
           ...(vae ? { vaeDir: vae.dir } : {}),
+          ...(taesd
+            ? { taesdDir: taesd.dir, previewDecoder: taesdPreviews ? 'taesd' : 'latent' }
+            : {}),
           ...(networks?.loras.length ? { loras: networks.loras } : {}),
           ...(networks?.embeddings.length ? { embeddings: networks.embeddings } : {}),
         },
         { signal: cur.controller.signal, onProgress: (p) => this.#onProgress(cur, p) },
       );
       if (cur.cancelRequested) throw new StudioError('cancelled', 'The job was cancelled.');
+      if (result.taesd?.problem) this.context.log(`Job ${row.id}: ${result.taesd.problem}`);
       cur.saving = true;
       this.context.updateEngineStatus({
         activeProvider: result.provider,
@@ -730,6 +743,8 @@ export class JobService {
         {
           ...(networks ? networkInfotextFields(networks) : {}),
           ...(verdicts ? contentFilterFields(verdicts[i]) : {}),
+          // A1111's name for its decode method setting (sd_vae_decode_method: Full or TAESD).
+          ...(result.taesd?.fastDecode ? { 'VAE Decoder': 'TAESD' } : {}),
         },
       );
       if (marked.watermark)
