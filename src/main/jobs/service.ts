@@ -25,7 +25,7 @@ import type { ResolvedNetworks } from '../adapters/resolve';
 import { networkInfotextFields } from '../../shared';
 import { convertedModelFields } from '../models/checkpoint-cache';
 import { VaeService, type VaePrepareProgress, resolveVaeFile } from '../models/vaes';
-import { TaesdService } from '../models/taesd';
+import { TaesdService, taesdInfotextFields } from '../models/taesd';
 import type { SafetyVerdict } from '../../engine/safety';
 import { appVersion } from '../version';
 import { ContentFilter, contentFilterFields } from './content-filter';
@@ -618,6 +618,8 @@ export class JobService {
       );
       if (cur.cancelRequested) throw new StudioError('cancelled', 'The job was cancelled.');
       if (result.taesd?.problem) this.context.log(`Job ${row.id}: ${result.taesd.problem}`);
+      // What decoded is recorded, not what was asked: without a TAESD decoder the VAE did.
+      const recorded = { ...settings, fastDecode: result.taesd?.fastDecode === true };
       cur.saving = true;
       this.context.updateEngineStatus({
         activeProvider: result.provider,
@@ -632,7 +634,7 @@ export class JobService {
         this.context.settings.get(),
       );
       const { images, watermark } = await this.#encode(
-        settings,
+        recorded,
         result,
         model,
         vae?.fields ?? {},
@@ -640,7 +642,7 @@ export class JobService {
         verdicts,
       );
       const saved = await this.library.saveGeneration({
-        settings,
+        settings: recorded,
         images,
         watermark,
         networks: networks ? networkUses(networks, result.loras ?? []) : [],
@@ -743,8 +745,7 @@ export class JobService {
         {
           ...(networks ? networkInfotextFields(networks) : {}),
           ...(verdicts ? contentFilterFields(verdicts[i]) : {}),
-          // A1111's name for its decode method setting (sd_vae_decode_method: Full or TAESD).
-          ...(result.taesd?.fastDecode ? { 'VAE Decoder': 'TAESD' } : {}),
+          ...taesdInfotextFields(settings),
         },
       );
       if (marked.watermark)

@@ -8,6 +8,7 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import {
+  type GenerationSettings,
   type TaesdVariant,
   taesdFileExtensions,
   taesdFileStems,
@@ -18,6 +19,16 @@ import { describeEngineError } from '../../engine/describe-error';
 import { isEngineError } from '../../engine/errors';
 import type { HostContext } from '../services';
 import { ensureTaesdConverted } from './checkpoint-cache';
+
+/**
+ * The infotext field of a fast (TAESD) decode: A1111's name for its decode method setting
+ * (`VAE Decoder`, sd_vae_decode_method: Full or TAESD); nothing for the full VAE.
+ */
+export function taesdInfotextFields(
+  settings: Pick<GenerationSettings, 'fastDecode'>,
+): { 'VAE Decoder'?: string } {
+  return settings.fastDecode ? { 'VAE Decoder': 'TAESD' } : {};
+}
 
 /** Where the studio looks for TAESD decoder files. */
 export const taesdFolder = (dataDir: string): string => path.join(dataDir, 'models', 'taesd');
