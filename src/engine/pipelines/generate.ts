@@ -153,7 +153,7 @@ export async function runDiffusion(
       hooks.decode
         ? hooks.decode(latents, i, h, w)
         : ctx.fastDecode
-          ? ctx.fastDecode.decodeFinal(latents, i, h, w, ctx.timings, ctx.signal)
+          ? ctx.fastDecode.decode(latents, i, h, w, ctx.timings, ctx.signal)
           : decodeLatent(ctx, decoder, latents, i, h, w),
     onLatents: hooks.onLatents,
   });

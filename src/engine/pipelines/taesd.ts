@@ -46,7 +46,10 @@ export class TaesdDecoder {
     readonly share: number = defaultTaesdPreviewShare,
   ) {}
 
-  /** Image `index` of `latents` ([B,4,h,w], the UNet's scaled latents) decoded by TAESD. */
+  /**
+   * The final image `index` of `latents` ([B,4,h,w], the UNet's scaled latents), decoded by
+   * TAESD instead of the VAE (fastDecode).
+   */
   async decode(
     latents: Float32Array,
     index: number,
@@ -61,35 +64,31 @@ export class TaesdDecoder {
         'internal',
         `TAESD was given ${latents.length} latent values for image ${index} of ${latentChannels}x${h}x${w}.`,
       );
-    const slice = latents.slice(index * per, (index + 1) * per);
-    const spec = this.session.input('latent_sample') ?? this.session.signature.inputs[0];
-    const out = await timedRun(
+    const image = await this.#run(
+      latents.slice(index * per, (index + 1) * per),
+      h,
+      w,
       timings,
-      this.session,
-      {
-        [spec.name]: floatsToOrt(slice, [1, latentChannels, h, w], spec, {
-          model: this.session.file,
-        }),
-      },
       signal,
     );
-    const name = out.sample ? 'sample' : this.session.signature.outputs[0].name;
-    const pixels = out[name];
-    return tensorToImage(ortToFloat32(pixels, name), pixels.dims as number[], 0);
+    this.finalDecodes += 1;
+    return image;
   }
 
-  /** The final image `index`, decoded by TAESD instead of the VAE (fastDecode). */
-  async decodeFinal(
-    latents: Float32Array,
-    index: number,
+  /** One latent image [4,h,w] through the session, as pixels. */
+  async #run(
+    latent: Float32Array,
     h: number,
     w: number,
     timings: StageTimings,
-    signal?: AbortSignal,
+    signal: AbortSignal | undefined,
   ): Promise<PixelImage> {
-    const image = await this.decode(latents, index, h, w, timings, signal);
-    this.finalDecodes += 1;
-    return image;
+    const spec = this.session.input('latent_sample') ?? this.session.signature.inputs[0];
+    const feed = floatsToOrt(latent, [1, latentChannels, h, w], spec, { model: this.session.file });
+    const out = await timedRun(timings, this.session, { [spec.name]: feed }, signal);
+    const name = out.sample ? 'sample' : this.session.signature.outputs[0].name;
+    const pixels = out[name];
+    return tensorToImage(ortToFloat32(pixels, name), pixels.dims as number[], 0);
   }
 
   /**
@@ -120,7 +119,7 @@ export class TaesdDecoder {
   ): void {
     const slice = denoised.slice(0, latentChannels * h * w);
     const started = performance.now();
-    this.#pending = this.decode(slice, 0, h, w, timings, signal).then(
+    this.#pending = this.#run(slice, h, w, timings, signal).then(
       (image) => {
         this.#lastPreviewMs = performance.now() - started;
         this.previewMs += this.#lastPreviewMs;
