@@ -189,6 +189,9 @@ async function samplingCost(
   });
   const perStep = series();
   const taesdPreviews = series();
+  // Within one run, denoise time over denoise time less the TAESD previews' own time: the
+  // slowdown the previews cause, unaffected by the load changing between runs.
+  const inRun = series();
   try {
     for (const k of Object.keys(modes) as (keyof typeof modes)[]) {
       // Warm-up: loads the sessions and runs one step, untimed.
@@ -215,6 +218,8 @@ async function samplingCost(
         );
         perStep[k].push(result.timings.denoiseMs / o.steps);
         taesdPreviews[k].push(result.taesd?.previews ?? 0);
+        const previewMs = result.taesd?.previewMs ?? 0;
+        inRun[k].push(result.timings.denoiseMs / (result.timings.denoiseMs - previewMs));
         log(`sampling run ${r + 1} ${k}: ${perStep[k].at(-1)!.toFixed(0)} ms/step`);
       }
     }
@@ -225,6 +230,7 @@ async function samplingCost(
   const summary = (k: keyof typeof modes) => ({
     msPerStep: Math.round(median(perStep[k])),
     overLatentRgb: Number((median(perStep[k]) / base).toFixed(3)),
+    slowdownInRun: Number(median(inRun[k]).toFixed(3)),
     taesdPreviews: median(taesdPreviews[k]),
   });
   return {
@@ -234,7 +240,7 @@ async function samplingCost(
     latentRgb: summary('latentRgb'),
     taesdEveryStep: summary('taesdEveryStep'),
     taesdDefaultShare: summary('taesdDefaultShare'),
-    runs: perStep,
+    runs: { msPerStep: perStep, slowdownInRun: inRun },
   };
 }
 
