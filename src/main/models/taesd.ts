@@ -24,9 +24,9 @@ import { ensureTaesdConverted } from './checkpoint-cache';
  * The infotext field of a fast (TAESD) decode: A1111's name for its decode method setting
  * (`VAE Decoder`, sd_vae_decode_method: Full or TAESD); nothing for the full VAE.
  */
-export function taesdInfotextFields(
-  settings: Pick<GenerationSettings, 'fastDecode'>,
-): { 'VAE Decoder'?: string } {
+export function taesdInfotextFields(settings: Pick<GenerationSettings, 'fastDecode'>): {
+  'VAE Decoder'?: string;
+} {
   return settings.fastDecode ? { 'VAE Decoder': 'TAESD' } : {};
 }
 
