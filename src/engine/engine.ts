@@ -1,4 +1,3 @@
-import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { GenerationSettings } from '../shared/generation';
 import { type PreviewDecoder, taesdVariantFor } from '../shared/taesd';
@@ -15,7 +14,8 @@ import {
 } from './models';
 import type { SessionOptionsInput } from './models/providers';
 import { componentSession } from './models/load';
-import { signatureFromSession, staticDim } from './models/signature';
+import { signatureFromSession } from './models/signature';
+import { openTaesdSession } from './models/taesd';
 import { type VaeFolder, checkVaeFits, openVaeFolder, withVae } from './models/vae';
 import { type GenerateProgress, type GeneratedImage, runDiffusion } from './pipelines/generate';
 import { type ControlUnit, controlImage } from './pipelines/controlnet';
@@ -310,34 +310,13 @@ export class DiffusionEngine {
     const started = performance.now();
     try {
       const dir = path.resolve(request.taesdDir);
-      const modelPath = path.join(dir, 'model.onnx');
-      if (!(await stat(modelPath).catch(() => null))?.isFile())
-        throw new EngineError(
-          'model-missing-file',
-          `The TAESD decoder folder ${dir} has no model.onnx.`,
-          { file: modelPath },
-        );
       if (this.#taesdDir !== null && this.#taesdDir !== dir) await this.#releaseTaesd();
-      const created = await this.#sessions.get(
-        { modelPath, preference: this.options.provider ?? 'auto', options: this.#sessionOptions() },
-        `${path.basename(dir)}/model.onnx`,
-        dir,
-      );
       this.#taesdDir = dir;
-      const session = componentSession(
-        'vae_decoder',
-        `${path.basename(dir)}/model.onnx`,
-        created.session,
-        signatureFromSession(created.session),
-        created.provider,
-        created.fallbackReason,
-      );
-      const channels = staticDim(session.input('latent_sample') ?? session.signature.inputs[0], 1);
-      if (channels !== null && channels !== model.family.latentChannels)
-        throw new EngineError(
-          'model-unsupported',
-          `The TAESD decoder in ${dir} takes ${channels}-channel latents but ${model.info.name} makes ${model.family.latentChannels}-channel ones.`,
-        );
+      const session = await openTaesdSession(dir, model, {
+        cache: this.#sessions,
+        preference: this.options.provider ?? 'auto',
+        options: this.#sessionOptions(),
+      });
       const decoder = new TaesdDecoder(
         session,
         this.options.taesdPreviewShare ?? defaultTaesdPreviewShare,
