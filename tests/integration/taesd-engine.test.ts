@@ -192,8 +192,8 @@ describe('TAESD previews in the engine', () => {
         { modelDir: model, settings, taesdDir },
         { onProgress: (p) => p.stage === 'denoise' && previews.push(p.preview) },
       );
-      // Share 0: the first preview only (there is always one picture), then none, not latent-RGB.
-      expect(previews.map((p) => p?.width ?? null)).toEqual([64, null, null]);
+      // Share 0: the first preview only is TAESD's, the others latent-RGB (the picture moves on).
+      expect(previews.map((p) => p?.width ?? null)).toEqual([64, 8, 8]);
       expect(result.taesd?.previews).toBe(1);
     } finally {
       await thrifty.release();

@@ -317,8 +317,7 @@ export function reportDenoiseStep(
   const rgb = () => latentPreview(e.denoised, at.latentDims, at.factors, { index: 0 });
   const taesd = ctx.taesd;
   if (!wantPreview) report(null);
-  else if (!taesd || taesd.broken) report(rgb());
-  else if (!taesd.admits(elapsed)) report(null);
+  else if (!taesd?.admits(elapsed)) report(rgb());
   else {
     // Reported once decoded (before the next step: sessions run one at a time on this thread).
     const [, , h, w] = at.latentDims;

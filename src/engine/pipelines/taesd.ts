@@ -11,9 +11,9 @@
  * What a preview may cost: ONNX Runtime for Node runs a session on the calling thread (the
  * promise only defers the call), so a TAESD decode in the engine worker adds its whole time to
  * sampling. A preview is therefore decoded with TAESD only while the TAESD time spent so far
- * stays within `share` of the sampling time (default 10%); the steps in between get no preview
- * (the last one stays on screen) rather than a latent-RGB one, which would flicker between a
- * sharp and a blurred picture. The first preview is always decoded.
+ * stays within `share` of the sampling time (default 10%); the steps in between get the
+ * latent-RGB preview, so the picture keeps moving even where a TAESD decode costs several steps
+ * (a small UNet on a CPU). The first preview is always decoded.
  */
 import { EngineError } from '../errors';
 import { type PixelImage, tensorToImage } from '../image';
@@ -135,11 +135,6 @@ export class TaesdDecoder {
         emit(fallback());
       },
     );
-  }
-
-  /** True once a preview decode failed: the run's previews are latent-RGB from then on. */
-  get broken(): boolean {
-    return this.#broken;
   }
 
   /** Resolves once no preview is being decoded. */
