@@ -19,18 +19,13 @@ import { type GenerateProgress, runDiffusion } from '../../src/engine/pipelines/
 import { emptyTimings } from '../../src/engine/pipelines/stats';
 import { TaesdDecoder } from '../../src/engine/pipelines/taesd';
 import { TextConditioner } from '../../src/engine/pipelines/text';
-import { StudioHost } from '../../src/main/api';
+import type { StudioHost } from '../../src/main/api';
 import { ensureTaesdConverted } from '../../src/main/models/checkpoint-cache';
 import { readGenerationMetadata } from '../../src/main/library/png-metadata';
-import {
-  GenerationSettings,
-  type GenerationInput,
-  type JobProgress,
-  type QueueState,
-} from '../../src/shared';
+import { GenerationSettings, type GenerationInput, type JobProgress } from '../../src/shared';
 import { VOCABULARY, smallCheckpoint } from '../fixtures/small-checkpoint';
 import { writeTaesdFile } from '../fixtures/taesd-file';
-import { bundleEntry } from './bundle';
+import { openCpuHost, runJob } from './host-helpers';
 import { tempDir } from './library-helpers';
 
 let dir: string;
@@ -230,16 +225,7 @@ describe('TAESD through the host', () => {
   const dataDir = () => path.join(dir, 'host');
 
   beforeAll(async () => {
-    const workerPath = await bundleEntry('src/engine/worker.ts', 'taesd-engine-worker');
-    host = new StudioHost({
-      shell: 'headless',
-      dataDir: dataDir(),
-      version: '0.0.0-test',
-      workerPath,
-      log: () => undefined,
-    });
-    await host.library.ready;
-    host.service.updateSettings({ threads: 1, executionProvider: 'cpu' });
+    host = await openCpuHost(dataDir(), 'taesd-engine-worker');
     modelId = (await host.service.addModel({ path: model })).id;
   }, 120_000);
   afterAll(async () => {
@@ -251,33 +237,24 @@ describe('TAESD through the host', () => {
     const stop = host.events.subscribe((name, payload) => {
       if (name === 'jobProgress') progress.push(payload as JobProgress);
     });
-    const before = new Set(host.jobs.state().jobs.map((j) => j.id));
-    const q: QueueState = await host.service.enqueue({
-      // Enough steps that a preview goes out before the job ends (they are throttled).
-      settings: GenerationSettings.parse({ ...settings, steps: 12, model: modelId, ...over }),
-    });
-    const id = q.jobs.find((j) => !before.has(j.id))!.id;
-    const end = Date.now() + 120_000;
     try {
-      for (;;) {
-        const job = host.jobs.state().jobs.find((j) => j.id === id)!;
-        if (['done', 'failed', 'cancelled'].includes(job.state)) {
-          const gen = job.generationId
-            ? await host.service.getGeneration({ id: job.generationId })
-            : null;
-          const widths = await Promise.all(
-            progress
-              .filter((p) => p.preview)
-              .map(async (p) => {
-                const png = Buffer.from(p.preview!.split(',')[1]!, 'base64');
-                return (await sharp(png).metadata()).width;
-              }),
-          );
-          return { job, gen, widths };
-        }
-        if (Date.now() > end) throw new Error('the job did not finish');
-        await new Promise((r) => setTimeout(r, 25));
-      }
+      // Enough steps that a preview goes out before the job ends (they are throttled).
+      const job = await runJob(
+        host,
+        GenerationSettings.parse({ ...settings, steps: 12, model: modelId, ...over }),
+      );
+      const gen = job.generationId
+        ? await host.service.getGeneration({ id: job.generationId })
+        : null;
+      const widths = await Promise.all(
+        progress
+          .filter((p) => p.preview)
+          .map(async (p) => {
+            const png = Buffer.from(p.preview!.split(',')[1]!, 'base64');
+            return (await sharp(png).metadata()).width;
+          }),
+      );
+      return { job, gen, widths };
     } finally {
       stop();
     }
