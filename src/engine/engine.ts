@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { GenerationSettings } from '../shared/generation';
+import { type PreviewDecoder, taesdVariantFor } from '../shared/taesd';
 import type { UsedEmbedding } from './adapters/embeddings';
 import { type LoraPlan, type LoraReport, planLoras } from './adapters/lora';
 import { EngineError, throwIfAborted } from './errors';
@@ -14,6 +15,7 @@ import {
 import type { SessionOptionsInput } from './models/providers';
 import { type ComponentSession, componentSession } from './models/load';
 import { isControlResidual, signatureFromSession } from './models/signature';
+import { openTaesdSession } from './models/taesd';
 import { type VaeFolder, checkVaeFits, openVaeFolder, withVae } from './models/vae';
 import {
   type ControlSetup,
@@ -29,6 +31,7 @@ import { memoryBudgetBytes } from './pipelines/memory';
 import { type StageTimings, emptyTimings } from './pipelines/stats';
 import { TextConditioner } from './pipelines/text';
 import { runUpscale } from './pipelines/upscale';
+import { TaesdDecoder, defaultTaesdPreviewShare } from './pipelines/taesd';
 import { isAbortError } from './schedulers';
 import { SafetyChecker, type SafetyVerdict } from './safety';
 
@@ -43,6 +46,11 @@ export interface EngineOptions {
   optimizedCacheDir?: string;
   /** Preview every N steps (default 4, 0 for none). */
   previewEvery?: number;
+  /**
+   * The share of sampling time TAESD previews may take (default 0.1): a wanted preview is
+   * decoded by TAESD only while the time spent on them stays within it (pipelines/taesd.ts).
+   */
+  taesdPreviewShare?: number;
   /**
    * Activation memory (MB) the upscale pipelines plan tiling against; default 60% of free RAM.
    * Set it to the GPU's memory on a GPU provider (the engine cannot query it).
@@ -102,6 +110,25 @@ export interface GenerateRequest {
    * before it was checked). Off when absent.
    */
   contentFilter?: { modelFile: string } | null;
+  /**
+   * A converted TAESD decoder folder (model.onnx, convertTaesd) for the model's family
+   * (taesdVariantFor), resolved by the host: it makes the live previews and, with
+   * settings.fastDecode, the final images. Without it, latent-RGB previews and the VAE.
+   */
+  taesdDir?: string | null;
+  /** What the live previews show (default 'taesd': TAESD when taesdDir is given). */
+  previewDecoder?: PreviewDecoder;
+}
+
+/** What TAESD did in a generation (GenerateResult.taesd). */
+export interface TaesdReport {
+  /** Previews TAESD decoded, and the milliseconds they took (within the denoise stage). */
+  previews: number;
+  previewMs: number;
+  /** True when TAESD, not the VAE, decoded the final images (settings.fastDecode). */
+  fastDecode: boolean;
+  /** Why the TAESD decoder given could not be used (one sentence), or null. */
+  problem: string | null;
 }
 
 export interface GenerateResult {
@@ -123,6 +150,8 @@ export interface GenerateResult {
   loras?: LoraReport[];
   /** One verdict per image, in `images` order, when the request set `contentFilter`. */
   contentFilter?: SafetyVerdict[];
+  /** Present when the request gave a TAESD decoder (taesdDir). */
+  taesd?: TaesdReport;
 }
 
 export interface RunOptions {
@@ -147,6 +176,8 @@ export class DiffusionEngine {
   } | null = null;
   /** The replacement VAE last used, with the model it was checked against. */
   #vae: { key: string; folder: VaeFolder; model: LoadedModel; view: LoadedModel } | null = null;
+  /** The folder of the TAESD decoder whose session is held, if any. */
+  #taesdDir: string | null = null;
   /**
    * This engine's own sessions. Releasing a model ends its sessions, so they must not be shared
    * with another engine (or loadModel caller) in the process that still uses them.
@@ -200,6 +231,14 @@ export class DiffusionEngine {
     const model = request.vaeDir
       ? await this.#withVae(loaded.model, request.vaeDir, timings)
       : loaded.model;
+    // A preview would show the image before the content filter has seen it.
+    const previewEvery = request.contentFilter ? 0 : (this.options.previewEvery ?? 4);
+    const taesd = await this.#taesdFor(request, model, {
+      previews: (request.previewDecoder ?? 'taesd') === 'taesd' && !!run.onProgress,
+      // The tiled upscales decode by their own hooks; the x4 upscaler has no TAESD (its family).
+      fastDecode: settings.fastDecode && !upscaling,
+      timings,
+    });
     let images: GeneratedImage[];
     try {
       const ctx = {
@@ -208,8 +247,9 @@ export class DiffusionEngine {
         timings,
         signal: run.signal,
         onProgress: run.onProgress,
-        // A preview would show the image before the content filter has seen it.
-        previewEvery: request.contentFilter ? 0 : (this.options.previewEvery ?? 4),
+        previewEvery,
+        taesd: taesd.previews && previewEvery > 0 ? taesd.decoder : null,
+        fastDecode: taesd.fastDecode ? taesd.decoder : null,
       };
       const init = request.initImage ?? null;
       const controlled = settings.controlnets.some((u) => u.weight !== 0);
@@ -257,6 +297,16 @@ export class DiffusionEngine {
       embeddings: loaded.text.usedEmbeddings(),
       ...(plan ? { loras: plan.reports } : {}),
       ...(verdicts ? { contentFilter: verdicts } : {}),
+      ...(request.taesdDir
+        ? {
+            taesd: {
+              previews: taesd.decoder?.previews ?? 0,
+              previewMs: taesd.decoder?.previewMs ?? 0,
+              fastDecode: (taesd.decoder?.finalDecodes ?? 0) > 0,
+              problem: taesd.problem,
+            },
+          }
+        : {}),
     };
   }
 
@@ -292,6 +342,59 @@ export class DiffusionEngine {
     if (loaded) await (await loaded.checker.catch(() => null))?.release();
   }
 
+  /**
+   * The request's TAESD decoder for this model, when it is wanted (previews or fast decode) and
+   * fits: a family with a TAESD variant, a decoder taking the model's latent channels. A decoder
+   * that cannot be used is no error: the run falls back (latent-RGB previews, the VAE) and
+   * `problem` says why.
+   */
+  async #taesdFor(
+    request: GenerateRequest,
+    model: LoadedModel,
+    want: { previews: boolean; fastDecode: boolean; timings: StageTimings },
+  ): Promise<{
+    decoder: TaesdDecoder | null;
+    previews: boolean;
+    fastDecode: boolean;
+    problem: string | null;
+  }> {
+    const none = { decoder: null, previews: false, fastDecode: false };
+    if (!request.taesdDir || (!want.previews && !want.fastDecode))
+      return { ...none, problem: null };
+    if (taesdVariantFor(model.family.family) === null)
+      return {
+        ...none,
+        problem: `No TAESD decoder fits ${model.info.name} (${model.family.family}); the latent previews and its VAE are used.`,
+      };
+    const started = performance.now();
+    try {
+      const dir = path.resolve(request.taesdDir);
+      if (this.#taesdDir !== null && this.#taesdDir !== dir) await this.#releaseTaesd();
+      this.#taesdDir = dir;
+      const session = await openTaesdSession(dir, model, {
+        cache: this.#sessions,
+        preference: this.options.provider ?? 'auto',
+        options: this.#sessionOptions(),
+      });
+      const decoder = new TaesdDecoder(
+        session,
+        this.options.taesdPreviewShare ?? defaultTaesdPreviewShare,
+      );
+      return { decoder, previews: want.previews, fastDecode: want.fastDecode, problem: null };
+    } catch (err) {
+      if (!(err instanceof EngineError)) throw err;
+      return { ...none, problem: err.message };
+    } finally {
+      want.timings.loadMs += performance.now() - started;
+    }
+  }
+
+  async #releaseTaesd(): Promise<void> {
+    const dir = this.#taesdDir;
+    this.#taesdDir = null;
+    if (dir) await this.#sessions.release(dir);
+  }
+
   /** Loads (or reuses) a model without generating, e.g. to show its family. */
   async load(modelDir: string): Promise<LoadedModel> {
     return (await this.#model(modelDir, emptyTimings())).model;
@@ -308,6 +411,7 @@ export class DiffusionEngine {
     this.#loaded = null;
     await current?.text.release();
     await this.#releaseVae();
+    await this.#releaseTaesd();
     await current?.model.release();
   }
 

@@ -14,6 +14,7 @@
 import { z } from 'zod';
 import { SamplerName } from './generation';
 import { modelFamilies } from './families';
+import { taesdVariants } from './taesd';
 
 export const CatalogueEntry = z.object({
   /** The Hub repo id (owner/name). */
@@ -176,3 +177,49 @@ export const safetyCheckerFile: CatalogueFile = {
 
 /** The single files downloads put in place (DownloadHost.placeFile). */
 export const catalogueFiles: readonly CatalogueFile[] = [safetyCheckerFile];
+
+/**
+ * A TAESD decoder file on the Hub (madebyollin's repos, MIT): one file the model manager
+ * fetches into `<data folder>/models/taesd/` under the name the studio looks for there
+ * (src/main/models/taesd.ts), for the live previews and the fast decode of its family's models.
+ */
+export const PreviewDecoderEntry = z.object({
+  variant: z.enum(taesdVariants),
+  /** The Hub repo id (owner/name) and the file in it. */
+  repo: z.string(),
+  file: z.string(),
+  title: z.string(),
+  /** About how many bytes the file has. */
+  approxBytes: z.number().int().positive(),
+  license: z.string(),
+  verified: z.enum(['listing', 'unverified']),
+  note: z.string(),
+});
+export type PreviewDecoderEntry = z.infer<typeof PreviewDecoderEntry>;
+
+export const previewDecoderCatalogue: readonly PreviewDecoderEntry[] = [
+  {
+    variant: 'taesd',
+    repo: 'madebyollin/taesd',
+    file: 'taesd_decoder.safetensors',
+    title: 'TAESD decoder (SD 1.x / 2.x)',
+    approxBytes: 4_900_000,
+    license: 'mit',
+    verified: 'unverified',
+    note: "The decoder half of the tiny autoencoder, beside the repo's diffusers AutoencoderTiny; size from the published taesd_decoder.pth.",
+  },
+  {
+    variant: 'taesdxl',
+    repo: 'madebyollin/taesdxl',
+    file: 'taesdxl_decoder.safetensors',
+    title: 'TAESDXL decoder (SDXL)',
+    approxBytes: 4_900_000,
+    license: 'mit',
+    verified: 'unverified',
+    note: "The same graph as TAESD's, trained on SDXL's latents; size from the published taesdxl_decoder.pth.",
+  },
+];
+
+/** The Hub address of a preview decoder's file (pinned to the repo's main branch). */
+export const previewDecoderUrl = (e: Pick<PreviewDecoderEntry, 'repo' | 'file'>): string =>
+  `https://huggingface.co/${e.repo}/resolve/main/${e.file}`;

@@ -14,3 +14,4 @@ export * from './networks';
 export * from './catalogue';
 export * from './downloads';
 export * from './watermark';
+export * from './taesd';

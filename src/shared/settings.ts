@@ -58,6 +58,12 @@ export const Settings = z.object({
    * `models/safety_checker/model.safetensors` in the data folder.
    */
   contentFilterModel: absolutePath('safety checker file').nullable().default(null),
+  /**
+   * Fast previews (TAESD): when `<data folder>/models/taesd/` holds the decoder for the model's
+   * family, each live preview is the step's predicted image decoded by TAESD; off, or without
+   * the decoder, the latent-RGB approximation.
+   */
+  taesdPreviews: z.boolean().default(true),
 });
 export type Settings = z.infer<typeof Settings>;
 
@@ -87,6 +93,7 @@ export const SettingsPatch = z
     watermark: Settings.shape.watermark.unwrap(),
     contentFilter: Settings.shape.contentFilter.unwrap(),
     contentFilterModel: Settings.shape.contentFilterModel.unwrap(),
+    taesdPreviews: Settings.shape.taesdPreviews.unwrap(),
   })
   .partial()
   .strict();

@@ -10,21 +10,18 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { convertTaesd } from '../../src/engine/convert/convert-taesd';
 import { EngineError } from '../../src/engine/errors';
 import { encodeFloats, writeSafetensors } from '../fixtures/checkpoint';
+import {
+  type TaesdReference,
+  readTaesdReference,
+  taesdFormula,
+  writeTaesdFile,
+} from '../fixtures/taesd-file';
 
-interface Reference {
-  tensors: { name: string; shape: number[] }[];
-  latentShape: number[];
-  outputShape: number[];
-  output: number[];
-}
-
-let ref: Reference;
+let ref: TaesdReference;
 let root: string;
 
 beforeAll(async () => {
-  ref = JSON.parse(
-    await readFile(new URL('../fixtures/reference/taesd-decoder.json', import.meta.url), 'utf8'),
-  ) as Reference;
+  ref = await readTaesdReference();
   root = await mkdtemp(path.join(tmpdir(), 'latent-taesd-'));
 });
 
@@ -32,31 +29,9 @@ afterAll(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-/** The reference script's weight formula (see its docstring): tensor `t` of `shape`. */
-function formula(t: number, shape: number[]): Float32Array {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const fanIn = shape.length > 1 ? shape.slice(1).reduce((a, b) => a * b, 1) : 64;
-  const scale = Math.sqrt(6 / fanIn);
-  const out = new Float32Array(n);
-  for (let j = 0; j < n; j++) {
-    const h = Math.sin(12.9898 * j + 78.233 * t) * 43758.5453;
-    out[j] = (2 * (h - Math.floor(h)) - 1) * scale;
-  }
-  return out;
-}
-
 /** Writes the reference's tensors under `rename(name)` to a .safetensors file. */
-async function writeTaesd(file: string, rename: (name: string) => string | null): Promise<void> {
-  const values = new Map<string, Float32Array>();
-  const specs = [];
-  for (const [t, { name, shape }] of ref.tensors.entries()) {
-    const to = rename(name);
-    if (to === null) continue;
-    values.set(to, formula(t, shape));
-    specs.push({ name: to, dtype: 'F32' as const, shape });
-  }
-  await writeSafetensors(file, specs, (s) => encodeFloats(values.get(s.name)!, 'F32'));
-}
+const writeTaesd = (file: string, rename: (name: string) => string | null) =>
+  writeTaesdFile(file, rename, ref);
 
 async function decode(dir: string): Promise<Float32Array> {
   const session = await ort.InferenceSession.create(path.join(dir, 'model.onnx'));
@@ -121,7 +96,7 @@ describe('TAESD decoder', () => {
     const withExtra = path.join(root, 'extra.safetensors');
     const values = new Map<string, Float32Array>();
     const specs = ref.tensors.map(({ name, shape }, t) => {
-      values.set(name, formula(t, shape));
+      values.set(name, taesdFormula(t, shape));
       return { name, dtype: 'F32' as const, shape };
     });
     specs.push({ name: 'encoder.0.weight', dtype: 'F32', shape: [64, 3, 3, 3] });

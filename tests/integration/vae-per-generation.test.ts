@@ -13,23 +13,19 @@ import { DiffusionEngine } from '../../src/engine';
 import { type ConvertProgress, convertCheckpoint } from '../../src/engine/convert/convert';
 import { convertVae } from '../../src/engine/convert/convert-vae';
 import { convertVaeInWorker } from '../../src/engine/convert/in-worker';
-import { StudioHost } from '../../src/main/api';
+import type { StudioHost } from '../../src/main/api';
 import { ensureVaeConverted } from '../../src/main/models/checkpoint-cache';
 import {
   encodePngWithMetadata,
   readGenerationMetadata,
   addPngTextChunks,
 } from '../../src/main/library/png-metadata';
-import {
-  GenerationSettings,
-  type GenerationInput,
-  type JobProgress,
-  type QueueState,
-} from '../../src/shared';
+import { GenerationSettings, type GenerationInput, type JobProgress } from '../../src/shared';
 import sharp from 'sharp';
 import { writeVaeFile } from '../fixtures/vae-file';
 import { VOCABULARY, smallCheckpoint } from '../fixtures/small-checkpoint';
 import { bundleEntry } from './bundle';
+import { openCpuHost, runJob } from './host-helpers';
 import { tempDir } from './library-helpers';
 
 let dir: string;
@@ -165,42 +161,20 @@ describe('converting a VAE in a worker thread', () => {
 });
 
 describe('a replacement VAE through the host', () => {
-  let workerPath: string;
   let host: StudioHost;
   let modelId: string;
   const dataDir = () => path.join(dir, 'host');
 
   beforeAll(async () => {
-    workerPath = await bundleEntry('src/engine/worker.ts', 'vae-engine-worker');
-    host = new StudioHost({
-      shell: 'headless',
-      dataDir: dataDir(),
-      version: '0.0.0-test',
-      workerPath,
-      log: () => undefined,
-    });
-    await host.library.ready;
-    host.service.updateSettings({ threads: 1, executionProvider: 'cpu' });
+    host = await openCpuHost(dataDir(), 'vae-engine-worker');
     modelId = (await host.service.addModel({ path: own })).id;
   }, 120_000);
   afterAll(async () => {
     await host?.close();
   });
 
-  const run = async (over: Partial<GenerationInput>) => {
-    const before = new Set(host.jobs.state().jobs.map((j) => j.id));
-    const q: QueueState = await host.service.enqueue({
-      settings: GenerationSettings.parse({ ...settings, model: modelId, ...over }),
-    });
-    const id = q.jobs.find((j) => !before.has(j.id))!.id;
-    const end = Date.now() + 120_000;
-    for (;;) {
-      const job = host.jobs.state().jobs.find((j) => j.id === id)!;
-      if (['done', 'failed', 'cancelled'].includes(job.state)) return job;
-      if (Date.now() > end) throw new Error('the job did not finish');
-      await new Promise((r) => setTimeout(r, 25));
-    }
-  };
+  const run = (over: Partial<GenerationInput>) =>
+    runJob(host, GenerationSettings.parse({ ...settings, model: modelId, ...over }));
 
   it('lists the VAE folder, and a job with a VAE from it records VAE and VAE hash', async () => {
     const folder = path.join(dataDir(), 'vae');

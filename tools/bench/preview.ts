@@ -1,9 +1,16 @@
-// `npm run bench:preview [-- --size N --runs N --dir DIR]`: what one live preview costs per step:
-// TAESD's decoder (emit/taesd.ts) vs the full SD VAE decoder vs today's latent-RGB preview
-// (image/preview.ts), at one image of N x N pixels (default 512). Both decoders are converted by
-// our converters from random-weight files with the real key names and shapes (the SD 1.5 key set
-// for the VAE, taesd.py's for TAESD): speed does not depend on the values. Runs are interleaved;
-// medians on stdout as JSON. Scratch files go to --dir (default a temporary folder, deleted).
+// `npm run bench:preview [-- --size N --runs N --dir DIR --unet mid|sd15 --steps N
+// --sampling-size N]`: what a live preview costs.
+// 1. One preview: TAESD's decoder (emit/taesd.ts) vs the full SD VAE decoder vs the latent-RGB
+//    preview (image/preview.ts), at one image of N x N pixels (default 512).
+// 2. During sampling: the engine's denoise time per step (txt2img, Euler, CFG 7, a preview
+//    wanted at every step) with latent-RGB previews, with TAESD previews at every step, and with
+//    TAESD previews in their default 10% share of sampling time (pipelines/taesd.ts), on the
+//    benchmarks' random-weight UNet (--unet mid, the default, or sd15: SD 1.5's shape, minutes
+//    to build once) at --sampling-size (default 256 for mid, 512 for sd15); the three runs
+//    interleaved --runs times, medians and ratios to the latent-RGB run.
+// Both decoders are converted by our converters from random-weight files with the real key names
+// and shapes (the SD 1.5 key set for the VAE, taesd.py's for TAESD): speed does not depend on
+// the values. JSON on stdout. Scratch files go to --dir (default a temporary folder, deleted).
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -13,8 +20,11 @@ import { encodeFloats, readKeySet, writeSafetensors } from '../../tests/fixtures
 import { convertTaesd } from '../../src/engine/convert/convert-taesd';
 import { convertVae } from '../../src/engine/convert/convert-vae';
 import { SD15_LATENT_RGB, latentPreview } from '../../src/engine/image/preview';
+import { DiffusionEngine } from '../../src/engine';
 import { createSession } from '../../src/engine/models/providers';
-import { repoRoot } from './fixture';
+import { GenerationSettings } from '../../src/shared/generation';
+import { MID_UNET_CONFIG, SD15_UNET_CONFIG } from '../../tests/fixtures/models';
+import { benchModel, repoRoot } from './fixture';
 
 const log = (msg: string) => process.stderr.write(`bench:preview: ${msg}\n`);
 
@@ -59,8 +69,14 @@ async function main(): Promise<void> {
       size: { type: 'string', default: '512' },
       runs: { type: 'string', default: '3' },
       dir: { type: 'string' },
+      unet: { type: 'string', default: 'mid' },
+      steps: { type: 'string', default: '8' },
+      'sampling-size': { type: 'string' },
     },
   });
+  const unet = values.unet === 'sd15' ? 'sd15' : 'mid';
+  const steps = Math.max(2, Number(values.steps));
+  const samplingSize = Number(values['sampling-size'] ?? (unet === 'sd15' ? 512 : 256));
   const size = Number(values.size);
   const runs = Math.max(1, Number(values.runs));
   const lat = size / 8;
@@ -106,6 +122,13 @@ async function main(): Promise<void> {
     }
     await vaeSession.release();
     await taesdSession.release();
+    const sampling = await samplingCost(root, {
+      unet,
+      steps,
+      size: samplingSize,
+      runs,
+      taesdDir: taesd.dir,
+    });
     const result = {
       size,
       cpus: os.cpus().length,
@@ -115,11 +138,110 @@ async function main(): Promise<void> {
       latentRgbMs: Number(median(t.latentRgb).toFixed(2)),
       vaeOverTaesd: Number((median(t.vae) / median(t.taesd)).toFixed(1)),
       runs: t,
+      sampling,
     };
     process.stdout.write(JSON.stringify(result, null, 2) + '\n');
   } finally {
     if (!values.dir) await rm(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Denoise milliseconds per step of one txt2img run per preview mode, interleaved `runs` times:
+ * latent-RGB previews, TAESD previews at every step (share unlimited), TAESD in its default share.
+ */
+async function samplingCost(
+  root: string,
+  o: { unet: 'mid' | 'sd15'; steps: number; size: number; runs: number; taesdDir: string },
+) {
+  const cfg = o.unet === 'sd15' ? SD15_UNET_CONFIG : MID_UNET_CONFIG;
+  const { info } = await benchModel(root, o.unet, {
+    unet: cfg,
+    hiddenSize: cfg.cross_attention_dim,
+    dtype: 'float32',
+    externalWeights: true,
+  });
+  const settings = GenerationSettings.parse({
+    model: 'bench',
+    prompt: 'a lighthouse at dusk',
+    seed: 1,
+    sampler: 'euler',
+    steps: o.steps,
+    guidance: 7,
+    width: o.size,
+    height: o.size,
+  });
+  const modes = {
+    latentRgb: { share: 0.1, previewDecoder: 'latent' as const },
+    taesdEveryStep: { share: Number.POSITIVE_INFINITY, previewDecoder: 'taesd' as const },
+    taesdDefaultShare: { share: 0.1, previewDecoder: 'taesd' as const },
+  };
+  const engines = Object.fromEntries(
+    Object.entries(modes).map(([k, m]) => [
+      k,
+      new DiffusionEngine({ provider: 'cpu', previewEvery: 1, taesdPreviewShare: m.share }),
+    ]),
+  ) as Record<keyof typeof modes, DiffusionEngine>;
+  const series = (): Record<keyof typeof modes, number[]> => ({
+    latentRgb: [],
+    taesdEveryStep: [],
+    taesdDefaultShare: [],
+  });
+  const perStep = series();
+  const taesdPreviews = series();
+  // Within one run, denoise time over denoise time less the TAESD previews' own time: the
+  // slowdown the previews cause, unaffected by the load changing between runs.
+  const inRun = series();
+  try {
+    for (const k of Object.keys(modes) as (keyof typeof modes)[]) {
+      // Warm-up: loads the sessions and runs one step, untimed.
+      await engines[k].generate(
+        {
+          modelDir: info.dir,
+          settings: { ...settings, steps: 1 },
+          taesdDir: o.taesdDir,
+          previewDecoder: modes[k].previewDecoder,
+        },
+        { onProgress: () => undefined },
+      );
+    }
+    for (let r = 0; r < o.runs; r++) {
+      for (const k of Object.keys(modes) as (keyof typeof modes)[]) {
+        const result = await engines[k].generate(
+          {
+            modelDir: info.dir,
+            settings,
+            taesdDir: o.taesdDir,
+            previewDecoder: modes[k].previewDecoder,
+          },
+          { onProgress: () => undefined },
+        );
+        perStep[k].push(result.timings.denoiseMs / o.steps);
+        taesdPreviews[k].push(result.taesd?.previews ?? 0);
+        const previewMs = result.taesd?.previewMs ?? 0;
+        inRun[k].push(result.timings.denoiseMs / (result.timings.denoiseMs - previewMs));
+        log(`sampling run ${r + 1} ${k}: ${perStep[k].at(-1)!.toFixed(0)} ms/step`);
+      }
+    }
+  } finally {
+    for (const e of Object.values(engines)) await e.release();
+  }
+  const base = median(perStep.latentRgb);
+  const summary = (k: keyof typeof modes) => ({
+    msPerStep: Math.round(median(perStep[k])),
+    overLatentRgb: Number((median(perStep[k]) / base).toFixed(3)),
+    slowdownInRun: Number(median(inRun[k]).toFixed(3)),
+    taesdPreviews: median(taesdPreviews[k]),
+  });
+  return {
+    unet: o.unet,
+    size: o.size,
+    steps: o.steps,
+    latentRgb: summary('latentRgb'),
+    taesdEveryStep: summary('taesdEveryStep'),
+    taesdDefaultShare: summary('taesdDefaultShare'),
+    runs: { msPerStep: perStep, slowdownInRun: inRun },
+  };
 }
 
 main().catch((err: unknown) => {

@@ -23,6 +23,7 @@ import {
   makeDenoiser,
 } from '../schedulers';
 import type { StageTimings } from './stats';
+import type { TaesdDecoder } from './taesd';
 import { type PromptEmbedding, TextConditioner, padChunks } from './text';
 
 export interface GenerateProgress {
@@ -36,7 +37,11 @@ export interface GenerateProgress {
   elapsedMs: number;
   /** Estimated time left for the whole request, or null before the first step. */
   etaMs: number | null;
-  /** A cheap latent-space RGB preview of the first image, every few steps. */
+  /**
+   * A preview of the first image's predicted result, every few steps: decoded by TAESD at full
+   * size when the run has a TAESD decoder (RunContext.taesd), else the latent-space RGB
+   * approximation at 1/8 of the size.
+   */
   preview: PixelImage | null;
 }
 
@@ -56,6 +61,16 @@ export interface RunContext {
   onProgress?: (p: GenerateProgress) => void;
   /** Emit a preview every N steps (0: never). */
   previewEvery: number;
+  /**
+   * The TAESD decoder for this run's previews (within its time share, see pipelines/taesd.ts);
+   * absent or null: latent-RGB previews.
+   */
+  taesd?: TaesdDecoder | null;
+  /**
+   * The TAESD decoder that decodes the final images instead of the VAE (settings.fastDecode);
+   * absent or null: the model's VAE. Pipelines with their own decoding (tiled upscales) ignore it.
+   */
+  fastDecode?: TaesdDecoder | null;
 }
 
 const latentChannels = 4;
@@ -239,6 +254,8 @@ export async function diffuse(ctx: RunContext, job: DiffusionJob): Promise<Gener
           factors,
         }),
     });
+    // A TAESD preview still being decoded goes out before the decode stage is reported.
+    await ctx.taesd?.settled();
     // A schedule that ends above sigma 0 (DPM++ 2M with final_sigmas_type "sigma_min") leaves a
     // noisy sample; diffusers decodes its variance-preserving form, x / sqrt(sigma^2 + 1).
     const last = plan.sigmas[plan.sigmas.length - 1];
@@ -268,7 +285,7 @@ export async function diffuse(ctx: RunContext, job: DiffusionJob): Promise<Gener
  * a latent preview every ctx.previewEvery steps and at the last.
  */
 export function reportDenoiseStep(
-  ctx: Pick<RunContext, 'onProgress' | 'previewEvery'>,
+  ctx: Pick<RunContext, 'onProgress' | 'previewEvery' | 'taesd' | 'signal' | 'timings'>,
   e: Pick<StepEvent, 'step' | 'total' | 'denoised'>,
   at: {
     batch: number;
@@ -285,16 +302,25 @@ export function reportDenoiseStep(
   const elapsed = performance.now() - at.started;
   const wantPreview =
     ctx.previewEvery > 0 && ((e.step + 1) % ctx.previewEvery === 0 || e.step + 1 === e.total);
-  ctx.onProgress({
-    batch: at.batch,
-    batchCount: at.batchCount,
-    stage: 'denoise',
-    step: e.step + 1,
-    total: e.total,
-    elapsedMs: elapsed,
-    etaMs: (elapsed / done) * (at.totalSteps - done),
-    preview: wantPreview
-      ? latentPreview(e.denoised, at.latentDims, at.factors, { index: 0 })
-      : null,
-  });
+  const onProgress = ctx.onProgress;
+  const report = (preview: PixelImage | null) =>
+    onProgress({
+      batch: at.batch,
+      batchCount: at.batchCount,
+      stage: 'denoise',
+      step: e.step + 1,
+      total: e.total,
+      elapsedMs: elapsed,
+      etaMs: (elapsed / done) * (at.totalSteps - done),
+      preview,
+    });
+  const rgb = () => latentPreview(e.denoised, at.latentDims, at.factors, { index: 0 });
+  const taesd = ctx.taesd;
+  if (!wantPreview) report(null);
+  else if (!taesd?.admits(elapsed)) report(rgb());
+  else {
+    // Reported once decoded (before the next step: sessions run one at a time on this thread).
+    const [, , h, w] = at.latentDims;
+    taesd.preview(e.denoised, h!, w!, ctx.timings, ctx.signal, report, rgb);
+  }
 }

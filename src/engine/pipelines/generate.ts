@@ -159,7 +159,11 @@ export async function runDiffusion(
     initLatents: hooks.initLatents ?? (() => initLatents),
     blend: hooks.blend,
     decode: (latents, i) =>
-      hooks.decode ? hooks.decode(latents, i, h, w) : decodeLatent(ctx, decoder, latents, i, h, w),
+      hooks.decode
+        ? hooks.decode(latents, i, h, w)
+        : ctx.fastDecode
+          ? ctx.fastDecode.decode(latents, i, h, w, ctx.timings, ctx.signal)
+          : decodeLatent(ctx, decoder, latents, i, h, w),
     onLatents: hooks.onLatents,
   });
 }

@@ -28,6 +28,7 @@ import { VaeService, type VaePrepareProgress, resolveVaeFile } from '../models/v
 import type { SafetyVerdict } from '../../engine/safety/decision';
 import { ControlNetService } from '../models/controlnets';
 import { prepareControlUnits, validateControlUnits } from './controlnet-units';
+import { TaesdService, taesdInfotextFields } from '../models/taesd';
 import { appVersion } from '../version';
 import { ContentFilter, contentFilterFields } from './content-filter';
 import { describeJobFailure, storageError } from './errors';
@@ -153,6 +154,7 @@ export class JobService {
   #pauseReason: string | null = null;
   readonly #store: JobStore;
   readonly #vaes: VaeService;
+  readonly #taesd: TaesdService;
   readonly #filter: ContentFilter;
   readonly #controlNets: ControlNetService;
 
@@ -195,6 +197,7 @@ export class JobService {
     } satisfies JobMethods;
     this.#store = new JobStore(library.database);
     this.#vaes = new VaeService(context);
+    this.#taesd = new TaesdService(context);
     this.#filter = new ContentFilter(context.dataDir, context.workerPath);
     this.#controlNets = new ControlNetService(context, (id) => library.resolveImage(id));
     // The restored database has its own jobs: recover them and run the queue again.
@@ -607,6 +610,12 @@ export class JobService {
         this.context.settings.get(),
         cur.controller.signal,
       );
+      // TAESD (previews, fast decode), when its decoder for the family is in models/taesd/.
+      const taesdPreviews = this.context.settings.get().taesdPreviews;
+      const taesd =
+        taesdPreviews || settings.fastDecode
+          ? await this.#taesd.prepare(model.family, { signal: cur.controller.signal })
+          : null;
       if (cur.controller.signal.aborted)
         throw new StudioError('cancelled', 'The job was cancelled.');
       const result = await this.#engine().generate(
@@ -616,6 +625,9 @@ export class JobService {
           initImage,
           maskImage,
           ...(vae ? { vaeDir: vae.dir } : {}),
+          ...(taesd
+            ? { taesdDir: taesd.dir, previewDecoder: taesdPreviews ? 'taesd' : 'latent' }
+            : {}),
           ...(networks?.loras.length ? { loras: networks.loras } : {}),
           ...(networks?.embeddings.length ? { embeddings: networks.embeddings } : {}),
           ...(contentFilter ? { contentFilter } : {}),
@@ -624,6 +636,9 @@ export class JobService {
         { signal: cur.controller.signal, onProgress: (p) => this.#onProgress(cur, p) },
       );
       if (cur.cancelRequested) throw new StudioError('cancelled', 'The job was cancelled.');
+      if (result.taesd?.problem) this.context.log(`Job ${row.id}: ${result.taesd.problem}`);
+      // What decoded is recorded, not what was asked: without a TAESD decoder the VAE did.
+      const recorded = { ...settings, fastDecode: result.taesd?.fastDecode === true };
       cur.saving = true;
       this.context.updateEngineStatus({
         activeProvider: result.provider,
@@ -637,7 +652,7 @@ export class JobService {
       if (contentFilter && verdicts?.length !== result.images.length)
         throw new StudioError('internal', 'The content filter gave no verdict for some images.');
       const { images, watermark } = await this.#encode(
-        settings,
+        recorded,
         result,
         model,
         vae?.fields ?? {},
@@ -646,7 +661,7 @@ export class JobService {
         control.fields,
       );
       const saved = await this.library.saveGeneration({
-        settings,
+        settings: recorded,
         images,
         watermark,
         networks: networks ? networkUses(networks, result.loras ?? []) : [],
@@ -752,6 +767,7 @@ export class JobService {
           ...(networks ? networkInfotextFields(networks) : {}),
           ...controlFields,
           ...(verdicts ? contentFilterFields(verdicts[i]) : {}),
+          ...taesdInfotextFields(settings),
         },
       );
       if (marked.watermark)

@@ -28,6 +28,7 @@ import {
 import fs from 'node:fs';
 import path from 'node:path';
 import { formatA1111Parameters, readGenerationMetadata } from './png-metadata';
+import { taesdInfotextFields } from '../models/taesd';
 
 /** The `name: hash` pairs of one kind whose hash was recorded. */
 function hashed(
@@ -174,6 +175,7 @@ export class GalleryService {
       parametersText: formatA1111Parameters(settings, {
         modelName: g.model_name,
         ...this.#vaeFields(g.id, settings),
+        ...taesdInfotextFields(settings),
         ...networkInfotextFields({
           loraHashes: hashed(networks, 'lora'),
           tiHashes: hashed(networks, 'embedding'),

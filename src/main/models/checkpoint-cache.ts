@@ -27,6 +27,7 @@ import {
   type SafetyConversionRecord,
   convertSafetyChecker,
 } from '../../engine/convert/convert-safety';
+import { convertTaesd } from '../../engine/convert/convert-taesd';
 import {
   convertCheckpointInWorker,
   convertSafetyCheckerInWorker,
@@ -321,6 +322,38 @@ export async function ensureVaeConverted(
     return record;
   });
   return { ...found, sha256 };
+}
+
+export interface CachedTaesd {
+  /** The converted decoder's folder (model.onnx): GenerateRequest.taesdDir. */
+  dir: string;
+  sha256: string;
+  /** False when an earlier conversion was reused. */
+  converted: boolean;
+}
+
+/**
+ * The converted TAESD decoder of `file` (madebyollin/taesd's taesd_decoder / taesdxl_decoder,
+ * .pth or .safetensors): reused when the cache has it, converted into
+ * `converted/taesd-<sha256 prefix>-fp32/<name>/` otherwise (in this thread: the whole decoder is
+ * 5 MB). convertTaesd renames a finished folder into place, so a model.onnx there is complete.
+ */
+export async function ensureTaesdConverted(
+  file: string,
+  options: Pick<CachedConversionOptions, 'dataDir' | 'signal' | 'onProgress'>,
+): Promise<CachedTaesd> {
+  const sha256 = await new KnownHashes(path.join(options.dataDir, HASHES_FILE)).hash(file, options);
+  const slot = path.join(options.dataDir, 'converted', `taesd-${sha256.slice(0, 16)}-fp32`);
+  const read = async (dir: string) =>
+    (await stat(path.join(dir, 'model.onnx')).catch(() => null))?.isFile() ? {} : null;
+  const found = await inSlot(slot, folderName(file, 'taesd'), read, async (dir) => {
+    await convertTaesd(file, dir, {
+      precision: 'fp32',
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+    return {};
+  });
+  return { dir: found.dir, sha256, converted: found.converted };
 }
 
 export interface CachedSafetyChecker {

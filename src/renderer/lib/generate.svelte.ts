@@ -99,6 +99,8 @@ export class GenerateForm {
   modelId = $state('');
   /** A replacement VAE's file name in the VAE folder; null: the model's own. */
   vae = $state<string | null>(null);
+  /** Fast decode (TAESD): the final image decoded by TAESD instead of the VAE. */
+  fastDecode = $state(defaultGenerationSettings.fastDecode);
   prompt = $state('');
   negativePrompt = $state('');
   sampler = $state<SamplerName>(defaultGenerationSettings.sampler);
@@ -287,6 +289,7 @@ export class GenerateForm {
       model: this.modelId,
       // The x4 upscaler decodes with its own VAE, which nothing replaces.
       vae: this.mode === 'upscale' && this.upscale.method === 'x4' ? null : this.vae,
+      fastDecode: this.fastDecode,
       prompt: this.prompt,
       negativePrompt: this.negativePrompt,
       seed,
@@ -320,6 +323,7 @@ export class GenerateForm {
     if (s.mode) this.mode = s.mode;
     if (s.model && this.studio.models.byId(s.model)) this.modelId = s.model;
     if (s.vae !== undefined) this.vae = s.vae;
+    if (s.fastDecode !== undefined) this.fastDecode = s.fastDecode;
     if (s.prompt !== undefined) this.prompt = s.prompt;
     if (s.negativePrompt !== undefined) this.negativePrompt = s.negativePrompt;
     if (s.sampler) this.sampler = s.sampler;

@@ -52,6 +52,7 @@ export class Workspace {
         mode: f.mode,
         model: f.modelId,
         vae: f.vae,
+        fastDecode: f.fastDecode,
         prompt: f.prompt,
         negativePrompt: f.negativePrompt,
         seed: f.seed,

@@ -1,0 +1,53 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { writeTaesdFile } from '../fixtures/taesd-file';
+import { addFixtureModel, callApi, expect, imagePixels, test } from './fixtures';
+import { fillForm, generate, openStudio, view } from './helpers';
+
+// TAESD (issue 17 item 5): with taesd_decoder in models/taesd, "Fast decode (TAESD)" in the form
+// decodes the picture with it (other pixels than the VAE's) and the history says so; Settings'
+// "Fast previews (TAESD)" is on by default and stays off once turned off.
+
+test('fast decode with TAESD from the form, and the fast previews setting', async ({
+  page,
+  studio,
+  consoleErrors,
+}) => {
+  const folder = path.join(studio.dataDir, 'models', 'taesd');
+  fs.mkdirSync(folder, { recursive: true });
+  await writeTaesdFile(path.join(folder, 'taesd_decoder.safetensors'));
+  await addFixtureModel(studio);
+  await openStudio(page, studio);
+
+  await view(page, 'Generate');
+  await fillForm(page, { prompt: 'a red house', seed: 5 });
+  const fast = page.getByLabel('Fast decode (TAESD)');
+  await expect(fast).not.toBeChecked();
+  const plainId = await generate(page, 1);
+  await fast.check();
+  const fastId = await generate(page, 2);
+  const plain = await imagePixels(page, `/media/images/${plainId}`);
+  const decoded = await imagePixels(page, `/media/images/${fastId}`);
+  expect(decoded.data).not.toEqual(plain.data);
+  const detail = await callApi<{ settings: { fastDecode: boolean }; parametersText: string }>(
+    studio,
+    'getGeneration',
+    { id: fastId },
+  );
+  expect(detail.settings.fastDecode).toBe(true);
+  expect(detail.parametersText).toContain('VAE Decoder: TAESD');
+
+  await view(page, 'Settings');
+  const previews = page.getByTestId('settings-taesd-previews');
+  await expect(previews).toBeChecked();
+  await previews.uncheck();
+  await expect
+    .poll(
+      async () => (await callApi<{ taesdPreviews: boolean }>(studio, 'getSettings')).taesdPreviews,
+    )
+    .toBe(false);
+  await page.reload();
+  await view(page, 'Settings');
+  await expect(page.getByTestId('settings-taesd-previews')).not.toBeChecked();
+  expect(consoleErrors).toEqual([]);
+});
