@@ -118,6 +118,11 @@ export interface SessionOptionsInput {
    * optimizes the graph (attention-rewrite.ts; far less memory, same outputs). Default true.
    */
   rewriteAttention?: boolean;
+  /**
+   * ONNX Runtime's CPU arena and memory-pattern planning (enableCpuMemArena, enableMemPattern).
+   * Default true; off trades allocation speed for a lower peak (README "Performance").
+   */
+  memArena?: boolean;
 }
 
 /**
@@ -148,8 +153,8 @@ export function sessionOptions(
     interOpNumThreads: 1,
     executionMode: 'sequential',
     // DirectML does not support memory patterns (ORT's DirectML EP docs); everything else does.
-    enableMemPattern: provider !== 'dml',
-    enableCpuMemArena: true,
+    enableMemPattern: provider !== 'dml' && (opts.memArena ?? true),
+    enableCpuMemArena: opts.memArena ?? true,
     extra: {
       session: { intra_op: { allow_spinning: (opts.spinning ?? spinByDefault()) ? '1' : '0' } },
     },
