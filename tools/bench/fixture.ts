@@ -49,3 +49,11 @@ export async function benchModel(
   }
   return { info: await loadFixtureInfo(dir), built: true, buildMs: performance.now() - started };
 }
+
+/**
+ * Whether this process was started as the bundled tool `name` (out/tools/<name>.mjs): a bench
+ * module imported by another bench is bundled into it and must not run its own main.
+ */
+export function isEntry(name: string): boolean {
+  return path.basename(process.argv[1] ?? '') === `${name}.mjs`;
+}

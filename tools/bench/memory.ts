@@ -18,13 +18,12 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
 import { MID_UNET_CONFIG, SD15_UNET_CONFIG } from '../../tests/fixtures/models';
 import { getRuntimeInfo } from '../../src/engine';
 import { createSession } from '../../src/engine/models/providers';
-import { benchModel, repoRoot } from './fixture';
+import { benchModel, isEntry, repoRoot } from './fixture';
 
 const log = (msg: string) => process.stderr.write(`bench:memory: ${msg}\n`);
 const GiB = 2 ** 30;
@@ -128,7 +127,11 @@ async function child(args: {
 
 function runChild(argv: string[]): Promise<CaseResult> {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [fileURLToPath(import.meta.url), '--child', ...argv], {
+    // Through run-tool, so a child is this tool even when bench.ts bundled the parent.
+    const root = repoRoot();
+    const tool = ['scripts/run-tool.mjs', 'tools/bench/memory.ts'];
+    const p = spawn(process.execPath, [...tool, '--child', ...argv], {
+      cwd: root,
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     let out = '';
@@ -139,6 +142,33 @@ function runChild(argv: string[]): Promise<CaseResult> {
       else reject(new Error(`the case ${argv.join(' ')} exited with ${signal ?? code}`));
     });
   });
+}
+
+/**
+ * Per dtype and size: each variant's run peak and its call time over the exported graph's
+ * (matmul) in the same run, the per-step ratio the rewrite must keep at or below 1.
+ */
+export function summarizeMemory(
+  results: Awaited<ReturnType<typeof memoryMatrix>>,
+): Record<string, Record<string, { runPeakGiB: number; callMs: number; callRatio?: number }>> {
+  const out: Record<
+    string,
+    Record<string, { runPeakGiB: number; callMs: number; callRatio?: number }>
+  > = {};
+  for (const r of results) {
+    if (!('runPeakGiB' in r)) continue;
+    const key = `${r.dtype} ${r.size}`;
+    const base = results.find(
+      (x) =>
+        'runPeakGiB' in x && x.dtype === r.dtype && x.size === r.size && x.variant === 'matmul',
+    ) as CaseResult | undefined;
+    (out[key] ??= {})[r.variant] = {
+      runPeakGiB: r.runPeakGiB,
+      callMs: r.callMs,
+      ...(base ? { callRatio: round(r.callMs / base.callMs, 3) } : {}),
+    };
+  }
+  return out;
 }
 
 const list = (s: string) =>
@@ -258,6 +288,7 @@ async function main(): Promise<void> {
     loadAvg: os.loadavg().map((x) => round(x)),
     unet,
     calls,
+    summary: summarizeMemory(results),
     results,
   };
   const out = path.resolve(
@@ -274,7 +305,8 @@ async function main(): Promise<void> {
   process.stdout.write(json + '\n');
 }
 
-if (process.argv[1] === fileURLToPath(import.meta.url))
+// Bundled into bench.ts too: run only as its own tool (and its children).
+if (isEntry('memory'))
   main().catch((err: unknown) => {
     process.stderr.write(`bench:memory: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exit(1);
