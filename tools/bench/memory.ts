@@ -120,7 +120,11 @@ async function child(args: {
     loadPeakGiB: round(loadPeak / GiB),
     loadedGiB: round(loaded / GiB),
     runPeakGiB: round(runPeak / GiB),
-    callMs: Math.round(sorted[sorted.length >> 1]),
+    callMs: Math.round(
+      sorted.length % 2
+        ? sorted[sorted.length >> 1]
+        : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2,
+    ),
     callsMs: callsMs.map((x) => Math.round(x)),
   };
 }
