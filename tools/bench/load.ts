@@ -6,14 +6,14 @@
 //
 // The cache folder (default: a fresh temporary one, deleted afterwards) is emptied first so the
 // cold load is cold. --unet sd15 builds the 3.4 GB SD-1.5-shaped fixture on first use.
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { MID_UNET_CONFIG, SD15_UNET_CONFIG } from '../../tests/fixtures/models';
 import { getRuntimeInfo } from '../../src/engine';
 import { createSession } from '../../src/engine/models/providers';
-import { benchModel, isEntry, repoRoot } from './fixture';
+import { benchModel, isEntry, repoRoot, writeResult } from './fixture';
 
 const log = (msg: string) => process.stderr.write(`bench:load: ${msg}\n`);
 const round = (x: number) => Math.round(x);
@@ -93,18 +93,7 @@ async function main(): Promise<void> {
     ...(values.cache !== undefined ? { cache: values.cache } : {}),
     ...(values.threads ? { threads: Number(values.threads) } : {}),
   });
-  const out = path.resolve(
-    values.out ??
-      path.join(
-        repoRoot(),
-        'bench-results',
-        `load-${new Date().toISOString().replace(/[:.]/g, '-')}.json`,
-      ),
-  );
-  await mkdir(path.dirname(out), { recursive: true });
-  const json = JSON.stringify(result, null, 2);
-  await writeFile(out, json + '\n');
-  process.stdout.write(json + '\n');
+  await writeResult('load', result, values.out);
 }
 
 // Bundled into other benches (bench.ts) too: run only as its own tool.

@@ -15,7 +15,6 @@
 // stdout, also written to bench-results/memory-<date>.json; progress on stderr.
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -23,7 +22,7 @@ import * as ort from 'onnxruntime-node';
 import { MID_UNET_CONFIG, SD15_UNET_CONFIG } from '../../tests/fixtures/models';
 import { getRuntimeInfo } from '../../src/engine';
 import { createSession } from '../../src/engine/models/providers';
-import { benchModel, isEntry, repoRoot } from './fixture';
+import { benchModel, isEntry, repoRoot, writeResult } from './fixture';
 
 const log = (msg: string) => process.stderr.write(`bench:memory: ${msg}\n`);
 const GiB = 2 ** 30;
@@ -275,7 +274,6 @@ async function main(): Promise<void> {
   for (const v of variants)
     if (!(VARIANTS as readonly string[]).includes(v))
       throw new Error(`--variants: "${v}" is not one of ${VARIANTS.join(', ')}.`);
-  const root = repoRoot();
   const results = await memoryMatrix({
     unet,
     sizes,
@@ -295,18 +293,7 @@ async function main(): Promise<void> {
     summary: summarizeMemory(results),
     results,
   };
-  const out = path.resolve(
-    values.out ??
-      path.join(
-        root,
-        'bench-results',
-        `memory-${new Date().toISOString().replace(/[:.]/g, '-')}.json`,
-      ),
-  );
-  await mkdir(path.dirname(out), { recursive: true });
-  const json = JSON.stringify(doc, null, 2);
-  await writeFile(out, json + '\n');
-  process.stdout.write(json + '\n');
+  await writeResult('memory', doc, values.out);
 }
 
 // Bundled into bench.ts too: run only as its own tool (and its children).

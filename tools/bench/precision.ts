@@ -8,7 +8,7 @@
 // InsertCastTransformer does that for float16 nodes the CPU provider has no kernel for); a type
 // with no kernel and no fallback fails to load, and is reported so. One JSON document on stdout,
 // also written to bench-results/precision-<date>.json.
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -16,7 +16,7 @@ import * as ort from 'onnxruntime-node';
 import { Message } from '../../src/engine/convert/onnx/proto';
 import { getRuntimeInfo } from '../../src/engine';
 import { physicalCoreCount } from '../../src/engine/models/providers';
-import { repoRoot } from './fixture';
+import { writeResult } from './fixture';
 
 const log = (msg: string) => process.stderr.write(`bench:precision: ${msg}\n`);
 
@@ -162,18 +162,7 @@ async function main(): Promise<void> {
     loadAvg: os.loadavg().map((x) => Number(x.toFixed(2))),
     results,
   };
-  const out = path.resolve(
-    values.out ??
-      path.join(
-        repoRoot(),
-        'bench-results',
-        `precision-${new Date().toISOString().replace(/[:.]/g, '-')}.json`,
-      ),
-  );
-  await mkdir(path.dirname(out), { recursive: true });
-  const json = JSON.stringify(doc, null, 2);
-  await writeFile(out, json + '\n');
-  process.stdout.write(json + '\n');
+  await writeResult('precision', doc, values.out);
 }
 
 main().catch((err: unknown) => {
