@@ -32,7 +32,7 @@ const CTX = 24;
 const HEADS = 4;
 const DH = C / HEADS;
 
-type Layout = 'diffusers' | 'sdpa' | 'batch-heads' | 'div';
+type Layout = 'diffusers' | 'sdpa' | 'sdpa-runtime-scale' | 'batch-heads' | 'div';
 
 /**
  * One attention block: x [b, N, C] attends over itself (self) or ctx [b, M, CTX] (cross), in
@@ -40,7 +40,7 @@ type Layout = 'diffusers' | 'sdpa' | 'batch-heads' | 'div';
  */
 function attentionModel(
   layout: Layout,
-  opts: { cross?: boolean; mask?: boolean; leak?: boolean } = {},
+  opts: { cross?: boolean; mask?: boolean; leak?: boolean; shapeOut?: boolean } = {},
 ): string {
   const g = new GraphBuilder(`attn-${layout}`, { seed: 7 });
   const nn = new Nn(g);
@@ -59,7 +59,7 @@ function attentionModel(
     return g.op('Concat', [pick(0), pick(1), g.i64(tail)], { axis: 0 });
   };
   const split = (t: string): string => {
-    const shape = layout === 'sdpa' ? dynamic(t, [HEADS, DH]) : g.i64([0, 0, HEADS, DH]);
+    const shape = layout.startsWith('sdpa') ? dynamic(t, [HEADS, DH]) : g.i64([0, 0, HEADS, DH]);
     return g.op('Transpose', [g.op('Reshape', [t, shape])], { perm: [0, 2, 1, 3] });
   };
   let scores: string;
@@ -76,9 +76,17 @@ function attentionModel(
     };
   } else {
     const kt = g.op('Transpose', [split(k)], { perm: [0, 1, 3, 2] });
-    if (layout === 'sdpa') {
-      const root = g.f32(Math.sqrt(scale));
-      scores = g.op('MatMul', [g.op('Mul', [split(q), root]), g.op('Mul', [kt, root])]);
+    if (layout.startsWith('sdpa')) {
+      const qh = split(q);
+      // torch's export: sqrt(1 / sqrt(float(Shape(q)[-1]))), computed at run time.
+      const runtime = () => {
+        const last = g.op('Slice', [g.op('Shape', [qh]), g.i64([-1]), g.i64([2 ** 62])]);
+        const d = g.op('Cast', [last], { to: 1 });
+        return g.op('Sqrt', [g.op('Div', [g.f32([1]), g.op('Sqrt', [d])])]);
+      };
+      const root = layout === 'sdpa' ? g.f32(Math.sqrt(scale)) : runtime();
+      if (opts.shapeOut) g.output(g.op('Shape', [qh]), 'q_shape', 'int64', [4]);
+      scores = g.op('MatMul', [g.op('Mul', [qh, root]), g.op('Mul', [kt, root])]);
     } else if (layout === 'div')
       scores = g.op('Div', [g.op('MatMul', [split(q), kt]), g.f32(Math.sqrt(DH))]);
     else scores = g.op('Mul', [g.op('MatMul', [split(q), kt]), g.f32(scale)]);
@@ -94,7 +102,7 @@ function attentionModel(
   if (opts.leak) g.output(scores, 'scores', 'float32', null);
   const file = path.join(
     root,
-    `${layout}-${opts.cross ? 'x' : 's'}${opts.mask ? 'm' : ''}${opts.leak ? 'l' : ''}.onnx`,
+    `${layout}-${opts.cross ? 'x' : 's'}${opts.mask ? 'm' : ''}${opts.leak ? 'l' : ''}${opts.shapeOut ? 'o' : ''}.onnx`,
   );
   g.save(file);
   return file;
@@ -129,7 +137,7 @@ const maxAbs = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
 const has = (bytes: Uint8Array, text: string) => Buffer.from(bytes).includes(text);
 
 describe('attention rewrite: exported layouts', () => {
-  for (const layout of ['diffusers', 'sdpa', 'batch-heads', 'div'] as const) {
+  for (const layout of ['diffusers', 'sdpa', 'sdpa-runtime-scale', 'batch-heads', 'div'] as const) {
     for (const cross of [false, true]) {
       test(`${layout}, ${cross ? 'cross' : 'self'}-attention becomes MultiHeadAttention with equal outputs`, async () => {
         const original = await readFile(attentionModel(layout, { cross }));
@@ -140,7 +148,8 @@ describe('attention rewrite: exported layouts', () => {
         expect(has(model, 'Softmax')).toBe(false);
         // Nothing left to rewrite, and the dead shape arithmetic went with the pattern.
         expect(rewriteAttention(model)).toBeNull();
-        if (layout === 'sdpa') expect(has(model, 'Gather')).toBe(false);
+        if (layout.startsWith('sdpa')) expect(has(model, 'Gather')).toBe(false);
+        if (layout === 'sdpa-runtime-scale') expect(has(model, 'Sqrt')).toBe(false);
         const [a, b] = await runBoth(original, model, cross);
         expect(maxAbs(a, b)).toBeLessThan(1e-4);
       });

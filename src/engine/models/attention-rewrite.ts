@@ -12,8 +12,9 @@
  *
  * What is matched, starting from each Softmax over the last axis:
  *
- *   scores = MatMul(Q', K'), optionally times a constant (Mul, or Div by one) on the scores, on
- *            Q' or on K' (torch's scaled_dot_product_attention export scales both by sqrt(scale))
+ *   scores = MatMul(Q', K'), optionally times a scalar (Mul, or Div by one) on the scores, on
+ *            Q' or on K' (torch's scaled_dot_product_attention export scales both by sqrt(scale),
+ *            computed at run time from Shape(Q')[-1]: evaluated here from the head size)
  *   out    = MatMul(Softmax(scores), V')
  *   heads  4-D: Q' = Transpose[0,2,1,3](Reshape(q, [b, n, H, d])), K' = Transpose[0,1,3,2] of
  *              the same for k (or Transpose[0,2,3,1](Reshape(k, ...))), V' like Q'; the result
@@ -274,6 +275,9 @@ class Matcher {
   constructor(private readonly m: ParsedModel) {
     for (const n of m.nodes) {
       for (const o of n.outputs) this.producer.set(o, n);
+      // A Shape only reads dims (SDPA's export takes its scale from Shape(q)); if it is still
+      // needed after the rewrite, the final check in rewriteAttention refuses the rewrite.
+      if (n.opType === 'Shape') continue;
       for (const i of n.inputs) if (i) this.uses.set(i, (this.uses.get(i) ?? 0) + 1);
     }
     for (const o of m.graphOutputs) this.uses.set(o, (this.uses.get(o) ?? 0) + 1);
@@ -302,26 +306,84 @@ class Matcher {
     return out;
   }
 
-  /** A scalar constant input of `n` (the other being `other`), or undefined. */
+  /** A scalar input of `n` (the other being `other`), constant or computable, or undefined. */
   private scalar(n: Node, other: string): number | undefined {
     const c = n.inputs.find((i) => i !== other);
-    const v = c === undefined ? undefined : this.m.consts.get(c);
-    return v && v.length === 1 ? v[0] : undefined;
+    const v = c === undefined ? undefined : this.evaluate(c, 0);
+    return v && v.length === 1 && Number.isFinite(v[0]) ? v[0] : undefined;
   }
 
-  /** Strip a scaling Mul/Div by a constant: [input, factor]. */
+  /**
+   * The value of a small tensor computed from constants and the last dim of a head-split tensor:
+   * torch's scaled_dot_product_attention export computes its scale at run time as
+   * sqrt(1 / sqrt(float(Shape(q)[-1]))). Undefined for anything else.
+   */
+  private evaluate(name: string, depth: number): number[] | undefined {
+    const c = this.m.consts.get(name);
+    if (c) return c;
+    const n = this.producer.get(name);
+    if (!n || n.domain !== '' || depth > 8) return undefined;
+    const arg = (i: number) => this.evaluate(n.inputs[i], depth + 1);
+    const binary = (f: (a: number, b: number) => number) => {
+      const a = arg(0);
+      const b = arg(1);
+      if (!a || !b || (a.length !== 1 && b.length !== 1)) return undefined;
+      return a.length >= b.length ? a.map((x) => f(x, b[0])) : b.map((y) => f(a[0], y));
+    };
+    switch (n.opType) {
+      case 'Cast':
+      case 'Identity':
+        return arg(0);
+      case 'Sqrt':
+        return arg(0)?.map(Math.sqrt);
+      case 'Reciprocal':
+        return arg(0)?.map((x) => 1 / x);
+      case 'Mul':
+        return binary((a, b) => a * b);
+      case 'Div':
+        return binary((a, b) => a / b);
+      case 'Slice': {
+        // Shape(x)[-1:]: the head size.
+        const starts = this.m.consts.get(n.inputs[1]);
+        const shape = this.producer.get(n.inputs[0]);
+        if (shape?.opType !== 'Shape' || starts?.length !== 1 || starts[0] !== -1) return undefined;
+        const d = this.lastDim(shape.inputs[0]);
+        return d === undefined ? undefined : [d];
+      }
+      case 'Gather': {
+        const index = this.m.consts.get(n.inputs[1]);
+        const shape = this.producer.get(n.inputs[0]);
+        if (shape?.opType !== 'Shape' || index?.length !== 1 || index[0] !== -1) return undefined;
+        const d = this.lastDim(shape.inputs[0]);
+        return d === undefined ? undefined : [d];
+      }
+      default:
+        return undefined;
+    }
+  }
+
+  /** The last dim of a head-split tensor, Transpose[0,2,1,3](Reshape(x, [., ., H, d])): d. */
+  private lastDim(name: string): number | undefined {
+    const t = this.producer.get(name);
+    if (t?.opType !== 'Transpose' || !samePerm(t.ints.perm, [0, 2, 1, 3])) return undefined;
+    const r = this.producer.get(t.inputs[0]);
+    const shape = r?.opType === 'Reshape' ? this.shapeOf(r) : undefined;
+    return shape && shape.length === 4 && shape[3] > 0 ? shape[3] : undefined;
+  }
+
+  /** Strip a scaling Mul/Div by a scalar: [input, factor]. */
   private unscale(name: string, nodes: Node[]): [string, number] {
     const n = this.producer.get(name);
     if (!n || n.domain !== '' || this.uses.get(name) !== 1) return [name, 1];
     if (n.opType === 'Mul') {
       for (const x of n.inputs) {
         const s = this.scalar(n, x);
-        if (s !== undefined && !this.m.consts.has(x)) {
+        if (s !== undefined && this.evaluate(x, 0) === undefined) {
           nodes.push(n);
           return [x, s];
         }
       }
-    } else if (n.opType === 'Div' && !this.m.consts.has(n.inputs[0])) {
+    } else if (n.opType === 'Div' && this.evaluate(n.inputs[0], 0) === undefined) {
       const s = this.scalar(n, n.inputs[0]);
       if (s !== undefined && s !== 0) {
         nodes.push(n);
@@ -483,6 +545,14 @@ export function rewriteAttention(model: Uint8Array): AttentionRewrite | null {
   }
   if (replaced.size === 0) return null;
   const kept = dropDead(parsed, removed, replaced);
+  // Every input a kept node reads must still be made by someone (a Shape of a removed tensor
+  // whose result is still used would not be): else keep the model as it was.
+  const made = new Set<string>();
+  for (const n of kept) for (const o of n.outputs) made.add(o);
+  for (const n of parsed.nodes) if (replaced.has(n.index)) made.add(n.outputs[0]);
+  const lost = (name: string) =>
+    name !== '' && !made.has(name) && matcher.producer.has(name) && !parsed.consts.has(name);
+  if (kept.some((n) => n.inputs.some(lost))) return null;
   return { model: encode(model, parsed, kept, replaced), replaced: replaced.size };
 }
 
