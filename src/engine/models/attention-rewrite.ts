@@ -342,18 +342,12 @@ class Matcher {
         return binary((a, b) => a * b);
       case 'Div':
         return binary((a, b) => a / b);
-      case 'Slice': {
-        // Shape(x)[-1:]: the head size.
-        const starts = this.m.consts.get(n.inputs[1]);
-        const shape = this.producer.get(n.inputs[0]);
-        if (shape?.opType !== 'Shape' || starts?.length !== 1 || starts[0] !== -1) return undefined;
-        const d = this.lastDim(shape.inputs[0]);
-        return d === undefined ? undefined : [d];
-      }
+      case 'Slice':
       case 'Gather': {
-        const index = this.m.consts.get(n.inputs[1]);
+        // Shape(x)[-1:] (Slice starts) or Shape(x)[-1] (Gather index): the head size.
+        const at = this.m.consts.get(n.inputs[1]);
         const shape = this.producer.get(n.inputs[0]);
-        if (shape?.opType !== 'Shape' || index?.length !== 1 || index[0] !== -1) return undefined;
+        if (shape?.opType !== 'Shape' || at?.length !== 1 || at[0] !== -1) return undefined;
         const d = this.lastDim(shape.inputs[0]);
         return d === undefined ? undefined : [d];
       }
