@@ -23,6 +23,8 @@ import type * as ort from 'onnxruntime-node';
 import { MID_UNET_CONFIG, SD15_UNET_CONFIG, type FixtureSpec } from '../../tests/fixtures/models';
 import { benchModel, repoRoot } from './fixture';
 import { gpuMain } from './gpu';
+import { measureLoad } from './load';
+import { VARIANTS, type Variant, memoryMatrix, summarizeMemory } from './memory';
 import {
   DiffusionEngine,
   type StageTimings,
@@ -45,6 +47,11 @@ const usage = `Usage: npm run bench -- [options]
   --sampler A[,B]      samplers (default euler,dpmpp_2m)
   --provider NAME      auto, cpu, cuda, dml, coreml, webgpu (default cpu)
   --threads N          intra-op threads (default: physical cores)
+  --load-repeats N     warm loads after the cold one (default 1; 0 skips the load measurement)
+  --memory-sizes A[,B] image sides for peak memory, one child process per case (default
+                       256,512 for mid, 512 for sd15; none skips it)
+  --memory-variants V  matmul (attention as exported), fused (rewritten to MultiHeadAttention,
+                       the default load), fused-noarena (default matmul,fused)
   --out FILE           where to write the JSON (default bench-results/engine-<date>.json)`;
 
 class UsageError extends Error {}
@@ -141,6 +148,9 @@ async function main(): Promise<void> {
       unet: { type: 'string', default: 'mid' },
       provider: { type: 'string', default: 'cpu' },
       threads: { type: 'string' },
+      'load-repeats': { type: 'string' },
+      'memory-sizes': { type: 'string' },
+      'memory-variants': { type: 'string', default: 'matmul,fused' },
       out: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -157,6 +167,18 @@ async function main(): Promise<void> {
   const size = intArg(values.size, 'size', unetName === 'sd15' ? 512 : 256, 64);
   if (size % 8) throw new UsageError(`--size must be a multiple of 8, not ${size}.`);
   const threads = intArg(values.threads, 'threads', 0, 0);
+  const loadRepeats = intArg(values['load-repeats'], 'load-repeats', 1, 0);
+  const memorySizesArg = values['memory-sizes'] ?? (unetName === 'sd15' ? '512' : '256,512');
+  const memorySizes =
+    memorySizesArg === 'none'
+      ? []
+      : memorySizesArg.split(',').map((x) => intArg(x.trim(), 'memory-sizes', 0, 64));
+  if (memorySizes.some((x) => x % 8))
+    throw new UsageError(`--memory-sizes must be multiples of 8, not "${memorySizesArg}".`);
+  const memoryVariants = values['memory-variants'].split(',').map((v) => v.trim());
+  for (const v of memoryVariants)
+    if (!(VARIANTS as readonly string[]).includes(v))
+      throw new UsageError(`--memory-variants: "${v}" is not one of ${VARIANTS.join(', ')}.`);
   const samplers = (values.sampler ?? 'euler,dpmpp_2m').split(',').map((s) => s.trim());
   for (const s of samplers)
     if (!(samplerNames as readonly string[]).includes(s))
@@ -335,6 +357,23 @@ async function main(): Promise<void> {
   }
   await engine.release();
   const upscale = await benchUpscale(info.dir, size, steps, provider, threads);
+  // Model loading cold and warm (bench:load's measurement), then peak memory per resolution
+  // (bench:memory's, each case in its own process so each peak is its own).
+  const load =
+    loadRepeats > 0
+      ? await measureLoad({ unet: unetName, repeats: loadRepeats, ...(threads ? { threads } : {}) })
+      : null;
+  const memory =
+    memorySizes.length > 0
+      ? await memoryMatrix({
+          unet: unetName,
+          sizes: memorySizes,
+          dtypes: ['float32'],
+          variants: memoryVariants as Variant[],
+          calls: 1,
+          ...(threads ? { threads } : {}),
+        })
+      : null;
 
   const cpus = os.cpus();
   const runtime = getRuntimeInfo();
@@ -385,6 +424,8 @@ async function main(): Promise<void> {
     },
     samplers: results,
     upscale,
+    load: load && { coldMs: load.coldMs, warmMs: load.warmMs, cold: load.cold, warm: load.warm },
+    memory: memory && { summary: summarizeMemory(memory), cases: memory },
   };
   const json = JSON.stringify(doc, null, 2);
   await writeFile(out, json + '\n');

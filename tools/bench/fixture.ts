@@ -1,7 +1,7 @@
 // The benchmarks' random-weight fixture models, built once from the checkout's fixture builder.
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, rename, rm } from 'node:fs/promises';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
@@ -48,4 +48,31 @@ export async function benchModel(
     await rm(tmp, { recursive: true, force: true });
   }
   return { info: await loadFixtureInfo(dir), built: true, buildMs: performance.now() - started };
+}
+
+/**
+ * Whether this process was started as the bundled tool `name` (out/tools/<name>.mjs): a bench
+ * module imported by another bench is bundled into it and must not run its own main.
+ */
+export function isEntry(name: string): boolean {
+  return path.basename(process.argv[1] ?? '') === `${name}.mjs`;
+}
+
+/**
+ * Print a bench's JSON document on stdout and keep it in `out`, else in
+ * bench-results/<name>-<date>.json under the checkout.
+ */
+export async function writeResult(name: string, doc: unknown, out?: string): Promise<void> {
+  const file = path.resolve(
+    out ??
+      path.join(
+        repoRoot(),
+        'bench-results',
+        `${name}-${new Date().toISOString().replace(/[:.]/g, '-')}.json`,
+      ),
+  );
+  await mkdir(path.dirname(file), { recursive: true });
+  const json = JSON.stringify(doc, null, 2);
+  await writeFile(file, json + '\n');
+  process.stdout.write(json + '\n');
 }

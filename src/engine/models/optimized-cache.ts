@@ -73,6 +73,8 @@ export interface KeyParts {
   ortVersion: string;
   level: string;
   cpu: string;
+  /** A rewrite applied to the graph before ORT optimized it (attention-rewrite.ts), if any. */
+  transform?: string;
 }
 
 let cpuId: string | undefined;

@@ -18,6 +18,7 @@ import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import type { ExecutionProviderPreference } from '../../shared/settings';
 import { EngineError, shortReason, wrapSessionCreateError } from '../errors';
+import { ATTENTION_REWRITE_ID, rewriteAttentionFile } from './attention-rewrite';
 import {
   OptimizedEntry,
   cpuIdentity,
@@ -112,6 +113,16 @@ export interface SessionOptionsInput {
    * created.
    */
   spinning?: boolean;
+  /**
+   * Rewrite exported MatMul + Softmax attention into MultiHeadAttention before ONNX Runtime
+   * optimizes the graph (attention-rewrite.ts; far less memory, same outputs). Default true.
+   */
+  rewriteAttention?: boolean;
+  /**
+   * ONNX Runtime's CPU arena and memory-pattern planning (enableCpuMemArena, enableMemPattern).
+   * Default true; off trades allocation speed for a lower peak (README "Performance").
+   */
+  memArena?: boolean;
 }
 
 /**
@@ -142,8 +153,8 @@ export function sessionOptions(
     interOpNumThreads: 1,
     executionMode: 'sequential',
     // DirectML does not support memory patterns (ORT's DirectML EP docs); everything else does.
-    enableMemPattern: provider !== 'dml',
-    enableCpuMemArena: true,
+    enableMemPattern: provider !== 'dml' && (opts.memArena ?? true),
+    enableCpuMemArena: opts.memArena ?? true,
     extra: {
       session: { intra_op: { allow_spinning: (opts.spinning ?? spinByDefault()) ? '1' : '0' } },
     },
@@ -238,6 +249,8 @@ export interface CreatedSession {
    * now and saved for next time), 'off' (no cache folder, or it could not be written).
    */
   cache: OptimizedCacheUse;
+  /** Attentions rewritten into MultiHeadAttention at this load (0 on a cache hit). */
+  attentionRewrites: number;
 }
 
 export type OptimizedCacheUse = 'hit' | 'written' | 'off';
@@ -277,11 +290,11 @@ export async function createSession(
       }
     }
     try {
-      const { session, cache } = await createOne(modelPath, provider, opts);
+      const { session, cache, attentionRewrites } = await createOne(modelPath, provider, opts);
       // A later provider loaded the model, so the earlier ones failed for their own reasons.
       for (const [p, r] of failed) if (!/out of memory/i.test(r)) providerFailures.set(p, r);
       const fallbackReason = reasons.length > 0 ? reasons.join('; ') : null;
-      return { session, provider, fallbackReason, cache };
+      return { session, provider, fallbackReason, cache, attentionRewrites };
     } catch (e) {
       if (provider === 'cpu') {
         throw wrapSessionCreateError(e, file, {
@@ -315,23 +328,37 @@ async function createOne(
   modelPath: string,
   provider: ProviderName,
   opts: SessionOptionsInput & { source?: SessionSourceInput },
-): Promise<{ session: ort.InferenceSession; cache: OptimizedCacheUse }> {
+): Promise<{ session: ort.InferenceSession; cache: OptimizedCacheUse; attentionRewrites: number }> {
   const options = sessionOptions(provider, opts);
+  const rewrite = opts.rewriteAttention ?? true;
   const src = opts.source;
   if (src) {
     // Patched weights (LoRAs) never use the optimized-graph cache: its entries are keyed by the
     // files on disk, whose weights these are not.
     if (src.externalData.length > 0) options.externalData = src.externalData;
+    const r = rewrite ? await rewriteAttentionFile(src.model, dirname(modelPath)) : null;
+    const model = r?.model ?? src.model;
     const session =
-      typeof src.model === 'string'
-        ? await ort.InferenceSession.create(src.model, options)
-        : await ort.InferenceSession.create(src.model, options);
-    return { session, cache: 'off' };
+      typeof model === 'string'
+        ? await ort.InferenceSession.create(model, options)
+        : await ort.InferenceSession.create(model, withFolder(options, r?.folder));
+    return { session, cache: 'off', attentionRewrites: r?.replaced ?? 0 };
   }
-  const plain = async () => ({
-    session: await ort.InferenceSession.create(modelPath, options),
-    cache: 'off' as const,
-  });
+  // Read, and rewritten when it has exported attention, only when ORT is about to optimize it.
+  const source = async () => {
+    const r = rewrite ? await rewriteAttentionFile(modelPath, dirname(modelPath)) : null;
+    return r
+      ? { model: r.model, options: withFolder(options, r.folder), attentionRewrites: r.replaced }
+      : { model: modelPath, options, attentionRewrites: 0 };
+  };
+  const create = (model: string | Uint8Array, o: ort.InferenceSession.SessionOptions) =>
+    typeof model === 'string'
+      ? ort.InferenceSession.create(model, o)
+      : ort.InferenceSession.create(model, o);
+  const plain = async () => {
+    const s = await source();
+    return { session: await create(s.model, s.options), cache: 'off' as const, ...s };
+  };
   if (!opts.optimizedCacheDir) return plain();
   const entry = new OptimizedEntry(opts.optimizedCacheDir, {
     modelPath,
@@ -339,6 +366,7 @@ async function createOne(
     ortVersion: ortVersion(),
     level: GRAPH_LEVEL,
     cpu: cpuIdentity(),
+    ...(rewrite ? { transform: ATTENTION_REWRITE_ID } : {}),
   });
   let cached: string | null = null;
   try {
@@ -352,7 +380,7 @@ async function createOne(
         ...options,
         graphOptimizationLevel: 'disabled',
       });
-      return { session, cache: 'hit' };
+      return { session, cache: 'hit', attentionRewrites: 0 };
     } catch {
       // A damaged entry (or one this ORT cannot read): rebuilt below from the source.
       await entry.remove();
@@ -366,12 +394,13 @@ async function createOne(
     return plain();
   }
   let session: ort.InferenceSession;
+  const s = await source();
   try {
-    session = await ort.InferenceSession.create(modelPath, {
-      ...options,
+    session = await create(s.model, {
+      ...s.options,
       optimizedModelFilePath: target.modelPath,
       extra: {
-        session: { ...(options.extra?.session as object | undefined), ...saveOptimizedConfig() },
+        session: { ...(s.options.extra?.session as object | undefined), ...saveOptimizedConfig() },
       },
     });
   } catch (e) {
@@ -386,7 +415,23 @@ async function createOne(
     await pruneOptimizedCache(opts.optimizedCacheDir);
   } catch {
     // The session works; the next load optimizes again.
-    return { session, cache: 'off' };
+    return { session, cache: 'off', attentionRewrites: s.attentionRewrites };
   }
-  return { session, cache: 'written' };
+  return { session, cache: 'written', attentionRewrites: s.attentionRewrites };
+}
+
+/**
+ * A model created from bytes finds its external weights through this folder (ORT's
+ * session.model_external_initializers_file_folder_path), as it would beside its file.
+ */
+function withFolder(
+  options: ort.InferenceSession.SessionOptions,
+  folder: string | undefined,
+): ort.InferenceSession.SessionOptions {
+  if (!folder) return options;
+  const session = {
+    ...(options.extra?.session as object | undefined),
+    model_external_initializers_file_folder_path: folder,
+  };
+  return { ...options, extra: { ...options.extra, session } };
 }

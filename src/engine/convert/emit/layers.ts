@@ -184,8 +184,13 @@ export class Layers {
    * Scaled dot-product attention (Vaswani et al. 2017, eq. 1) over projected q [B, N, inner] and
    * k, v [B, M, inner] with `heads` heads; returns [B, N, inner] before the output projection.
    * `mask` [N, M] is added to the scores (the text encoder's causal mask).
-   * 'fused' is com.microsoft MultiHeadAttention, which ONNX Runtime's CPU provider runs without
-   * materialising every head's N x M scores at once; 'matmul' is the plain export.
+   * 'fused' is com.microsoft MultiHeadAttention; 'matmul' is the plain export, which holds every
+   * head's N x M scores and their softmax at once. ONNX Runtime 1.30's CPU MultiHeadAttention
+   * (contrib_ops/cpu/bert/multihead_attention.cc) takes MLAS's flash-attention path, scores in
+   * L2-sized tiles, only for float tensors with no key_padding_mask, attention_bias, past or
+   * present and unidirectional 0 (float16 nodes run in float32 behind Casts ORT inserts, so they
+   * take it too): the UNet's and VAE's attention here passes q, k, v alone and does; the text
+   * encoder's causal mask goes through attention_bias and is materialised, 77 x 77 per head.
    */
   attention(
     q: string,

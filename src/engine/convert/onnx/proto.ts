@@ -78,6 +78,12 @@ export class Message {
     return this.bytesField(field, utf8.encode(s));
   }
 
+  /** Bytes that are already encoded fields (copied from another message). */
+  raw(b: Uint8Array): this {
+    this.push(b);
+    return this;
+  }
+
   message(field: number, m: Message): this {
     return this.bytesField(field, m.bytes());
   }
@@ -156,7 +162,7 @@ function attributeMessage(name: string, v: AttrValue): Message {
   return m.float(2, v.f).int(20, AttrType.FLOAT);
 }
 
-function nodeMessage(n: NodeSpec): Message {
+export function nodeMessage(n: NodeSpec): Message {
   const m = new Message();
   for (const i of n.inputs) m.string(1, i);
   for (const o of n.outputs) m.string(2, o);

@@ -1,0 +1,304 @@
+// `npm run bench:memory [-- --unet mid|sd15 --sizes 512[,768] --dtypes float32[,float16]
+//  --variants matmul,fused[,fused-noarena] --calls N --threads N --out FILE]`: peak memory of the
+// UNet at work, one child process per case so each peak is its own.
+//
+// A case is one UNet (the bench's random-weight fixture, whose attention is exported MatMul +
+// Softmax as in diffusers/optimum folders), one storage dtype, one image size and one variant:
+//   matmul          loaded as exported (attention rewrite off): every head's N x N scores exist
+//   fused           rewritten to MultiHeadAttention at load (the engine's default)
+//   fused-noarena   the same with ONNX Runtime's CPU arena and memory patterns off
+// The child creates the session (no optimized-graph cache, so the load is cold), notes its peak
+// RSS (VmHWM), resets the peak (/proc/self/clear_refs 5) and runs `calls` classifier-free-guidance
+// UNet calls (batch 2) at the size; it reports load time, per-call time and both peaks. The
+// fixture's text encoder and VAE are small, so the UNet's peak is the generation's; this is
+// what a 512x512 SD-1.5 generation holds at once. Linux only (VmHWM). One JSON document on
+// stdout, also written to bench-results/memory-<date>.json; progress on stderr.
+import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import * as ort from 'onnxruntime-node';
+import { MID_UNET_CONFIG, SD15_UNET_CONFIG } from '../../tests/fixtures/models';
+import { getRuntimeInfo } from '../../src/engine';
+import { createSession } from '../../src/engine/models/providers';
+import { benchModel, isEntry, repoRoot, writeResult } from './fixture';
+
+const log = (msg: string) => process.stderr.write(`bench:memory: ${msg}\n`);
+const GiB = 2 ** 30;
+const round = (x: number, d = 2) => Number(x.toFixed(d));
+
+export const VARIANTS = ['matmul', 'fused', 'fused-noarena'] as const;
+export type Variant = (typeof VARIANTS)[number];
+
+/** A /proc/self/status field in bytes (VmHWM: peak resident set; VmRSS: now). */
+function statusBytes(field: 'VmHWM' | 'VmRSS'): number {
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(
+    readFileSync('/proc/self/status', 'utf8'),
+  );
+  return m ? Number(m[1]) * 1024 : NaN;
+}
+
+export interface CaseResult {
+  unet: string;
+  dtype: 'float32' | 'float16';
+  size: number;
+  variant: Variant;
+  attentionRewrites: number;
+  loadMs: number;
+  /** Peak RSS while the session was created, GiB. */
+  loadPeakGiB: number;
+  /** RSS once loaded, before the first call, GiB. */
+  loadedGiB: number;
+  /** Peak RSS over the UNet calls (reset after the load), GiB. */
+  runPeakGiB: number;
+  /** Median wall time of one CFG UNet call (batch 2), ms. */
+  callMs: number;
+  callsMs: number[];
+}
+
+/** In the child: one case. */
+async function child(args: {
+  model: string;
+  unet: string;
+  dtype: 'float32' | 'float16';
+  size: number;
+  variant: Variant;
+  calls: number;
+  threads?: number;
+}): Promise<CaseResult> {
+  const started = performance.now();
+  const created = await createSession(args.model, 'unet/model.onnx', 'cpu', {
+    rewriteAttention: args.variant !== 'matmul',
+    memArena: args.variant !== 'fused-noarena',
+    ...(args.threads ? { threads: args.threads } : {}),
+  });
+  const loadMs = performance.now() - started;
+  const loadPeak = statusBytes('VmHWM');
+  const loaded = statusBytes('VmRSS');
+  // Reset VmHWM to the current RSS (proc(5), clear_refs), so the run's peak is its own.
+  writeFileSync('/proc/self/clear_refs', '5');
+  const s = created.session;
+  const h = args.size / 8;
+  const feeds: Record<string, ort.Tensor> = {};
+  for (const meta of s.inputMetadata) {
+    if (!meta.isTensor) continue;
+    const dims =
+      meta.name === 'sample'
+        ? [2, 4, h, h]
+        : meta.name === 'encoder_hidden_states'
+          ? [2, 77, SD15_UNET_CONFIG.cross_attention_dim]
+          : meta.shape.map((d) => (typeof d === 'number' ? d : 2));
+    if (meta.name === 'encoder_hidden_states' && args.unet === 'mid')
+      dims[2] = MID_UNET_CONFIG.cross_attention_dim;
+    const n = dims.reduce((a, b) => a * b, 1);
+    const t = meta.type;
+    if (t === 'int64')
+      feeds[meta.name] = new ort.Tensor('int64', new BigInt64Array(n).fill(500n), dims);
+    else if (t === 'float16')
+      feeds[meta.name] = new ort.Tensor('float16', new Uint16Array(n).fill(0x3800), dims);
+    else feeds[meta.name] = new ort.Tensor('float32', new Float32Array(n).fill(0.5), dims);
+  }
+  const callsMs: number[] = [];
+  for (let i = 0; i < args.calls; i++) {
+    const t0 = performance.now();
+    await s.run(feeds);
+    callsMs.push(performance.now() - t0);
+    log(`${args.variant} ${args.dtype} ${args.size}: call ${i + 1} ${Math.round(callsMs[i])} ms`);
+  }
+  const runPeak = statusBytes('VmHWM');
+  await s.release();
+  const sorted = [...callsMs].sort((a, b) => a - b);
+  return {
+    unet: args.unet,
+    dtype: args.dtype,
+    size: args.size,
+    variant: args.variant,
+    attentionRewrites: created.attentionRewrites,
+    loadMs: Math.round(loadMs),
+    loadPeakGiB: round(loadPeak / GiB),
+    loadedGiB: round(loaded / GiB),
+    runPeakGiB: round(runPeak / GiB),
+    callMs: Math.round(
+      sorted.length % 2
+        ? sorted[sorted.length >> 1]
+        : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2,
+    ),
+    callsMs: callsMs.map((x) => Math.round(x)),
+  };
+}
+
+function runChild(argv: string[]): Promise<CaseResult> {
+  return new Promise((resolve, reject) => {
+    // Through run-tool, so a child is this tool even when bench.ts bundled the parent.
+    const root = repoRoot();
+    const tool = ['scripts/run-tool.mjs', 'tools/bench/memory.ts'];
+    const p = spawn(process.execPath, [...tool, '--child', ...argv], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.on('error', reject);
+    p.on('exit', (code, signal) => {
+      if (code === 0) resolve(JSON.parse(out) as CaseResult);
+      else reject(new Error(`the case ${argv.join(' ')} exited with ${signal ?? code}`));
+    });
+  });
+}
+
+/**
+ * Per dtype and size: each variant's run peak and its call time over the exported graph's
+ * (matmul) in the same run, the per-step ratio the rewrite must keep at or below 1.
+ */
+export function summarizeMemory(
+  results: Awaited<ReturnType<typeof memoryMatrix>>,
+): Record<string, Record<string, { runPeakGiB: number; callMs: number; callRatio?: number }>> {
+  const out: Record<
+    string,
+    Record<string, { runPeakGiB: number; callMs: number; callRatio?: number }>
+  > = {};
+  for (const r of results) {
+    if (!('runPeakGiB' in r)) continue;
+    const key = `${r.dtype} ${r.size}`;
+    const base = results.find(
+      (x) =>
+        'runPeakGiB' in x && x.dtype === r.dtype && x.size === r.size && x.variant === 'matmul',
+    ) as CaseResult | undefined;
+    (out[key] ??= {})[r.variant] = {
+      runPeakGiB: r.runPeakGiB,
+      callMs: r.callMs,
+      ...(base ? { callRatio: round(r.callMs / base.callMs, 3) } : {}),
+    };
+  }
+  return out;
+}
+
+const list = (s: string) =>
+  s
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
+
+/**
+ * Every case of the matrix, one child each, in order; a failed case (out of memory) is recorded
+ * with its reason and the rest still run.
+ */
+export async function memoryMatrix(opts: {
+  unet: 'mid' | 'sd15';
+  sizes: number[];
+  dtypes: ('float32' | 'float16')[];
+  variants: Variant[];
+  calls: number;
+  threads?: number;
+}): Promise<(CaseResult | { dtype: string; size: number; variant: string; error: string })[]> {
+  const root = repoRoot();
+  const cfg = opts.unet === 'sd15' ? SD15_UNET_CONFIG : MID_UNET_CONFIG;
+  const results = [];
+  for (const dtype of opts.dtypes) {
+    const { info } = await benchModel(root, `${opts.unet}${dtype === 'float16' ? '-fp16' : ''}`, {
+      unet: cfg,
+      hiddenSize: cfg.cross_attention_dim,
+      dtype,
+      externalWeights: true,
+    });
+    const model = path.join(info.dir, 'unet', 'model.onnx');
+    for (const size of opts.sizes)
+      for (const variant of opts.variants) {
+        const argv = [
+          `--model=${model}`,
+          `--unet=${opts.unet}`,
+          `--dtype=${dtype}`,
+          `--size=${size}`,
+          `--variant=${variant}`,
+          `--calls=${opts.calls}`,
+          ...(opts.threads ? [`--threads=${opts.threads}`] : []),
+        ];
+        try {
+          const r = await runChild(argv);
+          log(JSON.stringify(r));
+          results.push(r);
+        } catch (e) {
+          const error = e instanceof Error ? e.message : String(e);
+          log(error);
+          results.push({ dtype, size, variant, error });
+        }
+      }
+  }
+  return results;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      child: { type: 'boolean', default: false },
+      model: { type: 'string' },
+      unet: { type: 'string', default: 'sd15' },
+      sizes: { type: 'string', default: '512' },
+      size: { type: 'string' },
+      dtypes: { type: 'string', default: 'float32,float16' },
+      dtype: { type: 'string' },
+      variants: { type: 'string', default: 'matmul,fused,fused-noarena' },
+      variant: { type: 'string' },
+      calls: { type: 'string', default: '2' },
+      threads: { type: 'string' },
+      out: { type: 'string' },
+    },
+  });
+  if (process.platform !== 'linux') throw new Error('bench:memory reads /proc: Linux only.');
+  const threads = values.threads ? Number(values.threads) : undefined;
+  const calls = Math.max(1, Number(values.calls));
+  if (values.child) {
+    const r = await child({
+      model: values.model ?? '',
+      unet: values.unet,
+      dtype: values.dtype === 'float16' ? 'float16' : 'float32',
+      size: Number(values.size),
+      variant: values.variant as Variant,
+      calls,
+      ...(threads ? { threads } : {}),
+    });
+    process.stdout.write(JSON.stringify(r) + '\n');
+    return;
+  }
+  const unet = values.unet;
+  if (unet !== 'mid' && unet !== 'sd15')
+    throw new Error(`--unet must be mid or sd15, not "${unet}".`);
+  const sizes = list(values.sizes).map(Number);
+  if (sizes.some((s) => !Number.isInteger(s) || s < 64 || s % 8))
+    throw new Error(`--sizes must be multiples of 8 from 64, not "${values.sizes}".`);
+  const dtypes = list(values.dtypes);
+  if (dtypes.some((d) => d !== 'float32' && d !== 'float16'))
+    throw new Error(`--dtypes must be float32 and/or float16, not "${values.dtypes}".`);
+  const variants = list(values.variants);
+  for (const v of variants)
+    if (!(VARIANTS as readonly string[]).includes(v))
+      throw new Error(`--variants: "${v}" is not one of ${VARIANTS.join(', ')}.`);
+  const results = await memoryMatrix({
+    unet,
+    sizes,
+    dtypes: dtypes as ('float32' | 'float16')[],
+    variants: variants as Variant[],
+    calls,
+    ...(threads ? { threads } : {}),
+  });
+  const doc = {
+    runtime: getRuntimeInfo(),
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model ?? 'unknown',
+    memGiB: round(os.totalmem() / GiB, 1),
+    loadAvg: os.loadavg().map((x) => round(x)),
+    unet,
+    calls,
+    summary: summarizeMemory(results),
+    results,
+  };
+  await writeResult('memory', doc, values.out);
+}
+
+// Bundled into bench.ts too: run only as its own tool (and its children).
+if (isEntry('memory'))
+  main().catch((err: unknown) => {
+    process.stderr.write(`bench:memory: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  });
