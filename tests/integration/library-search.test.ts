@@ -289,3 +289,49 @@ describe('gallery searches equal the naive query', () => {
         }
       });
 });
+
+describe('migration 11 (tag and LoRA dates)', () => {
+  it('upgrades a version 10 library with data, and tags added later are dated', async () => {
+    const d = tempDir();
+    dirs.push(d);
+    const first = await openLibrary(d);
+    const rows = fillLibrary(first.library, 400, 11);
+    // Back to version 10 as it was: no date columns, triggers or their indexes.
+    first.library.db.exec(`
+      DROP TRIGGER image_tags_created; DROP INDEX image_tags_newest;
+      ALTER TABLE image_tags DROP COLUMN created_at;
+      CREATE INDEX image_tags_tag ON image_tags(tag_id, image_id);
+      DROP TRIGGER generation_networks_created; DROP INDEX generation_networks_newest;
+      ALTER TABLE generation_networks DROP COLUMN created_at;
+      CREATE INDEX generation_networks_by_name ON generation_networks (kind, name COLLATE NOCASE);
+      PRAGMA user_version = 10;`);
+    first.library.close();
+    const { library: l } = await openLibrary(d);
+    expect(l.db.pragma('user_version', { simple: true })).toBeGreaterThanOrEqual(11);
+    const undated = l.db
+      .prepare(
+        `SELECT (SELECT count(*) FROM image_tags WHERE created_at IS NULL)
+              + (SELECT count(*) FROM generation_networks WHERE created_at IS NULL) AS n`,
+      )
+      .get() as { n: number };
+    expect(undated.n).toBe(0);
+    for (const query of [{ tag: 'keep' }, { lora: 'detail' }, { tag: 'print', lora: 'Detail' }])
+      for (const sort of ['newest', 'oldest'] as const) {
+        const page = l.gallery.searchGallery(q({ ...query, sort, limit: 500 }));
+        expect(page.items.map((i) => i.imageId)).toEqual(naive(rows, q({ ...query, sort })));
+      }
+    // Tagged after the upgrade: dated by the trigger, found in its place.
+    const oldest = naive(rows, q({ sort: 'oldest' }))[0];
+    l.gallery.setTags(oldest, ['late']);
+    const row = rows.find((r) => r.id === oldest)!;
+    row.tags.push('late');
+    expect(l.gallery.searchGallery(q({ tag: 'LATE' })).items.map((i) => i.imageId)).toEqual([
+      oldest,
+    ]);
+    const keep = l.gallery.searchGallery(q({ tag: 'keep', sort: 'oldest', limit: 500 }));
+    expect(keep.items.map((i) => i.imageId)).toEqual(
+      naive(rows, q({ tag: 'keep', sort: 'oldest' })),
+    );
+    l.close();
+  });
+});

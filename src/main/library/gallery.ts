@@ -11,6 +11,7 @@ import {
   StudioError,
 } from '../../shared';
 import type { Db } from './db';
+import { type DateLink, type Rest, countThroughLink, pageThroughLink, tagIdOf } from './date-links';
 import { countFromTotals } from './image-counts';
 
 /** Most terms of a search used (the rest are ignored). */
@@ -217,6 +218,9 @@ interface Filter {
   bounded: boolean;
   /** Only conditions on countedColumns: the total is read from image_counts. */
   fromTotals: boolean;
+  /** A tag or LoRA whose date-ordered index leads the search, and the conditions besides it. */
+  link: DateLink | null;
+  rest: Rest;
 }
 
 /**
@@ -231,6 +235,24 @@ export function searchGallery(db: Db, query: GalleryQuery, countCache: CountCach
   const pageEnd = (query.cursor ? 0 : (query.offset ?? 0)) + query.limit;
   let keys: PageKey[] | null = null;
   let counted = cachedCount(countCache, filter, pageEnd + query.limit);
+  if (filter.link && query.sort !== 'rating') {
+    // A tag or LoRA in date order: its own index leads (see date-links.ts).
+    counted ??= countLinked(
+      filter,
+      countThroughLink(db, filter.link, filter.rest, pageEnd + countAhead),
+      pageEnd,
+    );
+    const after = query.cursor ? decodeCursor(query.cursor, query.sort).k : null;
+    keys = pageThroughLink(
+      db,
+      filter.link,
+      filter.rest,
+      query.sort === 'newest',
+      after as [number, string] | null,
+      query.limit + 1,
+      query.cursor ? 0 : (query.offset ?? 0),
+    );
+  }
   if (counted === undefined && filter.bounded && !query.cursor)
     ({ counted, keys } = countWithFirstPage(db, query, filter, pageEnd));
   counted ??= countMatches(db, query, filter, pageEnd);
@@ -251,9 +273,20 @@ export function searchGallery(db: Db, query: GalleryQuery, countCache: CountCach
 function galleryFilter(db: Db, query: GalleryQuery): Filter {
   const where: string[] = ['i.deleted_at IS NULL'];
   const params: Array<string | number> = [];
+  const rest: Rest = { where: ['i.deleted_at IS NULL'], params: [] };
+  let link: DateLink | null = null;
   const add = (sql: string, ...values: Array<string | number>) => {
     where.push(sql);
     params.push(...values);
+    rest.where.push(sql);
+    rest.params.push(...values);
+  };
+  /** The first tag or LoRA leads (left out of `rest`); a second is a condition like others. */
+  const addLink = (to: DateLink, sql: string, value: string) => {
+    if (link) return add(sql, value);
+    link = to;
+    where.push(sql);
+    params.push(value);
   };
   if (query.modelId !== undefined) add('i.model_id = ?', query.modelId);
   if (query.sampler !== undefined) add('i.sampler = ?', query.sampler);
@@ -265,13 +298,16 @@ function galleryFilter(db: Db, query: GalleryQuery): Filter {
   if (query.favorite !== undefined) add('i.favorite = ?', query.favorite ? 1 : 0);
   if (query.minRating !== undefined && query.minRating > 0) add('i.rating >= ?', query.minRating);
   if (query.tag !== undefined)
-    add(
+    addLink(
+      // No tag of that name: -1, which no tag has (the search finds nothing).
+      { tagId: tagIdOf(db, query.tag.trim()) ?? -1 },
       `i.id IN (SELECT it.image_id FROM image_tags it JOIN tags t ON t.id = it.tag_id
                 WHERE t.name = ? COLLATE NOCASE)`,
       query.tag.trim(),
     );
   if (query.lora !== undefined)
-    add(
+    addLink(
+      { lora: query.lora.trim() },
       `i.generation_id IN (SELECT generation_id FROM generation_networks
                            WHERE kind = 'lora' AND name = ? COLLATE NOCASE)`,
       query.lora.trim(),
@@ -297,6 +333,8 @@ function galleryFilter(db: Db, query: GalleryQuery): Filter {
     key: JSON.stringify([sql, params]),
     usesText: match !== null,
     bounded: match !== null || query.tag !== undefined || query.lora !== undefined,
+    link,
+    rest,
     fromTotals:
       match === null &&
       query.tag === undefined &&
@@ -354,6 +392,12 @@ function countWithFirstPage(
       keys: found.map(({ id, rating, created_at }) => ({ id, rating, created_at })),
     };
   return { counted: n !== null ? entry(cap, false) : undefined, keys: null };
+}
+
+/** A bounded count of `n` (counted up to `pageEnd + countAhead + 1`) as a cache entry. */
+function countLinked(filter: Filter, n: number, pageEnd: number): CountEntry {
+  const cap = pageEnd + countAhead;
+  return { filterSql: filter.sql, params: filter.params, total: Math.min(n, cap), exact: n <= cap };
 }
 
 /** Counts the matches: all of them, or up to a cap past this page for a bounded search. */

@@ -5,6 +5,7 @@
  */
 import { GenerationSettings, parseNetworkTags } from '../../shared';
 import type { Db } from './db';
+import { addDateLinks } from './date-links';
 import { addImageCounts } from './image-counts';
 import { variantKeyOf } from './variant-key';
 import { downloadsSchema } from '../downloads/schema';
@@ -300,6 +301,12 @@ export const migrations: readonly Migration[] = [
     version: 10,
     description: 'gallery totals per filter combination (image_counts), kept by triggers',
     up: addImageCounts,
+  },
+  {
+    version: 11,
+    description:
+      'tag and LoRA searches in date order (created_at on image_tags, generation_networks)',
+    up: addDateLinks,
   },
 ];
 
