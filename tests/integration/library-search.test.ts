@@ -290,7 +290,7 @@ describe('gallery searches equal the naive query', () => {
       });
 });
 
-describe('migration 11 (tag and LoRA dates)', () => {
+describe('migration 11 (text, tags and LoRAs in date order)', () => {
   it('upgrades a version 10 library with data, and tags added later are dated', async () => {
     const d = tempDir();
     dirs.push(d);
@@ -304,6 +304,7 @@ describe('migration 11 (tag and LoRA dates)', () => {
       DROP TRIGGER generation_networks_created; DROP INDEX generation_networks_newest;
       ALTER TABLE generation_networks DROP COLUMN created_at;
       CREATE INDEX generation_networks_by_name ON generation_networks (kind, name COLLATE NOCASE);
+      DROP TRIGGER images_fts_ai; DROP TRIGGER images_fts_ad; DROP TABLE images_fts;
       PRAGMA user_version = 10;`);
     first.library.close();
     const { library: l } = await openLibrary(d);
@@ -315,7 +316,13 @@ describe('migration 11 (tag and LoRA dates)', () => {
       )
       .get() as { n: number };
     expect(undated.n).toBe(0);
-    for (const query of [{ tag: 'keep' }, { lora: 'detail' }, { tag: 'print', lora: 'Detail' }])
+    for (const query of [
+      { tag: 'keep' },
+      { lora: 'detail' },
+      { tag: 'print', lora: 'Detail' },
+      { text: 'cat' },
+      { text: 'light', lora: 'detail' },
+    ])
       for (const sort of ['newest', 'oldest'] as const) {
         const page = l.gallery.searchGallery(q({ ...query, sort, limit: 500 }));
         expect(page.items.map((i) => i.imageId)).toEqual(naive(rows, q({ ...query, sort })));

@@ -13,6 +13,7 @@ import {
 import type { Db } from './db';
 import { type DateLink, type Rest, countThroughLink, pageThroughLink, tagIdOf } from './date-links';
 import { countFromTotals } from './image-counts';
+import { countText, pageText } from './image-text';
 
 /** Most terms of a search used (the rest are ignored). */
 const maxTerms = 16;
@@ -206,6 +207,9 @@ export function countAdded(db: Db, cache: CountCache, imageIds: string[]): void 
   }
 }
 
+/** What leads a date-ordered search: an FTS5 query over `images_fts`, or a tag or LoRA. */
+type Lead = DateLink | { text: string };
+
 /** A search's filters as SQL over `images i`, with what decides how to count and page it. */
 interface Filter {
   where: string[];
@@ -218,8 +222,11 @@ interface Filter {
   bounded: boolean;
   /** Only conditions on countedColumns: the total is read from image_counts. */
   fromTotals: boolean;
-  /** A tag or LoRA whose date-ordered index leads the search, and the conditions besides it. */
-  link: DateLink | null;
+  /**
+   * The text, tag or LoRA whose date-ordered index leads a search sorted by date (the text
+   * first, then the tag), and the conditions besides it.
+   */
+  lead: Lead | null;
   rest: Rest;
 }
 
@@ -235,23 +242,28 @@ export function searchGallery(db: Db, query: GalleryQuery, countCache: CountCach
   const pageEnd = (query.cursor ? 0 : (query.offset ?? 0)) + query.limit;
   let keys: PageKey[] | null = null;
   let counted = cachedCount(countCache, filter, pageEnd + query.limit);
-  if (filter.link && query.sort !== 'rating') {
-    // A tag or LoRA in date order: its own index leads (see date-links.ts).
+  const lead = filter.lead;
+  if (lead && query.sort !== 'rating') {
+    // Text, tag or LoRA in date order: its own index leads (image-text.ts, date-links.ts).
+    const cap = pageEnd + countAhead;
     counted ??= countLinked(
       filter,
-      countThroughLink(db, filter.link, filter.rest, pageEnd + countAhead),
+      'text' in lead
+        ? countText(db, lead.text, filter.rest, cap)
+        : countThroughLink(db, lead, filter.rest, cap),
       pageEnd,
     );
-    const after = query.cursor ? decodeCursor(query.cursor, query.sort).k : null;
-    keys = pageThroughLink(
-      db,
-      filter.link,
+    const after = query.cursor
+      ? (decodeCursor(query.cursor, query.sort).k as [number, string])
+      : null;
+    const args = [
       filter.rest,
       query.sort === 'newest',
-      after as [number, string] | null,
+      after,
       query.limit + 1,
       query.cursor ? 0 : (query.offset ?? 0),
-    );
+    ] as const;
+    keys = 'text' in lead ? pageText(db, lead.text, ...args) : pageThroughLink(db, lead, ...args);
   }
   if (counted === undefined && filter.bounded && !query.cursor)
     ({ counted, keys } = countWithFirstPage(db, query, filter, pageEnd));
@@ -274,20 +286,37 @@ function galleryFilter(db: Db, query: GalleryQuery): Filter {
   const where: string[] = ['i.deleted_at IS NULL'];
   const params: Array<string | number> = [];
   const rest: Rest = { where: ['i.deleted_at IS NULL'], params: [] };
-  let link: DateLink | null = null;
   const add = (sql: string, ...values: Array<string | number>) => {
     where.push(sql);
     params.push(...values);
     rest.where.push(sql);
     rest.params.push(...values);
   };
-  /** The first tag or LoRA leads (left out of `rest`); a second is a condition like others. */
-  const addLink = (to: DateLink, sql: string, value: string) => {
-    if (link) return add(sql, value);
-    link = to;
-    where.push(sql);
+  /**
+   * A text, tag or LoRA condition: `gather` (its matches read once, for the planner to sort or
+   * test) in `where`; in `rest`, unless it leads, `probe` (tested row by row through an index:
+   * a lead hands out about a page of rows, and gathering every match of the others would cost
+   * more than that page).
+   */
+  const addLinked = (gather: string, probe: string, value: string, leads: boolean) => {
+    where.push(gather);
     params.push(value);
+    if (leads) return;
+    rest.where.push(probe);
+    rest.params.push(value);
   };
+  const match = query.text === undefined ? null : ftsQuery(query.text);
+  const tag = query.tag?.trim();
+  const lora = query.lora?.trim();
+  // No tag of that name: -1, which no tag has (the search finds nothing).
+  const lead: Lead | null =
+    match !== null
+      ? { text: match }
+      : tag !== undefined
+        ? { tagId: tagIdOf(db, tag) ?? -1 }
+        : lora !== undefined
+          ? { lora }
+          : null;
   if (query.modelId !== undefined) add('i.model_id = ?', query.modelId);
   if (query.sampler !== undefined) add('i.sampler = ?', query.sampler);
   if (query.mode !== undefined) add('i.mode = ?', query.mode);
@@ -297,20 +326,23 @@ function galleryFilter(db: Db, query: GalleryQuery): Filter {
   if (query.height !== undefined) add('i.height = ?', query.height);
   if (query.favorite !== undefined) add('i.favorite = ?', query.favorite ? 1 : 0);
   if (query.minRating !== undefined && query.minRating > 0) add('i.rating >= ?', query.minRating);
-  if (query.tag !== undefined)
-    addLink(
-      // No tag of that name: -1, which no tag has (the search finds nothing).
-      { tagId: tagIdOf(db, query.tag.trim()) ?? -1 },
+  if (tag !== undefined)
+    addLinked(
       `i.id IN (SELECT it.image_id FROM image_tags it JOIN tags t ON t.id = it.tag_id
                 WHERE t.name = ? COLLATE NOCASE)`,
-      query.tag.trim(),
+      `EXISTS (SELECT 1 FROM image_tags it JOIN tags t ON t.id = it.tag_id
+               WHERE it.image_id = i.id AND t.name = ? COLLATE NOCASE)`,
+      tag,
+      lead !== null && 'tagId' in lead,
     );
-  if (query.lora !== undefined)
-    addLink(
-      { lora: query.lora.trim() },
+  if (lora !== undefined)
+    addLinked(
       `i.generation_id IN (SELECT generation_id FROM generation_networks
                            WHERE kind = 'lora' AND name = ? COLLATE NOCASE)`,
-      query.lora.trim(),
+      `EXISTS (SELECT 1 FROM generation_networks WHERE generation_id = i.generation_id
+               AND kind = 'lora' AND name = ? COLLATE NOCASE)`,
+      lora,
+      lead !== null && 'lora' in lead,
     );
   if (query.seedVariantsOf !== undefined) {
     const key = db
@@ -323,8 +355,11 @@ function galleryFilter(db: Db, query: GalleryQuery): Filter {
       throw new StudioError('not-found', 'That image is not in the library (it may be deleted).');
     add('i.variant_key = ?', key.k);
   }
-  const match = query.text === undefined ? null : ftsQuery(query.text);
-  if (match !== null) add(ftsFilter, match);
+  // Text leads whenever it is asked for (its own index is never worth testing row by row).
+  if (match !== null) {
+    where.push(ftsFilter);
+    params.push(match);
+  }
   const sql = where.join(' AND ');
   return {
     where,
@@ -333,7 +368,7 @@ function galleryFilter(db: Db, query: GalleryQuery): Filter {
     key: JSON.stringify([sql, params]),
     usesText: match !== null,
     bounded: match !== null || query.tag !== undefined || query.lora !== undefined,
-    link,
+    lead,
     rest,
     fromTotals:
       match === null &&

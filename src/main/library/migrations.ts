@@ -7,6 +7,7 @@ import { GenerationSettings, parseNetworkTags } from '../../shared';
 import type { Db } from './db';
 import { addDateLinks } from './date-links';
 import { addImageCounts } from './image-counts';
+import { addImageText } from './image-text';
 import { variantKeyOf } from './variant-key';
 import { downloadsSchema } from '../downloads/schema';
 
@@ -305,8 +306,11 @@ export const migrations: readonly Migration[] = [
   {
     version: 11,
     description:
-      'tag and LoRA searches in date order (created_at on image_tags, generation_networks)',
-    up: addDateLinks,
+      'searches in date order: images_fts, created_at on image_tags and generation_networks',
+    up: (db) => {
+      addDateLinks(db);
+      addImageText(db);
+    },
   },
 ];
 
