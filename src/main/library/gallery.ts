@@ -13,6 +13,7 @@ import {
 import type { Db } from './db';
 import { type DateLink, type Rest, countThroughLink, pageThroughLink, tagIdOf } from './date-links';
 import { countFromTotals } from './image-counts';
+import { seekDay } from './image-days';
 import { countText, pageText } from './image-text';
 
 /** Most terms of a search used (the rest are ignored). */
@@ -485,6 +486,9 @@ interface PageKey {
   created_at: number;
 }
 
+/** Offsets into the whole gallery from which a page seeks its day rather than walks there. */
+const seekFrom = 2000;
+
 /** The keys of one page (and one more, to tell whether another page follows). */
 function pageKeys(
   db: Db,
@@ -503,6 +507,15 @@ function pageKeys(
     : '';
   const pageWhere = [...where];
   const pageParams = [...params];
+  let offset = query.cursor ? 0 : (query.offset ?? 0);
+  // A jump into the whole gallery: to its day first (image-days.ts), then the rest of the way.
+  if (offset >= seekFrom && where.length === 1) {
+    const day = seekDay(db, query.sort, offset);
+    if (!day) return [];
+    pageWhere.push(day.where);
+    pageParams.push(...day.params);
+    offset = day.offset;
+  }
   if (query.cursor) {
     const cursor = decodeCursor(query.cursor, query.sort);
     pageWhere.push(
@@ -516,5 +529,5 @@ function pageKeys(
       `SELECT i.id, i.rating, i.created_at FROM images i ${pageHint} WHERE ${pageWhere.join(' AND ')}
        ORDER BY ${sort.by} LIMIT ? OFFSET ?`,
     )
-    .all(...pageParams, query.limit + 1, query.cursor ? 0 : (query.offset ?? 0)) as PageKey[];
+    .all(...pageParams, query.limit + 1, offset) as PageKey[];
 }

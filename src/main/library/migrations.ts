@@ -7,6 +7,7 @@ import { GenerationSettings, parseNetworkTags } from '../../shared';
 import type { Db } from './db';
 import { addDateLinks } from './date-links';
 import { addImageCounts } from './image-counts';
+import { addImageDays } from './image-days';
 import { addImageText } from './image-text';
 import { variantKeyOf } from './variant-key';
 import { downloadsSchema } from '../downloads/schema';
@@ -306,10 +307,11 @@ export const migrations: readonly Migration[] = [
   {
     version: 11,
     description:
-      'searches in date order: images_fts, created_at on image_tags and generation_networks',
+      'searches in date order: images_fts, image_days, created_at on image_tags and generation_networks',
     up: (db) => {
       addDateLinks(db);
       addImageText(db);
+      addImageDays(db);
     },
   },
 ];
