@@ -224,8 +224,8 @@ interface Filter {
   /** Only conditions on countedColumns: the total is read from image_counts. */
   fromTotals: boolean;
   /**
-   * The text, tag or LoRA whose date-ordered index leads a search sorted by date (the text
-   * first, then the tag), and the conditions besides it.
+   * The tag, LoRA or text whose date-ordered index leads a search sorted by date (in that
+   * order of preference), and the conditions besides it.
    */
   lead: Lead | null;
   rest: Rest;
@@ -310,13 +310,16 @@ function galleryFilter(db: Db, query: GalleryQuery): Filter {
   const tag = query.tag?.trim();
   const lora = query.lora?.trim();
   // No tag of that name: -1, which no tag has (the search finds nothing).
+  // A tag or LoRA leads a text search too: testing its rows against the prompts that match
+  // (read once) costs less than joining each of the text's rows to its image and probing the
+  // tag or LoRA (1.2 s against 0.2 s for "cat" and a tag at 1,000,000 images).
   const lead: Lead | null =
-    match !== null
-      ? { text: match }
-      : tag !== undefined
-        ? { tagId: tagIdOf(db, tag) ?? -1 }
-        : lora !== undefined
-          ? { lora }
+    tag !== undefined
+      ? { tagId: tagIdOf(db, tag) ?? -1 }
+      : lora !== undefined
+        ? { lora }
+        : match !== null
+          ? { text: match }
           : null;
   if (query.modelId !== undefined) add('i.model_id = ?', query.modelId);
   if (query.sampler !== undefined) add('i.sampler = ?', query.sampler);
@@ -356,11 +359,7 @@ function galleryFilter(db: Db, query: GalleryQuery): Filter {
       throw new StudioError('not-found', 'That image is not in the library (it may be deleted).');
     add('i.variant_key = ?', key.k);
   }
-  // Text leads whenever it is asked for (its own index is never worth testing row by row).
-  if (match !== null) {
-    where.push(ftsFilter);
-    params.push(match);
-  }
+  if (match !== null) addLinked(ftsFilter, ftsFilter, match, lead !== null && 'text' in lead);
   const sql = where.join(' AND ');
   return {
     where,

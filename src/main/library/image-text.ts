@@ -26,6 +26,9 @@ CREATE VIRTUAL TABLE images_fts USING fts5(
 );
 INSERT INTO images_fts (rowid, text, negative)
   SELECT ${keyOf('i')}, p.text, p.negative FROM images i JOIN prompts p ON p.id = i.prompt_id;
+-- One segment instead of hundreds after the bulk insert (5 s at 1,000,000 images): a query
+-- opens every segment, "cat" took 36-55 ms before and 2-4 ms after.
+INSERT INTO images_fts (images_fts) VALUES ('optimize');
 CREATE TRIGGER images_fts_ai AFTER INSERT ON images BEGIN
   INSERT INTO images_fts (rowid, text, negative)
     SELECT ${keyOf('new')}, text, negative FROM prompts WHERE id = new.prompt_id;
