@@ -56,6 +56,34 @@ export interface LinkKey {
   created_at: number;
 }
 
+/** A page asked for in date order: the conditions besides the lead, and where it starts. */
+export interface PageAsk {
+  rest: Rest;
+  newest: boolean;
+  /** The cursor's created_at and image id; null from the first match (or from `offset`). */
+  after: [number, string] | null;
+  /** Keys wanted (one more than the page, to tell whether another follows). */
+  limit: number;
+  offset: number;
+}
+
+/** The order's direction, its comparison, and the conditions with the cursor's. */
+export function pageWhere(ask: PageAsk): {
+  dir: 'ASC' | 'DESC';
+  cmp: '<' | '>';
+  where: string[];
+  params: Array<string | number>;
+} {
+  const cmp = ask.newest ? '<' : '>';
+  const where = [...ask.rest.where];
+  const params = [...ask.rest.params];
+  if (ask.after) {
+    where.push(`(i.created_at, i.id) ${cmp} (?, ?)`);
+    params.push(...ask.after);
+  }
+  return { dir: ask.newest ? 'DESC' : 'ASC', cmp, where, params };
+}
+
 /** The id of a tag (names are case-insensitive), or null when no image has it. */
 export function tagIdOf(db: Db, name: string): number | null {
   const row = db.prepare('SELECT id FROM tags WHERE name = ? COLLATE NOCASE').get(name) as
@@ -108,19 +136,9 @@ export function countThroughLink(db: Db, link: DateLink, rest: Rest, cap: number
  * every generation from the cursor down to the k-th one's created_at included, the images found
  * are a prefix of the result, and a page short of full asks for more generations.
  */
-export function pageThroughLink(
-  db: Db,
-  link: DateLink,
-  rest: Rest,
-  newest: boolean,
-  after: [number, string] | null,
-  limit: number,
-  offset: number,
-): LinkKey[] {
-  const dir = newest ? 'DESC' : 'ASC';
-  const cmp = newest ? '<' : '>';
-  const where = [...rest.where];
-  const params = [...rest.params];
+export function pageThroughLink(db: Db, link: DateLink, ask: PageAsk): LinkKey[] {
+  const { dir, cmp, where, params } = pageWhere(ask);
+  const { newest, after, limit, offset } = ask;
   if ('tagId' in link) {
     const seek = after ? `AND (it.created_at, it.image_id) ${cmp} (?, ?)` : '';
     return db
@@ -131,10 +149,6 @@ export function pageThroughLink(
          ORDER BY it.created_at ${dir}, it.image_id ${dir} LIMIT ? OFFSET ?`,
       )
       .all(link.tagId, ...(after ?? []), ...params, limit, offset) as LinkKey[];
-  }
-  if (after) {
-    where.push(`(i.created_at, i.id) ${cmp} (?, ?)`);
-    params.push(...after);
   }
   const from = after ? `AND created_at ${cmp}= ?` : '';
   const fromParams = after ? [after[0]] : [];

@@ -257,14 +257,14 @@ export function searchGallery(db: Db, query: GalleryQuery, countCache: CountCach
     const after = query.cursor
       ? (decodeCursor(query.cursor, query.sort).k as [number, string])
       : null;
-    const args = [
-      filter.rest,
-      query.sort === 'newest',
+    const ask = {
+      rest: filter.rest,
+      newest: query.sort === 'newest',
       after,
-      query.limit + 1,
-      query.cursor ? 0 : (query.offset ?? 0),
-    ] as const;
-    keys = 'text' in lead ? pageText(db, lead.text, ...args) : pageThroughLink(db, lead, ...args);
+      limit: query.limit + 1,
+      offset: query.cursor ? 0 : (query.offset ?? 0),
+    };
+    keys = 'text' in lead ? pageText(db, lead.text, ask) : pageThroughLink(db, lead, ask);
   }
   if (counted === undefined && filter.bounded && !query.cursor)
     ({ counted, keys } = countWithFirstPage(db, query, filter, pageEnd));

@@ -11,7 +11,7 @@
  * back) and are left out by the query.
  */
 import type { Db } from './db';
-import type { LinkKey, Rest } from './date-links';
+import { type LinkKey, type PageAsk, type Rest, pageWhere } from './date-links';
 
 /** Low bits of the key: the image's rowid, so two images of one millisecond differ. */
 const shift = 1_048_576;
@@ -63,23 +63,9 @@ export function countText(db: Db, match: string, rest: Rest, cap: number): numbe
  * page is taken from whole milliseconds: every match from the cursor down to the k-th match's
  * millisecond, sorted; a page short of full asks for more (as pageThroughLink does for LoRAs).
  */
-export function pageText(
-  db: Db,
-  match: string,
-  rest: Rest,
-  newest: boolean,
-  after: [number, string] | null,
-  limit: number,
-  offset: number,
-): LinkKey[] {
-  const dir = newest ? 'DESC' : 'ASC';
-  const cmp = newest ? '<' : '>';
-  const where = [...rest.where];
-  const params = [...rest.params];
-  if (after) {
-    where.push(`(i.created_at, i.id) ${cmp} (?, ?)`);
-    params.push(...after);
-  }
+export function pageText(db: Db, match: string, ask: PageAsk): LinkKey[] {
+  const { dir, cmp, where, params } = pageWhere(ask);
+  const { newest, after, limit, offset } = ask;
   // Keys from the cursor's millisecond on (keys pass 2^53: computed in SQL, not here).
   const fromSql = after
     ? `AND f.rowid ${cmp}= ${newest ? `(? + 1) * ${shift} - 1` : `? * ${shift}`}`
