@@ -5,7 +5,10 @@
  */
 import { GenerationSettings, parseNetworkTags } from '../../shared';
 import type { Db } from './db';
+import { addDateLinks } from './date-links';
 import { addImageCounts } from './image-counts';
+import { addImageDays } from './image-days';
+import { addImageText } from './image-text';
 import { variantKeyOf } from './variant-key';
 import { downloadsReplacesSchema, downloadsSchema } from '../downloads/schema';
 
@@ -323,6 +326,16 @@ export const migrations: readonly Migration[] = [
     version: 12,
     description: "the content filter's verdict and scores of each image",
     up: (db) => db.exec(v12),
+  },
+  {
+    version: 13,
+    description:
+      'searches in date order: images_fts, image_days, created_at on image_tags and generation_networks',
+    up: (db) => {
+      addDateLinks(db);
+      addImageText(db);
+      addImageDays(db);
+    },
   },
 ];
 

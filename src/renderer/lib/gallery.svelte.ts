@@ -222,10 +222,9 @@ export class Gallery {
     this.#inflight.add(p);
     this.loading = true;
     try {
-      // The page after a loaded one follows its cursor (the host seeks the sort index to it);
-      // a jump (the scroll bar) asks by offset, which the host has to count its way to. A lower
-      // bound total grows only with offsets, so those searches page by offset.
-      const cursor = this.totalExact ? this.#cursors.get(p) : undefined;
+      // The page after a loaded one follows its cursor (the host seeks an index to it); a jump
+      // (the scroll bar) asks by offset, which the host has to count its way to.
+      const cursor = this.#cursors.get(p);
       const page = await api.searchGallery(
         cursor ? { ...this.query(), cursor } : { ...this.query(), offset: p * pageSize },
       );
@@ -241,11 +240,16 @@ export class Gallery {
         // A shorter result than before (images removed): drop what is past the end.
         if (items.length > page.total) items.length = page.total;
         this.total = page.total;
+      } else if (cursor && !page.nextCursor) {
+        // The last page of a search counted only in part: now its end is known.
+        this.total = p * pageSize + page.items.length;
       } else {
-        // A lower bound that grows as later pages are asked for (the grid grows with it).
-        this.total = fresh || this.totalExact ? page.total : Math.max(this.total, page.total);
+        // A lower bound that grows as later pages are loaded (the grid grows with it): the
+        // host's count, or past this page by one cell, which asks for the next page by cursor.
+        const seen = p * pageSize + page.items.length + (page.nextCursor ? 1 : 0);
+        this.total = Math.max(fresh || this.totalExact ? 0 : this.total, page.total, seen);
       }
-      this.totalExact = page.totalExact;
+      this.totalExact = page.totalExact || (Boolean(cursor) && !page.nextCursor);
       this.#pages.add(p);
       this.#itemsVersion++;
       this.problem = null;

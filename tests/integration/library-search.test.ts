@@ -1,0 +1,372 @@
+/**
+ * Every gallery search against a naive reference: a generated library of a few thousand images
+ * (generations of 1 to 3 images sharing their creation time, and several generations sharing
+ * one millisecond, so created_at ties both within and across generations; deleted images; tags,
+ * LoRAs and embeddings; common, rare and prefix words), searched with each query kind and sort,
+ * page by page along the cursors and by offsets. The reference filters and sorts the rows in
+ * JavaScript, so the SQL's indexes, hints and query shapes are checked against plain rules.
+ */
+import fs from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type GalleryQuery, GalleryQuery as GalleryQuerySchema } from '../../src/shared';
+import type { Library } from '../../src/main/library/service';
+import { openLibrary, tempDir } from './library-helpers';
+import { migrations } from '../../src/main/library/migrations';
+
+/** The migration that dates tags and LoRAs and adds images_fts and image_days. */
+const dateLinksVersion = migrations.find((m) =>
+  m.description.startsWith('searches in date order'),
+)!.version;
+
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+});
+
+/** One image as the reference sees it. */
+interface Row {
+  id: string;
+  createdAt: number;
+  rating: number;
+  favorite: boolean;
+  deleted: boolean;
+  sampler: string;
+  mode: string;
+  modelId: string;
+  width: number;
+  height: number;
+  words: string[];
+  tags: string[];
+  loras: string[];
+}
+
+/** Deterministic pseudo-random numbers (xorshift32), so a failure reproduces. */
+function randomSource(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return (s >>> 0) / 2 ** 32;
+  };
+}
+
+const subjects = ['cat', 'dog', 'castle', 'lighthouse', 'light'];
+const styles = ['oil painting', 'watercolor', 'photograph', 'pixel art'];
+const negatives = ['', 'blurry', 'watermark, text'];
+const samplers = ['euler_a', 'ddim', 'heun'];
+const modes = ['txt2img', 'img2img'];
+
+/**
+ * Fills `l` with `generations` generations straight through SQL (the triggers run as for a
+ * save), and returns its images as reference rows.
+ */
+export function fillLibrary(l: Library, generations: number, seed = 7): Row[] {
+  const rand = randomSource(seed);
+  const pick = <T>(list: readonly T[]): T => list[Math.floor(rand() * list.length)];
+  const db = l.db;
+  const rows: Row[] = [];
+  const models = ['m0', 'm1', 'm2'];
+  // Random ids, so id order is not insertion order and ties are broken by id alone.
+  const id = () =>
+    Math.floor(rand() * 36 ** 8).toString(36) + Math.floor(rand() * 36 ** 8).toString(36);
+  db.transaction(() => {
+    for (const m of models)
+      db.prepare(
+        "INSERT INTO models (id, path, name, family, added_at) VALUES (?, ?, ?, 'sd1', 0)",
+      ).run(m, `/models/${m}`, m);
+    const tagId = (name: string) =>
+      (
+        db
+          .prepare(
+            'INSERT INTO tags (name) VALUES (?) ON CONFLICT (name) DO UPDATE SET name = name RETURNING id',
+          )
+          .get(name) as { id: number }
+      ).id;
+    for (let g = 0; g < generations; g++) {
+      const text = `a ${pick(subjects)}, ${pick(styles)}${rand() < 0.01 ? ', zanzibar' : ''}`;
+      const negative = pick(negatives);
+      db.prepare(
+        'INSERT INTO prompts (text, negative) VALUES (?, ?) ON CONFLICT (text, negative) DO NOTHING',
+      ).run(text, negative);
+      const promptId = (
+        db
+          .prepare('SELECT id FROM prompts WHERE text = ? AND negative = ?')
+          .get(text, negative) as {
+          id: number;
+        }
+      ).id;
+      // Three generations to a millisecond (ties across generations, and within each), ten
+      // minutes apart: days of the scroll bar's day index.
+      const createdAt = 1_700_000_000_000 + Math.floor(g / 3) * 600_000;
+      const sampler = pick(samplers);
+      const mode = pick(modes);
+      const modelId = pick(models);
+      const [width, height] = pick([
+        [512, 512],
+        [768, 512],
+      ]);
+      const gid = id();
+      db.prepare(
+        `INSERT INTO generations (id, settings, prompt_id, model_id, model_name, seed, sampler, mode,
+           steps, guidance, width, height, variant_key, timings, provider, family, created_at)
+         VALUES (?, '{}', ?, ?, ?, ?, ?, ?, 20, 7, ?, ?, ?, '{}', 'cpu', 'sd1', ?)`,
+      ).run(
+        gid,
+        promptId,
+        modelId,
+        modelId,
+        g,
+        sampler,
+        mode,
+        width,
+        height,
+        `k${g % 50}`,
+        createdAt,
+      );
+      const loras: string[] = [];
+      if (rand() < 0.25) loras.push('Detail');
+      if (rand() < 0.02) loras.push('rare-style');
+      for (const name of loras)
+        db.prepare(
+          "INSERT INTO generation_networks (generation_id, kind, name) VALUES (?, 'lora', ?)",
+        ).run(gid, name);
+      // An embedding of a LoRA's name is not that LoRA.
+      if (rand() < 0.1)
+        db.prepare(
+          "INSERT INTO generation_networks (generation_id, kind, name) VALUES (?, 'embedding', 'detail')",
+        ).run(gid);
+      const count = 1 + Math.floor(rand() * 3);
+      for (let b = 0; b < count; b++) {
+        const iid = id();
+        const rating = rand() < 0.4 ? 0 : 1 + Math.floor(rand() * 5);
+        const favorite = rand() < 0.15;
+        db.prepare(
+          `INSERT INTO images (id, generation_id, file, sha256, width, height, bytes, seed, batch_index,
+             prompt_id, model_id, sampler, mode, variant_key, favorite, rating, created_at)
+           VALUES (?, ?, ?, '', ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        ).run(
+          iid,
+          gid,
+          `images/${iid}.png`,
+          width,
+          height,
+          g,
+          b,
+          promptId,
+          modelId,
+          sampler,
+          mode,
+          `k${g % 50}`,
+          favorite ? 1 : 0,
+          rating,
+          createdAt,
+        );
+        const tags: string[] = [];
+        if (rand() < 0.2) tags.push('keep');
+        if (rand() < 0.02) tags.push('Print');
+        for (const t of tags)
+          db.prepare('INSERT INTO image_tags (image_id, tag_id) VALUES (?, ?)').run(iid, tagId(t));
+        const deleted = rand() < 0.05;
+        if (deleted)
+          db.prepare("UPDATE images SET deleted_at = 1, delete_token = 'x' WHERE id = ?").run(iid);
+        rows.push({
+          id: iid,
+          createdAt,
+          rating,
+          favorite,
+          deleted,
+          sampler,
+          mode,
+          modelId,
+          width,
+          height,
+          words: `${text} ${negative}`.toLowerCase().split(/[^a-z0-9]+/),
+          tags: tags.map((t) => t.toLowerCase()),
+          loras: loras.map((n) => n.toLowerCase()),
+        });
+      }
+    }
+  })();
+  return rows;
+}
+
+/** The reference: the query's matches in its order, by plain rules over the rows. */
+function naive(rows: Row[], q: GalleryQuery): string[] {
+  const terms = (q.text ?? '').toLowerCase().split(/\s+/).filter(Boolean);
+  const found = rows.filter(
+    (r) =>
+      !r.deleted &&
+      (q.modelId === undefined || r.modelId === q.modelId) &&
+      (q.sampler === undefined || r.sampler === q.sampler) &&
+      (q.mode === undefined || r.mode === q.mode) &&
+      (q.width === undefined || r.width === q.width) &&
+      (q.favorite === undefined || r.favorite === q.favorite) &&
+      (q.minRating === undefined || r.rating >= q.minRating) &&
+      (q.from === undefined || r.createdAt >= q.from) &&
+      (q.to === undefined || r.createdAt <= q.to) &&
+      (q.tag === undefined || r.tags.includes(q.tag.toLowerCase())) &&
+      (q.lora === undefined || r.loras.includes(q.lora.toLowerCase())) &&
+      terms.every((t) => r.words.some((w) => w.startsWith(t))),
+  );
+  const cmp = (a: number | string, b: number | string) => (a < b ? -1 : a > b ? 1 : 0);
+  found.sort((a, b) =>
+    q.sort === 'oldest'
+      ? cmp(a.createdAt, b.createdAt) || cmp(a.id, b.id)
+      : (q.sort === 'rating' ? cmp(b.rating, a.rating) : 0) ||
+        cmp(b.createdAt, a.createdAt) ||
+        cmp(b.id, a.id),
+  );
+  return found.map((r) => r.id);
+}
+
+const queries: Array<Partial<GalleryQuery>> = [
+  {},
+  { text: 'cat' },
+  { text: 'light' }, // a prefix: "light" and "lighthouse"
+  { text: 'zanzibar' },
+  { text: 'watermark' }, // negative prompts
+  { text: 'castle watercolor' },
+  { text: 'nothingmatches' },
+  { text: 'dog', modelId: 'm1', minRating: 2 },
+  { tag: 'keep' },
+  { tag: 'print' },
+  { tag: 'keep', favorite: true },
+  { tag: 'nosuchtag' },
+  { lora: 'detail' },
+  { lora: 'RARE-STYLE' },
+  { lora: 'detail', text: 'cat' },
+  { lora: 'detail', tag: 'keep' },
+  { lora: 'nosuchlora' },
+  { sampler: 'ddim' },
+  { sampler: 'heun', mode: 'img2img', favorite: false },
+  { modelId: 'm2', width: 768 },
+  { minRating: 4 },
+  { from: 1_700_036_000_000, to: 1_700_144_000_000 },
+];
+
+const q = (query: Partial<GalleryQuery>) => GalleryQuerySchema.parse(query);
+
+describe('gallery searches equal the naive query', () => {
+  let l: Library;
+  let rows: Row[];
+  beforeAll(async () => {
+    const d = tempDir();
+    dirs.push(d);
+    ({ library: l } = await openLibrary(d));
+    rows = fillLibrary(l, 1500);
+    l.db.exec('ANALYZE');
+  });
+  afterAll(() => l.close());
+
+  it('has ties within and across generations', () => {
+    const times = new Map<number, number>();
+    for (const r of rows) times.set(r.createdAt, (times.get(r.createdAt) ?? 0) + 1);
+    expect(rows.length).toBeGreaterThan(2500);
+    expect(Math.max(...times.values())).toBeGreaterThanOrEqual(6);
+  });
+
+  for (const sort of ['newest', 'oldest', 'rating'] as const)
+    for (const query of queries)
+      it(`${sort}: ${JSON.stringify(query)}`, () => {
+        const want = naive(rows, q({ ...query, sort }));
+        // Along the cursors, as the studio scrolls.
+        const walked: string[] = [];
+        let cursor: string | null = null;
+        let pages = 0;
+        do {
+          const page = l.gallery.searchGallery(q({ ...query, sort, limit: 100, cursor }));
+          if (pages === 0) {
+            if (page.totalExact) expect(page.total).toBe(want.length);
+            else expect(page.total).toBeLessThan(want.length);
+          }
+          walked.push(...page.items.map((i) => i.imageId));
+          cursor = page.nextCursor;
+          pages++;
+        } while (cursor && pages < 100);
+        expect(walked).toEqual(want);
+        // Jumps, as the scroll bar asks.
+        for (const offset of [0, 150, Math.floor(want.length / 2), want.length - 3]) {
+          if (offset < 0) continue;
+          const page = l.gallery.searchGallery(q({ ...query, sort, limit: 40, offset }));
+          expect(
+            page.items.map((i) => i.imageId),
+            `offset ${offset}`,
+          ).toEqual(want.slice(offset, offset + 40));
+        }
+      });
+});
+
+describe('migration 11 (text, tags and LoRAs in date order)', () => {
+  it('upgrades a library from before the date links, with data, and tags added later are dated', async () => {
+    const d = tempDir();
+    dirs.push(d);
+    const first = await openLibrary(d);
+    const rows = fillLibrary(first.library, 1200, 11);
+    // Back to the version before the date links as it was: no date columns, triggers or indexes.
+    first.library.db.exec(`
+      DROP TRIGGER image_tags_created; DROP INDEX image_tags_newest;
+      ALTER TABLE image_tags DROP COLUMN created_at;
+      CREATE INDEX image_tags_tag ON image_tags(tag_id, image_id);
+      DROP TRIGGER generation_networks_created; DROP INDEX generation_networks_newest;
+      ALTER TABLE generation_networks DROP COLUMN created_at;
+      CREATE INDEX generation_networks_by_name ON generation_networks (kind, name COLLATE NOCASE);
+      DROP TRIGGER images_fts_ai; DROP TRIGGER images_fts_ad; DROP TABLE images_fts;
+      DROP TRIGGER image_days_ai; DROP TRIGGER image_days_ad; DROP TRIGGER image_days_au_old;
+      DROP TRIGGER image_days_au_new; DROP TABLE image_days;
+      PRAGMA user_version = ${dateLinksVersion - 1};`);
+    first.library.close();
+    const { library: l } = await openLibrary(d);
+    expect(l.db.pragma('user_version', { simple: true })).toBeGreaterThanOrEqual(dateLinksVersion);
+    const undated = l.db
+      .prepare(
+        `SELECT (SELECT count(*) FROM image_tags WHERE created_at IS NULL)
+              + (SELECT count(*) FROM generation_networks WHERE created_at IS NULL) AS n`,
+      )
+      .get() as { n: number };
+    expect(undated.n).toBe(0);
+    for (const query of [
+      { tag: 'keep' },
+      { lora: 'detail' },
+      { tag: 'print', lora: 'Detail' },
+      { text: 'cat' },
+      { text: 'light', lora: 'detail' },
+    ])
+      for (const sort of ['newest', 'oldest'] as const) {
+        const page = l.gallery.searchGallery(q({ ...query, sort, limit: 500 }));
+        expect(page.items.map((i) => i.imageId)).toEqual(
+          naive(rows, q({ ...query, sort })).slice(0, 500),
+        );
+      }
+    // Tagged after the upgrade: dated by the trigger, found in its place.
+    const oldest = naive(rows, q({ sort: 'oldest' }))[0];
+    l.gallery.setTags(oldest, ['late']);
+    const row = rows.find((r) => r.id === oldest)!;
+    row.tags.push('late');
+    expect(l.gallery.searchGallery(q({ tag: 'LATE' })).items.map((i) => i.imageId)).toEqual([
+      oldest,
+    ]);
+    // Rated and deleted after the upgrade: jumps deep into the gallery still land right.
+    const rated = naive(rows, q({})).slice(100, 400);
+    l.gallery.setRating(rated, 5);
+    for (const r of rows) if (rated.includes(r.id)) r.rating = 5;
+    const gone = naive(rows, q({ sort: 'oldest' })).slice(50, 60);
+    await l.trash.deleteImages(gone);
+    for (const r of rows) if (gone.includes(r.id)) r.deleted = true;
+    for (const sort of ['newest', 'oldest', 'rating'] as const) {
+      const want = naive(rows, q({ sort }));
+      for (const offset of [10, 300, want.length - 5]) {
+        const page = l.gallery.searchGallery(q({ sort, offset, limit: 20 }));
+        expect(
+          page.items.map((i) => i.imageId),
+          `${sort} @${offset}`,
+        ).toEqual(want.slice(offset, offset + 20));
+      }
+    }
+    const keep = l.gallery.searchGallery(q({ tag: 'keep', sort: 'oldest', limit: 500 }));
+    expect(keep.items.map((i) => i.imageId)).toEqual(
+      naive(rows, q({ tag: 'keep', sort: 'oldest' })).slice(0, 500),
+    );
+    l.close();
+  });
+});
