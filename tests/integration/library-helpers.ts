@@ -4,6 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { type EventName, type GenerationInput, GenerationSettings } from '../../src/shared';
 import { EventHub } from '../../src/main/events';
+import type { Db } from '../../src/main/library/db';
+import { migrate, migrations, schemaVersion } from '../../src/main/library/migrations';
 import { Library, type LibraryOptions } from '../../src/main/library/service';
 import { encodePngWithMetadata } from '../../src/main/library/png-metadata';
 import type { DesktopIntegration, HostContext } from '../../src/main/services';
@@ -12,6 +14,19 @@ import { SettingsStore } from '../../src/main/settings-store';
 export interface TestContext extends HostContext {
   logs: string[];
   emitted: Array<{ event: EventName; payload: unknown }>;
+}
+
+/**
+ * Runs migration `version` again on a library whose tables the caller took back to how they were
+ * before it (its tables, triggers and indexes dropped), as an upgrade from the version before
+ * would run it; the library stays at the latest version, since later migrations already ran.
+ */
+export function replayMigration(db: Db, version: number): void {
+  const step = migrations.find((m) => m.version === version);
+  if (!step) throw new Error(`No migration ${version}.`);
+  db.pragma(`user_version = ${version - 1}`);
+  migrate(db, [step]);
+  db.pragma(`user_version = ${schemaVersion}`);
 }
 
 export function tempDir(prefix = 'ls-lib-'): string {
