@@ -9,41 +9,26 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import * as ort from 'onnxruntime-node';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { StudioHost } from '../../src/main/api';
+import type { StudioHost } from '../../src/main/api';
 import { readGenerationMetadata } from '../../src/main/library/png-metadata';
-import {
-  GalleryQuery,
-  GenerationSettings,
-  type GenerationInput,
-  type QueueState,
-} from '../../src/shared';
+import { GalleryQuery, GenerationSettings, type GenerationInput } from '../../src/shared';
 import { type FixtureInfo, fixtureModelInfo } from '../fixtures/models';
 import { fixtureThresholds, writeCheckerWithThresholds } from '../fixtures/safety-checker';
-import { bundleEntry } from './bundle';
+import { openCpuHost, runJob } from './host-helpers';
 
 const CHECKER = path.join(__dirname, '../fixtures/reference/safety-checker.safetensors');
 afterEach(() => vi.restoreAllMocks());
-let workerPath: string;
 let ka: FixtureInfo;
 let tmp: string;
 
 beforeAll(async () => {
-  workerPath = await bundleEntry('src/engine/worker.ts', 'content-filter-engine-worker');
   ka = await fixtureModelInfo('sd15-ka', { unet: 'known-answer' });
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ls-filter-'));
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 async function openHost(dataDir: string): Promise<{ host: StudioHost; model: string }> {
-  const host = new StudioHost({
-    shell: 'headless',
-    dataDir,
-    version: '0.0.0-test',
-    workerPath,
-    log: () => undefined,
-  });
-  await host.library.ready;
-  host.service.updateSettings({ threads: 1, executionProvider: 'cpu' });
+  const host = await openCpuHost(dataDir, 'content-filter-engine-worker');
   const model = (await host.service.addModel({ path: ka.dir })).id;
   return { host, model };
 }
@@ -61,26 +46,15 @@ const input = (model: string): { settings: GenerationSettings } => ({
 });
 
 async function generate(host: StudioHost, model: string) {
-  const before = new Set(host.jobs.state().jobs.map((j) => j.id));
-  const q: QueueState = await host.service.enqueue(input(model));
-  const id = q.jobs.find((j) => !before.has(j.id))!.id;
-  const end = Date.now() + 120_000;
-  for (;;) {
-    const job = host.jobs.state().jobs.find((j) => j.id === id)!;
-    if (['done', 'failed', 'cancelled'].includes(job.state)) {
-      expect(job.error).toBeNull();
-      const gen = await host.service.getGeneration({ id: job.generationId! });
-      return Object.assign(
-        gen.images.map(
-          (i) =>
-            readGenerationMetadata(fs.readFileSync(host.library.resolveImage(i.imageId).file)).raw,
-        ),
-        { gen },
-      );
-    }
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  const job = await runJob(host, input(model).settings);
+  expect(job.error).toBeNull();
+  const gen = await host.service.getGeneration({ id: job.generationId! });
+  return Object.assign(
+    gen.images.map(
+      (i) => readGenerationMetadata(fs.readFileSync(host.library.resolveImage(i.imageId).file)).raw,
+    ),
+    { gen },
+  );
 }
 
 /** The live previews the host sends out (jobProgress events that carry one). */
