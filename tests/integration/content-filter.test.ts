@@ -37,7 +37,9 @@ const input = (model: string): { settings: GenerationSettings } => ({
   settings: GenerationSettings.parse({
     prompt: 'a red house',
     seed: 3,
-    steps: 4,
+    // Previews come every 4 steps; the one at step 4 is sent while steps 5-8 run (the last
+    // step's may still be encoding when the job moves on to saving).
+    steps: 8,
     width: 64,
     height: 64,
     batchSize: 2,

@@ -95,6 +95,7 @@ describe('uploads have URLs', () => {
       width: 64,
       height: 64,
       generationId: null,
+      contentFilter: 'unchecked',
     });
 
     const saved = await saveOne(host.library, { prompt: 'a library image' }, { size: 96 });
@@ -107,6 +108,7 @@ describe('uploads have URLs', () => {
       width: 96,
       height: 96,
       generationId: saved.generationId,
+      contentFilter: 'unchecked',
     });
     expect((await media(ref.url)).status).toBe(200);
 
