@@ -1,8 +1,10 @@
+import path from 'node:path';
 import {
   type AppInfo,
   type EngineStatus,
   type StudioService,
   StudioError,
+  previewDecoderFiles,
   safetyCheckerFile,
 } from '../shared';
 import { checkWatermarkFile } from './images/watermark';
@@ -17,6 +19,7 @@ import { Library } from './library/service';
 import { CheckpointImports } from './models/imports';
 import { VaeService, vaeFolderProblem } from './models/vaes';
 import { ControlNetService, controlNetFolderProblem } from './models/controlnets';
+import { previewDecoderStatus } from './models/taesd';
 import type { DesktopIntegration, HostContext } from './services';
 import { SettingsStore } from './settings-store';
 
@@ -97,6 +100,16 @@ export class StudioHost {
       getSettings: () => this.settings.get(),
       getContentFilterStatus: () => contentFilterStatus(this.settings.get(), options.dataDir),
       downloadContentFilterModel: () => this.downloads.startFile(safetyCheckerFile),
+      getPreviewDecoders: () => previewDecoderStatus(options.dataDir),
+      downloadPreviewDecoders: async () => {
+        const status = await previewDecoderStatus(options.dataDir);
+        const missing = previewDecoderFiles.filter((f) =>
+          status.some((s) => !s.present && f.target.endsWith(path.basename(s.file))),
+        );
+        const entries = [];
+        for (const file of missing) entries.push(await this.downloads.startFile(file));
+        return entries;
+      },
       updateSettings: (patch) => {
         // Checked when it is set, so a folder that cannot take images is refused at once.
         const problem =

@@ -14,7 +14,7 @@
 import { z } from 'zod';
 import { SamplerName } from './generation';
 import { modelFamilies } from './families';
-import { taesdVariants } from './taesd';
+import { taesdFileStems, taesdVariants } from './taesd';
 
 export const CatalogueEntry = z.object({
   /** The Hub repo id (owner/name). */
@@ -144,7 +144,7 @@ export const modelCatalogue: readonly CatalogueEntry[] = [
  * being imported.
  */
 export const CatalogueFile = z.object({
-  kind: z.enum(['safety-checker']),
+  kind: z.enum(['safety-checker', 'preview-decoder']),
   repo: z.string(),
   /** The file's path in the repo. */
   file: z.string(),
@@ -174,9 +174,6 @@ export const safetyCheckerFile: CatalogueFile = {
   target: 'models/safety_checker/model.safetensors',
   note: 'Converted on first use for the content filter; the repo card names no licence.',
 };
-
-/** The single files downloads put in place (DownloadHost.placeFile). */
-export const catalogueFiles: readonly CatalogueFile[] = [safetyCheckerFile];
 
 /**
  * A TAESD decoder file on the Hub (madebyollin's repos, MIT): one file the model manager
@@ -223,3 +220,19 @@ export const previewDecoderCatalogue: readonly PreviewDecoderEntry[] = [
 /** The Hub address of a preview decoder's file (pinned to the repo's main branch). */
 export const previewDecoderUrl = (e: Pick<PreviewDecoderEntry, 'repo' | 'file'>): string =>
   `https://huggingface.co/${e.repo}/resolve/main/${e.file}`;
+
+/** The TAESD decoders as files the download queue puts where the studio looks for them. */
+export const previewDecoderFiles: readonly CatalogueFile[] = previewDecoderCatalogue.map((e) => ({
+  kind: 'preview-decoder',
+  repo: e.repo,
+  file: e.file,
+  revision: 'main',
+  title: e.title,
+  approxBytes: e.approxBytes,
+  license: e.license,
+  target: `models/taesd/${taesdFileStems[e.variant]}.safetensors`,
+  note: e.note,
+}));
+
+/** The single files downloads put in place (DownloadHost.placeFile). */
+export const catalogueFiles: readonly CatalogueFile[] = [safetyCheckerFile, ...previewDecoderFiles];

@@ -33,6 +33,7 @@ import {
 import { NetworkList, NetworkPreview, NetworkRef } from './networks';
 import { ContentFilterStatus, Settings, SettingsPatch } from './settings';
 import { AppInfo, EngineStatus } from './status';
+import { PreviewDecoderStatus } from './taesd';
 import { VaeList } from './vae';
 import { WatermarkReport } from './watermark';
 
@@ -53,6 +54,10 @@ export const studioMethods = {
   getContentFilterStatus: { input: none, output: ContentFilterStatus },
   /** Queues the download of the content filter's checker to where the filter looks for it. */
   downloadContentFilterModel: { input: none, output: DownloadEntry },
+  /** Whether the TAESD decoders (fast previews, fast decode) are in models/taesd. */
+  getPreviewDecoders: { input: none, output: PreviewDecoderStatus },
+  /** Queues the download of the TAESD decoders that are missing; their downloads. */
+  downloadPreviewDecoders: { input: none, output: z.array(DownloadEntry) },
   getSettings: { input: none, output: Settings },
   updateSettings: { input: SettingsPatch, output: Settings },
 

@@ -34,3 +34,14 @@ export function taesdVariantFor(family: string): TaesdVariant | null {
  */
 export const PreviewDecoder = z.enum(['taesd', 'latent']);
 export type PreviewDecoder = z.infer<typeof PreviewDecoder>;
+
+/** Whether each TAESD decoder is in the data folder's models/taesd (getPreviewDecoders). */
+export const PreviewDecoderStatus = z.array(
+  z.object({
+    variant: z.enum(taesdVariants),
+    /** Where the studio looks for it first (the .safetensors name). */
+    file: z.string(),
+    present: z.boolean(),
+  }),
+);
+export type PreviewDecoderStatus = z.infer<typeof PreviewDecoderStatus>;

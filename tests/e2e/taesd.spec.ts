@@ -38,6 +38,9 @@ test('fast decode with TAESD from the form, and the fast previews setting', asyn
   expect(detail.parametersText).toContain('VAE Decoder: TAESD');
 
   await view(page, 'Settings');
+  // Settings says which decoders models/taesd holds and offers the missing one.
+  await expect(page.getByTestId('taesd-status')).toHaveText('taesd: present; taesdxl: missing');
+  await expect(page.getByTestId('download-taesd')).toBeVisible();
   const previews = page.getByTestId('settings-taesd-previews');
   await expect(previews).toBeChecked();
   await previews.uncheck();

@@ -9,6 +9,7 @@ import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import {
   type GenerationSettings,
+  type PreviewDecoderStatus,
   type TaesdVariant,
   taesdFileExtensions,
   taesdFileStems,
@@ -40,6 +41,18 @@ export async function findTaesdFile(folder: string, variant: TaesdVariant): Prom
     if ((await stat(file).catch(() => null))?.isFile()) return file;
   }
   return null;
+}
+
+/** Which TAESD decoders the data folder has (Settings shows it, and offers the missing ones). */
+export async function previewDecoderStatus(dataDir: string): Promise<PreviewDecoderStatus> {
+  const folder = taesdFolder(dataDir);
+  return Promise.all(
+    taesdVariants.map(async (variant) => ({
+      variant,
+      file: path.join(folder, `${taesdFileStems[variant]}.safetensors`),
+      present: (await findTaesdFile(folder, variant)) !== null,
+    })),
+  );
 }
 
 /** The TAESD decoders of the data folder, for the jobs that preview or fast-decode with them. */
