@@ -4,45 +4,37 @@
 // small-config fixture checker) and puts it where the filter looks (DEFAULT_CHECKER), not into
 // files/ or the model list; a checker path that is no .safetensors file is refused at once.
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { StudioHost } from '../../src/main/api';
+import type { StudioHost } from '../../src/main/api';
 import { ContentFilter, DEFAULT_CHECKER } from '../../src/main/jobs/content-filter';
 import { safetyCheckerFile } from '../../src/shared';
-import { type FakeHub, startFakeHub } from '../fixtures/hub-server';
+import type { FakeHub } from '../fixtures/hub-server';
 import { FIXTURE_CHECKER } from '../fixtures/safety-checker';
+import { type HubHost, openHubHost } from './host-helpers';
 
 let hub: FakeHub;
 let dataDir: string;
 let host: StudioHost;
-const savedEnv = { endpoint: process.env.HF_ENDPOINT, token: process.env.HF_TOKEN };
+let opened: HubHost;
 
 beforeAll(async () => {
-  hub = await startFakeHub([
-    {
-      id: safetyCheckerFile.repo,
-      files: {
-        [safetyCheckerFile.file]: fs.readFileSync(FIXTURE_CHECKER),
-        'config.json': Buffer.from('{"_class_name": "StableDiffusionSafetyChecker"}'),
-        'pytorch_model.bin': Buffer.from('not fetched'),
+  opened = await openHubHost(
+    [
+      {
+        id: safetyCheckerFile.repo,
+        files: {
+          [safetyCheckerFile.file]: fs.readFileSync(FIXTURE_CHECKER),
+          'config.json': Buffer.from('{"_class_name": "StableDiffusionSafetyChecker"}'),
+          'pytorch_model.bin': Buffer.from('not fetched'),
+        },
       },
-    },
-  ]);
-  process.env.HF_ENDPOINT = hub.url;
-  delete process.env.HF_TOKEN;
-  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ls-filter-dl-'));
-  host = new StudioHost({ shell: 'headless', dataDir, version: '0.0.0-test', log: () => {} });
-  await host.library.ready;
+    ],
+    'ls-filter-dl-',
+  );
+  ({ hub, host, dataDir } = opened);
 });
-afterAll(async () => {
-  await host?.close();
-  await hub?.close();
-  fs.rmSync(dataDir, { recursive: true, force: true });
-  process.env.HF_ENDPOINT = savedEnv.endpoint;
-  if (savedEnv.token !== undefined) process.env.HF_TOKEN = savedEnv.token;
-  if (savedEnv.endpoint === undefined) delete process.env.HF_ENDPOINT;
-});
+afterAll(() => opened?.close());
 
 describe('downloading the content filter checker', () => {
   it('puts the catalogue file where the filter looks, and only that file', async () => {

@@ -7,24 +7,25 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { StudioHost } from '../../src/main/api';
+import type { StudioHost } from '../../src/main/api';
 import { previewDecoderFiles } from '../../src/shared';
-import { type FakeHub, startFakeHub } from '../fixtures/hub-server';
+import type { FakeHub } from '../fixtures/hub-server';
 import { writeTaesdFile } from '../fixtures/taesd-file';
+import { type HubHost, openHubHost } from './host-helpers';
 
 let hub: FakeHub;
 let dataDir: string;
 let host: StudioHost;
+let opened: HubHost;
 let decoder: Buffer;
-const savedEnv = { endpoint: process.env.HF_ENDPOINT, token: process.env.HF_TOKEN };
 
 beforeAll(async () => {
-  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ls-taesd-dl-'));
-  const file = path.join(dataDir, 'fixture-decoder.safetensors');
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ls-taesd-file-'));
+  const file = path.join(tmp, 'fixture-decoder.safetensors');
   await writeTaesdFile(file);
   decoder = fs.readFileSync(file);
-  fs.rmSync(file);
-  hub = await startFakeHub(
+  fs.rmSync(tmp, { recursive: true, force: true });
+  opened = await openHubHost(
     previewDecoderFiles.map((f) => ({
       id: f.repo,
       files: {
@@ -32,20 +33,11 @@ beforeAll(async () => {
         'diffusion_pytorch_model.safetensors': Buffer.from('not fetched'),
       },
     })),
+    'ls-taesd-dl-',
   );
-  process.env.HF_ENDPOINT = hub.url;
-  delete process.env.HF_TOKEN;
-  host = new StudioHost({ shell: 'headless', dataDir, version: '0.0.0-test', log: () => {} });
-  await host.library.ready;
+  ({ hub, host, dataDir } = opened);
 });
-afterAll(async () => {
-  await host?.close();
-  await hub?.close();
-  fs.rmSync(dataDir, { recursive: true, force: true });
-  process.env.HF_ENDPOINT = savedEnv.endpoint;
-  if (savedEnv.token !== undefined) process.env.HF_TOKEN = savedEnv.token;
-  if (savedEnv.endpoint === undefined) delete process.env.HF_ENDPOINT;
-});
+afterAll(() => opened?.close());
 
 describe('downloading the TAESD decoders', () => {
   it('puts the missing decoders in models/taesd, and only those', async () => {
