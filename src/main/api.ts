@@ -1,10 +1,9 @@
-import path from 'node:path';
 import {
   type AppInfo,
   type EngineStatus,
   type StudioService,
   StudioError,
-  previewDecoderFiles,
+  previewDecoderFile,
   safetyCheckerFile,
 } from '../shared';
 import { checkWatermarkFile } from './images/watermark';
@@ -102,12 +101,10 @@ export class StudioHost {
       downloadContentFilterModel: () => this.downloads.startFile(safetyCheckerFile),
       getPreviewDecoders: () => previewDecoderStatus(options.dataDir),
       downloadPreviewDecoders: async () => {
-        const status = await previewDecoderStatus(options.dataDir);
-        const missing = previewDecoderFiles.filter((f) =>
-          status.some((s) => !s.present && f.target.endsWith(path.basename(s.file))),
-        );
         const entries = [];
-        for (const file of missing) entries.push(await this.downloads.startFile(file));
+        for (const s of await previewDecoderStatus(options.dataDir))
+          if (!s.present)
+            entries.push(await this.downloads.startFile(previewDecoderFile(s.variant)));
         return entries;
       },
       updateSettings: (patch) => {

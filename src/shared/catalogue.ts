@@ -14,7 +14,7 @@
 import { z } from 'zod';
 import { SamplerName } from './generation';
 import { modelFamilies } from './families';
-import { taesdFileStems, taesdVariants } from './taesd';
+import { type TaesdVariant, taesdFileStems, taesdVariants } from './taesd';
 
 export const CatalogueEntry = z.object({
   /** The Hub repo id (owner/name). */
@@ -233,6 +233,11 @@ export const previewDecoderFiles: readonly CatalogueFile[] = previewDecoderCatal
   target: `models/taesd/${taesdFileStems[e.variant]}.safetensors`,
   note: e.note,
 }));
+
+/** The catalogue file of a TAESD decoder variant. */
+export function previewDecoderFile(variant: TaesdVariant): CatalogueFile {
+  return previewDecoderFiles[previewDecoderCatalogue.findIndex((e) => e.variant === variant)]!;
+}
 
 /** The single files downloads put in place (DownloadHost.placeFile). */
 export const catalogueFiles: readonly CatalogueFile[] = [safetyCheckerFile, ...previewDecoderFiles];
