@@ -18,15 +18,15 @@
 // for the conversion and the optimized-graph cache. Each side's denoising time comes from its
 // own log: ours `denoise N ms`, sd.cpp's `sampling completed, taking N s`.
 //
-// One JSON document on stdout, also written to bench-results/sdcpp-<date>.json.
+// One JSON document on stdout, also written to bench-results/sdcpp-<date>.json (or --out).
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeRandomCheckpoint } from '../convert/random-weights';
-import { repoRoot } from './fixture';
+import { repoRoot, writeResult } from './fixture';
 
 const log = (msg: string) => process.stderr.write(`bench:sdcpp: ${msg}\n`);
 
@@ -192,18 +192,7 @@ async function main(): Promise<void> {
       Object.entries(sdcpp).map(([t, r]) => [t, Number((r.msPerStep / oursMs).toFixed(2))]),
     ),
   };
-  const json = JSON.stringify(result, null, 2);
-  const out = path.resolve(
-    values.out ??
-      path.join(
-        root,
-        'bench-results',
-        `sdcpp-${new Date().toISOString().replace(/[:.]/g, '-')}.json`,
-      ),
-  );
-  await mkdir(path.dirname(out), { recursive: true });
-  await writeFile(out, json + '\n');
-  process.stdout.write(json + '\n');
+  await writeResult('sdcpp', result, values.out);
   if (!values.work) await rm(path.join(work, 'data'), { recursive: true, force: true });
 }
 
