@@ -372,16 +372,14 @@ export class DownloadManager {
     }
     if (row.kind === 'url') {
       const verified = safeJoin(files, row.name);
-      if (!fs.existsSync(verified))
-        throw new DownloadError(
-          'bad-input',
-          `${row.name} was already handed on by an earlier try; download it again to fetch it anew.`,
-        );
+      if (!fs.existsSync(verified)) throw handedOn(row);
       const target = freeFileName(path.join(this.host.dataDir, 'files'), row.name);
       await moveFile(verified, target);
       const handed = await this.host.importFile(target);
       return { resultPath: handed.path, modelId: handed.modelId };
     }
+    // A retry after the library refused the folder (an update that did not load): it is gone.
+    if (!fs.existsSync(files)) throw handedOn(row);
     const target = await freeName(path.join(this.host.dataDir, 'models'), row.name);
     await fsp.mkdir(path.dirname(target), { recursive: true });
     await fsp.rename(files, target);
@@ -406,4 +404,12 @@ export class DownloadManager {
     const files = this.store.files(id);
     new ProgressMeter(row, files, 0, (p) => this.host.onProgress?.(p)).emit(true, row);
   }
+}
+
+/** A retry of a download whose verified files an earlier try already moved on. */
+function handedOn(row: DownloadRow): DownloadError {
+  return new DownloadError(
+    'bad-input',
+    `${row.name} was already handed on by an earlier try; download it again to fetch it anew.`,
+  );
 }
