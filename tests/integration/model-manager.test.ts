@@ -488,7 +488,7 @@ describe('single files by URL, handed to their folders by what their header says
     expect(failed.state).toBe('failed');
     const kept = path.join(dataDir, 'files', 'flux.safetensors');
     expect(failed.error_message).toBe(
-      `flux.safetensors is a Flux model, not a checkpoint, LoRA, VAE or embedding, so the studio cannot use it. It was kept as ${kept}.`,
+      `flux.safetensors is a Flux model, not a checkpoint, LoRA, VAE, embedding or ControlNet, so the studio cannot use it. It was kept as ${kept}.`,
     );
     expect(fs.existsSync(kept)).toBe(true);
   });

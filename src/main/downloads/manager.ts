@@ -38,7 +38,7 @@ export interface DownloadHost {
   replaceModel?(modelId: string, folder: string): Promise<string>;
   /**
    * Hands on a finished, verified single file: a checkpoint to the checkpoint import, a LoRA,
-   * VAE or embedding to its folder. Returns the model it became (or null) and where the file is
+   * VAE, embedding or ControlNet to its folder. Returns the model it became (or null) and where the file is
    * now; throws a DownloadError with a sentence for a file the studio cannot use.
    */
   importFile(file: string): Promise<{ modelId: string | null; path: string }>;
