@@ -84,7 +84,12 @@ export class StudioHost {
     this.imports = new CheckpointImports(context, (folder) => this.library.addModel(folder));
     this.vaes = new VaeService(context);
     this.controlNets = new ControlNetService(context, (id) => this.library.resolveImage(id));
-    this.downloads = new DownloadService(context, this.library, this.imports);
+    this.downloads = new DownloadService(context, this.library, this.imports, {
+      // VAE and ControlNet folders are read at each listing; LoRAs and embeddings are cached.
+      forgetListing: (kind) => {
+        if (kind === 'lora' || kind === 'embedding') this.networks.settingsChanged();
+      },
+    });
     // Downloads a quit interrupted continue once the library has finished its start-up.
     void this.library.ready
       .then(() => {

@@ -189,6 +189,14 @@ export const studioEvents = {
   /** Images added, changed (favorite, rating, tags) or removed, by image id. */
   galleryChanged: z.object({ added: z.array(Id), updated: z.array(Id), removed: z.array(Id) }),
   libraryStatus: LibraryStatus,
+  /**
+   * A file was put in one of the folders Settings names (a download placed a LoRA, embedding,
+   * VAE or ControlNet): the list of that kind is stale, and asking for it again shows the file.
+   */
+  modelFileAdded: z.object({
+    kind: z.enum(['lora', 'embedding', 'vae', 'controlnet']),
+    file: z.string(),
+  }),
 } as const satisfies Record<string, z.ZodType>;
 
 export type StudioMethods = typeof studioMethods;

@@ -1,4 +1,8 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { type FakeHub, startFakeHub } from '../fixtures/hub-server';
+import { writeFixtureLora } from '../fixtures/lora-file';
 import { fixtureModel } from '../fixtures/models';
 import { callApi, expect, screenshotPath, test } from './fixtures';
 import { fillForm, galleryRows, generate, openStudio, view } from './helpers';
@@ -6,7 +10,8 @@ import { fillForm, galleryRows, generate, openStudio, view } from './helpers';
 // Models -> Download models, through the real headless server against a Hugging Face Hub on
 // loopback (tests/fixtures/hub-server.ts) that serves a fixture model under the catalogue's
 // SD 1.5 repo id: pick it in the catalogue, watch its progress, see it verified and added,
-// generate with it. A reference that is neither a repo id nor a URL gets its sentence.
+// generate with it. A reference that is neither a repo id nor a URL gets its sentence. A LoRA
+// downloaded by URL is in the open LoRA picker as soon as it lands in its folder.
 
 const repo = 'onnx-community/stable-diffusion-v1-5-ONNX';
 const found = 'people/searchable-sd-onnx';
@@ -14,7 +19,12 @@ let hub: FakeHub;
 
 test.beforeAll(async () => {
   const dir = await fixtureModel('e2e-known-answer', { unet: 'known-answer', knownLatents: 8 });
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'e2e-lora-file-'));
+  await writeFixtureLora(path.join(tmp, 'ink.safetensors'), (i) => i / 100);
+  const lora = fs.readFileSync(path.join(tmp, 'ink.safetensors'));
+  fs.rmSync(tmp, { recursive: true, force: true });
   hub = await startFakeHub([
+    { id: 'people/lora-files', files: { 'ink.safetensors': lora } },
     { id: repo, dir, license: 'creativeml-openrail-m' },
     { id: found, dir, license: 'mit', tags: ['onnx', 'text-to-image'] },
     {
@@ -150,6 +160,26 @@ test('search the Hub, see the plan, download; an update badge when its main move
   await expect(
     page.getByTestId('models-table').getByRole('row', { name: /searchable-sd-onnx/ }),
   ).toContainText('Ready');
+  expect(consoleErrors).toEqual([]);
+});
+
+test('a LoRA downloaded by URL shows in the open LoRA picker without Refresh', async ({
+  page,
+  studio,
+  consoleErrors,
+}) => {
+  await openStudio(page, studio);
+  await page.getByRole('button', { name: /LoRA & embeddings/ }).click();
+  await expect(page.getByText(/^No LoRA files in /)).toBeVisible();
+  // Started over the API (the Models view's form is the journeys above): what matters is that
+  // the picker, already open with its listing, learns of the file.
+  await callApi(studio, 'startDownload', {
+    reference: `${hub.url}/people/lora-files/resolve/main/ink.safetensors`,
+  });
+  const cards = page.getByTestId('network-card');
+  await expect(cards).toHaveCount(1, { timeout: 30_000 });
+  await expect(cards.nth(0)).toHaveAttribute('data-name', 'ink');
+  expect(fs.existsSync(path.join(studio.dataDir, 'models', 'Lora', 'ink.safetensors'))).toBe(true);
   expect(consoleErrors).toEqual([]);
 });
 

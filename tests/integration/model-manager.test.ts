@@ -44,6 +44,7 @@ beforeAll(async () => {
   hub = await startFakeHub([
     { id: 'studio/tiny-sd', dir: fixtureDir, license: 'openrail', tags: ['onnx'] },
     { id: 'studio/moving-sd', dir: fixtureDir, license: 'mit', tags: ['onnx'] },
+    { id: 'people/breaking-sd', dir: fixtureDir },
     { id: 'studio/gated-sd', dir: fixtureDir, gated: true, tags: ['onnx'] },
     {
       id: 'studio/one-checkpoint',
@@ -313,6 +314,53 @@ describe('updates of downloaded models', () => {
       'studio/moving-sd has no newer commit on main.',
     );
   });
+
+  it('an update whose folder does not load leaves the model on its old folder, trashes the new one and says so in one sentence', async () => {
+    const o = await open();
+    const { host, dataDir } = o;
+    const first = await download(o, 'people/breaking-sd');
+    const modelId = first.modelId!;
+    const oldFolder = path.join(dataDir, 'models', 'people--breaking-sd');
+    // The next commit's UNet is not an ONNX graph: its bytes verify (the Hub publishes their
+    // hash) but the folder does not load.
+    const S4 = 'd'.repeat(40);
+    hub.commit('people/breaking-sd', { 'unet/model.onnx': Buffer.from('not an onnx graph') }, S4);
+    const update = await host.service.updateModel({ modelId });
+    expect(update.sha).toBe(S4);
+    const row = await host.downloads.manager.wait(update.id);
+    expect(row.state).toBe('failed');
+    expect(row.error_message).toMatch(
+      /^The update of people--breaking-sd \(commit ddddddd\) does not load, so the model stays as it was and the downloaded folder went to the trash: unet\/model\.onnx is not an ONNX model [^.]*\.$/,
+    );
+    // The model is still the old folder, usable; nothing else is left in models/.
+    const model = (await host.service.listModels(undefined)).find((m) => m.id === modelId)!;
+    expect(model).toMatchObject({ path: oldFolder, status: 'ok', error: null });
+    expect(fs.readdirSync(path.join(dataDir, 'models'))).toEqual(['people--breaking-sd']);
+    expect(JSON.parse(fs.readFileSync(path.join(oldFolder, '.download.json'), 'utf8')).sha).toBe(
+      first.sha,
+    );
+    // The new folder is in the app's trash, whole.
+    const trashed = fs
+      .readdirSync(path.join(dataDir, 'trash'))
+      .map((d) => path.join(dataDir, 'trash', d, 'people--breaking-sd-2'))
+      .filter((d) => fs.existsSync(d));
+    expect(trashed).toHaveLength(1);
+    expect(fs.readFileSync(path.join(trashed[0]!, 'unet', 'model.onnx'), 'utf8')).toBe(
+      'not an onnx graph',
+    );
+    // The update is still offered, and a retry of the failed download says why it cannot go on.
+    expect((await host.service.checkModelUpdates({ force: true }))[0]).toMatchObject({
+      modelId,
+      updateAvailable: true,
+    });
+    await host.service.resumeDownload({ id: update.id });
+    const retried = await host.downloads.manager.wait(update.id);
+    expect(retried.state).toBe('failed');
+    expect(retried.error_message).toBe(
+      'people--breaking-sd was already handed on by an earlier try; download it again to fetch it anew.',
+    );
+    expect((await host.service.listModels(undefined)).map((m) => m.path)).toEqual([oldFolder]);
+  });
 });
 
 describe('removing a model to the trash', () => {
@@ -440,7 +488,7 @@ describe('single files by URL, handed to their folders by what their header says
     expect(failed.state).toBe('failed');
     const kept = path.join(dataDir, 'files', 'flux.safetensors');
     expect(failed.error_message).toBe(
-      `flux.safetensors is a Flux model, not a checkpoint, LoRA, VAE or embedding, so the studio cannot use it. It was kept as ${kept}.`,
+      `flux.safetensors is a Flux model, not a checkpoint, LoRA, VAE, embedding or ControlNet, so the studio cannot use it. It was kept as ${kept}.`,
     );
     expect(fs.existsSync(kept)).toBe(true);
   });

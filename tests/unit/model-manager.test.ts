@@ -60,7 +60,7 @@ function header(
 }
 
 describe('the kind of a downloaded file, from its header', () => {
-  it('tells checkpoints, LoRAs (kohya, PEFT, LyCORIS), VAEs (ldm, diffusers) and embeddings apart', () => {
+  it('tells checkpoints, LoRAs (kohya, PEFT, LyCORIS), VAEs (ldm, diffusers), embeddings and ControlNets apart', () => {
     expect(
       fileKindOf(header({ 'model.diffusion_model.input_blocks.0.0.weight': [320, 4, 3, 3] }), 'x')
         .kind,
@@ -94,28 +94,32 @@ describe('the kind of a downloaded file, from its header', () => {
     expect(fileKindOf(header({ clip_l: [2, 768], clip_g: [2, 1280] }), 'x').kind).toBe('embedding');
     // diffusers' learned_embeds.bin: one token of a known text width.
     expect(fileKindOf(header({ '<cat-toy>': [768] }), 'x').kind).toBe('embedding');
+    // ControlNets in ldm naming (with and without `control_model.`) and in diffusers' naming.
+    for (const key of [
+      'control_model.input_hint_block.0.weight',
+      'input_hint_block.0.weight',
+      'controlnet_cond_embedding.conv_in.weight',
+    ])
+      expect(fileKindOf(header({ [key]: [16, 3, 3, 3] }), 'x').kind, key).toBe('controlnet');
   });
 
   it('says in a sentence what a file it cannot use is', () => {
     expect(
-      fileKindOf(
-        header({ 'control_model.input_hint_block.0.weight': [16, 3, 3, 3] }),
-        'cn.safetensors',
-      ),
+      fileKindOf(header({ 'double_blocks.0.img_attn.qkv.weight': [4, 4] }), 'flux.safetensors'),
     ).toEqual({
       kind: null,
       problem:
-        'cn.safetensors is a ControlNet, not a checkpoint, LoRA, VAE or embedding, so the studio cannot use it.',
+        'flux.safetensors is a Flux model, not a checkpoint, LoRA, VAE, embedding or ControlNet, so the studio cannot use it.',
     });
     expect(fileKindOf(header({ '<odd>': [7] }), 'odd.bin')).toEqual({
       kind: null,
       problem:
-        'odd.bin is not a diffusion model we recognise (it has no model.diffusion_model.* weights), not a checkpoint, LoRA, VAE or embedding, so the studio cannot use it.',
+        'odd.bin is not a diffusion model we recognise (it has no model.diffusion_model.* weights), not a checkpoint, LoRA, VAE, embedding or ControlNet, so the studio cannot use it.',
     });
     expect(fileKindOf(header({}), 'empty.safetensors')).toEqual({
       kind: null,
       problem:
-        'empty.safetensors holds no tensors; it is not a checkpoint, LoRA, VAE or embedding, so the studio cannot use it.',
+        'empty.safetensors holds no tensors; it is not a checkpoint, LoRA, VAE, embedding or ControlNet, so the studio cannot use it.',
     });
   });
 });

@@ -1,5 +1,6 @@
 /**
- * Converting a checkpoint (or a VAE-only file) off the caller's thread. Widening one large fp16 tensor, or building a
+ * Converting a checkpoint (or a VAE-only file, a ControlNet, the safety checker) off the caller's
+ * thread. Widening one large fp16 tensor, or building a
  * UNet graph, is seconds of synchronous work; in the studio's host that would stall IPC, SQLite
  * and the UI. So the host runs convertCheckpoint in a worker thread of the engine worker's bundle
  * (started with `workerData` asking for a conversion instead of the engine's message loop), as
@@ -23,6 +24,11 @@ import {
 } from './convert';
 import { type ConvertVaeOptions, type VaeConversionRecord, convertVae } from './convert-vae';
 import {
+  type ControlNetConversionRecord,
+  type ConvertControlNetOptions,
+  convertControlNet,
+} from './convert-controlnet';
+import {
   type ConvertSafetyOptions,
   type SafetyConversionRecord,
   convertSafetyChecker,
@@ -44,18 +50,24 @@ type ConvertRequest = {
   | { kind?: 'checkpoint'; options: Omit<WorkerConvertOptions, 'signal' | 'onProgress'> }
   | { kind: 'vae'; options: Omit<ConvertVaeOptions, 'signal' | 'onProgress'> }
   | { kind: 'safety'; options: Omit<ConvertSafetyOptions, 'signal'> }
+  | { kind: 'controlnet'; options: Omit<ConvertControlNetOptions, 'signal' | 'onProgress'> }
 );
 
 /** What convertVae gives. */
 export type VaeConversionResult = VaeConversionRecord & { dir: string };
 /** What convertSafetyChecker gives. */
 export type SafetyConversionResult = SafetyConversionRecord & { dir: string };
+/** What convertControlNet gives. */
+export type ControlNetConversionResult = ControlNetConversionRecord & { dir: string };
+
+type AnyConversionResult =
+  ConvertResult | VaeConversionResult | SafetyConversionResult | ControlNetConversionResult;
 
 type ToConverter = { type: 'cancel' };
 
 type FromConverter =
   | { type: 'progress'; progress: ConvertProgress }
-  | { type: 'converted'; result: ConvertResult | VaeConversionResult | SafetyConversionResult }
+  | { type: 'converted'; result: AnyConversionResult }
   | { type: 'convert-failed'; error: EngineErrorInfo };
 
 function isConvertRequest(data: unknown): data is ConvertRequest {
@@ -85,7 +97,7 @@ export function answerConversion(port: MessagePort | null, data: unknown): boole
     signal: controller.signal,
     onProgress: (progress: ConvertProgress) => send({ type: 'progress', progress }),
   };
-  const converting: Promise<ConvertResult | VaeConversionResult | SafetyConversionResult> =
+  const converting: Promise<AnyConversionResult> =
     data.kind === 'vae'
       ? convertVae(data.file, data.outDir, { ...data.options, ...callbacks })
       : data.kind === 'safety'
@@ -93,7 +105,9 @@ export function answerConversion(port: MessagePort | null, data: unknown): boole
             ...data.options,
             signal: controller.signal,
           })
-        : convertCheckpoint(data.file, data.outDir, { ...data.options, ...callbacks });
+        : data.kind === 'controlnet'
+          ? convertControlNet(data.file, data.outDir, { ...data.options, ...callbacks })
+          : convertCheckpoint(data.file, data.outDir, { ...data.options, ...callbacks });
   converting.then(
     (result) => send({ type: 'converted', result }),
     (err: unknown) => send({ type: 'convert-failed', error: describeEngineError(err) }),
@@ -166,6 +180,25 @@ export function convertSafetyCheckerInWorker(
     workerPath,
     { role, kind: 'safety', file, outDir, options: rest },
     { signal },
+  );
+}
+
+/**
+ * convertControlNet(file, outDir, options) in a new worker thread of `workerPath`, as
+ * convertCheckpointInWorker does for checkpoints (same progress, cancel and clean-up): a full-size
+ * ControlNet is 1.4 GB whose conversion would otherwise stall the host for its whole length.
+ */
+export function convertControlNetInWorker(
+  workerPath: string,
+  file: string,
+  outDir: string,
+  options: ConvertControlNetOptions,
+): Promise<ControlNetConversionResult> {
+  const { signal, onProgress, ...rest } = options;
+  return inWorker<ControlNetConversionResult>(
+    workerPath,
+    { role, kind: 'controlnet', file, outDir, options: rest },
+    { signal, onProgress },
   );
 }
 

@@ -15,6 +15,8 @@ export type DownloadFailure =
   | 'server'
   /** The bytes did not match the size or hash the Hub published. */
   | 'verification'
+  /** Verified files the studio cannot use (an update whose model folder does not load). */
+  | 'unusable'
   /** A name or request that cannot be honoured (a hostile path, a bad repo id). */
   | 'bad-input'
   | 'disk-full'
@@ -28,6 +30,7 @@ const studioCodes: Record<DownloadFailure, ErrorCode> = {
   network: 'unavailable',
   server: 'unavailable',
   verification: 'model',
+  unusable: 'model',
   'bad-input': 'invalid-argument',
   'disk-full': 'disk-full',
   cancelled: 'cancelled',

@@ -1,6 +1,6 @@
 /**
  * What a downloaded single file is, from its header (never its name alone): a checkpoint for
- * the checkpoint import, or a LoRA, VAE or embedding for its folder in Settings. The tensor
+ * the checkpoint import, or a LoRA, VAE, embedding or ControlNet for its folder in Settings. The tensor
  * names are the ones the engine's readers and the converter's detection go by
  * (engine/convert/detect.ts describeOtherFile; adapters/header.ts for LoRAs and embeddings).
  */
@@ -8,18 +8,20 @@ import path from 'node:path';
 import { describeOtherFile } from '../../engine/convert/detect';
 import { type FileHeader, HeaderError, embeddingShape, readFileHeader } from '../adapters/header';
 
-export type DownloadedFileKind = 'checkpoint' | 'lora' | 'vae' | 'embedding';
+export type DownloadedFileKind = 'checkpoint' | 'lora' | 'vae' | 'embedding' | 'controlnet';
 
 export type FileKindResult =
   | { kind: DownloadedFileKind }
   /** `problem`: one sentence saying what the file is instead. */
   | { kind: null; problem: string };
 
-const wanted = 'not a checkpoint, LoRA, VAE or embedding, so the studio cannot use it';
+const wanted = 'not a checkpoint, LoRA, VAE, embedding or ControlNet, so the studio cannot use it';
 
 const loraKey =
   /lora_(up|down)\.weight$|\.lora_[AB]\.weight$|^lora_(unet|te\d?)_|\.hada_w1_a$|\.lokr_w1$/;
 const embeddingKey = /^(emb_params|string_to_param\.|string_to_token)/;
+// ldm naming (with or without `control_model.`) and diffusers' ControlNetModel naming.
+const controlNetKey = /^(control_model\.)?input_hint_block\.|^controlnet_cond_embedding\./;
 
 /** The kind of file `header` describes; `name` is the file's, for the sentence. */
 export function fileKindOf(header: FileHeader, name: string): FileKindResult {
@@ -29,6 +31,7 @@ export function fileKindOf(header: FileHeader, name: string): FileKindResult {
     return { kind: null, problem: `${name} holds no tensors; it is ${wanted}.` };
   if (has(/^model\.diffusion_model\./)) return { kind: 'checkpoint' };
   if (has(loraKey)) return { kind: 'lora' };
+  if (has(controlNetKey)) return { kind: 'controlnet' };
   if (
     has(embeddingKey) ||
     (header.tensors.has('clip_l') && header.tensors.has('clip_g') && names.length <= 4)

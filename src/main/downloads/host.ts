@@ -1,20 +1,21 @@
 /**
  * The download queue over a library: finished model folders are added to it, a single file goes
  * where its header says it belongs (a checkpoint to the checkpoint import, models/imports.ts; a
- * LoRA, VAE or embedding to its folder in Settings; anything else fails with a sentence), the Hub's endpoint and token come
- * from HF_ENDPOINT and HF_TOKEN (then Settings' token). Shared by the studio host and
- * `npm run models`.
+ * LoRA, VAE, embedding or ControlNet to its folder in Settings, announced by onFolderFile;
+ * anything else fails with a sentence), the Hub's endpoint and token come from HF_ENDPOINT and
+ * HF_TOKEN (then Settings' token). Shared by the studio host and `npm run models`.
  */
 import path from 'node:path';
 import { StudioError, catalogueFiles } from '../../shared';
 import { networkFolders } from '../adapters/scan';
 import type { Library } from '../library/service';
 import type { CheckpointImports } from '../models/imports';
+import { controlNetFolder } from '../models/controlnets';
 import { vaeFolder } from '../models/vaes';
 import type { HostContext } from '../services';
 import { freeFileName, moveFile } from './disk';
 import { DownloadError } from './errors';
-import { detectFileKind } from './file-kind';
+import { type DownloadedFileKind, detectFileKind } from './file-kind';
 import { HubClient, hubConfigFrom } from './hub';
 import type { HttpOptions } from './http';
 import {
@@ -34,9 +35,22 @@ export interface LibraryDownloadsOptions extends DownloadManagerOptions {
   replaceModel?: (modelId: string, folder: string) => Promise<string>;
   /** Hears what happened to a downloaded file that is not a model (a LoRA, a VAE...). */
   onKeptFile?: (file: string, why: string) => void;
+  /**
+   * Hears that a downloaded file now lies in the Settings folder of its kind (called once it is
+   * there, before the download is marked done), so the lists of that folder can be refreshed.
+   */
+  onFolderFile?: (kind: FolderFileKind, file: string) => void;
 }
 
-const kindNames = { lora: 'a LoRA', embedding: 'an embedding', vae: 'a VAE' } as const;
+/** The downloaded files that go to a folder Settings names rather than to the library. */
+export type FolderFileKind = Exclude<DownloadedFileKind, 'checkpoint'>;
+
+const kindNames = {
+  lora: 'a LoRA',
+  embedding: 'an embedding',
+  vae: 'a VAE',
+  controlnet: 'a ControlNet',
+} as const;
 
 /** A DownloadManager that installs into `library`; call `start()` once the library is ready. */
 export function libraryDownloads(
@@ -69,15 +83,16 @@ export function libraryDownloads(
       }
       const settings = context.settings.get();
       const folders = networkFolders(settings, context.dataDir);
-      const dir =
-        detected.kind === 'lora'
-          ? folders.loraDir
-          : detected.kind === 'embedding'
-            ? folders.embeddingsDir
-            : vaeFolder(settings, context.dataDir);
+      const dir = {
+        lora: () => folders.loraDir,
+        embedding: () => folders.embeddingsDir,
+        vae: () => vaeFolder(settings, context.dataDir),
+        controlnet: () => controlNetFolder(settings, context.dataDir),
+      }[detected.kind]();
       const target = freeFileName(dir, path.basename(file));
       await moveFile(file, target);
       options.onKeptFile?.(target, `it is ${kindNames[detected.kind]}, so it went to that folder`);
+      options.onFolderFile?.(detected.kind, target);
       return { modelId: null, path: target };
     },
     // A catalogue file (the content filter's checker) goes where the studio looks for it.

@@ -38,7 +38,7 @@ export interface DownloadHost {
   replaceModel?(modelId: string, folder: string): Promise<string>;
   /**
    * Hands on a finished, verified single file: a checkpoint to the checkpoint import, a LoRA,
-   * VAE or embedding to its folder. Returns the model it became (or null) and where the file is
+   * VAE, embedding or ControlNet to its folder. Returns the model it became (or null) and where the file is
    * now; throws a DownloadError with a sentence for a file the studio cannot use.
    */
   importFile(file: string): Promise<{ modelId: string | null; path: string }>;
@@ -372,16 +372,14 @@ export class DownloadManager {
     }
     if (row.kind === 'url') {
       const verified = safeJoin(files, row.name);
-      if (!fs.existsSync(verified))
-        throw new DownloadError(
-          'bad-input',
-          `${row.name} was already handed on by an earlier try; download it again to fetch it anew.`,
-        );
+      if (!fs.existsSync(verified)) throw handedOn(row);
       const target = freeFileName(path.join(this.host.dataDir, 'files'), row.name);
       await moveFile(verified, target);
       const handed = await this.host.importFile(target);
       return { resultPath: handed.path, modelId: handed.modelId };
     }
+    // A retry after the library refused the folder (an update that did not load): it is gone.
+    if (!fs.existsSync(files)) throw handedOn(row);
     const target = await freeName(path.join(this.host.dataDir, 'models'), row.name);
     await fsp.mkdir(path.dirname(target), { recursive: true });
     await fsp.rename(files, target);
@@ -406,4 +404,12 @@ export class DownloadManager {
     const files = this.store.files(id);
     new ProgressMeter(row, files, 0, (p) => this.host.onProgress?.(p)).emit(true, row);
   }
+}
+
+/** A retry of a download whose verified files an earlier try already moved on. */
+function handedOn(row: DownloadRow): DownloadError {
+  return new DownloadError(
+    'bad-input',
+    `${row.name} was already handed on by an earlier try; download it again to fetch it anew.`,
+  );
 }

@@ -2,13 +2,19 @@
  * The studio's slice of the contract for downloads and downloaded models: the queue
  * (listDownloads, startDownload, pause, resume, cancel, planDownload), Hub search, the Hub token,
  * updates of downloaded models, and removing a model to the trash with undo. Progress goes out
- * as `downloadProgress` events, at most a few per second per download.
+ * as `downloadProgress` events, at most a few per second per download; a LoRA, embedding, VAE or
+ * ControlNet file placed in its folder as a `modelFileAdded` event.
  */
 import type { CatalogueFile, DownloadEntry, StudioService } from '../../shared';
 import type { Library } from '../library/service';
 import type { CheckpointImports } from '../models/imports';
 import type { HostContext } from '../services';
-import { type LibraryDownloadsOptions, hubClientFor, libraryDownloads } from './host';
+import {
+  type FolderFileKind,
+  type LibraryDownloadsOptions,
+  hubClientFor,
+  libraryDownloads,
+} from './host';
 import type { DownloadManager } from './manager';
 import { ModelTrash } from './model-trash';
 import { planDownload } from './plan';
@@ -16,6 +22,14 @@ import { searchHitOf } from './search';
 import type { DownloadRow } from './store';
 import { HubTokenStore } from './token';
 import { ModelUpdates } from './updates';
+
+export interface DownloadServiceOptions extends LibraryDownloadsOptions {
+  /**
+   * Drops what the host caches of a folder's listing (the LoRA and embedding scan) when a
+   * download put a file of `kind` there; called before `modelFileAdded` goes out.
+   */
+  forgetListing?: (kind: FolderFileKind) => void;
+}
 
 export class DownloadService {
   readonly manager: DownloadManager;
@@ -27,7 +41,7 @@ export class DownloadService {
     context: HostContext,
     library: Library,
     imports: CheckpointImports,
-    options: LibraryDownloadsOptions = {},
+    options: DownloadServiceOptions = {},
   ) {
     this.tokens = new HubTokenStore(
       context.dataDir,
@@ -42,6 +56,11 @@ export class DownloadService {
       replaceModel: (modelId, folder) => this.updates.replace(modelId, folder),
       onProgress: (p) => context.events.emit('downloadProgress', p),
       onKeptFile: (file, why) => context.log(`downloaded ${file}; ${why}`),
+      // The pickers list the file at once, not after the next rescan (Refresh or a restart).
+      onFolderFile: (kind, file) => {
+        options.forgetListing?.(kind);
+        context.events.emit('modelFileAdded', { kind, file });
+      },
     });
     const hub = () => hubClientFor(hubOptions);
     this.updates = new ModelUpdates(context, library, this.manager, hub);

@@ -3,7 +3,8 @@
  * its folder's .download.json; its repo's main is asked for on demand, otherwise at most once a
  * day per repo (answers cached in the data folder's model-updates.json). An update downloads
  * main into a folder beside the model, verified like any download; only then does the model
- * switch to it (replaceModel), and its old folder goes to the trash.
+ * switch to it (replaceModel), and its old folder goes to the trash. A new folder that does not
+ * load changes nothing: the model stays on its old folder and the new one goes to the trash.
  */
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -13,7 +14,7 @@ import type { Library } from '../library/service';
 import { newToken } from '../library/ids';
 import { inspectModel, upsertModel } from '../models/models';
 import type { HostContext } from '../services';
-import { isDownloadError } from './errors';
+import { DownloadError, isDownloadError } from './errors';
 import { type HubClient, isRepoId } from './hub';
 import type { DownloadManager } from './manager';
 import { isOwnedModelFolder } from './model-trash';
@@ -118,39 +119,61 @@ export class ModelUpdates {
   }
 
   /**
-   * The switch: model `modelId` now points at `folder` (inspected first, so a folder that does
-   * not load changes nothing); the old folder goes to the trash when it is one a download made.
+   * The switch: model `modelId` now points at `folder` (inspected first), and the old folder goes
+   * to the trash when it is one a download made. A `folder` that does not load changes nothing:
+   * it goes to the trash instead, the model keeps its old folder, and this throws a DownloadError
+   * 'unusable' whose one sentence says so (the download's error).
    */
   async replace(modelId: string, folder: string): Promise<string> {
     const db = this.library.database.db;
-    const old = db.prepare('SELECT path FROM models WHERE id = ?').get(modelId) as
-      { path: string } | undefined;
+    const old = db.prepare('SELECT path, name FROM models WHERE id = ?').get(modelId) as
+      { path: string; name: string } | undefined;
     if (!old) return (await this.library.addModel(folder)).id;
-    const inspected = await inspectModel(folder, { workerPath: this.context.workerPath });
+    let inspected: Awaited<ReturnType<typeof inspectModel>>;
+    try {
+      inspected = await inspectModel(folder, { workerPath: this.context.workerPath });
+    } catch (err) {
+      const commit = downloadSourceOf(folder)?.sha.slice(0, 7);
+      // Left in models/, the folder would sit there unregistered; a rescan would list it broken.
+      await this.#toTrash(folder);
+      const why = (err as Error).message.replace(/\.$/, '');
+      this.context.log(`model ${modelId}: the update in ${folder} does not load: ${why}`);
+      throw new DownloadError(
+        'unusable',
+        `The update of ${old.name}${commit ? ` (commit ${commit})` : ''} does not load, so the model stays as it was and the downloaded folder went to the trash: ${why}.`,
+      );
+    }
     this.library.database.transaction(() => {
       db.prepare('UPDATE models SET path = ? WHERE id = ?').run(folder, modelId);
       upsertModel(db, folder, inspected, { builtIn: false, now: this.now() });
     });
     this.context.events.emit('modelsChanged', this.library.models.listModels());
-    const modelsDir = path.join(this.context.dataDir, 'models');
-    if (old.path !== folder && isOwnedModelFolder(modelsDir, old.path)) {
-      const to = path.join(
-        this.context.dataDir,
-        'trash',
-        `models-${newToken()}`,
-        path.basename(old.path),
-      );
-      await fsp.mkdir(path.dirname(to), { recursive: true });
-      await fsp.rename(old.path, to);
-      if (this.context.desktop)
-        await this.context.desktop
-          .trash(to)
-          .catch((err: unknown) =>
-            this.context.log(`models: the OS trash refused ${to}: ${(err as Error).message}`),
-          );
-    }
+    if (old.path !== folder) await this.#toTrash(old.path);
     this.context.log(`model ${modelId} updated to ${folder}`);
     return modelId;
+  }
+
+  /**
+   * Moves `folder` to the app's trash (then the OS trash on desktop) when it is one a download
+   * made in models/; any other folder stays where it is.
+   */
+  async #toTrash(folder: string): Promise<void> {
+    const modelsDir = path.join(this.context.dataDir, 'models');
+    if (!isOwnedModelFolder(modelsDir, folder)) return;
+    const to = path.join(
+      this.context.dataDir,
+      'trash',
+      `models-${newToken()}`,
+      path.basename(folder),
+    );
+    await fsp.mkdir(path.dirname(to), { recursive: true });
+    await fsp.rename(folder, to);
+    if (this.context.desktop)
+      await this.context.desktop
+        .trash(to)
+        .catch((err: unknown) =>
+          this.context.log(`models: the OS trash refused ${to}: ${(err as Error).message}`),
+        );
   }
 
   #sources(): Array<{ modelId: string; source: string; sha: string }> {

@@ -30,6 +30,7 @@ import {
 import { convertTaesd } from '../../engine/convert/convert-taesd';
 import {
   convertCheckpointInWorker,
+  convertControlNetInWorker,
   convertSafetyCheckerInWorker,
   convertVaeInWorker,
 } from '../../engine/convert/in-worker';
@@ -260,11 +261,15 @@ export interface CachedControlNet {
 
 /**
  * The converted ControlNet of `file`: reused when the cache has it, converted into
- * `converted/controlnet-<sha256 prefix>-<precision>/<name>/` otherwise (in this thread).
+ * `converted/controlnet-<sha256 prefix>-<precision>/<name>/` otherwise (in a worker thread of
+ * `workerPath` when given, else in this thread).
  */
 export async function ensureControlNetConverted(
   file: string,
-  options: Pick<CachedConversionOptions, 'dataDir' | 'precision' | 'signal' | 'onProgress'>,
+  options: Pick<
+    CachedConversionOptions,
+    'dataDir' | 'precision' | 'signal' | 'onProgress' | 'workerPath'
+  >,
 ): Promise<CachedControlNet> {
   const precision = options.precision ?? 'fp16';
   const sha256 = await new KnownHashes(path.join(options.dataDir, HASHES_FILE)).hash(file, options);
@@ -282,12 +287,17 @@ export async function ensureControlNetConverted(
     }
   };
   const found = await inSlot(slot, folderName(file, 'controlnet'), read, async (dir) => {
-    const { dir: _dir, ...record } = await convertControlNet(file, dir, {
+    const controlNetOptions = {
       precision,
       sha256,
       ...(options.signal ? { signal: options.signal } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
-    });
+    };
+    // In a worker thread when given one, as checkpoints and VAEs are: a 1.4 GB ControlNet
+    // converted here would hold every IPC and WebSocket reply of the host until it is done.
+    const { dir: _dir, ...record } = options.workerPath
+      ? await convertControlNetInWorker(options.workerPath, file, dir, controlNetOptions)
+      : await convertControlNet(file, dir, controlNetOptions);
     return record;
   });
   return { ...found, modelFile: controlNetModelFile(found.dir), sha256 };

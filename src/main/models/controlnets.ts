@@ -213,6 +213,8 @@ export class ControlNetService {
     private readonly context: {
       dataDir: string;
       settings: { get(): Settings };
+      /** The engine worker bundle: ControlNets are converted in a thread of it when given. */
+      workerPath?: string | null;
     },
     /** A library image or upload by id (the library's resolveImage). */
     private readonly resolveImage: (id: string) => { file: string } | Promise<{ file: string }>,
@@ -269,6 +271,8 @@ export class ControlNetService {
     try {
       converted = await ensureControlNetConverted(file, {
         dataDir: this.context.dataDir,
+        // Off the host's thread: a full-size ControlNet takes tens of seconds to convert.
+        workerPath: this.context.workerPath ?? null,
         ...(options.signal ? { signal: options.signal } : {}),
         ...(options.onProgress ? { onProgress: options.onProgress } : {}),
       });

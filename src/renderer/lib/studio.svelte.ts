@@ -103,6 +103,12 @@ export class Studio {
         this.#refreshLibraryStatus();
       });
       api.on('libraryStatus', (status) => (this.library = status));
+      // A download put a file in a folder: its picker lists it now, not after a Refresh.
+      api.on('modelFileAdded', ({ kind }) => {
+        if (kind === 'vae') void this.vaes.load();
+        else if (kind === 'controlnet') void this.controlnets.load();
+        else void this.networks.load();
+      });
       const [appInfo, engine, settings] = await Promise.all([
         api.getAppInfo(),
         api.getEngineStatus(),
