@@ -202,6 +202,14 @@ export function convertControlNetInWorker(
   );
 }
 
+/** How a crash message names each converter. */
+const CONVERTER_NAMES: Record<NonNullable<ConvertRequest['kind']>, string> = {
+  checkpoint: 'checkpoint',
+  vae: 'VAE',
+  safety: 'content-filter checker',
+  controlnet: 'ControlNet',
+};
+
 function inWorker<R>(
   workerPath: string,
   request: ConvertRequest,
@@ -214,6 +222,7 @@ function inWorker<R>(
   if (signal?.aborted) {
     return Promise.reject(new EngineError('cancelled', 'The conversion was cancelled.'));
   }
+  const what = CONVERTER_NAMES[request.kind ?? 'checkpoint'];
   return new Promise((resolve, reject) => {
     const worker = new Worker(workerPath, { workerData: request });
     let settled = false;
@@ -261,7 +270,7 @@ function inWorker<R>(
           reject(
             new EngineError(
               'internal',
-              `The checkpoint converter stopped unexpectedly: ${err.message.split('\n')[0]}`,
+              `The ${what} converter stopped unexpectedly: ${err.message.split('\n')[0]}`,
             ),
           ),
         true,
@@ -275,7 +284,7 @@ function inWorker<R>(
               ? cancelledError()
               : new EngineError(
                   'internal',
-                  `The checkpoint converter stopped unexpectedly (exit code ${code}).`,
+                  `The ${what} converter stopped unexpectedly (exit code ${code}).`,
                 ),
           ),
         true,
