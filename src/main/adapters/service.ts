@@ -29,6 +29,8 @@ export class NetworkService {
   readonly #scanner = new FolderScanner();
   #catalog: (NetworkCatalog & { problems: string[] }) | null = null;
   #scanning: Promise<NetworkCatalog & { problems: string[] }> | null = null;
+  /** Moves on at each settingsChanged(): a scan started before it is not cached. */
+  #generation = 0;
   readonly #previews = new Map<string, string>();
 
   constructor(
@@ -42,30 +44,44 @@ export class NetworkService {
     } satisfies NetworkMethods;
   }
 
-  /** The folders changed in Settings: the next listing scans them. */
+  /**
+   * The folders changed in Settings, or a file was placed in one: the next listing scans them.
+   * A scan already running may have read the folders before the change, so its answer is not
+   * kept (the generation moves on) and later listings start a scan of their own.
+   */
   settingsChanged(): void {
     this.#catalog = null;
+    this.#scanning = null;
+    this.#generation += 1;
   }
 
   /** The scanned folders (scanning them when not scanned yet, or when `refresh`). */
   async catalog(refresh = false): Promise<NetworkCatalog & { problems: string[] }> {
     if (this.#catalog && !refresh) return this.#catalog;
-    this.#scanning ??= (async () => {
-      const folders = networkFolders(this.settings(), this.dataDir);
-      const problems: string[] = [];
-      const loras = await this.#scanner.scan('lora', folders.loraDir, problems);
-      const embeddings = await this.#scanner.scan('embedding', folders.embeddingsDir, problems);
-      // Hashes already computed are shown; the others are computed when a file is first used.
-      for (const f of [...loras, ...embeddings]) {
-        const known = await this.hashes.known(f.kind, f.file, f.bytes, f.mtime);
-        f.hash = known ? shortNetworkHash(known) : null;
-      }
-      return { ...folders, loras, embeddings, problems };
-    })().finally(() => {
-      this.#scanning = null;
-    });
-    this.#catalog = await this.#scanning;
-    return this.#catalog;
+    const generation = this.#generation;
+    let scanning = this.#scanning;
+    if (!scanning) {
+      const started = this.#scan().finally(() => {
+        if (this.#scanning === started) this.#scanning = null;
+      });
+      this.#scanning = scanning = started;
+    }
+    const catalog = await scanning;
+    if (generation === this.#generation) this.#catalog = catalog;
+    return catalog;
+  }
+
+  async #scan(): Promise<NetworkCatalog & { problems: string[] }> {
+    const folders = networkFolders(this.settings(), this.dataDir);
+    const problems: string[] = [];
+    const loras = await this.#scanner.scan('lora', folders.loraDir, problems);
+    const embeddings = await this.#scanner.scan('embedding', folders.embeddingsDir, problems);
+    // Hashes already computed are shown; the others are computed when a file is first used.
+    for (const f of [...loras, ...embeddings]) {
+      const known = await this.hashes.known(f.kind, f.file, f.bytes, f.mtime);
+      f.hash = known ? shortNetworkHash(known) : null;
+    }
+    return { ...folders, loras, embeddings, problems };
   }
 
   async list(refresh: boolean): Promise<NetworkList> {
