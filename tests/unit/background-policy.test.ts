@@ -5,7 +5,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { BACKGROUND_NICENESS, threadPolicy } from '../../src/engine/models/priority';
+import {
+  BACKGROUND_NICENESS,
+  canRaisePriority,
+  threadPolicy,
+} from '../../src/engine/models/priority';
 import { BackgroundTracker } from '../../src/main/electron/background';
 import { Settings, SettingsPatch } from '../../src/shared/settings';
 
@@ -14,34 +18,60 @@ const back = { background: true, mode: 'gentle' } as const;
 
 describe('the background thread policy', () => {
   it('in front: spinning only on a quiet machine, normal priority, whatever the setting', () => {
-    expect(threadPolicy(fore, 0.5, 2, 'linux')).toEqual({ spinning: true, niceness: 0 });
-    expect(threadPolicy(fore, 2, 2, 'linux')).toEqual({ spinning: false, niceness: 0 });
-    expect(threadPolicy({ ...fore, mode: 'full' }, 0.5, 2, 'linux')).toEqual({
+    expect(threadPolicy(fore, 0.5, 2, true)).toEqual({ spinning: true, niceness: 0 });
+    expect(threadPolicy(fore, 2, 2, true)).toEqual({ spinning: false, niceness: 0 });
+    expect(threadPolicy({ ...fore, mode: 'full' }, 0.5, 2, true)).toEqual({
       spinning: true,
       niceness: 0,
     });
   });
 
   it('in the background and gentle: no spinning even when quiet, and low priority', () => {
-    expect(threadPolicy(back, 0.1, 8, 'linux')).toEqual({
+    expect(threadPolicy(back, 0.1, 8, true)).toEqual({
       spinning: false,
       niceness: BACKGROUND_NICENESS,
     });
-    expect(threadPolicy(back, 30, 2, 'win32')).toEqual({
+    expect(threadPolicy(back, 30, 2, true)).toEqual({
       spinning: false,
       niceness: BACKGROUND_NICENESS,
     });
     expect(BACKGROUND_NICENESS).toBeGreaterThan(0);
   });
 
-  it('macOS gets no priority change in the background: it could never be raised back', () => {
-    expect(threadPolicy(back, 0.1, 8, 'darwin')).toEqual({ spinning: false, niceness: 0 });
+  it('no priority change where it could never be raised back: spinning off alone', () => {
+    expect(threadPolicy(back, 0.1, 8, false)).toEqual({ spinning: false, niceness: 0 });
+  });
+
+  it('knows where the priority can be raised back', () => {
+    const limits = (soft: string) =>
+      `Limit  Soft Limit  Hard Limit  Units\nMax nice priority         ${soft}                    ${soft}                    \n`;
+    const status = (caps: string) => `Name:\tnode\nCapEff:\t${caps}\n`;
+    // CAP_SYS_NICE (bit 23): root in a container, or a granted capability.
+    expect(
+      canRaisePriority('linux', { status: status('000001fffeffffff'), limits: limits('0') }),
+    ).toBe(true);
+    expect(
+      canRaisePriority('linux', { status: status('0000000000800000'), limits: limits('0') }),
+    ).toBe(true);
+    // A person's desktop session: no capability, RLIMIT_NICE 0.
+    expect(
+      canRaisePriority('linux', { status: status('0000000000000000'), limits: limits('0') }),
+    ).toBe(false);
+    expect(
+      canRaisePriority('linux', { status: status('00000000007fffff'), limits: limits('19') }),
+    ).toBe(false);
+    // An RLIMIT_NICE that reaches nice 0 (limits.conf "nice 0" sets it to 20).
+    expect(canRaisePriority('linux', { status: status('0'), limits: limits('20') })).toBe(true);
+    expect(canRaisePriority('linux', { status: status('0'), limits: limits('unlimited') })).toBe(
+      true,
+    );
+    expect(canRaisePriority('win32', null)).toBe(true);
   });
 
   it('"keep full speed" in the background behaves as in front', () => {
     const full = { background: true, mode: 'full' } as const;
-    expect(threadPolicy(full, 0.5, 2, 'linux')).toEqual({ spinning: true, niceness: 0 });
-    expect(threadPolicy(full, 5, 2, 'linux')).toEqual({ spinning: false, niceness: 0 });
+    expect(threadPolicy(full, 0.5, 2, true)).toEqual({ spinning: true, niceness: 0 });
+    expect(threadPolicy(full, 5, 2, true)).toEqual({ spinning: false, niceness: 0 });
   });
 
   it('is a setting, gentle by default, that old settings files load without', () => {

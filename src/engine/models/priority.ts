@@ -17,10 +17,12 @@
  *   appear during `track`. The host's main thread (IPC, SQLite) keeps its priority.
  *   On Windows priority is a process-wide class (os.setPriority maps 10 to BELOW_NORMAL) that a
  *   process may raise again, so the whole host goes below normal while in the background.
- *   macOS has only the process-wide nice value, which an unprivileged process can lower but never
- *   raise again (setpriority(2)): the studio would stay slow after the person returns, so macOS
- *   gets no priority change. Linux has the same rule (raising needs CAP_SYS_NICE or RLIMIT_NICE):
- *   when raising back is refused, the threads stay low and `applyNiceness` says so.
+ *   But an unprivileged process may lower a priority and never raise it again: Linux needs
+ *   CAP_SYS_NICE or an RLIMIT_NICE that reaches nice 0 (setpriority(2); most desktops set
+ *   neither), macOS needs root. There the engine would stay slow after the person returns, so
+ *   the priority is lowered only where `canRaisePriority()` says it can be raised back; elsewhere
+ *   the background policy is spinning off alone. If raising back is refused anyway, the threads
+ *   stay low and `apply` says so.
  */
 import { readFileSync, readdirSync } from 'node:fs';
 import os from 'node:os';
@@ -47,19 +49,52 @@ export interface ThreadPolicy {
 /**
  * The policy for the situation. In the foreground (or 'full'): spinning only while the machine
  * is quiet (1-minute load average below the usable cores; measured in `npm run bench:threads`),
- * normal priority. In the background and 'gentle': no spinning and BACKGROUND_NICENESS, where the
- * platform can undo it (README "Performance", threads).
+ * normal priority. In the background and 'gentle': no spinning, and BACKGROUND_NICENESS when
+ * the priority can be raised back afterwards (`canRaise`; README "Performance", threads).
  */
 export function threadPolicy(
   state: BackgroundState,
   load: number,
   cores: number,
-  platform: NodeJS.Platform = process.platform,
+  canRaise: boolean = canRaisePriority(),
 ): ThreadPolicy {
   // Windows reports a load average of 0: no signal, keep ORT's default (spinning).
   const quiet = load < cores;
   if (!state.background || state.mode === 'full') return { spinning: quiet, niceness: 0 };
-  return { spinning: false, niceness: platform === 'darwin' ? 0 : BACKGROUND_NICENESS };
+  return { spinning: false, niceness: canRaise ? BACKGROUND_NICENESS : 0 };
+}
+
+const CAP_SYS_NICE = 23n;
+
+/**
+ * Whether this process may raise its threads' priority back to normal after lowering it:
+ * Windows always (priority classes); Linux with CAP_SYS_NICE in /proc/self/status's CapEff or a
+ * soft RLIMIT_NICE of 20 or more (/proc/self/limits, "Max nice priority": the lowest nice value
+ * reachable is 20 minus it); elsewhere only root.
+ */
+export function canRaisePriority(
+  platform: NodeJS.Platform = process.platform,
+  proc: { status: string; limits: string } | null = platform === 'linux' ? readProc() : null,
+): boolean {
+  if (platform === 'win32') return true;
+  if (platform === 'linux' && proc) {
+    const caps = /^CapEff:\s*([0-9a-f]+)/im.exec(proc.status)?.[1];
+    if (caps && (BigInt(`0x${caps}`) >> CAP_SYS_NICE) & 1n) return true;
+    const soft = /^Max nice priority\s+(\S+)/im.exec(proc.limits)?.[1];
+    return soft === 'unlimited' || Number(soft) >= 20;
+  }
+  return process.getuid?.() === 0;
+}
+
+function readProc(): { status: string; limits: string } | null {
+  try {
+    return {
+      status: readFileSync('/proc/self/status', 'utf8'),
+      limits: readFileSync('/proc/self/limits', 'utf8'),
+    };
+  } catch {
+    return null;
+  }
 }
 
 /** Ids of this process's threads (Linux); empty elsewhere. */
@@ -120,12 +155,12 @@ export class EngineThreads {
   }
 
   /**
-   * Sets the engine's threads to `niceness`: on Linux each recorded thread that still lives, on
-   * Windows the process's priority class; nothing on macOS (see the file's comment).
+   * Sets the engine's threads to `niceness`: on Linux each recorded thread that still lives,
+   * elsewhere the process's priority (a class on Windows). `threadPolicy` asks for a change only
+   * where it can be undone (see the file's comment).
    */
   apply(niceness: number): NicenessResult {
-    if (process.platform === 'darwin' || niceness === this.#niceness)
-      return { niceness: this.#niceness, threads: 0, refused: null };
+    if (niceness === this.#niceness) return { niceness: this.#niceness, threads: 0, refused: null };
     if (process.platform !== 'linux') {
       try {
         os.setPriority(niceness);
