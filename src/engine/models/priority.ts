@@ -141,7 +141,11 @@ export class EngineThreads {
     return this.#niceness;
   }
 
-  /** Runs `create` (a session creation) and records the threads that appeared meanwhile. */
+  /**
+   * Runs `create` (a session creation) and records the threads that appeared meanwhile: ONNX
+   * Runtime's pool, and any other thread the process happened to start then (libuv's file-system
+   * pool, on its first use), which only shares the engine's priority while in the background.
+   */
   async track<T>(create: () => Promise<T>): Promise<T> {
     const self = currentThreadId();
     if (self === null) return create();

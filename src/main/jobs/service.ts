@@ -369,7 +369,9 @@ export class JobService {
   // -------------------------------------------------------------------------------------------
   // Host hooks
 
-  /** Provider and thread changes take effect at the next model load. */
+  /**
+   * Provider and thread changes take effect at the next model load; the background mode at once.
+   */
   settingsChanged(settings: Settings): void {
     this.#client?.configure({ provider: settings.executionProvider, threads: settings.threads });
     this.#client?.setBackground({ mode: settings.backgroundMode });
