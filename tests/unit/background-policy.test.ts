@@ -46,25 +46,17 @@ describe('the background thread policy', () => {
     const limits = (soft: string) =>
       `Limit  Soft Limit  Hard Limit  Units\nMax nice priority         ${soft}                    ${soft}                    \n`;
     const status = (caps: string) => `Name:\tnode\nCapEff:\t${caps}\n`;
+    const linux = (caps: string, soft: string) =>
+      canRaisePriority('linux', { status: status(caps), limits: limits(soft) });
     // CAP_SYS_NICE (bit 23): root in a container, or a granted capability.
-    expect(
-      canRaisePriority('linux', { status: status('000001fffeffffff'), limits: limits('0') }),
-    ).toBe(true);
-    expect(
-      canRaisePriority('linux', { status: status('0000000000800000'), limits: limits('0') }),
-    ).toBe(true);
-    // A person's desktop session: no capability, RLIMIT_NICE 0.
-    expect(
-      canRaisePriority('linux', { status: status('0000000000000000'), limits: limits('0') }),
-    ).toBe(false);
-    expect(
-      canRaisePriority('linux', { status: status('00000000007fffff'), limits: limits('19') }),
-    ).toBe(false);
+    expect(linux('000001fffeffffff', '0')).toBe(true);
+    expect(linux('0000000000800000', '0')).toBe(true);
+    // A person's desktop session: no capability, RLIMIT_NICE 0 (or short of 20).
+    expect(linux('0000000000000000', '0')).toBe(false);
+    expect(linux('00000000007fffff', '19')).toBe(false);
     // An RLIMIT_NICE that reaches nice 0 (limits.conf "nice 0" sets it to 20).
-    expect(canRaisePriority('linux', { status: status('0'), limits: limits('20') })).toBe(true);
-    expect(canRaisePriority('linux', { status: status('0'), limits: limits('unlimited') })).toBe(
-      true,
-    );
+    expect(linux('0', '20')).toBe(true);
+    expect(linux('0', 'unlimited')).toBe(true);
     expect(canRaisePriority('win32', null)).toBe(true);
   });
 
@@ -81,13 +73,18 @@ describe('the background thread policy', () => {
   });
 });
 
+/** A tracker with a one-second delay, and the changes it reported. */
+function tracker(): { t: BackgroundTracker; changes: boolean[] } {
+  const changes: boolean[] = [];
+  return { t: new BackgroundTracker((b) => changes.push(b), 1000), changes };
+}
+
 describe('the desktop studio in the background', () => {
   beforeEach(() => vi.useFakeTimers());
   afterEach(() => vi.useRealTimers());
 
   it('goes to the background a second after the last window loses focus', () => {
-    const changes: boolean[] = [];
-    const t = new BackgroundTracker((b) => changes.push(b), 1000);
+    const { t, changes } = tracker();
     t.update(true);
     expect(changes).toEqual([]);
     t.update(false);
@@ -103,8 +100,7 @@ describe('the desktop studio in the background', () => {
   });
 
   it('comes back at once when a window is focused again', () => {
-    const changes: boolean[] = [];
-    const t = new BackgroundTracker((b) => changes.push(b), 1000);
+    const { t, changes } = tracker();
     t.update(false);
     vi.advanceTimersByTime(1000);
     t.update(true);
@@ -114,8 +110,7 @@ describe('the desktop studio in the background', () => {
   });
 
   it('ignores focus passing briefly through "no window" (between its windows, a dialog)', () => {
-    const changes: boolean[] = [];
-    const t = new BackgroundTracker((b) => changes.push(b), 1000);
+    const { t, changes } = tracker();
     t.update(false);
     vi.advanceTimersByTime(400);
     t.update(true);
