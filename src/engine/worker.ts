@@ -29,7 +29,8 @@ port.on('message', (message: ToWorker) => {
       break;
     case 'background': {
       // Handled on this thread: it creates the sessions and runs them, so its priority and the
-      // intra-op threads it started are the engine's (models/priority.ts).
+      // intra-op threads it started are the engine's (models/priority.ts). session.run holds
+      // this thread, so a change during a generation applies from the next step.
       const applied = setBackgroundState(message.state);
       if (applied.refused) send({ type: 'notice', message: applied.refused });
       break;
