@@ -1,6 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import type { EngineErrorInfo } from './describe-error';
 import type { EngineOptions, GenerateRequest, GenerateResult } from './engine';
+import type { BackgroundState } from './models/priority';
 import { EngineError, type EngineErrorCode } from './errors';
 import type { GenerateProgress } from './pipelines/generate';
 import type { FromWorker, ToWorker } from './protocol';
@@ -21,12 +22,29 @@ export class EngineClient {
   #nextId = 1;
   #pending = new Map<number, Pending>();
   #options: EngineOptions;
+  #background: BackgroundState = { background: false, mode: 'gentle' };
+  #notice: string | null = null;
 
   constructor(
     private readonly workerPath: string,
     options: EngineOptions = {},
+    /** Told once when the engine's threads could not follow a background change. */
+    private readonly onNotice: (message: string) => void = () => undefined,
   ) {
     this.#options = options;
+  }
+
+  /**
+   * Whether the studio is in the background and what the person chose for it: the engine's
+   * threads follow at once (their priority) and sessions created later (their spinning); a
+   * worker started later gets it first thing.
+   */
+  setBackground(state: Partial<BackgroundState>): void {
+    const next = { ...this.#background, ...state };
+    if (next.background === this.#background.background && next.mode === this.#background.mode)
+      return;
+    this.#background = next;
+    this.#worker?.postMessage({ type: 'background', state: next } satisfies ToWorker);
   }
 
   configure(options: EngineOptions): void {
@@ -99,6 +117,7 @@ export class EngineClient {
     // The worker keeps the process alive only while requests are pending (ref/unref below).
     worker.unref();
     worker.postMessage({ type: 'configure', options: this.#options } satisfies ToWorker);
+    worker.postMessage({ type: 'background', state: this.#background } satisfies ToWorker);
     worker.on('message', (message: FromWorker) => this.#receive(message));
     worker.on('error', (err) => {
       if (this.#worker === worker) this.#worker = null;
@@ -120,6 +139,11 @@ export class EngineClient {
 
   #receive(message: FromWorker): void {
     if (message.type === 'ready') return;
+    if (message.type === 'notice') {
+      if (message.message !== this.#notice) this.onNotice(message.message);
+      this.#notice = message.message;
+      return;
+    }
     const pending = this.#pending.get(message.id);
     if (!pending) return;
     switch (message.type) {

@@ -5,6 +5,7 @@ import { DiffusionEngine } from './engine';
 import { describeEngineError } from './describe-error';
 import { answerConversion } from './convert/in-worker';
 import { answerInspection } from './models/inspect';
+import { setBackgroundState } from './models/providers';
 import type { FromWorker, ToWorker } from './protocol';
 
 const port = parentPort;
@@ -26,6 +27,14 @@ port.on('message', (message: ToWorker) => {
     case 'configure':
       engine.configure(message.options);
       break;
+    case 'background': {
+      // Handled on this thread: it creates the sessions and runs them, so its priority and the
+      // intra-op threads it started are the engine's (models/priority.ts). session.run holds
+      // this thread, so a change during a generation applies from the next step.
+      const applied = setBackgroundState(message.state);
+      if (applied.refused) send({ type: 'notice', message: applied.refused });
+      break;
+    }
     case 'cancel':
       running.get(message.id)?.abort();
       break;

@@ -159,6 +159,15 @@ export class StudioHost {
     };
   }
 
+  /**
+   * The desktop shell's report that no studio window is focused (or one is again): with
+   * Settings' `backgroundMode` 'gentle' the engine yields the CPU meanwhile. The headless server
+   * never calls it: its studio is a browser tab, perhaps on another machine.
+   */
+  setBackground(background: boolean): void {
+    this.jobs.setBackground(background);
+  }
+
   /** Stops the queue (letting the step in flight finish), then closes the library. */
   async close(): Promise<void> {
     await this.jobs.close();

@@ -22,6 +22,13 @@ export const Settings = z.object({
   /** Intra-op threads for ONNX Runtime; 0 lets the engine pick (physical cores). */
   threads: z.number().int().min(0).max(256).default(0),
   /**
+   * While no window of the desktop studio is focused: 'gentle' lowers the engine's priority and
+   * stops its threads spinning, so the program in front keeps its speed (the generation takes
+   * what that program leaves idle); 'full' keeps full speed. The headless server has no window
+   * and always runs at full speed.
+   */
+  backgroundMode: z.enum(['gentle', 'full']).default('gentle'),
+  /**
    * A folder (absolute path) every saved image is also exported to, as <image id>.png; null:
    * images stay in the library (the app's data folder) only.
    */
@@ -84,6 +91,7 @@ export const SettingsPatch = z
     theme: Settings.shape.theme.unwrap(),
     executionProvider: ExecutionProviderPreference,
     threads: Settings.shape.threads.unwrap(),
+    backgroundMode: Settings.shape.backgroundMode.unwrap(),
     outputDir: Settings.shape.outputDir.unwrap(),
     embedMetadata: Settings.shape.embedMetadata.unwrap(),
     vaeDir: Settings.shape.vaeDir.unwrap(),

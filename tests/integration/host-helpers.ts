@@ -8,15 +8,22 @@ import type { GenerationSettings, QueueState } from '../../src/shared';
 import { type FakeHub, type FakeRepo, startFakeHub } from '../fixtures/hub-server';
 import { bundleEntry } from './bundle';
 
-/** A headless host on `dataDir`, its engine worker bundled as `workerName`, on the CPU, 1 thread. */
-export async function openCpuHost(dataDir: string, workerName: string): Promise<StudioHost> {
+/**
+ * A headless host on `dataDir`, its engine worker bundled as `workerName`, on the CPU, 1 thread;
+ * `log` gets the host's log lines (none kept by default).
+ */
+export async function openCpuHost(
+  dataDir: string,
+  workerName: string,
+  log: (line: string) => void = () => undefined,
+): Promise<StudioHost> {
   const workerPath = await bundleEntry('src/engine/worker.ts', workerName);
   const host = new StudioHost({
     shell: 'headless',
     dataDir,
     version: '0.0.0-test',
     workerPath,
-    log: () => undefined,
+    log,
   });
   await host.library.ready;
   host.service.updateSettings({ threads: 1, executionProvider: 'cpu' });

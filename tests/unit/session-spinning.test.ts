@@ -2,7 +2,11 @@
 // when quiet, and an explicit choice wins; the choice reaches ONNX Runtime as the
 // session.intra_op.allow_spinning config entry.
 import { describe, expect, test } from 'vitest';
-import { sessionOptions, spinByDefault } from '../../src/engine/models/providers';
+import {
+  sessionOptions,
+  setBackgroundState,
+  spinByDefault,
+} from '../../src/engine/models/providers';
 
 const spinning = (o: ReturnType<typeof sessionOptions>) =>
   (o.extra as { session: { intra_op: { allow_spinning: string } } }).session.intra_op
@@ -14,6 +18,19 @@ describe('intra-op spinning', () => {
     expect(spinByDefault(1.9, 2)).toBe(true);
     expect(spinByDefault(2, 2)).toBe(false);
     expect(spinByDefault(17.9, 2)).toBe(false);
+  });
+
+  test('sessions created while the studio is in the background and gentle never spin', () => {
+    try {
+      setBackgroundState({ background: true, mode: 'gentle' });
+      expect(spinByDefault(0.4, 2)).toBe(false);
+      expect(spinning(sessionOptions('cpu'))).toBe('0');
+      setBackgroundState({ background: true, mode: 'full' });
+      expect(spinByDefault(0.4, 2)).toBe(true);
+    } finally {
+      setBackgroundState({ background: false, mode: 'gentle' });
+    }
+    expect(spinByDefault(0.4, 2)).toBe(true);
   });
 
   test('an explicit choice is written as ORT config, whatever the load', () => {

@@ -1,7 +1,8 @@
 // `npm run bench:threads [-- --runs N --burn K --size N]`: ONNX Runtime's intra-op spinning
 // (session.intra_op.allow_spinning) off vs on, on the bench's mid UNet (CFG batch of 2), with
 // runs of the two sessions interleaved so both see the same machine. --burn K adds K busy-loop
-// processes for the duration (a "busy machine" made on purpose). One JSON document on stdout.
+// processes for the duration (a "busy machine" made on purpose). --background measures the
+// background policies instead (threads-background.ts). One JSON document on stdout.
 import { type ChildProcess, spawn } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,6 +11,7 @@ import * as ort from 'onnxruntime-node';
 import { MID_UNET_CONFIG } from '../../tests/fixtures/models';
 import { createSession } from '../../src/engine/models/providers';
 import { benchModel, repoRoot } from './fixture';
+import { backgroundBench } from './threads-background';
 
 const log = (msg: string) => process.stderr.write(`bench:threads: ${msg}\n`);
 
@@ -25,6 +27,8 @@ async function main(): Promise<void> {
       runs: { type: 'string', default: '8' },
       burn: { type: 'string', default: '0' },
       size: { type: 'string', default: '256' },
+      background: { type: 'boolean', default: false },
+      work: { type: 'string', default: '60' },
     },
   });
   const runs = Math.max(1, Number(values.runs));
@@ -52,6 +56,26 @@ async function main(): Promise<void> {
       cfg.cross_attention_dim,
     ]),
   };
+  if (values.background) {
+    try {
+      const result = await backgroundBench({
+        sessions,
+        feeds,
+        runs,
+        work: Math.max(1, Number(values.work)),
+      });
+      const doc = {
+        unet: 'mid',
+        latent: [2, 4, latent, latent],
+        cpus: os.cpus().length,
+        ...result,
+      };
+      process.stdout.write(JSON.stringify({ ...doc, loadAvg: os.loadavg() }, null, 2) + '\n');
+    } finally {
+      for (const s of Object.values(sessions)) await s.release();
+    }
+    return;
+  }
   const burners: ChildProcess[] = [];
   for (let i = 0; i < burn; i++)
     burners.push(spawn(process.execPath, ['-e', 'for(;;){}'], { stdio: 'ignore' }));

@@ -19,6 +19,7 @@ import * as ort from 'onnxruntime-node';
 import type { ExecutionProviderPreference } from '../../shared/settings';
 import { EngineError, shortReason, wrapSessionCreateError } from '../errors';
 import { ATTENTION_REWRITE_ID, rewriteAttentionFile } from './attention-rewrite';
+import { type BackgroundState, engineThreads, threadPolicy } from './priority';
 import {
   OptimizedEntry,
   cpuIdentity,
@@ -125,17 +126,31 @@ export interface SessionOptionsInput {
   memArena?: boolean;
 }
 
+let backgroundState: BackgroundState = { background: false, mode: 'gentle' };
+
+/**
+ * Tells session creation whether the studio is in the background (priority.ts): sessions
+ * created from now on take their spinning default from it, and the engine's threads get the
+ * policy's priority now. Returns what applying the priority did.
+ */
+export function setBackgroundState(state: BackgroundState): ReturnType<typeof engineThreads.apply> {
+  backgroundState = { ...state };
+  return engineThreads.apply(
+    threadPolicy(backgroundState, loadavg()[0] ?? 0, availableParallelism()).niceness,
+  );
+}
+
 /**
  * Spinning only when the machine is quiet: the 1-minute load average below the cores this
  * process may use (measured on the mid UNet, README "Performance": spinning off was faster on a
- * busy machine and no slower on a quiet one).
+ * busy machine and no slower on a quiet one), and never while the studio is in the background
+ * and gentle (`setBackgroundState`).
  */
 export function spinByDefault(
   load: number = loadavg()[0] ?? 0,
   cores: number = availableParallelism(),
 ): boolean {
-  // Windows reports a load average of 0: no signal, keep ORT's default (spinning).
-  return load < cores;
+  return threadPolicy(backgroundState, load, cores).spinning;
 }
 
 const GRAPH_LEVEL = 'all';
@@ -251,6 +266,8 @@ export interface CreatedSession {
   cache: OptimizedCacheUse;
   /** Attentions rewritten into MultiHeadAttention at this load (0 on a cache hit). */
   attentionRewrites: number;
+  /** Whether its intra-op threads spin while waiting (fixed for the session's life). */
+  spinning: boolean;
 }
 
 export type OptimizedCacheUse = 'hit' | 'written' | 'off';
@@ -279,6 +296,8 @@ export async function createSession(
       : preference === 'cpu'
         ? ['cpu']
         : [preference, 'cpu'];
+  // Decided once, so the session records what it got.
+  const spinning = opts.spinning ?? spinByDefault();
   const reasons: string[] = [];
   const failed: [ProviderName, string][] = [];
   for (const provider of order) {
@@ -290,11 +309,15 @@ export async function createSession(
       }
     }
     try {
-      const { session, cache, attentionRewrites } = await createOne(modelPath, provider, opts);
+      // The session's intra-op threads are recorded so their priority can follow the studio's
+      // background state (priority.ts).
+      const { session, cache, attentionRewrites } = await engineThreads.track(() =>
+        createOne(modelPath, provider, { ...opts, spinning }),
+      );
       // A later provider loaded the model, so the earlier ones failed for their own reasons.
       for (const [p, r] of failed) if (!/out of memory/i.test(r)) providerFailures.set(p, r);
       const fallbackReason = reasons.length > 0 ? reasons.join('; ') : null;
-      return { session, provider, fallbackReason, cache, attentionRewrites };
+      return { session, provider, fallbackReason, cache, attentionRewrites, spinning };
     } catch (e) {
       if (provider === 'cpu') {
         throw wrapSessionCreateError(e, file, {

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { BrowserWindow, Menu, app, safeStorage, session, shell } from 'electron';
 import { StudioHost } from '../api';
 import { appVersion } from '../version';
+import { BackgroundTracker, backgroundWindowEvents } from './background';
 import { bindIpc, forwardEvents } from './ipc';
 import { menuTemplate } from './menu';
 import { mayNavigate } from './navigation';
@@ -42,6 +43,10 @@ if (!app.requestSingleInstanceLock()) {
 } else {
   const windows = new Set<BrowserWindow>();
   let host: StudioHost | null = null;
+  // No window focused: the engine yields the CPU to the program in front (Settings decides).
+  const background = new BackgroundTracker((b) => host?.setBackground(b));
+  const refreshBackground = () =>
+    background.update([...windows].some((w) => !w.isDestroyed() && w.isFocused()));
 
   const createWindow = () => {
     const dataDir = app.getPath('userData');
@@ -70,9 +75,11 @@ if (!app.requestSingleInstanceLock()) {
     if (state.maximized) window.maximize();
     trackWindowState(window, dataDir);
     const stopEvents = forwardEvents(host!, window.webContents);
+    for (const event of backgroundWindowEvents) window.on(event as 'focus', refreshBackground);
     window.on('closed', () => {
       stopEvents();
       windows.delete(window);
+      refreshBackground();
     });
     window.once('ready-to-show', () => window.show());
     void window.loadURL(`${appOrigin}/index.html`);
@@ -147,6 +154,8 @@ if (!app.requestSingleInstanceLock()) {
   app.on('window-all-closed', () => {
     if (process.platform !== 'darwin') app.quit();
   });
+
+  app.on('will-quit', () => background.dispose());
 
   app.on(
     'before-quit',

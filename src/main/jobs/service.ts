@@ -141,6 +141,8 @@ export class JobService {
   };
   readonly #networks: JobNetworks | null;
   #client: EngineClient | null = null;
+  /** The desktop studio has no focused window (setBackground). */
+  #background = false;
   /** Failures in a row of the engine itself (not of one job's model or settings). */
   #engineFailures = 0;
   #current: Current | null = null;
@@ -367,9 +369,21 @@ export class JobService {
   // -------------------------------------------------------------------------------------------
   // Host hooks
 
-  /** Provider and thread changes take effect at the next model load. */
+  /**
+   * Provider and thread changes take effect at the next model load; the background mode at once.
+   */
   settingsChanged(settings: Settings): void {
     this.#client?.configure({ provider: settings.executionProvider, threads: settings.threads });
+    this.#client?.setBackground({ mode: settings.backgroundMode });
+  }
+
+  /**
+   * Whether the studio is in the background (no window of the desktop studio focused): with
+   * Settings' `backgroundMode` 'gentle', the engine's threads yield the CPU meanwhile.
+   */
+  setBackground(background: boolean): void {
+    this.#background = background;
+    this.#client?.setBackground({ background });
   }
 
   /** Whether a job is running now (for tests and the shell's quit prompt). */
@@ -518,13 +532,18 @@ export class JobService {
   #engine(): EngineClient {
     if (!this.#client) {
       const settings = this.context.settings.get();
-      this.#client = new EngineClient(this.context.workerPath!, {
-        provider: settings.executionProvider,
-        threads: settings.threads,
-        previewEvery: this.#options.previewEvery,
-        // ONNX Runtime's optimized graphs, so a model's second load skips optimization.
-        optimizedCacheDir: path.join(this.context.dataDir, 'cache', 'onnx'),
-      });
+      this.#client = new EngineClient(
+        this.context.workerPath!,
+        {
+          provider: settings.executionProvider,
+          threads: settings.threads,
+          previewEvery: this.#options.previewEvery,
+          // ONNX Runtime's optimized graphs, so a model's second load skips optimization.
+          optimizedCacheDir: path.join(this.context.dataDir, 'cache', 'onnx'),
+        },
+        (notice) => this.context.log(notice),
+      );
+      this.#client.setBackground({ background: this.#background, mode: settings.backgroundMode });
     }
     return this.#client;
   }
