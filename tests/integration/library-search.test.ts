@@ -54,8 +54,11 @@ function randomSource(seed: number): () => number {
 const subjects = ['cat', 'dog', 'castle', 'lighthouse', 'light'];
 const styles = ['oil painting', 'watercolor', 'photograph', 'pixel art'];
 const negatives = ['', 'blurry', 'watermark, text'];
-const samplers = ['euler_a', 'ddim', 'heun'];
-const modes = ['txt2img', 'img2img'];
+// Weighted so that one sampler, one mode and the favourites each have more matches than a
+// page fetched through a filter's index and sorted (gallery.ts, smallSet): their pages walk the
+// filter's own index in date order.
+const samplers = ['euler_a', 'ddim', 'ddim', 'ddim', 'heun'];
+const modes = ['txt2img', 'img2img', 'img2img'];
 
 /**
  * Fills `l` with `generations` generations straight through SQL (the triggers run as for a
@@ -140,7 +143,7 @@ export function fillLibrary(l: Library, generations: number, seed = 7): Row[] {
       for (let b = 0; b < count; b++) {
         const iid = id();
         const rating = rand() < 0.4 ? 0 : 1 + Math.floor(rand() * 5);
-        const favorite = rand() < 0.15;
+        const favorite = rand() < 0.6;
         db.prepare(
           `INSERT INTO images (id, generation_id, file, sha256, width, height, bytes, seed, batch_index,
              prompt_id, model_id, sampler, mode, variant_key, favorite, rating, created_at)
@@ -224,6 +227,13 @@ const queries: Array<Partial<GalleryQuery>> = [
   {},
   { text: 'cat' },
   { text: 'light' }, // a prefix: "light" and "lighthouse"
+  { text: 'l' }, // a prefix of "light", "lighthouse" and nothing else
+  { text: 'LIGHTHOUSE' }, // a whole word, in capitals
+  { text: 'ca wat' }, // two prefixes: "cat" or "castle", "watercolor" or "watermark"
+  { text: 'light', tag: 'keep' },
+  { text: 'ca', sampler: 'ddim' },
+  { text: 'wat', lora: 'detail', minRating: 1 },
+  { text: 'pix', favorite: true },
   { text: 'zanzibar' },
   { text: 'watermark' }, // negative prompts
   { text: 'castle watercolor' },
@@ -239,6 +249,10 @@ const queries: Array<Partial<GalleryQuery>> = [
   { lora: 'detail', tag: 'keep' },
   { lora: 'nosuchlora' },
   { sampler: 'ddim' },
+  { mode: 'img2img' },
+  { favorite: true },
+  { sampler: 'ddim', mode: 'img2img' },
+  { modelId: 'm1', sampler: 'ddim' },
   { sampler: 'heun', mode: 'img2img', favorite: false },
   { modelId: 'm2', width: 768 },
   { minRating: 4 },

@@ -9,6 +9,7 @@ import { addDateLinks } from './date-links';
 import { addImageCounts } from './image-counts';
 import { addImageDays } from './image-days';
 import { addImageText } from './image-text';
+import { addTextTerms } from './search-text';
 import { variantKeyOf } from './variant-key';
 import { downloadsReplacesSchema, downloadsSchema } from '../downloads/schema';
 
@@ -282,6 +283,16 @@ ALTER TABLE images ADD COLUMN content_filter_scores TEXT;
 CREATE INDEX images_flagged ON images (created_at) WHERE content_filter = 'flagged';
 `;
 
+/**
+ * Sampler and mode filters in date order (issue 17): a page deep inside one walks the filter's
+ * own rows, as a model filter walks images_model, instead of every image's row in images_newest
+ * (gallery.ts, pageKeys). The words table is addTextTerms.
+ */
+const v14 = `
+CREATE INDEX images_sampler ON images(sampler, created_at, id) WHERE deleted_at IS NULL;
+CREATE INDEX images_mode ON images(mode, created_at, id) WHERE deleted_at IS NULL;
+`;
+
 export const migrations: readonly Migration[] = [
   {
     version: 1,
@@ -335,6 +346,15 @@ export const migrations: readonly Migration[] = [
       addDateLinks(db);
       addImageText(db);
       addImageDays(db);
+    },
+  },
+  {
+    version: 14,
+    description:
+      'search pages at a million: the words of images_fts (images_fts_terms), sampler and mode in date order',
+    up: (db) => {
+      addTextTerms(db);
+      db.exec(v14);
     },
   },
 ];
