@@ -12,6 +12,7 @@ import { type GalleryQuery, GalleryQuery as GalleryQuerySchema } from '../../src
 import type { Library } from '../../src/main/library/service';
 import { openLibrary, replayMigration, tempDir } from './library-helpers';
 import { migrations } from '../../src/main/library/migrations';
+import { maxWordsPerPrefix, textMatch } from '../../src/main/library/search-text';
 
 /** The migration that dates tags and LoRAs and adds images_fts and image_days. */
 const dateLinksVersion = migrations.find((m) =>
@@ -381,5 +382,96 @@ describe('migration 11 (text, tags and LoRAs in date order)', () => {
       naive(rows, q({ tag: 'keep', sort: 'oldest' })).slice(0, 500),
     );
     l.close();
+  });
+});
+
+describe('migration 14 (prefixes as words, sampler and mode in date order)', () => {
+  it('upgrades a library from migration 13, with data, and its searches still equal the naive query', async () => {
+    const d = tempDir();
+    dirs.push(d);
+    const first = await openLibrary(d);
+    const rows = fillLibrary(first.library, 1200, 17);
+    // Back to migration 13 as it was: no words table, no sampler or mode index.
+    first.library.db.exec(`
+      DROP TABLE images_fts_terms; DROP INDEX images_sampler; DROP INDEX images_mode;`);
+    expect(() => textMatch(first.library.db, 'cat')).toThrow(/no such table/);
+    replayMigration(first.library.db, 14);
+    first.library.close();
+    const { library: l } = await openLibrary(d);
+    const names = (
+      l.db.prepare("SELECT name FROM sqlite_master WHERE name LIKE 'images_%'").all() as Array<{
+        name: string;
+      }>
+    ).map((r) => r.name);
+    expect(names).toEqual(
+      expect.arrayContaining(['images_fts_terms', 'images_sampler', 'images_mode']),
+    );
+    for (const query of [
+      { text: 'li wat' },
+      { text: 'ca', tag: 'keep' },
+      { sampler: 'ddim' },
+      { mode: 'img2img', favorite: true },
+    ])
+      for (const sort of ['newest', 'oldest', 'rating'] as const) {
+        const want = naive(rows, q({ ...query, sort }));
+        for (const offset of [0, Math.floor(want.length / 2)]) {
+          const page = l.gallery.searchGallery(q({ ...query, sort, offset, limit: 100 }));
+          expect(
+            page.items.map((i) => i.imageId),
+            `${sort} @${offset} ${JSON.stringify(query)}`,
+          ).toEqual(want.slice(offset, offset + 100));
+        }
+      }
+    // Saved after the upgrade, with a word no prompt had: the words table sees it at once.
+    const db = l.db;
+    db.prepare("INSERT INTO prompts (text, negative) VALUES ('a lightning bolt', '')").run();
+    const promptId = (db.prepare('SELECT max(id) AS id FROM prompts').get() as { id: number }).id;
+    db.prepare(
+      `INSERT INTO images (id, generation_id, file, sha256, width, height, bytes, seed, batch_index,
+         prompt_id, model_id, sampler, mode, variant_key, favorite, rating, created_at)
+       SELECT 'late', generation_id, 'images/late.png', '', width, height, 1, seed, 9, ?, model_id,
+         sampler, mode, variant_key, 0, 0, 1_800_000_000_000 FROM images LIMIT 1`,
+    ).run(promptId);
+    expect(textMatch(db, 'LIGHT')).toBe('("light" OR "lighthouse" OR "lightning")');
+    const lit = l.gallery.searchGallery(q({ text: 'lightn' }));
+    expect(lit.items.map((i) => i.imageId)).toEqual(['late']);
+    l.close();
+  });
+});
+
+describe('prefix terms spelled out as words (textMatch)', () => {
+  let l: Library;
+  beforeAll(async () => {
+    const d = tempDir();
+    dirs.push(d);
+    ({ library: l } = await openLibrary(d));
+    fillLibrary(l, 200, 3);
+  });
+  afterAll(() => l.close());
+
+  it('spells out plain prefixes, joins terms with AND, and leaves the rest prefixes', () => {
+    expect(textMatch(l.db, 'li WAT')).toBe(
+      '("light" OR "lighthouse") AND ("watercolor" OR "watermark")',
+    );
+    expect(textMatch(l.db, 'cat')).toBe('"cat"');
+    // No word starts with it, it is not plain ASCII, or it splits into a phrase: a prefix.
+    expect(textMatch(l.db, 'zz café dog-house')).toBe('"zz"* AND "café"* AND "dog-house"*');
+    expect(textMatch(l.db, '*** ()')).toBeNull();
+  });
+
+  it('leaves a prefix of more than maxWordsPerPrefix words a prefix', () => {
+    const words = Array.from({ length: maxWordsPerPrefix + 1 }, (_, i) => `qx${i}`);
+    // images_fts is contentless: its rows need no image for the vocabulary to list them.
+    l.db
+      .prepare('INSERT INTO images_fts (rowid, text, negative) VALUES (1, ?, ?)')
+      .run(words.join(' '), '');
+    expect(textMatch(l.db, 'qx')).toBe('"qx"*');
+    expect(textMatch(l.db, 'qx1')).toBe(
+      `(${words
+        .filter((w) => w.startsWith('qx1'))
+        .sort()
+        .map((w) => `"${w}"`)
+        .join(' OR ')})`,
+    );
   });
 });
