@@ -393,7 +393,9 @@ describe('migration 14 (prefixes as words, sampler and mode in date order)', () 
     const rows = fillLibrary(first.library, 1200, 17);
     // Back to migration 13 as it was: no words table, no sampler or mode index.
     first.library.db.exec(`
-      DROP TABLE images_fts_terms; DROP INDEX images_sampler; DROP INDEX images_mode;`);
+      DROP TABLE images_fts_terms; DROP INDEX images_sampler; DROP INDEX images_mode;
+      DROP INDEX images_rating;
+      CREATE INDEX images_rating ON images(rating, created_at, id) WHERE deleted_at IS NULL;`);
     expect(() => textMatch(first.library.db, 'cat')).toThrow(/no such table/);
     replayMigration(first.library.db, 14);
     first.library.close();
@@ -406,6 +408,12 @@ describe('migration 14 (prefixes as words, sampler and mode in date order)', () 
     expect(names).toEqual(
       expect.arrayContaining(['images_fts_terms', 'images_sampler', 'images_mode']),
     );
+    const rating = l.db
+      .prepare("SELECT sql FROM sqlite_master WHERE name = 'images_rating'")
+      .get() as {
+      sql: string;
+    };
+    expect(rating.sql).toMatch(/prompt_id, model_id, sampler, mode, width, height, favorite/);
     for (const query of [
       { text: 'li wat' },
       { text: 'ca', tag: 'keep' },

@@ -284,13 +284,21 @@ CREATE INDEX images_flagged ON images (created_at) WHERE content_filter = 'flagg
 `;
 
 /**
- * Sampler and mode filters in date order (issue 17): a page deep inside one walks the filter's
- * own rows, as a model filter walks images_model, instead of every image's row in images_newest
- * (gallery.ts, pageKeys). The words table is addTextTerms.
+ * Search pages at a million images (issue 17). Sampler and mode filters in date order: a page
+ * deep inside one walks the filter's own rows, as a model filter walks images_model, instead of
+ * every image's row in images_newest (gallery.ts, pageKeys). The rating order's index carries
+ * the prompt and the counted filter columns, so a search in rating order (text, model, sampler,
+ * ...) tests each image it walks past in the index instead of looking up its row: "castle" with
+ * a model at offset 300 of 100,000 images, 585 -> 20 ms; "cat", 14 -> 0.7 ms. The words table
+ * is addTextTerms.
  */
 const v14 = `
 CREATE INDEX images_sampler ON images(sampler, created_at, id) WHERE deleted_at IS NULL;
 CREATE INDEX images_mode ON images(mode, created_at, id) WHERE deleted_at IS NULL;
+DROP INDEX images_rating;
+CREATE INDEX images_rating
+  ON images(rating, created_at, id, prompt_id, model_id, sampler, mode, width, height, favorite)
+  WHERE deleted_at IS NULL;
 `;
 
 export const migrations: readonly Migration[] = [
