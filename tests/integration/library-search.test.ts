@@ -312,14 +312,22 @@ describe('gallery searches equal the naive query', () => {
       });
 });
 
+/** A library of 1,200 generations taken back to an earlier schema by `undo` (SQL). */
+async function filledBefore(seed: number, undo: string) {
+  const d = tempDir();
+  dirs.push(d);
+  const first = await openLibrary(d);
+  const rows = fillLibrary(first.library, 1200, seed);
+  first.library.db.exec(undo);
+  return { d, rows, first };
+}
+
 describe('migration 11 (text, tags and LoRAs in date order)', () => {
   it('upgrades a library from before the date links, with data, and tags added later are dated', async () => {
-    const d = tempDir();
-    dirs.push(d);
-    const first = await openLibrary(d);
-    const rows = fillLibrary(first.library, 1200, 11);
     // Back to the version before the date links as it was: no date columns, triggers or indexes.
-    first.library.db.exec(`
+    const { d, rows, first } = await filledBefore(
+      11,
+      `
       DROP TRIGGER image_tags_created; DROP INDEX image_tags_newest;
       ALTER TABLE image_tags DROP COLUMN created_at;
       CREATE INDEX image_tags_tag ON image_tags(tag_id, image_id);
@@ -328,7 +336,8 @@ describe('migration 11 (text, tags and LoRAs in date order)', () => {
       CREATE INDEX generation_networks_by_name ON generation_networks (kind, name COLLATE NOCASE);
       DROP TRIGGER images_fts_ai; DROP TRIGGER images_fts_ad; DROP TABLE images_fts;
       DROP TRIGGER image_days_ai; DROP TRIGGER image_days_ad; DROP TRIGGER image_days_au_old;
-      DROP TRIGGER image_days_au_new; DROP TABLE image_days;`);
+      DROP TRIGGER image_days_au_new; DROP TABLE image_days;`,
+    );
     replayMigration(first.library.db, dateLinksVersion);
     first.library.close();
     const { library: l } = await openLibrary(d);
@@ -387,15 +396,14 @@ describe('migration 11 (text, tags and LoRAs in date order)', () => {
 
 describe('migration 14 (prefixes as words, sampler and mode in date order)', () => {
   it('upgrades a library from migration 13, with data, and its searches still equal the naive query', async () => {
-    const d = tempDir();
-    dirs.push(d);
-    const first = await openLibrary(d);
-    const rows = fillLibrary(first.library, 1200, 17);
-    // Back to migration 13 as it was: no words table, no sampler or mode index.
-    first.library.db.exec(`
-      DROP TABLE images_fts_terms; DROP INDEX images_sampler; DROP INDEX images_mode;
-      DROP INDEX images_rating;
-      CREATE INDEX images_rating ON images(rating, created_at, id) WHERE deleted_at IS NULL;`);
+    // Back to migration 13 as it was: no words table, no sampler or mode index, the narrow
+    // rating index.
+    const { d, rows, first } = await filledBefore(
+      17,
+      `DROP TABLE images_fts_terms; DROP INDEX images_sampler; DROP INDEX images_mode;
+       DROP INDEX images_rating;
+       CREATE INDEX images_rating ON images(rating, created_at, id) WHERE deleted_at IS NULL;`,
+    );
     expect(() => textMatch(first.library.db, 'cat')).toThrow(/no such table/);
     replayMigration(first.library.db, 14);
     first.library.close();
@@ -414,12 +422,13 @@ describe('migration 14 (prefixes as words, sampler and mode in date order)', () 
       sql: string;
     };
     expect(rating.sql).toMatch(/prompt_id, model_id, sampler, mode, width, height, favorite/);
-    for (const query of [
+    const upgraded: Array<Partial<GalleryQuery>> = [
       { text: 'li wat' },
       { text: 'ca', tag: 'keep' },
       { sampler: 'ddim' },
       { mode: 'img2img', favorite: true },
-    ])
+    ];
+    for (const query of upgraded)
       for (const sort of ['newest', 'oldest', 'rating'] as const) {
         const want = naive(rows, q({ ...query, sort }));
         for (const offset of [0, Math.floor(want.length / 2)]) {
