@@ -131,6 +131,8 @@ export function fillLibrary(l: Library, generations: number, seed = 7): Row[] {
       const loras: string[] = [];
       if (rand() < 0.25) loras.push('Detail');
       if (rand() < 0.02) loras.push('rare-style');
+      // The same LoRA twice in two cases: its images are found once.
+      if (loras[0] === 'Detail' && rand() < 0.2) loras.push('detail');
       for (const name of loras)
         db.prepare(
           "INSERT INTO generation_networks (generation_id, kind, name) VALUES (?, 'lora', ?)",
