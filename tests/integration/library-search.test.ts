@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type GalleryQuery, GalleryQuery as GalleryQuerySchema } from '../../src/shared';
 import type { Library } from '../../src/main/library/service';
 import { openLibrary, replayMigration, tempDir } from './library-helpers';
+import { openDatabase } from '../../src/main/library/db';
 import { migrations } from '../../src/main/library/migrations';
 import { maxWordsPerPrefix, textMatch } from '../../src/main/library/search-text';
 
@@ -441,8 +442,10 @@ describe('migration 14 (prefixes as words, sampler and mode in date order)', () 
           ).toEqual(want.slice(offset, offset + 100));
         }
       }
-    // Saved after the upgrade, with a word no prompt had: the words table sees it at once.
+    // Saved after the upgrade, with a word no prompt had: the words table sees it at once,
+    // and the words kept for a prefix are read again.
     const db = l.db;
+    expect(textMatch(db, 'LIGHT')).toBe('("light" OR "lighthouse")');
     db.prepare("INSERT INTO prompts (text, negative) VALUES ('a lightning bolt', '')").run();
     const promptId = (db.prepare('SELECT max(id) AS id FROM prompts').get() as { id: number }).id;
     db.prepare(
@@ -476,6 +479,14 @@ describe('prefix terms spelled out as words (textMatch)', () => {
     // No word starts with it, it is not plain ASCII, or it splits into a phrase: a prefix.
     expect(textMatch(l.db, 'zz café dog-house')).toBe('"zz"* AND "café"* AND "dog-house"*');
     expect(textMatch(l.db, '*** ()')).toBeNull();
+  });
+
+  it('reads the words again once another connection has written', () => {
+    expect(textMatch(l.db, 'zeb')).toBe('"zeb"*');
+    const other = openDatabase(l.dbFile);
+    other.prepare("INSERT INTO images_fts (rowid, text, negative) VALUES (2, 'zebra', '')").run();
+    other.close();
+    expect(textMatch(l.db, 'zeb')).toBe('"zebra"');
   });
 
   it('leaves a prefix of more than maxWordsPerPrefix words a prefix', () => {

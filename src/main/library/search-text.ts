@@ -60,21 +60,51 @@ export function ftsQuery(text: string): string | null {
 export function textMatch(db: Db, text: string): string | null {
   const terms = searchTerms(text);
   if (terms.length === 0) return null;
-  const words = db.prepare(
-    `SELECT term FROM images_fts_terms WHERE term >= ? AND term < ? LIMIT ${maxWordsPerPrefix + 1}`,
-  );
   return terms
     .map((term) => {
       const prefix = term.toLowerCase();
       if (!/^[a-z0-9]+$/.test(prefix)) return `${quoted(term)}*`;
-      // The first string after every word that starts with the prefix (in byte order).
-      const end =
-        prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
-      const found = (words.all(prefix, end) as Array<{ term: string }>).map((r) => r.term);
+      const found = wordsOf(db, prefix);
       if (found.length === 0 || found.length > maxWordsPerPrefix) return `${quoted(term)}*`;
       return found.length === 1 ? quoted(found[0]) : `(${found.map(quoted).join(' OR ')})`;
     })
     .join(' AND '); // explicit: FTS5 joins a parenthesised group to its neighbour only with AND
+}
+
+/** Prefixes' words per connection, valid while nothing was written (see wordsOf). */
+const known = new WeakMap<Db, { stamp: string; words: Map<string, string[]> }>();
+const maxKnownPrefixes = 256;
+
+/**
+ * The words of images_fts that start with `prefix` (lower-case ASCII), at most one more than
+ * maxWordsPerPrefix. fts5vocab counts each word's documents as it lists it, so a word in nearly
+ * every prompt costs its whole list ("a": 14 ms at 100,000 images); the words are kept until
+ * the database changes, so the next pages of a search and the searches typed after it do not
+ * read them again. A change is a commit by another connection (`PRAGMA data_version`) or any
+ * write by this one (`total_changes()`): new words come only with new images.
+ */
+function wordsOf(db: Db, prefix: string): string[] {
+  const { v } = db.prepare('SELECT total_changes() AS v').get() as { v: number };
+  const stamp = `${db.pragma('data_version', { simple: true }) as number}:${v}`;
+  let cache = known.get(db);
+  if (!cache || cache.stamp !== stamp || cache.words.size >= maxKnownPrefixes) {
+    cache = { stamp, words: new Map() };
+    known.set(db, cache);
+  }
+  let words = cache.words.get(prefix);
+  if (!words) {
+    // The first string after every word that starts with the prefix (in byte order).
+    const end = prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
+    words = (
+      db
+        .prepare(
+          `SELECT term FROM images_fts_terms WHERE term >= ? AND term < ? LIMIT ${maxWordsPerPrefix + 1}`,
+        )
+        .all(prefix, end) as Array<{ term: string }>
+    ).map((r) => r.term);
+    cache.words.set(prefix, words);
+  }
+  return words;
 }
 
 /** Migration 14: the words of images_fts, one row each (fts5vocab keeps no data of its own). */
