@@ -11,7 +11,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type GalleryQuery, GalleryQuery as GalleryQuerySchema } from '../../src/shared';
 import type { Library } from '../../src/main/library/service';
 import { openLibrary, replayMigration, tempDir } from './library-helpers';
+import { openDatabase } from '../../src/main/library/db';
 import { migrations } from '../../src/main/library/migrations';
+import { maxWordsPerPrefix, textMatch } from '../../src/main/library/search-text';
 
 /** The migration that dates tags and LoRAs and adds images_fts and image_days. */
 const dateLinksVersion = migrations.find((m) =>
@@ -54,8 +56,11 @@ function randomSource(seed: number): () => number {
 const subjects = ['cat', 'dog', 'castle', 'lighthouse', 'light'];
 const styles = ['oil painting', 'watercolor', 'photograph', 'pixel art'];
 const negatives = ['', 'blurry', 'watermark, text'];
-const samplers = ['euler_a', 'ddim', 'heun'];
-const modes = ['txt2img', 'img2img'];
+// Weighted so that one sampler, one mode and the favourites each have more matches than a
+// page fetched through a filter's index and sorted (gallery.ts, smallSet): their pages walk the
+// filter's own index in date order.
+const samplers = ['euler_a', 'ddim', 'ddim', 'ddim', 'heun'];
+const modes = ['txt2img', 'img2img', 'img2img'];
 
 /**
  * Fills `l` with `generations` generations straight through SQL (the triggers run as for a
@@ -127,6 +132,8 @@ export function fillLibrary(l: Library, generations: number, seed = 7): Row[] {
       const loras: string[] = [];
       if (rand() < 0.25) loras.push('Detail');
       if (rand() < 0.02) loras.push('rare-style');
+      // The same LoRA twice in two cases: its images are found once.
+      if (loras[0] === 'Detail' && rand() < 0.2) loras.push('detail');
       for (const name of loras)
         db.prepare(
           "INSERT INTO generation_networks (generation_id, kind, name) VALUES (?, 'lora', ?)",
@@ -140,7 +147,7 @@ export function fillLibrary(l: Library, generations: number, seed = 7): Row[] {
       for (let b = 0; b < count; b++) {
         const iid = id();
         const rating = rand() < 0.4 ? 0 : 1 + Math.floor(rand() * 5);
-        const favorite = rand() < 0.15;
+        const favorite = rand() < 0.6;
         db.prepare(
           `INSERT INTO images (id, generation_id, file, sha256, width, height, bytes, seed, batch_index,
              prompt_id, model_id, sampler, mode, variant_key, favorite, rating, created_at)
@@ -224,6 +231,13 @@ const queries: Array<Partial<GalleryQuery>> = [
   {},
   { text: 'cat' },
   { text: 'light' }, // a prefix: "light" and "lighthouse"
+  { text: 'l' }, // a prefix of "light", "lighthouse" and nothing else
+  { text: 'LIGHTHOUSE' }, // a whole word, in capitals
+  { text: 'ca wat' }, // two prefixes: "cat" or "castle", "watercolor" or "watermark"
+  { text: 'light', tag: 'keep' },
+  { text: 'ca', sampler: 'ddim' },
+  { text: 'wat', lora: 'detail', minRating: 1 },
+  { text: 'pix', favorite: true },
   { text: 'zanzibar' },
   { text: 'watermark' }, // negative prompts
   { text: 'castle watercolor' },
@@ -239,6 +253,10 @@ const queries: Array<Partial<GalleryQuery>> = [
   { lora: 'detail', tag: 'keep' },
   { lora: 'nosuchlora' },
   { sampler: 'ddim' },
+  { mode: 'img2img' },
+  { favorite: true },
+  { sampler: 'ddim', mode: 'img2img' },
+  { modelId: 'm1', sampler: 'ddim' },
   { sampler: 'heun', mode: 'img2img', favorite: false },
   { modelId: 'm2', width: 768 },
   { minRating: 4 },
@@ -297,14 +315,22 @@ describe('gallery searches equal the naive query', () => {
       });
 });
 
+/** A library of 1,200 generations taken back to an earlier schema by `undo` (SQL). */
+async function filledBefore(seed: number, undo: string) {
+  const d = tempDir();
+  dirs.push(d);
+  const first = await openLibrary(d);
+  const rows = fillLibrary(first.library, 1200, seed);
+  first.library.db.exec(undo);
+  return { d, rows, first };
+}
+
 describe('migration 11 (text, tags and LoRAs in date order)', () => {
   it('upgrades a library from before the date links, with data, and tags added later are dated', async () => {
-    const d = tempDir();
-    dirs.push(d);
-    const first = await openLibrary(d);
-    const rows = fillLibrary(first.library, 1200, 11);
     // Back to the version before the date links as it was: no date columns, triggers or indexes.
-    first.library.db.exec(`
+    const { d, rows, first } = await filledBefore(
+      11,
+      `
       DROP TRIGGER image_tags_created; DROP INDEX image_tags_newest;
       ALTER TABLE image_tags DROP COLUMN created_at;
       CREATE INDEX image_tags_tag ON image_tags(tag_id, image_id);
@@ -313,7 +339,8 @@ describe('migration 11 (text, tags and LoRAs in date order)', () => {
       CREATE INDEX generation_networks_by_name ON generation_networks (kind, name COLLATE NOCASE);
       DROP TRIGGER images_fts_ai; DROP TRIGGER images_fts_ad; DROP TABLE images_fts;
       DROP TRIGGER image_days_ai; DROP TRIGGER image_days_ad; DROP TRIGGER image_days_au_old;
-      DROP TRIGGER image_days_au_new; DROP TABLE image_days;`);
+      DROP TRIGGER image_days_au_new; DROP TABLE image_days;`,
+    );
     replayMigration(first.library.db, dateLinksVersion);
     first.library.close();
     const { library: l } = await openLibrary(d);
@@ -367,5 +394,114 @@ describe('migration 11 (text, tags and LoRAs in date order)', () => {
       naive(rows, q({ tag: 'keep', sort: 'oldest' })).slice(0, 500),
     );
     l.close();
+  });
+});
+
+describe('migration 14 (prefixes as words, sampler and mode in date order)', () => {
+  it('upgrades a library from migration 13, with data, and its searches still equal the naive query', async () => {
+    // Back to migration 13 as it was: no words table, no sampler or mode index, the narrow
+    // rating index.
+    const { d, rows, first } = await filledBefore(
+      17,
+      `DROP TABLE images_fts_terms; DROP INDEX images_sampler; DROP INDEX images_mode;
+       DROP INDEX images_rating;
+       CREATE INDEX images_rating ON images(rating, created_at, id) WHERE deleted_at IS NULL;`,
+    );
+    expect(() => textMatch(first.library.db, 'cat')).toThrow(/no such table/);
+    replayMigration(first.library.db, 14);
+    first.library.close();
+    const { library: l } = await openLibrary(d);
+    const names = (
+      l.db.prepare("SELECT name FROM sqlite_master WHERE name LIKE 'images_%'").all() as Array<{
+        name: string;
+      }>
+    ).map((r) => r.name);
+    expect(names).toEqual(
+      expect.arrayContaining(['images_fts_terms', 'images_sampler', 'images_mode']),
+    );
+    const rating = l.db
+      .prepare("SELECT sql FROM sqlite_master WHERE name = 'images_rating'")
+      .get() as {
+      sql: string;
+    };
+    expect(rating.sql).toMatch(/prompt_id, model_id, sampler, mode, width, height, favorite/);
+    const upgraded: Array<Partial<GalleryQuery>> = [
+      { text: 'li wat' },
+      { text: 'ca', tag: 'keep' },
+      { sampler: 'ddim' },
+      { mode: 'img2img', favorite: true },
+    ];
+    for (const query of upgraded)
+      for (const sort of ['newest', 'oldest', 'rating'] as const) {
+        const want = naive(rows, q({ ...query, sort }));
+        for (const offset of [0, Math.floor(want.length / 2)]) {
+          const page = l.gallery.searchGallery(q({ ...query, sort, offset, limit: 100 }));
+          expect(
+            page.items.map((i) => i.imageId),
+            `${sort} @${offset} ${JSON.stringify(query)}`,
+          ).toEqual(want.slice(offset, offset + 100));
+        }
+      }
+    // Saved after the upgrade, with a word no prompt had: the words table sees it at once,
+    // and the words kept for a prefix are read again.
+    const db = l.db;
+    expect(textMatch(db, 'LIGHT')).toBe('("light" OR "lighthouse")');
+    db.prepare("INSERT INTO prompts (text, negative) VALUES ('a lightning bolt', '')").run();
+    const promptId = (db.prepare('SELECT max(id) AS id FROM prompts').get() as { id: number }).id;
+    db.prepare(
+      `INSERT INTO images (id, generation_id, file, sha256, width, height, bytes, seed, batch_index,
+         prompt_id, model_id, sampler, mode, variant_key, favorite, rating, created_at)
+       SELECT 'late', generation_id, 'images/late.png', '', width, height, 1, seed, 9, ?, model_id,
+         sampler, mode, variant_key, 0, 0, 1_800_000_000_000 FROM images LIMIT 1`,
+    ).run(promptId);
+    expect(textMatch(db, 'LIGHT')).toBe('("light" OR "lighthouse" OR "lightning")');
+    const lit = l.gallery.searchGallery(q({ text: 'lightn' }));
+    expect(lit.items.map((i) => i.imageId)).toEqual(['late']);
+    l.close();
+  });
+});
+
+describe('prefix terms spelled out as words (textMatch)', () => {
+  let l: Library;
+  beforeAll(async () => {
+    const d = tempDir();
+    dirs.push(d);
+    ({ library: l } = await openLibrary(d));
+    fillLibrary(l, 200, 3);
+  });
+  afterAll(() => l.close());
+
+  it('spells out plain prefixes, joins terms with AND, and leaves the rest prefixes', () => {
+    expect(textMatch(l.db, 'li WAT')).toBe(
+      '("light" OR "lighthouse") AND ("watercolor" OR "watermark")',
+    );
+    expect(textMatch(l.db, 'cat')).toBe('"cat"');
+    // No word starts with it, it is not plain ASCII, or it splits into a phrase: a prefix.
+    expect(textMatch(l.db, 'zz café dog-house')).toBe('"zz"* AND "café"* AND "dog-house"*');
+    expect(textMatch(l.db, '*** ()')).toBeNull();
+  });
+
+  it('reads the words again once another connection has written', () => {
+    expect(textMatch(l.db, 'zeb')).toBe('"zeb"*');
+    const other = openDatabase(l.dbFile);
+    other.prepare("INSERT INTO images_fts (rowid, text, negative) VALUES (2, 'zebra', '')").run();
+    other.close();
+    expect(textMatch(l.db, 'zeb')).toBe('"zebra"');
+  });
+
+  it('leaves a prefix of more than maxWordsPerPrefix words a prefix', () => {
+    const words = Array.from({ length: maxWordsPerPrefix + 1 }, (_, i) => `qx${i}`);
+    // images_fts is contentless: its rows need no image for the vocabulary to list them.
+    l.db
+      .prepare('INSERT INTO images_fts (rowid, text, negative) VALUES (1, ?, ?)')
+      .run(words.join(' '), '');
+    expect(textMatch(l.db, 'qx')).toBe('"qx"*');
+    expect(textMatch(l.db, 'qx1')).toBe(
+      `(${words
+        .filter((w) => w.startsWith('qx1'))
+        .sort()
+        .map((w) => `"${w}"`)
+        .join(' OR ')})`,
+    );
   });
 });

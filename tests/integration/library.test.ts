@@ -11,7 +11,8 @@ import {
   StudioError,
 } from '../../src/shared';
 import { openDatabase } from '../../src/main/library/db';
-import { countAhead, ftsQuery } from '../../src/main/library/gallery';
+import { countAhead } from '../../src/main/library/gallery';
+import { ftsQuery } from '../../src/main/library/search-text';
 import {
   type Migration,
   migrate,

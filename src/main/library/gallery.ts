@@ -15,27 +15,7 @@ import { type DateLink, type Rest, countThroughLink, pageThroughLink, tagIdOf } 
 import { countFromTotals } from './image-counts';
 import { seekDay } from './image-days';
 import { countText, pageText } from './image-text';
-
-/** Most terms of a search used (the rest are ignored). */
-const maxTerms = 16;
-
-/**
- * A user's search text as a safe FTS5 query: each whitespace-separated term becomes a quoted
- * string with a prefix `*` (so "cat" finds "cats"), all terms must match. FTS5 operators
- * (AND, OR, NOT, NEAR, column filters, `*`, `^`, parentheses) are never interpreted. Null when
- * no term holds a letter or digit.
- */
-export function ftsQuery(text: string): string | null {
-  const terms = text
-    .normalize('NFKC')
-    .split(/\s+/u)
-    .map((t) => t.replace(/[^\p{L}\p{N}\p{M}_'-]+/gu, ' ').trim())
-    .flatMap((t) => t.split(' '))
-    .filter((t) => /[\p{L}\p{N}]/u.test(t))
-    .slice(0, maxTerms);
-  if (terms.length === 0) return null;
-  return terms.map((t) => `"${t.replaceAll('"', '""')}"*`).join(' ');
-}
+import { textMatch } from './search-text';
 
 type SortKey = GalleryQuery['sort'];
 
@@ -308,7 +288,7 @@ function galleryFilter(db: Db, query: GalleryQuery): Filter {
     rest.where.push(probe);
     rest.params.push(value);
   };
-  const match = query.text === undefined ? null : ftsQuery(query.text);
+  const match = query.text === undefined ? null : textMatch(db, query.text);
   const tag = query.tag?.trim();
   const lora = query.lora?.trim();
   // No tag of that name: -1, which no tag has (the search finds nothing).
@@ -330,7 +310,9 @@ function galleryFilter(db: Db, query: GalleryQuery): Filter {
   if (query.to !== undefined) add('i.created_at <= ?', query.to);
   if (query.width !== undefined) add('i.width = ?', query.width);
   if (query.height !== undefined) add('i.height = ?', query.height);
-  if (query.favorite !== undefined) add('i.favorite = ?', query.favorite ? 1 : 0);
+  // A literal, not a parameter: images_favorite is a partial index on `favorite = 1`, which the
+  // planner can use only for a condition it reads in the SQL.
+  if (query.favorite !== undefined) add(`i.favorite = ${query.favorite ? 1 : 0}`);
   if (query.minRating !== undefined && query.minRating > 0) add('i.rating >= ?', query.minRating);
   if (tag !== undefined)
     addLinked(
@@ -489,6 +471,18 @@ interface PageKey {
   created_at: number;
 }
 
+/**
+ * The index in date order of one of the query's filter columns, if one has such an index (model,
+ * favourites, and since migration 14 sampler and mode), the first of them in that order.
+ */
+function dateIndexOf(query: GalleryQuery): string | null {
+  if (query.modelId !== undefined) return 'images_model';
+  if (query.favorite === true) return 'images_favorite';
+  if (query.sampler !== undefined) return 'images_sampler';
+  if (query.mode !== undefined) return 'images_mode';
+  return null;
+}
+
 /** Offsets into the whole gallery from which a page seeks its day rather than walks there. */
 const seekFrom = 2000;
 
@@ -501,13 +495,15 @@ function pageKeys(
   total: number,
 ): PageKey[] {
   const sort = order[query.sort];
-  // Many matches (any filter): walk the sort order's index and test each row, which stops after
-  // one page; few: let the planner fetch them through a filter's index and sort those. A model
-  // filter has its own index in date order.
-  const walkSortIndex = total > smallSet && query.modelId === undefined;
-  const pageHint = walkSortIndex
-    ? `INDEXED BY ${query.sort === 'rating' ? 'images_rating' : 'images_newest'}`
-    : '';
+  // Many matches (any filter): walk an index in the sort order and test each row, which stops
+  // after one page; few: let the planner fetch them through a filter's index and sort those.
+  // In date order a filter column with its own date-ordered index walks that one: only its
+  // rows, so an offset deep inside the filter skips index entries, not the whole gallery's
+  // rows each looked up (a sampler at offset 50,000 of 1,000,000 images: 613 ms before).
+  const pageHint =
+    total <= smallSet
+      ? ''
+      : `INDEXED BY ${query.sort === 'rating' ? 'images_rating' : (dateIndexOf(query) ?? 'images_newest')}`;
   const pageWhere = [...where];
   const pageParams = [...params];
   let offset = query.cursor ? 0 : (query.offset ?? 0);

@@ -11,7 +11,7 @@
  * back) and are left out by the query.
  */
 import type { Db } from './db';
-import { type LinkKey, type PageAsk, type Rest, pageWhere } from './date-links';
+import { type LinkKey, type PageAsk, type Rest, pageOfDateOrdered, pageWhere } from './date-links';
 
 /** Low bits of the key: the image's rowid, so two images of one millisecond differ. */
 const shift = 1_048_576;
@@ -59,38 +59,25 @@ export function countText(db: Db, match: string, rest: Rest, cap: number): numbe
 
 /**
  * One page (and one key more) of a text search in date order, after a cursor's created_at and
- * id or from `offset`. Keys follow created_at but not the image id within a millisecond, so the
- * page is taken from whole milliseconds: every match from the cursor down to the k-th match's
- * millisecond, sorted; a page short of full asks for more (as pageThroughLink does for LoRAs).
+ * id or from `offset`. Keys follow created_at but not the image id within a millisecond, so
+ * the matches are walked from the cursor's millisecond, each image tested, until the
+ * millisecond of the page's last image has been read whole, and sorted (pageOfDateOrdered):
+ * one walk of about a page. Before, an edge query and pages of growing windows ran until one
+ * came back full.
  */
 export function pageText(db: Db, match: string, ask: PageAsk): LinkKey[] {
   const { dir, cmp, where, params } = pageWhere(ask);
-  const { newest, after, limit, offset } = ask;
+  const { newest, after } = ask;
   // Keys from the cursor's millisecond on (keys pass 2^53: computed in SQL, not here).
   const fromSql = after
     ? `AND f.rowid ${cmp}= ${newest ? `(? + 1) * ${shift} - 1` : `? * ${shift}`}`
     : '';
-  const fromParams = after ? [after[0]] : [];
-  const edge = db.prepare(
-    `SELECT f.rowid / ${shift} AS t FROM images_fts f WHERE f.images_fts MATCH ? ${fromSql}
-     ORDER BY f.rowid ${dir} LIMIT 1 OFFSET ?`,
-  );
-  // Down to (or up to) the whole millisecond of the edge match.
-  const page = (bounded: boolean) =>
-    db.prepare(
+  const keys = db
+    .prepare(
       `SELECT i.id, i.rating, i.created_at FROM images_fts f ${joinImage}
-       WHERE f.images_fts MATCH ? ${fromSql}
-         ${bounded ? `AND f.rowid ${newest ? `>= ? * ${shift}` : `< (? + 1) * ${shift}`}` : ''}
-         AND ${where.join(' AND ')}
-       ORDER BY i.created_at ${dir}, i.id ${dir} LIMIT ? OFFSET ?`,
-    );
-  for (let matches = 2 * (offset + limit); ; matches *= 4) {
-    const bound = edge.get(match, ...fromParams, matches) as { t: number } | undefined;
-    const keys = (
-      bound
-        ? page(true).all(match, ...fromParams, bound.t, ...params, limit, offset)
-        : page(false).all(match, ...fromParams, ...params, limit, offset)
-    ) as LinkKey[];
-    if (keys.length === limit || !bound) return keys;
-  }
+       WHERE f.images_fts MATCH ? ${fromSql} AND ${where.join(' AND ')}
+       ORDER BY f.rowid ${dir}`,
+    )
+    .iterate(match, ...(after ? [after[0]] : []), ...params) as Iterable<LinkKey>;
+  return pageOfDateOrdered(keys, ask);
 }

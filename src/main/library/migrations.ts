@@ -9,6 +9,7 @@ import { addDateLinks } from './date-links';
 import { addImageCounts } from './image-counts';
 import { addImageDays } from './image-days';
 import { addImageText } from './image-text';
+import { addTextTerms } from './search-text';
 import { variantKeyOf } from './variant-key';
 import { downloadsReplacesSchema, downloadsSchema } from '../downloads/schema';
 
@@ -282,6 +283,24 @@ ALTER TABLE images ADD COLUMN content_filter_scores TEXT;
 CREATE INDEX images_flagged ON images (created_at) WHERE content_filter = 'flagged';
 `;
 
+/**
+ * Search pages at a million images (issue 17). Sampler and mode filters in date order: a page
+ * deep inside one walks the filter's own rows, as a model filter walks images_model, instead of
+ * every image's row in images_newest (gallery.ts, pageKeys). The rating order's index carries
+ * the prompt and the counted filter columns, so a search in rating order (text, model, sampler,
+ * ...) tests each image it walks past in the index instead of looking up its row: "castle" with
+ * a model at offset 300 of 100,000 images, 585 -> 20 ms; "cat", 14 -> 0.7 ms. The words table
+ * is addTextTerms.
+ */
+const v14 = `
+CREATE INDEX images_sampler ON images(sampler, created_at, id) WHERE deleted_at IS NULL;
+CREATE INDEX images_mode ON images(mode, created_at, id) WHERE deleted_at IS NULL;
+DROP INDEX images_rating;
+CREATE INDEX images_rating
+  ON images(rating, created_at, id, prompt_id, model_id, sampler, mode, width, height, favorite)
+  WHERE deleted_at IS NULL;
+`;
+
 export const migrations: readonly Migration[] = [
   {
     version: 1,
@@ -335,6 +354,15 @@ export const migrations: readonly Migration[] = [
       addDateLinks(db);
       addImageText(db);
       addImageDays(db);
+    },
+  },
+  {
+    version: 14,
+    description:
+      'search pages at a million: the words of images_fts (images_fts_terms), sampler and mode in date order',
+    up: (db) => {
+      addTextTerms(db);
+      db.exec(v14);
     },
   },
 ];
