@@ -9,6 +9,7 @@ import { addDateLinks } from './date-links';
 import { addImageCounts } from './image-counts';
 import { addImageDays } from './image-days';
 import { addImageText } from './image-text';
+import { addLeadCounts } from './lead-counts';
 import { variantKeyOf } from './variant-key';
 import { downloadsReplacesSchema, downloadsSchema } from '../downloads/schema';
 
@@ -336,6 +337,12 @@ export const migrations: readonly Migration[] = [
       addImageText(db);
       addImageDays(db);
     },
+  },
+  // Numbered 15: the page-query branch (s5-libpages) may add 14; the merge numbers them in order.
+  {
+    version: 15,
+    description: 'live images per tag and per LoRA (tag_counts, lora_counts), kept by triggers',
+    up: addLeadCounts,
   },
 ];
 
