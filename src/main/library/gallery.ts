@@ -272,7 +272,7 @@ export function searchGallery(db: Db, query: GalleryQuery, countCache: CountCach
       offset: query.cursor ? 0 : (query.offset ?? 0),
     };
     keys = 'text' in lead ? pageText(db, lead.text, ask) : pageThroughLink(db, lead, ask);
-    counted ??= countFromPage(db, filter, lead, ask, keys, pageEnd);
+    if (!counted?.exact) counted = countFromPage(db, filter, lead, ask, keys, pageEnd, counted);
   }
   if (counted === undefined && filter.bounded && !query.cursor)
     ({ counted, keys } = countWithFirstPage(db, query, filter, pageEnd));
@@ -458,8 +458,10 @@ function countEntry(filter: Filter, total: number, exact: boolean, estimate?: nu
 /**
  * The total of a date-ordered text, tag or LoRA search from the page its lead's index gave:
  * exact when the walk reached the last match; else at least the matches found, and about as
- * many as estimateFromPage says. A page after a cursor (whose matches before it are unknown)
- * gives only its own keys as the lower bound; a jump past the last match counts up to a cap.
+ * many as estimateFromPage says (or as `known`, the search's total so far, said). A page after
+ * a cursor (whose matches before it are unknown) keeps what is known, or gives its own keys as
+ * the lower bound; a jump past the last match counts up to a cap, so the scroll bar learns the
+ * end.
  */
 function countFromPage(
   db: Db,
@@ -468,10 +470,11 @@ function countFromPage(
   ask: PageAsk,
   keys: LinkKey[],
   pageEnd: number,
+  known: CountEntry | undefined,
 ): CountEntry {
   const last = keys[keys.length - 1];
   const found = ask.offset + keys.length;
-  if (ask.after) return countEntry(filter, keys.length, false);
+  if (ask.after) return known ?? countEntry(filter, keys.length, false);
   if (keys.length < ask.limit && (last || ask.offset === 0)) return countEntry(filter, found, true);
   if (!last) {
     const cap = pageEnd + countAhead;
@@ -479,9 +482,15 @@ function countFromPage(
       'text' in lead
         ? countText(db, lead.text, filter.rest, cap)
         : countThroughLink(db, lead, filter.rest, cap);
-    return countEntry(filter, Math.min(n, cap), n <= cap);
+    return countEntry(filter, Math.min(n, cap), n <= cap, known?.estimate);
   }
-  return countEntry(filter, found, false, estimateFromPage(db, lead, ask.newest, last, found));
+  if (known && known.total >= found) return known;
+  return countEntry(
+    filter,
+    found,
+    false,
+    known?.estimate ?? estimateFromPage(db, lead, ask.newest, last, found),
+  );
 }
 
 /** Counts the matches: all of them, or up to a cap past this page for a bounded search. */
