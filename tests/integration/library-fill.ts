@@ -205,4 +205,3 @@ export function naive(rows: Row[], q: GalleryQuery): string[] {
   );
   return found.map((r) => r.id);
 }
-

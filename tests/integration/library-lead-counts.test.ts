@@ -141,7 +141,9 @@ describe('tag_counts and lora_counts', () => {
       .prepare("INSERT INTO generation_networks (generation_id, kind, name) VALUES (?, 'lora', ?)")
       .run(gid, 'DETAIL');
     expectKeptCounts(l, 'twin added');
-    l.db.prepare("DELETE FROM generation_networks WHERE generation_id = ? AND name = 'Detail'").run(gid);
+    l.db
+      .prepare("DELETE FROM generation_networks WHERE generation_id = ? AND name = 'Detail'")
+      .run(gid);
     expectKeptCounts(l, 'one twin removed');
     l.db.prepare('DELETE FROM generation_networks WHERE generation_id = ?').run(gid);
     expectKeptCounts(l, 'LoRA removed');

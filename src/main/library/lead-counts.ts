@@ -123,8 +123,7 @@ END;
 /** Live images with a tag (by id; a tag no image has: 0). */
 export function tagTotal(db: Db, tagId: number): number {
   const row = db.prepare('SELECT n FROM tag_counts WHERE tag_id = ?').get(tagId) as
-    | { n: number }
-    | undefined;
+    { n: number } | undefined;
   return row?.n ?? 0;
 }
 
@@ -210,9 +209,7 @@ function liveImagesFrom(db: Db, newest: boolean, t: number): number {
   const day = Math.floor(t / dayMs);
   const days = (
     db
-      .prepare(
-        `SELECT coalesce(sum(n), 0) AS n FROM image_days WHERE day ${newest ? '>' : '<'} ?`,
-      )
+      .prepare(`SELECT coalesce(sum(n), 0) AS n FROM image_days WHERE day ${newest ? '>' : '<'} ?`)
       .get(day) as { n: number }
   ).n;
   const inDay = (
