@@ -170,11 +170,11 @@ function tagsOf(db: Db, ids: string[]): Map<string, string[]> {
 }
 
 /**
- * Searches by text or tag count at most this many matches past the end of the page asked for:
- * each of their matches costs a lookup (a text search with 26,000 matches took 13 ms to count
- * on a quiet machine, 60 ms on a busy one), while the page itself stops after one page. 2,000
- * rather than 5,000: the first page of a search with more matches costs less than the count of
- * 5,000 alone (npm run bench:library), and the grid grows as it scrolls.
+ * Where a text, tag or LoRA search is still counted (a jump past its last match, or a search in
+ * rating order), it counts at most this many matches past the end of the page asked for: each
+ * match costs a lookup (a text search with 26,000 matches took 13 ms to count on a quiet
+ * machine, 60 ms on a busy one). First pages in date order are not counted but estimated
+ * (lead-counts.ts).
  */
 export const countAhead = 2000;
 
