@@ -14,6 +14,7 @@ import { EventHub } from '../../src/main/events';
 import type { HostContext } from '../../src/main/services';
 import { SettingsStore } from '../../src/main/settings-store';
 import { immediate } from '../../src/main/library/db';
+import { suspendLeadCounts } from '../../src/main/library/lead-counts';
 import { type CountCache, searchGallery } from '../../src/main/library/gallery';
 import { newId } from '../../src/main/library/ids';
 import { variantKeyOf } from '../../src/main/library/variant-key';
@@ -174,6 +175,7 @@ function fill(library: Library): { models: string[]; start: number } {
   db.pragma('cache_size = -524288'); // 512 MiB while filling
   db.pragma('foreign_keys = OFF');
   const indexes = dropIndexes(db);
+  const resumeLeadCounts = suspendLeadCounts(db);
   const insertModel = db.prepare(
     `INSERT INTO models (id, path, name, family, added_at) VALUES (?, ?, ?, 'sd1', ?)`,
   );
@@ -285,6 +287,7 @@ function fill(library: Library): { models: string[]; start: number } {
   });
   const rowsMs = performance.now() - t0;
   for (const sql of indexes) db.exec(sql);
+  resumeLeadCounts();
   db.pragma('foreign_keys = ON');
   db.exec('ANALYZE');
   db.pragma('wal_checkpoint(TRUNCATE)');
