@@ -279,13 +279,20 @@ export const GalleryPage = z.object({
   nextCursor: z.string().nullable(),
   /**
    * Matches, for the scroll bar and the count shown. Exact when `totalExact`; otherwise a lower
-   * bound: searches by text or tag stop counting 2,000 matches past the page asked for
-   * (each match costs a lookup), so the first page of a huge search stays fast. Asking for a
-   * later page counts further. Filters on an image's own columns are always counted exactly.
+   * bound: a text, tag or LoRA search with more matches than its first page holds (and not
+   * one tag or one LoRA alone, which are counted exactly) gives the matches found so far and
+   * an estimate (`totalEstimate`), since counting each match costs a lookup. Filters on an
+   * image's own columns are always counted exactly.
    */
   total: z.number().int(),
-  /** False when there are more matches than `total` (show it as "2,200+"). */
+  /** False when there may be more matches than `total` (show it as "2,200+"). */
   totalExact: z.boolean(),
+  /**
+   * Not exact: about how many match, estimated from the search's index and its first page
+   * (show it as "about 12,000"); absent when there is no estimate. It may be above or below
+   * the truth, so the scroll bar follows `total` and the pages loaded, never the estimate.
+   */
+  totalEstimate: z.number().int().min(0).optional(),
 });
 export type GalleryPage = z.infer<typeof GalleryPage>;
 

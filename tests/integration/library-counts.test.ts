@@ -1,12 +1,19 @@
 /**
- * Gallery totals read from image_counts (migration 10): after saves, marks, size changes,
+ * Gallery totals. Read from image_counts (migration 10): after saves, marks, size changes,
  * deletes, undo and deleting for good, every column filter's total equals a real count of the
- * images table, and a library upgraded from version 9 is filled from its images.
+ * images table, and a library upgraded from version 9 is filled from its images. Of tag, LoRA
+ * and text searches (lead-counts.ts, migration 15): the kept counts per tag and per LoRA equal
+ * a count of the live images after every kind of change; a search by one tag or one LoRA alone
+ * is exact; any other search with more matches than its first page holds gives a lower bound
+ * and an estimate within a stated bound of the naive count; a library upgraded from migration
+ * 13 is filled from its rows.
  */
 import fs from 'node:fs';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type GalleryQuery, GalleryQuery as GalleryQuerySchema } from '../../src/shared';
 import type { Library } from '../../src/main/library/service';
+import { migrations } from '../../src/main/library/migrations';
+import { type Row, fillLibrary, naive } from './library-fill';
 import { openLibrary, replayMigration, saveOne, tempDir } from './library-helpers';
 
 const dirs: string[] = [];
@@ -89,5 +96,211 @@ describe('gallery totals from image_counts', () => {
     expect(l.gallery.searchGallery(q({ sampler: 'ddim', limit: 1 })).total).toBe(2);
     expectTotalsMatchRows(l);
     l.close();
+  });
+});
+
+const leadCountsVersion = migrations.find((m) => m.description.includes('tag_counts'))!.version;
+
+/** The kept counts and the same counted from the rows, per tag id and per LoRA (lower case). */
+function keptAndCounted(l: Library) {
+  const db = l.db;
+  const nonZero = <T extends { n: number }>(rows: T[]) => rows.filter((r) => r.n !== 0);
+  return {
+    kept: {
+      tags: nonZero(db.prepare('SELECT tag_id AS id, n FROM tag_counts ORDER BY 1').all() as []),
+      loras: db
+        .prepare(
+          `SELECT lower(name) AS name, images AS n, generations FROM lora_counts
+           WHERE images <> 0 OR generations <> 0 ORDER BY 1`,
+        )
+        .all(),
+    },
+    counted: {
+      tags: db
+        .prepare(
+          `SELECT it.tag_id AS id, count(*) AS n FROM image_tags it
+           JOIN images i ON i.id = it.image_id AND i.deleted_at IS NULL GROUP BY 1 ORDER BY 1`,
+        )
+        .all(),
+      loras: db
+        .prepare(
+          `SELECT lower(gn.name) AS name,
+             (SELECT count(*) FROM images i WHERE i.deleted_at IS NULL AND i.generation_id IN
+               (SELECT generation_id FROM generation_networks
+                WHERE kind = 'lora' AND lower(name) = lower(gn.name))) AS n,
+             count(DISTINCT gn.generation_id) AS generations
+           FROM generation_networks gn WHERE gn.kind = 'lora' GROUP BY 1 ORDER BY 1`,
+        )
+        .all(),
+    },
+  };
+}
+
+function expectKeptCounts(l: Library, step: string) {
+  // Rows changed by SQL here, as the library services announce their own changes.
+  l.gallery.changed([], [], []);
+  const { kept, counted } = keptAndCounted(l);
+  expect(kept, step).toEqual(counted);
+  // And the gallery reads them: exact totals of a tag or a LoRA alone.
+  for (const { id, n } of counted.tags as Array<{ id: number; n: number }>) {
+    const name = (l.db.prepare('SELECT name FROM tags WHERE id = ?').get(id) as { name: string })
+      .name;
+    const page = l.gallery.searchGallery(q({ tag: name, limit: 5 }));
+    expect({ step, name, total: page.total, exact: page.totalExact }).toEqual({
+      step,
+      name,
+      total: n,
+      exact: true,
+    });
+  }
+  for (const { name, n } of counted.loras as Array<{ name: string; n: number }>) {
+    const page = l.gallery.searchGallery(q({ lora: name.toUpperCase(), limit: 5 }));
+    expect({ step, name, total: page.total, exact: page.totalExact }).toEqual({
+      step,
+      name,
+      total: n,
+      exact: true,
+    });
+  }
+}
+
+describe('tag_counts and lora_counts', () => {
+  it('equal a count of the live images after saves, tags, trash, undo and deletes', async () => {
+    const { library: l } = await openLibrary(dir());
+    fillLibrary(l, 120);
+    expectKeptCounts(l, 'filled');
+    // Saves: the images go in before the generation's LoRAs.
+    const saved = await saveOne(l, { prompt: 'a kite <lora:Detail:0.5>', seed: 1 }, { images: 2 });
+    await saveOne(l, { prompt: 'a boat <lora:new-style:1> <lora:NEW-STYLE:0.2>', seed: 2 });
+    expectKeptCounts(l, 'saved');
+    // Tag and untag, a new tag and the last image of a tag untagged (the tag goes).
+    l.gallery.setTags(saved.imageIds[0], ['keep', 'Fresh']);
+    l.gallery.setTags(saved.imageIds[1], ['fresh']);
+    expectKeptCounts(l, 'tagged');
+    l.gallery.setTags(saved.imageIds[0], []);
+    l.gallery.setTags(saved.imageIds[1], ['keep']);
+    expectKeptCounts(l, 'untagged');
+    // Trash and undo (restore), then trash again and delete for good.
+    const kept = l.db
+      .prepare(
+        `SELECT i.id FROM images i JOIN image_tags it ON it.image_id = i.id
+         WHERE i.deleted_at IS NULL AND i.generation_id IN
+           (SELECT generation_id FROM generation_networks WHERE kind = 'lora')
+         ORDER BY i.id LIMIT 6`,
+      )
+      .all()
+      .map((r) => (r as { id: string }).id);
+    expect(kept.length).toBeGreaterThan(2);
+    const trashed = await l.trash.deleteImages([...kept, saved.imageIds[1]]);
+    expectKeptCounts(l, 'trashed');
+    await l.trash.undoDelete(trashed.undoToken!);
+    expectKeptCounts(l, 'restored');
+    await l.trash.deleteImages(kept.slice(0, 2));
+    l.db.prepare('DELETE FROM images WHERE deleted_at IS NOT NULL').run();
+    expectKeptCounts(l, 'deleted for good after the trash');
+    // Rows deleted straight away (live images, a whole generation: the cascades).
+    l.db.prepare('DELETE FROM images WHERE id = ?').run(kept[2]);
+    l.db.prepare('DELETE FROM generations WHERE id = ?').run(saved.generationId);
+    expectKeptCounts(l, 'live rows deleted');
+    // A LoRA named twice in two cases, then once, then not at all.
+    const gid = (
+      l.db
+        .prepare(
+          `SELECT generation_id AS id FROM generation_networks
+           WHERE kind = 'lora' AND name = 'Detail' LIMIT 1`,
+        )
+        .get() as { id: string }
+    ).id;
+    l.db
+      .prepare("INSERT INTO generation_networks (generation_id, kind, name) VALUES (?, 'lora', ?)")
+      .run(gid, 'DETAIL');
+    expectKeptCounts(l, 'twin added');
+    l.db
+      .prepare("DELETE FROM generation_networks WHERE generation_id = ? AND name = 'Detail'")
+      .run(gid);
+    expectKeptCounts(l, 'one twin removed');
+    l.db.prepare('DELETE FROM generation_networks WHERE generation_id = ?').run(gid);
+    expectKeptCounts(l, 'LoRA removed');
+    l.close();
+  });
+
+  it('are filled from the rows of a library upgraded from migration 13', async () => {
+    const folder = dir();
+    const first = await openLibrary(folder);
+    fillLibrary(first.library, 300, 5);
+    const before = keptAndCounted(first.library).counted;
+    // Back to migration 13 as it was: no tables, no triggers.
+    const db = first.library.db;
+    for (const { name } of db
+      .prepare(
+        `SELECT name FROM sqlite_schema WHERE type = 'trigger'
+         AND (name LIKE 'tag_counts%' OR name LIKE 'lora_counts%' OR name LIKE 'lead_counts%')`,
+      )
+      .all() as Array<{ name: string }>)
+      db.exec(`DROP TRIGGER ${name}`);
+    db.exec('DROP TABLE tag_counts; DROP TABLE lora_counts;');
+    replayMigration(db, leadCountsVersion);
+    first.library.close();
+    const { library: l } = await openLibrary(folder);
+    const { kept, counted } = keptAndCounted(l);
+    expect(counted).toEqual(before);
+    expect(kept).toEqual(counted);
+    expectKeptCounts(l, 'upgraded');
+    l.close();
+  });
+});
+
+describe('totals of other text, tag and LoRA searches', () => {
+  let l: Library;
+  let rows: Row[];
+  beforeAll(async () => {
+    ({ library: l } = await openLibrary(dir()));
+    rows = fillLibrary(l, 1500, 3);
+  });
+  afterAll(() => l.close());
+
+  const searches: Array<Partial<GalleryQuery>> = [
+    { text: 'cat' },
+    { text: 'light' },
+    { text: 'watermark' },
+    { text: 'castle watercolor' },
+    { text: 'zanzibar' },
+    { text: 'dog', favorite: false },
+    { tag: 'keep', minRating: 1 },
+    { tag: 'keep', text: 'cat' },
+    { lora: 'detail', sampler: 'ddim' },
+    { lora: 'detail', text: 'light' },
+    { lora: 'detail', tag: 'keep' },
+  ];
+
+  for (const sort of ['newest', 'oldest'] as const)
+    for (const search of searches)
+      it(`${sort}: ${JSON.stringify(search)} is exact, or at least the page with an estimate`, () => {
+        const want = naive(rows, q({ ...search, sort })).length;
+        const limit = 60;
+        const page = l.gallery.searchGallery(q({ ...search, sort, limit }));
+        if (want <= limit) {
+          expect(page).toMatchObject({ total: want, totalExact: true });
+          expect(page.totalEstimate).toBeUndefined();
+          return;
+        }
+        expect(page.totalExact).toBe(false);
+        // The lower bound: the page and the one match past it.
+        expect(page.total).toBe(limit + 1);
+        expect(page.total).toBeLessThanOrEqual(want);
+        // The estimate, from a sample of limit + 1 matches: within 3/sqrt(61) = 38% (the
+        // generated library spreads its words, tags and LoRAs evenly over time).
+        expect(page.totalEstimate).toBeDefined();
+        expect(Math.abs(page.totalEstimate! - want) / want).toBeLessThan(3 / Math.sqrt(limit + 1));
+      });
+
+  it('an estimate stays with the search as it pages on, and grows with images added', async () => {
+    const first = l.gallery.searchGallery(q({ text: 'cat', limit: 60 }));
+    const next = l.gallery.searchGallery(q({ text: 'cat', limit: 60, cursor: first.nextCursor }));
+    expect(next).toMatchObject({ total: 61, totalExact: false });
+    expect(next.totalEstimate).toBe(first.totalEstimate);
+    await saveOne(l, { prompt: 'a cat on a roof', seed: 9 });
+    const again = l.gallery.searchGallery(q({ text: 'cat', limit: 60 }));
+    expect(again.totalEstimate).toBe(first.totalEstimate! + 1);
   });
 });

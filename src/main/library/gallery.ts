@@ -11,9 +11,17 @@ import {
   StudioError,
 } from '../../shared';
 import type { Db } from './db';
-import { type DateLink, type Rest, countThroughLink, pageThroughLink, tagIdOf } from './date-links';
+import {
+  type LinkKey,
+  type PageAsk,
+  type Rest,
+  countThroughLink,
+  pageThroughLink,
+  tagIdOf,
+} from './date-links';
 import { countFromTotals } from './image-counts';
 import { seekDay } from './image-days';
+import { type Lead, estimateFromPage, exactLeadTotal } from './lead-counts';
 import { countText, pageText } from './image-text';
 import { textMatch } from './search-text';
 
@@ -142,11 +150,11 @@ function tagsOf(db: Db, ids: string[]): Map<string, string[]> {
 }
 
 /**
- * Searches by text or tag count at most this many matches past the end of the page asked for:
- * each of their matches costs a lookup (a text search with 26,000 matches took 13 ms to count
- * on a quiet machine, 60 ms on a busy one), while the page itself stops after one page. 2,000
- * rather than 5,000: the first page of a search with more matches costs less than the count of
- * 5,000 alone (npm run bench:library), and the grid grows as it scrolls.
+ * Where a text, tag or LoRA search is still counted (a jump past its last match, or a search in
+ * rating order), it counts at most this many matches past the end of the page asked for: each
+ * match costs a lookup (a text search with 26,000 matches took 13 ms to count on a quiet
+ * machine, 60 ms on a busy one). First pages in date order are not counted but estimated
+ * (lead-counts.ts).
  */
 export const countAhead = 2000;
 
@@ -157,6 +165,8 @@ export interface CountEntry {
   total: number;
   /** False: `total` is a lower bound (counting stopped there). */
   exact: boolean;
+  /** Not exact: about how many match (lead-counts.ts), when it could be estimated. */
+  estimate?: number;
 }
 
 /** Totals per filter set, kept until the library changes (see countAdded). */
@@ -187,11 +197,9 @@ export function countAdded(db: Db, cache: CountCache, imageIds: string[]): void 
         .get(ids, ...entry.params) as { n: number }
     ).n;
     entry.total += n;
+    if (entry.estimate !== undefined) entry.estimate += n;
   }
 }
-
-/** What leads a date-ordered search: an FTS5 query over `images_fts`, or a tag or LoRA. */
-type Lead = DateLink | { text: string };
 
 /** A search's filters as SQL over `images i`, with what decides how to count and page it. */
 interface Filter {
@@ -226,16 +234,13 @@ export function searchGallery(db: Db, query: GalleryQuery, countCache: CountCach
   let keys: PageKey[] | null = null;
   let counted = cachedCount(countCache, filter, pageEnd + query.limit);
   const lead = filter.lead;
+  if (counted === undefined && lead) {
+    // One tag or one LoRA alone: its kept count (lead-counts.ts).
+    const exact = exactLeadTotal(db, lead, filter.rest);
+    if (exact !== null) counted = countEntry(filter, exact, true);
+  }
   if (lead && query.sort !== 'rating') {
     // Text, tag or LoRA in date order: its own index leads (image-text.ts, date-links.ts).
-    const cap = pageEnd + countAhead;
-    counted ??= countLinked(
-      filter,
-      'text' in lead
-        ? countText(db, lead.text, filter.rest, cap)
-        : countThroughLink(db, lead, filter.rest, cap),
-      pageEnd,
-    );
     const after = query.cursor
       ? (decodeCursor(query.cursor, query.sort).k as [number, string])
       : null;
@@ -247,6 +252,7 @@ export function searchGallery(db: Db, query: GalleryQuery, countCache: CountCach
       offset: query.cursor ? 0 : (query.offset ?? 0),
     };
     keys = 'text' in lead ? pageText(db, lead.text, ask) : pageThroughLink(db, lead, ask);
+    if (!counted?.exact) counted = countFromPage(db, filter, lead, ask, keys, pageEnd, counted);
   }
   if (counted === undefined && filter.bounded && !query.cursor)
     ({ counted, keys } = countWithFirstPage(db, query, filter, pageEnd));
@@ -261,6 +267,7 @@ export function searchGallery(db: Db, query: GalleryQuery, countCache: CountCach
     nextCursor: more && last ? nextCursor(query.sort, last) : null,
     total: counted.total,
     totalExact: counted.exact,
+    ...(counted.exact || counted.estimate === undefined ? {} : { totalEstimate: counted.estimate }),
   };
 }
 
@@ -366,10 +373,15 @@ function galleryFilter(db: Db, query: GalleryQuery): Filter {
   };
 }
 
-/** The cached total, unless it is a lower bound short of `needed` (then it is counted further). */
+/**
+ * The cached total, unless it is a lower bound short of `needed` without an estimate (then it
+ * is counted further). An estimate stands for the search until the library changes.
+ */
 function cachedCount(cache: CountCache, filter: Filter, needed: number): CountEntry | undefined {
   const counted = cache.get(filter.key);
-  return counted && !counted.exact && counted.total < needed ? undefined : counted;
+  return counted && !counted.exact && counted.estimate === undefined && counted.total < needed
+    ? undefined
+    : counted;
 }
 
 function rememberCount(cache: CountCache, filter: Filter, counted: CountEntry): void {
@@ -415,10 +427,52 @@ function countWithFirstPage(
   return { counted: n !== null ? entry(cap, false) : undefined, keys: null };
 }
 
-/** A bounded count of `n` (counted up to `pageEnd + countAhead + 1`) as a cache entry. */
-function countLinked(filter: Filter, n: number, pageEnd: number): CountEntry {
-  const cap = pageEnd + countAhead;
-  return { filterSql: filter.sql, params: filter.params, total: Math.min(n, cap), exact: n <= cap };
+function countEntry(filter: Filter, total: number, exact: boolean, estimate?: number): CountEntry {
+  return {
+    filterSql: filter.sql,
+    params: filter.params,
+    total,
+    exact,
+    ...(estimate === undefined ? {} : { estimate }),
+  };
+}
+
+/**
+ * The total of a date-ordered text, tag or LoRA search from the page its lead's index gave:
+ * exact when the walk reached the last match; else at least the matches found, and about as
+ * many as estimateFromPage says (or as `known`, the search's total so far, said). A page after
+ * a cursor (whose matches before it are unknown) keeps what is known, or gives its own keys as
+ * the lower bound; a jump past the last match counts up to a cap, so the scroll bar learns the
+ * end.
+ */
+function countFromPage(
+  db: Db,
+  filter: Filter,
+  lead: Lead,
+  ask: PageAsk,
+  keys: LinkKey[],
+  pageEnd: number,
+  known: CountEntry | undefined,
+): CountEntry {
+  const last = keys[keys.length - 1];
+  const found = ask.offset + keys.length;
+  if (ask.after) return known ?? countEntry(filter, keys.length, false);
+  if (keys.length < ask.limit && (last || ask.offset === 0)) return countEntry(filter, found, true);
+  if (!last) {
+    const cap = pageEnd + countAhead;
+    const n =
+      'text' in lead
+        ? countText(db, lead.text, filter.rest, cap)
+        : countThroughLink(db, lead, filter.rest, cap);
+    return countEntry(filter, Math.min(n, cap), n <= cap, known?.estimate);
+  }
+  if (known && known.total >= found) return known;
+  return countEntry(
+    filter,
+    found,
+    false,
+    known?.estimate ?? estimateFromPage(db, lead, ask.newest, last, found),
+  );
 }
 
 /** Counts the matches: all of them, or up to a cap past this page for a bounded search. */

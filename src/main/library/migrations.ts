@@ -9,6 +9,7 @@ import { addDateLinks } from './date-links';
 import { addImageCounts } from './image-counts';
 import { addImageDays } from './image-days';
 import { addImageText } from './image-text';
+import { addLeadCounts } from './lead-counts';
 import { addTextTerms } from './search-text';
 import { variantKeyOf } from './variant-key';
 import { downloadsReplacesSchema, downloadsSchema } from '../downloads/schema';
@@ -364,6 +365,11 @@ export const migrations: readonly Migration[] = [
       addTextTerms(db);
       db.exec(v14);
     },
+  },
+  {
+    version: 15,
+    description: 'live images per tag and per LoRA (tag_counts, lora_counts), kept by triggers',
+    up: addLeadCounts,
   },
 ];
 

@@ -10,6 +10,7 @@ import type {
 } from '../../shared';
 import { defaultGalleryQuery } from '../../shared';
 import { describeError } from './errors';
+import { galleryCountLabel } from './gallery-count';
 import type { Studio } from './studio.svelte';
 
 export interface GalleryFilters {
@@ -108,8 +109,10 @@ export class Gallery {
   /** Matches; a lower bound while `totalExact` is false (huge text and tag searches). */
   total = $state(0);
   totalExact = $state(true);
-  /** The count as the studio shows it: "1,234" or "2,200+". */
-  totalLabel = $derived(`${this.total.toLocaleString()}${this.totalExact ? '' : '+'}`);
+  /** The host's estimate of the matches while `totalExact` is false (null: none). */
+  totalEstimate = $state<number | null>(null);
+  /** The count as the studio shows it: "1,234 images", "about 12,000 images", "2,200+ images". */
+  totalLabel = $derived(galleryCountLabel(this.total, this.totalExact, this.totalEstimate));
   loading = $state(false);
   problem = $state<string | null>(null);
   /** Selected image ids (Ctrl/Cmd-click adds). */
@@ -250,6 +253,11 @@ export class Gallery {
         this.total = Math.max(fresh || this.totalExact ? 0 : this.total, page.total, seen);
       }
       this.totalExact = page.totalExact || (Boolean(cursor) && !page.nextCursor);
+      // An estimate holds for its query until an exact count or a newer estimate replaces it
+      // (pages after a cursor bring none).
+      if (this.totalExact) this.totalEstimate = null;
+      else if (page.totalEstimate !== undefined) this.totalEstimate = page.totalEstimate;
+      else if (fresh) this.totalEstimate = null;
       this.#pages.add(p);
       this.#itemsVersion++;
       this.problem = null;
