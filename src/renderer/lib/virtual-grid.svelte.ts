@@ -1,7 +1,11 @@
+import { anchorEvery, anchorRowFor, assignSlots, poolSizeFor } from './grid-slots';
+
 /**
  * Layout of a virtualized grid of square cells: only the rows in view (plus a margin) exist in
- * the DOM, so 100,000 items cost what 60 do. The component binds the viewport's size and scroll
- * position; everything else is derived.
+ * the DOM, so a million items cost what 60 do. The component binds the viewport's size and
+ * scroll position; everything else is derived. Scrolling within a row changes nothing but
+ * `layerY` (and that only in a scaled grid); crossing a row changes `start`/`end`, which hand
+ * one row of the recycled cells (`slots`) to new items.
  */
 export class VirtualGrid {
   width = $state(0);
@@ -35,27 +39,49 @@ export class VirtualGrid {
   );
   /** Where the viewport's top lies in the content. */
   contentTop = $derived(this.scrollTop * this.scale);
+  /** How many cells the grid keeps: every row that fits the viewport, plus the margins. */
+  poolSize = $derived(poolSizeFor(this.height, this.rowHeight, this.columns, this.overscanRows));
+  /** The first row to render (the margin included). A number, so a scroll within a row is no change. */
+  firstRow = $derived(
+    Math.max(0, Math.floor(this.contentTop / this.rowHeight) - this.overscanRows),
+  );
+  /**
+   * The row after the last one to render: always a pool's worth of rows after the first (the
+   * pool covers the view and both margins), so a row leaving hands its cells to the row coming
+   * in at once, never a frame later through cells removed and made again.
+   */
+  lastRow = $derived(Math.min(this.rows, this.firstRow + Math.ceil(this.poolSize / this.columns)));
   /** Indices [start, end) to render. */
-  range = $derived.by(() => {
-    const first = Math.max(0, Math.floor(this.contentTop / this.rowHeight) - this.overscanRows);
-    const last = Math.min(
-      this.rows,
-      Math.ceil((this.contentTop + this.height) / this.rowHeight) + this.overscanRows,
-    );
-    return {
-      start: first * this.columns,
-      end: Math.min(this.count(), Math.max(first, last) * this.columns),
-    };
-  });
+  start = $derived(this.firstRow * this.columns);
+  end = $derived.by(() =>
+    Math.min(this.count(), Math.max(this.firstRow, this.lastRow) * this.columns),
+  );
+  range = $derived({ start: this.start, end: this.end });
+  /** The item index each recycled cell shows (-1: none); see grid-slots.ts. */
+  slots = $derived(assignSlots(this.start, this.end, this.poolSize));
+  /** The row cell positions are measured from (see anchorRowFor). */
+  anchorRow = $derived(anchorRowFor(this.firstRow));
+  /**
+   * Where the layer holding the cells sits in the sizer: at the anchor row, moved up by how
+   * far the content has scrolled past the sizer in a scaled grid (every frame there; one
+   * transform for all cells).
+   */
+  layerY = $derived(this.anchorRow * this.rowHeight - (this.contentTop - this.scrollTop));
+
+  /**
+   * The layer's height: every place a cell can take below its anchor. Fixed while scrolling, so
+   * Chromium keeps the layer as one composited layer (a layer with no height of its own is split
+   * into one per row) and never has to resize it.
+   */
+  layerHeight = $derived((anchorEvery + Math.ceil(this.poolSize / this.columns)) * this.rowHeight);
 
   constructor(private readonly count: () => number) {}
 
-  /** A cell's place in the sizer (shifted with the viewport when the content is scaled). */
+  /** A cell's place in the layer (see layerY). */
   position(index: number): { top: number; left: number } {
     const row = Math.floor(index / this.columns);
     const col = index % this.columns;
-    const shift = this.scale === 1 ? 0 : this.contentTop - this.scrollTop;
-    return { top: row * this.rowHeight - shift, left: col * (this.cell + this.gap) };
+    return { top: (row - this.anchorRow) * this.rowHeight, left: col * (this.cell + this.gap) };
   }
 
   /** The scrollTop that brings `index` into view (or the current one when it already is). */
