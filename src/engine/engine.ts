@@ -545,6 +545,7 @@ export class DiffusionEngine {
       signatureFromSession(created.session),
       created.provider,
       created.fallbackReason,
+      created.attention,
     );
   }
 

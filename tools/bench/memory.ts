@@ -23,6 +23,7 @@ import { MID_UNET_CONFIG, SD15_UNET_CONFIG } from '../../tests/fixtures/models';
 import { getRuntimeInfo } from '../../src/engine';
 import { createSession } from '../../src/engine/models/providers';
 import { benchModel, isEntry, repoRoot, writeResult } from './fixture';
+import { measureGeneration } from './memory-generate';
 
 const log = (msg: string) => process.stderr.write(`bench:memory: ${msg}\n`);
 const GiB = 2 ** 30;
@@ -243,11 +244,40 @@ async function main(): Promise<void> {
       calls: { type: 'string', default: '2' },
       threads: { type: 'string' },
       out: { type: 'string' },
+      generate: { type: 'string' },
+      steps: { type: 'string', default: '1' },
+      cfg: { type: 'string', default: '7' },
     },
   });
   if (process.platform !== 'linux') throw new Error('bench:memory reads /proc: Linux only.');
   const threads = values.threads ? Number(values.threads) : undefined;
   const calls = Math.max(1, Number(values.calls));
+  if (values.generate) {
+    // One whole generation of a model folder in this process, its peak per phase.
+    const size = Number(values.size ?? values.sizes);
+    if (!Number.isInteger(size) || size < 64 || size % 8)
+      throw new Error(`--size must be a multiple of 8 from 64, not "${values.size}".`);
+    const r = await measureGeneration(
+      {
+        model: path.resolve(values.generate),
+        size,
+        steps: Math.max(1, Number(values.steps)),
+        guidance: Number(values.cfg),
+        ...(threads ? { threads } : {}),
+      },
+      log,
+    );
+    const doc = {
+      runtime: getRuntimeInfo(),
+      cpus: os.cpus().length,
+      cpuModel: os.cpus()[0]?.model ?? 'unknown',
+      memGiB: round(os.totalmem() / GiB, 1),
+      loadAvg: os.loadavg().map((x) => round(x)),
+      generation: r,
+    };
+    await writeResult('memory-generate', doc, values.out);
+    return;
+  }
   if (values.child) {
     const r = await child({
       model: values.model ?? '',

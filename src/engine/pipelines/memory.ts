@@ -5,26 +5,33 @@
  * full-size buffers that tiling cannot avoid, would not fit.
  *
  * The estimates are deliberately rough (ONNX Runtime's arena and the provider's kernels decide
- * the real numbers), from what a model folder tells us: the weight bytes and the dtype.
+ * the real numbers), from what a model folder and its sessions tell us: the weight bytes, the
+ * dtype, the UNet's first convolution, and whether each session's attention is fused
+ * (LoadedModel.attention: MultiHeadAttention, rewritten at load or written so by the converter,
+ * which ONNX Runtime's CPU provider runs in flash-attention tiles) or materialised (exported
+ * MatMul + Softmax, every head's N x N scores held at once).
  *
  *   UNet, per call (rows = batch x 2 with classifier-free guidance):
- *     bytes = rows * e * (A * c0 * h * w + 2 * heads * T^2)
- *       c0    = 320 * sqrt(params / 860e6), at least 32   (SD 1.5: 860 M parameters, c0 = 320)
- *       A     = 16  (feature maps alive at full latent resolution: the skip connections kept for
- *                    the up path plus the block being computed, each c0..2*c0 wide)
+ *     bytes = rows * e * (A * c0 * h * w + [materialised] 4 * heads * T^2)
+ *       c0    = conv_in's output channels when the file names `conv_in.weight` (SD 1.x/2.x and
+ *               SDXL: 320), else 320 * sqrt(params / 860e6), at least 32
+ *       A     = 56: feature maps alive per latent pixel in units of c0 (the skip connections kept
+ *               for the up path, the block being computed, GroupNorm and convolution buffers).
+ *               Measured with fused attention (`npm run bench:memory`, CPU, fp32, CFG rows 2,
+ *               peak over the loaded session): SD-1.5-shaped UNet at 512x512 0.45 GiB (A = 46),
+ *               mid UNet (c0 = 64) at 512x512 0.11 GiB (A = 56) and 768x768 0.20 GiB (A = 46).
  *       heads = 8, T = h * w tokens at the highest-resolution self-attention (h*w/4 for SDXL
- *               and the x4 upscaler, whose first block has no attention): the attention
- *               scores and their softmax are both materialized on CPU (hence 2x), and they
- *               dominate at large sizes.
- *     Checked against `npm run bench` (mid UNet, CPU): 512x512 whole, estimate 2.2 GB, measured
- *     RSS growth 2.4 GB.
+ *               and the x4 upscaler, whose first block has no attention). Materialised, the
+ *               scores, their scaled copy and their softmax are held at once: measured 4.1 and
+ *               3.9 score-sized tensors (mid and SD-1.5-shaped UNets at 512x512, exported graph).
+ *               Fused, nothing N x N is held: the term is dropped.
  *       e     = 4 bytes (fp32) or 2 (fp16 I/O)
  *   VAE decoder, per call (one image, output f*h x f*w pixels, P = f^2 * h * w):
- *     bytes = e * (3 * cV * P + s * (h * w)^2)
+ *     bytes = e * (3 * cV * P + [materialised] s * (h * w)^2)
  *       cV = 256 * sqrt(params / 49.5e6), at least 3  (SD's decoder: 49.5 M parameters, its
  *            full-resolution up blocks are 128-256 channels wide; 3 such maps alive)
  *       s  = min(1, params / 49.5e6): the mid-block self-attention over h*w tokens, for decoders
- *            of real size.
+ *            of real size, when materialised.
  *   Fixed (tiling cannot shrink it): the full latents (about 8 copies in the sampler) and the
  *   pixel accumulators of the decode (3 floats + 3 bytes per pixel, twice).
  *
@@ -34,7 +41,7 @@
 import os from 'node:os';
 import { isSdxlFamily } from '../../shared';
 import { EngineError } from '../errors';
-import type { LoadedModel } from '../models';
+import type { ComponentName, LoadedModel } from '../models';
 import { floatTypeOf } from '../tensor';
 import { type TileGrid, planTiles } from './tiling';
 
@@ -50,6 +57,8 @@ interface ModelSizes {
   vaeParams: number;
   elem: number;
   attentionQuarter: boolean;
+  /** conv_in's output channels, when the UNet file names its weight. */
+  unetC0: number | null;
 }
 
 function sizes(model: LoadedModel): ModelSizes {
@@ -58,20 +67,38 @@ function sizes(model: LoadedModel): ModelSizes {
   const sample = model.signatures.unet?.inputs.find((i) => i.name === 'sample');
   const elem = floatTypeOf(sample) === 'float16' ? 2 : 4;
   const fam = model.family.family;
+  const convIn = unet?.header.convInWeightDims;
   return {
     unetParams: (unet?.bytes ?? 0) / elem,
     vaeParams: (vae?.bytes ?? 0) / elem,
     elem,
     attentionQuarter: isSdxlFamily(fam) || fam === 'x4-upscaler',
+    unetC0: convIn && convIn.length === 4 && convIn[0] > 0 ? convIn[0] : null,
   };
 }
+
+/**
+ * Whether the session of `name` holds attention scores whole: true unless its graph is known
+ * to have fused attention and none materialised (unknown counts as materialised: the plan then
+ * errs towards tiling).
+ */
+export function materialisesAttention(model: LoadedModel, name: ComponentName): boolean {
+  const a = model.attention[name];
+  return !a || a.materialised > 0;
+}
+
+/** Feature maps alive per latent pixel, in units of c0 (see the file comment). */
+const UNET_MAPS = 56;
+/** Score-sized tensors held by a materialised attention (scores, scaled, softmax). */
+const SCORE_COPIES = 4;
 
 /** Estimated activation bytes of one UNet call over `rows` latents of h x w. */
 export function unetCallBytes(model: LoadedModel, rows: number, h: number, w: number): number {
   const s = sizes(model);
-  const c0 = Math.max(32, 320 * Math.sqrt(s.unetParams / 860e6));
+  const c0 = s.unetC0 ?? Math.max(32, 320 * Math.sqrt(s.unetParams / 860e6));
   const tokens = s.attentionQuarter ? (h * w) / 4 : h * w;
-  return rows * s.elem * (16 * c0 * h * w + 2 * 8 * tokens * tokens);
+  const scores = materialisesAttention(model, 'unet') ? SCORE_COPIES * 8 * tokens * tokens : 0;
+  return rows * s.elem * (UNET_MAPS * c0 * h * w + scores);
 }
 
 /** Estimated activation bytes of one VAE decoder call on an h x w latent. */
@@ -79,7 +106,9 @@ export function vaeCallBytes(model: LoadedModel, h: number, w: number): number {
   const s = sizes(model);
   const f = model.family.latentScale;
   const cV = Math.max(3, 256 * Math.sqrt(s.vaeParams / 49.5e6));
-  const attn = Math.min(1, s.vaeParams / 49.5e6);
+  const attn = materialisesAttention(model, model.decoderName)
+    ? Math.min(1, s.vaeParams / 49.5e6)
+    : 0;
   return s.elem * (3 * cV * f * f * h * w + attn * (h * w) ** 2);
 }
 
