@@ -12,6 +12,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { DiffusionEngine } from '../../src/engine';
 import type { ComponentName, ComponentSession } from '../../src/engine/models';
+import type { AttentionCount } from '../../src/engine/models/attention-rewrite';
 import { GenerationSettings } from '../../src/shared/generation';
 
 const GiB = 2 ** 30;
@@ -45,8 +46,11 @@ export interface GenerationMemory {
   size: number;
   steps: number;
   guidance: number;
+  memoryBudgetMb: number | null;
+  /** Whether the engine released the text encoders before the UNet ran (memory.ts). */
+  textEncodersReleased: boolean;
   /** Attention of the UNet as loaded (LoadedModel.attention). */
-  unetAttention: unknown;
+  unetAttention: AttentionCount | null;
   phases: PhasePeak[];
   /** The highest phase peak, and the phase that holds it. */
   peakGiB: number;
@@ -99,6 +103,8 @@ export async function measureGeneration(
     steps: number;
     guidance: number;
     threads?: number;
+    /** EngineOptions.memoryBudgetMb (a small one makes the text encoders give way). */
+    memoryBudgetMb?: number;
   },
   log: (msg: string) => void,
 ): Promise<GenerationMemory> {
@@ -106,6 +112,7 @@ export async function measureGeneration(
   const engine = new DiffusionEngine({
     previewEvery: 0,
     ...(o.threads ? { threads: o.threads } : {}),
+    ...(o.memoryBudgetMb ? { memoryBudgetMb: o.memoryBudgetMb } : {}),
   });
   const clock = new PhaseClock(log);
   const model = await engine.load(o.model);
@@ -142,7 +149,11 @@ export async function measureGeneration(
     size: o.size,
     steps: o.steps,
     guidance: o.guidance,
-    unetAttention: model.attention ?? null,
+    memoryBudgetMb: o.memoryBudgetMb ?? null,
+    textEncodersReleased: !sessions.every(
+      (s) => model.attention[s.name as ComponentName] !== undefined,
+    ),
+    unetAttention: model.attention.unet ?? null,
     phases: clock.phases,
     peakGiB: top.peakGiB,
     peakPhase: top.phase,

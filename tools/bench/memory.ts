@@ -1,6 +1,9 @@
 // `npm run bench:memory [-- --unet mid|sd15 --sizes 512[,768] --dtypes float32[,float16]
 //  --variants matmul,fused[,fused-noarena] --calls N --threads N --out FILE]`: peak memory of the
 // UNet at work, one child process per case so each peak is its own.
+// `npm run bench:memory -- --generate DIR --size N [--steps N --cfg X --memory-budget MB]`: one
+// whole generation of a model folder (e.g. a converted SDXL checkpoint at 1024), its peak per
+// phase (memory-generate.ts).
 //
 // A case is one UNet (the bench's random-weight fixture, whose attention is exported MatMul +
 // Softmax as in diffusers/optimum folders), one storage dtype, one image size and one variant:
@@ -247,6 +250,7 @@ async function main(): Promise<void> {
       generate: { type: 'string' },
       steps: { type: 'string', default: '1' },
       cfg: { type: 'string', default: '7' },
+      'memory-budget': { type: 'string' },
     },
   });
   if (process.platform !== 'linux') throw new Error('bench:memory reads /proc: Linux only.');
@@ -264,6 +268,7 @@ async function main(): Promise<void> {
         steps: Math.max(1, Number(values.steps)),
         guidance: Number(values.cfg),
         ...(threads ? { threads } : {}),
+        ...(values['memory-budget'] ? { memoryBudgetMb: Number(values['memory-budget']) } : {}),
       },
       log,
     );

@@ -81,6 +81,11 @@ export interface LoadedModel {
   has(name: ComponentName): boolean;
   /** The component's session, created on first use and shared through the session cache. */
   session(name: ComponentName): Promise<ComponentSession>;
+  /**
+   * Release one component's session (the next `session(name)` creates it again): what the
+   * pipelines do with the text encoders when the UNet needs their memory (pipelines/memory.ts).
+   */
+  releaseSession(name: ComponentName): Promise<void>;
   /** Release this model's sessions (every session of this folder in the cache). */
   release(): Promise<void>;
 }
@@ -164,6 +169,13 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
     ...(opts.variants ? { variants: opts.variants } : {}),
     has: (name) => info.components[name] !== undefined,
     session: open,
+    async releaseSession(name) {
+      const c = info.components[name];
+      if (!c || !sessions.has(name)) return;
+      sessions.delete(name);
+      delete attention[name];
+      await cache.release(c.modelPath);
+    },
     async release() {
       sessions.clear();
       await cache.release(info.dir);

@@ -134,6 +134,13 @@ export function withVae(model: LoadedModel, vae: VaeFolder, opts: VaeSessionOpti
     signatures,
     attention,
     has: (name) => (replaced(name) ? component(name) !== null : model.has(name)),
+    releaseSession: async (name) => {
+      if (!replaced(name)) return model.releaseSession(name);
+      const c = component(name);
+      if (!c || !sessions.delete(name)) return;
+      delete attention[name];
+      await opts.cache.release(c.modelPath);
+    },
     session: (name) => {
       if (!replaced(name)) return model.session(name);
       if (component(name)) return open(name);

@@ -15,6 +15,7 @@ import {
   reportStage,
 } from './core';
 import { timedRun } from './stats';
+import { memoryBudgetBytes, textEncodersInTheWay } from './memory';
 import type { Tile } from './tiling';
 import { type ControlCrop, type ControlUnit, prepareUnits } from './controlnet';
 import { type ExtraChannels, type PredictOptions, makeUnetPredict } from './unet';
@@ -119,6 +120,11 @@ export async function runDiffusion(
 
   reportStage(ctx, 0, settings.batchCount, 'text', 0, plan.timesteps.length);
   const { cond, uncond } = await encodePrompts(ctx, settings, useCfg);
+  // SDXL's two text encoders hold 3 GiB in float32: give them up when the UNet call or the
+  // decode ahead may not fit beside them (README "Performance").
+  const rows = settings.batchSize * (useCfg ? 2 : 1);
+  if (textEncodersInTheWay(model, rows, h, w, memoryBudgetBytes(ctx.memoryBudgetMb)))
+    await ctx.text.releaseEncoders();
 
   const unet = hooks.control?.unet ?? (await model.session('unet'));
   const decoder = await model.session(model.decoderName);

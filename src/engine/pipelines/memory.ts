@@ -112,6 +112,22 @@ export function vaeCallBytes(model: LoadedModel, h: number, w: number): number {
   return s.elem * (3 * cV * f * f * h * w + attn * (h * w) ** 2);
 }
 
+/**
+ * Whether the text encoders should give up their memory before the denoise: when the larger of
+ * one UNet call (over `rows` latents of h x w) and one decode is estimated above the budget,
+ * which is measured against the memory free with the encoders loaded. The prompts stay encoded;
+ * a new prompt creates the encoders again (from the optimized-graph cache when there is one).
+ */
+export function textEncodersInTheWay(
+  model: LoadedModel,
+  rows: number,
+  h: number,
+  w: number,
+  budgetBytes: number,
+): boolean {
+  return Math.max(unetCallBytes(model, rows, h, w), vaeCallBytes(model, h, w)) > budgetBytes;
+}
+
 export interface MemoryPlan {
   budgetBytes: number;
   /** Estimates for the untiled calls and the fixed buffers. */
