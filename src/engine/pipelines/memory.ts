@@ -2,7 +2,10 @@
  * The memory plan for large outputs: estimate the activation memory of one UNet call and one
  * VAE decoder call at a latent size, compare it with the memory we may use, and pick tiling
  * (tiling.ts) when a whole call would not fit. Refuse only when even the smallest tile, or the
- * full-size buffers that tiling cannot avoid, would not fit.
+ * full-size buffers that tiling cannot avoid, would not fit. The upscale pipelines plan both
+ * calls (planMemory); every generation also asks, with the memory free at that moment, whether
+ * the text encoders should be released before the denoise (textEncodersInTheWay) and whether
+ * its decode should be tiled (decodeGrid).
  *
  * The estimates are deliberately rough (ONNX Runtime's arena and the provider's kernels decide
  * the real numbers), from what a model folder and its sessions tell us: the weight bytes, the
@@ -19,7 +22,10 @@
  *               for the up path, the block being computed, GroupNorm and convolution buffers).
  *               Measured with fused attention (`npm run bench:memory`, CPU, fp32, CFG rows 2,
  *               peak over the loaded session): SD-1.5-shaped UNet at 512x512 0.45 GiB (A = 46),
- *               mid UNet (c0 = 64) at 512x512 0.11 GiB (A = 56) and 768x768 0.20 GiB (A = 46).
+ *               mid UNet (c0 = 64) at 512x512 0.11 GiB (A = 56), 768x768 0.20 GiB (A = 46) and
+ *               1024x1024 0.42 GiB (A = 54). SDXL, whose full-resolution level has no
+ *               transformer: A = 24, measured 0.71 GiB at 1024x1024 (A = 18; whole generation,
+ *               `bench:memory -- --generate`).
  *       heads = 8, T = h * w tokens at the highest-resolution self-attention (h*w/4 for SDXL
  *               and the x4 upscaler, whose first block has no attention). Materialised, the
  *               scores, their scaled copy and their softmax are held at once: measured 4.1 and
@@ -27,15 +33,18 @@
  *               Fused, nothing N x N is held: the term is dropped.
  *       e     = 4 bytes (fp32) or 2 (fp16 I/O)
  *   VAE decoder, per call (one image, output f*h x f*w pixels, P = f^2 * h * w):
- *     bytes = e * (3 * cV * P + [materialised] s * (h * w)^2)
- *       cV = 256 * sqrt(params / 49.5e6), at least 3  (SD's decoder: 49.5 M parameters, its
- *            full-resolution up blocks are 128-256 channels wide; 3 such maps alive)
+ *     bytes = e * (4 * cV * P + [materialised] s * (h * w)^2)
+ *       cV = half the decoder's conv_in channels when the file names `conv_in.weight` (SD's and
+ *            SDXL's decoder: 512, so 256), else 256 * sqrt(params / 49.5e6), at least 3 (SD's
+ *            decoder: 49.5 M parameters; its full-resolution up blocks are 128-256 channels
+ *            wide). Measured: the SDXL decoder at 1024x1024 (fp32 compute, fused mid-block
+ *            attention) held 4.08 GiB; the estimate is 4.0 GiB.
  *       s  = min(1, params / 49.5e6): the mid-block self-attention over h*w tokens, for decoders
  *            of real size, when materialised.
  *   Fixed (tiling cannot shrink it): the full latents (about 8 copies in the sampler) and the
  *   pixel accumulators of the decode (3 floats + 3 bytes per pixel, twice).
  *
- * The budget is EngineOptions.memoryBudgetMb when set, else 60% of os.freemem() (free RAM; on a
+ * The budget is EngineOptions.memoryBudgetMb when set, else 60% of os.freemem() (available RAM; on a
  * GPU provider set the budget to the device's memory, which the engine cannot query).
  */
 import os from 'node:os';
@@ -59,7 +68,12 @@ interface ModelSizes {
   attentionQuarter: boolean;
   /** conv_in's output channels, when the UNet file names its weight. */
   unetC0: number | null;
+  /** The decoder's conv_in output channels (SD's and SDXL's VAE: 512), when named. */
+  vaeConvIn: number | null;
 }
+
+const channels = (dims: number[] | null | undefined): number | null =>
+  dims && dims.length === 4 && dims[0] > 0 ? dims[0] : null;
 
 function sizes(model: LoadedModel): ModelSizes {
   const unet = model.info.components.unet;
@@ -67,13 +81,13 @@ function sizes(model: LoadedModel): ModelSizes {
   const sample = model.signatures.unet?.inputs.find((i) => i.name === 'sample');
   const elem = floatTypeOf(sample) === 'float16' ? 2 : 4;
   const fam = model.family.family;
-  const convIn = unet?.header.convInWeightDims;
   return {
     unetParams: (unet?.bytes ?? 0) / elem,
     vaeParams: (vae?.bytes ?? 0) / elem,
     elem,
     attentionQuarter: isSdxlFamily(fam) || fam === 'x4-upscaler',
-    unetC0: convIn && convIn.length === 4 && convIn[0] > 0 ? convIn[0] : null,
+    unetC0: channels(unet?.header.convInWeightDims),
+    vaeConvIn: channels(vae?.header.convInWeightDims),
   };
 }
 
@@ -89,6 +103,8 @@ export function materialisesAttention(model: LoadedModel, name: ComponentName): 
 
 /** Feature maps alive per latent pixel, in units of c0 (see the file comment). */
 const UNET_MAPS = 56;
+/** The same for SDXL, whose full-resolution level has no transformer (see the file comment). */
+const UNET_MAPS_SDXL = 24;
 /** Score-sized tensors held by a materialised attention (scores, scaled, softmax). */
 const SCORE_COPIES = 4;
 
@@ -98,18 +114,19 @@ export function unetCallBytes(model: LoadedModel, rows: number, h: number, w: nu
   const c0 = s.unetC0 ?? Math.max(32, 320 * Math.sqrt(s.unetParams / 860e6));
   const tokens = s.attentionQuarter ? (h * w) / 4 : h * w;
   const scores = materialisesAttention(model, 'unet') ? SCORE_COPIES * 8 * tokens * tokens : 0;
-  return rows * s.elem * (UNET_MAPS * c0 * h * w + scores);
+  const maps = isSdxlFamily(model.family.family) ? UNET_MAPS_SDXL : UNET_MAPS;
+  return rows * s.elem * (maps * c0 * h * w + scores);
 }
 
 /** Estimated activation bytes of one VAE decoder call on an h x w latent. */
 export function vaeCallBytes(model: LoadedModel, h: number, w: number): number {
   const s = sizes(model);
   const f = model.family.latentScale;
-  const cV = Math.max(3, 256 * Math.sqrt(s.vaeParams / 49.5e6));
+  const cV = s.vaeConvIn ? s.vaeConvIn / 2 : Math.max(3, 256 * Math.sqrt(s.vaeParams / 49.5e6));
   const attn = materialisesAttention(model, model.decoderName)
     ? Math.min(1, s.vaeParams / 49.5e6)
     : 0;
-  return s.elem * (3 * cV * f * f * h * w + attn * (h * w) ** 2);
+  return s.elem * (4 * cV * f * f * h * w + attn * (h * w) ** 2);
 }
 
 /**
@@ -126,6 +143,34 @@ export function textEncodersInTheWay(
   budgetBytes: number,
 ): boolean {
   return Math.max(unetCallBytes(model, rows, h, w), vaeCallBytes(model, h, w)) > budgetBytes;
+}
+
+/**
+ * Latent tiles for one decoder call that fits `budgetBytes`: null when the whole call fits, or
+ * when not even the smallest tile does (the whole call is then tried, as without a plan).
+ */
+export function decodeGrid(
+  model: LoadedModel,
+  h: number,
+  w: number,
+  budgetBytes: number,
+): TileGrid | null {
+  if (vaeCallBytes(model, h, w) <= budgetBytes) return null;
+  return largestTile(h, w, budgetBytes, (th, tw) => vaeCallBytes(model, th, tw))?.grid ?? null;
+}
+
+/** The largest tile grid whose one-call estimate fits `room`, or null when none does. */
+function largestTile(
+  h: number,
+  w: number,
+  room: number,
+  estimate: (th: number, tw: number) => number,
+): { grid: TileGrid; bytes: number } | null {
+  for (let t = align8(Math.max(h, w) - 1); t >= minTile; t -= 8) {
+    const bytes = estimate(Math.min(t, h), Math.min(t, w));
+    if (bytes <= room) return { grid: planTiles(h, w, t, overlapFor(t)), bytes };
+  }
+  return null;
 }
 
 export interface MemoryPlan {
@@ -222,10 +267,8 @@ export function planMemory(model: LoadedModel, o: MemoryPlanInput): MemoryPlan {
     what: string,
   ): { grid: TileGrid | null; bytes: number } => {
     if (whole <= room) return { grid: null, bytes: whole };
-    for (let t = align8(Math.max(h, w) - 1); t >= minTile; t -= 8) {
-      const bytes = estimate(Math.min(t, h), Math.min(t, w));
-      if (bytes <= room) return { grid: planTiles(h, w, t, overlapFor(t)), bytes };
-    }
+    const fits = largestTile(h, w, room, estimate);
+    if (fits) return fits;
     const smallest = estimate(Math.min(minTile, h), Math.min(minTile, w));
     throw new EngineError(
       'out-of-memory',
