@@ -253,6 +253,15 @@ function parse(b: Uint8Array): ParsedModel | null {
   return { graph, opsets, nodes, consts, graphOutputs };
 }
 
+/** `parse`, with bytes it cannot read as null: ONNX Runtime reports a damaged file itself. */
+function parseOrNull(b: Uint8Array): ParsedModel | null {
+  try {
+    return parse(b);
+  } catch {
+    return null;
+  }
+}
+
 const samePerm = (a: number[] | undefined, b: readonly number[]): boolean =>
   !!a && a.length === b.length && a.every((x, i) => x === b[i]);
 
@@ -509,12 +518,7 @@ export interface AttentionRewrite {
  * pass can read.
  */
 export function rewriteAttention(model: Uint8Array): AttentionRewrite | null {
-  let parsed: ParsedModel | null;
-  try {
-    parsed = parse(model);
-  } catch {
-    return null; // not for this pass to judge: ONNX Runtime reports a damaged file itself
-  }
+  const parsed = parseOrNull(model);
   if (!parsed) return null;
   const opset = parsed.opsets.get('') ?? 0;
   const msOpset = parsed.opsets.get(MS_DOMAIN);
@@ -603,12 +607,7 @@ export interface AttentionCount {
 
 /** Counts the attention of a serialized ModelProto; null when it cannot be read. */
 export function countAttention(model: Uint8Array): AttentionCount | null {
-  let parsed: ParsedModel | null;
-  try {
-    parsed = parse(model);
-  } catch {
-    return null;
-  }
+  const parsed = parseOrNull(model);
   if (!parsed) return null;
   const count: AttentionCount = { fused: 0, materialised: 0 };
   for (const n of parsed.nodes) {
