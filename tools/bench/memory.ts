@@ -232,6 +232,17 @@ export async function memoryMatrix(opts: {
   return results;
 }
 
+/** The machine a result was measured on, at the head of each document. */
+function machine() {
+  return {
+    runtime: getRuntimeInfo(),
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model ?? 'unknown',
+    memGiB: round(os.totalmem() / GiB, 1),
+    loadAvg: os.loadavg().map((x) => round(x)),
+  };
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -272,15 +283,7 @@ async function main(): Promise<void> {
       },
       log,
     );
-    const doc = {
-      runtime: getRuntimeInfo(),
-      cpus: os.cpus().length,
-      cpuModel: os.cpus()[0]?.model ?? 'unknown',
-      memGiB: round(os.totalmem() / GiB, 1),
-      loadAvg: os.loadavg().map((x) => round(x)),
-      generation: r,
-    };
-    await writeResult('memory-generate', doc, values.out);
+    await writeResult('memory-generate', { ...machine(), generation: r }, values.out);
     return;
   }
   if (values.child) {
@@ -318,11 +321,7 @@ async function main(): Promise<void> {
     ...(threads ? { threads } : {}),
   });
   const doc = {
-    runtime: getRuntimeInfo(),
-    cpus: os.cpus().length,
-    cpuModel: os.cpus()[0]?.model ?? 'unknown',
-    memGiB: round(os.totalmem() / GiB, 1),
-    loadAvg: os.loadavg().map((x) => round(x)),
+    ...machine(),
     unet,
     calls,
     summary: summarizeMemory(results),
