@@ -250,6 +250,7 @@ export class DiffusionEngine {
         previewEvery,
         taesd: taesd.previews && previewEvery > 0 ? taesd.decoder : null,
         fastDecode: taesd.fastDecode ? taesd.decoder : null,
+        ...(this.options.memoryBudgetMb ? { memoryBudgetMb: this.options.memoryBudgetMb } : {}),
       };
       const init = request.initImage ?? null;
       const controlled = settings.controlnets.some((u) => u.weight !== 0);
@@ -545,6 +546,7 @@ export class DiffusionEngine {
       signatureFromSession(created.session),
       created.provider,
       created.fallbackReason,
+      created.attention,
     );
   }
 

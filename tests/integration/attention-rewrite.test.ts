@@ -204,6 +204,7 @@ describe('attention rewrite: fixture UNets through createSession', () => {
         out: half ? fromHalfArray(out as Uint16Array) : (out as Float32Array),
         rewrites: created.attentionRewrites,
         cache: created.cache,
+        attention: created.attention,
       };
     } finally {
       await created.session.release();
@@ -220,6 +221,9 @@ describe('attention rewrite: fixture UNets through createSession', () => {
       const softmaxes = file.toString('latin1').split('\x22\x07Softmax').length - 1;
       expect(softmaxes).toBeGreaterThanOrEqual(8);
       expect(fused.rewrites).toBe(softmaxes);
+      // What the memory plan reads: the exported graph holds its scores, the rewritten one not.
+      expect(plain.attention).toEqual({ fused: 0, materialised: softmaxes });
+      expect(fused.attention).toEqual({ fused: softmaxes, materialised: 0 });
       // fp16 I/O: compared in float16's own resolution at the output's scale.
       const tol = dtype === 'float16' ? 2e-3 * Math.max(1, ...plain.out.map(Math.abs)) : 1e-4;
       expect(maxAbs(plain.out, fused.out)).toBeLessThan(tol);
@@ -236,8 +240,14 @@ describe('attention rewrite: fixture UNets through createSession', () => {
     expect(second.cache).toBe('hit');
     expect(second.rewrites).toBe(0);
     expect(maxAbs(plain.out, second.out)).toBeLessThan(1e-4);
+    // A cache hit reads its attention from the optimized graph ONNX Runtime wrote.
+    expect(second.attention).toEqual(first.attention);
+    expect(first.attention).toEqual({ fused: first.rewrites, materialised: 0 });
     // Keyed apart: without the rewrite the same file gets its own entry.
     const off = await unetOut('float32', false, cacheDir);
     expect(off.cache).toBe('written');
+    const offAgain = await unetOut('float32', false, cacheDir);
+    expect(offAgain.cache).toBe('hit');
+    expect(offAgain.attention).toEqual({ fused: 0, materialised: first.rewrites });
   }, 120_000);
 });

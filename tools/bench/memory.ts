@@ -1,6 +1,9 @@
 // `npm run bench:memory [-- --unet mid|sd15 --sizes 512[,768] --dtypes float32[,float16]
 //  --variants matmul,fused[,fused-noarena] --calls N --threads N --out FILE]`: peak memory of the
 // UNet at work, one child process per case so each peak is its own.
+// `npm run bench:memory -- --generate DIR --size N [--steps N --cfg X --memory-budget MB]`: one
+// whole generation of a model folder (e.g. a converted SDXL checkpoint at 1024), its peak per
+// phase (memory-generate.ts).
 //
 // A case is one UNet (the bench's random-weight fixture, whose attention is exported MatMul +
 // Softmax as in diffusers/optimum folders), one storage dtype, one image size and one variant:
@@ -23,6 +26,7 @@ import { MID_UNET_CONFIG, SD15_UNET_CONFIG } from '../../tests/fixtures/models';
 import { getRuntimeInfo } from '../../src/engine';
 import { createSession } from '../../src/engine/models/providers';
 import { benchModel, isEntry, repoRoot, writeResult } from './fixture';
+import { measureGeneration } from './memory-generate';
 
 const log = (msg: string) => process.stderr.write(`bench:memory: ${msg}\n`);
 const GiB = 2 ** 30;
@@ -228,6 +232,17 @@ export async function memoryMatrix(opts: {
   return results;
 }
 
+/** The machine a result was measured on, at the head of each document. */
+function machine() {
+  return {
+    runtime: getRuntimeInfo(),
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model ?? 'unknown',
+    memGiB: round(os.totalmem() / GiB, 1),
+    loadAvg: os.loadavg().map((x) => round(x)),
+  };
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -243,11 +258,34 @@ async function main(): Promise<void> {
       calls: { type: 'string', default: '2' },
       threads: { type: 'string' },
       out: { type: 'string' },
+      generate: { type: 'string' },
+      steps: { type: 'string', default: '1' },
+      cfg: { type: 'string', default: '7' },
+      'memory-budget': { type: 'string' },
     },
   });
   if (process.platform !== 'linux') throw new Error('bench:memory reads /proc: Linux only.');
   const threads = values.threads ? Number(values.threads) : undefined;
   const calls = Math.max(1, Number(values.calls));
+  if (values.generate) {
+    // One whole generation of a model folder in this process, its peak per phase.
+    const size = Number(values.size ?? values.sizes);
+    if (!Number.isInteger(size) || size < 64 || size % 8)
+      throw new Error(`--size must be a multiple of 8 from 64, not "${values.size}".`);
+    const r = await measureGeneration(
+      {
+        model: path.resolve(values.generate),
+        size,
+        steps: Math.max(1, Number(values.steps)),
+        guidance: Number(values.cfg),
+        ...(threads ? { threads } : {}),
+        ...(values['memory-budget'] ? { memoryBudgetMb: Number(values['memory-budget']) } : {}),
+      },
+      log,
+    );
+    await writeResult('memory-generate', { ...machine(), generation: r }, values.out);
+    return;
+  }
   if (values.child) {
     const r = await child({
       model: values.model ?? '',
@@ -283,11 +321,7 @@ async function main(): Promise<void> {
     ...(threads ? { threads } : {}),
   });
   const doc = {
-    runtime: getRuntimeInfo(),
-    cpus: os.cpus().length,
-    cpuModel: os.cpus()[0]?.model ?? 'unknown',
-    memGiB: round(os.totalmem() / GiB, 1),
-    loadAvg: os.loadavg().map((x) => round(x)),
+    ...machine(),
     unet,
     calls,
     summary: summarizeMemory(results),

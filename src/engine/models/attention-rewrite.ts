@@ -253,6 +253,15 @@ function parse(b: Uint8Array): ParsedModel | null {
   return { graph, opsets, nodes, consts, graphOutputs };
 }
 
+/** `parse`, with bytes it cannot read as null: ONNX Runtime reports a damaged file itself. */
+function parseOrNull(b: Uint8Array): ParsedModel | null {
+  try {
+    return parse(b);
+  } catch {
+    return null;
+  }
+}
+
 const samePerm = (a: number[] | undefined, b: readonly number[]): boolean =>
   !!a && a.length === b.length && a.every((x, i) => x === b[i]);
 
@@ -509,12 +518,7 @@ export interface AttentionRewrite {
  * pass can read.
  */
 export function rewriteAttention(model: Uint8Array): AttentionRewrite | null {
-  let parsed: ParsedModel | null;
-  try {
-    parsed = parse(model);
-  } catch {
-    return null; // not for this pass to judge: ONNX Runtime reports a damaged file itself
-  }
+  const parsed = parseOrNull(model);
   if (!parsed) return null;
   const opset = parsed.opsets.get('') ?? 0;
   const msOpset = parsed.opsets.get(MS_DOMAIN);
@@ -584,27 +588,78 @@ function encode(src: Uint8Array, m: ParsedModel, kept: Node[], replaced: Replace
   return model.bytes();
 }
 
+/**
+ * How a graph computes attention, for the memory plan (pipelines/memory.ts): whether a call
+ * holds every head's N x N scores or not.
+ */
+export interface AttentionCount {
+  /**
+   * com.microsoft MultiHeadAttention nodes with q, k, v (and at most a projection bias): ONNX
+   * Runtime's CPU kernel takes its flash-attention path for them, scores never held whole.
+   */
+  fused: number;
+  /**
+   * Attention whose scores are materialised: Softmax nodes (in a UNet or VAE, only attention
+   * has one), and MultiHeadAttention with a mask, attention bias or past (no flash path).
+   */
+  materialised: number;
+}
+
+/** Counts the attention of a serialized ModelProto; null when it cannot be read. */
+export function countAttention(model: Uint8Array): AttentionCount | null {
+  const parsed = parseOrNull(model);
+  if (!parsed) return null;
+  const count: AttentionCount = { fused: 0, materialised: 0 };
+  for (const n of parsed.nodes) {
+    if (n.opType === 'Softmax' && n.domain === '') count.materialised++;
+    else if (n.opType === 'MultiHeadAttention' && n.domain === MS_DOMAIN) {
+      // Inputs after q, k, v and bias: key_padding_mask, attention_bias, past key and value.
+      if (n.inputs.slice(4).some((i) => i !== '')) count.materialised++;
+      else count.fused++;
+    }
+  }
+  return count;
+}
+
 /** The files up to this size are read for the rewrite (protobuf cannot hold more anyway). */
 const MAX_MODEL_BYTES = 2 ** 31;
 
+/** A model file's bytes (or bytes already read); null when unreadable or too big to be a ModelProto. */
+async function modelBytes(model: string | Uint8Array): Promise<Uint8Array | null> {
+  if (typeof model !== 'string') return model;
+  try {
+    if ((await stat(model)).size > MAX_MODEL_BYTES) return null;
+    return await readFile(model);
+  } catch {
+    return null; // ORT reports an unreadable file in its own words, with our wrapping
+  }
+}
+
 /**
- * `rewriteAttention` on a model file (or bytes already read): the rewritten bytes, how many
- * attentions were replaced, and the folder its external weights are in; null when nothing
- * matched or the file is too big to be a ModelProto (ONNX Runtime then reads it as it is).
+ * A model file (or bytes already read) as ONNX Runtime will get it: with `rewrite`, its exported
+ * attention rewritten (`rewrite` null when nothing matched: ORT reads the original), and the
+ * attention of the graph ORT gets (null when the file is too big to be a ModelProto or cannot be
+ * read: ONNX Runtime reads such a file as it is).
  */
-export async function rewriteAttentionFile(
+export async function prepareAttention(
   model: string | Uint8Array,
   folder: string,
-): Promise<(AttentionRewrite & { folder: string }) | null> {
-  let bytes: Uint8Array;
-  if (typeof model === 'string') {
-    try {
-      if ((await stat(model)).size > MAX_MODEL_BYTES) return null;
-      bytes = await readFile(model);
-    } catch {
-      return null; // ORT reports an unreadable file in its own words, with our wrapping
-    }
-  } else bytes = model;
-  const r = rewriteAttention(bytes);
-  return r ? { ...r, folder } : null;
+  opts: { rewrite: boolean },
+): Promise<{
+  rewrite: (AttentionRewrite & { folder: string }) | null;
+  attention: AttentionCount | null;
+}> {
+  const bytes = await modelBytes(model);
+  if (!bytes) return { rewrite: null, attention: null };
+  const r = opts.rewrite ? rewriteAttention(bytes) : null;
+  return {
+    rewrite: r ? { ...r, folder } : null,
+    attention: countAttention(r?.model ?? bytes),
+  };
+}
+
+/** The attention of a model file (an optimized-graph cache entry); null when unreadable. */
+export async function countAttentionFile(path: string): Promise<AttentionCount | null> {
+  const bytes = await modelBytes(path);
+  return bytes ? countAttention(bytes) : null;
 }

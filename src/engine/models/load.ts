@@ -7,6 +7,7 @@
 import type * as ort from 'onnxruntime-node';
 import type { SessionVariant } from '../adapters/lora';
 import { EngineError, throwIfAborted, wrapRunError } from '../errors';
+import type { AttentionCount } from './attention-rewrite';
 import type { IoSpec } from '../tensor';
 import { detectFamily } from './family';
 import { openModelFolder } from './folder';
@@ -38,6 +39,8 @@ export interface ComponentSession {
   signature: Signature;
   provider: ProviderName;
   fallbackReason: string | null;
+  /** The attention of the graph the session runs (CreatedSession.attention); null: not known. */
+  attention: AttentionCount | null;
   input(name: string): IoSpec | undefined;
   output(name: string): IoSpec | undefined;
   /** session.run with errors wrapped into EngineErrors naming the file; checks `signal` around it. */
@@ -55,6 +58,13 @@ export interface LoadedModel {
   fallbackReason: string | null;
   /** Signatures of every component: session-read for those with a session, header-read otherwise. */
   signatures: Partial<Record<ComponentName, Signature>>;
+  /**
+   * The attention of each component with a session (the UNet and VAE decoder from the load on),
+   * as its session runs it: fused (MultiHeadAttention, rewritten at load or written so by the
+   * converter) or materialised (N x N scores held). The memory plan reads it; a component absent
+   * or null is planned as materialised.
+   */
+  attention: Partial<Record<ComponentName, AttentionCount | null>>;
   /** scheduler/scheduler_config.json, raw; the schedulers module parses it. */
   schedulerConfig: JsonObject;
   /** low_res_scheduler/scheduler_config.json (x4), raw. */
@@ -71,6 +81,11 @@ export interface LoadedModel {
   has(name: ComponentName): boolean;
   /** The component's session, created on first use and shared through the session cache. */
   session(name: ComponentName): Promise<ComponentSession>;
+  /**
+   * Release one component's session (the next `session(name)` creates it again): what the
+   * pipelines do with the text encoders when the UNet needs their memory (pipelines/memory.ts).
+   */
+  releaseSession(name: ComponentName): Promise<void>;
   /** Release this model's sessions (every session of this folder in the cache). */
   release(): Promise<void>;
 }
@@ -89,6 +104,7 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
     ...(opts.optimizedCacheDir ? { optimizedCacheDir: opts.optimizedCacheDir } : {}),
   };
   const signatures: Partial<Record<ComponentName, Signature>> = {};
+  const attention: Partial<Record<ComponentName, AttentionCount | null>> = {};
   for (const [name, c] of Object.entries(info.components))
     signatures[name as ComponentName] = c.signature;
   const sessions = new Map<ComponentName, Promise<ComponentSession>>();
@@ -112,6 +128,7 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
     const key = { modelPath: c.modelPath, preference, options, variant: opts.variants?.[name] };
     const p = createComponentSession(cache, key, name, c.file, info.dir).then((s) => {
       signatures[name] = s.signature;
+      attention[name] = s.attention;
       return s;
     });
     sessions.set(name, p);
@@ -141,6 +158,7 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
     provider: unet.provider,
     fallbackReason: unet.fallbackReason,
     signatures,
+    attention,
     schedulerConfig: info.schedulerConfig,
     lowResSchedulerConfig: info.lowResSchedulerConfig,
     tokenizerDirs: {
@@ -151,6 +169,13 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
     ...(opts.variants ? { variants: opts.variants } : {}),
     has: (name) => info.components[name] !== undefined,
     session: open,
+    async releaseSession(name) {
+      const c = info.components[name];
+      if (!c || !sessions.has(name)) return;
+      sessions.delete(name);
+      delete attention[name];
+      await cache.release(c.modelPath);
+    },
     async release() {
       sessions.clear();
       await cache.release(info.dir);
@@ -179,6 +204,7 @@ export async function createComponentSession(
     signature,
     created.provider,
     created.fallbackReason,
+    created.attention,
   );
 }
 
@@ -190,6 +216,7 @@ export function componentSession(
   signature: Signature,
   provider: ProviderName,
   fallbackReason: string | null,
+  attention: AttentionCount | null = null,
 ): ComponentSession {
   return {
     name,
@@ -198,6 +225,7 @@ export function componentSession(
     signature,
     provider,
     fallbackReason,
+    attention,
     input: (n) => findInput(signature, n),
     output: (n) => findOutput(signature, n),
     async run(feeds, signal) {

@@ -18,7 +18,12 @@ import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import type { ExecutionProviderPreference } from '../../shared/settings';
 import { EngineError, shortReason, wrapSessionCreateError } from '../errors';
-import { ATTENTION_REWRITE_ID, rewriteAttentionFile } from './attention-rewrite';
+import {
+  ATTENTION_REWRITE_ID,
+  type AttentionCount,
+  countAttentionFile,
+  prepareAttention,
+} from './attention-rewrite';
 import { type BackgroundState, engineThreads, threadPolicy } from './priority';
 import {
   OptimizedEntry,
@@ -268,6 +273,12 @@ export interface CreatedSession {
   attentionRewrites: number;
   /** Whether its intra-op threads spin while waiting (fixed for the session's life). */
   spinning: boolean;
+  /**
+   * The attention of the graph the session runs (rewritten, or the cached optimized graph): how
+   * many attentions hold their N x N scores and how many run fused. Null when the file could not
+   * be read for it (a model file over 2 GB, which ONNX Runtime reads itself).
+   */
+  attention: AttentionCount | null;
 }
 
 export type OptimizedCacheUse = 'hit' | 'written' | 'off';
@@ -311,13 +322,13 @@ export async function createSession(
     try {
       // The session's intra-op threads are recorded so their priority can follow the studio's
       // background state (priority.ts).
-      const { session, cache, attentionRewrites } = await engineThreads.track(() =>
+      const created = await engineThreads.track(() =>
         createOne(modelPath, provider, { ...opts, spinning }),
       );
       // A later provider loaded the model, so the earlier ones failed for their own reasons.
       for (const [p, r] of failed) if (!/out of memory/i.test(r)) providerFailures.set(p, r);
       const fallbackReason = reasons.length > 0 ? reasons.join('; ') : null;
-      return { session, provider, fallbackReason, cache, attentionRewrites, spinning };
+      return { ...created, provider, fallbackReason, spinning };
     } catch (e) {
       if (provider === 'cpu') {
         throw wrapSessionCreateError(e, file, {
@@ -351,7 +362,7 @@ async function createOne(
   modelPath: string,
   provider: ProviderName,
   opts: SessionOptionsInput & { source?: SessionSourceInput },
-): Promise<{ session: ort.InferenceSession; cache: OptimizedCacheUse; attentionRewrites: number }> {
+): Promise<Omit<CreatedSession, 'provider' | 'fallbackReason' | 'spinning'>> {
   const options = sessionOptions(provider, opts);
   const rewrite = opts.rewriteAttention ?? true;
   const src = opts.source;
@@ -359,20 +370,29 @@ async function createOne(
     // Patched weights (LoRAs) never use the optimized-graph cache: its entries are keyed by the
     // files on disk, whose weights these are not.
     if (src.externalData.length > 0) options.externalData = src.externalData;
-    const r = rewrite ? await rewriteAttentionFile(src.model, dirname(modelPath)) : null;
+    const { rewrite: r, attention } = await prepareAttention(src.model, dirname(modelPath), {
+      rewrite,
+    });
     const model = r?.model ?? src.model;
     const session =
       typeof model === 'string'
         ? await ort.InferenceSession.create(model, options)
         : await ort.InferenceSession.create(model, withFolder(options, r?.folder));
-    return { session, cache: 'off', attentionRewrites: r?.replaced ?? 0 };
+    return { session, cache: 'off', attentionRewrites: r?.replaced ?? 0, attention };
   }
   // Read, and rewritten when it has exported attention, only when ORT is about to optimize it.
   const source = async () => {
-    const r = rewrite ? await rewriteAttentionFile(modelPath, dirname(modelPath)) : null;
+    const { rewrite: r, attention } = await prepareAttention(modelPath, dirname(modelPath), {
+      rewrite,
+    });
     return r
-      ? { model: r.model, options: withFolder(options, r.folder), attentionRewrites: r.replaced }
-      : { model: modelPath, options, attentionRewrites: 0 };
+      ? {
+          model: r.model,
+          options: withFolder(options, r.folder),
+          attentionRewrites: r.replaced,
+          attention,
+        }
+      : { model: modelPath, options, attentionRewrites: 0, attention };
   };
   const create = (model: string | Uint8Array, o: ort.InferenceSession.SessionOptions) =>
     typeof model === 'string'
@@ -403,7 +423,12 @@ async function createOne(
         ...options,
         graphOptimizationLevel: 'disabled',
       });
-      return { session, cache: 'hit', attentionRewrites: 0 };
+      return {
+        session,
+        cache: 'hit',
+        attentionRewrites: 0,
+        attention: await countAttentionFile(cached),
+      };
     } catch {
       // A damaged entry (or one this ORT cannot read): rebuilt below from the source.
       await entry.remove();
@@ -438,9 +463,19 @@ async function createOne(
     await pruneOptimizedCache(opts.optimizedCacheDir);
   } catch {
     // The session works; the next load optimizes again.
-    return { session, cache: 'off', attentionRewrites: s.attentionRewrites };
+    return {
+      session,
+      cache: 'off',
+      attentionRewrites: s.attentionRewrites,
+      attention: s.attention,
+    };
   }
-  return { session, cache: 'written', attentionRewrites: s.attentionRewrites };
+  return {
+    session,
+    cache: 'written',
+    attentionRewrites: s.attentionRewrites,
+    attention: s.attention,
+  };
 }
 
 /**

@@ -42,6 +42,7 @@ export async function openTaesdSession(
     signatureFromSession(created.session),
     created.provider,
     created.fallbackReason,
+    created.attention,
   );
   const channels = staticDim(session.input('latent_sample') ?? session.signature.inputs[0], 1);
   if (channels !== null && channels !== model.family.latentChannels)

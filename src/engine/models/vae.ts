@@ -98,6 +98,10 @@ export interface VaeSessionOptions {
  */
 export function withVae(model: LoadedModel, vae: VaeFolder, opts: VaeSessionOptions): LoadedModel {
   const sessions = new Map<VaeComponentName, Promise<ComponentSession>>();
+  // The replacement's own, known once its sessions exist (not the model's decoder's).
+  const attention = { ...model.attention };
+  delete attention.vae_decoder;
+  delete attention.vae_encoder;
   const component = (name: VaeComponentName) =>
     name === 'vae_decoder' ? vae.decoder : vae.encoder;
   const open = (name: VaeComponentName): Promise<ComponentSession> => {
@@ -106,7 +110,10 @@ export function withVae(model: LoadedModel, vae: VaeFolder, opts: VaeSessionOpti
     const c = component(name)!;
     const file = `${vae.name}: ${c.file}`;
     const key = { modelPath: c.modelPath, preference: opts.preference, options: opts.options };
-    const p = createComponentSession(opts.cache, key, name, file, vae.dir);
+    const p = createComponentSession(opts.cache, key, name, file, vae.dir).then((s) => {
+      attention[name] = s.attention;
+      return s;
+    });
     sessions.set(name, p);
     p.catch(() => {
       if (sessions.get(name) === p) sessions.delete(name);
@@ -125,7 +132,15 @@ export function withVae(model: LoadedModel, vae: VaeFolder, opts: VaeSessionOpti
     ...model,
     info: { ...model.info, components },
     signatures,
+    attention,
     has: (name) => (replaced(name) ? component(name) !== null : model.has(name)),
+    releaseSession: async (name) => {
+      if (!replaced(name)) return model.releaseSession(name);
+      const c = component(name);
+      if (!c || !sessions.delete(name)) return;
+      delete attention[name];
+      await opts.cache.release(c.modelPath);
+    },
     session: (name) => {
       if (!replaced(name)) return model.session(name);
       if (component(name)) return open(name);

@@ -71,6 +71,11 @@ export interface RunContext {
    * absent or null: the model's VAE. Pipelines with their own decoding (tiled upscales) ignore it.
    */
   fastDecode?: TaesdDecoder | null;
+  /**
+   * EngineOptions.memoryBudgetMb: the activation memory the run may plan with (absent: 60% of
+   * the memory free when it plans, memory.ts memoryBudgetBytes).
+   */
+  memoryBudgetMb?: number;
 }
 
 const latentChannels = 4;

@@ -15,7 +15,8 @@ import {
   reportStage,
 } from './core';
 import { timedRun } from './stats';
-import type { Tile } from './tiling';
+import { decodeGrid, memoryBudgetBytes, textEncodersInTheWay } from './memory';
+import { type Tile, decodeLatents } from './tiling';
 import { type ControlCrop, type ControlUnit, prepareUnits } from './controlnet';
 import { type ExtraChannels, type PredictOptions, makeUnetPredict } from './unet';
 
@@ -119,6 +120,11 @@ export async function runDiffusion(
 
   reportStage(ctx, 0, settings.batchCount, 'text', 0, plan.timesteps.length);
   const { cond, uncond } = await encodePrompts(ctx, settings, useCfg);
+  // SDXL's two text encoders hold 3 GiB in float32: give them up when the UNet call or the
+  // decode ahead may not fit beside them (README "Performance").
+  const rows = settings.batchSize * (useCfg ? 2 : 1);
+  if (textEncodersInTheWay(model, rows, h, w, memoryBudgetBytes(ctx.memoryBudgetMb)))
+    await ctx.text.releaseEncoders();
 
   const unet = hooks.control?.unet ?? (await model.session('unet'));
   const decoder = await model.session(model.decoderName);
@@ -163,7 +169,7 @@ export async function runDiffusion(
         ? hooks.decode(latents, i, h, w)
         : ctx.fastDecode
           ? ctx.fastDecode.decode(latents, i, h, w, ctx.timings, ctx.signal)
-          : decodeLatent(ctx, decoder, latents, i, h, w),
+          : decodeFitting(ctx, decoder, latents, i, h, w),
     onLatents: hooks.onLatents,
   });
 }
@@ -250,6 +256,25 @@ export async function encodeTensor(
   for (let i = 0; i < latents.length; i++) latents[i] *= scaleFactor;
   timings.encodeMs += performance.now() - started;
   return latents;
+}
+
+/**
+ * The decoder call, in tiles when one whole call is estimated above the memory budget at the
+ * time of the decode (an SDXL decode at 1024x1024 holds 4 GiB; README "Performance"), else
+ * whole as `decodeLatent`.
+ */
+async function decodeFitting(
+  ctx: RunContext,
+  decoder: ComponentSession,
+  latents: Float32Array,
+  index: number,
+  h: number,
+  w: number,
+): Promise<PixelImage> {
+  const grid = decodeGrid(ctx.model, h, w, memoryBudgetBytes(ctx.memoryBudgetMb));
+  if (!grid) return decodeLatent(ctx, decoder, latents, index, h, w);
+  const scaling = ctx.model.family.vaeScalingFactor;
+  return decodeLatents(ctx, decoder, latents, index, h, w, scaling, grid);
 }
 
 export async function decodeLatent(

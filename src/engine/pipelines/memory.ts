@@ -2,39 +2,55 @@
  * The memory plan for large outputs: estimate the activation memory of one UNet call and one
  * VAE decoder call at a latent size, compare it with the memory we may use, and pick tiling
  * (tiling.ts) when a whole call would not fit. Refuse only when even the smallest tile, or the
- * full-size buffers that tiling cannot avoid, would not fit.
+ * full-size buffers that tiling cannot avoid, would not fit. The upscale pipelines plan both
+ * calls (planMemory); every generation also asks, with the memory free at that moment, whether
+ * the text encoders should be released before the denoise (textEncodersInTheWay) and whether
+ * its decode should be tiled (decodeGrid).
  *
  * The estimates are deliberately rough (ONNX Runtime's arena and the provider's kernels decide
- * the real numbers), from what a model folder tells us: the weight bytes and the dtype.
+ * the real numbers), from what a model folder and its sessions tell us: the weight bytes, the
+ * dtype, the UNet's first convolution, and whether each session's attention is fused
+ * (LoadedModel.attention: MultiHeadAttention, rewritten at load or written so by the converter,
+ * which ONNX Runtime's CPU provider runs in flash-attention tiles) or materialised (exported
+ * MatMul + Softmax, every head's N x N scores held at once).
  *
  *   UNet, per call (rows = batch x 2 with classifier-free guidance):
- *     bytes = rows * e * (A * c0 * h * w + 2 * heads * T^2)
- *       c0    = 320 * sqrt(params / 860e6), at least 32   (SD 1.5: 860 M parameters, c0 = 320)
- *       A     = 16  (feature maps alive at full latent resolution: the skip connections kept for
- *                    the up path plus the block being computed, each c0..2*c0 wide)
+ *     bytes = rows * e * (A * c0 * h * w + [materialised] 4 * heads * T^2)
+ *       c0    = conv_in's output channels when the file names `conv_in.weight` (SD 1.x/2.x and
+ *               SDXL: 320), else 320 * sqrt(params / 860e6), at least 32
+ *       A     = 56: feature maps alive per latent pixel in units of c0 (the skip connections kept
+ *               for the up path, the block being computed, GroupNorm and convolution buffers).
+ *               Measured with fused attention (`npm run bench:memory`, CPU, fp32, CFG rows 2,
+ *               peak over the loaded session): SD-1.5-shaped UNet at 512x512 0.45 GiB (A = 46),
+ *               mid UNet (c0 = 64) at 512x512 0.11 GiB (A = 56), 768x768 0.20 GiB (A = 46) and
+ *               1024x1024 0.42 GiB (A = 54). SDXL, whose full-resolution level has no
+ *               transformer: A = 24, measured 0.71 GiB at 1024x1024 (A = 18; whole generation,
+ *               `bench:memory -- --generate`).
  *       heads = 8, T = h * w tokens at the highest-resolution self-attention (h*w/4 for SDXL
- *               and the x4 upscaler, whose first block has no attention): the attention
- *               scores and their softmax are both materialized on CPU (hence 2x), and they
- *               dominate at large sizes.
- *     Checked against `npm run bench` (mid UNet, CPU): 512x512 whole, estimate 2.2 GB, measured
- *     RSS growth 2.4 GB.
+ *               and the x4 upscaler, whose first block has no attention). Materialised, the
+ *               scores, their scaled copy and their softmax are held at once: measured 4.1 and
+ *               3.9 score-sized tensors (mid and SD-1.5-shaped UNets at 512x512, exported graph).
+ *               Fused, nothing N x N is held: the term is dropped.
  *       e     = 4 bytes (fp32) or 2 (fp16 I/O)
  *   VAE decoder, per call (one image, output f*h x f*w pixels, P = f^2 * h * w):
- *     bytes = e * (3 * cV * P + s * (h * w)^2)
- *       cV = 256 * sqrt(params / 49.5e6), at least 3  (SD's decoder: 49.5 M parameters, its
- *            full-resolution up blocks are 128-256 channels wide; 3 such maps alive)
+ *     bytes = e * (4 * cV * P + [materialised] s * (h * w)^2)
+ *       cV = half the decoder's conv_in channels when the file names `conv_in.weight` (SD's and
+ *            SDXL's decoder: 512, so 256), else 256 * sqrt(params / 49.5e6), at least 3 (SD's
+ *            decoder: 49.5 M parameters; its full-resolution up blocks are 128-256 channels
+ *            wide). Measured: the SDXL decoder at 1024x1024 (fp32 compute, fused mid-block
+ *            attention) held 4.08 GiB; the estimate is 4.0 GiB.
  *       s  = min(1, params / 49.5e6): the mid-block self-attention over h*w tokens, for decoders
- *            of real size.
+ *            of real size, when materialised.
  *   Fixed (tiling cannot shrink it): the full latents (about 8 copies in the sampler) and the
  *   pixel accumulators of the decode (3 floats + 3 bytes per pixel, twice).
  *
- * The budget is EngineOptions.memoryBudgetMb when set, else 60% of os.freemem() (free RAM; on a
+ * The budget is EngineOptions.memoryBudgetMb when set, else 60% of os.freemem() (available RAM; on a
  * GPU provider set the budget to the device's memory, which the engine cannot query).
  */
 import os from 'node:os';
 import { isSdxlFamily } from '../../shared';
 import { EngineError } from '../errors';
-import type { LoadedModel } from '../models';
+import type { ComponentName, LoadedModel } from '../models';
 import { floatTypeOf } from '../tensor';
 import { type TileGrid, planTiles } from './tiling';
 
@@ -50,7 +66,14 @@ interface ModelSizes {
   vaeParams: number;
   elem: number;
   attentionQuarter: boolean;
+  /** conv_in's output channels, when the UNet file names its weight. */
+  unetC0: number | null;
+  /** The decoder's conv_in output channels (SD's and SDXL's VAE: 512), when named. */
+  vaeConvIn: number | null;
 }
+
+const channels = (dims: number[] | null | undefined): number | null =>
+  dims && dims.length === 4 && dims[0] > 0 ? dims[0] : null;
 
 function sizes(model: LoadedModel): ModelSizes {
   const unet = model.info.components.unet;
@@ -63,24 +86,91 @@ function sizes(model: LoadedModel): ModelSizes {
     vaeParams: (vae?.bytes ?? 0) / elem,
     elem,
     attentionQuarter: isSdxlFamily(fam) || fam === 'x4-upscaler',
+    unetC0: channels(unet?.header.convInWeightDims),
+    vaeConvIn: channels(vae?.header.convInWeightDims),
   };
 }
+
+/**
+ * Whether the session of `name` holds attention scores whole: true unless its graph is known
+ * to have fused attention and none materialised (unknown counts as materialised: the plan then
+ * errs towards tiling).
+ */
+export function materialisesAttention(model: LoadedModel, name: ComponentName): boolean {
+  const a = model.attention[name];
+  return !a || a.materialised > 0;
+}
+
+/** Feature maps alive per latent pixel, in units of c0 (see the file comment). */
+const UNET_MAPS = 56;
+/** The same for SDXL, whose full-resolution level has no transformer (see the file comment). */
+const UNET_MAPS_SDXL = 24;
+/** Score-sized tensors held by a materialised attention (scores, scaled, softmax). */
+const SCORE_COPIES = 4;
 
 /** Estimated activation bytes of one UNet call over `rows` latents of h x w. */
 export function unetCallBytes(model: LoadedModel, rows: number, h: number, w: number): number {
   const s = sizes(model);
-  const c0 = Math.max(32, 320 * Math.sqrt(s.unetParams / 860e6));
+  const c0 = s.unetC0 ?? Math.max(32, 320 * Math.sqrt(s.unetParams / 860e6));
   const tokens = s.attentionQuarter ? (h * w) / 4 : h * w;
-  return rows * s.elem * (16 * c0 * h * w + 2 * 8 * tokens * tokens);
+  const scores = materialisesAttention(model, 'unet') ? SCORE_COPIES * 8 * tokens * tokens : 0;
+  const maps = isSdxlFamily(model.family.family) ? UNET_MAPS_SDXL : UNET_MAPS;
+  return rows * s.elem * (maps * c0 * h * w + scores);
 }
 
 /** Estimated activation bytes of one VAE decoder call on an h x w latent. */
 export function vaeCallBytes(model: LoadedModel, h: number, w: number): number {
   const s = sizes(model);
   const f = model.family.latentScale;
-  const cV = Math.max(3, 256 * Math.sqrt(s.vaeParams / 49.5e6));
-  const attn = Math.min(1, s.vaeParams / 49.5e6);
-  return s.elem * (3 * cV * f * f * h * w + attn * (h * w) ** 2);
+  const cV = s.vaeConvIn ? s.vaeConvIn / 2 : Math.max(3, 256 * Math.sqrt(s.vaeParams / 49.5e6));
+  const attn = materialisesAttention(model, model.decoderName)
+    ? Math.min(1, s.vaeParams / 49.5e6)
+    : 0;
+  return s.elem * (4 * cV * f * f * h * w + attn * (h * w) ** 2);
+}
+
+/**
+ * Whether the text encoders should give up their memory before the denoise: when the larger of
+ * one UNet call (over `rows` latents of h x w) and one decode is estimated above the budget,
+ * which is measured against the memory free with the encoders loaded. The prompts stay encoded;
+ * a new prompt creates the encoders again (from the optimized-graph cache when there is one).
+ */
+export function textEncodersInTheWay(
+  model: LoadedModel,
+  rows: number,
+  h: number,
+  w: number,
+  budgetBytes: number,
+): boolean {
+  return Math.max(unetCallBytes(model, rows, h, w), vaeCallBytes(model, h, w)) > budgetBytes;
+}
+
+/**
+ * Latent tiles for one decoder call that fits `budgetBytes`: null when the whole call fits, or
+ * when not even the smallest tile does (the whole call is then tried, as without a plan).
+ */
+export function decodeGrid(
+  model: LoadedModel,
+  h: number,
+  w: number,
+  budgetBytes: number,
+): TileGrid | null {
+  if (vaeCallBytes(model, h, w) <= budgetBytes) return null;
+  return largestTile(h, w, budgetBytes, (th, tw) => vaeCallBytes(model, th, tw))?.grid ?? null;
+}
+
+/** The largest tile grid whose one-call estimate fits `room`, or null when none does. */
+function largestTile(
+  h: number,
+  w: number,
+  room: number,
+  estimate: (th: number, tw: number) => number,
+): { grid: TileGrid; bytes: number } | null {
+  for (let t = align8(Math.max(h, w) - 1); t >= minTile; t -= 8) {
+    const bytes = estimate(Math.min(t, h), Math.min(t, w));
+    if (bytes <= room) return { grid: planTiles(h, w, t, overlapFor(t)), bytes };
+  }
+  return null;
 }
 
 export interface MemoryPlan {
@@ -177,10 +267,8 @@ export function planMemory(model: LoadedModel, o: MemoryPlanInput): MemoryPlan {
     what: string,
   ): { grid: TileGrid | null; bytes: number } => {
     if (whole <= room) return { grid: null, bytes: whole };
-    for (let t = align8(Math.max(h, w) - 1); t >= minTile; t -= 8) {
-      const bytes = estimate(Math.min(t, h), Math.min(t, w));
-      if (bytes <= room) return { grid: planTiles(h, w, t, overlapFor(t)), bytes };
-    }
+    const fits = largestTile(h, w, room, estimate);
+    if (fits) return fits;
     const smallest = estimate(Math.min(minTile, h), Math.min(minTile, w));
     throw new EngineError(
       'out-of-memory',

@@ -168,6 +168,20 @@ export class TextConditioner {
     await this.#grown.release();
   }
 
+  /**
+   * Releases the text encoders' sessions, the model's and those built for embeddings, keeping
+   * the prompts already encoded: a later prompt creates them again. For when the UNet needs
+   * their memory (pipelines/memory.ts textEncodersInTheWay).
+   */
+  async releaseEncoders(): Promise<void> {
+    const encoders = this.#encoders;
+    this.#encoders = null;
+    await encoders?.catch(() => undefined);
+    await this.#grown.release();
+    for (const name of ['text_encoder', 'text_encoder_2'] as const)
+      await this.model.releaseSession(name);
+  }
+
   /** An all-zero embedding shaped like `like` (SDXL's force_zeros_for_empty_prompt). */
   static zerosLike(like: PromptEmbedding): PromptEmbedding {
     return {
