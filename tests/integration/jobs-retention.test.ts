@@ -19,9 +19,17 @@ async function library(): Promise<Library> {
   return (await openLibrary(d)).library;
 }
 
-/** Inserts jobs in one transaction; finished ones end `ageMs[i]` ago. */
-function addJobs(l: Library, state: string, ageMs: number[], prefix: string): string[] {
-  const now = Date.now();
+/**
+ * Inserts jobs in one transaction; finished ones end `ageMs[i]` before `now`. Calls that must
+ * not tie pass the same `now` (each its own Date.now() could make two jobs' times equal).
+ */
+function addJobs(
+  l: Library,
+  state: string,
+  ageMs: number[],
+  prefix: string,
+  now = Date.now(),
+): string[] {
   const settings = JSON.stringify(settingsOf());
   const insert = l.db.prepare(
     `INSERT INTO jobs (id, state, position, settings, created_at, started_at, finished_at, attempts)
@@ -63,10 +71,12 @@ describe('retention of finished jobs', () => {
     // 900 done over the last 60 days (one every 96 minutes), 300 failed and 200 cancelled
     // spread the same way, plus queued and running work that must survive whatever its age.
     const spread = (n: number, offset: number) =>
-      Array.from({ length: n }, (_, i) => ((i * 60 * day) / n + offset) | 0);
-    addJobs(l, 'done', spread(900, 0), 'done');
-    addJobs(l, 'failed', spread(300, 7), 'failed');
-    addJobs(l, 'cancelled', spread(200, 13), 'cancelled');
+      Array.from({ length: n }, (_, i) => Math.floor((i * 60 * day) / n) + offset);
+    // One clock for all three, so no done, failed and cancelled job finish at the same time.
+    const now = Date.now();
+    addJobs(l, 'done', spread(900, 0), 'done', now);
+    addJobs(l, 'failed', spread(300, 7), 'failed', now);
+    addJobs(l, 'cancelled', spread(200, 13), 'cancelled', now);
     const queued = addJobs(l, 'queued', [90 * day, 1000, 0], 'queued');
     const running = addJobs(l, 'running', [400 * day], 'running');
     // A finished job without a finish time (an older version's row) counts as old.
