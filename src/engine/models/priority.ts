@@ -56,12 +56,22 @@ export function threadPolicy(
   state: BackgroundState,
   load: number,
   cores: number,
-  canRaise: boolean = canRaisePriority(),
+  canRaise?: boolean,
 ): ThreadPolicy {
   // Windows reports a load average of 0: no signal, keep ORT's default (spinning).
   const quiet = load < cores;
   if (!state.background || state.mode === 'full') return { spinning: quiet, niceness: 0 };
-  return { spinning: false, niceness: canRaise ? BACKGROUND_NICENESS : 0 };
+  return { spinning: false, niceness: (canRaise ?? canRaiseOnce()) ? BACKGROUND_NICENESS : 0 };
+}
+
+let canRaiseKnown: boolean | undefined;
+/**
+ * canRaisePriority() for this process, read once: its capabilities and limits do not change
+ * while it runs, and every session's options ask the policy (only the background asks this).
+ */
+function canRaiseOnce(): boolean {
+  canRaiseKnown ??= canRaisePriority();
+  return canRaiseKnown;
 }
 
 const CAP_SYS_NICE = 23n;
