@@ -56,7 +56,6 @@ export class VirtualGrid {
   end = $derived.by(() =>
     Math.min(this.count(), Math.max(this.firstRow, this.lastRow) * this.columns),
   );
-  range = $derived({ start: this.start, end: this.end });
   /** The item index each recycled cell shows (-1: none); see grid-slots.ts. */
   slots = $derived(assignSlots(this.start, this.end, this.poolSize));
   /** The row cell positions are measured from (see anchorRowFor). */
