@@ -145,7 +145,7 @@ describe("the studio with huggingface_hub's token file", () => {
       'ls-token-studio-data-',
     );
     try {
-      const status = await h.host.service.getHubToken();
+      const status = await h.host.service.getHubToken(undefined);
       expect(status.source).toBe('file');
       expect(status.note).toContain(file);
       const downloads = h.host.downloads.manager;
@@ -164,7 +164,7 @@ describe("the studio with huggingface_hub's token file", () => {
       expect(auth('/studio/gated-b/resolve/')).toEqual(new Set(['Bearer hf_fromSettings']));
 
       // Cleared: the file's token again; the file itself is untouched.
-      expect((await h.host.service.clearHubToken()).source).toBe('file');
+      expect((await h.host.service.clearHubToken(undefined)).source).toBe('file');
       await downloads.cancel(b.id).catch(() => undefined);
       const again = await downloads.wait((await downloads.add('studio/gated-b')).id);
       expect(again.state).toBe('done');

@@ -64,11 +64,11 @@ describe('keeping the system awake while the queue works', () => {
 
   it('held from the first queued job until the last one is done, then released', async () => {
     // Paused with jobs waiting: nothing will run, so nothing holds the machine awake.
-    host.service.pauseQueue();
+    host.service.pauseQueue(undefined);
     await host.service.enqueue({ settings: settings(1) });
     await host.service.enqueue({ settings: settings(2) });
     expect(held.size).toBe(0);
-    host.service.resumeQueue();
+    host.service.resumeQueue(undefined);
     expect(held.size).toBe(1);
     let heldWhileRunning = false;
     await until('both jobs finish', () => {
@@ -84,11 +84,11 @@ describe('keeping the system awake while the queue works', () => {
   });
 
   it('a cancelled queue and a failed job release it too', async () => {
-    host.service.pauseQueue();
+    host.service.pauseQueue(undefined);
     await host.service.enqueue({ settings: settings(3) });
-    host.service.resumeQueue();
+    host.service.resumeQueue(undefined);
     expect(held.size).toBe(1);
-    await host.service.cancelAll();
+    await host.service.cancelAll(undefined);
     await until('the queue is idle', finished);
     await until('the blocker is released', () => held.size === 0, 5_000);
 
@@ -96,10 +96,10 @@ describe('keeping the system awake while the queue works', () => {
     const broken = path.join(tempDir('ls-sleep-broken-'), 'model');
     fs.cpSync(await fixtureModel('worker-tiny', {}), broken, { recursive: true });
     const brokenId = (await host.service.addModel({ path: broken })).id;
-    host.service.pauseQueue();
+    host.service.pauseQueue(undefined);
     await host.service.enqueue({ settings: { ...settings(4), model: brokenId } });
     fs.writeFileSync(path.join(broken, 'unet', 'model.onnx'), 'not an onnx model');
-    host.service.resumeQueue();
+    host.service.resumeQueue(undefined);
     expect(held.size).toBe(1);
     await until('the queue is idle', finished);
     expect(host.jobs.state().jobs[0]?.state).toBe('failed');
