@@ -5,6 +5,9 @@ import { defineConfig } from 'vitest/config';
 // (the machine has two cores and ONNX Runtime uses both).
 export default defineConfig({
   test: {
+    // A developer's own Hub login (huggingface_hub's token file) must not reach the loopback
+    // Hubs of the tests; tests of that file point these elsewhere.
+    env: { HF_TOKEN_PATH: '/nonexistent/latent-studio-tests/hf-token' },
     projects: [
       {
         test: {

@@ -22,7 +22,7 @@ export class EngineClient {
   #nextId = 1;
   #pending = new Map<number, Pending>();
   #options: EngineOptions;
-  #background: BackgroundState = { background: false, mode: 'gentle' };
+  #background: BackgroundState = { background: false, onBattery: false, mode: 'gentle' };
   #notice: string | null = null;
 
   constructor(
@@ -35,13 +35,18 @@ export class EngineClient {
   }
 
   /**
-   * Whether the studio is in the background and what the person chose for it: the engine's
-   * threads follow at once (their priority) and sessions created later (their spinning); a
-   * worker started later gets it first thing.
+   * Whether the studio is in the background, whether the machine is on battery, and what the
+   * person chose for them: the engine's threads follow at once (their priority) and sessions
+   * created later (their spinning); a worker started later gets it first thing.
    */
   setBackground(state: Partial<BackgroundState>): void {
     const next = { ...this.#background, ...state };
-    if (next.background === this.#background.background && next.mode === this.#background.mode)
+    const prev = this.#background;
+    if (
+      next.background === prev.background &&
+      next.onBattery === prev.onBattery &&
+      next.mode === prev.mode
+    )
       return;
     this.#background = next;
     this.#worker?.postMessage({ type: 'background', state: next } satisfies ToWorker);

@@ -168,6 +168,15 @@ export class StudioHost {
     this.jobs.setBackground(background);
   }
 
+  /**
+   * The desktop shell's report that the machine went on battery (or back on mains power): with
+   * Settings' `backgroundMode` 'gentle', models loaded meanwhile do not spin their idle threads.
+   * The headless server never calls it (a server's power is not the person's laptop).
+   */
+  setOnBattery(onBattery: boolean): void {
+    this.jobs.setOnBattery(onBattery);
+  }
+
   /** Stops the queue (letting the step in flight finish), then closes the library. */
   async close(): Promise<void> {
     await this.jobs.close();

@@ -1,7 +1,8 @@
 // `npm run models -- list | download <repo-id|URL> [--revision REV] | remove NAME | catalogue`:
 // the model manager for scripts and servers, over the same data folder, queue and checks as the
 // studio (src/main/downloads). The Hub endpoint comes from HF_ENDPOINT and the token from
-// HF_TOKEN. A download stopped by Ctrl+C (or a crash) resumes when the same command runs again.
+// HF_TOKEN, else huggingface_hub's token file (`hf auth login`; downloads/token.ts). A download
+// stopped by Ctrl+C (or a crash) resumes when the same command runs again.
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -30,8 +31,9 @@ const usage = `Usage: npm run models -- COMMAND [options]
   --data-dir DIR                the data folder (default: the studio's, or LATENT_STUDIO_DATA_DIR)
   --quiet                       no progress on stderr
 
-Environment: HF_ENDPOINT (default https://huggingface.co), HF_TOKEN for gated or private repos,
-HTTPS_PROXY / HTTP_PROXY / NO_PROXY.`;
+Environment: HF_ENDPOINT (default https://huggingface.co), HF_TOKEN for gated or private repos
+(else the token of \`hf auth login\`: HF_TOKEN_PATH, HF_HOME/token or ~/.cache/huggingface/token,
+unless HF_HUB_DISABLE_IMPLICIT_TOKEN is set), HTTPS_PROXY / HTTP_PROXY / NO_PROXY.`;
 
 async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({

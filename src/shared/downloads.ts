@@ -59,10 +59,11 @@ export type DownloadProgress = z.infer<typeof DownloadProgress>;
 /**
  * Where the Hugging Face token comes from; the token itself never reaches the studio.
  * 'environment': HF_TOKEN (not editable here); 'stored': set in Settings, kept encrypted;
- * 'memory': set in Settings, kept until the app closes (no way to encrypt it here).
+ * 'memory': set in Settings, kept until the app closes (no way to encrypt it here); 'file':
+ * huggingface_hub's token file (`hf auth login`), read only, and a token set here replaces it.
  */
 export const HubTokenStatus = z.object({
-  source: z.enum(['none', 'environment', 'stored', 'memory']),
+  source: z.enum(['none', 'environment', 'stored', 'memory', 'file']),
   editable: z.boolean(),
   /** A sentence about how it is kept, when that is worth saying. */
   note: z.string().nullable(),

@@ -24,8 +24,10 @@ export const Settings = z.object({
   /**
    * While no window of the desktop studio is focused: 'gentle' lowers the engine's priority and
    * stops its threads spinning, so the program in front keeps its speed (the generation takes
-   * what that program leaves idle); 'full' keeps full speed. The headless server has no window
-   * and always runs at full speed.
+   * what that program leaves idle); while the machine runs on its battery, 'gentle' stops the
+   * spinning (idle threads burn energy) and leaves the priority alone. 'full' keeps full speed.
+   * The headless server has no window and no battery of the person's, and always runs at full
+   * speed.
    */
   backgroundMode: z.enum(['gentle', 'full']).default('gentle'),
   /**

@@ -204,3 +204,37 @@ test('the Hugging Face token in Settings: set for the session headless, never sh
   await page.getByRole('button', { name: 'Clear token' }).click();
   await expect(status).toHaveText(/^No token is set/);
 });
+
+test.describe("a token from huggingface_hub's login", () => {
+  const tokenDir = fs.mkdtempSync(path.join(os.tmpdir(), 'e2e-hf-token-'));
+  const tokenFile = path.join(tokenDir, 'token');
+  // The server is started for each test with this process's environment.
+  test.beforeAll(() => {
+    fs.writeFileSync(tokenFile, 'hf_from_login\n');
+    process.env.HF_TOKEN_PATH = tokenFile;
+  });
+  test.afterAll(() => {
+    delete process.env.HF_TOKEN_PATH;
+    fs.rmSync(tokenDir, { recursive: true, force: true });
+  });
+
+  test('Settings says it comes from the login; a saved token takes its place until cleared', async ({
+    page,
+    studio,
+  }) => {
+    await openStudio(page, studio);
+    await view(page, 'Settings');
+    const status = page.getByTestId('settings-hub-token-status');
+    await expect(status).toHaveText(
+      `A token is set, from huggingface_hub's login. The token comes from huggingface_hub's token file ${tokenFile} (hf auth login); a token saved here takes its place.`,
+    );
+    // The studio never writes that file, so there is nothing to clear.
+    await expect(page.getByRole('button', { name: 'Clear token' })).toHaveCount(0);
+    await page.getByTestId('settings-hub-token').fill('hf_e2e_other');
+    await page.getByRole('button', { name: 'Save token' }).click();
+    await expect(status).toHaveText(/^A token is set for this session\./);
+    await page.getByRole('button', { name: 'Clear token' }).click();
+    await expect(status).toHaveText(/^A token is set, from huggingface_hub's login\./);
+    expect(fs.readFileSync(tokenFile, 'utf8')).toBe('hf_from_login\n');
+  });
+});

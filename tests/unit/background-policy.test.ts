@@ -13,8 +13,8 @@ import {
 import { BackgroundTracker } from '../../src/main/electron/background';
 import { Settings, SettingsPatch } from '../../src/shared/settings';
 
-const fore = { background: false, mode: 'gentle' } as const;
-const back = { background: true, mode: 'gentle' } as const;
+const fore = { background: false, onBattery: false, mode: 'gentle' } as const;
+const back = { background: true, onBattery: false, mode: 'gentle' } as const;
 
 describe('the background thread policy', () => {
   it('in front: spinning only on a quiet machine, normal priority, whatever the setting', () => {
@@ -61,9 +61,23 @@ describe('the background thread policy', () => {
   });
 
   it('"keep full speed" in the background behaves as in front', () => {
-    const full = { background: true, mode: 'full' } as const;
+    const full = { background: true, onBattery: false, mode: 'full' } as const;
     expect(threadPolicy(full, 0.5, 2, true)).toEqual({ spinning: true, niceness: 0 });
     expect(threadPolicy(full, 5, 2, true)).toEqual({ spinning: false, niceness: 0 });
+  });
+
+  it('on battery and gentle: no spinning even when quiet, priority as the windows decide', () => {
+    const battery = { ...fore, onBattery: true };
+    expect(threadPolicy(battery, 0.1, 8, true)).toEqual({ spinning: false, niceness: 0 });
+    expect(threadPolicy({ ...back, onBattery: true }, 0.1, 8, true)).toEqual({
+      spinning: false,
+      niceness: BACKGROUND_NICENESS,
+    });
+    // "keep full speed" keeps it on battery too.
+    expect(threadPolicy({ ...battery, mode: 'full' }, 0.1, 8, true)).toEqual({
+      spinning: true,
+      niceness: 0,
+    });
   });
 
   it('is a setting, gentle by default, that old settings files load without', () => {

@@ -22,13 +22,28 @@ describe('intra-op spinning', () => {
 
   test('sessions created while the studio is in the background and gentle never spin', () => {
     try {
-      setBackgroundState({ background: true, mode: 'gentle' });
+      setBackgroundState({ background: true, onBattery: false, mode: 'gentle' });
       expect(spinByDefault(0.4, 2)).toBe(false);
       expect(spinning(sessionOptions('cpu'))).toBe('0');
-      setBackgroundState({ background: true, mode: 'full' });
+      setBackgroundState({ background: true, onBattery: false, mode: 'full' });
       expect(spinByDefault(0.4, 2)).toBe(true);
     } finally {
-      setBackgroundState({ background: false, mode: 'gentle' });
+      setBackgroundState({ background: false, onBattery: false, mode: 'gentle' });
+    }
+    expect(spinByDefault(0.4, 2)).toBe(true);
+  });
+
+  test('sessions created on battery never spin, unless the person keeps full speed', () => {
+    try {
+      setBackgroundState({ background: false, onBattery: true, mode: 'gentle' });
+      expect(spinByDefault(0.4, 2)).toBe(false);
+      expect(spinning(sessionOptions('cpu'))).toBe('0');
+      // An explicit choice (the benchmark's) still wins.
+      expect(spinning(sessionOptions('cpu', { spinning: true }))).toBe('1');
+      setBackgroundState({ background: false, onBattery: true, mode: 'full' });
+      expect(spinByDefault(0.4, 2)).toBe(true);
+    } finally {
+      setBackgroundState({ background: false, onBattery: false, mode: 'gentle' });
     }
     expect(spinByDefault(0.4, 2)).toBe(true);
   });

@@ -1,8 +1,9 @@
 /**
- * The engine's threads while the studio is in the background (issue 17 item 4).
+ * The engine's threads while the studio is in the background or on battery (issue 17 item 4).
  *
  * When a person works in another program, a generation should take only the CPU they leave
- * idle. Two levers reach every thread that computes for the engine:
+ * idle; on battery it should not burn energy on threads that wait. Two levers reach every
+ * thread that computes for the engine:
  *
  * - Spinning: ONNX Runtime's intra-op threads spin while they wait for work, burning cores the
  *   person's program wants. `session.intra_op.allow_spinning` is fixed when a session is created,
@@ -30,11 +31,16 @@ import os from 'node:os';
 /** The nice value of the engine's threads while the studio is in the background and gentle. */
 export const BACKGROUND_NICENESS = 10;
 
-/** What the host tells the engine about the studio's windows and the person's setting. */
+/** What the host tells the engine about the studio's windows, the power and the person's setting. */
 export interface BackgroundState {
   /** No window of the studio is focused (minimized, hidden, or another program in front). */
   background: boolean;
-  /** 'gentle': yield the CPU while in the background; 'full': keep full speed always. */
+  /** The machine runs on its battery (a laptop unplugged); false where the host cannot tell. */
+  onBattery: boolean;
+  /**
+   * 'gentle': yield the CPU while in the background and stop spinning on battery; 'full': keep
+   * full speed always.
+   */
   mode: 'gentle' | 'full';
 }
 
@@ -47,10 +53,14 @@ export interface ThreadPolicy {
 }
 
 /**
- * The policy for the situation. In the foreground (or 'full'): spinning only while the machine
- * is quiet (1-minute load average below the usable cores; measured in `npm run bench:threads`),
- * normal priority. In the background and 'gentle': no spinning, and BACKGROUND_NICENESS when
- * the priority can be raised back afterwards (`canRaise`; README "Performance", threads).
+ * The policy for the situation. In the foreground on mains power (or 'full'): spinning only
+ * while the machine is quiet (1-minute load average below the usable cores; measured in
+ * `npm run bench:threads`), normal priority. 'gentle' in the background: no spinning, and
+ * BACKGROUND_NICENESS when the priority can be raised back afterwards (`canRaise`). 'gentle' on
+ * battery: no spinning (a spinning thread burns energy waiting for work), but the priority stays
+ * as the windows decide: nice changes which program runs first, not how much work a generation
+ * costs, so in front it would only make the person wait longer for the same energy
+ * (README "Performance", threads).
  */
 export function threadPolicy(
   state: BackgroundState,
@@ -60,7 +70,8 @@ export function threadPolicy(
 ): ThreadPolicy {
   // Windows reports a load average of 0: no signal, keep ORT's default (spinning).
   const quiet = load < cores;
-  if (!state.background || state.mode === 'full') return { spinning: quiet, niceness: 0 };
+  if (state.mode === 'full') return { spinning: quiet, niceness: 0 };
+  if (!state.background) return { spinning: quiet && !state.onBattery, niceness: 0 };
   return { spinning: false, niceness: (canRaise ?? canRaiseOnce()) ? BACKGROUND_NICENESS : 0 };
 }
 

@@ -131,12 +131,12 @@ export interface SessionOptionsInput {
   memArena?: boolean;
 }
 
-let backgroundState: BackgroundState = { background: false, mode: 'gentle' };
+let backgroundState: BackgroundState = { background: false, onBattery: false, mode: 'gentle' };
 
 /**
- * Tells session creation whether the studio is in the background (priority.ts): sessions
- * created from now on take their spinning default from it, and the engine's threads get the
- * policy's priority now. Returns what applying the priority did.
+ * Tells session creation whether the studio is in the background or on battery (priority.ts):
+ * sessions created from now on take their spinning default from it, and the engine's threads
+ * get the policy's priority now. Returns what applying the priority did.
  */
 export function setBackgroundState(state: BackgroundState): ReturnType<typeof engineThreads.apply> {
   backgroundState = { ...state };
@@ -149,7 +149,7 @@ export function setBackgroundState(state: BackgroundState): ReturnType<typeof en
  * Spinning only when the machine is quiet: the 1-minute load average below the cores this
  * process may use (measured on the mid UNet, README "Performance": spinning off was faster on a
  * busy machine and no slower on a quiet one), and never while the studio is in the background
- * and gentle (`setBackgroundState`).
+ * or on battery and gentle (`setBackgroundState`).
  */
 export function spinByDefault(
   load: number = loadavg()[0] ?? 0,

@@ -10,6 +10,7 @@
 import { z } from 'zod';
 import { DownloadError } from './errors';
 import { HttpClient, type HttpOptions } from './http';
+import { readHubTokenFile } from './token';
 
 /** Where the Hub is and who asks it: HF_ENDPOINT and HF_TOKEN, as huggingface_hub reads them. */
 export interface HubConfig {
@@ -20,7 +21,10 @@ export interface HubConfig {
 
 export const defaultEndpoint = 'https://huggingface.co';
 
-/** The Hub config from the environment, with a token from Settings when HF_TOKEN is unset. */
+/**
+ * The Hub config from the environment. The token: HF_TOKEN, else the one from Settings, else
+ * huggingface_hub's token file (token.ts).
+ */
 export function hubConfigFrom(
   env: NodeJS.ProcessEnv = process.env,
   settingsToken: string | null = null,
@@ -37,7 +41,8 @@ export function hubConfigFrom(
       'bad-input',
       `HF_ENDPOINT must be an http(s) address, not "${endpoint}".`,
     );
-  const token = env.HF_TOKEN?.trim() || settingsToken?.trim() || null;
+  const token =
+    env.HF_TOKEN?.trim() || settingsToken?.trim() || readHubTokenFile(env)?.token || null;
   return { endpoint, token };
 }
 

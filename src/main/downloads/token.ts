@@ -4,10 +4,13 @@
  * Settings is encrypted by the desktop shell's encryptor (Electron's safeStorage) and only its
  * ciphertext is written, to the data folder's hub-token.bin (never settings.json). Without an
  * encryptor that protects it (headless, or a Linux desktop without a secret store) the token
- * is kept in memory until the app closes. The token itself never leaves this class except to
+ * is kept in memory until the app closes. Last comes huggingface_hub's own token file (written
+ * by `hf auth login`), read and never written: after Settings, because a token typed into the
+ * studio is the more deliberate choice. The token itself never leaves this module except to
  * the Hub client; the studio only learns where it comes from.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import type { HubTokenStatus } from '../../shared';
 import { DownloadError } from './errors';
@@ -40,7 +43,10 @@ export class HubTokenStore {
     this.#load();
   }
 
-  /** The token the Hub gets: HF_TOKEN, else the one set in the studio, else null. */
+  /**
+   * HF_TOKEN, else the token set in the studio, else null; huggingface_hub's token file comes
+   * after these in `hubConfigFrom`.
+   */
   token(): string | null {
     return this.#environment() ?? this.#stored ?? this.#memory;
   }
@@ -60,7 +66,21 @@ export class HubTokenStore {
         : 'The token is kept only until the server stops; set HF_TOKEN in its environment to keep one.';
     if (this.#stored) return { source: 'stored', editable: true, note: null };
     if (this.#memory) return { source: 'memory', editable: true, note: memoryNote };
-    return { source: 'none', editable: true, note: this.#loadProblem ?? memoryNote };
+    const file = readHubTokenFile(this.env);
+    if (file)
+      return {
+        source: 'file',
+        editable: true,
+        note: `The token comes from huggingface_hub's token file ${file.file} (hf auth login); a token saved here takes its place.`,
+      };
+    const ignored = implicitTokenDisabled(this.env)
+      ? "huggingface_hub's token file is not read because HF_HUB_DISABLE_IMPLICIT_TOKEN is set."
+      : null;
+    return {
+      source: 'none',
+      editable: true,
+      note: [this.#loadProblem ?? memoryNote, ignored].filter(Boolean).join(' ') || null,
+    };
   }
 
   /** Sets the token (encrypted to disk when it can be, else in memory). */
@@ -149,4 +169,70 @@ function writeAtomically(file: string, data: Buffer): void {
     fs.closeSync(fd);
   }
   fs.renameSync(tmp, file);
+}
+
+/** Values huggingface_hub reads as true in a flag variable (constants.ENV_VARS_TRUE_VALUES). */
+const trueValues = new Set(['1', 'ON', 'YES', 'TRUE']);
+
+/**
+ * HF_HUB_DISABLE_IMPLICIT_TOKEN: huggingface_hub then sends no token a call did not ask for
+ * (utils/_headers.py get_token_to_send). Here it keeps the token file unread; HF_TOKEN and a
+ * token typed into Settings are this app's own explicit configuration and are still sent.
+ */
+function implicitTokenDisabled(env: NodeJS.ProcessEnv): boolean {
+  return trueValues.has((env.HF_HUB_DISABLE_IMPLICIT_TOKEN ?? '').toUpperCase());
+}
+
+/**
+ * Where huggingface_hub keeps its token (constants.py): HF_TOKEN_PATH, else HF_HOME/token, else
+ * XDG_CACHE_HOME/huggingface/token, else ~/.cache/huggingface/token; each with `~` and
+ * environment variables expanded, as os.path.expanduser and expandvars do. An empty variable
+ * counts as unset (Python would take it as a path relative to the working folder).
+ */
+export function hubTokenFilePath(
+  env: NodeJS.ProcessEnv = process.env,
+  home: string = os.homedir(),
+  platform: NodeJS.Platform = process.platform,
+): string {
+  const expand = (p: string) => expandVars(expandUser(p, home), env, platform);
+  if (env.HF_TOKEN_PATH) return expand(env.HF_TOKEN_PATH);
+  const hfHome =
+    env.HF_HOME || path.join(env.XDG_CACHE_HOME || path.join(home, '.cache'), 'huggingface');
+  return path.join(expand(hfHome), 'token');
+}
+
+/**
+ * The token in huggingface_hub's token file, never written here: null when the file is absent,
+ * unreadable, empty or not one word of printable characters, or when
+ * HF_HUB_DISABLE_IMPLICIT_TOKEN is set. Line breaks and surrounding spaces are dropped, as
+ * huggingface_hub's _clean_token does. Read at each use, so a later `hf auth login` counts.
+ */
+export function readHubTokenFile(
+  env: NodeJS.ProcessEnv = process.env,
+  home: string = os.homedir(),
+): { file: string; token: string } | null {
+  if (implicitTokenDisabled(env)) return null;
+  const file = hubTokenFilePath(env, home);
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch {
+    return null;
+  }
+  const token = text.replace(/[\r\n]/g, '').trim();
+  return /^[\x21-\x7e]{1,1000}$/.test(token) ? { file, token } : null;
+}
+
+function expandUser(p: string, home: string): string {
+  return p === '~' || p.startsWith('~/') || p.startsWith('~\\') ? home + p.slice(1) : p;
+}
+
+/** $NAME and ${NAME} (and %NAME% on Windows); unknown names stay as written, as in Python. */
+function expandVars(p: string, env: NodeJS.ProcessEnv, platform: NodeJS.Platform): string {
+  const pattern =
+    platform === 'win32' ? /\$(\w+)|\$\{([^}]+)\}|%([^%]+)%/g : /\$(\w+)|\$\{([^}]+)\}/g;
+  return p.replace(
+    pattern,
+    (all, a?: string, b?: string, c?: string) => env[a ?? b ?? c ?? ''] ?? all,
+  );
 }

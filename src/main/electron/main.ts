@@ -1,13 +1,24 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BrowserWindow, Menu, app, safeStorage, session, shell } from 'electron';
+import {
+  BrowserWindow,
+  Menu,
+  app,
+  powerMonitor,
+  powerSaveBlocker,
+  safeStorage,
+  session,
+  shell,
+} from 'electron';
+import type { QueueState } from '../../shared';
 import { StudioHost } from '../api';
 import { appVersion } from '../version';
 import { BackgroundTracker, backgroundWindowEvents } from './background';
 import { bindIpc, forwardEvents } from './ipc';
 import { menuTemplate } from './menu';
 import { mayNavigate } from './navigation';
+import { BatteryWatch, SleepBlocker, linuxOnBattery, queueHasWork } from './power';
 import { appOrigin, handleAppProtocol, registerAppScheme } from './protocol';
 import { gracefulQuit, quitTimeoutMs } from './quit';
 import { safeStorageEncryptor } from './secrets';
@@ -47,6 +58,21 @@ if (!app.requestSingleInstanceLock()) {
   const background = new BackgroundTracker((b) => host?.setBackground(b));
   const refreshBackground = () =>
     background.update([...windows].some((w) => !w.isDestroyed() && w.isFocused()));
+  // On battery the engine stops spinning idle threads (Settings decides, with the background).
+  const battery = new BatteryWatch(
+    () => (process.platform === 'linux' ? linuxOnBattery() : powerMonitor.isOnBatteryPower()),
+    (onBattery) => host?.setOnBattery(onBattery),
+  );
+  // The system stays awake while the queue has work, and may sleep once it is idle.
+  const sleep = new SleepBlocker(powerSaveBlocker, (line) => console.error(line));
+  const refreshSleep = () => {
+    try {
+      sleep.update(host !== null && queueHasWork(host.jobs.state()));
+    } catch {
+      // The queue cannot be read (its database is gone): nothing should hold the machine awake.
+      sleep.update(false);
+    }
+  };
 
   const createWindow = () => {
     const dataDir = app.getPath('userData');
@@ -144,6 +170,16 @@ if (!app.requestSingleInstanceLock()) {
       app.getPath('userData'),
     );
     bindIpc(host, (contents) => [...windows].some((w) => w.webContents === contents));
+    host.events.subscribe((event, payload) => {
+      if (event === 'queueChanged') sleep.update(queueHasWork(payload as QueueState));
+    });
+    // A missed change (a queue state that could not be read) is put right within a minute.
+    setInterval(refreshSleep, 60_000).unref();
+    refreshSleep();
+    powerMonitor.on('on-battery', () => battery.check());
+    powerMonitor.on('on-ac', () => battery.check());
+    powerMonitor.on('resume', () => battery.check());
+    battery.start();
     createWindow();
 
     app.on('activate', () => {
@@ -155,7 +191,11 @@ if (!app.requestSingleInstanceLock()) {
     if (process.platform !== 'darwin') app.quit();
   });
 
-  app.on('will-quit', () => background.dispose());
+  app.on('will-quit', () => {
+    background.dispose();
+    battery.dispose();
+    sleep.dispose();
+  });
 
   app.on(
     'before-quit',

@@ -143,6 +143,8 @@ export class JobService {
   #client: EngineClient | null = null;
   /** The desktop studio has no focused window (setBackground). */
   #background = false;
+  /** The machine runs on its battery (setOnBattery). */
+  #onBattery = false;
   /** Failures in a row of the engine itself (not of one job's model or settings). */
   #engineFailures = 0;
   #current: Current | null = null;
@@ -386,6 +388,15 @@ export class JobService {
     this.#client?.setBackground({ background });
   }
 
+  /**
+   * Whether the machine runs on its battery: with Settings' `backgroundMode` 'gentle', sessions
+   * created meanwhile do not spin (their threads' priority stays as the windows decide).
+   */
+  setOnBattery(onBattery: boolean): void {
+    this.#onBattery = onBattery;
+    this.#client?.setBackground({ onBattery });
+  }
+
   /** Whether a job is running now (for tests and the shell's quit prompt). */
   get busy(): boolean {
     return this.#current !== null;
@@ -543,7 +554,11 @@ export class JobService {
         },
         (notice) => this.context.log(notice),
       );
-      this.#client.setBackground({ background: this.#background, mode: settings.backgroundMode });
+      this.#client.setBackground({
+        background: this.#background,
+        onBattery: this.#onBattery,
+        mode: settings.backgroundMode,
+      });
     }
     return this.#client;
   }
