@@ -20,6 +20,7 @@ import {
   widensFloat16,
 } from '../../src/engine/models/widen-fp16';
 import { type FixtureInfo, buildFixtureModel, tinyUNetConfig } from '../fixtures/models';
+import { runTinyUNet } from '../fixtures/tiny-unet-run';
 import { GraphBuilder, Prng, fromHalfArray, toHalfArray } from '../fixtures/onnx-builder';
 
 let root: string;
@@ -188,18 +189,9 @@ describe('createSession widens float16 storage on the CPU provider', () => {
     opts: { widenFloat16?: boolean; optimizedCacheDir?: string } = {},
   ) {
     const created = await createSession(unetFile(dtype), 'unet/model.onnx', 'cpu', opts);
-    const half = dtype === 'float16';
-    const tensor = (data: Float32Array, dims: number[]) =>
-      half ? new ort.Tensor('float16', toHalfArray(data), dims) : new ort.Tensor(data, dims);
-    const feeds = {
-      sample: tensor(random(2 * 4 * 8 * 8, 3), [2, 4, 8, 8]),
-      timestep: tensor(Float32Array.from([500, 500]), [2]),
-      encoder_hidden_states: tensor(random(2 * 77 * 64, 4), [2, 77, 64]),
-    };
     try {
-      const out = (await created.session.run(feeds))[created.session.outputNames[0]].data;
       return {
-        out: half ? fromHalfArray(out as Uint16Array) : Float32Array.from(out as Float32Array),
+        out: await runTinyUNet(created.session, dtype),
         widened: created.widenedWeights,
         cache: created.cache,
       };
