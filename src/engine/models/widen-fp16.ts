@@ -210,7 +210,13 @@ function plan(b: Uint8Array, folder: string): Plan | null {
   // A subgraph can read any outer name: leave such a model alone.
   if (nodes.some((n) => n.subgraph)) return null;
   const uses = new Map<string, NodeInfo[]>();
-  for (const n of nodes) for (const i of n.inputs) if (i) uses.set(i, [...(uses.get(i) ?? []), n]);
+  for (const n of nodes)
+    for (const i of n.inputs) {
+      if (!i) continue;
+      const list = uses.get(i);
+      if (list) list.push(n);
+      else uses.set(i, [n]);
+    }
   const widen = new Map<string, string>();
   const dropped = new Set<number>();
   for (const t of tensors) {
