@@ -2,7 +2,8 @@
 // onnxruntime-node: a weight stored float16 behind Cast(to: float) becomes a float32 weight in
 // a temporary external-data file, its Cast dropped, its values exactly the float16 ones; a
 // float16 weight the graph computes with is kept; the session computes exactly what the
-// unwidened graph computes (fixture UNet, fp16 storage and I/O); the temporary folder is gone
+// unwidened graph computes (fixture UNet, fp16 storage and I/O; a UNet the checkpoint converter
+// wrote in its default fp16, every weight widened); the temporary folder is gone
 // after the load; an optimized-graph cache entry holds float32 weights and a cache hit widens
 // nothing; other providers keep float16.
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
@@ -19,7 +20,9 @@ import {
   widenFloat16Weights,
   widensFloat16,
 } from '../../src/engine/models/widen-fp16';
+import { convertCheckpoint } from '../../src/engine/convert/convert';
 import { type FixtureInfo, buildFixtureModel, tinyUNetConfig } from '../fixtures/models';
+import { VOCABULARY, smallCheckpoint } from '../fixtures/small-checkpoint';
 import { runTinyUNet } from '../fixtures/tiny-unet-run';
 import { GraphBuilder, Prng, fromHalfArray, toHalfArray } from '../fixtures/onnx-builder';
 
@@ -236,4 +239,49 @@ describe('createSession widens float16 storage on the CPU provider', () => {
     expect(second.out).toEqual(plain.out);
     expect(first.out).toEqual(plain.out);
   }, 120_000);
+});
+
+describe("the converter's fp16 storage", () => {
+  test('a converted UNet (fp16 by default) is widened whole and computes the same', async () => {
+    const dir = path.join(root, 'converted');
+    await mkdir(dir);
+    const { file, arch } = await smallCheckpoint(dir, 'sd1');
+    await convertCheckpoint(file, path.join(dir, 'model'), {
+      vocabularyFile: VOCABULARY,
+      architecture: arch,
+    });
+    const unet = path.join(dir, 'model', 'unet', 'model.onnx');
+    const stored = readOnnxInitializerIndex(unet).initializers;
+    const fp16 = stored.filter((i) => i.dtype === 'float16').length;
+    expect(fp16).toBeGreaterThan(100);
+    const outputs = [];
+    for (const widenFloat16 of [false, true]) {
+      const created = await createSession(unet, 'unet/model.onnx', 'cpu', { widenFloat16 });
+      expect(created.widenedWeights).toBe(widenFloat16 ? fp16 : 0);
+      const feeds: Record<string, ort.Tensor> = {};
+      let seed = 11;
+      for (const meta of created.session.inputMetadata) {
+        if (!meta.isTensor) continue;
+        const dims =
+          meta.name === 'sample'
+            ? [2, arch.unet.inChannels, 8, 8]
+            : meta.name === 'encoder_hidden_states'
+              ? [2, 77, arch.unet.contextDim]
+              : meta.shape.map((d) => (typeof d === 'number' ? d : 2));
+        const data = random(
+          dims.reduce((a, b) => a * b, 1),
+          seed++,
+        );
+        if (meta.name === 'timestep') data.fill(500);
+        feeds[meta.name] = new ort.Tensor('float32', data, dims);
+      }
+      try {
+        const out = await created.session.run(feeds);
+        outputs.push(Float32Array.from(out[created.session.outputNames[0]].data as Float32Array));
+      } finally {
+        await created.session.release();
+      }
+    }
+    expect(outputs[1]).toEqual(outputs[0]);
+  }, 300_000);
 });
