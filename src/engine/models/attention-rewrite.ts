@@ -112,7 +112,8 @@ export function packed(b: Uint8Array, f: Field): number[] {
 }
 
 /** A length-delimited field as UTF-8 text. */
-export const str = (b: Uint8Array, f: Field): string => utf8.decode(b.subarray(f.valueStart, f.end));
+export const str = (b: Uint8Array, f: Field): string =>
+  utf8.decode(b.subarray(f.valueStart, f.end));
 
 /** A constant tensor's values (ints or floats), decoded only when small. */
 type ConstValue = number[];
