@@ -7,7 +7,6 @@
 // after the load; an optimized-graph cache entry holds float32 weights and a cache hit widens
 // nothing; other providers keep float16.
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
@@ -16,12 +15,18 @@ import { readOnnxInitializerIndex } from '../../src/engine/models/onnx-file';
 import {
   WIDENED_DATA,
   WIDEN_TMP_PREFIX,
+  inMemoryFolder,
   widenFloat16IfAny,
   widenFloat16Weights,
   widensFloat16,
 } from '../../src/engine/models/widen-fp16';
 import { convertCheckpoint } from '../../src/engine/convert/convert';
-import { type FixtureInfo, buildFixtureModel, tinyUNetConfig } from '../fixtures/models';
+import {
+  type FixtureInfo,
+  buildFixtureModel,
+  fixtureCacheDir,
+  tinyUNetConfig,
+} from '../fixtures/models';
 import { VOCABULARY, smallCheckpoint } from '../fixtures/small-checkpoint';
 import { runTinyUNet } from '../fixtures/tiny-unet-run';
 import { GraphBuilder, Prng, fromHalfArray, toHalfArray } from '../fixtures/onnx-builder';
@@ -30,7 +35,10 @@ let root: string;
 const savedTmp = process.env.TMPDIR;
 
 beforeAll(async () => {
-  root = await mkdtemp(path.join(tmpdir(), 'latent-widen-'));
+  // Beside the fixture models, not in the system's temporary folder: a tmpfs /tmp is never
+  // widened into (the widened file would live in memory).
+  await mkdir(fixtureCacheDir(), { recursive: true });
+  root = await mkdtemp(path.join(fixtureCacheDir(), 'widen-test-'));
 });
 
 afterAll(async () => {
@@ -164,6 +172,20 @@ describe('widenFloat16Weights', () => {
     await expect(widenFloat16Weights(await readFile(file), dir, notADir)).rejects.toThrow();
     expect(await widenFloat16IfAny(await readFile(file), dir, notADir)).toBeNull();
   });
+
+  test.skipIf(process.platform !== 'linux')(
+    'a temporary folder on tmpfs is not used: the model loads unwidened',
+    async () => {
+      expect(await inMemoryFolder('/dev/shm')).toBe(true);
+      expect(await inMemoryFolder(root)).toBe(false);
+      const dir = path.join(root, 'mixed-shm');
+      const file = mixedModel(dir, 'weights.pb');
+      const before = (await readdir('/dev/shm')).filter((n) => n.startsWith(WIDEN_TMP_PREFIX));
+      expect(await widenFloat16Weights(await readFile(file), dir, '/dev/shm')).toBeNull();
+      const after = (await readdir('/dev/shm')).filter((n) => n.startsWith(WIDEN_TMP_PREFIX));
+      expect(after).toEqual(before);
+    },
+  );
 
   test('only the CPU provider widens; GPU providers keep float16', () => {
     expect(widensFloat16('cpu')).toBe(true);

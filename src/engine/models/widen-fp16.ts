@@ -17,7 +17,8 @@
  * exports do) is left as it is, and so is a model with subgraphs (If, Loop), a weight that is
  * also a graph input or output, or one whose data is in typed fields. External data is copied
  * into the new data file too (ONNX Runtime only reads external data beside the model).
- * Nothing to widen: null, and ONNX Runtime reads the model as before.
+ * Nothing to widen, or a temporary folder on tmpfs (the file would live in memory): null, and
+ * ONNX Runtime reads the model as before.
  *
  * Field numbers are onnx/onnx.proto's: ModelProto{graph 7}, GraphProto{node 1, initializer 5,
  * input 11, output 12}, NodeProto{input 1, output 2, op_type 4, attribute 5, domain 7},
@@ -25,7 +26,7 @@
  * uint64_data 11, name 8, raw_data 9, external_data 13, data_location 14},
  * StringStringEntryProto{key 1, value 2}, ValueInfoProto{name 1}.
  */
-import { mkdtemp, open, rm, type FileHandle } from 'node:fs/promises';
+import { mkdtemp, open, rm, statfs, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { Message } from '../convert/onnx/proto';
 import { toFloat32 } from '../convert/readers/dtype';
@@ -42,6 +43,20 @@ const FLOAT = 1;
 const FLOAT16 = 10;
 /** Elements widened per read: 4 MiB of float16 in, 8 MiB of float32 out. */
 const CHUNK_ELEMENTS = 1 << 21;
+/** statfs(2) f_type of file systems kept in memory (linux/magic.h: TMPFS_MAGIC, RAMFS_MAGIC). */
+const MEMORY_FS = new Set([0x01021994, 0x858458f6]);
+
+/**
+ * Whether `dir` is on a file system held in memory (a tmpfs /tmp): there the widened file would
+ * take as much memory as it saves, and stay in memory while the session maps it.
+ */
+export async function inMemoryFolder(dir: string): Promise<boolean> {
+  try {
+    return MEMORY_FS.has((await statfs(dir)).type);
+  } catch {
+    return false;
+  }
+}
 
 /**
  * Whether sessions on `provider` get their float16-stored weights widened before ONNX Runtime
@@ -65,9 +80,10 @@ export interface WidenedModel {
   dataBytes: number;
   /**
    * Deletes the temporary folder. Call once ONNX Runtime has created the session: it holds what
-   * it needs by then (memory-mapped data stays readable after the unlink on POSIX; where the
-   * delete fails, as on Windows while mapped, the folder is left for pruneOptimizedCache or the
-   * system's temporary-file cleanup).
+   * it needs by then. ORT keeps the data file memory-mapped for the session's life (as it maps
+   * a model's own external data), so on POSIX the unlinked file's disk space is freed when the
+   * session is released; where the delete fails, as on Windows while mapped, the folder is left
+   * for pruneOptimizedCache or the system's temporary-file cleanup.
    */
   dispose(): Promise<boolean>;
 }
@@ -363,7 +379,7 @@ export async function widenFloat16Weights(
   tempParent: string,
 ): Promise<WidenedModel | null> {
   const p = plan(model, folder);
-  if (!p) return null;
+  if (!p || (await inMemoryFolder(tempParent))) return null;
   const dir = await mkdtemp(path.join(tempParent, WIDEN_TMP_PREFIX));
   const reader = new SourceReader(model, folder);
   let data: FileHandle | undefined;
