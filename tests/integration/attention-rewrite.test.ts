@@ -12,9 +12,9 @@ import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createSession } from '../../src/engine/models';
 import { rewriteAttention } from '../../src/engine/models/attention-rewrite';
-import { type FixtureInfo, buildFixtureModel, tinyUNetConfig } from '../fixtures/models';
+import type { FixtureInfo } from '../fixtures/models';
 import { GraphBuilder, Nn, Prng } from '../fixtures/onnx-builder';
-import { runTinyUNet } from '../fixtures/tiny-unet-run';
+import { buildTinyUNet, runTinyUNet } from '../fixtures/tiny-unet-run';
 
 let root: string;
 
@@ -175,14 +175,8 @@ describe('attention rewrite: exported layouts', () => {
 describe('attention rewrite: fixture UNets through createSession', () => {
   const models: Record<string, FixtureInfo> = {};
   beforeAll(async () => {
-    for (const dtype of ['float32', 'float16'] as const) {
-      models[dtype] = await buildFixtureModel(path.join(root, `unet-${dtype}`), {
-        unet: { ...tinyUNetConfig(4, 64), attention_head_dim: 4 },
-        hiddenSize: 64,
-        externalWeights: true,
-        dtype,
-      });
-    }
+    for (const dtype of ['float32', 'float16'] as const)
+      models[dtype] = await buildTinyUNet(root, dtype);
   }, 120_000);
 
   async function unetOut(dtype: 'float32' | 'float16', rewrite: boolean, cacheDir?: string) {

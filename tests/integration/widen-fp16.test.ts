@@ -21,14 +21,9 @@ import {
   widensFloat16,
 } from '../../src/engine/models/widen-fp16';
 import { convertCheckpoint } from '../../src/engine/convert/convert';
-import {
-  type FixtureInfo,
-  buildFixtureModel,
-  fixtureCacheDir,
-  tinyUNetConfig,
-} from '../fixtures/models';
+import { type FixtureInfo, fixtureCacheDir } from '../fixtures/models';
 import { VOCABULARY, smallCheckpoint } from '../fixtures/small-checkpoint';
-import { runTinyUNet } from '../fixtures/tiny-unet-run';
+import { buildTinyUNet, runTinyUNet } from '../fixtures/tiny-unet-run';
 import { GraphBuilder, Prng, fromHalfArray, toHalfArray } from '../fixtures/onnx-builder';
 
 let root: string;
@@ -198,12 +193,7 @@ describe('createSession widens float16 storage on the CPU provider', () => {
   const models: Partial<Record<'float32' | 'float16', FixtureInfo>> = {};
   beforeAll(async () => {
     for (const dtype of ['float32', 'float16'] as const)
-      models[dtype] = await buildFixtureModel(path.join(root, `unet-${dtype}`), {
-        unet: { ...tinyUNetConfig(4, 64), attention_head_dim: 4 },
-        hiddenSize: 64,
-        externalWeights: true,
-        dtype,
-      });
+      models[dtype] = await buildTinyUNet(root, dtype);
   }, 120_000);
 
   const unetFile = (dtype: 'float32' | 'float16') =>
