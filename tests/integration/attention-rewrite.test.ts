@@ -12,8 +12,9 @@ import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createSession } from '../../src/engine/models';
 import { rewriteAttention } from '../../src/engine/models/attention-rewrite';
-import { type FixtureInfo, buildFixtureModel, tinyUNetConfig } from '../fixtures/models';
-import { GraphBuilder, Nn, Prng, fromHalfArray, toHalfArray } from '../fixtures/onnx-builder';
+import type { FixtureInfo } from '../fixtures/models';
+import { GraphBuilder, Nn, Prng } from '../fixtures/onnx-builder';
+import { buildTinyUNet, runTinyUNet } from '../fixtures/tiny-unet-run';
 
 let root: string;
 
@@ -174,14 +175,8 @@ describe('attention rewrite: exported layouts', () => {
 describe('attention rewrite: fixture UNets through createSession', () => {
   const models: Record<string, FixtureInfo> = {};
   beforeAll(async () => {
-    for (const dtype of ['float32', 'float16'] as const) {
-      models[dtype] = await buildFixtureModel(path.join(root, `unet-${dtype}`), {
-        unet: { ...tinyUNetConfig(4, 64), attention_head_dim: 4 },
-        hiddenSize: 64,
-        externalWeights: true,
-        dtype,
-      });
-    }
+    for (const dtype of ['float32', 'float16'] as const)
+      models[dtype] = await buildTinyUNet(root, dtype);
   }, 120_000);
 
   async function unetOut(dtype: 'float32' | 'float16', rewrite: boolean, cacheDir?: string) {
@@ -190,18 +185,9 @@ describe('attention rewrite: fixture UNets through createSession', () => {
       rewriteAttention: rewrite,
       ...(cacheDir ? { optimizedCacheDir: cacheDir } : {}),
     });
-    const half = dtype === 'float16';
-    const tensor = (data: Float32Array, dims: number[]) =>
-      half ? new ort.Tensor('float16', toHalfArray(data), dims) : new ort.Tensor(data, dims);
-    const feeds = {
-      sample: tensor(random(2 * 4 * 8 * 8, 3), [2, 4, 8, 8]),
-      timestep: tensor(Float32Array.from([500, 500]), [2]),
-      encoder_hidden_states: tensor(random(2 * 77 * 64, 4), [2, 77, 64]),
-    };
     try {
-      const out = (await created.session.run(feeds))[created.session.outputNames[0]].data;
       return {
-        out: half ? fromHalfArray(out as Uint16Array) : (out as Float32Array),
+        out: await runTinyUNet(created.session, dtype),
         rewrites: created.attentionRewrites,
         cache: created.cache,
         attention: created.attention,

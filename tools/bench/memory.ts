@@ -10,7 +10,12 @@
 //   matmul          loaded as exported (attention rewrite off): every head's N x N scores exist
 //   fused           rewritten to MultiHeadAttention at load (the engine's default)
 //   fused-noarena   the same with ONNX Runtime's CPU arena and memory patterns off
-// The child creates the session (no optimized-graph cache, so the load is cold), notes its peak
+//   fused-keep16    fused, with fp16 storage handed to ONNX Runtime as it is (no widening,
+//                   widen-fp16.ts: ORT folds the Casts itself, as before the widening)
+//   fused-cache     fused, through a fresh optimized-graph cache: one child loads cold and writes
+//                   the entry (cache 'written'), a second opens it (cache 'hit', the warm load)
+// The child creates the session (no optimized-graph cache but in fused-cache, so the load is
+// cold), notes its peak
 // RSS (VmHWM), resets the peak (/proc/self/clear_refs 5) and runs `calls` classifier-free-guidance
 // UNet calls (batch 2) at the size; it reports load time, per-call time and both peaks. The
 // fixture's text encoder and VAE are small, so the UNet's peak is the generation's; this is
@@ -18,6 +23,7 @@
 // stdout, also written to bench-results/memory-<date>.json; progress on stderr.
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -32,7 +38,13 @@ const log = (msg: string) => process.stderr.write(`bench:memory: ${msg}\n`);
 const GiB = 2 ** 30;
 const round = (x: number, d = 2) => Number(x.toFixed(d));
 
-export const VARIANTS = ['matmul', 'fused', 'fused-noarena'] as const;
+export const VARIANTS = [
+  'matmul',
+  'fused',
+  'fused-noarena',
+  'fused-keep16',
+  'fused-cache',
+] as const;
 export type Variant = (typeof VARIANTS)[number];
 
 /** A /proc/self/status field in bytes (VmHWM: peak resident set; VmRSS: now). */
@@ -49,6 +61,10 @@ export interface CaseResult {
   size: number;
   variant: Variant;
   attentionRewrites: number;
+  /** Float16 weights widened before ONNX Runtime read them (0: none, or kept as float16). */
+  widenedWeights: number;
+  /** The optimized-graph cache: 'off', 'written' (cold) or 'hit' (warm). */
+  cache: string;
   loadMs: number;
   /** Peak RSS while the session was created, GiB. */
   loadPeakGiB: number;
@@ -70,11 +86,15 @@ async function child(args: {
   variant: Variant;
   calls: number;
   threads?: number;
+  /** The optimized-graph cache folder (fused-cache). */
+  cache?: string;
 }): Promise<CaseResult> {
   const started = performance.now();
   const created = await createSession(args.model, 'unet/model.onnx', 'cpu', {
     rewriteAttention: args.variant !== 'matmul',
     memArena: args.variant !== 'fused-noarena',
+    widenFloat16: args.variant !== 'fused-keep16',
+    ...(args.cache ? { optimizedCacheDir: args.cache } : {}),
     ...(args.threads ? { threads: args.threads } : {}),
   });
   const loadMs = performance.now() - started;
@@ -119,6 +139,8 @@ async function child(args: {
     size: args.size,
     variant: args.variant,
     attentionRewrites: created.attentionRewrites,
+    widenedWeights: created.widenedWeights,
+    cache: created.cache,
     loadMs: Math.round(loadMs),
     loadPeakGiB: round(loadPeak / GiB),
     loadedGiB: round(loaded / GiB),
@@ -169,7 +191,8 @@ export function summarizeMemory(
       (x) =>
         'runPeakGiB' in x && x.dtype === r.dtype && x.size === r.size && x.variant === 'matmul',
     ) as CaseResult | undefined;
-    (out[key] ??= {})[r.variant] = {
+    // fused-cache has two rows: the cold load that wrote the entry and the warm one.
+    (out[key] ??= {})[r.cache === 'hit' ? `${r.variant} warm` : r.variant] = {
       runPeakGiB: r.runPeakGiB,
       callMs: r.callMs,
       ...(base ? { callRatio: round(r.callMs / base.callMs, 3) } : {}),
@@ -218,14 +241,25 @@ export async function memoryMatrix(opts: {
           `--calls=${opts.calls}`,
           ...(opts.threads ? [`--threads=${opts.threads}`] : []),
         ];
+        // fused-cache: the cold child writes a fresh cache, the warm one opens it.
+        const cache =
+          variant === 'fused-cache'
+            ? await mkdtemp(path.join(os.tmpdir(), 'latent-bench-ortcache-'))
+            : undefined;
         try {
-          const r = await runChild(argv);
-          log(JSON.stringify(r));
-          results.push(r);
-        } catch (e) {
-          const error = e instanceof Error ? e.message : String(e);
-          log(error);
-          results.push({ dtype, size, variant, error });
+          for (const run of cache ? ['cold', 'warm'] : ['']) {
+            try {
+              const r = await runChild(cache ? [...argv, `--cache=${cache}`] : argv);
+              log(JSON.stringify(r));
+              results.push(r);
+            } catch (e) {
+              const error = e instanceof Error ? e.message : String(e);
+              log(error);
+              results.push({ dtype, size, variant: run ? `${variant} ${run}` : variant, error });
+            }
+          }
+        } finally {
+          if (cache) await rm(cache, { recursive: true, force: true });
         }
       }
   }
@@ -262,6 +296,7 @@ async function main(): Promise<void> {
       steps: { type: 'string', default: '1' },
       cfg: { type: 'string', default: '7' },
       'memory-budget': { type: 'string' },
+      cache: { type: 'string' },
     },
   });
   if (process.platform !== 'linux') throw new Error('bench:memory reads /proc: Linux only.');
@@ -295,6 +330,7 @@ async function main(): Promise<void> {
       variant: values.variant as Variant,
       calls,
       ...(threads ? { threads } : {}),
+      ...(values.cache ? { cache: values.cache } : {}),
     });
     process.stdout.write(JSON.stringify(r) + '\n');
     return;

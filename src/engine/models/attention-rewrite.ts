@@ -60,7 +60,7 @@ function readVarint(b: Uint8Array, pos: number, to: number): [number, number] {
 }
 
 /** A protobuf field: number, wire type, and where its value lies in the buffer. */
-interface Field {
+export interface Field {
   no: number;
   wire: number;
   /** Start of the whole field (key included) and end of its value. */
@@ -71,7 +71,8 @@ interface Field {
   valueStart: number;
 }
 
-function* fields(b: Uint8Array, from: number, to: number): Generator<Field> {
+/** The fields of the message in `b` from `from` to `to`, in order (throws on malformed bytes). */
+export function* fields(b: Uint8Array, from: number, to: number): Generator<Field> {
   let pos = from;
   const varint = (): number => {
     const [v, next] = readVarint(b, pos, to);
@@ -99,7 +100,7 @@ function* fields(b: Uint8Array, from: number, to: number): Generator<Field> {
 }
 
 /** The values of a packed repeated varint field (no keys between them). */
-function packed(b: Uint8Array, f: Field): number[] {
+export function packed(b: Uint8Array, f: Field): number[] {
   const out: number[] = [];
   let pos = f.valueStart;
   while (pos < f.end) {
@@ -110,7 +111,9 @@ function packed(b: Uint8Array, f: Field): number[] {
   return out;
 }
 
-const str = (b: Uint8Array, f: Field): string => utf8.decode(b.subarray(f.valueStart, f.end));
+/** A length-delimited field as UTF-8 text. */
+export const str = (b: Uint8Array, f: Field): string =>
+  utf8.decode(b.subarray(f.valueStart, f.end));
 
 /** A constant tensor's values (ints or floats), decoded only when small. */
 type ConstValue = number[];
@@ -637,9 +640,10 @@ async function modelBytes(model: string | Uint8Array): Promise<Uint8Array | null
 
 /**
  * A model file (or bytes already read) as ONNX Runtime will get it: with `rewrite`, its exported
- * attention rewritten (`rewrite` null when nothing matched: ORT reads the original), and the
- * attention of the graph ORT gets (null when the file is too big to be a ModelProto or cannot be
- * read: ONNX Runtime reads such a file as it is).
+ * attention rewritten (`rewrite` null when nothing matched: ORT reads the original), the
+ * attention of the graph ORT gets, and that graph's bytes (both null when the file is too big to
+ * be a ModelProto or cannot be read: ONNX Runtime reads such a file as it is). The bytes let the
+ * next pass (widen-fp16.ts) go on without reading the file again.
  */
 export async function prepareAttention(
   model: string | Uint8Array,
@@ -648,13 +652,15 @@ export async function prepareAttention(
 ): Promise<{
   rewrite: (AttentionRewrite & { folder: string }) | null;
   attention: AttentionCount | null;
+  bytes: Uint8Array | null;
 }> {
   const bytes = await modelBytes(model);
-  if (!bytes) return { rewrite: null, attention: null };
+  if (!bytes) return { rewrite: null, attention: null, bytes: null };
   const r = opts.rewrite ? rewriteAttention(bytes) : null;
   return {
     rewrite: r ? { ...r, folder } : null,
     attention: countAttention(r?.model ?? bytes),
+    bytes: r?.model ?? bytes,
   };
 }
 

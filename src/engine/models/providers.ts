@@ -13,7 +13,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { availableParallelism, loadavg } from 'node:os';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import type { ExecutionProviderPreference } from '../../shared/settings';
@@ -25,6 +25,7 @@ import {
   prepareAttention,
 } from './attention-rewrite';
 import { type BackgroundState, engineThreads, threadPolicy } from './priority';
+import { widenFloat16IfAny, widensFloat16 } from './widen-fp16';
 import {
   OptimizedEntry,
   cpuIdentity,
@@ -124,6 +125,12 @@ export interface SessionOptionsInput {
    * optimizes the graph (attention-rewrite.ts; far less memory, same outputs). Default true.
    */
   rewriteAttention?: boolean;
+  /**
+   * On the CPU provider, widen float16 weights the graph casts to float32 into a temporary
+   * float32 file before ONNX Runtime reads the model (widen-fp16.ts: it then never holds both
+   * copies; same outputs). Default true; ignored on other providers and on a cache hit.
+   */
+  widenFloat16?: boolean;
   /**
    * ONNX Runtime's CPU arena and memory-pattern planning (enableCpuMemArena, enableMemPattern).
    * Default true; off trades allocation speed for a lower peak (README "Performance").
@@ -271,6 +278,8 @@ export interface CreatedSession {
   cache: OptimizedCacheUse;
   /** Attentions rewritten into MultiHeadAttention at this load (0 on a cache hit). */
   attentionRewrites: number;
+  /** Float16 weights widened to float32 before ONNX Runtime read them (widen-fp16.ts; 0 on a cache hit). */
+  widenedWeights: number;
   /** Whether its intra-op threads spin while waiting (fixed for the session's life). */
   spinning: boolean;
   /**
@@ -378,29 +387,56 @@ async function createOne(
       typeof model === 'string'
         ? await ort.InferenceSession.create(model, options)
         : await ort.InferenceSession.create(model, withFolder(options, r?.folder));
-    return { session, cache: 'off', attentionRewrites: r?.replaced ?? 0, attention };
+    return {
+      session,
+      cache: 'off',
+      attentionRewrites: r?.replaced ?? 0,
+      widenedWeights: 0,
+      attention,
+    };
   }
-  // Read, and rewritten when it has exported attention, only when ORT is about to optimize it.
-  const source = async () => {
-    const { rewrite: r, attention } = await prepareAttention(modelPath, dirname(modelPath), {
+  // Read, and rewritten when it has exported attention, only when ORT is about to optimize it;
+  // then its float16 weights widened (CPU), into a temporary folder under `tempParent`.
+  const source = async (tempParent: string) => {
+    const {
+      rewrite: r,
+      attention,
+      bytes,
+    } = await prepareAttention(modelPath, dirname(modelPath), {
       rewrite,
     });
-    return r
+    const base = r
       ? {
-          model: r.model,
+          model: r.model as string | Uint8Array,
           options: withFolder(options, r.folder),
           attentionRewrites: r.replaced,
           attention,
         }
-      : { model: modelPath, options, attentionRewrites: 0, attention };
+      : { model: modelPath as string | Uint8Array, options, attentionRewrites: 0, attention };
+    const widened =
+      bytes && (opts.widenFloat16 ?? true) && widensFloat16(provider)
+        ? await widenFloat16IfAny(bytes, dirname(modelPath), tempParent)
+        : null;
+    return widened
+      ? { ...base, model: widened.path, options, widened, widenedWeights: widened.widened }
+      : { ...base, widened: null, widenedWeights: 0 };
   };
-  const create = (model: string | Uint8Array, o: ort.InferenceSession.SessionOptions) =>
-    typeof model === 'string'
-      ? ort.InferenceSession.create(model, o)
-      : ort.InferenceSession.create(model, o);
+  const create = async (
+    s: Awaited<ReturnType<typeof source>>,
+    o: ort.InferenceSession.SessionOptions,
+  ) => {
+    try {
+      return typeof s.model === 'string'
+        ? await ort.InferenceSession.create(s.model, o)
+        : await ort.InferenceSession.create(s.model, o);
+    } finally {
+      await s.widened?.dispose();
+    }
+  };
   const plain = async () => {
-    const s = await source();
-    return { session: await create(s.model, s.options), cache: 'off' as const, ...s };
+    const s = await source(opts.optimizedCacheDir ?? tmpdir());
+    const { widened: _, ...rest } = s;
+    return { session: await create(s, s.options), cache: 'off' as const, ...rest };
   };
   if (!opts.optimizedCacheDir) return plain();
   const entry = new OptimizedEntry(opts.optimizedCacheDir, {
@@ -427,6 +463,7 @@ async function createOne(
         session,
         cache: 'hit',
         attentionRewrites: 0,
+        widenedWeights: 0,
         attention: await countAttentionFile(cached),
       };
     } catch {
@@ -442,9 +479,15 @@ async function createOne(
     return plain();
   }
   let session: ort.InferenceSession;
-  const s = await source();
+  let s: Awaited<ReturnType<typeof source>>;
   try {
-    session = await create(s.model, {
+    s = await source(opts.optimizedCacheDir);
+  } catch (e) {
+    await rm(target.tmp, { recursive: true, force: true }).catch(() => undefined);
+    throw e;
+  }
+  try {
+    session = await create(s, {
       ...s.options,
       optimizedModelFilePath: target.modelPath,
       extra: {
@@ -467,6 +510,7 @@ async function createOne(
       session,
       cache: 'off',
       attentionRewrites: s.attentionRewrites,
+      widenedWeights: s.widenedWeights,
       attention: s.attention,
     };
   }
@@ -474,6 +518,7 @@ async function createOne(
     session,
     cache: 'written',
     attentionRewrites: s.attentionRewrites,
+    widenedWeights: s.widenedWeights,
     attention: s.attention,
   };
 }
