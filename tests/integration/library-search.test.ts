@@ -14,7 +14,7 @@ import { type Row, fillLibrary, naive } from './library-fill';
 import { openLibrary, replayMigration, tempDir } from './library-helpers';
 import { openDatabase } from '../../src/main/library/db';
 import { migrations } from '../../src/main/library/migrations';
-import { maxWordsPerPrefix, textMatch } from '../../src/main/library/search-text';
+import { maxWordsPerPrefix, textMatch, textSearch } from '../../src/main/library/search-text';
 
 /** The migration that dates tags and LoRAs and adds images_fts and image_days. */
 const dateLinksVersion = migrations.find((m) =>
@@ -278,6 +278,23 @@ describe('prefix terms spelled out as words (textMatch)', () => {
     // No word starts with it, it is not plain ASCII, or it splits into a phrase: a prefix.
     expect(textMatch(l.db, 'zz café dog-house')).toBe('"zz"* AND "café"* AND "dog-house"*');
     expect(textMatch(l.db, '*** ()')).toBeNull();
+  });
+
+  it("bounds the images a text matches by its words' rows, and knows no bound for a prefix", () => {
+    const rows = (word: string) =>
+      (
+        l.db
+          .prepare('SELECT count(*) AS n FROM images_fts WHERE images_fts MATCH ?')
+          .get(`"${word}"`) as { n: number }
+      ).n;
+    // An OR of words: at most their rows added up (a row with two of them counts twice).
+    expect(textSearch(l.db, 'li')?.atMost).toBe(rows('light') + rows('lighthouse'));
+    // Terms joined by AND: at most the fewest of any term.
+    expect(textSearch(l.db, 'cat li')?.atMost).toBe(
+      Math.min(rows('cat'), rows('light') + rows('lighthouse')),
+    );
+    expect(textSearch(l.db, 'cat café')?.atMost).toBeNull();
+    expect(textSearch(l.db, '()')).toBeNull();
   });
 
   it('reads the words again once another connection has written', () => {

@@ -116,7 +116,10 @@ export function pageInRatingOrder(
   for (let r = start; r >= 0 && keys.length < ask.limit; r--) {
     if (bands.kept[r] === 0) continue;
     const band: PageAsk = {
-      rest: { where: [...ask.rest.where, 'i.rating = ?'], params: [...ask.rest.params, r] },
+      // `+`: no index for the rating, which would make the planner look up each walked image
+      // by scanning its band (images_rating) rather than by its key (3.8 s for a LoRA band
+      // of 3,700 images against 10 ms).
+      rest: { where: [...ask.rest.where, '+i.rating = ?'], params: [...ask.rest.params, r] },
       newest: true,
       after: ask.after && r === start ? [ask.after[1], ask.after[2]] : null,
       limit: ask.limit - keys.length,
@@ -132,12 +135,12 @@ export function pageInRatingOrder(
 /**
  * About how many images a rating-ordered search matches, from its first page: `matched` matches
  * (the page and the one past it) were found in order from the top to `last`. The walk covered
- * every image of the bands above `last.rating` and the images of its band from `last.created_at`
- * to the newest, about `band x (live images from then) / (all live images)` of them (the band's
- * images taken as spread over time as all images are: image_days counts the latter without a
- * walk). Then
+ * the images the column filters keep (`bands.kept`) of every band above `last.rating`, and of
+ * its band those from `last.created_at` to the newest, about `kept x (live images from then) /
+ * (all live images)` (the band's images taken as spread over time as all images are:
+ * image_days counts the latter without a walk). Then
  *
- *   estimate = matched x (all live images / covered images)
+ *   estimate = matched x (images kept / covered images)
  *
  * the ratio estimator of a sample (Cochran, Sampling Techniques, 3rd ed., ch. 6), as
  * estimateFromPage for date order; never below `matched`.
@@ -149,10 +152,11 @@ export function estimateInRatingOrder(
   matched: number,
 ): number {
   const total = bands.all.reduce((a, b) => a + b, 0);
+  const kept = bands.kept.reduce((a, b) => a + b, 0);
   if (total === 0) return matched;
   let covered = 0;
-  for (let r = topRating; r > last.rating; r--) covered += bands.all[r];
-  covered += (bands.all[last.rating] * liveImagesFrom(db, true, last.created_at)) / total;
+  for (let r = topRating; r > last.rating; r--) covered += bands.kept[r];
+  covered += (bands.kept[last.rating] * liveImagesFrom(db, true, last.created_at)) / total;
   if (covered <= 0) return matched;
-  return Math.max(matched, Math.round((matched * total) / covered));
+  return Math.max(matched, Math.round((matched * kept) / covered));
 }
