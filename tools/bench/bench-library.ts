@@ -137,6 +137,11 @@ function context(dataDir: string): HostContext {
   };
 }
 
+/** The 1-minute load average, to read each figure against (the machine may be shared). */
+function loadAverage(): string {
+  return os.loadavg()[0].toFixed(1);
+}
+
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
 }
@@ -325,6 +330,7 @@ async function main(): Promise<void> {
   const db = library.db;
 
   const { models, start } = reuse ? existing(library) : fill(library);
+  const loadBefore = loadAverage();
   // --- Queries: each timed cold (its total counted again) and as a cursor page.
   const anyImage = (db.prepare('SELECT id FROM images LIMIT 1 OFFSET 777').get() as { id: string })
     .id;
@@ -428,6 +434,9 @@ async function main(): Promise<void> {
   );
   console.log(
     `library bench: search page p95 ${p95.toFixed(1)} ms, p50 ${percentile(allTimes, 50).toFixed(1)} ms, max ${allTimes[allTimes.length - 1].toFixed(1)} ms over ${allTimes.length} pages of 100 (target < ${targetMs} ms): ${p95 < targetMs ? 'PASS' : 'FAIL'}`,
+  );
+  console.log(
+    `library bench: load average (1 min) ${loadBefore} before the searches, ${loadAverage()} after (${os.cpus().length} cores)`,
   );
   library.close();
   if (keep || reuse) console.log(`kept ${dataDir}`);
