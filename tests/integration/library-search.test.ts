@@ -11,8 +11,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type GalleryQuery, GalleryQuery as GalleryQuerySchema } from '../../src/shared';
 import type { Library } from '../../src/main/library/service';
 import { type Row, fillLibrary, naive } from './library-fill';
-import { openLibrary, replayMigration, tempDir } from './library-helpers';
+import { openLibrary, replayMigration, saveOne, tempDir } from './library-helpers';
 import { openDatabase } from '../../src/main/library/db';
+import { suspendTextIndexes } from '../../src/main/library/image-text';
 import { migrations } from '../../src/main/library/migrations';
 import { maxWordsPerPrefix, textMatch, textSearch } from '../../src/main/library/search-text';
 
@@ -319,5 +320,30 @@ describe('prefix terms spelled out as words (textMatch)', () => {
         .map((w) => `"${w}"`)
         .join(' OR ')})`,
     );
+  });
+});
+
+describe('a bulk fill with the text indexes suspended (bench:library)', () => {
+  it('finds every image and prompt once resumed, and indexes later saves again', async () => {
+    const d = tempDir();
+    dirs.push(d);
+    const { library: l } = await openLibrary(d);
+    const resume = suspendTextIndexes(l.db);
+    const rows = fillLibrary(l, 400, 9);
+    expect(l.gallery.searchGallery(q({ text: 'cat' })).items).toEqual([]);
+    resume();
+    for (const text of ['cat', 'li', 'watermark', 'castle watercolor'])
+      for (const sort of ['newest', 'rating'] as const) {
+        const page = l.gallery.searchGallery(q({ text, sort, limit: 100 }));
+        expect(
+          page.items.map((i) => i.imageId),
+          `${sort} ${text}`,
+        ).toEqual(naive(rows, q({ text, sort })).slice(0, 100));
+      }
+    const saved = await saveOne(l, { prompt: 'a quokka at noon', seed: 3 });
+    expect(l.gallery.searchGallery(q({ text: 'quokka' })).items.map((i) => i.imageId)).toEqual(
+      saved.imageIds,
+    );
+    l.close();
   });
 });
