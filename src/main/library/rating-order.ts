@@ -71,9 +71,12 @@ const tagWalkCost = 10;
 
 /**
  * Whether walking the bands from `start` down is expected to cost less than gathering the
- * lead's matches: each band's walk tests about `need x all / kept` of the lead's entries (at
- * most all `leadSize` of them), and yields about `leadSize x kept / all` matches, assuming the
- * lead's matches are spread over ratings and filters as all images are.
+ * lead's matches: each band's walk tests about `need x all / (kept x share)` of the lead's
+ * entries (at most all `leadSize` of them), and yields about `leadSize x kept x share / all`
+ * matches, assuming the lead's matches are spread over ratings and filters as all images are.
+ * `probes`: the sizes of a tag and a LoRA also asked for (tested through an index for each
+ * image of the band the walk finds, a row lookup each), `share` their product over all images.
+ * Gathering such a search looks up every image of its smallest link.
  */
 export function bandWalkPays(
   bands: RatingBands,
@@ -81,20 +84,26 @@ export function bandWalkPays(
   start: number,
   leadSize: number,
   need: number,
+  probes: number[] = [],
 ): boolean {
   const total = bands.all.reduce((a, b) => a + b, 0);
   if (total === 0) return true;
   const size = Math.min(leadSize, total);
+  const share = probes.reduce((s, n) => s * Math.min(1, n / total), 1);
   let left = need;
-  let walk = 0;
+  let cost = 0;
   for (let r = start; r >= 0 && left > 0; r--) {
     const kept = bands.kept[r];
     if (kept === 0) continue;
-    walk += Math.min(size, (left * total) / kept);
-    left -= (size * kept) / total;
+    const walk = share > 0 ? Math.min(size, (left * total) / (kept * share)) : size;
+    const probed = probes.length ? ((walk * kept) / total) * tagWalkCost : 0;
+    cost += ('text' in lead ? walk : walk * tagWalkCost) + probed;
+    left -= (size * kept * share) / total;
   }
-  const cost = 'text' in lead ? walk : walk * tagWalkCost;
-  return cost <= Math.max(minWalk, size * walkPerGathered);
+  const gathering = probes.length
+    ? Math.min(size, ...probes) * tagWalkCost
+    : size * walkPerGathered;
+  return cost <= Math.max(minWalk, gathering);
 }
 
 /** A page asked for in rating order: after a cursor's (rating, created_at, id), or the first. */
