@@ -376,6 +376,8 @@ async function main(): Promise<void> {
     ['text, rating sort', { text: 'cat', sort: 'rating' }],
     ['text: prefix, rating sort', { text: 'light', sort: 'rating' }],
     ['text + model + rating sort', { text: 'castle', modelId: models[1], sort: 'rating' }],
+    ['text + tag, rating sort', { text: 'cat', tag: 'keep', sort: 'rating' }],
+    ['LoRA + text, rating sort', { lora: loras[1], text: 'dragon', sort: 'rating' }],
     ['seed variants', { seedVariantsOf: anyImage }],
     [
       'everything',
