@@ -304,3 +304,68 @@ describe('totals of other text, tag and LoRA searches', () => {
     expect(again.totalEstimate).toBe(first.totalEstimate! + 1);
   });
 });
+
+describe('totals of text, tag and LoRA searches in rating order', () => {
+  let l: Library;
+  let rows: Row[];
+  beforeAll(async () => {
+    ({ library: l } = await openLibrary(dir()));
+    // Enough that the common words, the tag and the LoRA match more than countAhead + a page
+    // (2,100): they are estimated, not counted.
+    rows = fillLibrary(l, 6000, 11);
+  });
+  afterAll(() => l.close());
+
+  const searches: Array<Partial<GalleryQuery>> = [
+    { text: 'light' },
+    { text: 'li' },
+    { text: 'watermark' },
+    { text: 'light', sampler: 'ddim' },
+    { text: 'li', favorite: true, minRating: 2 },
+    { tag: 'keep', favorite: true },
+    // Bands too thin for a walk of the tag's rows: the gathering page, not counted.
+    { tag: 'keep', sampler: 'heun' },
+    { lora: 'detail', mode: 'img2img' },
+    { text: 'castle watercolor' },
+    { tag: 'keep', text: 'cat' },
+    { lora: 'detail', text: 'light' },
+  ];
+  const limit = 60;
+
+  for (const search of searches)
+    it(`${JSON.stringify(search)}: the page in order, exact or at least the page with an estimate`, () => {
+      const want = naive(rows, q({ ...search, sort: 'rating' }));
+      const page = l.gallery.searchGallery(q({ ...search, sort: 'rating', limit }));
+      expect(page.items.map((i) => i.imageId)).toEqual(want.slice(0, limit));
+      if (page.totalExact) {
+        expect(page.total).toBe(want.length);
+        return;
+      }
+      // Never "2,100+": at least the matches found, and about how many there are.
+      expect(page.total).toBeLessThanOrEqual(want.length);
+      expect(page.totalEstimate).toBeDefined();
+      // Within 3/sqrt(61) = 38% (the generated library spreads words, tags, LoRAs and ratings
+      // evenly over time).
+      expect(Math.abs(page.totalEstimate! - want.length) / want.length).toBeLessThan(
+        3 / Math.sqrt(limit + 1),
+      );
+    });
+
+  it('a search with more matches than it counts is estimated, and exact on its last page', () => {
+    const search = { text: 'light', sort: 'rating' as const };
+    const want = naive(rows, q(search));
+    expect(want.length).toBeGreaterThan(2100 + limit);
+    const first = l.gallery.searchGallery(q({ ...search, limit }));
+    expect(first).toMatchObject({ total: limit + 1, totalExact: false });
+    // Along the cursors to the end: every match once, in order; the estimate stays.
+    const walked = first.items.map((i) => i.imageId);
+    let cursor = first.nextCursor;
+    while (cursor) {
+      const page = l.gallery.searchGallery(q({ ...search, limit: 500, cursor }));
+      expect(page.totalEstimate).toBe(first.totalEstimate);
+      walked.push(...page.items.map((i) => i.imageId));
+      cursor = page.nextCursor;
+    }
+    expect(walked).toEqual(want);
+  });
+});

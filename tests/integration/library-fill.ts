@@ -59,32 +59,43 @@ export function fillLibrary(l: Library, generations: number, seed = 7): Row[] {
   // Random ids, so id order is not insertion order and ties are broken by id alone.
   const id = () =>
     Math.floor(rand() * 36 ** 8).toString(36) + Math.floor(rand() * 36 ** 8).toString(36);
+  // Prepared once: preparing each row's statements took most of a fill's time.
+  const insertTag = db.prepare(
+    'INSERT INTO tags (name) VALUES (?) ON CONFLICT (name) DO UPDATE SET name = name RETURNING id',
+  );
+  const insertPrompt = db.prepare(
+    'INSERT INTO prompts (text, negative) VALUES (?, ?) ON CONFLICT (text, negative) DO NOTHING',
+  );
+  const promptOf = db.prepare('SELECT id FROM prompts WHERE text = ? AND negative = ?');
+  const insertGeneration = db.prepare(
+    `INSERT INTO generations (id, settings, prompt_id, model_id, model_name, seed, sampler, mode,
+       steps, guidance, width, height, variant_key, timings, provider, family, created_at)
+     VALUES (?, '{}', ?, ?, ?, ?, ?, ?, 20, 7, ?, ?, ?, '{}', 'cpu', 'sd1', ?)`,
+  );
+  const insertLora = db.prepare(
+    "INSERT INTO generation_networks (generation_id, kind, name) VALUES (?, 'lora', ?)",
+  );
+  const insertEmbedding = db.prepare(
+    "INSERT INTO generation_networks (generation_id, kind, name) VALUES (?, 'embedding', 'detail')",
+  );
+  const insertImage = db.prepare(
+    `INSERT INTO images (id, generation_id, file, sha256, width, height, bytes, seed, batch_index,
+       prompt_id, model_id, sampler, mode, variant_key, favorite, rating, created_at)
+     VALUES (?, ?, ?, '', ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+  );
+  const linkTag = db.prepare('INSERT INTO image_tags (image_id, tag_id) VALUES (?, ?)');
+  const trash = db.prepare("UPDATE images SET deleted_at = 1, delete_token = 'x' WHERE id = ?");
   db.transaction(() => {
     for (const m of models)
       db.prepare(
         "INSERT INTO models (id, path, name, family, added_at) VALUES (?, ?, ?, 'sd1', 0)",
       ).run(m, `/models/${m}`, m);
-    const tagId = (name: string) =>
-      (
-        db
-          .prepare(
-            'INSERT INTO tags (name) VALUES (?) ON CONFLICT (name) DO UPDATE SET name = name RETURNING id',
-          )
-          .get(name) as { id: number }
-      ).id;
+    const tagId = (name: string) => (insertTag.get(name) as { id: number }).id;
     for (let g = 0; g < generations; g++) {
       const text = `a ${pick(subjects)}, ${pick(styles)}${rand() < 0.01 ? ', zanzibar' : ''}`;
       const negative = pick(negatives);
-      db.prepare(
-        'INSERT INTO prompts (text, negative) VALUES (?, ?) ON CONFLICT (text, negative) DO NOTHING',
-      ).run(text, negative);
-      const promptId = (
-        db
-          .prepare('SELECT id FROM prompts WHERE text = ? AND negative = ?')
-          .get(text, negative) as {
-          id: number;
-        }
-      ).id;
+      insertPrompt.run(text, negative);
+      const promptId = (promptOf.get(text, negative) as { id: number }).id;
       // Three generations to a millisecond (ties across generations, and within each), ten
       // minutes apart: days of the scroll bar's day index.
       const createdAt = 1_700_000_000_000 + Math.floor(g / 3) * 600_000;
@@ -96,11 +107,7 @@ export function fillLibrary(l: Library, generations: number, seed = 7): Row[] {
         [768, 512],
       ]);
       const gid = id();
-      db.prepare(
-        `INSERT INTO generations (id, settings, prompt_id, model_id, model_name, seed, sampler, mode,
-           steps, guidance, width, height, variant_key, timings, provider, family, created_at)
-         VALUES (?, '{}', ?, ?, ?, ?, ?, ?, 20, 7, ?, ?, ?, '{}', 'cpu', 'sd1', ?)`,
-      ).run(
+      insertGeneration.run(
         gid,
         promptId,
         modelId,
@@ -118,25 +125,15 @@ export function fillLibrary(l: Library, generations: number, seed = 7): Row[] {
       if (rand() < 0.02) loras.push('rare-style');
       // The same LoRA twice in two cases: its images are found once.
       if (loras[0] === 'Detail' && rand() < 0.2) loras.push('detail');
-      for (const name of loras)
-        db.prepare(
-          "INSERT INTO generation_networks (generation_id, kind, name) VALUES (?, 'lora', ?)",
-        ).run(gid, name);
+      for (const name of loras) insertLora.run(gid, name);
       // An embedding of a LoRA's name is not that LoRA.
-      if (rand() < 0.1)
-        db.prepare(
-          "INSERT INTO generation_networks (generation_id, kind, name) VALUES (?, 'embedding', 'detail')",
-        ).run(gid);
+      if (rand() < 0.1) insertEmbedding.run(gid);
       const count = 1 + Math.floor(rand() * 3);
       for (let b = 0; b < count; b++) {
         const iid = id();
         const rating = rand() < 0.4 ? 0 : 1 + Math.floor(rand() * 5);
         const favorite = rand() < 0.6;
-        db.prepare(
-          `INSERT INTO images (id, generation_id, file, sha256, width, height, bytes, seed, batch_index,
-             prompt_id, model_id, sampler, mode, variant_key, favorite, rating, created_at)
-           VALUES (?, ?, ?, '', ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        ).run(
+        insertImage.run(
           iid,
           gid,
           `images/${iid}.png`,
@@ -156,11 +153,9 @@ export function fillLibrary(l: Library, generations: number, seed = 7): Row[] {
         const tags: string[] = [];
         if (rand() < 0.2) tags.push('keep');
         if (rand() < 0.02) tags.push('Print');
-        for (const t of tags)
-          db.prepare('INSERT INTO image_tags (image_id, tag_id) VALUES (?, ?)').run(iid, tagId(t));
+        for (const t of tags) linkTag.run(iid, tagId(t));
         const deleted = rand() < 0.05;
-        if (deleted)
-          db.prepare("UPDATE images SET deleted_at = 1, delete_token = 'x' WHERE id = ?").run(iid);
+        if (deleted) trash.run(iid);
         rows.push({
           id: iid,
           createdAt,

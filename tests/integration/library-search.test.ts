@@ -11,10 +11,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type GalleryQuery, GalleryQuery as GalleryQuerySchema } from '../../src/shared';
 import type { Library } from '../../src/main/library/service';
 import { type Row, fillLibrary, naive } from './library-fill';
-import { openLibrary, replayMigration, tempDir } from './library-helpers';
+import { openLibrary, replayMigration, saveOne, tempDir } from './library-helpers';
 import { openDatabase } from '../../src/main/library/db';
+import { suspendTextIndexes } from '../../src/main/library/image-text';
 import { migrations } from '../../src/main/library/migrations';
-import { maxWordsPerPrefix, textMatch } from '../../src/main/library/search-text';
+import { maxWordsPerPrefix, textMatch, textSearch } from '../../src/main/library/search-text';
 
 /** The migration that dates tags and LoRAs and adds images_fts and image_days. */
 const dateLinksVersion = migrations.find((m) =>
@@ -280,6 +281,23 @@ describe('prefix terms spelled out as words (textMatch)', () => {
     expect(textMatch(l.db, '*** ()')).toBeNull();
   });
 
+  it("bounds the images a text matches by its words' rows, and knows no bound for a prefix", () => {
+    const rows = (word: string) =>
+      (
+        l.db
+          .prepare('SELECT count(*) AS n FROM images_fts WHERE images_fts MATCH ?')
+          .get(`"${word}"`) as { n: number }
+      ).n;
+    // An OR of words: at most their rows added up (a row with two of them counts twice).
+    expect(textSearch(l.db, 'li')?.atMost).toBe(rows('light') + rows('lighthouse'));
+    // Terms joined by AND: at most the fewest of any term.
+    expect(textSearch(l.db, 'cat li')?.atMost).toBe(
+      Math.min(rows('cat'), rows('light') + rows('lighthouse')),
+    );
+    expect(textSearch(l.db, 'cat café')?.atMost).toBeNull();
+    expect(textSearch(l.db, '()')).toBeNull();
+  });
+
   it('reads the words again once another connection has written', () => {
     expect(textMatch(l.db, 'zeb')).toBe('"zeb"*');
     const other = openDatabase(l.dbFile);
@@ -302,5 +320,30 @@ describe('prefix terms spelled out as words (textMatch)', () => {
         .map((w) => `"${w}"`)
         .join(' OR ')})`,
     );
+  });
+});
+
+describe('a bulk fill with the text indexes suspended (bench:library)', () => {
+  it('finds every image and prompt once resumed, and indexes later saves again', async () => {
+    const d = tempDir();
+    dirs.push(d);
+    const { library: l } = await openLibrary(d);
+    const resume = suspendTextIndexes(l.db);
+    const rows = fillLibrary(l, 400, 9);
+    expect(l.gallery.searchGallery(q({ text: 'cat' })).items).toEqual([]);
+    resume();
+    for (const text of ['cat', 'li', 'watermark', 'castle watercolor'])
+      for (const sort of ['newest', 'rating'] as const) {
+        const page = l.gallery.searchGallery(q({ text, sort, limit: 100 }));
+        expect(
+          page.items.map((i) => i.imageId),
+          `${sort} ${text}`,
+        ).toEqual(naive(rows, q({ text, sort })).slice(0, 100));
+      }
+    const saved = await saveOne(l, { prompt: 'a quokka at noon', seed: 3 });
+    expect(l.gallery.searchGallery(q({ text: 'quokka' })).items.map((i) => i.imageId)).toEqual(
+      saved.imageIds,
+    );
+    l.close();
   });
 });

@@ -18,25 +18,59 @@ const shift = 1_048_576;
 const keyOf = (row: 'new' | 'old' | 'i') =>
   `${row}.created_at * ${shift} + (${row}.rowid % ${shift})`;
 
+/** Every image's prompt into images_fts, then merged into one segment. */
+const indexAll = `
+INSERT INTO images_fts (rowid, text, negative)
+  SELECT ${keyOf('i')}, p.text, p.negative FROM images i JOIN prompts p ON p.id = i.prompt_id;
+-- One segment instead of hundreds after the bulk insert (5 s at 1,000,000 images): a query
+-- opens every segment, "cat" took 36-55 ms before and 2-4 ms after.
+INSERT INTO images_fts (images_fts) VALUES ('optimize');`;
+
+const insertTrigger = `
+CREATE TRIGGER images_fts_ai AFTER INSERT ON images BEGIN
+  INSERT INTO images_fts (rowid, text, negative)
+    SELECT ${keyOf('new')}, text, negative FROM prompts WHERE id = new.prompt_id;
+END;`;
+
 /** Migration 11: the table filled from the images there are, and its triggers. */
 export function addImageText(db: Db): void {
   db.exec(`
 CREATE VIRTUAL TABLE images_fts USING fts5(
   text, negative, content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 2'
 );
-INSERT INTO images_fts (rowid, text, negative)
-  SELECT ${keyOf('i')}, p.text, p.negative FROM images i JOIN prompts p ON p.id = i.prompt_id;
--- One segment instead of hundreds after the bulk insert (5 s at 1,000,000 images): a query
--- opens every segment, "cat" took 36-55 ms before and 2-4 ms after.
-INSERT INTO images_fts (images_fts) VALUES ('optimize');
-CREATE TRIGGER images_fts_ai AFTER INSERT ON images BEGIN
-  INSERT INTO images_fts (rowid, text, negative)
-    SELECT ${keyOf('new')}, text, negative FROM prompts WHERE id = new.prompt_id;
-END;
+${indexAll}
+${insertTrigger}
 CREATE TRIGGER images_fts_ad AFTER DELETE ON images BEGIN
   DELETE FROM images_fts WHERE rowid = ${keyOf('old')};
 END;
 `);
+}
+
+/**
+ * For a bulk fill (npm run bench:library): the insert triggers of images_fts and prompts_fts go;
+ * the returned function indexes every image and prompt again, one statement each, and puts the
+ * triggers back. FTS5 writes its pending terms to disk at every statement's savepoint
+ * (fts5SavepointMethod calls sqlite3Fts5FlushToDisk, SQLite's fts5_main.c), so an insert per
+ * row through a trigger makes a segment per row, which automerge merges again and again: 90%
+ * of a 1,000,000-generation fill's time halfway through it (perf: fts5IndexMergeLevel ->
+ * fts5DataDelete), and the fill grew faster than its rows (300,000: 140 s; 1,000,000: 23 min).
+ */
+export function suspendTextIndexes(db: Db): () => void {
+  const prompts = (
+    db
+      .prepare("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = 'prompts_ai'")
+      .get() as {
+      sql: string;
+    }
+  ).sql;
+  db.exec('DROP TRIGGER images_fts_ai; DROP TRIGGER prompts_ai;');
+  return () =>
+    db.exec(`
+INSERT INTO images_fts (images_fts) VALUES ('delete-all');
+${indexAll}
+INSERT INTO prompts_fts (prompts_fts) VALUES ('rebuild');
+${insertTrigger}
+${prompts};`);
 }
 
 /** The image of an `images_fts` row `f`: its millisecond through images_newest, then its rowid. */

@@ -159,6 +159,16 @@ export function loraTotals(db: Db, name: string): { images: number; generations:
 /** What leads a date-ordered search: a tag or LoRA, or an FTS5 query over `images_fts`. */
 export type Lead = DateLink | { text: string };
 
+/**
+ * At most how many live images a search led by `lead` matches, without a walk: a tag's or a
+ * LoRA's kept count, or for text `textAtMost` (search-text.ts; Infinity when it is unknown).
+ */
+export function leadSize(db: Db, lead: Lead, textAtMost: number | null): number {
+  if ('tagId' in lead) return tagTotal(db, lead.tagId);
+  if ('lora' in lead) return loraTotals(db, lead.lora).images;
+  return textAtMost ?? Infinity;
+}
+
 /** The exact total of a search by one tag or one LoRA alone; null for any other search. */
 export function exactLeadTotal(db: Db, lead: Lead, rest: Rest): number | null {
   // rest.where[0] is `i.deleted_at IS NULL`, which the kept counts already apply.
@@ -226,7 +236,7 @@ export function estimateFromPage(
  * Live images from `t` (included) to the newest, or from the oldest to `t`: whole days from
  * `image_days`, the day of `t` itself through images_newest (at most one day of entries).
  */
-function liveImagesFrom(db: Db, newest: boolean, t: number): number {
+export function liveImagesFrom(db: Db, newest: boolean, t: number): number {
   const day = Math.floor(t / dayMs);
   const days = (
     db

@@ -58,32 +58,61 @@ export function ftsQuery(text: string): string | null {
  * more than maxWordsPerPrefix words. Null when ftsQuery is.
  */
 export function textMatch(db: Db, text: string): string | null {
+  return textSearch(db, text)?.match ?? null;
+}
+
+/** A search text as textMatch spells it, and at most how many images it can match. */
+export interface TextSearch {
+  match: string;
+  /**
+   * At most this many rows of `images_fts` match (live images and those in the trash): the
+   * fewest, over the terms, of the documents of a term's words added up; null when a term
+   * stays a prefix (not known without reading its lists).
+   */
+  atMost: number | null;
+}
+
+/** textMatch's query with an upper bound of its matches, from the same words. */
+export function textSearch(db: Db, text: string): TextSearch | null {
   const terms = searchTerms(text);
   if (terms.length === 0) return null;
-  return terms
-    .map((term) => {
-      const prefix = term.toLowerCase();
-      if (!/^[a-z0-9]+$/.test(prefix)) return `${quoted(term)}*`;
-      const found = wordsOf(db, prefix);
-      if (found.length === 0 || found.length > maxWordsPerPrefix) return `${quoted(term)}*`;
-      return found.length === 1 ? quoted(found[0]) : `(${found.map(quoted).join(' OR ')})`;
-    })
-    .join(' AND '); // explicit: FTS5 joins a parenthesised group to its neighbour only with AND
+  let atMost: number | null = Infinity;
+  const parts = terms.map((term) => {
+    const prefix = term.toLowerCase();
+    const found = /^[a-z0-9]+$/.test(prefix) ? wordsOf(db, prefix) : [];
+    if (found.length === 0 || found.length > maxWordsPerPrefix) {
+      atMost = null;
+      return `${quoted(term)}*`;
+    }
+    const rows = found.reduce((n, w) => n + w.doc, 0);
+    if (atMost !== null) atMost = Math.min(atMost, rows);
+    return found.length === 1
+      ? quoted(found[0].term)
+      : `(${found.map((w) => quoted(w.term)).join(' OR ')})`;
+  });
+  // Explicit AND: FTS5 joins a parenthesised group to its neighbour only with AND.
+  return { match: parts.join(' AND '), atMost };
+}
+
+/** A word of images_fts and the rows (documents) it is in. */
+interface Word {
+  term: string;
+  doc: number;
 }
 
 /** Prefixes' words per connection, valid while nothing was written (see wordsOf). */
-const known = new WeakMap<Db, { stamp: string; words: Map<string, string[]> }>();
+const known = new WeakMap<Db, { stamp: string; words: Map<string, Word[]> }>();
 const maxKnownPrefixes = 256;
 
 /**
  * The words of images_fts that start with `prefix` (lower-case ASCII), at most one more than
- * maxWordsPerPrefix. fts5vocab counts each word's documents as it lists it, so a word in nearly
- * every prompt costs its whole list ("a": 14 ms at 100,000 images); the words are kept until
- * the database changes, so the next pages of a search and the searches typed after it do not
- * read them again. A change is a commit by another connection (`PRAGMA data_version`) or any
+ * maxWordsPerPrefix, with the rows each is in. fts5vocab counts each word's documents as it
+ * lists it, so a word in nearly every prompt costs its whole list ("a": 14 ms at 100,000
+ * images); the words are kept until the database changes, so the next pages of a search and
+ * the searches typed after it do not read them again. A change is a commit by another connection (`PRAGMA data_version`) or any
  * write by this one (`total_changes()`): new words come only with new images.
  */
-function wordsOf(db: Db, prefix: string): string[] {
+function wordsOf(db: Db, prefix: string): Word[] {
   const { v } = db.prepare('SELECT total_changes() AS v').get() as { v: number };
   const stamp = `${db.pragma('data_version', { simple: true }) as number}:${v}`;
   let cache = known.get(db);
@@ -95,13 +124,11 @@ function wordsOf(db: Db, prefix: string): string[] {
   if (!words) {
     // The first string after every word that starts with the prefix (in byte order).
     const end = prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
-    words = (
-      db
-        .prepare(
-          `SELECT term FROM images_fts_terms WHERE term >= ? AND term < ? LIMIT ${maxWordsPerPrefix + 1}`,
-        )
-        .all(prefix, end) as Array<{ term: string }>
-    ).map((r) => r.term);
+    words = db
+      .prepare(
+        `SELECT term, doc FROM images_fts_terms WHERE term >= ? AND term < ? LIMIT ${maxWordsPerPrefix + 1}`,
+      )
+      .all(prefix, end) as Word[];
     cache.words.set(prefix, words);
   }
   return words;

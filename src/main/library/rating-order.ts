@@ -1,0 +1,175 @@
+/**
+ * Text, tag and LoRA searches in rating order without gathering every match. Rating order is
+ * (rating, created_at, id) descending and a rating is one of six values, so its pages are the
+ * date-ordered pages of each rating's band, 5 stars down to none: each band is the lead's own
+ * date-ordered walk (image-text.ts, date-links.ts) with `i.rating = r` among its conditions,
+ * which stops after about a page. Before, such a page gathered every match first (the prompts
+ * of a prefix: 24.6 ms at 1,000,000 images, npm run bench:library) and then walked
+ * `images_rating`, testing each row against them.
+ *
+ * A band walk tests the lead's matches newest first until a page of them has the band's rating,
+ * so a band holding few of the images costs a long walk (a few 5-star images among a million,
+ * and a common word: every one of its matches). How many images each band holds is known
+ * (image_counts), and the lead's size about (tag_counts, lora_counts, the words' documents in
+ * images_fts_terms), so the walk is planned before it starts and left to the gathering query
+ * (gallery.ts, pageKeys) when it would walk more than that costs.
+ *
+ * Totals: the walk from the top of the order to the last key found covers every image of the
+ * bands above the last key's and the newest part of its band, so the share of matches among the
+ * covered images, times all images, estimates the total (estimateInRatingOrder).
+ */
+import type { Db } from './db';
+import { type LinkKey, type PageAsk, type Rest, pageThroughLink } from './date-links';
+import { pageText } from './image-text';
+import { type Lead, liveImagesFrom } from './lead-counts';
+
+/** Ratings, highest first (images.rating is CHECKed to 0..5). */
+const topRating = 5;
+
+/** Live images per rating (index = stars): all of them, and those the column filters keep. */
+export interface RatingBands {
+  all: number[];
+  kept: number[];
+}
+
+/**
+ * The bands' sizes from image_counts, in one pass over it. `columns`: the search's conditions
+ * on image_counts' columns (model, sampler, mode, size, favourite, rating), over `i.`.
+ */
+export function ratingBands(db: Db, columns: Rest): RatingBands {
+  const kept = columns.where.length ? columns.where.join(' AND ') : '1';
+  const rows = db
+    .prepare(
+      `SELECT rating, sum(n) AS n, sum(CASE WHEN ${kept} THEN n ELSE 0 END) AS k
+       FROM image_counts i GROUP BY rating`,
+    )
+    .all(...columns.params) as Array<{ rating: number; n: number; k: number }>;
+  const bands: RatingBands = {
+    all: Array(topRating + 1).fill(0),
+    kept: Array(topRating + 1).fill(0),
+  };
+  for (const r of rows) {
+    bands.all[r.rating] = r.n;
+    bands.kept[r.rating] = r.k;
+  }
+  return bands;
+}
+
+/**
+ * Index entries a page of band walks may test before the gathering queries are expected to
+ * cost less. Measured at 300,000 images (npm run bench:library, 2 cores under load): a text's
+ * walked entry cost about 0.4 us (found through images_rating, which covers the filters: 2,000
+ * entries of "castle" with a model, 2.1 ms), while the gathering page with its count took 13 to
+ * 60 ms ("light": 80,000 matches, 13 ms; "castle" with a model: 15,000, 46 ms): never less than
+ * about 20,000 walked entries, and about one for every 5 matches of the lead. A tag's or a
+ * LoRA's entry costs a lookup of its image's row, about 9 us (3,000 entries of a tag, 27 ms),
+ * against 4 ms for its gathering page: it counts as tagWalkCost text entries.
+ */
+const minWalk = 20_000;
+const walkPerGathered = 0.2;
+const tagWalkCost = 10;
+
+/**
+ * Whether walking the bands from `start` down is expected to cost less than gathering the
+ * lead's matches: each band's walk tests about `need x all / (kept x share)` of the lead's
+ * entries (at most all `leadSize` of them), and yields about `leadSize x kept x share / all`
+ * matches, assuming the lead's matches are spread over ratings and filters as all images are.
+ * `probes`: the sizes of a tag and a LoRA also asked for (tested through an index for each
+ * image of the band the walk finds, a row lookup each), `share` their product over all images.
+ * Gathering such a search looks up every image of its smallest link.
+ */
+export function bandWalkPays(
+  bands: RatingBands,
+  lead: Lead,
+  start: number,
+  leadSize: number,
+  need: number,
+  probes: number[] = [],
+): boolean {
+  const total = bands.all.reduce((a, b) => a + b, 0);
+  if (total === 0) return true;
+  const size = Math.min(leadSize, total);
+  const share = probes.reduce((s, n) => s * Math.min(1, n / total), 1);
+  let left = need;
+  let cost = 0;
+  for (let r = start; r >= 0 && left > 0; r--) {
+    const kept = bands.kept[r];
+    if (kept === 0) continue;
+    const walk = share > 0 ? Math.min(size, (left * total) / (kept * share)) : size;
+    const probed = probes.length ? ((walk * kept) / total) * tagWalkCost : 0;
+    cost += ('text' in lead ? walk : walk * tagWalkCost) + probed;
+    left -= (size * kept * share) / total;
+  }
+  const gathering = probes.length
+    ? Math.min(size, ...probes) * tagWalkCost
+    : size * walkPerGathered;
+  return cost <= Math.max(minWalk, gathering);
+}
+
+/** A page asked for in rating order: after a cursor's (rating, created_at, id), or the first. */
+export interface RatedAsk {
+  rest: Rest;
+  after: [number, number, string] | null;
+  /** Keys wanted (one more than the page, to tell whether another follows). */
+  limit: number;
+}
+
+/**
+ * Up to `limit` keys in rating order: the bands from the cursor's (or the top) down, each the
+ * lead's date-ordered walk with the band's rating as one more condition. Bands without an image
+ * the column filters keep are skipped unwalked.
+ */
+export function pageInRatingOrder(
+  db: Db,
+  lead: Lead,
+  bands: RatingBands,
+  ask: RatedAsk,
+): LinkKey[] {
+  const keys: LinkKey[] = [];
+  const start = ask.after ? ask.after[0] : topRating;
+  for (let r = start; r >= 0 && keys.length < ask.limit; r--) {
+    if (bands.kept[r] === 0) continue;
+    const band: PageAsk = {
+      // A text's walk finds each image through images_rating (rating, created_at), which
+      // covers the column filters too: no lookup of the image's row for the entries that fail.
+      rest: { where: [...ask.rest.where, 'i.rating = ?'], params: [...ask.rest.params, r] },
+      newest: true,
+      after: ask.after && r === start ? [ask.after[1], ask.after[2]] : null,
+      limit: ask.limit - keys.length,
+      offset: 0,
+    };
+    keys.push(
+      ...('text' in lead ? pageText(db, lead.text, band) : pageThroughLink(db, lead, band)),
+    );
+  }
+  return keys;
+}
+
+/**
+ * About how many images a rating-ordered search matches, from its first page: `matched` matches
+ * (the page and the one past it) were found in order from the top to `last`. The walk covered
+ * the images the column filters keep (`bands.kept`) of every band above `last.rating`, and of
+ * its band those from `last.created_at` to the newest, about `kept x (live images from then) /
+ * (all live images)` (the band's images taken as spread over time as all images are:
+ * image_days counts the latter without a walk). Then
+ *
+ *   estimate = matched x (images kept / covered images)
+ *
+ * the ratio estimator of a sample (Cochran, Sampling Techniques, 3rd ed., ch. 6), as
+ * estimateFromPage for date order; never below `matched`.
+ */
+export function estimateInRatingOrder(
+  db: Db,
+  bands: RatingBands,
+  last: LinkKey,
+  matched: number,
+): number {
+  const total = bands.all.reduce((a, b) => a + b, 0);
+  const kept = bands.kept.reduce((a, b) => a + b, 0);
+  if (total === 0) return matched;
+  let covered = 0;
+  for (let r = topRating; r > last.rating; r--) covered += bands.kept[r];
+  covered += (bands.kept[last.rating] * liveImagesFrom(db, true, last.created_at)) / total;
+  if (covered <= 0) return matched;
+  return Math.max(matched, Math.round((matched * kept) / covered));
+}
