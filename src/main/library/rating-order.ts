@@ -76,6 +76,29 @@ const walkPerGathered = 0.2;
 const tagWalkCost = 10;
 
 /**
+ * The bands a walk from `start` down goes through to find `need` of `matches` matches (spread
+ * over ratings and filters as all images are, `total` of them): for each band the column
+ * filters keep images of, its expected matches and the part of the lead's entries its walk
+ * tests (all of them when the band holds fewer matches than are still needed).
+ */
+function* bandsWalked(
+  bands: RatingBands,
+  start: number,
+  total: number,
+  matches: number,
+  need: number,
+): Generator<{ kept: number; inBand: number; part: number }> {
+  let left = need;
+  for (let r = start; r >= 0 && left > 0; r--) {
+    const kept = bands.kept[r];
+    if (kept === 0) continue;
+    const inBand = (matches * kept) / total;
+    yield { kept, inBand, part: inBand > 0 ? Math.min(1, left / inBand) : 1 };
+    left -= inBand;
+  }
+}
+
+/**
  * Whether walking the bands from `start` down is expected to cost less than gathering the
  * lead's matches: each band's walk tests about `need x all / (kept x share)` of the lead's
  * entries (at most all `leadSize` of them), and yields about `leadSize x kept x share / all`
@@ -96,15 +119,11 @@ export function bandWalkPays(
   if (total === 0) return true;
   const size = Math.min(leadSize, total);
   const share = probes.reduce((s, n) => s * Math.min(1, n / total), 1);
-  let left = need;
   let cost = 0;
-  for (let r = start; r >= 0 && left > 0; r--) {
-    const kept = bands.kept[r];
-    if (kept === 0) continue;
-    const walk = share > 0 ? Math.min(size, (left * total) / (kept * share)) : size;
+  for (const { kept, part } of bandsWalked(bands, start, total, size * share, need)) {
+    const walk = part * size;
     const probed = probes.length ? ((walk * kept) / total) * tagWalkCost : 0;
     cost += ('text' in lead ? walk : walk * tagWalkCost) + probed;
-    left -= (size * kept * share) / total;
   }
   const gathering = probes.length
     ? Math.min(size, ...probes) * tagWalkCost
@@ -148,16 +167,9 @@ export function bandsOrAll(
   const times = probes.reduce((a, n) => a + n, 0) * timeCost;
   const matches = probes.reduce((m, n) => m * Math.min(1, n / total), size);
   const all = times + size + matches * hitCost;
-  let left = need;
   let walk = 0;
-  for (let r = start; r >= 0 && left > 0; r--) {
-    const kept = bands.kept[r];
-    if (kept === 0) continue;
-    const inBand = (matches * kept) / total;
-    const part = inBand > 0 ? Math.min(1, left / inBand) : 1;
+  for (const { inBand, part } of bandsWalked(bands, start, total, matches, need))
     walk += times + part * (size + inBand * hitCost + (matches - inBand) * missCost);
-    left -= inBand;
-  }
   return walk < all ? 'bands' : 'all';
 }
 
