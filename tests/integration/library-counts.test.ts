@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type GalleryQuery, GalleryQuery as GalleryQuerySchema } from '../../src/shared';
 import type { Library } from '../../src/main/library/service';
 import { migrations } from '../../src/main/library/migrations';
+import { searchGallery } from '../../src/main/library/gallery';
 import { type Row, fillLibrary, naive } from './library-fill';
 import { openLibrary, replayMigration, saveOne, tempDir } from './library-helpers';
 
@@ -349,6 +350,45 @@ describe('totals of text, tag and LoRA searches in rating order', () => {
       expect(Math.abs(page.totalEstimate! - want.length) / want.length).toBeLessThan(
         3 / Math.sqrt(limit + 1),
       );
+    });
+
+  // A word with a tag or LoRA keeps within their creation times (image-text.ts); with few
+  // matches next to the word's, a page reads them all at once, sorted and counted (bandsOrAll),
+  // and a page of a band walk (the bottom band alone, cheaper) gives the keys it found.
+  for (const [search, all] of [
+    [{ text: 'light', tag: 'print' }, true],
+    [{ text: 'li', lora: 'rare-style' }, true],
+    // 254 matches: the top bands hold a page, walked within both links' times.
+    [{ text: 'light', tag: 'keep', lora: 'detail' }, false],
+  ] as const)
+    it(`${JSON.stringify(search)}: every page along the cursors in order, the first ${all ? 'counted exactly' : 'estimated'}`, () => {
+      const want = naive(rows, q({ ...search, sort: 'rating' }));
+      expect(want.length).toBeGreaterThan(40);
+      // The word alone has more matches than a first page counts (so the rating order's own
+      // page is asked for, not the gathering count).
+      expect(naive(rows, q({ text: search.text, sort: 'rating' })).length).toBeGreaterThan(
+        2100 + 40,
+      );
+      const walked: string[] = [];
+      let cursor: string | null = null;
+      do {
+        // A new cache each page, as after an edit cleared it.
+        const page = searchGallery(
+          l.db,
+          q({ ...search, sort: 'rating', limit: 40, cursor }),
+          new Map(),
+        );
+        if (!cursor && all) expect(page).toMatchObject({ total: want.length, totalExact: true });
+        else if (!cursor)
+          expect(Math.abs(page.totalEstimate! - want.length) / want.length).toBeLessThan(
+            3 / Math.sqrt(41),
+          );
+        else if (!page.totalExact) expect(page.total).toBeLessThanOrEqual(want.length);
+        else expect(page.total).toBe(want.length);
+        walked.push(...page.items.map((i) => i.imageId));
+        cursor = page.nextCursor;
+      } while (cursor);
+      expect(walked).toEqual(want);
     });
 
   it('a search with more matches than it counts is estimated, and exact on its last page', () => {

@@ -51,6 +51,8 @@ const queries: Array<Partial<GalleryQuery>> = [
   { lora: 'RARE-STYLE' },
   { lora: 'detail', text: 'cat' },
   { lora: 'detail', tag: 'keep' },
+  { text: 'li', tag: 'keep', lora: 'detail' }, // a word within a tag's and a LoRA's times
+  { text: 'cat', tag: 'nosuchtag' },
   { lora: 'nosuchlora' },
   { sampler: 'ddim' },
   { mode: 'img2img' },

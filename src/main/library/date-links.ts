@@ -84,6 +84,25 @@ export function pageWhere(ask: PageAsk): {
   return { dir: ask.newest ? 'DESC' : 'ASC', cmp, where, params };
 }
 
+/**
+ * The creation times of a link's images, as a subquery: an image has the link only if its
+ * created_at is among them (a LoRA's are its generations', which their images share). Read from
+ * the link's own date-ordered index alone (covering), so testing a text's entries against them
+ * looks up only the images of those milliseconds (image-text.ts, `within`).
+ */
+export function linkTimes(link: DateLink): { sql: string; params: Array<string | number> } {
+  return 'tagId' in link
+    ? {
+        sql: 'SELECT created_at FROM image_tags INDEXED BY image_tags_newest WHERE tag_id = ?',
+        params: [link.tagId],
+      }
+    : {
+        sql: `SELECT created_at FROM generation_networks INDEXED BY generation_networks_newest
+              WHERE kind = 'lora' AND name = ? COLLATE NOCASE`,
+        params: [link.lora],
+      };
+}
+
 /** The id of a tag (names are case-insensitive), or null when no image has it. */
 export function tagIdOf(db: Db, name: string): number | null {
   const row = db.prepare('SELECT id FROM tags WHERE name = ? COLLATE NOCASE').get(name) as

@@ -12,6 +12,7 @@ import {
 } from '../../shared';
 import type { Db } from './db';
 import {
+  type DateLink,
   type LinkKey,
   type PageAsk,
   type Rest,
@@ -25,8 +26,10 @@ import { type Lead, estimateFromPage, exactLeadTotal, leadSize } from './lead-co
 import { countText, pageText } from './image-text';
 import {
   bandWalkPays,
+  bandsOrAll,
   estimateInRatingOrder,
   pageInRatingOrder,
+  pageOfAllText,
   ratingBands,
 } from './rating-order';
 import { textSearch } from './search-text';
@@ -230,7 +233,9 @@ interface Filter {
   /** At most how many images the text matches (search-text.ts); null: no text, or unknown. */
   textAtMost: number | null;
   /** The tag and LoRA besides the lead, tested in `rest` through an index each. */
-  probes: Lead[];
+  probes: DateLink[];
+  /** A text lead's probes: its walk keeps within their times (image-text.ts); else none. */
+  within: DateLink[];
 }
 
 /**
@@ -267,7 +272,8 @@ export function searchGallery(db: Db, query: GalleryQuery, countCache: CountCach
       limit: query.limit + 1,
       offset: query.cursor ? 0 : (query.offset ?? 0),
     };
-    keys = 'text' in lead ? pageText(db, lead.text, ask) : pageThroughLink(db, lead, ask);
+    keys =
+      'text' in lead ? pageText(db, lead.text, ask, filter.within) : pageThroughLink(db, lead, ask);
     if (!counted?.exact) counted = countFromPage(db, filter, lead, ask, keys, pageEnd, counted);
   }
   if (counted === undefined && filter.bounded && !query.cursor)
@@ -325,17 +331,18 @@ function galleryFilter(db: Db, query: GalleryQuery): Filter {
   const tag = query.tag?.trim();
   const lora = query.lora?.trim();
   // No tag of that name: -1, which no tag has (the search finds nothing).
-  // A tag or LoRA leads a text search too: testing its rows against the prompts that match
-  // (read once) costs less than joining each of the text's rows to its image and probing the
-  // tag or LoRA (1.2 s against 0.2 s for "cat" and a tag at 1,000,000 images). In rating order
-  // the text leads: its band walk finds each image through images_rating, which covers the
-  // rating and the column filters, so only the images of the band are probed (a LoRA and a
-  // word at 1,000,000 images: 0.4 to 1 s gathered and counted before).
+  // A text leads a tag or LoRA, in every order: its walk keeps within their times (image-text.ts,
+  // withinLinks), so only its entries of their milliseconds reach `images`. Before, the tag or
+  // LoRA led in date order, each of its images looked up and tested against the prompts that
+  // match ("cat" and a tag at 1,000,000 images: 20 to 40 ms, 3 ms within the tag's times), and
+  // joining each of the text's rows to its image without the times cost 1.2 s.
   const tagLink = tag !== undefined ? { tagId: tagIdOf(db, tag) ?? -1 } : null;
   const loraLink = lora !== undefined ? { lora } : null;
   const textLink = match !== null ? { text: match } : null;
-  const lead: Lead | null =
-    query.sort === 'rating' && textLink ? textLink : (tagLink ?? loraLink ?? textLink);
+  const lead: Lead | null = textLink ?? tagLink ?? loraLink;
+  const probes = [tagLink, loraLink].flatMap((l): DateLink[] =>
+    l !== null && l !== lead ? [l] : [],
+  );
   if (query.modelId !== undefined) addColumn('i.model_id = ?', query.modelId);
   if (query.sampler !== undefined) addColumn('i.sampler = ?', query.sampler);
   if (query.mode !== undefined) addColumn('i.mode = ?', query.mode);
@@ -391,7 +398,8 @@ function galleryFilter(db: Db, query: GalleryQuery): Filter {
     rest,
     columns,
     textAtMost: text?.atMost ?? null,
-    probes: [tagLink, loraLink].flatMap((l): Lead[] => (l !== null && l !== lead ? [l] : [])),
+    probes,
+    within: textLink ? probes : [],
     fromTotals:
       match === null &&
       query.tag === undefined &&
@@ -492,7 +500,7 @@ function countFromPage(
     const cap = pageEnd + countAhead;
     const n =
       'text' in lead
-        ? countText(db, lead.text, filter.rest, cap)
+        ? countText(db, lead.text, filter.rest, cap, filter.within)
         : countThroughLink(db, lead, filter.rest, cap);
     return countEntry(filter, Math.min(n, cap), n <= cap, known?.estimate);
   }
@@ -508,14 +516,16 @@ function countFromPage(
 /**
  * A text, tag or LoRA search's page in rating order (rating-order.ts), from the top or after a
  * cursor: the bands walked when that costs less than gathering the lead's matches, else the
- * gathering query (pageKeys, which walks images_rating). Either way its total is not counted
+ * gathering query (pageKeys, which walks images_rating). A text with a tag or LoRA keeps within
+ * their times (image-text.ts) and walks the bands or, when its matches are few, reads them all
+ * at once and sorts them (bandsOrAll), which counts them exactly. Else its total is not counted
  * past the page (that count cost 11 ms of a prefix's 35.6 at 1,000,000 images): `known`
  * (cached, or one tag or LoRA alone), else exact when the page holds the last match, else the
  * matches found with an estimate; a page after a cursor without a known total gives its keys
  * as the lower bound. Null (left to the gathering queries, counted) when the search has
  * conditions besides its lead that are neither image_counts' columns nor a tag or LoRA (a date
- * range, a seed's variants: the plan cannot tell how much of a walk they leave), when a walk
- * with a tag or LoRA to probe would cost more than those queries, and for a first page whose
+ * range, a seed's variants: the plan cannot tell how much of a walk they leave), when a tag's
+ * walk with a LoRA to probe would cost more than those queries, and for a first page whose
  * lead has so few matches that counting them all with the page costs little and makes the
  * total exact.
  */
@@ -538,10 +548,21 @@ function ratedPage(
     : null;
   const bands = ratingBands(db, filter.columns);
   const limit = query.limit + 1;
-  const walk = bandWalkPays(bands, lead, after ? after[0] : 5, size, limit, probes);
+  const start = after ? after[0] : 5;
+  const ask = { rest: filter.rest, after, limit, within: filter.within };
+  if (
+    'text' in lead &&
+    filter.within.length &&
+    bandsOrAll(bands, start, size, limit, probes) === 'all'
+  ) {
+    // Every match read at once and sorted: exact, on every page.
+    const all = pageOfAllText(db, lead.text, ask);
+    return { keys: all.keys, counted: known ?? countEntry(filter, all.total, true) };
+  }
+  const walk = filter.within.length > 0 || bandWalkPays(bands, lead, start, size, limit, probes);
   if (!walk && probes.length) return null;
   const keys = walk
-    ? pageInRatingOrder(db, lead, bands, { rest: filter.rest, after, limit })
+    ? pageInRatingOrder(db, lead, bands, ask)
     : pageKeys(db, query, filter.where, filter.params, size);
   const last = keys[keys.length - 1];
   if (known) return { keys, counted: known };

@@ -19,8 +19,14 @@
  * covered images, times all images, estimates the total (estimateInRatingOrder).
  */
 import type { Db } from './db';
-import { type LinkKey, type PageAsk, type Rest, pageThroughLink } from './date-links';
-import { pageText } from './image-text';
+import {
+  type DateLink,
+  type LinkKey,
+  type PageAsk,
+  type Rest,
+  pageThroughLink,
+} from './date-links';
+import { allText, pageText } from './image-text';
 import { type Lead, liveImagesFrom } from './lead-counts';
 
 /** Ratings, highest first (images.rating is CHECKed to 0..5). */
@@ -70,6 +76,29 @@ const walkPerGathered = 0.2;
 const tagWalkCost = 10;
 
 /**
+ * The bands a walk from `start` down goes through to find `need` of `matches` matches (spread
+ * over ratings and filters as all images are, `total` of them): for each band the column
+ * filters keep images of, its expected matches and the part of the lead's entries its walk
+ * tests (all of them when the band holds fewer matches than are still needed).
+ */
+function* bandsWalked(
+  bands: RatingBands,
+  start: number,
+  total: number,
+  matches: number,
+  need: number,
+): Generator<{ kept: number; inBand: number; part: number }> {
+  let left = need;
+  for (let r = start; r >= 0 && left > 0; r--) {
+    const kept = bands.kept[r];
+    if (kept === 0) continue;
+    const inBand = (matches * kept) / total;
+    yield { kept, inBand, part: inBand > 0 ? Math.min(1, left / inBand) : 1 };
+    left -= inBand;
+  }
+}
+
+/**
  * Whether walking the bands from `start` down is expected to cost less than gathering the
  * lead's matches: each band's walk tests about `need x all / (kept x share)` of the lead's
  * entries (at most all `leadSize` of them), and yields about `leadSize x kept x share / all`
@@ -90,20 +119,82 @@ export function bandWalkPays(
   if (total === 0) return true;
   const size = Math.min(leadSize, total);
   const share = probes.reduce((s, n) => s * Math.min(1, n / total), 1);
-  let left = need;
   let cost = 0;
-  for (let r = start; r >= 0 && left > 0; r--) {
-    const kept = bands.kept[r];
-    if (kept === 0) continue;
-    const walk = share > 0 ? Math.min(size, (left * total) / (kept * share)) : size;
+  for (const { kept, part } of bandsWalked(bands, start, total, size * share, need)) {
+    const walk = part * size;
     const probed = probes.length ? ((walk * kept) / total) * tagWalkCost : 0;
     cost += ('text' in lead ? walk : walk * tagWalkCost) + probed;
-    left -= (size * kept * share) / total;
   }
   const gathering = probes.length
     ? Math.min(size, ...probes) * tagWalkCost
     : size * walkPerGathered;
   return cost <= Math.max(minWalk, gathering);
+}
+
+/**
+ * Costs of a text search within a tag's or LoRA's times (image-text.ts, withinLinks), in units of
+ * one text entry tested against the times' set (about 0.15 us: "cat", 50,000 entries, within a
+ * 10,000-image tag's times in 7.5 ms at 1,000,000 images, npm run bench:library, 2 cores under
+ * load): a link's time read into the set about 1 (a LoRA's 50,000 times, 7 ms); a key of a
+ * shared millisecond whose image the band's index does not hold about 7 (a seek); one whose
+ * image row is read and its tag or LoRA tested about 70 (2,513 such keys of "dragon" and a
+ * LoRA: 26 ms).
+ */
+const timeCost = 1;
+const missCost = 7;
+const hitCost = 70;
+
+/**
+ * A text search with a tag or LoRA in rating order, within their times: whether to walk the
+ * bands from `start` down (each band's walk reads the times again and walks the text until a
+ * page of the band's matches) or to read every match at once and sort them (one pass; costs a
+ * row lookup for every match). `textSize`: the text's entries (at most); `probes`: the tags' and
+ * LoRAs' sizes; their matches assumed spread over ratings and filters as all images are. A word
+ * with a tag (500 matches) is read at once (10 ms at 1,000,000 images, against 3 band walks of
+ * 9 ms each); a word with a LoRA (2,500 matches, 250 of them 5-star) walks the top band for 40%
+ * of the word (11 ms, against 40 ms at once).
+ */
+export function bandsOrAll(
+  bands: RatingBands,
+  start: number,
+  textSize: number,
+  need: number,
+  probes: number[],
+): 'bands' | 'all' {
+  const total = bands.all.reduce((a, b) => a + b, 0);
+  if (total === 0) return 'all';
+  const size = Math.min(textSize, total);
+  const times = probes.reduce((a, n) => a + n, 0) * timeCost;
+  const matches = probes.reduce((m, n) => m * Math.min(1, n / total), size);
+  const all = times + size + matches * hitCost;
+  let walk = 0;
+  for (const { inBand, part } of bandsWalked(bands, start, total, matches, need))
+    walk += times + part * (size + inBand * hitCost + (matches - inBand) * missCost);
+  return walk < all ? 'bands' : 'all';
+}
+
+/** Rating order: (rating, created_at, id) descending, as images_rating is walked backwards. */
+function ratedOrder(a: LinkKey, b: LinkKey): number {
+  return (
+    b.rating - a.rating || b.created_at - a.created_at || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0)
+  );
+}
+
+/**
+ * Every match of a text within a tag's or LoRA's times (allText), sorted into rating order:
+ * the page after the cursor (or the first) and how many match in all (exact).
+ */
+export function pageOfAllText(
+  db: Db,
+  text: string,
+  ask: RatedAsk,
+): { keys: LinkKey[]; total: number } {
+  const all = allText(db, text, ask.rest, ask.within).sort(ratedOrder);
+  const after = ask.after;
+  const cursor = after ? { rating: after[0], created_at: after[1], id: after[2] } : null;
+  const from = cursor ? all.findIndex((k) => ratedOrder(k, cursor) > 0) : 0;
+  const keys = from < 0 ? [] : all.slice(from, from + ask.limit);
+  return { keys, total: all.length };
 }
 
 /** A page asked for in rating order: after a cursor's (rating, created_at, id), or the first. */
@@ -112,6 +203,8 @@ export interface RatedAsk {
   after: [number, number, string] | null;
   /** Keys wanted (one more than the page, to tell whether another follows). */
   limit: number;
+  /** A text lead's tags and LoRAs, whose times its walk is kept within (image-text.ts). */
+  within: DateLink[];
 }
 
 /**
@@ -139,7 +232,9 @@ export function pageInRatingOrder(
       offset: 0,
     };
     keys.push(
-      ...('text' in lead ? pageText(db, lead.text, band) : pageThroughLink(db, lead, band)),
+      ...('text' in lead
+        ? pageText(db, lead.text, band, ask.within)
+        : pageThroughLink(db, lead, band)),
     );
   }
   return keys;
