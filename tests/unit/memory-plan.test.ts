@@ -7,7 +7,9 @@ import { encodeModel, type NodeSpec } from '../../src/engine/convert/onnx/proto'
 import type { LoadedModel } from '../../src/engine/models';
 import { type AttentionCount, countAttention } from '../../src/engine/models/attention-rewrite';
 import {
+  SPARE_CAP_BYTES,
   decodeGrid,
+  generationBudgetBytes,
   materialisesAttention,
   textEncodersInTheWay,
   planMemory,
@@ -173,5 +175,43 @@ describe('memory plan: SDXL at 1024x1024', () => {
     expect(covered.every((c) => c === 1)).toBe(true);
     // Not even the smallest tile fits: decoded whole, as without a plan.
     expect(decodeGrid(sdxl(), 128, 128, 1024)).toBeNull();
+  });
+});
+
+describe('memory plan: what memory to spare means for a generation', () => {
+  test('without a budget a generation plans with 60% of the free memory, at most 2 GiB', () => {
+    expect(SPARE_CAP_BYTES).toBe(2 * GiB);
+    expect(generationBudgetBytes(undefined, 32 * GiB)).toBe(2 * GiB);
+    expect(generationBudgetBytes(null, 2 * GiB)).toBe(Math.floor(2 * GiB * 0.6));
+    // The user's budget is taken as given, above the cap too.
+    expect(generationBudgetBytes(8000, 32 * GiB)).toBe(8000 * 2 ** 20);
+    expect(generationBudgetBytes(0, 32 * GiB)).toBe(2 * GiB);
+  });
+
+  test('SDXL at 1024x1024 with memory to spare: encoders released, decode in 4 tiles under 2 GiB', () => {
+    // Before the cap, 60% of 32 GiB free kept the encoders and decoded whole (18.93 GiB peak).
+    const budget = generationBudgetBytes(undefined, 32 * GiB);
+    expect(textEncodersInTheWay(sdxl(), 2, 128, 128, budget)).toBe(true);
+    const grid = decodeGrid(sdxl(), 128, 128, budget)!;
+    expect(grid.tiles).toHaveLength(4);
+    for (const t of grid.tiles) expect(vaeCallBytes(sdxl(), t.h, t.w)).toBeLessThanOrEqual(budget);
+  });
+
+  test('SD 1.5 at 512x512 with memory to spare keeps its encoder and decodes whole', () => {
+    const model = sd15({ unet: fused, vae_decoder: { fused: 1, materialised: 0 } });
+    const budget = generationBudgetBytes(undefined, 32 * GiB);
+    expect(textEncodersInTheWay(model, 2, 64, 64, budget)).toBe(false);
+    expect(decodeGrid(model, 64, 64, budget)).toBeNull();
+  });
+
+  test('the decode takes the tiles with the least work that fit, not the largest', () => {
+    // Under 2 GiB the largest tile that fits is 88 (704 px): 4 tiles, 1.89x the latent's pixels.
+    // 4 tiles of 80 (640 px) cover it with 1.56x.
+    const grid = decodeGrid(sdxl(), 128, 128, 2 * GiB)!;
+    const work = grid.tiles.reduce((sum, t) => sum + t.h * t.w, 0);
+    expect(grid.tiles).toHaveLength(4);
+    expect(grid.tiles[0]).toMatchObject({ h: 80, w: 80 });
+    expect(work / 128 ** 2).toBeCloseTo(1.5625, 4);
+    expect(vaeCallBytes(sdxl(), 88, 88)).toBeLessThanOrEqual(2 * GiB);
   });
 });
