@@ -7,6 +7,7 @@ import { encodeModel, type NodeSpec } from '../../src/engine/convert/onnx/proto'
 import type { LoadedModel } from '../../src/engine/models';
 import { type AttentionCount, countAttention } from '../../src/engine/models/attention-rewrite';
 import {
+  DECODE_CAP_BYTES,
   SPARE_CAP_BYTES,
   decodeGrid,
   generationBudgetBytes,
@@ -159,10 +160,14 @@ describe('memory plan: SDXL at 1024x1024', () => {
     expect(vae).toBeLessThan(4.08 * 1.2);
   });
 
-  test('the text encoders give way and the decode is tiled only when the budget is short', () => {
+  test('the text encoders give way when the budget is short; a decode over 1 GiB is tiled', () => {
     expect(textEncodersInTheWay(sdxl(), 2, 128, 128, 8 * GiB)).toBe(false);
     expect(textEncodersInTheWay(sdxl(), 2, 128, 128, 2 * GiB)).toBe(true);
-    expect(decodeGrid(sdxl(), 128, 128, 8 * GiB)).toBeNull();
+    // Whatever the budget (DECODE_CAP_BYTES): 9 tiles of 448 px decoded as fast as the whole
+    // image with a fifth of its memory.
+    expect(DECODE_CAP_BYTES).toBe(GiB);
+    expect(decodeGrid(sdxl(), 128, 128, 8 * GiB)!.tiles).toHaveLength(9);
+    expect(decodeGrid(sdxl(), 64, 64, 8 * GiB)).toBeNull();
     const grid = decodeGrid(sdxl(), 128, 128, 1 * GiB)!;
     expect(grid.tiles.length).toBeGreaterThan(1);
     const side = Math.max(grid.tiles[0].h, grid.tiles[0].w);
@@ -188,13 +193,13 @@ describe('memory plan: what memory to spare means for a generation', () => {
     expect(generationBudgetBytes(0, 32 * GiB)).toBe(2 * GiB);
   });
 
-  test('SDXL at 1024x1024 with memory to spare: encoders released, decode in 4 tiles under 2 GiB', () => {
-    // Before the cap, 60% of 32 GiB free kept the encoders and decoded whole (18.93 GiB peak).
+  test('SDXL at 1024x1024 with memory to spare: encoders released, decode in tiles under 1 GiB', () => {
+    // Before the caps, 60% of 32 GiB free kept the encoders and decoded whole (18.93 GiB peak).
     const budget = generationBudgetBytes(undefined, 32 * GiB);
     expect(textEncodersInTheWay(sdxl(), 2, 128, 128, budget)).toBe(true);
     const grid = decodeGrid(sdxl(), 128, 128, budget)!;
-    expect(grid.tiles).toHaveLength(4);
-    for (const t of grid.tiles) expect(vaeCallBytes(sdxl(), t.h, t.w)).toBeLessThanOrEqual(budget);
+    expect(grid.tiles).toHaveLength(9);
+    for (const t of grid.tiles) expect(vaeCallBytes(sdxl(), t.h, t.w)).toBeLessThanOrEqual(GiB);
   });
 
   test('SD 1.5 at 512x512 with memory to spare keeps its encoder and decodes whole', () => {
@@ -204,14 +209,18 @@ describe('memory plan: what memory to spare means for a generation', () => {
     expect(decodeGrid(model, 64, 64, budget)).toBeNull();
   });
 
-  test('the decode takes the tiles with the least work that fit, not the largest', () => {
-    // Under 2 GiB the largest tile that fits is 88 (704 px): 4 tiles, 1.89x the latent's pixels.
-    // 4 tiles of 80 (640 px) cover it with 1.56x.
-    const grid = decodeGrid(sdxl(), 128, 128, 2 * GiB)!;
+  test('the decode takes the fewest tiles that fit, then the least work, not the largest tile', () => {
+    // Under 1 GiB: tiles of 64 and of 56 both make 9 (40 makes 16, with less work); 56 decodes
+    // 1.72x the latent's pixels where 64 decodes 2.25x.
+    const grid = decodeGrid(sdxl(), 128, 128, GiB)!;
     const work = grid.tiles.reduce((sum, t) => sum + t.h * t.w, 0);
-    expect(grid.tiles).toHaveLength(4);
-    expect(grid.tiles[0]).toMatchObject({ h: 80, w: 80 });
-    expect(work / 128 ** 2).toBeCloseTo(1.5625, 4);
-    expect(vaeCallBytes(sdxl(), 88, 88)).toBeLessThanOrEqual(2 * GiB);
+    expect(grid.tiles).toHaveLength(9);
+    expect(grid.tiles[0]).toMatchObject({ h: 56, w: 56 });
+    expect(work / 128 ** 2).toBeCloseTo(1.7227, 3);
+    expect(vaeCallBytes(sdxl(), 64, 64)).toBeLessThanOrEqual(GiB);
+    // Under 512 MiB: 16 tiles of 40 (320 px), 1.56x.
+    const small = decodeGrid(sdxl(), 128, 128, GiB / 2)!;
+    expect(small.tiles).toHaveLength(16);
+    expect(small.tiles[0]).toMatchObject({ h: 40, w: 40 });
   });
 });

@@ -64,11 +64,11 @@ export function memoryBudgetBytes(budgetMb?: number | null): number {
 
 /**
  * The most a generation plans to hold beyond its loaded sessions when memory is to spare:
- * what a 16 GiB machine leaves once SDXL's sessions are loaded. Above it the text encoders give
- * way and the decode runs in tiles, as on that machine. More buys little: an SDXL decode at
- * 1024x1024 held 4.08 GiB whole (18.93 GiB for the generation with the encoders kept) where
- * its tiles run at about the same speed, and the encoders come back in seconds from the
- * optimized-graph cache for a new prompt (README "Performance").
+ * what a 16 GiB machine leaves once SDXL's sessions are loaded. A generation whose UNet call or
+ * whole decode is estimated above it releases its text encoders, as on that machine: SDXL at
+ * 1024x1024 kept them and peaked at 18.93 GiB with a whole decode; they come back for a new
+ * prompt in seconds from the optimized-graph cache (README "Performance"). The decode itself is
+ * capped lower still (DECODE_CAP_BYTES).
  */
 export const SPARE_CAP_BYTES = 2048 * MB;
 
@@ -169,8 +169,18 @@ export function textEncodersInTheWay(
 }
 
 /**
- * Latent tiles for one decoder call that fits `budgetBytes`: null when the whole call fits, or
- * when not even the smallest tile does (the whole call is then tried, as without a plan).
+ * The most one decoder call is planned to hold, whatever the budget: tiles of about this size
+ * decode as fast as the whole image and hold a fifth of it. Measured on a full-size VAE decoder
+ * at 1024x1024 (bench:memory --decoder, 2 cores, no memory patterns): whole 108 s and +4.13 GiB
+ * (kept by the arena after the call), 9 tiles of 448 px 109 s and +0.81 GiB, 4 tiles of 640 px
+ * 149 s and +1.83 GiB (README "Performance").
+ */
+export const DECODE_CAP_BYTES = 1024 * MB;
+
+/**
+ * Latent tiles for one decoder call that fits `budgetBytes` and DECODE_CAP_BYTES: null when the
+ * whole call fits, or when not even the smallest tile does (the whole call is then tried, as
+ * without a plan).
  */
 export function decodeGrid(
   model: LoadedModel,
@@ -178,17 +188,18 @@ export function decodeGrid(
   w: number,
   budgetBytes: number,
 ): TileGrid | null {
-  if (vaeCallBytes(model, h, w) <= budgetBytes) return null;
-  return leastWorkTile(h, w, budgetBytes, (th, tw) => vaeCallBytes(model, th, tw));
+  const room = Math.min(budgetBytes, DECODE_CAP_BYTES);
+  if (vaeCallBytes(model, h, w) <= room) return null;
+  return fewestTiles(h, w, room, (th, tw) => vaeCallBytes(model, th, tw));
 }
 
 /**
- * Of the tile grids whose one-call estimate fits `room`, the one with the fewest latent pixels
- * decoded in all (tiles x tile area; the larger tile on a tie), or null when none fits. The
- * largest tile that fits is not the cheapest: at 1024x1024 under 2 GiB, 4 tiles of 704 px
- * decode 1.9x the image's pixels where 4 of 640 px decode 1.56x.
+ * Of the tile grids whose one-call estimate fits `room`, the one with the fewest tiles (fewest
+ * seams and calls), then the fewest latent pixels decoded in all (the larger tile on a tie), or
+ * null when none fits. The largest tile that fits is not the cheapest: at 1024x1024 under
+ * 2 GiB, 4 tiles of 704 px decode 1.89x the image's pixels where 4 of 640 px decode 1.56x.
  */
-function leastWorkTile(
+function fewestTiles(
   h: number,
   w: number,
   room: number,
@@ -199,7 +210,9 @@ function leastWorkTile(
     if (estimate(Math.min(t, h), Math.min(t, w)) > room) continue;
     const grid = planTiles(h, w, t, overlapFor(t));
     const work = grid.tiles.reduce((sum, tile) => sum + tile.h * tile.w, 0);
-    if (!best || work < best.work) best = { grid, work };
+    const n = grid.tiles.length;
+    if (!best || n < best.grid.tiles.length || (n === best.grid.tiles.length && work < best.work))
+      best = { grid, work };
   }
   return best?.grid ?? null;
 }
