@@ -277,7 +277,7 @@ async function main(): Promise<void> {
       vae: { type: 'string' },
       latent: { type: 'string', default: '128' },
       tile: { type: 'string' },
-      tiles: { type: 'string', default: '0,88' },
+      tiles: { type: 'string', default: '0,56,80' },
       arena: { type: 'string' },
       arenas: { type: 'string', default: ARENA_SETTINGS.join(',') },
     },
