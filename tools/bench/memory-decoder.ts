@@ -1,5 +1,5 @@
-// `npm run bench:memory -- --decoder [--latent 128 --tiles 0,88 --arena on,no-pattern,no-arena,off
-//  --calls N --threads N --out FILE]`: the peak memory and time of the VAE decoder alone, the part
+// `npm run bench:memory -- --decoder [--latent 128 --tiles 0,56,80
+//  --arenas on,no-pattern,no-arena,off --calls N --threads N --out FILE]`: the peak memory and time of the VAE decoder alone, the part
 // that holds an SDXL generation's peak at 1024x1024 (README "Performance"), fast to iterate on
 // where a whole SDXL generation takes 15-36 min on a 2-core machine.
 //
