@@ -1,7 +1,7 @@
 // `npm run bench:memory -- --decoder [--latent 128 --tiles 0,56,80
-//  --arenas on,no-pattern,no-arena,off --calls N --threads N --out FILE]`: the peak memory and time of the VAE decoder alone, the part
-// that holds an SDXL generation's peak at 1024x1024 (README "Performance"), fast to iterate on
-// where a whole SDXL generation takes 15-36 min on a 2-core machine.
+//  --arenas on,no-pattern,no-arena,off --calls N --threads N --out FILE]`: the peak memory and
+// time of the VAE decoder alone, the part that held an SDXL generation's peak at 1024x1024
+// (README "Performance"), fast to iterate on where a whole SDXL generation takes minutes more.
 //
 // The decoder is SD's (SDXL's has the same architecture; only its weights and latent scale
 // differ): a full-size random-weight VAE written from the recorded sd15 key set's
