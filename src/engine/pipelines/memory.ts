@@ -173,8 +173,8 @@ export function textEncodersInTheWay(
  * decode about as fast as the whole image and hold a fifth of it. Measured on a full-size VAE
  * decoder at 1024x1024 (bench:memory --decoder, 2 cores, no memory patterns): whole 108 s and
  * +4.13 GiB (kept by the arena after the call), 9 tiles of 448 px 109 s and +0.81 GiB, 4 tiles
- * of 640 px 149 s and +1.83 GiB; within an SDXL generation the 9 tiles took 84-94 s where the
- * whole decode had taken 70 s on a busy machine (README "Performance").
+ * of 640 px 149 s and +1.83 GiB; within an SDXL generation the 9 tiles took 75 s where the
+ * whole decode had taken 70 s at a like load (README "Performance").
  */
 export const DECODE_CAP_BYTES = 1024 * MB;
 
