@@ -22,6 +22,7 @@ import {
   sessionCache,
   validateSignature,
   type ModelFamily,
+  type SessionKey,
 } from '../../src/engine/models';
 import { familyCapabilities } from '../../src/shared';
 import {
@@ -540,6 +541,35 @@ describe('session cache', () => {
     const d = await loadModel(dir, { provider: 'cpu', threads: 1, cache });
     expect((await d.session('unet')).session).not.toBe(ua.session);
     expect(await cache.releaseAll()).toBe(2);
+  });
+
+  test('the VAE decoder session is created without memory patterns, the UNet with them', async () => {
+    const dir = await fixtureModel('fam-sd15-diffusers', { family: 'sd15', layout: 'diffusers' });
+    const keys: SessionKey[] = [];
+    // A real cache that notes the key of every session it is asked for (componentOptions).
+    class Recording extends SessionCache {
+      override get(key: SessionKey, file: string, baseDir?: string) {
+        keys.push(key);
+        return super.get(key, file, baseDir);
+      }
+    }
+    const cache = new Recording();
+    try {
+      const m = await loadModel(dir, { provider: 'cpu', threads: 1, cache });
+      await m.session('vae_encoder');
+      const options = (file: string) =>
+        keys.find((k) => path.basename(path.dirname(k.modelPath)) === file)!.options;
+      expect(options('vae_decoder').memPattern).toBe(false);
+      expect(options('unet').memPattern).toBeUndefined();
+      expect(options('vae_encoder').memPattern).toBeUndefined();
+      // A second load asks for the same key: the same session.
+      const again = await loadModel(dir, { provider: 'cpu', threads: 1, cache });
+      expect((await again.session('vae_decoder')).session).toBe(
+        (await m.session('vae_decoder')).session,
+      );
+    } finally {
+      await cache.releaseAll();
+    }
   });
 
   test('a failed creation is not cached', async () => {

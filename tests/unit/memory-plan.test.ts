@@ -7,7 +7,10 @@ import { encodeModel, type NodeSpec } from '../../src/engine/convert/onnx/proto'
 import type { LoadedModel } from '../../src/engine/models';
 import { type AttentionCount, countAttention } from '../../src/engine/models/attention-rewrite';
 import {
+  DECODE_CAP_BYTES,
+  SPARE_CAP_BYTES,
   decodeGrid,
+  generationBudgetBytes,
   materialisesAttention,
   textEncodersInTheWay,
   planMemory,
@@ -157,10 +160,14 @@ describe('memory plan: SDXL at 1024x1024', () => {
     expect(vae).toBeLessThan(4.08 * 1.2);
   });
 
-  test('the text encoders give way and the decode is tiled only when the budget is short', () => {
+  test('the text encoders give way when the budget is short; a decode over 1 GiB is tiled', () => {
     expect(textEncodersInTheWay(sdxl(), 2, 128, 128, 8 * GiB)).toBe(false);
     expect(textEncodersInTheWay(sdxl(), 2, 128, 128, 2 * GiB)).toBe(true);
-    expect(decodeGrid(sdxl(), 128, 128, 8 * GiB)).toBeNull();
+    // Whatever the budget (DECODE_CAP_BYTES): 9 tiles of 448 px decoded as fast as the whole
+    // image with a fifth of its memory.
+    expect(DECODE_CAP_BYTES).toBe(GiB);
+    expect(decodeGrid(sdxl(), 128, 128, 8 * GiB)!.tiles).toHaveLength(9);
+    expect(decodeGrid(sdxl(), 64, 64, 8 * GiB)).toBeNull();
     const grid = decodeGrid(sdxl(), 128, 128, 1 * GiB)!;
     expect(grid.tiles.length).toBeGreaterThan(1);
     const side = Math.max(grid.tiles[0].h, grid.tiles[0].w);
@@ -173,5 +180,47 @@ describe('memory plan: SDXL at 1024x1024', () => {
     expect(covered.every((c) => c === 1)).toBe(true);
     // Not even the smallest tile fits: decoded whole, as without a plan.
     expect(decodeGrid(sdxl(), 128, 128, 1024)).toBeNull();
+  });
+});
+
+describe('memory plan: what memory to spare means for a generation', () => {
+  test('without a budget a generation plans with 60% of the free memory, at most 2 GiB', () => {
+    expect(SPARE_CAP_BYTES).toBe(2 * GiB);
+    expect(generationBudgetBytes(undefined, 32 * GiB)).toBe(2 * GiB);
+    expect(generationBudgetBytes(null, 2 * GiB)).toBe(Math.floor(2 * GiB * 0.6));
+    // The user's budget is taken as given, above the cap too.
+    expect(generationBudgetBytes(8000, 32 * GiB)).toBe(8000 * 2 ** 20);
+    expect(generationBudgetBytes(0, 32 * GiB)).toBe(2 * GiB);
+  });
+
+  test('SDXL at 1024x1024 with memory to spare: encoders released, decode in tiles under 1 GiB', () => {
+    // Before the caps, 60% of 32 GiB free kept the encoders and decoded whole (18.93 GiB peak).
+    const budget = generationBudgetBytes(undefined, 32 * GiB);
+    expect(textEncodersInTheWay(sdxl(), 2, 128, 128, budget)).toBe(true);
+    const grid = decodeGrid(sdxl(), 128, 128, budget)!;
+    expect(grid.tiles).toHaveLength(9);
+    for (const t of grid.tiles) expect(vaeCallBytes(sdxl(), t.h, t.w)).toBeLessThanOrEqual(GiB);
+  });
+
+  test('SD 1.5 at 512x512 with memory to spare keeps its encoder and decodes whole', () => {
+    const model = sd15({ unet: fused, vae_decoder: { fused: 1, materialised: 0 } });
+    const budget = generationBudgetBytes(undefined, 32 * GiB);
+    expect(textEncodersInTheWay(model, 2, 64, 64, budget)).toBe(false);
+    expect(decodeGrid(model, 64, 64, budget)).toBeNull();
+  });
+
+  test('the decode takes the fewest tiles that fit, then the least work, not the largest tile', () => {
+    // Under 1 GiB: tiles of 64 and of 56 both make 9 (40 makes 16, with less work); 56 decodes
+    // 1.72x the latent's pixels where 64 decodes 2.25x.
+    const grid = decodeGrid(sdxl(), 128, 128, GiB)!;
+    const work = grid.tiles.reduce((sum, t) => sum + t.h * t.w, 0);
+    expect(grid.tiles).toHaveLength(9);
+    expect(grid.tiles[0]).toMatchObject({ h: 56, w: 56 });
+    expect(work / 128 ** 2).toBeCloseTo(1.7227, 3);
+    expect(vaeCallBytes(sdxl(), 64, 64)).toBeLessThanOrEqual(GiB);
+    // Under 512 MiB: 16 tiles of 40 (320 px), 1.56x.
+    const small = decodeGrid(sdxl(), 128, 128, GiB / 2)!;
+    expect(small.tiles).toHaveLength(16);
+    expect(small.tiles[0]).toMatchObject({ h: 40, w: 40 });
   });
 });

@@ -105,6 +105,8 @@ export async function measureGeneration(
     threads?: number;
     /** EngineOptions.memoryBudgetMb (a small one makes the text encoders give way). */
     memoryBudgetMb?: number;
+    /** EngineOptions.optimizedCacheDir: a second run creates its sessions from the cache. */
+    optimizedCacheDir?: string;
   },
   log: (msg: string) => void,
 ): Promise<GenerationMemory> {
@@ -113,6 +115,7 @@ export async function measureGeneration(
     previewEvery: 0,
     ...(o.threads ? { threads: o.threads } : {}),
     ...(o.memoryBudgetMb ? { memoryBudgetMb: o.memoryBudgetMb } : {}),
+    ...(o.optimizedCacheDir ? { optimizedCacheDir: o.optimizedCacheDir } : {}),
   });
   const clock = new PhaseClock(log);
   const model = await engine.load(o.model);

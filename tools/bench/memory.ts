@@ -1,9 +1,12 @@
 // `npm run bench:memory [-- --unet mid|sd15 --sizes 512[,768] --dtypes float32[,float16]
 //  --variants matmul,fused[,fused-noarena] --calls N --threads N --out FILE]`: peak memory of the
 // UNet at work, one child process per case so each peak is its own.
-// `npm run bench:memory -- --generate DIR --size N [--steps N --cfg X --memory-budget MB]`: one
-// whole generation of a model folder (e.g. a converted SDXL checkpoint at 1024), its peak per
-// phase (memory-generate.ts).
+// `npm run bench:memory -- --generate DIR --size N [--steps N --cfg X --memory-budget MB
+//  --optimized-cache DIR]`: one whole generation of a model folder (e.g. a converted SDXL
+// checkpoint at 1024), its peak per phase (memory-generate.ts); with --optimized-cache the first
+// run writes the optimized graphs there and a second creates its sessions from them.
+// `npm run bench:memory -- --decoder [...]`: the VAE decoder alone, whole and tiled, per setting
+// of ONNX Runtime's arena and memory patterns (memory-decoder.ts).
 //
 // A case is one UNet (the bench's random-weight fixture, whose attention is exported MatMul +
 // Softmax as in diffusers/optimum folders), one storage dtype, one image size and one variant:
@@ -32,6 +35,12 @@ import { MID_UNET_CONFIG, SD15_UNET_CONFIG } from '../../tests/fixtures/models';
 import { getRuntimeInfo } from '../../src/engine';
 import { createSession } from '../../src/engine/models/providers';
 import { benchModel, isEntry, repoRoot, writeResult } from './fixture';
+import {
+  ARENA_SETTINGS,
+  type ArenaSetting,
+  decoderMatrix,
+  runDecoderChild,
+} from './memory-decoder';
 import { measureGeneration } from './memory-generate';
 
 const log = (msg: string) => process.stderr.write(`bench:memory: ${msg}\n`);
@@ -297,11 +306,40 @@ async function main(): Promise<void> {
       cfg: { type: 'string', default: '7' },
       'memory-budget': { type: 'string' },
       cache: { type: 'string' },
+      'optimized-cache': { type: 'string' },
+      decoder: { type: 'boolean', default: false },
+      'decoder-child': { type: 'boolean', default: false },
+      vae: { type: 'string' },
+      latent: { type: 'string', default: '128' },
+      tile: { type: 'string' },
+      tiles: { type: 'string', default: '0,56,80' },
+      arena: { type: 'string' },
+      arenas: { type: 'string', default: ARENA_SETTINGS.join(',') },
     },
   });
   if (process.platform !== 'linux') throw new Error('bench:memory reads /proc: Linux only.');
   const threads = values.threads ? Number(values.threads) : undefined;
   const calls = Math.max(1, Number(values.calls));
+  if (values['decoder-child']) return runDecoderChild(values, log);
+  if (values.decoder) {
+    // The VAE decoder alone (memory-decoder.ts): whole and tiled, per arena setting.
+    const arenas = list(values.arenas);
+    for (const a of arenas)
+      if (!(ARENA_SETTINGS as readonly string[]).includes(a))
+        throw new Error(`--arenas: "${a}" is not one of ${ARENA_SETTINGS.join(', ')}.`);
+    const results = await decoderMatrix(
+      {
+        latent: Number(values.latent),
+        tiles: list(values.tiles).map(Number),
+        arenas: arenas as ArenaSetting[],
+        calls,
+        ...(threads ? { threads } : {}),
+      },
+      log,
+    );
+    await writeResult('memory-decoder', { ...machine(), results }, values.out);
+    return;
+  }
   if (values.generate) {
     // One whole generation of a model folder in this process, its peak per phase.
     const size = Number(values.size ?? values.sizes);
@@ -315,6 +353,9 @@ async function main(): Promise<void> {
         guidance: Number(values.cfg),
         ...(threads ? { threads } : {}),
         ...(values['memory-budget'] ? { memoryBudgetMb: Number(values['memory-budget']) } : {}),
+        ...(values['optimized-cache']
+          ? { optimizedCacheDir: path.resolve(values['optimized-cache']) }
+          : {}),
       },
       log,
     );

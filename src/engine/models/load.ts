@@ -11,7 +11,7 @@ import type { AttentionCount } from './attention-rewrite';
 import type { IoSpec } from '../tensor';
 import { detectFamily } from './family';
 import { openModelFolder } from './folder';
-import type { ProviderName, ProviderPreference } from './providers';
+import { type ProviderName, type ProviderPreference, componentOptions } from './providers';
 import { sessionCache as defaultCache, type SessionCache, type SessionKey } from './session-cache';
 import { findInput, findOutput, signatureFromSession, validateSignature } from './signature';
 import type { ComponentName, FamilyInfo, JsonObject, ModelInfo, Signature } from './types';
@@ -125,7 +125,12 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
         ),
       );
     }
-    const key = { modelPath: c.modelPath, preference, options, variant: opts.variants?.[name] };
+    const key = {
+      modelPath: c.modelPath,
+      preference,
+      options: componentOptions(name, options),
+      variant: opts.variants?.[name],
+    };
     const p = createComponentSession(cache, key, name, c.file, info.dir).then((s) => {
       signatures[name] = s.signature;
       attention[name] = s.attention;

@@ -136,6 +136,26 @@ export interface SessionOptionsInput {
    * Default true; off trades allocation speed for a lower peak (README "Performance").
    */
   memArena?: boolean;
+  /**
+   * Memory patterns alone (enableMemPattern); absent: as `memArena`. ONNX Runtime plans a
+   * pattern at a shape's first run and, from the second, allocates it as one block beside the
+   * arena chunks the first run left: a session's second run at a shape then holds twice its
+   * first (the VAE decoder at 512x512: +1.03 GiB, then +0.91 GiB more). Off, the arena's freed
+   * chunks serve the second run (+0) at the same speed (README "Performance").
+   */
+  memPattern?: boolean;
+}
+
+/**
+ * The options of component `name`'s session: the VAE decoders (`vae_decoder`, the x4
+ * upscaler's `vae`) run without memory patterns. A decode is the largest call of a generation
+ * (4 GiB for SDXL at 1024x1024) and runs once per image, tile after tile of one shape: with
+ * patterns, its second call at a shape held another copy of the first's memory and bought no
+ * speed (bench:memory --decoder, README "Performance"). The arena stays on: without it every
+ * call's first run at a shape was 3x slower here (its buffers allocated one by one).
+ */
+export function componentOptions(name: string, options: SessionOptionsInput): SessionOptionsInput {
+  return name === 'vae_decoder' || name === 'vae' ? { ...options, memPattern: false } : options;
 }
 
 let backgroundState: BackgroundState = { background: false, onBattery: false, mode: 'gentle' };
@@ -180,7 +200,7 @@ export function sessionOptions(
     interOpNumThreads: 1,
     executionMode: 'sequential',
     // DirectML does not support memory patterns (ORT's DirectML EP docs); everything else does.
-    enableMemPattern: provider !== 'dml' && (opts.memArena ?? true),
+    enableMemPattern: provider !== 'dml' && (opts.memPattern ?? opts.memArena ?? true),
     enableCpuMemArena: opts.memArena ?? true,
     extra: {
       session: { intra_op: { allow_spinning: (opts.spinning ?? spinByDefault()) ? '1' : '0' } },

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { EngineError } from '../errors';
 import { readComponent } from './folder';
 import { type ComponentSession, type LoadedModel, createComponentSession } from './load';
-import type { ProviderPreference, SessionOptionsInput } from './providers';
+import { type ProviderPreference, type SessionOptionsInput, componentOptions } from './providers';
 import type { SessionCache } from './session-cache';
 import { findInput, staticDim } from './signature';
 import type { OnnxComponent } from './types';
@@ -109,7 +109,11 @@ export function withVae(model: LoadedModel, vae: VaeFolder, opts: VaeSessionOpti
     if (existing) return existing;
     const c = component(name)!;
     const file = `${vae.name}: ${c.file}`;
-    const key = { modelPath: c.modelPath, preference: opts.preference, options: opts.options };
+    const key = {
+      modelPath: c.modelPath,
+      preference: opts.preference,
+      options: componentOptions(name, opts.options),
+    };
     const p = createComponentSession(opts.cache, key, name, file, vae.dir).then((s) => {
       attention[name] = s.attention;
       return s;

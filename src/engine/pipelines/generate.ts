@@ -15,7 +15,7 @@ import {
   reportStage,
 } from './core';
 import { timedRun } from './stats';
-import { decodeGrid, memoryBudgetBytes, textEncodersInTheWay } from './memory';
+import { decodeGrid, generationBudgetBytes, textEncodersInTheWay } from './memory';
 import { type Tile, decodeLatents } from './tiling';
 import { type ControlCrop, type ControlUnit, prepareUnits } from './controlnet';
 import { type ExtraChannels, type PredictOptions, makeUnetPredict } from './unet';
@@ -123,7 +123,7 @@ export async function runDiffusion(
   // SDXL's two text encoders hold 3 GiB in float32: give them up when the UNet call or the
   // decode ahead may not fit beside them (README "Performance").
   const rows = settings.batchSize * (useCfg ? 2 : 1);
-  if (textEncodersInTheWay(model, rows, h, w, memoryBudgetBytes(ctx.memoryBudgetMb)))
+  if (textEncodersInTheWay(model, rows, h, w, generationBudgetBytes(ctx.memoryBudgetMb)))
     await ctx.text.releaseEncoders();
 
   const unet = hooks.control?.unet ?? (await model.session('unet'));
@@ -259,9 +259,10 @@ export async function encodeTensor(
 }
 
 /**
- * The decoder call, in tiles when one whole call is estimated above the memory budget at the
- * time of the decode (an SDXL decode at 1024x1024 holds 4 GiB; README "Performance"), else
- * whole as `decodeLatent`.
+ * The decoder call, in tiles when one whole call is estimated above the generation's budget at
+ * the time of the decode (generationBudgetBytes: at most 2 GiB unless the user set a budget; an
+ * SDXL decode at 1024x1024 holds 4 GiB whole; README "Performance"), else whole as
+ * `decodeLatent`.
  */
 async function decodeFitting(
   ctx: RunContext,
@@ -271,7 +272,7 @@ async function decodeFitting(
   h: number,
   w: number,
 ): Promise<PixelImage> {
-  const grid = decodeGrid(ctx.model, h, w, memoryBudgetBytes(ctx.memoryBudgetMb));
+  const grid = decodeGrid(ctx.model, h, w, generationBudgetBytes(ctx.memoryBudgetMb));
   if (!grid) return decodeLatent(ctx, decoder, latents, index, h, w);
   const scaling = ctx.model.family.vaeScalingFactor;
   return decodeLatents(ctx, decoder, latents, index, h, w, scaling, grid);

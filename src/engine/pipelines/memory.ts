@@ -45,7 +45,8 @@
  *   pixel accumulators of the decode (3 floats + 3 bytes per pixel, twice).
  *
  * The budget is EngineOptions.memoryBudgetMb when set, else 60% of os.freemem() (available RAM; on a
- * GPU provider set the budget to the device's memory, which the engine cannot query).
+ * GPU provider set the budget to the device's memory, which the engine cannot query); a
+ * generation's own decisions cap the latter at SPARE_CAP_BYTES (generationBudgetBytes).
  */
 import os from 'node:os';
 import { isSdxlFamily } from '../../shared';
@@ -59,6 +60,28 @@ const MB = 1024 * 1024;
 export function memoryBudgetBytes(budgetMb?: number | null): number {
   if (budgetMb !== undefined && budgetMb !== null && budgetMb > 0) return budgetMb * MB;
   return Math.floor(os.freemem() * 0.6);
+}
+
+/**
+ * The most a generation plans to hold beyond its loaded sessions when memory is to spare:
+ * what a 16 GiB machine leaves once SDXL's sessions are loaded. A generation whose UNet call or
+ * whole decode is estimated above it releases its text encoders, as on that machine: SDXL at
+ * 1024x1024 kept them and peaked at 18.93 GiB with a whole decode; they come back for a new
+ * prompt in seconds from the optimized-graph cache (README "Performance"). The decode itself is
+ * capped lower still (DECODE_CAP_BYTES).
+ */
+export const SPARE_CAP_BYTES = 2048 * MB;
+
+/**
+ * The budget of a generation's decisions (textEncodersInTheWay, decodeGrid): `budgetMb` when
+ * set (the user's word), else 60% of the memory free now, at most SPARE_CAP_BYTES.
+ */
+export function generationBudgetBytes(
+  budgetMb?: number | null,
+  free: number = os.freemem(),
+): number {
+  if (budgetMb !== undefined && budgetMb !== null && budgetMb > 0) return budgetMb * MB;
+  return Math.min(SPARE_CAP_BYTES, Math.floor(free * 0.6));
 }
 
 interface ModelSizes {
@@ -146,8 +169,19 @@ export function textEncodersInTheWay(
 }
 
 /**
- * Latent tiles for one decoder call that fits `budgetBytes`: null when the whole call fits, or
- * when not even the smallest tile does (the whole call is then tried, as without a plan).
+ * The most one decoder call is planned to hold, whatever the budget: tiles of about this size
+ * decode about as fast as the whole image and hold a fifth of it. Measured on a full-size VAE
+ * decoder at 1024x1024 (bench:memory --decoder, 2 cores, no memory patterns): whole 108 s and
+ * +4.13 GiB (kept by the arena after the call), 9 tiles of 448 px 109 s and +0.81 GiB, 4 tiles
+ * of 640 px 149 s and +1.83 GiB; within an SDXL generation the 9 tiles took 75 s where the
+ * whole decode had taken 70 s at a like load (README "Performance").
+ */
+export const DECODE_CAP_BYTES = 1024 * MB;
+
+/**
+ * Latent tiles for one decoder call that fits `budgetBytes` and DECODE_CAP_BYTES: null when the
+ * whole call fits, or when not even the smallest tile does (the whole call is then tried, as
+ * without a plan).
  */
 export function decodeGrid(
   model: LoadedModel,
@@ -155,8 +189,33 @@ export function decodeGrid(
   w: number,
   budgetBytes: number,
 ): TileGrid | null {
-  if (vaeCallBytes(model, h, w) <= budgetBytes) return null;
-  return largestTile(h, w, budgetBytes, (th, tw) => vaeCallBytes(model, th, tw))?.grid ?? null;
+  const room = Math.min(budgetBytes, DECODE_CAP_BYTES);
+  if (vaeCallBytes(model, h, w) <= room) return null;
+  return fewestTiles(h, w, room, (th, tw) => vaeCallBytes(model, th, tw));
+}
+
+/**
+ * Of the tile grids whose one-call estimate fits `room`, the one with the fewest tiles (fewest
+ * seams and calls), then the fewest latent pixels decoded in all (the larger tile on a tie), or
+ * null when none fits. The largest tile that fits is not the cheapest: at 1024x1024 under
+ * 2 GiB, 4 tiles of 704 px decode 1.89x the image's pixels where 4 of 640 px decode 1.56x.
+ */
+function fewestTiles(
+  h: number,
+  w: number,
+  room: number,
+  estimate: (th: number, tw: number) => number,
+): TileGrid | null {
+  let best: { grid: TileGrid; work: number } | null = null;
+  for (let t = align8(Math.max(h, w) - 1); t >= minTile; t -= 8) {
+    if (estimate(Math.min(t, h), Math.min(t, w)) > room) continue;
+    const grid = planTiles(h, w, t, overlapFor(t));
+    const work = grid.tiles.reduce((sum, tile) => sum + tile.h * tile.w, 0);
+    const n = grid.tiles.length;
+    if (!best || n < best.grid.tiles.length || (n === best.grid.tiles.length && work < best.work))
+      best = { grid, work };
+  }
+  return best?.grid ?? null;
 }
 
 /** The largest tile grid whose one-call estimate fits `room`, or null when none does. */
