@@ -32,7 +32,13 @@ export async function startStudioServer(
     {
       cwd: repoRoot,
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, LATENT_STUDIO_RESOURCES_DIR: resources },
+      env: {
+        // A developer's own Hub login (huggingface_hub's token file) must not reach the
+        // loopback Hubs; a spec that tests that file sets HF_TOKEN_PATH itself.
+        HF_TOKEN_PATH: '/nonexistent/latent-studio-tests/hf-token',
+        ...process.env,
+        LATENT_STUDIO_RESOURCES_DIR: resources,
+      },
     },
   );
   let output = '';
