@@ -30,7 +30,13 @@ import { mkdtemp, open, rm, statfs, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { Message } from '../convert/onnx/proto';
 import { toFloat32 } from '../convert/readers/dtype';
-import { type Field, fields, packed, str } from './attention-rewrite';
+import {
+  type Field,
+  type TensorInfo,
+  fields,
+  parseTensor,
+  text,
+} from '../adapters/embeddings-proto';
 import type { ProviderName } from './providers';
 
 /** The widened model and its data file inside the temporary folder. */
@@ -99,17 +105,6 @@ interface NodeInfo {
   subgraph: boolean;
 }
 
-interface TensorInfo {
-  field: Field;
-  name: string;
-  type: number;
-  dims: number[];
-  raw: Field | undefined;
-  /** DataLocation EXTERNAL with these entries. */
-  external: Map<string, string> | undefined;
-  typed: boolean;
-}
-
 function readNode(b: Uint8Array, f: Field): NodeInfo {
   const n: NodeInfo = {
     field: f,
@@ -120,56 +115,23 @@ function readNode(b: Uint8Array, f: Field): NodeInfo {
     to: undefined,
     subgraph: false,
   };
-  for (const x of fields(b, f.valueStart, f.end)) {
-    if (x.no === 1 && x.wire === 2) n.inputs.push(str(b, x));
-    else if (x.no === 2 && x.wire === 2) n.outputs.push(str(b, x));
-    else if (x.no === 4 && x.wire === 2) n.opType = str(b, x);
-    else if (x.no === 7 && x.wire === 2) n.domain = str(b, x);
-    else if (x.no === 5 && x.wire === 2) {
+  for (const x of fields(b, f.payloadStart, f.end)) {
+    if (x.number === 1 && x.wire === 2) n.inputs.push(text(b, x));
+    else if (x.number === 2 && x.wire === 2) n.outputs.push(text(b, x));
+    else if (x.number === 4 && x.wire === 2) n.opType = text(b, x);
+    else if (x.number === 7 && x.wire === 2) n.domain = text(b, x);
+    else if (x.number === 5 && x.wire === 2) {
       let name = '';
       let i: number | undefined;
-      for (const a of fields(b, x.valueStart, x.end)) {
-        if (a.no === 1 && a.wire === 2) name = str(b, a);
-        else if (a.no === 3 && a.wire === 0) i = a.value;
-        else if (a.no === 6 || a.no === 11) n.subgraph = true;
+      for (const a of fields(b, x.payloadStart, x.end)) {
+        if (a.number === 1 && a.wire === 2) name = text(b, a);
+        else if (a.number === 3 && a.wire === 0) i = a.value;
+        else if (a.number === 6 || a.number === 11) n.subgraph = true;
       }
       if (name === 'to') n.to = i;
     }
   }
   return n;
-}
-
-function readTensor(b: Uint8Array, f: Field): TensorInfo {
-  const t: TensorInfo = {
-    field: f,
-    name: '',
-    type: 0,
-    dims: [],
-    raw: undefined,
-    external: undefined,
-    typed: false,
-  };
-  let location = 0;
-  const entries = new Map<string, string>();
-  for (const x of fields(b, f.valueStart, f.end)) {
-    if (x.no === 1 && x.wire === 0) t.dims.push(x.value);
-    else if (x.no === 1 && x.wire === 2) t.dims.push(...packed(b, x));
-    else if (x.no === 2 && x.wire === 0) t.type = x.value;
-    else if (x.no === 8 && x.wire === 2) t.name = str(b, x);
-    else if (x.no === 9 && x.wire === 2) t.raw = x;
-    else if (x.no === 13 && x.wire === 2) {
-      let k = '';
-      let v = '';
-      for (const e of fields(b, x.valueStart, x.end)) {
-        if (e.no === 1 && e.wire === 2) k = str(b, e);
-        else if (e.no === 2 && e.wire === 2) v = str(b, e);
-      }
-      entries.set(k, v);
-    } else if (x.no === 14 && x.wire === 0) location = x.value;
-    else if ((x.no >= 4 && x.no <= 7) || x.no === 10 || x.no === 11) t.typed = true;
-  }
-  if (location === 1) t.external = entries;
-  return t;
 }
 
 /** Bytes per element of the TensorProto data types (for external data without a length). */
@@ -211,17 +173,17 @@ interface Plan {
 
 function plan(b: Uint8Array, folder: string): Plan | null {
   let graph: Field | undefined;
-  for (const f of fields(b, 0, b.byteLength)) if (f.no === 7 && f.wire === 2) graph = f;
+  for (const f of fields(b, 0, b.byteLength)) if (f.number === 7 && f.wire === 2) graph = f;
   if (!graph) return null;
   const nodes: NodeInfo[] = [];
   const tensors: TensorInfo[] = [];
   const graphIo = new Set<string>();
-  for (const f of fields(b, graph.valueStart, graph.end)) {
+  for (const f of fields(b, graph.payloadStart, graph.end)) {
     if (f.wire !== 2) continue;
-    if (f.no === 1) nodes.push(readNode(b, f));
-    else if (f.no === 5) tensors.push(readTensor(b, f));
-    else if (f.no === 11 || f.no === 12)
-      for (const x of fields(b, f.valueStart, f.end)) if (x.no === 1) graphIo.add(str(b, x));
+    if (f.number === 1) nodes.push(readNode(b, f));
+    else if (f.number === 5) tensors.push(parseTensor(b, f));
+    else if (f.number === 11 || f.number === 12)
+      for (const x of fields(b, f.payloadStart, f.end)) if (x.number === 1) graphIo.add(text(b, x));
   }
   // A subgraph can read any outer name: leave such a model alone.
   if (nodes.some((n) => n.subgraph)) return null;
@@ -239,10 +201,11 @@ function plan(b: Uint8Array, folder: string): Plan | null {
     // Outside the folder: ONNX Runtime refuses it in its own words.
     if (t.external && !externalPath(folder, t.external.get('location'))) return null;
     // External data without a length, of a type whose width is not known here: not copyable.
-    if (t.external && !t.external.has('length') && !ELEMENT_BYTES[t.type]) return null;
-    if (t.type !== FLOAT16 || t.typed || graphIo.has(t.name)) continue;
+    if (t.external && !t.external.has('length') && !ELEMENT_BYTES[t.dataType]) return null;
+    const typed = t.floatData !== null || t.int32Data !== null;
+    if (t.dataType !== FLOAT16 || typed || graphIo.has(t.name)) continue;
     const bytes = numel(t.dims) * 2;
-    if (t.raw ? t.raw.value !== bytes : !t.external) continue;
+    if (t.raw ? t.raw.end - t.raw.payloadStart !== bytes : !t.external) continue;
     if (t.external?.has('length') && Number(t.external.get('length')) !== bytes) continue;
     const readers = uses.get(t.name) ?? [];
     const cast = readers[0];
@@ -311,8 +274,8 @@ class SourceReader {
       for (let at = 0; at < length; at += step)
         await each(
           this.model.subarray(
-            t.raw.valueStart + at,
-            t.raw.valueStart + Math.min(length, at + step),
+            t.raw.payloadStart + at,
+            t.raw.payloadStart + Math.min(length, at + step),
           ),
         );
       return;
@@ -357,8 +320,8 @@ function externalTensor(
     for (const d of t.dims) m.int(1, d);
     m.int(2, FLOAT).string(8, widenedName);
   } else
-    for (const x of fields(b, t.field.valueStart, t.field.end))
-      if (x.no !== 9 && x.no !== 13 && x.no !== 14) m.raw(b.subarray(x.start, x.end));
+    for (const x of fields(b, t.field.payloadStart, t.field.end))
+      if (x.number !== 9 && x.number !== 13 && x.number !== 14) m.raw(b.subarray(x.start, x.end));
   for (const [k, v] of [
     ['location', WIDENED_DATA],
     ['offset', String(at.offset)],
@@ -388,9 +351,9 @@ export async function widenFloat16Weights(
     const out = new DataWriter(data);
     const tensorAt = new Map(p.tensors.map((t) => [t.field.start, t]));
     const graph = new Message();
-    for (const f of fields(model, p.graph.valueStart, p.graph.end)) {
-      if (f.no === 1 && p.dropped.has(f.start)) continue;
-      const t = f.no === 5 && f.wire === 2 ? tensorAt.get(f.start) : undefined;
+    for (const f of fields(model, p.graph.payloadStart, p.graph.end)) {
+      if (f.number === 1 && p.dropped.has(f.start)) continue;
+      const t = f.number === 5 && f.wire === 2 ? tensorAt.get(f.start) : undefined;
       const widenedName = t && p.widen.get(t.name);
       if (t && widenedName !== undefined) {
         const length = numel(t.dims) * 4;
@@ -402,7 +365,9 @@ export async function widenFloat16Weights(
         });
         graph.message(5, externalTensor(model, t, { offset, length }, widenedName));
       } else if (t?.external) {
-        const length = Number(t.external.get('length') ?? numel(t.dims) * ELEMENT_BYTES[t.type]);
+        const length = Number(
+          t.external.get('length') ?? numel(t.dims) * ELEMENT_BYTES[t.dataType],
+        );
         await out.align(length);
         const offset = out.offset;
         await reader.chunks(t, length, 1, (chunk) => out.write(chunk));
@@ -411,7 +376,7 @@ export async function widenFloat16Weights(
     }
     const result = new Message();
     for (const f of fields(model, 0, model.byteLength)) {
-      if (f.no === 7 && f.wire === 2) result.message(7, graph);
+      if (f.number === 7 && f.wire === 2) result.message(7, graph);
       else result.raw(model.subarray(f.start, f.end));
     }
     await data.close();
