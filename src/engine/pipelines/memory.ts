@@ -57,9 +57,12 @@ import { type TileGrid, planTiles } from './tiling';
 
 const MB = 1024 * 1024;
 
-export function memoryBudgetBytes(budgetMb?: number | null): number {
-  if (budgetMb !== undefined && budgetMb !== null && budgetMb > 0) return budgetMb * MB;
-  return Math.floor(os.freemem() * 0.6);
+/** Whether the user set a budget (EngineOptions.memoryBudgetMb). */
+const budgetSet = (budgetMb?: number | null): budgetMb is number =>
+  budgetMb !== undefined && budgetMb !== null && budgetMb > 0;
+
+export function memoryBudgetBytes(budgetMb?: number | null, free: number = os.freemem()): number {
+  return budgetSet(budgetMb) ? budgetMb * MB : Math.floor(free * 0.6);
 }
 
 /**
@@ -80,8 +83,8 @@ export function generationBudgetBytes(
   budgetMb?: number | null,
   free: number = os.freemem(),
 ): number {
-  if (budgetMb !== undefined && budgetMb !== null && budgetMb > 0) return budgetMb * MB;
-  return Math.min(SPARE_CAP_BYTES, Math.floor(free * 0.6));
+  const budget = memoryBudgetBytes(budgetMb, free);
+  return budgetSet(budgetMb) ? budget : Math.min(SPARE_CAP_BYTES, budget);
 }
 
 interface ModelSizes {
