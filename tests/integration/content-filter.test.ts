@@ -47,8 +47,9 @@ const input = (model: string): { settings: GenerationSettings } => ({
   } as GenerationInput),
 });
 
-async function generate(host: StudioHost, model: string) {
-  const job = await runJob(host, input(model).settings);
+async function generate(host: StudioHost, model: string, steps?: number) {
+  const { settings } = input(model);
+  const job = await runJob(host, steps ? { ...settings, steps } : settings);
   expect(job.error).toBeNull();
   const gen = await host.service.getGeneration({ id: job.generationId! });
   return Object.assign(
@@ -76,7 +77,9 @@ describe('content filter through the host', () => {
     const previews = previewsOf(host);
     try {
       expect((await host.service.getSettings(undefined)).contentFilter).toBe(false);
-      const raws = await generate(host, model);
+      // Enough steps that the first preview's PNG is encoded before the job saves: 8 steps of
+      // this tiny UNet could end first on a quiet machine, and a preview is never sent after.
+      const raws = await generate(host, model, 100);
       // Off, the live preview shows the picture forming.
       expect(previews.length).toBeGreaterThan(0);
       for (const raw of raws) expect(raw['Content filter']).toBeUndefined();
